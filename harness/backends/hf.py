@@ -1,0 +1,46 @@
+"""transformers backend: batched generation with left padding, on CPU or one GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness.backends.base import BACKENDS, GenerationBackend, SamplingParams, truncate_at_stop
+
+
+@BACKENDS.register("hf", "transformers generate(), batched, left-padded")
+class HFBackend(GenerationBackend):
+    name = "hf"
+
+    def __init__(self, batch_size: int = 128, device: str | None = None) -> None:
+        self.batch_size = batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = None
+        self.tokenizer = None
+
+    def load(self, model_dir: Path) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
+        assert self.model is not None and self.tokenizer is not None, "call load() first"
+        # Sort by length so each batch pads little; restore the caller's order at the end.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        completions: list[list[str]] = [[] for _ in prompts]
+        torch.manual_seed(params.seed)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            encoded = self.tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} if params.temperature > 0 else {"do_sample": False}
+            output = self.model.generate(
+                **encoded, max_new_tokens=params.max_new_tokens, num_return_sequences=params.n,
+                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id, **sampling,
+            )
+            texts = self.tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+            for row, text in enumerate(texts):
+                completions[chunk[row // params.n]].append(truncate_at_stop(text, params.stop))
+        return completions

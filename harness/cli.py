@@ -1,0 +1,143 @@
+"""`bench`: the command line. Every user error is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from harness.errors import BenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Measure what post-training methods gain in-domain and forget elsewhere, step by step.")
+
+PRESET_HELP = "default (the embedded organism, minutes on a CPU) or smoke (a few steps, tiny sets: for tests)"
+
+
+@app.command()
+def run(
+    method: str = typer.Option("rps", "--method", "-m", help="post-training method (see `bench methods`)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder [default: runs/<method>-seed<seed>]"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings (see README)"),
+    preset: str = typer.Option("default", help=PRESET_HELP),
+    seed: Optional[int] = typer.Option(None, help="seed for data order, initialisation and sampling"),
+    steps: Optional[int] = typer.Option(None, help="post-training steps"),
+    model: Optional[Path] = typer.Option(None, help="a Hugging Face model folder to start from instead of the organism"),
+    backend: Optional[str] = typer.Option(None, help="generation backend (hf)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Train with METHOD, score every checkpoint (start included) on all families, write the report."""
+    from harness.config import load_config
+    from harness.pipeline import execute, prepare
+
+    overrides = {"method": method, "seed": seed, "steps": steps, "model": str(model) if model else None, "backend": backend}
+    run_config = load_config(preset, config, overrides)
+    folder = out or Path("runs") / f"{run_config.method}-seed{run_config.seed}"
+    started = time.time()
+    store = execute(prepare(run_config, folder), quiet)
+    summary = json.loads((store.root / "summary.json").read_text())
+    typer.echo(format_summary(summary))
+    typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
+
+
+def format_summary(rows: list[dict]) -> str:
+    lines = [f"{'family':<10} {'slice':<16} {'start':>6} {'final':>6} {'change':>7}"]
+    for r in rows:
+        lines.append(f"{r['family']:<10} {r['slice']:<16} {r['start']:6.1f} {r['final']:6.1f} {r['change']:+7.1f}{' *' if r['significant'] else ''}")
+    return "\n".join(lines + ["(* : the 95% interval of the change excludes 0)"])
+
+
+@app.command()
+def base(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings"),
+    preset: str = typer.Option("default", help=PRESET_HELP),
+    rebuild: bool = typer.Option(False, help="pre-train again even if a cached organism exists"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Build (or find) the cached model organism and print its folder."""
+    from harness.config import load_config
+    from harness.organism import ensure_organism, remove_cached
+    from tasks.suites import SUITES
+
+    run_config = load_config(preset, config)
+    suite = SUITES[run_config.suite]
+    if rebuild:
+        remove_cached(run_config.organism, suite)
+    typer.echo(ensure_organism(run_config.organism, suite, quiet))
+
+
+@app.command()
+def methods() -> None:
+    """List the post-training methods."""
+    import trainers
+
+    for entry in trainers.TRAINERS:
+        typer.echo(f"{entry.name:<6} {entry.description}")
+
+
+@app.command()
+def score(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
+    """Re-score a run's stored generations (no generation), then re-write its report."""
+    from harness.pipeline import report_stage, timed
+    from harness.scoring import score_run
+    from harness.store import RunStore
+
+    store = RunStore.open(run_dir)
+    timed(store, "score", lambda: score_run(store))
+    timed(store, "report", lambda: report_stage(store))
+    typer.echo(f"scored: {run_dir / 'aggregates.parquet'}")
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="one or more scored run folders"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file [default: RUN/report.html for one run]"),
+) -> None:
+    """Re-write the HTML report from stored scores (no scoring)."""
+    from harness.store import AGGREGATES_FILE, RunStore
+    from reports.html import write_report
+
+    stores = [RunStore.open(d) for d in run_dirs]
+    for store in stores:
+        store.read_table(AGGREGATES_FILE)  # a clear error if the run was never scored
+    if output is None and len(stores) > 1:
+        raise BenchError("several runs need --output FILE for the combined report")
+    typer.echo(write_report(stores, output or stores[0].root / "report.html"))
+
+
+def silence_libraries() -> None:
+    """Our own progress bars are enough: hide transformers' per-file load/save bars and notices."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main() -> None:
+    silence_libraries()
+    try:
+        app(standalone_mode=False)
+    except BenchError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as error:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Run configuration: one frozen dataclass, presets, a YAML/JSON file, CLI overrides, validation.
+
+Precedence: preset < config file < command-line options. Every value is validated before
+anything is written, so bad input never leaves a half-made run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import BenchError
+from harness.organism import OrganismConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = "rps"
+    suite: str = "micro"
+    seed: int = 0
+    model: str | None = None  # a Hugging Face model folder; None = the embedded organism
+    organism: OrganismConfig = field(default_factory=OrganismConfig)
+    backend: str = "hf"
+    # post-training
+    steps: int = 300
+    lr: float = 1e-3  # η
+    stage2_lr_ratio: float = 0.1  # RPS: stage 2 at ratio·η (a 90% drop)
+    stage1_fraction: float = 0.5  # RPS/EPS: share of steps on the easy set
+    batch_size: int = 32
+    warmup_fraction: float = 0.05
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 50
+    train_examples: int = 4000  # size of each post-training set (easy and hard)
+    # evaluation
+    eval_per_slice: int | None = None  # None = the suite's full evaluation sets
+
+    def fingerprint(self) -> str:
+        """Identity of the run: two folders with the same fingerprint hold the same experiment."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# A few steps on a tiny organism and tiny evaluation sets: what the end-to-end tests run.
+SMOKE_OVERRIDES: dict[str, Any] = {
+    "organism": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64, "pretrain_steps": 10, "batch_size": 16},
+    "steps": 4,
+    "batch_size": 4,
+    "checkpoint_every": 2,
+    "train_examples": 64,
+    "eval_per_slice": 4,
+}
+PRESETS: dict[str, dict[str, Any]] = {"default": {}, "smoke": SMOKE_OVERRIDES}
+
+
+def load_config(preset: str = "default", path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Build and validate a RunConfig from a preset, an optional file and CLI overrides."""
+    if preset not in PRESETS:
+        raise BenchError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    values: dict[str, Any] = json.loads(json.dumps(PRESETS[preset]))
+    if path is not None:
+        _merge(values, read_config_file(path))
+    _merge(values, {k: v for k, v in (overrides or {}).items() if v is not None})
+    config = _build(RunConfig, values, "")
+    validate(config)
+    return config
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BenchError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON: one parser for both
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise BenchError(f"config file {path} is not valid YAML/JSON{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BenchError(f"config file {path} must hold a mapping of settings, not a {type(data).__name__}")
+    return data
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Instantiate a (nested) dataclass from a dict, rejecting unknown keys and wrong types."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise BenchError(f"unknown setting '{prefix}{unknown[0]}'; known: {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise BenchError(f"setting {prefix}{name} must be a mapping")
+            kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, known[name].type)
+    return replace(cls(), **kwargs)
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    text = str(annotation)
+    if value is None and "None" in text:
+        return None
+    if text.startswith("int") and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if text.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if text.startswith("str") and isinstance(value, str):
+        return value
+    kind = text.split(" ")[0]
+    raise BenchError(f"setting {name} must be {kind}, got {value!r}")
+
+
+def validate(config: RunConfig) -> None:
+    """Range checks that a type cannot express. Registry names are checked where they are used."""
+    positive = {"steps": config.steps, "lr": config.lr, "batch_size": config.batch_size, "train_examples": config.train_examples,
+                "organism.pretrain_steps": config.organism.pretrain_steps, "organism.batch_size": config.organism.batch_size,
+                "organism.lr": config.organism.lr, "grad_clip": config.grad_clip}
+    for name, value in positive.items():
+        if value <= 0:
+            raise BenchError(f"{name} must be positive, got {value}")
+    if config.checkpoint_every < 0:
+        raise BenchError(f"checkpoint_every must be >= 0 (0 = only at stage ends), got {config.checkpoint_every}")
+    if config.eval_per_slice is not None and config.eval_per_slice <= 0:
+        raise BenchError(f"eval_per_slice must be positive, got {config.eval_per_slice}")
+    if not 0 < config.stage2_lr_ratio <= 1:
+        raise BenchError(f"stage2_lr_ratio must be in (0, 1], got {config.stage2_lr_ratio}")
+    if not 0 < config.stage1_fraction < 1:
+        raise BenchError(f"stage1_fraction must be in (0, 1), got {config.stage1_fraction}")
+    for name in ("warmup_fraction", "min_lr_ratio"):
+        if not 0 <= getattr(config, name) < 1:
+            raise BenchError(f"{name} must be in [0, 1), got {getattr(config, name)}")
+    if config.model is not None and not (Path(config.model) / "config.json").is_file():
+        raise BenchError(f"model {config.model} is not a Hugging Face model folder (no config.json there)")

@@ -1,0 +1,117 @@
+"""The embedded model organism: a small Qwen3 pre-trained from scratch on the foundation mix.
+
+It is an ordinary Hugging Face model folder (Qwen3ForCausalLM + a character-level fast
+tokenizer), so transformers, vLLM and lm-eval load it like any real model. It is built
+deterministically from `OrganismConfig` and cached under the hash of that config, so every run
+on a machine shares one starting model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import string
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+from harness.progress import progress_bar
+from tasks.suites import Suite, training_items
+from trainers.common import LoopConfig, Stage, save_checkpoint, sft_loss, train
+
+# Bump when anything that changes the built model but is not in OrganismConfig changes
+# (tokenizer, data rendering, the training loop), so stale caches are not reused.
+ORGANISM_CODE_VERSION = 1
+
+EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<|unk|>"
+CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n"
+
+
+@dataclass(frozen=True)
+class OrganismConfig:
+    hidden_size: int = 192
+    num_layers: int = 3
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 512
+    max_positions: int = 128
+    pretrain_steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+
+    def fingerprint(self, suite: Suite) -> str:
+        blob = json.dumps({"config": asdict(self), "suite": suite.name, "foundation": suite.foundation, "code": ORGANISM_CODE_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PLASTICITY_BENCH_CACHE", Path.home() / ".cache" / "plasticity-bench"))
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character; decoding concatenates (no spaces inserted)."""
+    vocab = {token: i for i, token in enumerate([PAD, EOS, UNK, *CHARACTERS])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token=EOS, pad_token=PAD, unk_token=UNK, padding_side="left",
+        model_max_length=OrganismConfig.max_positions,
+    )
+
+
+def build_model(config: OrganismConfig, vocab_size: int) -> Qwen3ForCausalLM:
+    torch.manual_seed(config.seed)
+    qwen = Qwen3Config(
+        vocab_size=vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads,
+        head_dim=config.hidden_size // config.num_heads,
+        max_position_embeddings=config.max_positions,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=1,
+        pad_token_id=0,
+        torch_dtype="float32",
+    )
+    return Qwen3ForCausalLM(qwen)
+
+
+def organism_path(config: OrganismConfig, suite: Suite) -> Path:
+    return cache_root() / "organisms" / config.fingerprint(suite)
+
+
+def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -> Path:
+    """The cached organism's folder, pre-training it first if this machine has none yet."""
+    folder = organism_path(config, suite)
+    if (folder / "config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    tokenizer = build_tokenizer()
+    model = build_model(config, len(tokenizer))
+    per_task = config.pretrain_steps * config.batch_size // len(suite.foundation) + 1
+    mix = [item for task, level in suite.foundation for item in training_items(suite, task, level, per_task, seed=config.seed)]
+    stage = Stage("foundation", mix, config.pretrain_steps, config.lr)
+    loop = LoopConfig(batch_size=config.batch_size, warmup_fraction=0.05, min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0, checkpoint_every=0, seed=config.seed)
+    with progress_bar(config.pretrain_steps, "pre-training the organism", quiet) as advance:
+        train(model, tokenizer, [stage], sft_loss, loop, on_step=lambda step, loss: advance(loss))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    save_checkpoint(model, tokenizer, folder)
+    (folder / "organism.json").write_text(json.dumps({"config": asdict(config), "suite": suite.name, "pretrain_seconds": round(time.time() - started, 1), "parameters": model.num_parameters()}, indent=2))
+    return folder
+
+
+def remove_cached(config: OrganismConfig, suite: Suite) -> None:
+    shutil.rmtree(organism_path(config, suite), ignore_errors=True)

@@ -1,0 +1,149 @@
+"""The run, stage by stage: train → generate → score → report.
+
+Each stage reads what the previous one wrote in the run folder and records itself as done in
+run.json, so a re-run skips finished stages and `bench score` / `bench report` redo one stage
+alone. All input is validated in `prepare` before anything is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import tasks  # noqa: F401  (registers the tasks)
+import trainers  # noqa: F401  (registers the methods)
+from harness import provenance
+from harness.backends import BACKENDS, SamplingParams
+from harness.config import RunConfig
+from harness.errors import BenchError
+from harness.organism import ensure_organism
+from harness.progress import progress_bar
+from harness.scoring import score_run
+from harness.store import REPORT_FILE, RunStore
+from tasks.base import Item, content_hash, get_task
+from tasks.suites import SUITES, Suite, eval_items, training_items
+from trainers.common import (
+    TRAINERS, CheckpointRecord, LoopConfig, MethodSettings, Trainer, TrainingData, checkpoint_name,
+    read_manifest, save_checkpoint, train, write_manifest,
+)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    config: RunConfig
+    out: Path
+    suite: Suite
+    trainer: Trainer
+    items: tuple[Item, ...]
+
+
+def prepare(config: RunConfig, out: Path) -> PreparedRun:
+    """Resolve every name and check the output folder; raises BenchError, writes nothing."""
+    trainer = TRAINERS.get(config.method)()
+    BACKENDS.get(config.backend)
+    if config.suite not in SUITES:
+        raise BenchError(f"unknown suite {config.suite!r}; known: {', '.join(SUITES)}")
+    suite = SUITES[config.suite]
+    RunStore.check_target(out, config.fingerprint())
+    return PreparedRun(config, out, suite, trainer, eval_items(suite, config.eval_per_slice))
+
+
+def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
+    base_model = Path(run.config.model) if run.config.model else ensure_organism(run.config.organism, run.suite, quiet)
+    store = RunStore.open_or_create(run.out, run_metadata(run, base_model), run.items)
+    if not store.stage_done("train"):
+        timed(store, "train", lambda: train_stage(store, run, base_model, quiet))
+    if not store.stage_done("generate"):
+        timed(store, "generate", lambda: generate_stage(store, run.config.backend, quiet))
+    if not store.stage_done("score"):
+        timed(store, "score", lambda: score_run(store))
+    timed(store, "report", lambda: report_stage(store))
+    return store
+
+
+def timed(store: RunStore, stage: str, work) -> None:
+    started = time.time()
+    work()
+    store.mark_stage(stage, True, seconds=round(time.time() - started, 2))
+
+
+def run_metadata(run: PreparedRun, base_model: Path) -> dict:
+    by_slice: dict[str, list[Item]] = {}
+    for item in run.items:
+        by_slice.setdefault(f"{item.task}/{item.level}", []).append(item)
+    return {
+        "fingerprint": run.config.fingerprint(),
+        "method": run.config.method,
+        "suite": run.suite.name,
+        "seed": run.config.seed,
+        "config": run.config.to_dict(),
+        "base_model": str(base_model),
+        "backend": run.config.backend,
+        "eval_sets": {name: {"n": len(items), "sha256": content_hash(items)} for name, items in by_slice.items()},
+        "eval_set_sha256": content_hash(run.items),
+        "provenance": provenance.collect(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+# ---------------------------------------------------------------- stages
+
+
+def train_stage(store: RunStore, run: PreparedRun, base_model: Path, quiet: bool) -> None:
+    """Checkpoint 0 is the starting model; then the method's stages, checkpointing as they go."""
+    config = run.config
+    for stale in (store.checkpoints, store.generations):  # an unfinished earlier attempt
+        shutil.rmtree(stale, ignore_errors=True)
+    store.checkpoints.mkdir(parents=True)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model)
+    records = [CheckpointRecord(0, "start", 0.0, None, 0, f"checkpoints/{checkpoint_name(0)}")]
+    save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(0))
+    write_manifest(store.checkpoints, records)
+
+    def save(step: int, stage: str, lr: float, loss: float, examples_seen: int) -> None:
+        save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(step))
+        records.append(CheckpointRecord(step, stage, lr, loss, examples_seen, f"checkpoints/{checkpoint_name(step)}"))
+        write_manifest(store.checkpoints, records)
+
+    data = TrainingData(
+        easy=training_items(run.suite, *run.suite.easy, config.train_examples, config.seed),
+        hard=training_items(run.suite, *run.suite.hard, config.train_examples, config.seed),
+    )
+    settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
+    loop = LoopConfig(config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed)
+    with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
+        train(model, tokenizer, run.trainer.stages(data, settings), run.trainer.loss, loop, save, lambda _step, loss: advance(loss))
+
+
+def generate_stage(store: RunStore, backend_name: str, quiet: bool) -> None:
+    """Greedy completions of every evaluation item at every checkpoint, one backend for all."""
+    checkpoints = read_manifest(store.checkpoints)
+    by_task: dict[str, list[Item]] = {}
+    for item in store.items():
+        by_task.setdefault(item.task, []).append(item)
+    backend = BACKENDS.get(backend_name)()
+    try:
+        with progress_bar(len(checkpoints), f"generating ({backend_name})", quiet) as advance:
+            for record in checkpoints:
+                if not store.generation_file(record.step).exists():
+                    backend.load(store.root / record.path)
+                    ids, outputs = [], []
+                    for task_name, task_items in by_task.items():
+                        params = SamplingParams(max_new_tokens=get_task(task_name).max_new_tokens)
+                        ids += [item.id for item in task_items]
+                        outputs += [samples[0] for samples in backend.generate([item.prompt for item in task_items], params)]
+                    store.write_generations(record.step, ids, outputs)
+                advance()
+    finally:
+        backend.close()
+
+
+def report_stage(store: RunStore) -> Path:
+    from reports.html import write_report  # matplotlib is imported only when a report is made
+
+    return write_report([store], store.root / REPORT_FILE)

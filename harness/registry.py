@@ -1,0 +1,56 @@
+"""A tiny name → object registry, so adding a method, task or backend is one file plus one line.
+
+Usage::
+
+    TRAINERS: Registry[type[Trainer]] = Registry("method")
+
+    @TRAINERS.register("sft", "supervised fine-tuning on the hard set")
+    class SFT(Trainer): ...
+
+    TRAINERS.get("sft")   # -> SFT; an unknown name raises BenchError listing the known ones
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, Iterator, TypeVar
+
+from harness.errors import BenchError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    description: str
+    obj: T
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, description: str) -> Callable[[T], T]:
+        def decorate(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = Entry(name, description, obj)
+            return obj
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            raise BenchError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        return self._entries[name].obj
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(self._entries[name] for name in self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries

@@ -1,0 +1,147 @@
+"""The run folder: every stage reads what the previous one wrote, so any stage can be re-run.
+
+Layout (all tables are parquet, readable with `pandas.read_parquet`)::
+
+    RUN/run.json                    config, fingerprint, seeds, provenance, eval-set hashes, stage status
+    RUN/eval_items.parquet          the evaluation items themselves (re-scoring needs no generator)
+    RUN/checkpoints/manifest.json   one record per checkpoint (step, stage, lr, loss, examples seen)
+    RUN/checkpoints/step-000000/    Hugging Face model folders; step 0 is the starting model
+    RUN/generations/step-000000.parquet   item_id, step, output            (generation)
+    RUN/records.parquet             per item and step: output, score, correct, outcome (scoring)
+    RUN/aggregates.parquet          per step, family and slice: score, stderr, n      (scoring)
+    RUN/report.html, RUN/forgetting_curves.png                                         (report)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from harness.errors import BenchError
+from tasks.base import Item
+
+RUN_FILE = "run.json"
+ITEMS_FILE = "eval_items.parquet"
+RECORDS_FILE = "records.parquet"
+AGGREGATES_FILE = "aggregates.parquet"
+REPORT_FILE = "report.html"
+STAGES = ("train", "generate", "score", "report")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RunStore:
+    root: Path
+
+    # ------------------------------------------------------------ paths
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def generations(self) -> Path:
+        return self.root / "generations"
+
+    def generation_file(self, step: int) -> Path:
+        return self.generations / f"step-{step:06d}.parquet"
+
+    # ------------------------------------------------------------ creation and identity
+    @staticmethod
+    def check_target(root: Path, fingerprint: str) -> None:
+        """Refuse a folder that holds something other than this same run (before writing anything)."""
+        if not root.exists():
+            return
+        if not root.is_dir():
+            raise BenchError(f"output path {root} exists and is not a folder")
+        run_file = root / RUN_FILE
+        if run_file.is_file():
+            try:
+                existing = json.loads(run_file.read_text()).get("fingerprint")
+            except json.JSONDecodeError:
+                existing = None
+            if existing != fingerprint:
+                raise BenchError(f"output folder {root} already holds a different run; choose another --out or delete it")
+        elif any(root.iterdir()):
+            raise BenchError(f"output folder {root} is not empty and holds no run; choose another --out")
+
+    @classmethod
+    def open_or_create(cls, root: Path, metadata: dict[str, Any], items: Sequence[Item]) -> "RunStore":
+        cls.check_target(root, metadata["fingerprint"])
+        store = cls(root)
+        if not (root / RUN_FILE).is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            write_parquet_atomic(items_frame(items), root / ITEMS_FILE)
+            write_json_atomic(root / RUN_FILE, {**metadata, "stages": {}})
+        return store
+
+    @classmethod
+    def open(cls, root: Path) -> "RunStore":
+        """An existing run (for re-scoring or re-reporting); a clear error if it is not one."""
+        if not (root / RUN_FILE).is_file() or not (root / ITEMS_FILE).is_file():
+            raise BenchError(f"{root} is not a run folder (no {RUN_FILE} / {ITEMS_FILE}); make one with `bench run`")
+        return cls(root)
+
+    # ------------------------------------------------------------ metadata
+    def metadata(self) -> dict[str, Any]:
+        return json.loads((self.root / RUN_FILE).read_text())
+
+    def update_metadata(self, **fields: Any) -> None:
+        data = self.metadata()
+        data.update(fields)
+        write_json_atomic(self.root / RUN_FILE, data)
+
+    def stage_done(self, stage: str) -> bool:
+        return bool(self.metadata()["stages"].get(stage, {}).get("done"))
+
+    def mark_stage(self, stage: str, done: bool, **info: Any) -> None:
+        data = self.metadata()
+        data["stages"][stage] = {"done": done, **info}
+        for later in STAGES[STAGES.index(stage) + 1 :]:  # a redone stage invalidates what followed it
+            data["stages"].pop(later, None) if not done else None
+        write_json_atomic(self.root / RUN_FILE, data)
+
+    # ------------------------------------------------------------ tables
+    def items(self) -> list[Item]:
+        frame = pd.read_parquet(self.root / ITEMS_FILE)
+        return [Item(**{**row, "meta": json.loads(row["meta"])}) for row in frame.to_dict("records")]
+
+    def write_generations(self, step: int, item_ids: Sequence[str], outputs: Sequence[str]) -> None:
+        self.generations.mkdir(exist_ok=True)
+        frame = pd.DataFrame({"item_id": list(item_ids), "step": step, "output": list(outputs)})
+        write_parquet_atomic(frame, self.generation_file(step))
+
+    def read_generations(self) -> pd.DataFrame:
+        files = sorted(self.generations.glob("step-*.parquet"))
+        if not files:
+            raise BenchError(f"{self.root} has no generations to score; run `bench run` first")
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> None:
+        write_parquet_atomic(frame, self.root / name)
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        path = self.root / name
+        if not path.is_file():
+            raise BenchError(f"{self.root} has no {name}; score the run first (`bench score {self.root}`)")
+        return pd.read_parquet(path)
+
+
+def items_frame(items: Sequence[Item]) -> pd.DataFrame:
+    rows = [{**item.to_dict(), "meta": json.dumps(item.meta, sort_keys=True)} for item in items]
+    return pd.DataFrame(rows)

@@ -1,0 +1,68 @@
+"""In-domain math: chained single-digit addition/subtraction, answered with worked steps.
+
+Items come from reasoning-gym's `chain_sum` generator and are graded by its scorer; we only
+re-render them compactly (a character-level organism pays for every prompt character) and add
+the worked steps, evaluated left to right: ``5-3+6`` → ``5-3=2;2+6=8#8``.
+The difficulty level is the number of terms: RPS trains on easy items first, then hard ones.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import reasoning_gym
+
+from tasks.base import TASKS, Item, Score, Task
+
+# level -> (min_terms, max_terms). Hard items need longer chains than the foundation mix shows.
+TERMS_BY_LEVEL: dict[str, tuple[int, int]] = {"easy": (2, 3), "hard": (4, 5)}
+ANSWER_MARK = "#"
+
+
+def worked_steps(expression: str) -> tuple[str, int]:
+    """'5 - 3 + 6' -> ('5-3=2;2+6=8', 8): one step per operator, running total on the left."""
+    tokens = expression.split()
+    total = int(tokens[0])
+    steps = []
+    for op, operand in zip(tokens[1::2], tokens[2::2]):
+        new_total = total + int(operand) if op == "+" else total - int(operand)
+        steps.append(f"{total}{op}{operand}={new_total}")
+        total = new_total
+    return ";".join(steps), total
+
+
+def final_answer(output: str) -> str:
+    """The text after the last answer mark (the whole output if there is none)."""
+    return output.rsplit(ANSWER_MARK, 1)[-1].strip()
+
+
+@TASKS.register("chain_sum", "chained single-digit +/- with worked steps (reasoning-gym chain_sum)")
+class ChainSum(Task):
+    name = "chain_sum"
+    family = "math"
+    levels = tuple(TERMS_BY_LEVEL)
+    max_new_tokens = 48
+
+    def make(self, rng: random.Random, level: str, n: int) -> list[tuple[str, str, str, dict]]:
+        min_terms, max_terms = TERMS_BY_LEVEL[level]
+        dataset = reasoning_gym.create_dataset(
+            "chain_sum", size=n, seed=rng.randrange(2**31), min_terms=min_terms, max_terms=max_terms,
+            min_digits=1, max_digits=1,
+        )
+        candidates = []
+        for entry in dataset:
+            expression = entry["metadata"]["expression"]
+            steps, total = worked_steps(expression)
+            assert str(total) == entry["answer"], (expression, entry["answer"])
+            prompt = f"calc {expression.replace(' ', '')}\n"
+            candidates.append((prompt, f"{steps}{ANSWER_MARK}{total}", entry["answer"], {"expression": expression}))
+        return candidates
+
+    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+        scorer = reasoning_gym.create_dataset("chain_sum", size=1, seed=0)
+        scores = []
+        for item, output in zip(items, outputs):
+            value = float(scorer.score_answer(final_answer(output), {"answer": item.answer}))
+            scores.append(Score(value, value >= 1.0))
+        return scores

@@ -1,0 +1,100 @@
+"""What a task is: a seeded generator of items plus a scorer of model outputs.
+
+A *family* groups tasks for reporting (in-domain math, out-of-domain reasoning, program
+synthesis). Items are plain data, so evaluation sets can be hashed, stored and reloaded without
+the code that made them; scoring needs only the item and the model's output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Sequence
+
+from harness.registry import Registry
+
+# family -> what it stands for in the report. The in-domain family is the one post-training targets.
+FAMILIES: dict[str, str] = {
+    "math": "in-domain math (multi-step arithmetic with worked steps)",
+    "reasoning": "out-of-domain reasoning (string and list manipulation)",
+    "code": "program synthesis (graded by executing the program)",
+}
+IN_DOMAIN_FAMILY = "math"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One prompt with what a correct completion looks like."""
+
+    id: str
+    family: str
+    task: str
+    level: str
+    prompt: str
+    target: str  # a reference completion (with worked steps where the task has them)
+    answer: str  # the final answer the scorer checks
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Score:
+    score: float  # the task scorer's value in [0, 1] (partial credit where the scorer gives it)
+    correct: bool  # exact success; what accuracies are computed from
+    outcome: str = ""  # e.g. "wrong_answer", "timeout" for executed programs
+
+
+class Task(ABC):
+    """A family member. Subclasses set the class attributes and implement `make` and `score`."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    levels: ClassVar[tuple[str, ...]] = ("easy",)
+    max_new_tokens: ClassVar[int] = 32
+
+    @abstractmethod
+    def make(self, rng: random.Random, level: str, n: int) -> list[tuple[str, str, str, dict]]:
+        """Return n candidate (prompt, target, answer, meta) tuples; duplicates are fine."""
+
+    @abstractmethod
+    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+        """Score each output against its item (batched, so program execution can run in parallel)."""
+
+    def items(self, level: str, n: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[Item]:
+        """n distinct items at `level`, deterministic in `seed`, none of whose prompts is in `exclude`."""
+        if level not in self.levels:
+            raise ValueError(f"task {self.name} has no level {level!r} (levels: {self.levels})")
+        rng = random.Random(f"{self.name}/{level}/{seed}")
+        chosen: dict[str, Item] = {}
+        for _attempt in range(50):
+            for prompt, target, answer, meta in self.make(rng, level, 2 * (n - len(chosen)) + 8):
+                if prompt in exclude or prompt in chosen:
+                    continue
+                item_id = f"{self.name}-{level}-{_short_hash(prompt)}"
+                chosen[prompt] = Item(item_id, self.family, self.name, level, prompt, target, answer, meta)
+                if len(chosen) == n:
+                    return list(chosen.values())
+        raise ValueError(f"task {self.name}/{level}: only {len(chosen)} distinct items exist, {n} asked")
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def get_task(name: str) -> Task:
+    """The registered task called `name` (an unknown name raises BenchError listing the known ones)."""
+    return TASKS.get(name)()
+
+
+def content_hash(items: Sequence[Item]) -> str:
+    """sha256 of the canonical JSON of the items: the evaluation set's identity."""
+    blob = json.dumps([item.to_dict() for item in items], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:10]

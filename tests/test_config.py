@@ -1,0 +1,55 @@
+"""Configuration: presets, files and overrides merge in order; bad values are one clear error."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.config import RunConfig, load_config
+from harness.errors import BenchError
+
+
+def test_precedence_preset_then_file_then_overrides(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("steps: 9\nlr: 0.002\norganism:\n  pretrain_steps: 7\n")
+    config = load_config("smoke", file, {"steps": 11, "seed": None})
+    assert (config.steps, config.lr, config.organism.pretrain_steps) == (11, 0.002, 7)
+    assert config.organism.hidden_size == 32  # from the smoke preset, untouched by the file
+    assert config.seed == RunConfig().seed  # None overrides mean "not given"
+
+
+def test_fingerprint_changes_with_any_setting() -> None:
+    assert load_config().fingerprint() == load_config().fingerprint()
+    assert load_config().fingerprint() != load_config(overrides={"seed": 1}).fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("steps: [1, 2\n", "not valid YAML/JSON at line"),
+        ("- 1\n- 2\n", "must hold a mapping"),
+        ("stepz: 3\n", "unknown setting 'stepz'"),
+        ("steps: 0\n", "steps must be positive"),
+        ("steps: -5\n", "steps must be positive"),
+        ("steps: three\n", "steps must be int"),
+        ("lr: true\n", "lr must be float"),
+        ("stage2_lr_ratio: 1.5\n", "stage2_lr_ratio must be in (0, 1]"),
+        ("organism: 3\n", "organism must be a mapping"),
+        ("organism:\n  layers: 3\n", "unknown setting 'organism.layers'"),
+        ("model: /no/such/model\n", "is not a Hugging Face model folder"),
+    ],
+)
+def test_bad_config_files_are_rejected_with_a_clear_message(tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "bad.yaml"
+    file.write_text(text)
+    with pytest.raises(BenchError, match=re.escape(message)):
+        load_config("default", file)
+
+
+def test_missing_config_file_and_unknown_preset() -> None:
+    with pytest.raises(BenchError, match="does not exist"):
+        load_config("default", Path("/no/such/file.yaml"))
+    with pytest.raises(BenchError, match="unknown preset 'tiny'; known: default, smoke"):
+        load_config("tiny")

@@ -1,0 +1,446 @@
+"""Sandbox tests: outcome classification, and hostile programs that must fail the right way
+without hurting the harness or anything outside their scratch directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.sandbox import (
+    ExecutionResult,
+    Outcome,
+    SandboxLimits,
+    isolation_report,
+    run_program,
+    run_programs,
+)
+
+# Short limits keep the hostile cases fast; the harness's backstop adds 1 s to the wall limit.
+FAST = SandboxLimits(cpu_seconds=1, wall_seconds=1.5, memory_mb=256, max_processes=16, file_size_mb=4)
+GOOD_PROGRAM = "def f(x):\n    return 3 * x + 1\n"
+GOOD_TEST = "assert f(4) == 13\n"
+
+
+def run(program: str, test: str = "pass\n", limits: SandboxLimits = FAST) -> ExecutionResult:
+    return run_program(textwrap.dedent(program), textwrap.dedent(test), limits)
+
+
+def assert_harness_keeps_going() -> None:
+    """A normal program right after a hostile one still passes."""
+    result = run_program(GOOD_PROGRAM, GOOD_TEST, FAST)
+    assert result.outcome is Outcome.PASS, result
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else b"<dir>" for p in directory.rglob("*")}
+
+
+# --------------------------------------------------------------------------- classification
+@pytest.mark.parametrize(
+    ("program", "test", "expected"),
+    [
+        (GOOD_PROGRAM, GOOD_TEST, Outcome.PASS),
+        ("def f(x):\n    return 3 * x\n", GOOD_TEST, Outcome.WRONG_ANSWER),
+        ("def f(x):\n    return 1 / 0\n", GOOD_TEST, Outcome.RUNTIME_ERROR),
+        ("def f(x)\n    return x\n", GOOD_TEST, Outcome.SYNTAX_ERROR),
+        ("def f(x):\n  return 1\n    return 2\n", GOOD_TEST, Outcome.SYNTAX_ERROR),  # IndentationError
+        ("x = 1\0\n", "pass", Outcome.SYNTAX_ERROR),  # NUL byte in the source
+        ("def f(x):\n    assert x < 0\n    return 13\n", GOOD_TEST, Outcome.RUNTIME_ERROR),  # program's own assert
+        ("assert False, 'top-level'\n", "pass", Outcome.RUNTIME_ERROR),
+        ("import nonexistent_module_xyz\n", "pass", Outcome.RUNTIME_ERROR),
+        ("raise KeyboardInterrupt\n", "pass", Outcome.RUNTIME_ERROR),
+        (GOOD_PROGRAM, "raise SystemExit(0)\n", Outcome.RUNTIME_ERROR),
+    ],
+)
+def test_outcome_classification(program: str, test: str, expected: Outcome) -> None:
+    result = run_program(program, test, FAST)
+    assert result.outcome is expected, result
+    assert result.passed is (expected is Outcome.PASS)
+    assert result.ran_without_error is (expected in (Outcome.PASS, Outcome.WRONG_ANSWER))
+
+
+def test_detail_names_the_exception_and_is_short() -> None:
+    result = run("def f(x):\n    raise ValueError('bad ' * 1000)\n", GOOD_TEST)
+    assert result.outcome is Outcome.RUNTIME_ERROR
+    assert result.detail.startswith("ValueError: bad bad")
+    assert len(result.detail) <= 300
+    syntax = run("def f(x)\n    return x\n", GOOD_TEST)
+    assert "SyntaxError" in syntax.detail and "line 1" in syntax.detail
+
+
+def test_printed_output_is_captured_and_does_not_affect_the_verdict() -> None:
+    result = run("print('hello from the program')\nprint('pass')\n" + GOOD_PROGRAM, GOOD_TEST)
+    assert result.outcome is Outcome.PASS
+    assert "hello from the program" in result.output
+
+
+def test_a_test_that_does_not_compile_is_a_harness_error() -> None:
+    with pytest.raises(ValueError, match="test itself"):
+        run_program(GOOD_PROGRAM, "assert f(4) ==\n")
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="wall_seconds"):
+        SandboxLimits(wall_seconds=0)
+
+
+def test_stdlib_and_installed_packages_import_inside_the_sandbox() -> None:
+    program = """
+        import collections, fractions, hashlib, itertools, json, math, re
+        import numpy as np
+        def f(x):
+            return int(np.array([x]).sum()) * 3 + 1
+    """
+    result = run(program, GOOD_TEST, SandboxLimits(wall_seconds=5))
+    assert result.outcome is Outcome.PASS, result
+
+
+def test_run_programs_keeps_job_order_and_runs_in_parallel() -> None:
+    sleepy = ("import time\ntime.sleep(0.3)\n" + GOOD_PROGRAM, GOOD_TEST)
+    wrong = ("def f(x):\n    return 0\n", GOOD_TEST)
+    started = time.monotonic()
+    results = run_programs([sleepy, wrong, sleepy, wrong], FAST, workers=2)
+    elapsed = time.monotonic() - started
+    assert [r.outcome for r in results] == [Outcome.PASS, Outcome.WRONG_ANSWER] * 2
+    assert elapsed < 1.2  # two 0.3 s sleeps per worker, not four in a row
+    assert run_programs([], FAST) == []
+
+
+# --------------------------------------------------------------------------- hostile programs
+def test_infinite_loop_hits_the_cpu_limit() -> None:
+    result = run("while True:\n    pass\n")
+    assert result.outcome is Outcome.TIMEOUT, result
+    assert result.wall_seconds < 3
+    assert_harness_keeps_going()
+
+
+def test_sleeping_forever_hits_the_wall_limit() -> None:
+    result = run("import time\ntime.sleep(3600)\n")
+    assert result.outcome is Outcome.TIMEOUT, result
+    assert "wall-clock" in result.detail
+    assert result.wall_seconds < FAST.wall_seconds + 1.5
+    assert_harness_keeps_going()
+
+
+def test_resetting_signals_and_timers_does_not_escape_the_limits() -> None:
+    program = """
+        import signal
+        for sig in (signal.SIGXCPU, signal.SIGALRM, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        while True:
+            pass
+    """
+    assert run(program).outcome is Outcome.TIMEOUT
+    assert_harness_keeps_going()
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "x = bytearray(10 ** 11)\n",
+        "chunks = []\nwhile True:\n    chunks.append(b'x' * 10 ** 7)\n",
+        "x = [0] * (10 ** 10)\n",
+    ],
+)
+def test_memory_bomb_hits_the_memory_limit(program: str) -> None:
+    result = run(program)
+    assert result.outcome is Outcome.RESOURCE_LIMIT, result
+    assert_harness_keeps_going()
+
+
+def test_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind() -> None:
+    program = """
+        import os, time
+        while True:
+            os.fork()
+    """
+    result = run(program)
+    report = isolation_report()
+    if report["process_limit"]:
+        assert result.outcome is Outcome.RESOURCE_LIMIT, result
+        assert "EAGAIN" in result.detail or "Resource temporarily unavailable" in result.detail
+    else:
+        assert result.outcome in (Outcome.RESOURCE_LIMIT, Outcome.TIMEOUT)
+        assert any("process limit" in note for note in report["notes"])
+    assert_harness_keeps_going()
+
+
+def process_is_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "\nState:\tZ" in status.read()  # a zombie is dead, only not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_processes_that_leave_the_group_die_with_the_attempt() -> None:
+    program = """
+        import os, time
+        for _ in range(5):
+            if os.fork() == 0:
+                os.setsid()  # leave the attempt's session and process group
+                print("CHILD", os.readlink("/proc/self"), flush=True)  # pid as the harness sees it
+                time.sleep(60)
+                os._exit(0)
+        time.sleep(0.2)
+    """
+    result = run(program)
+    assert result.outcome is Outcome.PASS, result
+    children = [int(line.split()[1]) for line in result.output.splitlines() if line.startswith("CHILD")]
+    assert len(children) == 5
+    if not isolation_report()["pid_namespace"]:
+        assert any("outlive" in note for note in isolation_report()["notes"])
+        return
+    deadline = time.monotonic() + 2
+    while not all(process_is_gone(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(process_is_gone(pid) for pid in children)
+    assert_harness_keeps_going()
+
+
+def test_thread_bomb_hits_the_process_limit() -> None:
+    program = """
+        import threading, time
+        threads = [threading.Thread(target=time.sleep, args=(5,), daemon=True) for _ in range(200)]
+        for thread in threads:
+            thread.start()
+    """
+    result = run(program)
+    if isolation_report()["process_limit"]:
+        assert result.outcome is Outcome.RESOURCE_LIMIT, result
+    else:
+        assert not result.passed
+    assert_harness_keeps_going()
+
+
+def test_unbounded_recursion_is_a_runtime_error() -> None:
+    result = run("def f(n):\n    return f(n + 1) + 1\nf(0)\n")
+    assert result.outcome is Outcome.RUNTIME_ERROR
+    assert "RecursionError" in result.detail
+    assert_harness_keeps_going()
+
+
+def test_raised_recursion_limit_still_fails_safely() -> None:
+    program = """
+        import sys
+        sys.setrecursionlimit(10 ** 9)
+        def f(n):
+            return f(n + 1) + 1
+        f(0)
+    """
+    result = run(program)
+    assert result.outcome in (Outcome.TIMEOUT, Outcome.RESOURCE_LIMIT, Outcome.RUNTIME_ERROR), result
+    assert_harness_keeps_going()
+
+
+def test_segfault_is_a_runtime_error() -> None:
+    result = run("import ctypes\nctypes.string_at(0)\n")
+    assert result.outcome is Outcome.RUNTIME_ERROR, result
+    assert "SIGSEGV" in result.detail
+    assert_harness_keeps_going()
+
+
+def test_file_size_limit() -> None:
+    result = run("with open('big.bin', 'wb') as f:\n    f.write(b'x' * (64 << 20))\n")
+    assert result.outcome is Outcome.RESOURCE_LIMIT, result
+    assert_harness_keeps_going()
+
+
+def test_files_outside_the_scratch_directory_are_untouched(tmp_path: Path) -> None:
+    protected = tmp_path / "protected"
+    protected.mkdir()
+    (protected / "sentinel.txt").write_text("keep me")
+    before = snapshot(tmp_path)
+    program = f"""
+        import os, shutil
+        target = {str(protected)!r}
+        errors = []
+        for action in (
+            lambda: os.remove(os.path.join(target, "sentinel.txt")),
+            lambda: open(os.path.join(target, "sentinel.txt"), "w").write("overwritten"),
+            lambda: open(os.path.join(target, "new.txt"), "w").write("planted"),
+            lambda: shutil.rmtree(target),
+            lambda: os.chmod(target, 0o777),
+        ):
+            try:
+                action()
+            except OSError as error:
+                errors.append(error)
+        open("inside_scratch.txt", "w").write("fine")  # its own scratch dir is writable
+        print("SCRATCH=" + os.getcwd())
+        assert len(errors) == 5, errors
+    """
+    result = run(program)
+    report = isolation_report()
+    if report["uid_drop"] == "none":  # the attempt runs as our own user: it can reach our files
+        assert any("same" in note or "own user" in note for note in report["notes"])
+        return
+    assert result.outcome is Outcome.PASS, result  # every write outside scratch was refused
+    assert snapshot(tmp_path) == before
+    scratch = result.output.split("SCRATCH=")[1].split()[0]
+    assert not os.path.exists(scratch), "scratch directory must be removed afterwards"
+    assert_harness_keeps_going()
+
+
+def test_environment_of_the_harness_is_invisible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLASTICITY_TEST_SECRET", "hunter2-secret-token")
+    program = f"""
+        import os
+        leaked = [v for v in os.environ.values() if "hunter2" in v]
+        for pid in (os.getppid(), {os.getpid()}):
+            try:
+                with open(f"/proc/{{pid}}/environ", "rb") as f:
+                    if b"hunter2" in f.read():
+                        leaked.append(pid)
+            except OSError:
+                pass
+    """
+    result = run(program, "assert not leaked, leaked\nassert 'PLASTICITY_TEST_SECRET' not in os.environ\n")
+    assert result.outcome is Outcome.PASS, result
+    assert_harness_keeps_going()
+
+
+def test_network_connections_do_not_arrive() -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    try:
+        program = f"""
+            import socket
+            socket.create_connection(("127.0.0.1", {port}), timeout=1).sendall(b"exfiltrated")
+        """
+        result = run(program)
+        time.sleep(0.1)
+        if isolation_report()["network_namespace"]:
+            assert result.outcome is Outcome.RUNTIME_ERROR, result
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+        else:
+            assert any("network" in note for note in isolation_report()["notes"])
+    finally:
+        listener.close()
+    assert_harness_keeps_going()
+
+
+def test_program_cannot_kill_the_harness() -> None:
+    report = isolation_report()
+    if not report["harness_protected_from_signals"]:
+        # Without a uid drop or PID namespace the attempt could really kill us: do not try.
+        assert any("NOT protected" in note for note in report["notes"])
+        return
+    harness = os.getpid()
+    program = f"""
+        import os, signal
+        attempts = [
+            lambda: os.kill(os.getppid(), signal.SIGKILL),
+            lambda: os.killpg(os.getpgid(0), signal.SIGKILL),
+            lambda: os.kill({harness}, signal.SIGKILL),
+            lambda: os.killpg({os.getpgid(0)}, signal.SIGKILL),
+            lambda: os.kill(-1, signal.SIGKILL),
+        ]
+        for attempt in attempts:
+            try:
+                attempt()
+            except OSError:
+                pass
+    """
+    result = run(program)
+    assert os.getpid() == harness  # we are still here to check
+    assert result.outcome in (Outcome.PASS, Outcome.RUNTIME_ERROR), result
+    assert_harness_keeps_going()
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import sys\nsys.exit(0)\n",
+        "import os\nos._exit(0)\n",
+        "exit()\n",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+        "import os\nif os.fork():\n    os._exit(0)\n",  # the child runs the test; the runner itself quits
+    ],
+)
+def test_exiting_early_is_not_a_pass(program: str) -> None:
+    result = run(program, "assert False, 'the test must run for a pass'\n")
+    assert not result.passed, result
+    assert result.outcome is not Outcome.WRONG_ANSWER or "the test must run" in result.detail
+    assert_harness_keeps_going()
+
+
+def test_forked_child_cannot_report_a_pass_for_the_runner() -> None:
+    program = """
+        import os, time
+        if os.fork() != 0:
+            time.sleep(0.3)
+            raise ValueError("the runner itself fails")
+    """
+    result = run(program, "pass\n")  # the forked child reaches the test and would pass it
+    assert result.outcome is Outcome.RUNTIME_ERROR, result
+    assert "ValueError" in result.detail
+
+
+def test_closing_stdout_and_stderr_does_not_break_the_verdict() -> None:
+    program = "import os, sys\nos.close(1)\nos.close(2)\nsys.stdout.close()\n" + GOOD_PROGRAM
+    assert run(program, GOOD_TEST).outcome is Outcome.PASS
+    wrong = "import os\nos.close(1)\nos.close(2)\ndef f(x):\n    return 0\n"
+    assert run(wrong, GOOD_TEST).outcome is Outcome.WRONG_ANSWER
+    assert_harness_keeps_going()
+
+
+def test_forged_verdicts_are_ignored() -> None:
+    program = """
+        import os, sys
+        print("pass")
+        for fd in range(3, 256):
+            for line in (b"pass\\n", b"0123456789abcdef0123456789abcdef verdict pass \\n"):
+                try:
+                    os.write(fd, line)
+                except OSError:
+                    pass
+        def f(x):
+            return 0
+    """
+    result = run(program, GOOD_TEST)
+    assert result.outcome is Outcome.WRONG_ANSWER, result
+
+
+def test_printing_gigabytes_is_cut_off_quickly() -> None:
+    program = "import os\nblock = b'x' * (1 << 20)\nwhile True:\n    os.write(1, block)\n"
+    started = time.monotonic()
+    result = run(program)
+    assert result.outcome is Outcome.RESOURCE_LIMIT, result
+    assert "output" in result.detail
+    assert time.monotonic() - started < 2
+    assert len(result.output) <= 2000
+    assert_harness_keeps_going()
+
+
+def test_isolation_report_describes_this_machine() -> None:
+    report = isolation_report()
+    json.dumps(report)  # goes into run metadata
+    assert report["euid"] == os.geteuid()
+    assert report["uid_drop"] in ("random", "nobody", "none")
+    if os.geteuid() == 0:
+        assert report["uid_drop"] != "none"
+    assert report["harness_protected_from_signals"] == (report["uid_drop"] != "none" or report["pid_namespace"])
+    for key in ("network_namespace", "pid_namespace", "user_namespace", "process_limit"):
+        assert isinstance(report[key], bool)
+    assert isinstance(report["notes"], list)
+
+
+def test_harness_survives_a_program_killing_its_own_supervisor() -> None:
+    # Without a PID namespace or uid drop the runner can see and kill its supervisor; the
+    # harness must still classify the attempt (not hang) and replace anything it lost.
+    result = run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(5)\n")
+    assert not result.passed
+    assert result.wall_seconds < FAST.wall_seconds + 1.5
+    assert_harness_keeps_going()

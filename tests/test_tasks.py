@@ -1,0 +1,57 @@
+"""The micro suite: evaluation sets are fixed, large enough, held out, and scored correctly."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks import FAMILIES, content_hash, get_task
+from tasks.arithmetic import worked_steps
+from tasks.suites import MICRO, eval_items, training_items
+
+
+def test_eval_sets_are_fixed_and_large_enough() -> None:
+    items = eval_items(MICRO)
+    assert content_hash(items) == content_hash(eval_items.__wrapped__(MICRO))  # rebuilt from scratch: same bytes
+    per_family = {family: sum(item.family == family for item in items) for family in FAMILIES}
+    assert all(n >= 200 for n in per_family.values()), per_family
+    assert len({item.id for item in items}) == len(items)
+
+
+def test_training_data_never_contains_an_evaluation_prompt() -> None:
+    eval_prompts = {item.prompt for item in eval_items(MICRO)}
+    for task, level in [*MICRO.foundation, MICRO.easy, MICRO.hard]:
+        train = training_items(MICRO, task, level, 3000, seed=0)
+        assert not eval_prompts & {item.prompt for item in train}, task
+
+
+def test_hard_items_need_longer_chains_than_easy() -> None:
+    easy = get_task("chain_sum").items("easy", 50, seed=1)
+    hard = get_task("chain_sum").items("hard", 50, seed=1)
+    assert max(item.target.count(";") for item in easy) < min(item.target.count(";") for item in hard)
+
+
+@pytest.mark.parametrize("expression", ["5 - 3 + 6", "0 - 9 - 9 + 1 - 2", "7 + 2"])
+def test_worked_steps_agree_with_python(expression: str) -> None:
+    steps, total = worked_steps(expression)
+    assert total == eval(expression)
+    assert steps.count("=") == expression.count("+") + expression.count("-")
+
+
+@pytest.mark.parametrize("task_name", ["chain_sum", "reverse", "sort_letters", "affine", "string_fn"])
+def test_reference_completions_score_correct_and_wrong_ones_do_not(task_name: str) -> None:
+    task = get_task(task_name)
+    items = task.items(task.levels[-1], 20, seed=7)
+    right = task.score(items, [item.target for item in items])
+    assert all(s.correct and s.score == 1.0 for s in right)
+    wrong = task.score(items, ["zz" + item.answer[::-1] + "9)" for item in items])
+    assert not any(s.correct for s in wrong)
+
+
+def test_program_outputs_are_executed_not_string_matched() -> None:
+    task = get_task("affine")
+    item = next(i for i in task.items("easy", 30, seed=3) if i.answer.endswith("+0") is False)
+    a, b = item.answer.split("*x+")
+    equivalent = f"{b}+x*{a}"  # different text, same function
+    assert task.score([item], [equivalent])[0].correct
+    scores = task.score([item] * 4, ["while True: pass", "1/0", "[0 for _ in iter(int, 1)]", "x*0"])
+    assert [s.outcome for s in scores] == ["syntax_error", "runtime_error", "timeout", "wrong_answer"]

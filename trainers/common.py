@@ -1,0 +1,229 @@
+"""Shared training machinery: encoding, batching, schedules, the loop, checkpoints.
+
+A method (one file each in `trainers/`) only says *which stages on which data at which learning
+rate* and *what loss*; everything else lives here once. Pre-training the model organism is the
+same loop with one stage on the foundation mix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from harness.registry import Registry
+from tasks.base import Item
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A contiguous block of training: its own data, step count and cosine schedule."""
+
+    name: str
+    items: Sequence[Item]
+    steps: int
+    peak_lr: float
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    batch_size: int
+    warmup_fraction: float  # of each stage's steps
+    min_lr_ratio: float  # cosine decays to peak_lr * min_lr_ratio
+    weight_decay: float
+    grad_clip: float
+    checkpoint_every: int  # 0: only at stage ends
+    seed: int
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    step: int
+    stage: str
+    lr: float
+    loss: float | None  # mean training loss since the previous checkpoint (None for step 0)
+    examples_seen: int
+    path: str  # relative to the run folder
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a method may train on: the suite's easy and hard post-training sets."""
+
+    easy: Sequence[Item]
+    hard: Sequence[Item]
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """The method-independent knobs every trainer receives (from the run config)."""
+
+    steps: int  # total post-training steps
+    lr: float  # η, the peak learning rate
+    stage2_lr_ratio: float  # RPS: stage-2 lr = ratio · η (0.1 is the paper's 90% drop)
+    stage1_fraction: float  # share of steps spent in stage 1 (two-stage methods)
+
+
+class Trainer(ABC):
+    """A post-training method. Default loss: token-level NLL on completion tokens (SFT)."""
+
+    @abstractmethod
+    def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
+        """The method's curriculum."""
+
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sft_loss(model, batch)
+
+
+TRAINERS: Registry[type[Trainer]] = Registry("method")
+
+
+def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """L = −(1/|y|) Σ_t log π_θ(y_t | x, y_<t), averaged over the batch's completion tokens."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+
+
+def two_stage(data: TrainingData, settings: MethodSettings, stage2_lr: float) -> list[Stage]:
+    """RPS/EPS curriculum: easy data at η, then hard data at `stage2_lr`."""
+    stage1_steps = round(settings.steps * settings.stage1_fraction)
+    return [
+        Stage("easy", data.easy, stage1_steps, settings.lr),
+        Stage("hard", data.hard, settings.steps - stage1_steps, stage2_lr),
+    ]
+
+
+# ---------------------------------------------------------------- encoding and batching
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, item: Item) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for prompt + target + EOS; prompt positions are masked (-100)."""
+    prompt_ids = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(item.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
+
+
+def collate(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def batches(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], batch_size: int, seed: str) -> Iterator[dict[str, torch.Tensor]]:
+    """An endless stream of batches, sampled uniformly with replacement, deterministic in `seed`."""
+    rng = random.Random(seed)
+    cache: dict[int, tuple[list[int], list[int]]] = {}
+    while True:
+        picks = [rng.randrange(len(items)) for _ in range(batch_size)]
+        for i in picks:
+            if i not in cache:
+                cache[i] = encode(tokenizer, items[i])
+        yield collate([cache[i] for i in picks], tokenizer.pad_token_id)
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `peak * min_ratio` at the stage's last step."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup - 1)
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """Write a Hugging Face model folder atomically (a crash never leaves half a checkpoint)."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+
+
+def write_manifest(checkpoint_dir: Path, records: Sequence[CheckpointRecord]) -> None:
+    tmp = checkpoint_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps([r.to_dict() for r in records], indent=2))
+    tmp.replace(checkpoint_dir / MANIFEST)
+
+
+def read_manifest(checkpoint_dir: Path) -> list[CheckpointRecord]:
+    return [CheckpointRecord(**r) for r in json.loads((checkpoint_dir / MANIFEST).read_text())]
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+# ---------------------------------------------------------------- the loop
+
+OnStep = Callable[[int, float], None]  # (global step, loss) -> None, e.g. a progress bar
+
+
+def train(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    stages: Sequence[Stage],
+    loss_fn: Callable[[PreTrainedModel, dict[str, torch.Tensor]], torch.Tensor],
+    config: LoopConfig,
+    save: Callable[[int, str, float, float, int], None] | None = None,
+    on_step: OnStep | None = None,
+) -> None:
+    """Run the stages in order. Each stage gets a fresh AdamW and its own warm-up + cosine.
+
+    `save(step, stage, lr, mean_loss, examples_seen)` is called every `checkpoint_every` steps
+    and at every stage's end (the stage boundary is always a checkpoint).
+    """
+    torch.manual_seed(config.seed)
+    model.train()
+    step, examples_seen, losses = 0, 0, []
+    for stage in stages:
+        if stage.steps <= 0:
+            continue
+        optimizer = torch.optim.AdamW(model.parameters(), lr=stage.peak_lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+        warmup = max(1, round(stage.steps * config.warmup_fraction))
+        stream = batches(tokenizer, stage.items, config.batch_size, f"{config.seed}/{stage.name}")
+        for stage_step in range(stage.steps):
+            lr = cosine_lr(stage_step, stage.steps, stage.peak_lr, warmup, config.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = next(stream)
+            loss = loss_fn(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            examples_seen += config.batch_size
+            losses.append(loss.item())
+            if on_step:
+                on_step(step, losses[-1])
+            stage_end = stage_step == stage.steps - 1
+            if save and (stage_end or (config.checkpoint_every and step % config.checkpoint_every == 0)):
+                model.eval()
+                save(step, stage.name, lr, sum(losses) / len(losses), examples_seen)
+                model.train()
+                losses = []
+    model.eval()
