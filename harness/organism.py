@@ -23,7 +23,8 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from harness.progress import progress_bar
 from tasks.suites import Suite, training_items
-from trainers.common import LoopConfig, Stage, save_checkpoint, sft_loss, train
+from trainers.common import LoopConfig, Stage, TrainContext, save_checkpoint, train
+from trainers.sft import SFT
 
 # Bump when anything that changes the built model but is not in OrganismConfig changes
 # (tokenizer, data rendering, the training loop), so stale caches are not reused.
@@ -105,7 +106,7 @@ def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -
     stage = Stage("foundation", mix, config.pretrain_steps, config.lr)
     loop = LoopConfig(batch_size=config.batch_size, warmup_fraction=0.05, min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0, checkpoint_every=0, seed=config.seed)
     with progress_bar(config.pretrain_steps, "pre-training the organism", quiet) as advance:
-        train(model, tokenizer, [stage], sft_loss, loop, on_step=lambda step, loss: advance(loss))
+        train(model, SFT(), [stage], TrainContext(tokenizer, loop), on_step=lambda step, loss: advance(loss))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     save_checkpoint(model, tokenizer, folder)

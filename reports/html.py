@@ -1,152 +1,170 @@
-"""A self-contained HTML report (inline CSS, charts as embedded PNG) from scored run folders.
+"""A self-contained HTML report (inline CSS, charts as embedded PNG, no script, nothing fetched)
+for one run or several runs on the same evaluation items.
 
-Reads only `aggregates.parquet`, `run.json` and the checkpoint manifest, so a report can be
-re-made without re-scoring.
+Reads only what scoring wrote (run.json, records, aggregates, eval items, checkpoint manifest),
+so a report can be re-made without re-scoring.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
-import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from harness.scoring import ALL  # noqa: E402
-from harness.store import AGGREGATES_FILE, RunStore, write_json_atomic  # noqa: E402
-from tasks.base import FAMILIES, IN_DOMAIN_FAMILY  # noqa: E402
-from trainers.common import read_manifest  # noqa: E402
+from harness.store import REPORT_FILE, RunStore, write_json_atomic
+from reports.charts import forgetting_curves, gain_vs_forgetting
+from reports.data import RunData, load_runs
+from reports.flips import SHOWN_PER_DIRECTION, flips_html
+from reports.tables import change_table, results_table_html, summary_table_html
+from tasks.base import FAMILIES, IN_DOMAIN_FAMILY
 
 CURVES_FILE = "forgetting_curves.png"
-COLOURS = {"math": "#1f77b4", "reasoning": "#d62728", "code": "#2ca02c"}
-
-
-def headline_rows(aggregates: pd.DataFrame) -> pd.DataFrame:
-    """Every family as a whole, plus each slice of the in-domain family (easy vs hard matters)."""
-    whole = aggregates.slice == ALL
-    in_domain_slices = (aggregates.family == IN_DOMAIN_FAMILY) & ~whole
-    return aggregates[whole | in_domain_slices]
-
-
-def change_table(aggregates: pd.DataFrame) -> pd.DataFrame:
-    """Per family/slice: start, final, best, and final − start with a 95% interval.
-
-    The interval treats the two checkpoints' scores as independent (se = √(se₀² + se₁²)); the
-    items are shared, so this is conservative. `bench compare` will add the paired test.
-    """
-    rows = []
-    for (family, slice_), group in headline_rows(aggregates).groupby(["family", "slice"], sort=False):
-        group = group.sort_values("step")
-        start, final = group.iloc[0], group.iloc[-1]
-        change = final.score - start.score
-        half_width = 1.96 * math.sqrt(start.stderr**2 + final.stderr**2)
-        rows.append({
-            "family": family, "slice": slice_, "n": int(final.n),
-            "start": start.score, "start_se": start.stderr, "final": final.score, "final_se": final.stderr,
-            "best": group.score.max(), "best_step": int(group.loc[group.score.idxmax(), "step"]),
-            "change": change, "change_lo": change - half_width, "change_hi": change + half_width,
-            "significant": abs(change) > half_width,
-        })
-    return pd.DataFrame(rows)
-
-
-def plot_curves(aggregates: pd.DataFrame, boundaries: Sequence[int], title: str) -> bytes:
-    """Score vs step, one line per family (in-domain hard dashed), start marked, ±1.96·SE bands."""
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    for (family, slice_), group in headline_rows(aggregates).groupby(["family", "slice"], sort=False):
-        if family == IN_DOMAIN_FAMILY and slice_ == ALL:
-            continue  # the easy and hard slices say more than their mixture
-        group = group.sort_values("step")
-        colour = COLOURS.get(family, None)
-        style = "--" if slice_.endswith("/hard") else "-"
-        label = family if slice_ == ALL else f"{family} ({slice_.split('/')[-1]})"
-        line, = ax.plot(group.step, group.score, style, marker="o", ms=3, color=colour, label=label)
-        ax.fill_between(group.step, group.score - 1.96 * group.stderr, group.score + 1.96 * group.stderr, color=line.get_color(), alpha=0.12, lw=0)
-        ax.axhline(group.score.iloc[0], color=line.get_color(), lw=0.8, ls=":", alpha=0.8)
-    for step in boundaries:
-        ax.axvline(step, color="grey", lw=0.8, ls="-.")
-        ax.text(step, 101, " stage boundary", fontsize=7, color="grey", va="bottom")
-    ax.set(xlabel="training step", ylabel="accuracy (%)", ylim=(-2, 105), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="dotted: start", title_fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def stage_boundaries(store: RunStore) -> list[int]:
-    records = read_manifest(store.checkpoints)
-    return [a.step for a, b in zip(records[1:], records[2:]) if a.stage != b.stage]
-
-
-def _fmt(value: float, se: float | None = None) -> str:
-    if se is None or math.isnan(se):
-        return f"{value:.1f}"
-    return f"{value:.1f} <span class=se>± {se:.1f}</span>"
-
-
-def table_html(table: pd.DataFrame) -> str:
-    head = "<tr><th>family</th><th>slice</th><th>n</th><th>start</th><th>final</th><th>best (step)</th><th>change [95% CI]</th></tr>"
-    rows = []
-    for r in table.itertuples():
-        cls = "" if not r.significant else ("up" if r.change > 0 else "down")
-        rows.append(
-            f"<tr><td>{html.escape(r.family)}</td><td>{html.escape(r.slice)}</td><td>{r.n}</td><td>{_fmt(r.start, r.start_se)}</td>"
-            f"<td>{_fmt(r.final, r.final_se)}</td><td>{r.best:.1f} ({r.best_step})</td>"
-            f"<td class='{cls}'>{r.change:+.1f} [{r.change_lo:+.1f}, {r.change_hi:+.1f}]</td></tr>"
-        )
-    return f"<table>{head}{''.join(rows)}</table>"
-
+SUMMARY_FILE = "summary.json"
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1000px;color:#222;padding:0 1rem}
-h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-table{border-collapse:collapse;margin:.5rem 0;font-variant-numeric:tabular-nums}
-th,td{border-bottom:1px solid #e5e5e5;padding:.3rem .7rem;text-align:right}th{background:#f6f6f6}
-td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}.se{color:#888;font-size:.85em}
-.up{color:#1a7f37;font-weight:600}.down{color:#c62828;font-weight:600}
-img{max-width:100%}pre{background:#f6f6f6;padding:.7rem;overflow:auto;font-size:.8rem}
-.note{color:#555;font-size:.9rem}
+:root{--ink:#1f2328;--muted:#656d76;--line:#e3e6ea;--soft:#f6f8fa;--up:#1a7f37;--down:#c62828}
+*{box-sizing:border-box}
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);margin:0;background:#fff}
+main{max-width:1120px;margin:0 auto;padding:1.5rem 1.5rem 4rem}
+h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.25rem;margin:2.4rem 0 .4rem;padding-bottom:.25rem;border-bottom:2px solid var(--line)}
+h3{font-size:1.05rem;margin:1.4rem 0 .4rem}h4{font-size:.9rem;margin:.8rem 0 .2rem;color:var(--muted)}
+.sub{color:var(--muted);margin:0 0 .8rem}nav a{margin-right:1rem;color:#0969da;text-decoration:none;font-size:.92rem}
+.note{color:var(--muted);font-size:.9rem;margin:.3rem 0 .6rem;max-width:60rem}
+table{border-collapse:collapse;margin:.6rem 0 1rem;font-size:.9rem}
+th,td{padding:.28rem .6rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+thead th{background:var(--soft);font-weight:600;vertical-align:bottom}
+table.numbers td:not(:first-child),table.numbers thead th:not(:first-child){text-align:right;font-variant-numeric:tabular-nums}table.numbers td{white-space:nowrap}
+tr.group th{background:#fff;text-align:left;padding-top:.9rem;font-size:.95rem;border-bottom:1px solid #cfd4da}
+table.results{width:100%}th.scale{font-weight:400;color:var(--muted);font-size:.8rem;text-align:center!important}svg.bar{vertical-align:middle;display:block;margin:auto}
+table.provenance{width:100%;table-layout:fixed}table.provenance td{word-break:break-all}table.provenance th{width:11rem}
+.tag{display:inline-block;font-size:.72rem;font-weight:600;padding:.05rem .45rem;border-radius:1rem;background:#ddf4ff;color:#0550ae;margin-left:.4rem;vertical-align:1px}
+.tag.ood{background:#fff1e5;color:#953800}
+.up{color:var(--up);font-weight:600}.down{color:var(--down);font-weight:600}
+figure{margin:.6rem 0 1rem}figure img{width:100%;height:auto;border:1px solid var(--line);border-radius:6px}
+figcaption{color:var(--muted);font-size:.88rem;margin-top:.3rem}
+details{border:1px solid var(--line);border-radius:6px;padding:.35rem .8rem;margin:.4rem 0;background:#fff}
+details[open]{background:var(--soft)}summary{cursor:pointer}
+table.items{width:100%;background:#fff}table.items td{font-size:.82rem}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.82rem;white-space:pre-wrap;word-break:break-word}
+code.ok{background:#dafbe1;padding:0 .2rem;border-radius:3px}code.bad{background:#ffebe9;padding:0 .2rem;border-radius:3px}
+pre{background:var(--soft);padding:.7rem;overflow:auto;font-size:.78rem;border-radius:6px}
+dl.families{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem;font-size:.9rem;margin:.4rem 0}dl.families dt{font-weight:600}dl.families dd{margin:0;color:var(--muted)}
 """
 
 
-def run_section(store: RunStore) -> str:
-    meta = store.metadata()
-    aggregates = pd.read_parquet(store.root / AGGREGATES_FILE)
-    table = change_table(aggregates)
-    title = f"{meta['method']} · seed {meta['seed']} · suite {meta['suite']}"
-    png = plot_curves(aggregates, stage_boundaries(store), title)
-    (store.root / CURVES_FILE).write_bytes(png)
-    write_json_atomic(store.root / "summary.json", table.to_dict("records"))
-    families = "".join(f"<li><b>{html.escape(f)}</b>: {html.escape(d)}</li>" for f, d in FAMILIES.items())
-    stages = meta.get("stages", {})
-    cost = ", ".join(f"{name} {info.get('seconds', '?')} s" for name, info in stages.items())
-    provenance = {k: meta[k] for k in ("config", "seed", "backend", "base_model", "eval_sets", "eval_set_sha256", "provenance") if k in meta}
-    return f"""
-<h2>{html.escape(title)}</h2>
-<p class=note>Accuracy in points (exact match; programs graded by execution). Change = final − start, green/red when its 95% interval excludes 0. Cost: {html.escape(cost)}.</p>
-<ul class=note>{families}</ul>
-{table_html(table)}
-<h3>Forgetting curves</h3>
-<img alt="forgetting curves for {html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">
-<details><summary>Provenance</summary><pre>{html.escape(json.dumps(provenance, indent=2, sort_keys=True, default=str))}</pre></details>
+def _image(png: bytes, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _short(value: Any, length: int = 12) -> str:
+    text = "–" if value is None else str(value)
+    return f"<span title='{html.escape(text)}'>{html.escape(text[:length])}{'…' if len(text) > length else ''}</span>"
+
+
+def provenance_html(runs: Sequence[RunData]) -> str:
+    """Side by side what each run was made with; everything else from run.json in full below."""
+    def row(name: str, values: Sequence[str]) -> str:
+        return f"<tr><th>{html.escape(name)}</th>{''.join(f'<td>{v}</td>' for v in values)}</tr>"
+
+    def field(run: RunData, *path: str) -> Any:
+        value: Any = run.meta
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    def git(run: RunData) -> str:
+        commit, dirty = field(run, "provenance", "git", "commit"), field(run, "provenance", "git", "dirty")
+        return "not a git checkout" if commit is None else _short(commit) + (" (uncommitted changes)" if dirty else "")
+
+    def plain(*path: str) -> list[str]:
+        return [html.escape(str(field(run, *path))) for run in runs]
+
+    rows = [
+        row("method", [html.escape(r.label) for r in runs]), row("run folder", [html.escape(str(r.root)) for r in runs]),
+        row("seed", plain("seed")), row("suite", plain("suite")), row("backend", plain("backend")),
+        row("base model", [_short(field(r, "base_model"), 40) for r in runs]),
+        row("eval-set sha256", [_short(field(r, "eval_set_sha256")) for r in runs]),
+        row("fingerprint", plain("fingerprint")), row("git revision", [git(r) for r in runs]),
+        row("created", plain("created")), row("python", plain("provenance", "python")),
+        *(row(package, plain("provenance", "packages", package)) for package in ("torch", "transformers", "reasoning-gym")),
+    ]
+    header = "<tr><th></th>" + "".join(f"<th>{html.escape(r.label)}</th>" for r in runs) + "</tr>"
+    eval_sets = runs[0].meta["eval_sets"]
+    sets = "".join(f"<tr><td>{html.escape(name)}</td><td>{spec['n']}</td><td><code>{html.escape(spec['sha256'])}</code></td></tr>"
+                   for name, spec in sorted(eval_sets.items()))
+    full = "".join(
+        f"<details><summary>{html.escape(r.label)}: full run.json (config, packages, machine)</summary>"
+        f"<pre>{html.escape(json.dumps({k: v for k, v in r.meta.items() if k != 'stages'}, indent=2, sort_keys=True, default=str))}</pre></details>"
+        for r in runs
+    )
+    return (f"<table class=provenance><thead>{header}</thead><tbody>{''.join(rows)}</tbody></table>"
+            f"<h3>Evaluation sets</h3><table class=evalsets><thead><tr><th>slice</th><th>items</th><th>sha256</th></tr></thead>"
+            f"<tbody>{sets}</tbody></table>{full}")
+
+
+def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_png: bytes) -> str:
+    first = runs[0]
+    n_items = sum(spec["n"] for spec in first.meta["eval_sets"].values())
+    target = f"{IN_DOMAIN_FAMILY} · {first.target_slice}"
+    families = "".join(f"<dt>{html.escape(f)}</dt><dd>{html.escape(d)}</dd>" for f, d in FAMILIES.items() if f in set(first.aggregates.family))
+    methods = ", ".join(html.escape(r.label) for r in runs)
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
+<title>plasticity-bench report: {methods}</title><style>{STYLE}</style></head>
+<body><main>
+<h1>plasticity-bench report</h1>
+<p class=sub>suite <b>{html.escape(first.meta['suite'])}</b> · {n_items:,} evaluation items · {len(runs)} run{'s' if len(runs) > 1 else ''}: {methods}</p>
+<nav><a href="#summary">Summary</a><a href="#curves">Forgetting curves</a><a href="#tradeoff">Gain vs forgetting</a><a href="#families">By family</a><a href="#items">Flipped items</a><a href="#provenance">Provenance</a></nav>
+<dl class=families>{families}</dl>
+
+<h2 id=summary>Summary</h2>
+<p class=note>Accuracy in points (% of items exactly right). <b>In-domain gain</b>: final − start on <b>{html.escape(target)}</b>, the data
+post-training targets, with its paired 95% interval (green/red when it excludes 0). <b>Out-of-domain change</b>: mean over
+{html.escape(', '.join(first.out_of_domain_families))} of final − start; negative is forgetting. Times are wall-clock seconds of each stage.</p>
+{summary_table_html(runs, tables)}
+
+<h2 id=curves>Forgetting curves</h2>
+<figure>{_image(curves_png, "forgetting curves: accuracy vs training step per family, one line per method")}
+<figcaption>Accuracy at every checkpoint. Bands: 95% Wilson interval per checkpoint. Dotted: the run's starting score; dash-dotted: where the
+method changed training stage. The in-domain family is split into its slices because the easy and hard data move differently.</figcaption></figure>
+
+<h2 id=tradeoff>Gain vs forgetting</h2>
+<figure>{_image(gain_vs_forgetting(runs), "gain vs forgetting: in-domain gain against mean out-of-domain change, one point per checkpoint")}
+<figcaption>Each point is a checkpoint. Up and right is better: more in-domain gain, less forgetting. The dashed line joins each method's
+Pareto-optimal checkpoints (no other checkpoint of the same run is better on both axes).</figcaption></figure>
+
+<h2 id=families>By family</h2>
+<p class=note>Start = step {first.start_step}; final = each run's last checkpoint; best = highest score at any checkpoint. Change = final − start with the
+paired 95% interval (Agresti–Min, using the items that flipped); lost / gained = items right → wrong / wrong → right. The bar draws the interval, the dot the change.</p>
+{results_table_html(runs, tables)}
+
+<h2 id=items>Flipped items</h2>
+<p class=note>Items whose result differs between the start and the final checkpoint, with both outputs (green: right, red: wrong).
+At most {SHOWN_PER_DIRECTION} per family and direction are shown, taken from each slice in turn.</p>
+{flips_html(runs)}
+
+<h2 id=provenance>Provenance</h2>
+{provenance_html(runs)}
+</main></body></html>
 """
 
 
 def write_report(stores: Sequence[RunStore], out: Path) -> Path:
-    body = "".join(run_section(store) for store in stores)
-    page = f"<!doctype html><html><head><meta charset=utf-8><title>plasticity-bench report</title><style>{STYLE}</style></head><body><h1>plasticity-bench report</h1>{body}</body></html>"
+    """Write the report for `stores` to `out`. A run's own report (RUN/report.html) also leaves
+    the curves picture and summary.json in the run folder, which `bench run` prints from; a
+    combined report writes nothing into the runs it reads."""
+    runs = load_runs([store.root for store in stores])
+    tables = [change_table(run) for run in runs]
+    curves = forgetting_curves(runs)
+    if len(runs) == 1 and out.resolve() == (runs[0].root / REPORT_FILE).resolve():
+        (runs[0].root / CURVES_FILE).write_bytes(curves)
+        write_json_atomic(runs[0].root / SUMMARY_FILE, tables[0].to_dict("records"))
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
+    tmp.write_text(page_html(runs, tables, curves))
     tmp.replace(out)
     return out

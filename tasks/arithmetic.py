@@ -9,6 +9,7 @@ The difficulty level is the number of terms: RPS trains on easy items first, the
 from __future__ import annotations
 
 import random
+import re
 from typing import Sequence
 
 import reasoning_gym
@@ -30,6 +31,33 @@ def worked_steps(expression: str) -> tuple[str, int]:
         steps.append(f"{total}{op}{operand}={new_total}")
         total = new_total
     return ";".join(steps), total
+
+
+STEP = re.compile(r"\s*(-?\d+)\s*([+-])\s*(\d+)\s*=\s*(-?\d+)\s*")
+
+
+def rectify_steps(expression: str, output: str) -> str:
+    """SPoT's oracle for chain sums: keep the model's steps up to the first wrong one, fix that
+    step (keeping its left-hand side when that part is right) and rewrite what follows from it.
+
+    '5+6=11;11+3=15;15-1=14#14' for '5 + 6 + 3 - 1' → '5+6=11;11+3=14;14-1=13#13'
+    """
+    steps, total = worked_steps(expression)
+    correct = steps.split(";")
+    model_steps = output.split(ANSWER_MARK, 1)[0].split(";")
+    kept: list[str] = []
+    for model_step, right in zip(model_steps, correct):
+        parsed, expected = STEP.fullmatch(model_step), STEP.fullmatch(right)
+        if parsed and parsed.groups() == expected.groups():
+            kept.append(model_step)  # correct: the model's own text, spacing and all
+            continue
+        if parsed and parsed.groups()[:3] == expected.groups()[:3]:
+            kept.append(model_step[: model_step.index("=") + 1] + expected.group(4))  # only the result was wrong
+        else:
+            kept.append(right)
+        break
+    kept += correct[len(kept) :]
+    return ";".join(kept) + f"{ANSWER_MARK}{total}"
 
 
 def final_answer(output: str) -> str:
@@ -58,6 +86,9 @@ class ChainSum(Task):
             prompt = f"calc {expression.replace(' ', '')}\n"
             candidates.append((prompt, f"{steps}{ANSWER_MARK}{total}", entry["answer"], {"expression": expression}))
         return candidates
+
+    def rectify(self, item: Item, output: str) -> str | None:
+        return rectify_steps(item.meta["expression"], output)
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         scorer = reasoning_gym.create_dataset("chain_sum", size=1, seed=0)

@@ -65,6 +65,10 @@ class Task(ABC):
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         """Score each output against its item (batched, so program execution can run in parallel)."""
 
+    def rectify(self, item: Item, output: str) -> str | None:
+        """A minimal correction of a wrong output (SPoT's oracle), or None if the task has no oracle."""
+        return None
+
     def items(self, level: str, n: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[Item]:
         """n distinct items at `level`, deterministic in `seed`, none of whose prompts is in `exclude`."""
         if level not in self.levels:

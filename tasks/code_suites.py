@@ -35,8 +35,11 @@ __all__ = [
     "TaskResults",
     "arc_jobs",
     "arc_tasks",
+    "arc_test",
     "evalplus_jobs",
     "evalplus_problems",
+    "evalplus_test",
+    "humaneval_job",
     "humaneval_jobs",
     "humaneval_problems",
     "score_arc",
@@ -194,9 +197,7 @@ def score_arc(
     tasks = arc_tasks(split)
     _check_known(list(programs_by_task), tasks, f"ARC {split}")
     attempts = [
-        (task_id, job)
-        for task_id, programs in programs_by_task.items()
-        for job in arc_jobs(tasks[task_id], programs)
+        (task_id, job) for task_id, programs in programs_by_task.items() for job in arc_jobs(tasks[task_id], programs)
     ]
     return _score(f"arc-agi-1-{split}", attempts, limits, workers, progress)
 
@@ -208,7 +209,7 @@ EVALPLUS_OVERRIDES = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVER
 
 # Appended after the model's program: evalplus's comparison (evalplus.eval.unsafe_execute),
 # without numpy so the attempt stays fast. {oracles} is evalplus's _special_oracle.py source.
-_EVALPLUS_TEST_TEMPLATE = '''
+_EVALPLUS_TEST_TEMPLATE = """
 import math as _ep_math
 import pickle as _ep_pickle
 {oracles}
@@ -255,7 +256,7 @@ def _ep_check(dataset, entry_point, fn, inp, exp, atol):
 _ep_inputs, _ep_expected = _ep_pickle.loads({cases!r})
 for _ep_inp, _ep_exp in zip(_ep_inputs, _ep_expected):
     _ep_check({dataset!r}, {entry_point!r}, {entry_point}, _ep_inp, _ep_exp, {atol!r})
-'''
+"""
 
 
 def evalplus_problems(dataset: str) -> dict[str, dict[str, Any]]:
@@ -337,4 +338,3 @@ def score_evalplus(
     jobs = evalplus_jobs(dataset, solutions, include_plus=include_plus)
     attempts = [(task_id, job) for (task_id, _), job in zip(solutions, jobs)]
     return _score(f"{dataset}+" if include_plus else dataset, attempts, limits, workers, progress)
-

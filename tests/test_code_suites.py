@@ -188,8 +188,8 @@ def humaneval_plus_file(tmp_path: Path) -> Path:
 
     def row(task_id: str, base: list, plus: list, atol: float = 0) -> dict:
         problem = problems[task_id]
-        fields = ("prompt", "canonical_solution", "entry_point")
-        return {"task_id": task_id, **{f: problem[f] for f in fields}, "contract": "", "base_input": base, "plus_input": plus, "atol": atol}
+        shared = {field: problem[field] for field in ("prompt", "canonical_solution", "entry_point")}
+        return {"task_id": task_id, **shared, "contract": "", "base_input": base, "plus_input": plus, "atol": atol}
 
     return write_jsonl(
         tmp_path / "HumanEvalPlus.jsonl",
@@ -240,10 +240,11 @@ def test_mbpp_plus_from_a_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert [r.outcome for r in score.tasks[0].results] == [Outcome.PASS, Outcome.WRONG_ANSWER]
 
 
-@pytest.mark.parametrize(("dataset", "variable"), [("humaneval", "HUMANEVAL_OVERRIDE_PATH"), ("mbpp", "MBPP_OVERRIDE_PATH")])
+@pytest.mark.parametrize("dataset", ["humaneval", "mbpp"])
 def test_evalplus_without_local_data_says_so_in_one_line(
-    dataset: str, variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    variable = code_suites.EVALPLUS_OVERRIDES[dataset]
     monkeypatch.delenv(variable, raising=False)
     with pytest.raises(SuiteDataMissing, match=variable) as missing:
         code_suites.evalplus_problems(dataset)

@@ -102,13 +102,13 @@ def test_stdlib_and_installed_packages_import_inside_the_sandbox() -> None:
 
 
 def test_run_programs_keeps_job_order_and_runs_in_parallel() -> None:
-    sleepy = ("import time\ntime.sleep(0.3)\n" + GOOD_PROGRAM, GOOD_TEST)
-    wrong = ("def f(x):\n    return 0\n", GOOD_TEST)
+    sleepy = ("import time\ntime.sleep(0.5)\n" + GOOD_PROGRAM, GOOD_TEST)
+    wrong = ("import time\ntime.sleep(0.5)\ndef f(x):\n    return 0\n", GOOD_TEST)
     started = time.monotonic()
     results = run_programs([sleepy, wrong, sleepy, wrong], FAST, workers=2)
     elapsed = time.monotonic() - started
     assert [r.outcome for r in results] == [Outcome.PASS, Outcome.WRONG_ANSWER] * 2
-    assert elapsed < 1.2  # two 0.3 s sleeps per worker, not four in a row
+    assert elapsed < 1.8  # two 0.5 s sleeps per worker; one worker would need 2 s
     assert run_programs([], FAST) == []
 
 
@@ -172,12 +172,21 @@ def test_fork_bomb_hits_the_process_limit_and_leaves_nothing_behind() -> None:
     assert_harness_keeps_going()
 
 
-def process_is_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return "\nState:\tZ" in status.read()  # a zombie is dead, only not yet reaped
-    except FileNotFoundError:
-        return True
+def processes_in_pid_namespace(namespace: str) -> list[int]:
+    """Host pids of live processes whose PID namespace is ``namespace`` (e.g. 'pid:[4026532]')."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as status:
+                if "\nState:\tZ" in status.read():
+                    continue  # dead, only not yet reaped
+            if os.readlink(f"/proc/{entry.name}/ns/pid") == namespace:
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
 
 
 def test_processes_that_leave_the_group_die_with_the_attempt() -> None:
@@ -186,22 +195,24 @@ def test_processes_that_leave_the_group_die_with_the_attempt() -> None:
         for _ in range(5):
             if os.fork() == 0:
                 os.setsid()  # leave the attempt's session and process group
-                print("CHILD", os.readlink("/proc/self"), flush=True)  # pid as the harness sees it
+                print("CHILD", os.readlink("/proc/self/ns/pid"), flush=True)
                 time.sleep(60)
                 os._exit(0)
         time.sleep(0.2)
     """
     result = run(program)
     assert result.outcome is Outcome.PASS, result
-    children = [int(line.split()[1]) for line in result.output.splitlines() if line.startswith("CHILD")]
-    assert len(children) == 5
+    namespaces = {line.split()[1] for line in result.output.splitlines() if line.startswith("CHILD")}
+    assert len(namespaces) == 1
     if not isolation_report()["pid_namespace"]:
         assert any("outlive" in note for note in isolation_report()["notes"])
         return
+    (namespace,) = namespaces
+    assert namespace != os.readlink("/proc/self/ns/pid")
     deadline = time.monotonic() + 2
-    while not all(process_is_gone(pid) for pid in children) and time.monotonic() < deadline:
+    while processes_in_pid_namespace(namespace) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert all(process_is_gone(pid) for pid in children)
+    assert processes_in_pid_namespace(namespace) == []
     assert_harness_keeps_going()
 
 
@@ -289,6 +300,57 @@ def test_files_outside_the_scratch_directory_are_untouched(tmp_path: Path) -> No
     assert_harness_keeps_going()
 
 
+def test_filesystem_outside_scratch_is_read_only_and_scratch_is_capped() -> None:
+    program = """
+        import os
+        refused = []
+        for directory in ("/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~/..")):
+            path = os.path.join(directory, "planted-by-sandbox-test")
+            try:
+                with open(path, "w") as f:
+                    f.write("x")
+            except OSError as error:
+                refused.append(error.errno)
+    """
+    result = run(program, "print(refused)\nassert len(refused) == 4, refused\n")
+    planted = [Path(d, "planted-by-sandbox-test") for d in ("/tmp", "/var/tmp", "/dev/shm")]
+    try:
+        if not isolation_report()["read_only_filesystem"]:
+            assert any("no mount namespace" in note for note in isolation_report()["notes"])
+            return
+        assert result.outcome is Outcome.PASS, result
+        assert not any(path.exists() for path in planted)
+    finally:
+        for path in planted:
+            if path.exists() and path.stat().st_uid != os.geteuid():
+                path.unlink()
+    disk_bomb = "for i in range(100):\n    open(f'chunk{i}', 'wb').write(b'x' * (4 << 20))\n"
+    result = run(disk_bomb, limits=SandboxLimits(cpu_seconds=2, wall_seconds=3, scratch_mb=16, file_size_mb=8))
+    assert result.outcome is Outcome.RESOURCE_LIMIT, result
+    assert "No space left" in result.detail
+    assert_harness_keeps_going()
+
+
+def test_other_processes_are_invisible_in_proc() -> None:
+    program = """
+        import os
+        seen = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/cmdline", "rb") as f:
+                        seen.append(f.read())
+                except OSError:
+                    pass
+        leaked = [cmdline for cmdline in seen if b"pytest" in cmdline]
+    """
+    result = run(program, "assert not leaked, leaked\n")
+    if isolation_report()["private_proc"]:
+        assert result.outcome is Outcome.PASS, result
+    else:
+        assert any("/proc" in note for note in isolation_report()["notes"])
+
+
 def test_environment_of_the_harness_is_invisible(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLASTICITY_TEST_SECRET", "hunter2-secret-token")
     program = f"""
@@ -370,9 +432,12 @@ def test_program_cannot_kill_the_harness() -> None:
     ],
 )
 def test_exiting_early_is_not_a_pass(program: str) -> None:
-    result = run(program, "assert False, 'the test must run for a pass'\n")
+    # The test can only fail: a sandbox that took a clean early exit for success would pass it.
+    result = run(program, "assert False, 'the test ran'\n")
     assert not result.passed, result
-    assert result.outcome is not Outcome.WRONG_ANSWER or "the test must run" in result.detail
+    # WRONG_ANSWER only if the program survived to the test (a PID namespace's init ignores
+    # SIGKILL from inside its namespace, so killing itself does nothing there).
+    assert result.outcome is Outcome.RUNTIME_ERROR or result.detail == "AssertionError: the test ran", result
     assert_harness_keeps_going()
 
 
@@ -413,6 +478,22 @@ def test_forged_verdicts_are_ignored() -> None:
     assert result.outcome is Outcome.WRONG_ANSWER, result
 
 
+def test_flooding_the_result_pipe_is_cut_off() -> None:
+    program = """
+        import os
+        junk = b"x" * (1 << 20)
+        while True:
+            for fd in range(3, 64):
+                try:
+                    os.write(fd, junk)
+                except OSError:
+                    pass
+    """
+    result = run(program)
+    assert result.outcome is Outcome.RESOURCE_LIMIT, result
+    assert_harness_keeps_going()
+
+
 def test_printing_gigabytes_is_cut_off_quickly() -> None:
     program = "import os\nblock = b'x' * (1 << 20)\nwhile True:\n    os.write(1, block)\n"
     started = time.monotonic()
@@ -444,3 +525,37 @@ def test_harness_survives_a_program_killing_its_own_supervisor() -> None:
     assert not result.passed
     assert result.wall_seconds < FAST.wall_seconds + 1.5
     assert_harness_keeps_going()
+
+
+def test_without_kernel_protections_it_still_works_and_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine that allows no namespaces and no uid drop (non-root, user namespaces off)."""
+    from harness import sandbox
+
+    bare = sandbox._Isolation(
+        user_namespace=False,
+        network_namespace=False,
+        pid_namespace=False,
+        read_only_mounts=False,
+        private_proc=False,
+        uid_mode="none",
+    )
+    monkeypatch.setattr(sandbox, "_isolation", lambda: bare)
+    monkeypatch.setattr(sandbox, "_ZYGOTES", sandbox._ZygotePool())  # zygotes without namespaces
+    monkeypatch.setenv("PLASTICITY_TEST_SECRET", "hunter2")
+    try:
+        report = isolation_report()
+        missing = ("network_namespace", "pid_namespace", "read_only_filesystem", "private_proc", "process_limit")
+        assert all(report[protection] is False for protection in missing)
+        assert report["harness_protected_from_signals"] is False
+        assert any("NOT protected" in note for note in report["notes"])
+        assert any("network" in note for note in report["notes"])
+        assert "processes" not in report["rlimits"]
+        assert run(GOOD_PROGRAM, GOOD_TEST).outcome is Outcome.PASS
+        assert run("def f(x):\n    return 0\n", GOOD_TEST).outcome is Outcome.WRONG_ANSWER
+        assert run("import time\ntime.sleep(60)\n").outcome is Outcome.TIMEOUT
+        assert run("while True:\n    pass\n").outcome is Outcome.TIMEOUT
+        assert run("x = bytearray(10 ** 11)\n").outcome is Outcome.RESOURCE_LIMIT
+        scrubbed = run("import os\n", "assert 'PLASTICITY_TEST_SECRET' not in os.environ\n")
+        assert scrubbed.outcome is Outcome.PASS
+    finally:
+        sandbox._ZYGOTES.close()

@@ -7,6 +7,7 @@ same loop with one stage on the foundation mix.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -14,7 +15,7 @@ import shutil
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -30,7 +31,7 @@ class Stage:
     """A contiguous block of training: its own data, step count and cosine schedule."""
 
     name: str
-    items: Sequence[Item]
+    items: Sequence[Any]  # what the method's batches are made of (items, preference pairs, prompts)
     steps: int
     peak_lr: float
 
@@ -77,15 +78,55 @@ class MethodSettings:
     stage1_fraction: float  # share of steps spent in stage 1 (two-stage methods)
 
 
+class NoOptions:
+    """For methods without hyperparameters of their own."""
+
+
+@dataclass
+class TrainContext:
+    """What a method may use besides its data: tokenizer, loop settings, run folder, step log."""
+
+    tokenizer: PreTrainedTokenizerBase
+    loop: LoopConfig
+    run_dir: Path | None = None  # where a method may save datasets it builds (None: nowhere)
+    reference: PreTrainedModel | None = None  # frozen π_ref, made by `freeze_reference`
+
+
 class Trainer(ABC):
-    """A post-training method. Default loss: token-level NLL on completion tokens (SFT)."""
+    """A post-training method: its curriculum, its batches and its update.
+
+    The defaults are SFT's: batches of (prompt, target) items, token-level NLL on completion
+    tokens, one AdamW step. Preference and RL methods override `batches` and `loss` (or
+    `update`, for PCR's two-gradient step) and set `Options` to a dataclass of hyperparameters.
+    """
+
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: object | None = None) -> None:
+        self.options = options if options is not None else self.Options()
 
     @abstractmethod
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         """The method's curriculum."""
 
-    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sft_loss(model, batch)
+    def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
+        """Called once before `stages` (e.g. freeze a reference model, build pairs from samples)."""
+
+    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext) -> Iterator[dict[str, torch.Tensor]]:
+        return batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, f"{ctx.loop.seed}/{stage.name}")
+
+    def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return sft_loss(model, batch), {}
+
+    def update(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, ctx: TrainContext) -> dict[str, float]:
+        """One optimiser step; returns the step's metrics: "loss" at least, and "examples" (new
+        training examples this step consumed) when that is not the loop's batch size."""
+        loss, metrics = self.loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.loop.grad_clip)
+        optimizer.step()
+        return {"loss": loss.item(), **metrics}
 
 
 TRAINERS: Registry[type[Trainer]] = Registry("method")
@@ -180,46 +221,50 @@ def checkpoint_name(step: int) -> str:
 # ---------------------------------------------------------------- the loop
 
 OnStep = Callable[[int, float], None]  # (global step, loss) -> None, e.g. a progress bar
+Save = Callable[[int, str, float, float, int], None]  # (step, stage, lr, mean loss, examples seen)
+
+
+def freeze_reference(model: PreTrainedModel) -> PreTrainedModel:
+    """π_ref: a frozen copy of the model as it is now (the starting model, when called in setup)."""
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference
 
 
 def train(
     model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
+    trainer: Trainer,
     stages: Sequence[Stage],
-    loss_fn: Callable[[PreTrainedModel, dict[str, torch.Tensor]], torch.Tensor],
-    config: LoopConfig,
-    save: Callable[[int, str, float, float, int], None] | None = None,
+    ctx: TrainContext,
+    save: Save | None = None,
     on_step: OnStep | None = None,
-) -> None:
-    """Run the stages in order. Each stage gets a fresh AdamW and its own warm-up + cosine.
+) -> list[dict[str, Any]]:
+    """Run the stages in order; return one log row per step (step, stage, lr and the method's metrics).
 
-    `save(step, stage, lr, mean_loss, examples_seen)` is called every `checkpoint_every` steps
-    and at every stage's end (the stage boundary is always a checkpoint).
+    Each stage gets a fresh AdamW and its own warm-up + cosine. `save` is called every
+    `checkpoint_every` steps and at every stage's end (the stage boundary is always a checkpoint).
     """
+    config = ctx.loop
     torch.manual_seed(config.seed)
     model.train()
-    step, examples_seen, losses = 0, 0, []
+    step, examples_seen, losses, log = 0, 0, [], []
     for stage in stages:
         if stage.steps <= 0:
             continue
         optimizer = torch.optim.AdamW(model.parameters(), lr=stage.peak_lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
         warmup = max(1, round(stage.steps * config.warmup_fraction))
-        stream = batches(tokenizer, stage.items, config.batch_size, f"{config.seed}/{stage.name}")
+        stream = trainer.batches(model, stage, ctx)
         for stage_step in range(stage.steps):
             lr = cosine_lr(stage_step, stage.steps, stage.peak_lr, warmup, config.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = next(stream)
-            loss = loss_fn(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            metrics = trainer.update(model, next(stream), optimizer, ctx)
             step += 1
-            examples_seen += config.batch_size
-            losses.append(loss.item())
+            examples_seen += int(metrics.pop("examples", config.batch_size))
+            losses.append(metrics["loss"])
+            log.append({"step": step, "stage": stage.name, "lr": lr, **metrics})
             if on_step:
-                on_step(step, losses[-1])
+                on_step(step, metrics["loss"])
             stage_end = stage_step == stage.steps - 1
             if save and (stage_end or (config.checkpoint_every and step % config.checkpoint_every == 0)):
                 model.eval()
@@ -227,3 +272,4 @@ def train(
                 model.train()
                 losses = []
     model.eval()
+    return log

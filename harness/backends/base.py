@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
 
+from harness.errors import BenchError
 from harness.registry import Registry
 
 
@@ -35,11 +36,31 @@ class GenerationBackend(ABC):
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
         """params.n completions per prompt (prompt text excluded, stop text and EOS removed)."""
 
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """Per (context, continuation): log P(continuation | context) and whether greedy decoding
+        would produce the continuation. Optional: used by lm-eval's log-likelihood tasks."""
+        raise BenchError(f"backend {self.name!r} cannot score log-likelihoods")
+
     def close(self) -> None:
         """Release the model (engines with worker processes override this)."""
 
 
 BACKENDS: Registry[type[GenerationBackend]] = Registry("backend")
+
+
+def encode_context_continuation(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of context and continuation, split as lm-eval's own models do: trailing spaces
+    of the context move to the continuation, the whole text is encoded once and cut where the
+    context's encoding ends (so a merge across the boundary is not split into rarer tokens)."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    if not context:  # nothing to condition on: start from BOS (or EOS), as lm-eval does
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        return [prefix], tokenizer.encode(continuation, add_special_tokens=False)
+    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+    cut = len(tokenizer.encode(context, add_special_tokens=False))
+    return whole[:cut], whole[cut:]
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.backends.base import BACKENDS, GenerationBackend, SamplingParams, truncate_at_stop
 
@@ -20,6 +20,13 @@ class HFBackend(GenerationBackend):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = None
         self.tokenizer = None
+
+    @classmethod
+    def from_model(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 128) -> "HFBackend":
+        """Generate with a model already in memory (e.g. the policy during RL), no copy made."""
+        backend = cls(batch_size, device=str(model.device))
+        backend.model, backend.tokenizer = model, tokenizer
+        return backend
 
     def load(self, model_dir: Path) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")

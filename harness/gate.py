@@ -1,0 +1,354 @@
+"""Paired comparison of two checkpoints on the same items (`bench compare`) and the regression
+gate built on it (`bench gate`), plus baseline files a repository can commit
+(`bench export-baseline`).
+
+Either side of a comparison is one checkpoint's per-item results: a scored run folder (final
+checkpoint unless a step is chosen) or a baseline file. Both sides must have been evaluated on
+the same items (same suite and evaluation-set hash), so every item is paired.
+
+The gate's rule, per family, with D the allowed drop in points (`--max-drop`, default
+DEFAULT_MAX_DROP) and [lo, hi] the 95% interval of candidate − baseline accuracy
+(`stats.paired_difference_interval`):
+
+* **regression** when hi < −D: even the most favourable end of the interval is a drop larger
+  than allowed;
+* **no detectable change** when lo ≥ −D: the interval rules out any drop larger than allowed
+  (improvements land here too: the gate only looks for regressions);
+* **inconclusive** otherwise: the interval straddles −D, so neither can be concluded; more
+  items (or a larger D) are needed.
+
+`bench gate` exits 1 when any family regressed (or, with --strict, is inconclusive), else 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import BenchError
+from harness.stats import PairedCounts, mcnemar_exact_p, mcnemar_midp, paired_bootstrap, paired_difference_interval
+from harness.store import RECORDS_FILE, RunStore
+from tasks.base import FAMILIES
+
+BASELINE_FORMAT = "plasticity-bench/baseline"
+BASELINE_VERSION = 1
+DEFAULT_MAX_DROP = 5.0  # points; small enough to matter, large enough to certify with a few hundred items
+CONFIDENCE = 0.95
+ITEM_COLUMNS = ["item_id", "family", "slice", "correct", "score"]
+
+REGRESSION = "regression"
+NO_CHANGE = "no detectable change"
+INCONCLUSIVE = "inconclusive"
+GATE_RULE = (f"per family, with [lo, hi] the {CONFIDENCE:.0%} paired interval of candidate - baseline accuracy "
+             f"(Agresti-Min) and D the allowed drop: {REGRESSION} if hi < -D; {NO_CHANGE} if lo >= -D; "
+             f"{INCONCLUSIVE} otherwise")
+
+
+# ---------------------------------------------------------------- reading one side
+
+
+@dataclass(frozen=True)
+class ItemResults:
+    """One checkpoint's result on every evaluation item."""
+
+    source: str  # the run folder or baseline file, for messages
+    suite: str
+    eval_set_sha256: str
+    step: int
+    method: str | None
+    items: pd.DataFrame  # ITEM_COLUMNS, one row per item, sorted by item_id
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "suite": self.suite, "eval_set_sha256": self.eval_set_sha256,
+                "step": self.step, "method": self.method, "n": len(self.items)}
+
+
+def read_scored_run(root: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """run.json and records.parquet of a scored run; a one-line BenchError if either is missing."""
+    store = RunStore.open(root)
+    meta = store.metadata()
+    missing = [key for key in ("suite", "eval_set_sha256", "eval_sets") if key not in meta]
+    if missing:
+        raise BenchError(f"{root}/run.json lacks {', '.join(missing)}; it was not written by `bench run`")
+    return meta, store.read_table(RECORDS_FILE)
+
+
+def run_results(root: Path, step: int | None = None) -> ItemResults:
+    """The per-item results of one checkpoint of a run (its last scored one by default)."""
+    meta, records = read_scored_run(root)
+    return results_from_records(root, meta, records, step)
+
+
+def results_from_records(root: Path, meta: dict[str, Any], records: pd.DataFrame, step: int | None = None) -> ItemResults:
+    """One checkpoint out of a run's records; an error if any evaluation item lacks a record."""
+    steps = sorted(int(s) for s in records.step.unique())
+    chosen = steps[-1] if step is None else step
+    if chosen not in steps:
+        raise BenchError(f"{root} has no scored step {chosen}; its steps are {', '.join(map(str, steps))}")
+    at_step = records[records.step == chosen]
+    expected = sum(int(s["n"]) for s in meta["eval_sets"].values())
+    if at_step.item_id.nunique() != expected:
+        raise BenchError(f"{root} has records for {at_step.item_id.nunique()} of its {expected} evaluation items at step {chosen}; "
+                         f"re-score it with `bench score {root}`")
+    items = at_step.assign(slice=at_step.task + "/" + at_step.level)[ITEM_COLUMNS]
+    return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items))
+
+
+def baseline_results(path: Path) -> ItemResults:
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BenchError(f"{path} is not a baseline file (not JSON: {error}); make one with `bench export-baseline RUN -o FILE`") from None
+    if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT:
+        raise BenchError(f"{path} is not a baseline file (no \"format\": \"{BASELINE_FORMAT}\"); make one with `bench export-baseline RUN -o FILE`")
+    if data.get("version") != BASELINE_VERSION:
+        raise BenchError(f"{path} is a version {data.get('version')} baseline; this harness reads version {BASELINE_VERSION}; re-export it")
+    try:
+        items = pd.DataFrame(data["items"], columns=ITEM_COLUMNS).astype({"correct": bool, "score": float})
+        return ItemResults(str(path), data["suite"], data["eval_set_sha256"], int(data["step"]), data.get("method"), _sorted(items))
+    except (KeyError, TypeError, ValueError) as error:
+        raise BenchError(f"{path} is a damaged baseline file ({type(error).__name__}: {error}); re-export it") from None
+
+
+def load_results(path: Path, step: int | None = None) -> ItemResults:
+    """A run folder or a baseline file, whichever `path` is."""
+    if path.is_dir():
+        return run_results(path, step)
+    if path.is_file():
+        if step is not None:
+            raise BenchError(f"{path} is a baseline file: it holds one checkpoint, so no step can be chosen")
+        return baseline_results(path)
+    raise BenchError(f"{path} does not exist; give a run folder or a baseline file from `bench export-baseline`")
+
+
+def _sorted(items: pd.DataFrame) -> pd.DataFrame:
+    return items.sort_values("item_id", ignore_index=True)
+
+
+def check_same_items(a: ItemResults, b: ItemResults) -> None:
+    """Both sides must hold the same evaluation items, or no pairing is possible."""
+    if a.suite != b.suite:
+        raise BenchError(f"{a.source} and {b.source} are from different suites ({a.suite} vs {b.suite}); compare runs of one suite")
+    if a.eval_set_sha256 != b.eval_set_sha256:
+        raise BenchError(f"{a.source} and {b.source} were evaluated on different item sets (eval-set sha256 "
+                         f"{a.eval_set_sha256[:12]}… vs {b.eval_set_sha256[:12]}…); use runs of the same suite and preset")
+    if not a.items[["item_id", "family"]].equals(b.items[["item_id", "family"]]):
+        raise BenchError(f"{a.source} and {b.source} claim the same eval set but hold different items; re-score or re-export them")
+
+
+def families_in_order(names: Sequence[str]) -> list[str]:
+    """The report's family order (in-domain first), then any others alphabetically."""
+    known = [f for f in FAMILIES if f in set(names)]
+    return known + sorted(set(names) - set(known))
+
+
+# ---------------------------------------------------------------- comparison
+
+
+@dataclass(frozen=True)
+class FamilyComparison:
+    """B − A on one family's items; accuracies and changes in points."""
+
+    family: str
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    change: float
+    change_low: float
+    change_high: float
+    lost: int  # right in A, wrong in B
+    gained: int  # wrong in A, right in B
+    mcnemar_exact_p: float
+    mcnemar_midp: float
+    graded_a: float  # mean graded score (partial credit), points
+    graded_b: float
+    graded_change: float
+    graded_low: float
+    graded_high: float
+    graded_bootstrap_p: float
+
+
+def compare(a: ItemResults, b: ItemResults) -> list[FamilyComparison]:
+    """Per family: the paired change in accuracy (McNemar + Agresti–Min interval) and in graded
+    score (paired bootstrap)."""
+    check_same_items(a, b)
+    rows = []
+    for family in families_in_order(a.items.family.unique()):
+        mask = (a.items.family == family).to_numpy()
+        first, second = a.items[mask], b.items[mask]
+        counts = PairedCounts.from_outcomes(first.correct.to_numpy(), second.correct.to_numpy())
+        low, high = paired_difference_interval(counts, CONFIDENCE)
+        graded = paired_bootstrap(first.score.to_numpy(), second.score.to_numpy(), CONFIDENCE)
+        rows.append(FamilyComparison(
+            family=family, n=counts.n,
+            accuracy_a=100 * float(first.correct.mean()), accuracy_b=100 * float(second.correct.mean()),
+            change=100 * counts.difference, change_low=100 * low, change_high=100 * high,
+            lost=counts.lost, gained=counts.gained,
+            mcnemar_exact_p=mcnemar_exact_p(counts.lost, counts.gained), mcnemar_midp=mcnemar_midp(counts.lost, counts.gained),
+            graded_a=100 * float(np.mean(first.score)), graded_b=100 * float(np.mean(second.score)),
+            graded_change=100 * graded.difference, graded_low=100 * graded.low, graded_high=100 * graded.high,
+            graded_bootstrap_p=graded.p_value,
+        ))
+    return rows
+
+
+def compare_json(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison]) -> dict[str, Any]:
+    return {"a": a.describe(), "b": b.describe(), "confidence": CONFIDENCE, "families": [asdict(r) for r in rows]}
+
+
+def compare_summary(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison]) -> str:
+    lines = [
+        f"A: {a.source} ({a.method or 'baseline'}, step {a.step})   B: {b.source} ({b.method or 'baseline'}, step {b.step})",
+        f"{'family':<10} {'n':>5} {'A':>6} {'B':>6}  {'B - A [95% CI]':<22} {'lost':>5} {'gained':>6} {'McNemar p':>10} {'mid-p':>7}  {'graded B - A [95% CI]':<22} {'boot p':>7}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.family:<10} {r.n:>5} {r.accuracy_a:6.1f} {r.accuracy_b:6.1f}  {_interval(r.change, r.change_low, r.change_high):<22} "
+            f"{r.lost:>5} {r.gained:>6} {r.mcnemar_exact_p:>10.3g} {r.mcnemar_midp:>7.3g}  "
+            f"{_interval(r.graded_change, r.graded_low, r.graded_high):<22} {r.graded_bootstrap_p:>7.3g}"
+        )
+    lines.append("accuracy in points; lost = right in A and wrong in B; McNemar exact and mid-p tests on the lost/gained items; "
+                 "graded = mean partial-credit score, paired bootstrap")
+    return "\n".join(lines)
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    return f"{value:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+# ---------------------------------------------------------------- the gate
+
+
+@dataclass(frozen=True)
+class FamilyVerdict:
+    comparison: FamilyComparison
+    max_drop: float
+    verdict: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    baseline: ItemResults
+    candidate: ItemResults
+    families: list[FamilyVerdict]
+    strict: bool
+
+    @property
+    def verdict(self) -> str:
+        """regression if any family regressed, else inconclusive if any is, else pass."""
+        found = {f.verdict for f in self.families}
+        return REGRESSION if REGRESSION in found else INCONCLUSIVE if INCONCLUSIVE in found else "pass"
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.verdict == REGRESSION or (self.strict and self.verdict == INCONCLUSIVE) else 0
+
+
+def classify(change_low: float, change_high: float, max_drop: float) -> str:
+    """The gate's three-way rule (see the module docstring); all values in points."""
+    if change_high < -max_drop:
+        return REGRESSION
+    if change_low >= -max_drop:
+        return NO_CHANGE
+    return INCONCLUSIVE
+
+
+def parse_max_drops(specs: Sequence[str], families: Sequence[str]) -> dict[str, float]:
+    """`POINTS` sets every family's allowed drop, `FAMILY=POINTS` one family's (it wins)."""
+    default, per_family = DEFAULT_MAX_DROP, {}
+    for spec in specs:
+        name, _, value = spec.rpartition("=")
+        try:
+            points = float(value)
+        except ValueError:
+            raise BenchError(f"--max-drop {spec!r} is not POINTS or FAMILY=POINTS (e.g. --max-drop math=2)") from None
+        if not points >= 0:  # also rejects nan
+            raise BenchError(f"--max-drop {spec!r}: the allowed drop must be a number of points >= 0")
+        if not name:
+            default = points
+        elif name not in families:
+            raise BenchError(f"--max-drop {spec!r}: no family {name!r} in these results; families: {', '.join(families)}")
+        else:
+            per_family[name] = points
+    return {family: per_family.get(family, default) for family in families}
+
+
+def gate(baseline: ItemResults, candidate: ItemResults, max_drop_specs: Sequence[str] = (), strict: bool = False) -> GateResult:
+    check_same_items(baseline, candidate)
+    max_drops = parse_max_drops(max_drop_specs, families_in_order(baseline.items.family.unique()))
+    verdicts = [FamilyVerdict(row, max_drops[row.family], classify(row.change_low, row.change_high, max_drops[row.family]))
+                for row in compare(baseline, candidate)]
+    return GateResult(baseline, candidate, verdicts, strict)
+
+
+def gate_json(result: GateResult) -> dict[str, Any]:
+    return {
+        "verdict": result.verdict,
+        "exit_status": result.exit_status,
+        "strict": result.strict,
+        "rule": GATE_RULE,
+        "confidence": CONFIDENCE,
+        "baseline": result.baseline.describe(),
+        "candidate": result.candidate.describe(),
+        "families": [{
+            "family": f.comparison.family, "verdict": f.verdict, "max_drop": f.max_drop, "n": f.comparison.n,
+            "baseline": f.comparison.accuracy_a, "candidate": f.comparison.accuracy_b, "change": f.comparison.change,
+            "interval": [f.comparison.change_low, f.comparison.change_high],
+            "lost": f.comparison.lost, "gained": f.comparison.gained,
+            "mcnemar_exact_p": f.comparison.mcnemar_exact_p, "mcnemar_midp": f.comparison.mcnemar_midp,
+        } for f in result.families],
+    }
+
+
+def gate_summary(result: GateResult) -> str:
+    b, c = result.baseline, result.candidate
+    lines = [
+        f"gate: candidate {c.source} (step {c.step}) vs baseline {b.source} (step {b.step}), suite {b.suite}",
+        f"{'family':<10} {'n':>5} {'baseline':>8} {'candidate':>9}  {'change [95% CI]':<22} {'max drop':>8}  verdict",
+    ]
+    for f in result.families:
+        r = f.comparison
+        lines.append(f"{r.family:<10} {r.n:>5} {r.accuracy_a:8.1f} {r.accuracy_b:9.1f}  {_interval(r.change, r.change_low, r.change_high):<22} "
+                     f"{f.max_drop:8.1f}  {f.verdict.upper() if f.verdict == REGRESSION else f.verdict}")
+    if result.verdict == REGRESSION:
+        outcome = f"FAIL: regression in {_families_with(result, REGRESSION)}"
+    elif result.verdict == INCONCLUSIVE:
+        outcome = (f"{'FAIL (--strict)' if result.strict else 'pass'}: inconclusive for {_families_with(result, INCONCLUSIVE)} "
+                   "(too few items to rule out a drop beyond the allowed one)")
+    else:
+        outcome = "pass: no family dropped by more than its allowed drop"
+    return "\n".join(lines + [f"{outcome} (exit {result.exit_status})", f"rule: {GATE_RULE}"])
+
+
+def _families_with(result: GateResult, verdict: str) -> str:
+    return ", ".join(f.comparison.family for f in result.families if f.verdict == verdict)
+
+
+# ---------------------------------------------------------------- baseline files
+
+
+def export_baseline(run_dir: Path, out: Path, step: int | None = None) -> Path:
+    """Write one checkpoint's per-item results with the suite and eval-set hashes, one item per
+    line so that a committed baseline diffs readably."""
+    results = run_results(run_dir, step)
+    meta = RunStore(run_dir).metadata()
+    header = {
+        "format": BASELINE_FORMAT, "version": BASELINE_VERSION, "suite": results.suite,
+        "eval_set_sha256": results.eval_set_sha256, "eval_sets": meta["eval_sets"], "step": results.step,
+        "method": results.method, "seed": meta.get("seed"), "fingerprint": meta.get("fingerprint"),
+        "git_commit": meta.get("provenance", {}).get("git", {}).get("commit"),
+    }
+    rows = [{"item_id": r.item_id, "family": r.family, "slice": r.slice, "correct": bool(r.correct), "score": float(r.score)}
+            for r in results.items.itertuples()]
+    head = json.dumps(header, indent=2)[: -len("\n}")]  # reopened to append the items, one per line
+    items = ",\n".join("    " + json.dumps(row) for row in rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(f"{head},\n  \"items\": [\n{items}\n  ]\n}}\n")
+    tmp.replace(out)
+    return out

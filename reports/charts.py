@@ -1,0 +1,140 @@
+"""The report's pictures, as PNG bytes: forgetting curves and gain vs forgetting."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from harness.scoring import ALL  # noqa: E402
+from harness.stats import pareto_front, wilson_interval  # noqa: E402
+from reports.data import RunData  # noqa: E402
+from reports.tables import gain_and_forgetting  # noqa: E402
+from tasks.base import IN_DOMAIN_FAMILY  # noqa: E402
+
+# Colour-blind-safe (Okabe–Ito), one per run in the order given on the command line.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+DPI = 150  # drawn at 1.5× the size shown, so lines stay crisp on high-density screens
+
+
+def run_colour(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def curve_panels(run: RunData) -> list[tuple[str, str, str]]:
+    """(family, slice, title) per panel: the in-domain target slice, the other in-domain slices,
+    then each out-of-domain family as a whole."""
+    agg = run.aggregates
+    in_domain = sorted(set(agg[(agg.family == IN_DOMAIN_FAMILY) & (agg.slice != ALL)].slice) - {run.target_slice})
+    panels = [(IN_DOMAIN_FAMILY, run.target_slice, f"{IN_DOMAIN_FAMILY} · {run.target_slice} — in-domain target")]
+    panels += [(IN_DOMAIN_FAMILY, s, f"{IN_DOMAIN_FAMILY} · {s} — in-domain") for s in in_domain]
+    panels += [(family, ALL, f"{family} — out of domain") for family in run.out_of_domain_families]
+    return panels
+
+
+def stage_boundaries(run: RunData) -> list[int]:
+    """Steps where the method switched training stage (e.g. easy → hard data)."""
+    trained = run.checkpoints[1:]
+    return [a.step for a, b in zip(trained, trained[1:]) if a.stage != b.stage]
+
+
+def forgetting_curves(runs: Sequence[RunData]) -> bytes:
+    """Accuracy vs training step, one panel per family/slice and one line per run; dotted: the
+    run's starting score; band: 95% Wilson interval at each checkpoint."""
+    panels = curve_panels(runs[0])
+    columns = 2 if len(panels) > 1 else 1
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.3 * rows), squeeze=False, sharex=True)
+    for ax, (family, slice_, title) in zip(axes.flat, panels):
+        all_series = [run.aggregates[(run.aggregates.family == family) & (run.aggregates.slice == slice_)].sort_values("step") for run in runs]
+        starts = {float(series.score.iloc[0]) for series in all_series}
+        for index, (run, series) in enumerate(zip(runs, all_series)):
+            colour = run_colour(index)
+            bands = np.array([wilson_interval(round(s * n / 100), int(n)) for s, n in zip(series.score, series.n)]) * 100
+            ax.fill_between(series.step, bands[:, 0], bands[:, 1], color=colour, alpha=0.13, lw=0)
+            ax.plot(series.step, series.score, "-o", color=colour, ms=3.5, lw=1.8)
+            if len(starts) > 1:  # runs from different starting models: each its own reference
+                ax.axhline(series.score.iloc[0], color=colour, lw=1, ls=":", alpha=0.9)
+            for step in stage_boundaries(run):
+                ax.axvline(step, color=colour, lw=0.8, ls="-.", alpha=0.5)
+        if len(starts) == 1:
+            ax.axhline(starts.pop(), color="#555", lw=1, ls=":", zorder=1)
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(-3, 103)
+        ax.set_yticks(range(0, 101, 25))
+        ax.grid(alpha=0.25)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("training step")
+        ax.xaxis.set_tick_params(labelbottom=True)
+    handles = [Line2D([], [], color=run_colour(i), marker="o", ms=4, lw=1.8, label=run.label) for i, run in enumerate(runs)]
+    handles += [Line2D([], [], color="#555", ls=":", label="starting score"),
+                Line2D([], [], color="#555", ls="-.", lw=0.8, label="stage boundary")]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return png_bytes(fig)
+
+
+def _padded_range(values: Sequence[float], least: float = 10.0) -> tuple[float, float]:
+    """An axis range holding 0 and every value, at least `least` points wide, with a margin."""
+    low, high = min(0.0, *values), max(0.0, *values)
+    if high - low < least:
+        centre = (low + high) / 2
+        low, high = centre - least / 2, centre + least / 2
+    margin = 0.08 * (high - low)
+    return low - margin, high + margin
+
+
+def gain_vs_forgetting(runs: Sequence[RunData]) -> bytes:
+    """One point per checkpoint: in-domain gain (x) vs mean out-of-domain change (y), both vs the
+    run's start; the line joins checkpoints in step order, the thick dashed line is the run's
+    Pareto frontier (checkpoints no other checkpoint of the run beats on both axes)."""
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    ax.axhline(0, color="#999", lw=0.8)
+    ax.axvline(0, color="#999", lw=0.8)
+    all_points = [gain_and_forgetting(run) for run in runs]
+    for index, (run, points) in enumerate(zip(runs, all_points)):
+        colour = run_colour(index)
+        ax.plot(points.gain, points.ood_change, "-", color=colour, lw=0.9, alpha=0.45)
+        ax.scatter(points.gain, points.ood_change, color=colour, s=22, zorder=3, label=run.label)
+        front = pareto_front(list(zip(points.gain, points.ood_change)))
+        ax.plot(points.gain.iloc[front], points.ood_change.iloc[front], "--", color=colour, lw=2.2, alpha=0.85, zorder=2)
+        final = points.iloc[-1]
+        ax.annotate(f"step {int(final.step)}", (final.gain, final.ood_change), textcoords="offset points", xytext=(6, -10),
+                    fontsize=8, color=colour)
+    ax.scatter([0], [0], marker="*", s=160, color="black", zorder=4, label="start")
+    ax.set_xlim(*_padded_range([v for p in all_points for v in p.gain]))
+    ax.set_ylim(*_padded_range([v for p in all_points for v in p.ood_change]))
+    ax.text(0.99, 0.98, "better ↗", transform=ax.transAxes, ha="right", va="top", fontsize=9, color="#777")
+    target = runs[0].target_slice
+    ax.set_xlabel(f"in-domain gain: {IN_DOMAIN_FAMILY} · {target} accuracy − start (points)")
+    ax.set_ylabel("out-of-domain change: mean over\n" + ", ".join(runs[0].out_of_domain_families) + " − start (points)")
+    ax.grid(alpha=0.25)
+    ax.spines[["top", "right"]].set_visible(False)
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="#555", ls="--", lw=2.2))
+    labels.append("Pareto frontier")
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    fig.tight_layout()
+    return png_bytes(fig)

@@ -1,0 +1,96 @@
+"""What a report reads from each run folder, checked once: scored, complete, and (for a
+multi-run report) evaluated on the same items as the others."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from harness.gate import check_same_items, families_in_order, read_scored_run, results_from_records
+from harness.scoring import ALL
+from harness.store import AGGREGATES_FILE, ITEMS_FILE, RunStore
+from tasks.base import IN_DOMAIN_FAMILY
+from tasks.suites import SUITES
+
+MANIFEST = Path("checkpoints") / "manifest.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the report needs of a checkpoint-manifest record."""
+
+    step: int
+    stage: str
+    examples_seen: int
+
+
+def read_checkpoints(root: Path) -> tuple[Checkpoint, ...]:
+    """The run's checkpoint manifest; empty when it was deleted along with the models. Read here
+    rather than with trainers.common.read_manifest, which would import torch just for a report."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return ()
+    return tuple(Checkpoint(int(r["step"]), str(r["stage"]), int(r["examples_seen"])) for r in json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class RunData:
+    root: Path
+    label: str  # the method, or method and folder when two runs share a method
+    meta: dict[str, Any]
+    aggregates: pd.DataFrame
+    records: pd.DataFrame
+    items: pd.DataFrame  # eval_items.parquet: prompts and expected answers
+    checkpoints: tuple[Checkpoint, ...]  # empty when the manifest was deleted with the models
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted(int(s) for s in self.aggregates.step.unique())
+
+    @property
+    def start_step(self) -> int:
+        return self.steps[0]
+
+    @property
+    def final_step(self) -> int:
+        return self.steps[-1]
+
+    @property
+    def target_slice(self) -> str:
+        """The in-domain slice post-training targets (the suite's hard data), or the whole family."""
+        suite = SUITES.get(self.meta["suite"])
+        name = f"{suite.hard[0]}/{suite.hard[1]}" if suite else ALL
+        in_domain = self.aggregates[self.aggregates.family == IN_DOMAIN_FAMILY]
+        return name if name in set(in_domain.slice) else ALL
+
+    @property
+    def out_of_domain_families(self) -> list[str]:
+        return [f for f in family_order(self.aggregates) if f != IN_DOMAIN_FAMILY]
+
+
+def family_order(aggregates: pd.DataFrame) -> list[str]:
+    return families_in_order(list(aggregates.family.unique()))
+
+
+def load_runs(run_dirs: Sequence[Path]) -> list[RunData]:
+    """Every run scored and complete at its final step, all on the same evaluation items."""
+    if not run_dirs:
+        raise ValueError("a report needs at least one run")
+    loaded = []
+    for root in run_dirs:
+        meta, records = read_scored_run(root)
+        results = results_from_records(root, meta, records)  # checks the final step is complete
+        aggregates = RunStore(root).read_table(AGGREGATES_FILE)
+        loaded.append((root, meta, records, aggregates, results))
+    for other in loaded[1:]:
+        check_same_items(loaded[0][4], other[4])
+    methods = [meta.get("method", root.name) for root, meta, *_ in loaded]
+    runs = []
+    for (root, meta, records, aggregates, _), method in zip(loaded, methods):
+        label = method if methods.count(method) == 1 else f"{method} ({root.name})"
+        runs.append(RunData(root, label, meta, aggregates, records, pd.read_parquet(root / ITEMS_FILE), read_checkpoints(root)))
+    return runs

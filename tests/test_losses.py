@@ -1,0 +1,149 @@
+"""Each method's loss against values worked out independently (by hand or another formulation)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from functools import lru_cache
+
+import pytest
+import torch
+
+from harness.errors import BenchError
+from harness.organism import OrganismConfig, build_model, build_tokenizer
+from trainers.dpo import DPOOptions, dpo_loss
+from trainers.grpo import GRPOOptions, clipped_surrogate, group_advantages, k3_kl
+from trainers.pcr import GradientMoments, PCROptions, resolve_conflict
+from trainers.policy import encode_completions, sequence_logprobs
+from trainers.spot import RunningMean, SPoTOptions, change_ratio, spot_loss
+
+
+def test_dpo_loss_by_hand() -> None:
+    # r⁺ − r⁻ = 0.5  →  −log σ(0.5) = log(1 + e^−0.5)
+    assert dpo_loss(torch.tensor([0.3]), torch.tensor([-0.2])).item() == pytest.approx(math.log1p(math.exp(-0.5)))
+    assert dpo_loss(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0])).item() == pytest.approx((math.log(2) + math.log1p(math.exp(-1))) / 2)
+
+
+def test_spot_bco_running_mean_and_loss_by_hand() -> None:
+    delta = RunningMean()
+    assert delta.add(torch.tensor([1.0, 2.0])) == pytest.approx(1.5)
+    assert delta.add(torch.tensor([3.0, 6.0])) == pytest.approx(3.0)  # mean of all four seen so far
+    # L = −log σ(r⁺ − δ) − log σ(−(r⁻ − δ)) with r⁺ = 1, r⁻ = −1, δ = 0.5
+    expected = math.log1p(math.exp(-0.5)) + math.log1p(math.exp(-1.5))  # −log σ(0.5) − log σ(1.5)
+    assert spot_loss(torch.tensor([1.0]), torch.tensor([-1.0]), 0.5).item() == pytest.approx(expected)
+    # SPoT-BCE is δ = 0: symmetric in the two rewards' signs
+    assert spot_loss(torch.tensor([2.0]), torch.tensor([-2.0]), 0.0).item() == pytest.approx(2 * math.log1p(math.exp(-2)))
+
+
+@lru_cache(maxsize=None)
+def _lcs_recursive(a: str, b: str) -> int:
+    if not a or not b:
+        return 0
+    if a[0] == b[0]:
+        return 1 + _lcs_recursive(a[1:], b[1:])
+    return max(_lcs_recursive(a[1:], b), _lcs_recursive(a, b[1:]))
+
+
+@pytest.mark.parametrize(("rejected", "chosen"), [("abcd", "abed"), ("5+6=11#11", "5+6=11;11+3=14#14"), ("xyz", "abc"), ("aaaa", "aa")])
+def test_change_ratio_is_one_minus_lcs_over_chosen_length(rejected: str, chosen: str) -> None:
+    ids = lambda s: [ord(c) for c in s]  # noqa: E731
+    assert change_ratio(ids(rejected), ids(chosen)) == pytest.approx(1 - _lcs_recursive(rejected, chosen) / len(chosen))
+    assert change_ratio(ids("abcd"), ids("abed")) == pytest.approx(0.25)  # LCS "abd"
+
+
+def test_group_advantage_by_hand() -> None:
+    # R = [1, 0, 0, 0]: mean 0.25, unbiased std √(0.75/3) = 0.5
+    advantages = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]), eps=0.0 + 1e-12)
+    assert advantages[0].tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5])
+    assert advantages[1].abs().max() < 1e-6  # a group with equal rewards carries no signal
+
+
+def test_clipped_surrogate_by_hand() -> None:
+    logp = torch.log(torch.tensor([[1.5, 0.5, 0.5]]))
+    old = torch.zeros(1, 3)
+    value, clipped = clipped_surrogate(logp, old, torch.tensor([1.0]), clip_eps=0.2)
+    assert value[0].tolist() == pytest.approx([1.2, 0.5, 0.5]) and clipped[0].tolist() == [True, False, False]
+    value, clipped = clipped_surrogate(logp, old, torch.tensor([-1.0]), clip_eps=0.2)
+    assert value[0].tolist() == pytest.approx([-1.5, -0.8, -0.8]) and clipped[0].tolist() == [False, True, True]
+
+
+def test_k3_is_an_unbiased_kl_estimator() -> None:
+    # By hand: π = 0.5, π_ref = 0.25 → 0.5 − log 0.5 − 1
+    assert k3_kl(torch.log(torch.tensor(0.5)), torch.log(torch.tensor(0.25))).item() == pytest.approx(0.5 - math.log(0.5) - 1)
+    # Exactly, over a categorical distribution: E_{y~π}[k3] = KL(π ‖ π_ref)
+    pi, ref = torch.tensor([0.6, 0.3, 0.1]), torch.tensor([0.2, 0.5, 0.3])
+    expectation = (pi * k3_kl(pi.log(), ref.log())).sum()
+    assert expectation.item() == pytest.approx((pi * (pi / ref).log()).sum().item())
+
+
+def test_sequence_logprob_sums_completion_tokens_only() -> None:
+    tokenizer = build_tokenizer()
+    model = build_model(OrganismConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64), len(tokenizer)).eval()
+    prompt, completion = "calc 1+2\n", "1+2=3#3"
+    with torch.no_grad():
+        got = sequence_logprobs(model, encode_completions(tokenizer, [prompt], [completion]))[0]
+        # Independent: score each completion token (and EOS) one prefix at a time
+        ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        expected = 0.0
+        for t in range(len(prompt), len(ids)):
+            logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
+            expected += torch.log_softmax(logits, -1)[ids[t]].item()
+    assert got.item() == pytest.approx(expected, rel=1e-4)
+
+
+def _pcgrad(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """PCGrad (Yu et al. 2020): drop g's component along s when they conflict."""
+    return g - min(0.0, float(g @ s)) / float(s @ s) * s
+
+
+def test_pcr_without_conflict_is_the_plain_sum() -> None:
+    g, s = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.1])
+    resolution = resolve_conflict(g, s, var_pla=1.0, var_sta=1.0)
+    assert not resolution.conflict and resolution.alpha == 0
+    assert torch.allclose(resolution.update, g + s)
+
+
+def test_pcr_hard_limit_is_pcgrad_and_soft_weights_by_precision() -> None:
+    g, s = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([-1.0, 1.0, 0.0])
+    hard = resolve_conflict(g, s, var_pla=1.0, var_sta=1e-12)  # stability certain: α → 1
+    assert hard.conflict and hard.alpha == pytest.approx(1.0)
+    assert torch.allclose(hard.update, _pcgrad(g, s) + s, atol=1e-6)
+    assert float((hard.update - s) @ s) == pytest.approx(0.0, abs=1e-6)  # projected μ_pla ⟂ μ_sta
+    soft = resolve_conflict(g, s, var_pla=1.0, var_sta=3.0)  # α = λ_sta/(λ_pla+λ_sta) = (1/3)/(1 + 1/3)
+    assert soft.alpha == pytest.approx(0.25)
+    assert torch.allclose(soft.update, g - 0.25 * float(g @ s) / float(s @ s) * s + s)
+    assert soft.cosine == pytest.approx(float(g @ s / (g.norm() * s.norm())))
+
+
+def test_gradient_moments_match_torch_var() -> None:
+    grads = [torch.randn(3, 4, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    moments = GradientMoments([torch.nn.Parameter(torch.zeros(3, 4))])
+    for grad in grads:
+        moments.add((grad,))
+    stacked = torch.stack(grads)
+    assert torch.allclose(moments.mean(0), stacked.mean(0), atol=1e-6)
+    assert moments.trace_variance([0]) == pytest.approx(stacked.var(0, unbiased=True).sum().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (lambda: DPOOptions(beta=-0.1), "beta must be positive"),
+        (lambda: SPoTOptions(beta=-1), "beta must be positive"),
+        (lambda: SPoTOptions(gamma=0.0), "gamma must be in (0, 1]"),
+        (lambda: SPoTOptions(gamma=1.5), "gamma must be in (0, 1]"),
+        (lambda: SPoTOptions(loss="mse"), "loss must be one of bco, bce"),
+        (lambda: GRPOOptions(group_size=1), "group_size (G) must be >= 2"),
+        (lambda: GRPOOptions(beta=-0.01), "beta must be >= 0"),
+        (lambda: PCROptions(prompts_per_step=1), "prompts_per_step must be >= 2"),
+    ],
+)
+def test_invalid_method_options_are_rejected(options, message: str) -> None:
+    with pytest.raises(BenchError, match=re.escape(message)):
+        options().validate()
+
+
+def test_all_pairs_of_small_cases_agree_with_recursive_lcs() -> None:
+    for a, b in itertools.product(["", "a", "ab", "ba", "abc"], ["a", "ab", "cab"]):
+        assert change_ratio([ord(c) for c in a], [ord(c) for c in b]) == pytest.approx(1 - _lcs_recursive(a, b) / len(b))

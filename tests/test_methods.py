@@ -1,0 +1,77 @@
+"""SPoT, DPO, GRPO and PCR end to end through the CLI (smoke preset), and their bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_cli import _rejected
+from trainers.common import read_manifest
+
+METHOD_METRICS = {
+    "dpo": {"reward_margin", "pair_accuracy"},
+    "spot": {"delta", "reward_chosen", "reward_rejected"},
+    "grpo": {"reward_mean", "kl", "clip_fraction"},
+    "pcr": {"reward_mean", "kl", "clip_fraction", "conflict_rate", "alpha", "cos_block0"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_METRICS))
+def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
+    out = tmp_path / method
+    done = bench("run", "--method", method, "--preset", "smoke", "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    assert [r.step for r in read_manifest(out / "checkpoints")] == [0, 2, 4]
+    log = pd.read_parquet(out / "train_log.parquet")
+    assert list(log.step) == [1, 2, 3, 4] and METHOD_METRICS[method] <= set(log.columns)
+    assert log.loss.notna().all()
+    assert len(pd.read_parquet(out / "records.parquet")) == 3 * len(pd.read_parquet(out / "eval_items.parquet"))
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["method_options"], "the method's hyperparameters are recorded"
+    if method == "pcr":
+        assert any("micro-batch" in a for a in meta["method_options"]["assumptions"])
+        assert log.conflict_rate.between(0, 1).all() and log.alpha.between(0, 1).all()
+    if method in ("grpo", "pcr"):
+        assert log.kl.iloc[0] == pytest.approx(0, abs=1e-6)  # first step: the policy is the reference
+        assert (log.kl.iloc[1:] >= 0).all()
+
+
+def test_spot_saves_its_rectified_pairs_with_change_ratios(bench, tmp_path: Path) -> None:
+    out = tmp_path / "spot"
+    assert bench("run", "--method", "spot", "--preset", "smoke", "--out", str(out), "-q").returncode == 0
+    pairs = pd.read_parquet(out / "rectified_pairs.parquet")
+    assert len(pairs) > 0 and (pairs.change_ratio <= 0.6).all()
+    assert (pairs.chosen != pairs.rejected).all()
+    assert set(pairs.columns) >= {"prompt", "chosen", "rejected", "ref_chosen", "ref_rejected", "change_ratio"}
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("spot", "beta: -0.1", "options.beta must be positive"),
+        ("spot", "gamma: 0", "options.gamma must be in (0, 1]"),
+        ("spot", "gamma: 1.2", "options.gamma must be in (0, 1]"),
+        ("grpo", "group_size: 1", "options.group_size (G) must be >= 2"),
+        ("pcr", "beta: -1", "options.beta must be >= 0"),
+        ("dpo", "beta: 0", "options.beta must be positive"),
+        ("dpo", "bogus: 1", "unknown setting 'options.bogus'"),
+        ("sft", "beta: 0.1", "method sft takes no options"),
+    ],
+)
+def test_invalid_method_options_exit_2_and_write_nothing(bench, tmp_path: Path, method: str, options: str, message: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"options:\n  {options}\n")
+    out = tmp_path / "run"
+    _rejected(bench("run", "--method", method, "--preset", "smoke", "--config", str(config), "--out", str(out)), message)
+    assert not out.exists()
+
+
+def test_empty_rectified_set_is_a_clear_error(bench, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("options:\n  gamma: 0.000001\n")  # no wrong answer is that close to its correction
+    out = tmp_path / "run"
+    _rejected(bench("run", "--method", "spot", "--preset", "smoke", "--config", str(config), "--out", str(out)), "empty rectified set")
+    assert not out.exists()

@@ -1,0 +1,81 @@
+"""DPO on pairs from the model's own samples (Rafailov et al. 2023), sigmoid loss:
+
+    r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)]
+    L      = −log σ( r(x,y⁺) − r(x,y⁻) ),        β = 0.1
+
+Pairs: the starting model samples `samples_per_prompt` completions for each of `pair_prompts`
+hard training prompts; a prompt with at least one verified-correct and one wrong sample gives
+one pair (the first of each). π_ref is the starting model; its log-probs are computed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from harness.errors import BenchError
+from tasks.base import get_task
+from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData
+from trainers.policy import PreferencePair, implicit_rewards, pair_batches, reference_logprobs, rewards, sample, save_pairs
+
+PAIRS_FILE = "preference_pairs.parquet"
+
+
+@dataclass(frozen=True)
+class DPOOptions:
+    beta: float = 0.1
+    pair_prompts: int = 512  # hard training prompts sampled to find pairs
+    samples_per_prompt: int = 8
+    temperature: float = 1.0
+
+    def validate(self) -> None:
+        if self.beta <= 0:
+            raise BenchError(f"options.beta must be positive, got {self.beta}")
+        if self.samples_per_prompt < 2:
+            raise BenchError(f"options.samples_per_prompt must be >= 2 to find a pair, got {self.samples_per_prompt}")
+        if self.pair_prompts <= 0 or self.temperature <= 0:
+            raise BenchError("options.pair_prompts and options.temperature must be positive")
+
+
+def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """L = −log σ(r⁺ − r⁻), averaged over the batch."""
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+@TRAINERS.register("dpo", "DPO (sigmoid, β=0.1) on correct/incorrect pairs from the model's own samples")
+class DPO(Trainer):
+    Options = DPOOptions
+
+    def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
+        options: DPOOptions = self.options
+        items = list(data.hard[: options.pair_prompts])
+        max_tokens = get_task(items[0].task).max_new_tokens
+        samples = sample(model, ctx.tokenizer, [i.prompt for i in items], options.samples_per_prompt, max_tokens, options.temperature, ctx.loop.seed)
+        pairs = []
+        for item, completions in zip(items, samples):
+            scores = rewards([item] * len(completions), completions)
+            right = [c for c, s in zip(completions, scores) if s >= 1.0]
+            wrong = [c for c, s in zip(completions, scores) if s < 1.0]
+            if right and wrong:
+                pairs.append((item.prompt, right[0], wrong[0]))
+        if not pairs:
+            raise BenchError(f"dpo: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; raise options.samples_per_prompt or options.pair_prompts")
+        prompts = [p for p, _, _ in pairs]
+        ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, [c for _, c, _ in pairs])
+        ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, [r for _, _, r in pairs])
+        self.pairs = [PreferencePair(p, c, r, rc, rr) for (p, c, r), rc, rr in zip(pairs, ref_chosen, ref_rejected)]
+        save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE)
+
+    def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
+        return [Stage("hard", self.pairs, settings.steps, settings.lr)]
+
+    def batches(self, model, stage, ctx):
+        return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed)
+
+    def loss(self, model, batch):
+        r_chosen, r_rejected = implicit_rewards(model, batch, self.options.beta)
+        metrics = {"reward_margin": (r_chosen - r_rejected).mean().item(), "pair_accuracy": (r_chosen > r_rejected).float().mean().item()}
+        return dpo_loss(r_chosen, r_rejected), metrics

@@ -1,0 +1,118 @@
+"""GRPO (Shao et al. 2024): group-normalised advantages, clipped surrogate, k3 KL to π_ref.
+
+For each of `prompts_per_step` hard prompts, sample G completions from the current policy and
+reward each with the task's own verifier R_i ∈ [0, 1]. Then
+
+    Â_i   = (R_i − mean(R)) / (std(R) + ε)                     within the prompt's group
+    ρ_t   = π_θ(y_t | x, y_<t) / π_old(y_t | x, y_<t)
+    L_pla = −mean_t min(ρ_t Â, clip(ρ_t, 1−ε_c, 1+ε_c) Â)        token-level: mean over all tokens
+    KL_t  = π_ref/π_θ − log(π_ref/π_θ) − 1                       (k3 estimator, per token)
+    L     = L_pla + β · mean_t KL_t
+
+π_old is the policy that sampled the rollout; each rollout is used for `updates_per_rollout`
+optimiser steps (the first has ρ ≡ 1; later ones exercise the clip).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from transformers import PreTrainedModel
+
+from harness.errors import BenchError
+from tasks.base import get_task
+from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, freeze_reference
+from trainers.policy import encode_completions, rewards, sample, token_logprobs
+
+
+@dataclass(frozen=True)
+class GRPOOptions:
+    group_size: int = 8  # G
+    prompts_per_step: int = 4  # groups per rollout (G · 4 = 32 completions)
+    beta: float = 0.04  # KL coefficient
+    clip_eps: float = 0.2
+    temperature: float = 1.0
+    updates_per_rollout: int = 2
+    advantage_eps: float = 1e-4
+
+    def validate(self) -> None:
+        if self.group_size < 2:
+            raise BenchError(f"options.group_size (G) must be >= 2 for a group-normalised advantage, got {self.group_size}")
+        if self.beta < 0:
+            raise BenchError(f"options.beta must be >= 0, got {self.beta}")
+        if not 0 < self.clip_eps < 1:
+            raise BenchError(f"options.clip_eps must be in (0, 1), got {self.clip_eps}")
+        if self.temperature <= 0 or self.prompts_per_step <= 0 or self.updates_per_rollout <= 0:
+            raise BenchError("options.temperature, options.prompts_per_step and options.updates_per_rollout must be positive")
+
+
+def group_advantages(group_rewards: torch.Tensor, eps: float) -> torch.Tensor:
+    """Â = (R − mean R) / (std R + ε) along the last axis (the G samples of one prompt; unbiased std)."""
+    mean = group_rewards.mean(-1, keepdim=True)
+    std = group_rewards.std(-1, keepdim=True)
+    return (group_rewards - mean) / (std + eps)
+
+
+def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per token: min(ρÂ, clip(ρ, 1±ε)Â), and whether the clip was active (for the clip fraction)."""
+    ratio = torch.exp(logp - old_logp)
+    advantages = advantages.unsqueeze(-1)
+    unclipped, clipped = ratio * advantages, ratio.clamp(1 - clip_eps, 1 + clip_eps) * advantages
+    return torch.minimum(unclipped, clipped), (clipped < unclipped)
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per token: π_ref/π_θ − log(π_ref/π_θ) − 1 ≥ 0, an unbiased estimate of KL(π_θ ‖ π_ref)."""
+    log_ratio = ref_logp - logp
+    return torch.exp(log_ratio) - log_ratio - 1
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def grpo_terms(model: PreTrainedModel, batch: dict[str, torch.Tensor], options: GRPOOptions) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """(L_pla, β·KL, metrics) for a rollout batch: the two terms PCR treats separately."""
+    logp, mask = token_logprobs(model, batch)
+    surrogate, clipped = clipped_surrogate(logp, batch["old_logp"], batch["advantages"], options.clip_eps)
+    kl = k3_kl(logp, batch["ref_logp"])
+    metrics = {"reward_mean": float(batch["reward_mean"]), "kl": masked_mean(kl, mask).item(), "clip_fraction": masked_mean(clipped.float(), mask).item()}
+    return -masked_mean(surrogate, mask), options.beta * masked_mean(kl, mask), metrics
+
+
+@TRAINERS.register("grpo", "GRPO: G samples per prompt, verifier rewards, clipped surrogate + β·KL (k3)")
+class GRPO(Trainer):
+    Options = GRPOOptions
+
+    def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
+        ctx.reference = freeze_reference(model)
+
+    def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
+        return [Stage("hard", data.hard, settings.steps, settings.lr)]
+
+    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext) -> Iterator[dict[str, torch.Tensor]]:
+        """Rollouts from the current policy, each yielded `updates_per_rollout` times."""
+        options: GRPOOptions = self.options
+        rng = random.Random(f"{ctx.loop.seed}/rollouts")
+        for rollout in range(10**9):
+            items = [stage.items[rng.randrange(len(stage.items))] for _ in range(options.prompts_per_step)]
+            max_tokens = get_task(items[0].task).max_new_tokens
+            groups = sample(model, ctx.tokenizer, [i.prompt for i in items], options.group_size, max_tokens, options.temperature, seed=ctx.loop.seed * 100_003 + rollout)
+            flat_items = [item for item in items for _ in range(options.group_size)]
+            completions = [c for group in groups for c in group]
+            group_rewards = torch.tensor(rewards(flat_items, completions)).view(len(items), options.group_size)
+            batch = encode_completions(ctx.tokenizer, [i.prompt for i in flat_items], completions)
+            with torch.no_grad():
+                batch["old_logp"] = token_logprobs(model, batch)[0]
+                batch["ref_logp"] = token_logprobs(ctx.reference, batch)[0]
+            batch["advantages"] = group_advantages(group_rewards, options.advantage_eps).view(-1)
+            batch["reward_mean"] = group_rewards.mean()
+            for update in range(options.updates_per_rollout):
+                yield {**batch, "examples": torch.tensor(len(completions) if update == 0 else 0)}
+
+    def loss(self, model, batch):
+        pla, sta, metrics = grpo_terms(model, batch, self.options)
+        return pla + sta, {**metrics, "examples": int(batch["examples"])}

@@ -1,0 +1,139 @@
+"""PCR, Probabilistic Conflict Resolution (arXiv 2602.06453): GRPO whose update resolves the
+conflict between the plasticity gradient and the stability gradient, per MLP block.
+
+    g_pla = ∇ L_pla (clipped surrogate),  g_sta = ∇ β·KL        (two backward passes)
+    each ~ N(μ, σ²): μ = mean over micro-batches, σ² = trace of the micro-batch gradients'
+    covariance (per block);  precision λ = 1/σ²
+    if μ_pla·μ_sta < 0 (conflict):
+        α      = λ_sta / (λ_pla + λ_sta)
+        μ_pla ← μ_pla − α · (μ_pla·μ_sta / ‖μ_sta‖²) · μ_sta       (α → 1: PCGrad's projection)
+    update = μ_pla + μ_sta;   non-MLP parameters: the plain sum.
+
+Assumptions where the paper is silent (also recorded in run.json's method_options):
+  * micro-batch = one prompt's group of G rollouts, so the variance is the spread across the
+    `prompts_per_step` groups (the paper: "trace of intra-group gradients");
+  * block = one decoder layer's whole MLP (gate, up and down projections together);
+  * μ_sta is added back after the projection (the paper is unclear);
+  * each micro-batch's loss is its own token mean, μ is the mean over micro-batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from harness.errors import BenchError
+from trainers.common import TRAINERS, TrainContext
+from trainers.grpo import GRPO, GRPOOptions, grpo_terms
+
+ASSUMPTIONS = (
+    "micro-batch = one prompt's group; variance across groups",
+    "block = one decoder layer's MLP (gate+up+down)",
+    "mu_sta added back after projection",
+)
+
+
+@dataclass(frozen=True)
+class PCROptions(GRPOOptions):
+    assumptions: tuple[str, ...] = ASSUMPTIONS
+
+    def validate(self) -> None:
+        super().validate()
+        if self.prompts_per_step < 2:
+            raise BenchError(f"options.prompts_per_step must be >= 2 for PCR (the gradient variance needs >= 2 micro-batches), got {self.prompts_per_step}")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    update: torch.Tensor
+    cosine: float
+    alpha: float  # 0 where there is no conflict
+    conflict: bool
+
+
+def resolve_conflict(mu_pla: torch.Tensor, mu_sta: torch.Tensor, var_pla: float, var_sta: float) -> Resolution:
+    """The uncertainty-weighted soft projection for one block (flattened gradients)."""
+    dot = torch.dot(mu_pla, mu_sta)
+    norms = mu_pla.norm() * mu_sta.norm()
+    cosine = float(dot / norms) if norms > 0 else 0.0
+    if dot >= 0:
+        return Resolution(mu_pla + mu_sta, cosine, 0.0, False)
+    precision_pla, precision_sta = 1 / max(var_pla, 1e-30), 1 / max(var_sta, 1e-30)
+    alpha = precision_sta / (precision_pla + precision_sta)
+    projected = mu_pla - alpha * dot / mu_sta.square().sum() * mu_sta
+    return Resolution(projected + mu_sta, cosine, alpha, True)
+
+
+def mlp_blocks(model: PreTrainedModel) -> list[list[torch.nn.Parameter]]:
+    """One block per decoder layer: that layer's MLP weights."""
+    return [list(layer.mlp.parameters()) for layer in model.model.layers]
+
+
+class GradientMoments:
+    """Running sum and sum of squares of per-micro-batch gradients, per parameter."""
+
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
+        self.sum = [torch.zeros_like(p) for p in params]
+        self.sum_sq = [torch.zeros_like(p) for p in params]
+        self.count = 0
+
+    def add(self, grads: tuple[torch.Tensor | None, ...]) -> None:
+        for total, total_sq, grad in zip(self.sum, self.sum_sq, grads):
+            if grad is not None:
+                total += grad
+                total_sq += grad.square()
+        self.count += 1
+
+    def mean(self, index: int) -> torch.Tensor:
+        return self.sum[index] / self.count
+
+    def trace_variance(self, indices: list[int]) -> float:
+        """Σ over the block's coordinates of the unbiased variance across micro-batches."""
+        n = self.count
+        return sum(float(((self.sum_sq[i] - self.sum[i].square() / n) / (n - 1)).clamp(min=0).sum()) for i in indices)
+
+
+@TRAINERS.register("pcr", "PCR: GRPO with probabilistic (uncertainty-weighted) gradient-conflict resolution")
+class PCR(GRPO):
+    Options = PCROptions
+
+    def update(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, ctx: TrainContext) -> dict[str, float]:
+        options: PCROptions = self.options
+        params = [p for p in model.parameters() if p.requires_grad]
+        plasticity, stability = GradientMoments(params), GradientMoments(params)
+        rows = batch["input_ids"].shape[0]
+        total_loss, metrics = 0.0, {}
+        for start in range(0, rows, options.group_size):  # one micro-batch per prompt group
+            micro = {k: (v[start : start + options.group_size] if v.dim() > 0 else v) for k, v in batch.items()}
+            pla, sta, metrics = grpo_terms(model, micro, options)
+            plasticity.add(torch.autograd.grad(pla, params, retain_graph=True, allow_unused=True))
+            stability.add(torch.autograd.grad(sta, params, allow_unused=True))
+            total_loss += float(pla + sta)
+        index = {id(p): i for i, p in enumerate(params)}
+        combined = {i: plasticity.mean(i) + stability.mean(i) for i in range(len(params))}
+        cosines, alphas = [], []
+        for block in mlp_blocks(model):
+            indices = [index[id(p)] for p in block]
+            resolution = resolve_conflict(
+                torch.cat([plasticity.mean(i).flatten() for i in indices]), torch.cat([stability.mean(i).flatten() for i in indices]),
+                plasticity.trace_variance(indices), stability.trace_variance(indices),
+            )
+            offset = 0
+            for i in indices:
+                size = params[i].numel()
+                combined[i] = resolution.update[offset : offset + size].view_as(params[i])
+                offset += size
+            cosines.append(resolution.cosine)
+            alphas.append(resolution.alpha)
+        for i, p in enumerate(params):
+            p.grad = combined[i]
+        torch.nn.utils.clip_grad_norm_(params, ctx.loop.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        conflicts = [a > 0 for a in alphas]
+        per_block = {f"cos_block{b}": c for b, c in enumerate(cosines)}
+        alpha_mean = sum(alphas) / max(1, sum(conflicts))
+        return {"loss": total_loss / plasticity.count, **metrics, "examples": int(batch["examples"]),
+                "conflict_rate": sum(conflicts) / len(conflicts), "alpha": alpha_mean, **per_block}

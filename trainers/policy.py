@@ -1,0 +1,123 @@
+"""Machinery shared by the preference and RL methods (DPO, SPoT, GRPO, PCR).
+
+    log π(y|x) = Σ_t log π(y_t | x, y_<t)      (sum over completion tokens only)
+
+plus sampling from a policy held in memory and rewards from the tasks' own verifiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pandas as pd
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from harness.backends.base import SamplingParams
+from harness.backends.hf import HFBackend
+from tasks.base import Item, get_task
+from trainers.common import collate, encode
+
+
+def encode_completions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, torch.Tensor]:
+    """A right-padded batch of prompt+completion+EOS with the prompt and padding masked in labels."""
+    rows = [encode(tokenizer, Item("", "", "", "", prompt, completion, "")) for prompt, completion in zip(prompts, completions)]
+    return collate(rows, tokenizer.pad_token_id)
+
+
+def token_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log π(y_t | x, y_<t), mask) for every label position, shape [B, T−1]; mask marks completion tokens."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return logp * mask, mask
+
+
+def sequence_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log π(y|x): the sum of the completion's token log-probabilities, shape [B]."""
+    logp, _mask = token_logprobs(model, batch)
+    return logp.sum(-1)
+
+
+@torch.no_grad()
+def reference_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64) -> list[float]:
+    """log π(y|x) under a frozen model, computed once (so π_ref need not stay in memory)."""
+    values: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = encode_completions(tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size])
+        values += sequence_logprobs(model, batch).tolist()
+    return values
+
+
+@torch.no_grad()
+def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], n: int, max_new_tokens: int, temperature: float, seed: int) -> list[list[str]]:
+    """n completions per prompt from the model as it is now (temperature 0 = greedy)."""
+    was_training = model.training
+    model.eval()
+    completions = HFBackend.from_model(model, tokenizer).generate(prompts, SamplingParams(max_new_tokens, temperature=temperature, n=n, seed=seed))
+    model.train(was_training)
+    return completions
+
+
+def rewards(items: Sequence[Item], completions: Sequence[str]) -> list[float]:
+    """R(x, y) from each item's own task verifier: the score in [0, 1] (1 = verified correct)."""
+    by_task: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        by_task.setdefault(item.task, []).append(index)
+    values = [0.0] * len(items)
+    for task_name, indices in by_task.items():
+        scores = get_task(task_name).score([items[i] for i in indices], [completions[i] for i in indices])
+        for i, score in zip(indices, scores):
+            values[i] = score.score
+    return values
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """(x, y⁺, y⁻) with log π_ref of both completions precomputed."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    ref_chosen: float = 0.0
+    ref_rejected: float = 0.0
+
+
+def pair_batch(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair]) -> dict[str, torch.Tensor]:
+    prompts = [p.prompt for p in pairs]
+    chosen = encode_completions(tokenizer, prompts, [p.chosen for p in pairs])
+    rejected = encode_completions(tokenizer, prompts, [p.rejected for p in pairs])
+    return {
+        **{f"chosen_{k}": v for k, v in chosen.items()},
+        **{f"rejected_{k}": v for k, v in rejected.items()},
+        "ref_chosen": torch.tensor([p.ref_chosen for p in pairs]),
+        "ref_rejected": torch.tensor([p.ref_rejected for p in pairs]),
+    }
+
+
+def pair_batches(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of pairs, sampled uniformly with replacement, deterministic in `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        picks = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
+        yield pair_batch(tokenizer, [pairs[i] for i in picks])
+
+
+def save_pairs(pairs: Sequence[PreferencePair], path: Path | None, extra: dict[str, Sequence] | None = None) -> None:
+    """The method's training pairs as a dataset file in the run folder (None: not saved)."""
+    if path is not None:
+        pd.DataFrame([{**asdict(p)} for p in pairs]).assign(**(extra or {})).to_parquet(path, index=False)
+
+
+def implicit_rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)] for the chosen and the rejected completions."""
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k: batch[f"{prefix}_{k}"] for k in ("input_ids", "attention_mask", "labels")}
+
+    r_chosen = beta * (sequence_logprobs(model, part("chosen")) - batch["ref_chosen"])
+    r_rejected = beta * (sequence_logprobs(model, part("rejected")) - batch["ref_rejected"])
+    return r_chosen, r_rejected

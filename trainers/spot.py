@@ -1,0 +1,125 @@
+"""SPoT, Surgical Post-Training (arXiv 2603.01683): learn from minimally corrected own errors.
+
+1. Error elicitation: the starting model answers `error_prompts` hard training prompts; keep
+   the wrong answers y⁻.
+2. Rectification: the task's oracle (`Task.rectify`, here the chain-sum solver) keeps the model's
+   correct steps, fixes the first wrong step and rewrites what follows; keep y⁺ only if it verifies.
+3. Proximity filter, token level:  R = 1 − |LCS(y⁻, y⁺)| / |y⁺|;  keep pairs with R ≤ γ (0.6).
+   The pairs and their R are saved as `rectified_pairs.parquet` in the run folder.
+4. Loss, with the implicit reward r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)], β = 0.1:
+     SPoT-BCO (default):  L = −log σ(r(x,y⁺) − δ) − log σ(−(r(x,y⁻) − δ))
+         δ = running mean of the detached rewards of all chosen and rejected samples seen so
+             far (this batch's included, as in the released code)
+     SPoT-BCE:            the same with δ = 0
+   No SFT term; π_ref is the frozen starting model (log-probs precomputed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from harness.errors import BenchError
+from tasks.base import get_task
+from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData
+from trainers.policy import PreferencePair, implicit_rewards, pair_batches, reference_logprobs, rewards, sample, save_pairs
+
+PAIRS_FILE = "rectified_pairs.parquet"
+LOSSES = ("bco", "bce")
+
+
+@dataclass(frozen=True)
+class SPoTOptions:
+    beta: float = 0.1
+    gamma: float = 0.6  # proximity filter threshold on the change ratio R
+    loss: str = "bco"  # "bco" (reward shift δ = running mean) or "bce" (δ = 0)
+    error_prompts: int = 1024  # hard training prompts answered to elicit errors
+    temperature: float = 0.0  # 0: the model's greedy (characteristic) errors
+
+    def validate(self) -> None:
+        if self.beta <= 0:
+            raise BenchError(f"options.beta must be positive, got {self.beta}")
+        if not 0 < self.gamma <= 1:
+            raise BenchError(f"options.gamma must be in (0, 1], got {self.gamma}")
+        if self.loss not in LOSSES:
+            raise BenchError(f"options.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.error_prompts <= 0 or self.temperature < 0:
+            raise BenchError("options.error_prompts must be positive and options.temperature >= 0")
+
+
+def change_ratio(rejected: list[int], chosen: list[int]) -> float:
+    """R = 1 − |LCS(y⁻, y⁺)| / |y⁺| over token ids (dynamic programming, O(|y⁻|·|y⁺|))."""
+    previous = [0] * (len(chosen) + 1)
+    for a in rejected:
+        current = [0]
+        for j, b in enumerate(chosen):
+            current.append(previous[j] + 1 if a == b else max(previous[j + 1], current[j]))
+        previous = current
+    return 1 - previous[-1] / len(chosen)
+
+
+class RunningMean:
+    """δ: the mean of every value added so far."""
+
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def add(self, values: torch.Tensor) -> float:
+        self.total += float(values.sum())
+        self.count += values.numel()
+        return self.total / self.count
+
+
+def spot_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, delta: float) -> torch.Tensor:
+    """L = −log σ(r⁺ − δ) − log σ(−(r⁻ − δ)), averaged over the batch."""
+    return (-F.logsigmoid(r_chosen - delta) - F.logsigmoid(-(r_rejected - delta))).mean()
+
+
+@TRAINERS.register("spot", "SPoT: oracle-rectified own errors, reward-based BCO loss (β=0.1, γ=0.6)")
+class SPoT(Trainer):
+    Options = SPoTOptions
+
+    def __init__(self, options: SPoTOptions | None = None) -> None:
+        super().__init__(options)
+        self.delta = RunningMean()
+
+    def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
+        options: SPoTOptions = self.options
+        items = list(data.hard[: options.error_prompts])
+        task = get_task(items[0].task)
+        answers = [s[0] for s in sample(model, ctx.tokenizer, [i.prompt for i in items], 1, task.max_new_tokens, options.temperature, ctx.loop.seed)]
+        wrong = [(item, y) for item, y, r in zip(items, answers, rewards(items, answers)) if r < 1.0]
+        rectified = [(item, y, task.rectify(item, y)) for item, y in wrong]
+        verified = [(item, y_minus, y_plus) for (item, y_minus, y_plus), r in
+                    zip(rectified, rewards([i for i, _, _ in rectified], [p or "" for _, _, p in rectified])) if y_plus and r >= 1.0]
+        tokenize = lambda text: ctx.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        ratios = [change_ratio(tokenize(y_minus), tokenize(y_plus)) for _, y_minus, y_plus in verified]
+        kept = [(triple, ratio) for triple, ratio in zip(verified, ratios) if ratio <= options.gamma]
+        if not kept:
+            raise BenchError(
+                f"spot: empty rectified set: {len(items)} prompts gave {len(wrong)} wrong answers, {len(verified)} verified "
+                f"corrections, none with change ratio <= gamma={options.gamma}; nothing to train on"
+            )
+        prompts = [item.prompt for (item, _, _), _ in kept]
+        chosen = [y_plus for (_, _, y_plus), _ in kept]
+        rejected = [y_minus for (_, y_minus, _), _ in kept]
+        ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen)
+        ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected)
+        self.pairs = [PreferencePair(*fields) for fields in zip(prompts, chosen, rejected, ref_chosen, ref_rejected)]
+        self.elicitation = {"prompts": len(items), "wrong": len(wrong), "verified": len(verified), "kept": len(kept)}
+        save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE, {"change_ratio": [r for _, r in kept]})
+
+    def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
+        return [Stage("hard", self.pairs, settings.steps, settings.lr)]
+
+    def batches(self, model, stage, ctx):
+        return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed)
+
+    def loss(self, model, batch):
+        r_chosen, r_rejected = implicit_rewards(model, batch, self.options.beta)
+        delta = self.delta.add(torch.cat([r_chosen, r_rejected]).detach()) if self.options.loss == "bco" else 0.0
+        metrics = {"delta": delta, "reward_chosen": r_chosen.mean().item(), "reward_rejected": r_rejected.mean().item()}
+        return spot_loss(r_chosen, r_rejected, delta), metrics
