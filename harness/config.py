@@ -29,7 +29,7 @@ class RunConfig:
     backend: str = "hf"
     # post-training
     steps: int = 300
-    lr: float = 1e-3  # η
+    lr: float | None = None  # η; None = the method's default (Trainer.default_lr)
     stage2_lr_ratio: float = 0.1  # RPS: stage 2 at ratio·η (a 90% drop)
     stage1_fraction: float = 0.5  # RPS/EPS: share of steps on the easy set
     batch_size: int = 32
@@ -149,7 +149,7 @@ def method_options(options_class: type, values: dict[str, Any], method: str) -> 
 
 def validate(config: RunConfig) -> None:
     """Range checks that a type cannot express. Registry names are checked where they are used."""
-    positive = {"steps": config.steps, "lr": config.lr, "batch_size": config.batch_size, "train_examples": config.train_examples,
+    positive = {"steps": config.steps, "lr": config.lr if config.lr is not None else 1.0, "batch_size": config.batch_size, "train_examples": config.train_examples,
                 "organism.pretrain_steps": config.organism.pretrain_steps, "organism.batch_size": config.organism.batch_size,
                 "organism.lr": config.organism.lr, "grad_clip": config.grad_clip}
     for name, value in positive.items():

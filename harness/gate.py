@@ -92,8 +92,8 @@ def results_from_records(root: Path, meta: dict[str, Any], records: pd.DataFrame
         raise BenchError(f"{root} has no scored step {chosen}; its steps are {', '.join(map(str, steps))}")
     at_step = records[records.step == chosen]
     expected = sum(int(s["n"]) for s in meta["eval_sets"].values())
-    if at_step.item_id.nunique() != expected:
-        raise BenchError(f"{root} has records for {at_step.item_id.nunique()} of its {expected} evaluation items at step {chosen}; "
+    if at_step.item_id.nunique() != expected or len(at_step) != expected:
+        raise BenchError(f"{root} has {len(at_step)} records for {at_step.item_id.nunique()} of its {expected} evaluation items at step {chosen}; "
                          f"re-score it with `bench score {root}`")
     items = at_step.assign(slice=at_step.task + "/" + at_step.level)[ITEM_COLUMNS]
     return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items))

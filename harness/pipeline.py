@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +49,8 @@ def prepare(config: RunConfig, out: Path) -> PreparedRun:
     """Resolve every name and check the output folder; raises BenchError, writes nothing."""
     trainer_class = TRAINERS.get(config.method)
     trainer = trainer_class(method_options(trainer_class.Options, config.options, config.method))
+    if config.lr is None:  # the method's own default η, resolved before the run is fingerprinted
+        config = replace(config, lr=trainer_class.default_lr)
     backend = resolve_backend(config.backend)
     if config.suite not in SUITES:
         raise BenchError(f"unknown suite {config.suite!r}; known: {', '.join(SUITES)}")

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness.scoring import ALL  # noqa: E402
 from harness.stats import pareto_front, wilson_interval  # noqa: E402
-from reports.data import RunData  # noqa: E402
+from reports.data import RunData, display_name  # noqa: E402
 from reports.tables import gain_and_forgetting  # noqa: E402
 from tasks.base import IN_DOMAIN_FAMILY  # noqa: E402
 
@@ -40,10 +40,9 @@ def png_bytes(fig: Figure) -> bytes:
 def curve_panels(run: RunData) -> list[tuple[str, str, str]]:
     """(family, slice, title) per panel: the in-domain target slice, the other in-domain slices,
     then each out-of-domain family as a whole."""
-    agg = run.aggregates
-    in_domain = sorted(set(agg[(agg.family == IN_DOMAIN_FAMILY) & (agg.slice != ALL)].slice) - {run.target_slice})
-    panels = [(IN_DOMAIN_FAMILY, run.target_slice, f"{IN_DOMAIN_FAMILY} · {run.target_slice} — in-domain target")]
-    panels += [(IN_DOMAIN_FAMILY, s, f"{IN_DOMAIN_FAMILY} · {s} — in-domain") for s in in_domain]
+    others = [s for s in run.in_domain_slices if s != run.target_slice]
+    panels = [(IN_DOMAIN_FAMILY, run.target_slice, f"{display_name(IN_DOMAIN_FAMILY, run.target_slice)} — in-domain target")]
+    panels += [(IN_DOMAIN_FAMILY, s, f"{display_name(IN_DOMAIN_FAMILY, s)} — in-domain") for s in others]
     panels += [(family, ALL, f"{family} — out of domain") for family in run.out_of_domain_families]
     return panels
 
@@ -58,10 +57,11 @@ def forgetting_curves(runs: Sequence[RunData]) -> bytes:
     """Accuracy vs training step, one panel per family/slice and one line per run; dotted: the
     run's starting score; band: 95% Wilson interval at each checkpoint."""
     panels = curve_panels(runs[0])
-    columns = 2 if len(panels) > 1 else 1
+    columns = 2 if len(panels) in (2, 4) else min(len(panels), 3)
     rows = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.3 * rows), squeeze=False, sharex=True)
-    for ax, (family, slice_, title) in zip(axes.flat, panels):
+    fig, axes = plt.subplots(rows, columns, figsize=(10.6, (3.3 if columns < 3 else 3.0) * rows), squeeze=False)
+    steps = sorted({step for run in runs for step in run.steps})
+    for position, (ax, (family, slice_, title)) in enumerate(zip(axes.flat, panels)):
         all_series = [run.aggregates[(run.aggregates.family == family) & (run.aggregates.slice == slice_)].sort_values("step") for run in runs]
         starts = {float(series.score.iloc[0]) for series in all_series}
         for index, (run, series) in enumerate(zip(runs, all_series)):
@@ -76,23 +76,25 @@ def forgetting_curves(runs: Sequence[RunData]) -> bytes:
         if len(starts) == 1:
             ax.axhline(starts.pop(), color="#555", lw=1, ls=":", zorder=1)
         ax.set_title(title, fontsize=10, loc="left")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(steps) <= 12:  # few checkpoints: tick each one
+            ax.set_xticks(steps)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-3, 103)
         ax.set_yticks(range(0, 101, 25))
         ax.grid(alpha=0.25)
         ax.spines[["top", "right"]].set_visible(False)
+        if position % columns == 0:
+            ax.set_ylabel("accuracy (%)")
+        if position + columns >= len(panels):  # the lowest panel of its column
+            ax.set_xlabel("training step")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy (%)")
-    for ax in axes[-1, :]:
-        ax.set_xlabel("training step")
-        ax.xaxis.set_tick_params(labelbottom=True)
     handles = [Line2D([], [], color=run_colour(i), marker="o", ms=4, lw=1.8, label=run.label) for i, run in enumerate(runs)]
     handles += [Line2D([], [], color="#555", ls=":", label="starting score"),
                 Line2D([], [], color="#555", ls="-.", lw=0.8, label="stage boundary")]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the legend on top
     return png_bytes(fig)
 
 
@@ -128,7 +130,7 @@ def gain_vs_forgetting(runs: Sequence[RunData]) -> bytes:
     ax.set_ylim(*_padded_range([v for p in all_points for v in p.ood_change]))
     ax.text(0.99, 0.98, "better ↗", transform=ax.transAxes, ha="right", va="top", fontsize=9, color="#777")
     target = runs[0].target_slice
-    ax.set_xlabel(f"in-domain gain: {IN_DOMAIN_FAMILY} · {target} accuracy − start (points)")
+    ax.set_xlabel(f"in-domain gain: {display_name(IN_DOMAIN_FAMILY, target)} accuracy − start (points)")
     ax.set_ylabel("out-of-domain change: mean over\n" + ", ".join(runs[0].out_of_domain_families) + " − start (points)")
     ax.grid(alpha=0.25)
     ax.spines[["top", "right"]].set_visible(False)

@@ -60,16 +60,26 @@ class RunData:
         return self.steps[-1]
 
     @property
+    def in_domain_slices(self) -> list[str]:
+        """The in-domain family's slices, when it has more than one (else the whole says it all)."""
+        agg = self.aggregates
+        slices = sorted(set(agg[(agg.family == IN_DOMAIN_FAMILY) & (agg.slice != ALL)].slice))
+        return slices if len(slices) > 1 else []
+
+    @property
     def target_slice(self) -> str:
         """The in-domain slice post-training targets (the suite's hard data), or the whole family."""
         suite = SUITES.get(self.meta["suite"])
         name = f"{suite.hard[0]}/{suite.hard[1]}" if suite else ALL
-        in_domain = self.aggregates[self.aggregates.family == IN_DOMAIN_FAMILY]
-        return name if name in set(in_domain.slice) else ALL
+        return name if name in self.in_domain_slices else ALL
 
     @property
     def out_of_domain_families(self) -> list[str]:
         return [f for f in family_order(self.aggregates) if f != IN_DOMAIN_FAMILY]
+
+
+def display_name(family: str, slice_: str) -> str:
+    return family if slice_ == ALL else f"{family} · {slice_}"
 
 
 def family_order(aggregates: pd.DataFrame) -> list[str]:

@@ -59,7 +59,8 @@ def flips_html(runs: Sequence[RunData]) -> str:
             )
             parts.append(
                 f"<details class=flips><summary><b>{html.escape(family)}</b>: "
-                f"<span class=down>{len(lost)} {LOST}</span>, <span class=up>{len(gained)} {GAINED}</span></summary>"
+                f"<span class={'down' if len(lost) else 'none'}>{len(lost)} {LOST}</span>, "
+                f"<span class={'up' if len(gained) else 'none'}>{len(gained)} {GAINED}</span></summary>"
                 f"{sections or '<p class=note>No item changed.</p>'}</details>"
             )
     return "".join(parts)

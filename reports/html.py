@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.store import REPORT_FILE, RunStore, write_json_atomic
 from reports.charts import forgetting_curves, gain_vs_forgetting
-from reports.data import RunData, load_runs
+from reports.data import RunData, display_name, load_runs
 from reports.flips import SHOWN_PER_DIRECTION, flips_html
 from reports.tables import change_table, results_table_html, summary_table_html
 from tasks.base import FAMILIES, IN_DOMAIN_FAMILY
@@ -43,7 +43,7 @@ table.results{width:100%}th.scale{font-weight:400;color:var(--muted);font-size:.
 table.provenance{width:100%;table-layout:fixed}table.provenance td{word-break:break-all}table.provenance th{width:11rem}
 .tag{display:inline-block;font-size:.72rem;font-weight:600;padding:.05rem .45rem;border-radius:1rem;background:#ddf4ff;color:#0550ae;margin-left:.4rem;vertical-align:1px}
 .tag.ood{background:#fff1e5;color:#953800}
-.up{color:var(--up);font-weight:600}.down{color:var(--down);font-weight:600}
+.up{color:var(--up);font-weight:600}.down{color:var(--down);font-weight:600}.none{color:var(--muted)}
 figure{margin:.6rem 0 1rem}figure img{width:100%;height:auto;border:1px solid var(--line);border-radius:6px}
 figcaption{color:var(--muted);font-size:.88rem;margin-top:.3rem}
 details{border:1px solid var(--line);border-radius:6px;padding:.35rem .8rem;margin:.4rem 0;background:#fff}
@@ -81,7 +81,7 @@ def provenance_html(runs: Sequence[RunData]) -> str:
         return "not a git checkout" if commit is None else _short(commit) + (" (uncommitted changes)" if dirty else "")
 
     def plain(*path: str) -> list[str]:
-        return [html.escape(str(field(run, *path))) for run in runs]
+        return ["–" if (value := field(run, *path)) is None else html.escape(str(value)) for run in runs]
 
     rows = [
         row("method", [html.escape(r.label) for r in runs]), row("run folder", [html.escape(str(r.root)) for r in runs]),
@@ -109,7 +109,7 @@ def provenance_html(runs: Sequence[RunData]) -> str:
 def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_png: bytes) -> str:
     first = runs[0]
     n_items = sum(spec["n"] for spec in first.meta["eval_sets"].values())
-    target = f"{IN_DOMAIN_FAMILY} · {first.target_slice}"
+    target = display_name(IN_DOMAIN_FAMILY, first.target_slice)
     families = "".join(f"<dt>{html.escape(f)}</dt><dd>{html.escape(d)}</dd>" for f, d in FAMILIES.items() if f in set(first.aggregates.family))
     methods = ", ".join(html.escape(r.label) for r in runs)
     return f"""<!doctype html>
@@ -129,8 +129,8 @@ post-training targets, with its paired 95% interval (green/red when it excludes 
 
 <h2 id=curves>Forgetting curves</h2>
 <figure>{_image(curves_png, "forgetting curves: accuracy vs training step per family, one line per method")}
-<figcaption>Accuracy at every checkpoint. Bands: 95% Wilson interval per checkpoint. Dotted: the run's starting score; dash-dotted: where the
-method changed training stage. The in-domain family is split into its slices because the easy and hard data move differently.</figcaption></figure>
+<figcaption>Accuracy at every checkpoint. Bands: 95% Wilson interval per checkpoint. Dotted: the starting score; dash-dotted: where the
+method changed training stage.{" The in-domain family is split into its slices because the easy and hard data move differently." if first.in_domain_slices else ""}</figcaption></figure>
 
 <h2 id=tradeoff>Gain vs forgetting</h2>
 <figure>{_image(gain_vs_forgetting(runs), "gain vs forgetting: in-domain gain against mean out-of-domain change, one point per checkpoint")}
@@ -165,6 +165,6 @@ def write_report(stores: Sequence[RunStore], out: Path) -> Path:
         write_json_atomic(runs[0].root / SUMMARY_FILE, tables[0].to_dict("records"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page_html(runs, tables, curves))
+    tmp.write_text(page_html(runs, tables, curves), encoding="utf-8")  # as its <meta charset> says, whatever the locale
     tmp.replace(out)
     return out

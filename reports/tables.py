@@ -10,17 +10,20 @@ import pandas as pd
 
 from harness.scoring import ALL
 from harness.stats import PairedCounts, paired_difference_interval
-from reports.data import RunData, family_order
+from reports.data import RunData, display_name, family_order
 from tasks.base import IN_DOMAIN_FAMILY
 
 STAGE_TIMES = ("train", "generate", "score")
 
 
 def headline_rows(aggregates: pd.DataFrame) -> pd.DataFrame:
-    """Every family as a whole, plus each slice of the in-domain family (easy vs hard matters),
-    in report order: in-domain family first, its whole before its slices."""
-    whole = aggregates.slice == ALL
-    rows = aggregates[whole | ((aggregates.family == IN_DOMAIN_FAMILY) & ~whole)]
+    """Every family as a whole, plus each slice of the in-domain family if it has several (easy
+    vs hard matters), in report order: in-domain family first, its whole before its slices."""
+    chosen = aggregates.slice == ALL
+    in_domain_slices = (aggregates.family == IN_DOMAIN_FAMILY) & (aggregates.slice != ALL)
+    if aggregates[in_domain_slices].slice.nunique() > 1:
+        chosen |= in_domain_slices
+    rows = aggregates[chosen]
     family_rank = {family: i for i, family in enumerate(family_order(aggregates))}
     ranked = rows.assign(family_rank=rows.family.map(family_rank), is_slice=rows.slice != ALL)
     return ranked.sort_values(["family_rank", "is_slice", "slice", "step"], ignore_index=True).drop(columns=["family_rank", "is_slice"])
@@ -115,7 +118,7 @@ def results_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
     keys = tables[0][["family", "slice"]].itertuples(index=False)
     for family, slice_ in keys:
         target = family == IN_DOMAIN_FAMILY and slice_ == runs[0].target_slice
-        name = family if slice_ == ALL else f"{family} · {slice_}"
+        name = display_name(family, slice_)
         tag = " <span class=tag>in-domain target</span>" if target else " <span class='tag ood'>out of domain</span>" if family != IN_DOMAIN_FAMILY else ""
         body.append(f"<tr class=group><th colspan=10>{html.escape(name)}{tag}</th></tr>")
         for run, table in zip(runs, tables):

@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
+from tests.helpers import cli, rejected
 from trainers.common import read_manifest
 
 
 def test_run_writes_every_stage_of_the_pipeline(smoke_run: Path) -> None:
     meta = json.loads((smoke_run / "run.json").read_text())
     assert meta["method"] == "rps" and meta["seed"] == 0 and meta["config"]["steps"] == 4
+    assert meta["config"]["lr"] == 1e-3  # no lr given: the method's default η, recorded resolved
     assert all(meta["stages"][s]["done"] for s in ("train", "generate", "score", "report"))
     assert {"torch", "transformers", "reasoning-gym"} <= set(meta["provenance"]["packages"])
     assert "commit" in meta["provenance"]["git"]
@@ -100,57 +102,50 @@ def test_rerunning_into_the_same_folder_resumes_instead_of_retraining(bench, smo
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing written
-
-
-def _rejected(done, *fragments: str) -> None:
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+# (in-process through the real entry point, except the first, which checks the console script's exit status)
 
 
 def test_unknown_method_lists_the_known_ones(bench, tmp_path: Path) -> None:
     out = tmp_path / "x"
-    _rejected(bench("run", "--method", "magic", "--preset", "smoke", "--out", str(out)), "unknown method 'magic'", "eps, rps, sft")
+    rejected(bench("run", "--method", "magic", "--preset", "smoke", "--out", str(out)), "unknown method 'magic'", "dpo, eps, grpo, pcr, rps, sft, spot")
     assert not out.exists()
 
 
-def test_missing_model_folder(bench, tmp_path: Path) -> None:
+def test_missing_model_folder(tmp_path: Path) -> None:
     out = tmp_path / "x"
-    _rejected(bench("run", "--model", str(tmp_path / "nope"), "--out", str(out)), "not a Hugging Face model folder")
+    rejected(cli("run", "--model", str(tmp_path / "nope"), "--out", str(out)), "not a Hugging Face model folder")
     assert not out.exists()
 
 
-def test_malformed_config_file(bench, tmp_path: Path) -> None:
+def test_malformed_config_file(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("steps: [1,\n")
     out = tmp_path / "x"
-    _rejected(bench("run", "--config", str(config), "--out", str(out)), "not valid YAML/JSON")
+    rejected(cli("run", "--config", str(config), "--out", str(out)), "not valid YAML/JSON")
     assert not out.exists()
 
 
 @pytest.mark.parametrize("steps", ["0", "-3"])
-def test_non_positive_step_count(bench, tmp_path: Path, steps: str) -> None:
+def test_non_positive_step_count(tmp_path: Path, steps: str) -> None:
     out = tmp_path / "x"
-    _rejected(bench("run", "--steps", steps, "--preset", "smoke", "--out", str(out)), "steps must be positive")
+    rejected(cli("run", "--steps", steps, "--preset", "smoke", "--out", str(out)), "steps must be positive")
     assert not out.exists()
 
 
-def test_output_folder_holding_a_different_run(bench, smoke_run: Path) -> None:
+def test_output_folder_holding_a_different_run(smoke_run: Path) -> None:
     before = sorted(p.relative_to(smoke_run) for p in smoke_run.rglob("*"))
     run_json = (smoke_run / "run.json").read_text()
-    _rejected(bench("run", "--method", "sft", "--preset", "smoke", "--out", str(smoke_run)), "already holds a different run")
+    rejected(cli("run", "--method", "sft", "--preset", "smoke", "--out", str(smoke_run)), "already holds a different run")
     assert sorted(p.relative_to(smoke_run) for p in smoke_run.rglob("*")) == before
     assert (smoke_run / "run.json").read_text() == run_json
 
 
-def test_output_folder_with_unrelated_files(bench, tmp_path: Path) -> None:
+def test_output_folder_with_unrelated_files(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    _rejected(bench("run", "--preset", "smoke", "--out", str(tmp_path)), "holds no run")
+    rejected(cli("run", "--preset", "smoke", "--out", str(tmp_path)), "holds no run")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_scoring_a_folder_that_is_not_a_run(bench, tmp_path: Path) -> None:
-    _rejected(bench("score", str(tmp_path)), "is not a run folder")
-    _rejected(bench("report", str(tmp_path)), "is not a run folder")
+def test_scoring_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    rejected(cli("score", str(tmp_path)), "is not a run folder")
+    rejected(cli("report", str(tmp_path)), "is not a run folder")

@@ -4,12 +4,8 @@ eval_items, records, aggregates, manifest), with the outcomes the test needs."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import sys
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -18,37 +14,13 @@ import pandas as pd
 import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 
-from harness.cli import main
 from harness.scoring import aggregate
 from tasks.base import content_hash, get_task
 from tasks.suites import MICRO
+from tests.helpers import cli, rejected
 
 # One slice per family; the in-domain one is the suite's hard data, as in a real run.
 SLICES = (("math", "chain_sum", "hard"), ("reasoning", "reverse", "easy"), ("code", "affine", "easy"))
-
-
-@dataclass(frozen=True)
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(*args: str) -> Done:
-    """The real `bench` entry point (harness.cli.main) run in this process. A subprocess per call
-    (the `bench` fixture) spends seconds importing transformers and reasoning-gym each time; a
-    few tests below still use it to check exit statuses end to end."""
-    stdout, stderr, argv = io.StringIO(), io.StringIO(), sys.argv
-    sys.argv = ["bench", *args]
-    try:
-        with redirect_stdout(stdout), redirect_stderr(stderr):
-            main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    finally:
-        sys.argv = argv
-    return Done(code, stdout.getvalue(), stderr.getvalue())
 
 
 def eval_items(n_per_slice: int) -> list:
@@ -206,21 +178,13 @@ def test_exported_baseline_gates_like_the_run(pair_400, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- bad input: one line, exit 2
 
 
-def _rejected(done, *fragments: str) -> None:
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_a_run_without_records(bench, pair_400, tmp_path: Path) -> None:
     base, same, _worse = pair_400
     unscored = tmp_path / "unscored"
     shutil.copytree(same, unscored)
     (unscored / "records.parquet").unlink()
-    _rejected(bench("gate", "-b", str(base), "-c", str(unscored)), "has no records.parquet", "bench score")  # end to end
-    _rejected(cli("export-baseline", str(unscored), "-o", str(tmp_path / "b.json")), "has no records.parquet")
+    rejected(bench("gate", "-b", str(base), "-c", str(unscored)), "has no records.parquet", "bench score")  # end to end
+    rejected(cli("export-baseline", str(unscored), "-o", str(tmp_path / "b.json")), "has no records.parquet")
     assert not (tmp_path / "b.json").exists()
 
 
@@ -230,32 +194,32 @@ def test_a_run_missing_records_at_its_final_step(pair_400, tmp_path: Path) -> No
     shutil.copytree(same, partial)
     records = pd.read_parquet(partial / "records.parquet")
     records.iloc[:-10].to_parquet(partial / "records.parquet", index=False)
-    _rejected(cli("compare", str(base), str(partial)), "1190 of its 1200 evaluation items at step 100", "re-score")
+    rejected(cli("compare", str(base), str(partial)), "1190 records for 1190 of its 1200 evaluation items at step 100", "re-score")
 
 
 def test_runs_on_different_item_sets_or_suites(pair_400, tmp_path: Path) -> None:
     base, _same, _worse = pair_400
     smaller = write_run(tmp_path / "small", {0: baseline_outcomes(20), 10: baseline_outcomes(20)}, 20)
-    _rejected(cli("gate", "-b", str(base), "-c", str(smaller)), "different item sets", "eval-set sha256")
-    _rejected(cli("compare", str(base), str(smaller)), "different item sets")
+    rejected(cli("gate", "-b", str(base), "-c", str(smaller)), "different item sets", "eval-set sha256")
+    rejected(cli("compare", str(base), str(smaller)), "different item sets")
     other_suite = write_run(tmp_path / "other", {0: baseline_outcomes(400), 10: baseline_outcomes(400)}, 400, suite="mega")
-    _rejected(cli("compare", str(base), str(other_suite)), "different suites (micro vs mega)")
+    rejected(cli("compare", str(base), str(other_suite)), "different suites (micro vs mega)")
     baseline = tmp_path / "small.json"
     assert cli("export-baseline", str(smaller), "-o", str(baseline)).returncode == 0
-    _rejected(cli("gate", "-b", str(baseline), "-c", str(base)), "different item sets")
+    rejected(cli("gate", "-b", str(baseline), "-c", str(base)), "different item sets")
 
 
 def test_bad_baseline_files_and_options(pair_400, tmp_path: Path) -> None:
     base, same, _worse = pair_400
     (tmp_path / "notes.json").write_text('{"hello": 1}')
     (tmp_path / "broken.json").write_text("{not json")
-    _rejected(cli("gate", "-b", str(tmp_path / "notes.json"), "-c", str(same)), "is not a baseline file", "export-baseline")
-    _rejected(cli("gate", "-b", str(tmp_path / "broken.json"), "-c", str(same)), "is not a baseline file (not JSON")
-    _rejected(cli("gate", "-b", str(tmp_path / "missing"), "-c", str(same)), "does not exist")
-    _rejected(cli("gate", "-b", str(tmp_path), "-c", str(same)), "is not a run folder")
-    _rejected(cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "maths=2"), "no family 'maths'", "math, reasoning, code")
-    _rejected(cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "math=lots"), "is not POINTS or FAMILY=POINTS")
-    _rejected(cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "-1"), "must be a number of points >= 0")
-    _rejected(cli("compare", str(base), str(same), "--step-b", "7"), "has no scored step 7", "0, 100")
+    rejected(cli("gate", "-b", str(tmp_path / "notes.json"), "-c", str(same)), "is not a baseline file", "export-baseline")
+    rejected(cli("gate", "-b", str(tmp_path / "broken.json"), "-c", str(same)), "is not a baseline file (not JSON")
+    rejected(cli("gate", "-b", str(tmp_path / "missing"), "-c", str(same)), "does not exist")
+    rejected(cli("gate", "-b", str(tmp_path), "-c", str(same)), "is not a run folder")
+    rejected(cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "maths=2"), "no family 'maths'", "math, reasoning, code")
+    rejected(cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "math=lots"), "is not POINTS or FAMILY=POINTS")
+    rejected(cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "-1"), "must be a number of points >= 0")
+    rejected(cli("compare", str(base), str(same), "--step-b", "7"), "has no scored step 7", "0, 100")
     missing_option = cli("gate", "-c", str(same))
     assert missing_option.returncode == 2 and "--baseline" in missing_option.stderr

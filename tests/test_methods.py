@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_cli import _rejected
+from tests.helpers import cli, rejected
 from trainers.common import read_manifest
 
 METHOD_METRICS = {
@@ -31,21 +31,20 @@ def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
     assert len(pd.read_parquet(out / "records.parquet")) == 3 * len(pd.read_parquet(out / "eval_items.parquet"))
     meta = json.loads((out / "run.json").read_text())
     assert meta["method_options"], "the method's hyperparameters are recorded"
+    assert meta["config"]["lr"] == pytest.approx(1e-4)  # preference/RL default η: 0.1× SFT's
     if method == "pcr":
         assert any("micro-batch" in a for a in meta["method_options"]["assumptions"])
         assert log.conflict_rate.between(0, 1).all() and log.alpha.between(0, 1).all()
+    if method == "spot":  # the rectified pairs are saved with their change ratios R ≤ γ
+        pairs = pd.read_parquet(out / "rectified_pairs.parquet")
+        assert len(pairs) > 0 and (pairs.change_ratio <= 0.6).all() and (pairs.chosen != pairs.rejected).all()
+        assert {"prompt", "chosen", "rejected", "ref_chosen", "ref_rejected"} <= set(pairs.columns)
+    if method == "dpo":
+        pairs = pd.read_parquet(out / "preference_pairs.parquet")
+        assert len(pairs) > 0 and (pairs.chosen != pairs.rejected).all()
     if method in ("grpo", "pcr"):
         assert log.kl.iloc[0] == pytest.approx(0, abs=1e-6)  # first step: the policy is the reference
         assert (log.kl.iloc[1:] >= 0).all()
-
-
-def test_spot_saves_its_rectified_pairs_with_change_ratios(bench, tmp_path: Path) -> None:
-    out = tmp_path / "spot"
-    assert bench("run", "--method", "spot", "--preset", "smoke", "--out", str(out), "-q").returncode == 0
-    pairs = pd.read_parquet(out / "rectified_pairs.parquet")
-    assert len(pairs) > 0 and (pairs.change_ratio <= 0.6).all()
-    assert (pairs.chosen != pairs.rejected).all()
-    assert set(pairs.columns) >= {"prompt", "chosen", "rejected", "ref_chosen", "ref_rejected", "change_ratio"}
 
 
 @pytest.mark.parametrize(
@@ -61,11 +60,11 @@ def test_spot_saves_its_rectified_pairs_with_change_ratios(bench, tmp_path: Path
         ("sft", "beta: 0.1", "method sft takes no options"),
     ],
 )
-def test_invalid_method_options_exit_2_and_write_nothing(bench, tmp_path: Path, method: str, options: str, message: str) -> None:
+def test_invalid_method_options_exit_2_and_write_nothing(tmp_path: Path, method: str, options: str, message: str) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"options:\n  {options}\n")
     out = tmp_path / "run"
-    _rejected(bench("run", "--method", method, "--preset", "smoke", "--config", str(config), "--out", str(out)), message)
+    rejected(cli("run", "--method", method, "--preset", "smoke", "--config", str(config), "--out", str(out)), message)
     assert not out.exists()
 
 
@@ -73,5 +72,5 @@ def test_empty_rectified_set_is_a_clear_error(bench, tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("options:\n  gamma: 0.000001\n")  # no wrong answer is that close to its correction
     out = tmp_path / "run"
-    _rejected(bench("run", "--method", "spot", "--preset", "smoke", "--config", str(config), "--out", str(out)), "empty rectified set")
+    rejected(bench("run", "--method", "spot", "--preset", "smoke", "--config", str(config), "--out", str(out)), "empty rectified set")
     assert not out.exists()

@@ -101,6 +101,9 @@ class Trainer(ABC):
     """
 
     Options: ClassVar[type] = NoOptions
+    # η when the config does not set one. Preference and RL methods use 0.1× SFT's, the ratio
+    # their papers use against SFT (e.g. SPoT 1e-6 on Qwen3-8B where SFT runs at ~1e-5).
+    default_lr: ClassVar[float] = 1e-3
 
     def __init__(self, options: object | None = None) -> None:
         self.options = options if options is not None else self.Options()

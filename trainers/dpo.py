@@ -18,8 +18,8 @@ from transformers import PreTrainedModel
 
 from harness.errors import BenchError
 from tasks.base import get_task
-from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData
-from trainers.policy import PreferencePair, implicit_rewards, pair_batches, reference_logprobs, rewards, sample, save_pairs
+from trainers.common import TRAINERS, TrainContext, TrainingData
+from trainers.policy import PairTrainer, implicit_rewards, rewards, sample, save_pairs
 
 PAIRS_FILE = "preference_pairs.parquet"
 
@@ -46,7 +46,7 @@ def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
 
 
 @TRAINERS.register("dpo", "DPO (sigmoid, β=0.1) on correct/incorrect pairs from the model's own samples")
-class DPO(Trainer):
+class DPO(PairTrainer):
     Options = DPOOptions
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
@@ -63,17 +63,9 @@ class DPO(Trainer):
                 pairs.append((item.prompt, right[0], wrong[0]))
         if not pairs:
             raise BenchError(f"dpo: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; raise options.samples_per_prompt or options.pair_prompts")
-        prompts = [p for p, _, _ in pairs]
-        ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, [c for _, c, _ in pairs])
-        ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, [r for _, _, r in pairs])
-        self.pairs = [PreferencePair(p, c, r, rc, rr) for (p, c, r), rc, rr in zip(pairs, ref_chosen, ref_rejected)]
+        prompts, chosen, rejected = zip(*pairs)
+        self.pairs = self.make_pairs(model, ctx, prompts, chosen, rejected)
         save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE)
-
-    def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
-        return [Stage("hard", self.pairs, settings.steps, settings.lr)]
-
-    def batches(self, model, stage, ctx):
-        return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed)
 
     def loss(self, model, batch):
         r_chosen, r_rejected = implicit_rewards(model, batch, self.options.beta)

@@ -86,6 +86,7 @@ def grpo_terms(model: PreTrainedModel, batch: dict[str, torch.Tensor], options: 
 @TRAINERS.register("grpo", "GRPO: G samples per prompt, verifier rewards, clipped surrogate + β·KL (k3)")
 class GRPO(Trainer):
     Options = GRPOOptions
+    default_lr = 1e-4
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         ctx.reference = freeze_reference(model)

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from harness.backends.base import SamplingParams
 from harness.backends.hf import HFBackend
 from tasks.base import Item, get_task
-from trainers.common import collate, encode
+from trainers.common import MethodSettings, Stage, TrainContext, Trainer, TrainingData, collate, encode
 
 
 def encode_completions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -111,6 +111,25 @@ def save_pairs(pairs: Sequence[PreferencePair], path: Path | None, extra: dict[s
     """The method's training pairs as a dataset file in the run folder (None: not saved)."""
     if path is not None:
         pd.DataFrame([{**asdict(p)} for p in pairs]).assign(**(extra or {})).to_parquet(path, index=False)
+
+
+class PairTrainer(Trainer):
+    """A method that trains on (x, y⁺, y⁻) pairs it builds in `setup` (DPO, SPoT): one stage on
+    the pairs, batches of pairs, π_ref's log-probs computed once when the pairs are made."""
+
+    pairs: list[PreferencePair]
+    default_lr = 1e-4
+
+    def make_pairs(self, model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]) -> list[PreferencePair]:
+        ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen)
+        ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected)
+        return [PreferencePair(*fields) for fields in zip(prompts, chosen, rejected, ref_chosen, ref_rejected)]
+
+    def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
+        return [Stage("hard", self.pairs, settings.steps, settings.lr)]
+
+    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext) -> Iterator[dict[str, torch.Tensor]]:
+        return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed)
 
 
 def implicit_rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor, torch.Tensor]:

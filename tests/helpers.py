@@ -1,0 +1,43 @@
+"""Test helpers shared across files."""
+
+from __future__ import annotations
+
+import io
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+
+from harness.cli import main
+
+
+@dataclass(frozen=True)
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> Done:
+    """The real `bench` entry point (harness.cli.main) run in this process. A subprocess per call
+    (the `bench` fixture) spends seconds importing torch, transformers and reasoning-gym; tests
+    of usage errors use this, and a few keep the subprocess to check exit statuses end to end."""
+    stdout, stderr, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["bench", *args]
+    try:
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            main()
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    finally:
+        sys.argv = argv
+    return Done(code, stdout.getvalue(), stderr.getvalue())
+
+
+def rejected(done: Done, *fragments: str) -> None:
+    """A usage error as users see it: exit 2, one line `error: ...` naming the problem."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
