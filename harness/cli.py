@@ -28,7 +28,7 @@ def run(
     seed: Optional[int] = typer.Option(None, help="seed for data order, initialisation and sampling"),
     steps: Optional[int] = typer.Option(None, help="post-training steps"),
     model: Optional[Path] = typer.Option(None, help="a Hugging Face model folder to start from instead of the organism"),
-    backend: Optional[str] = typer.Option(None, help="generation backend (hf)"),
+    backend: Optional[str] = typer.Option(None, help="generation backend: hf, vllm or auto"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train with METHOD, score every checkpoint (start included) on all families, write the report."""

