@@ -53,5 +53,5 @@ def test_program_outputs_are_executed_not_string_matched() -> None:
     a, b = item.answer.split("*x+")
     equivalent = f"{b}+x*{a}"  # different text, same function
     assert task.score([item], [equivalent])[0].correct
-    scores = task.score([item] * 4, ["while True: pass", "1/0", "[0 for _ in iter(int, 1)]", "x*0"])
+    scores = task.score([item] * 4, ["while True: pass", "1/0", "sum(1 for _ in iter(int, 1))", "x*0"])  # a CPU loop that allocates nothing
     assert [s.outcome for s in scores] == ["syntax_error", "runtime_error", "timeout", "wrong_answer"]
