@@ -11,6 +11,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -78,7 +79,8 @@ def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
     return store
 
 
-def timed(store: RunStore, stage: str, work) -> None:
+def timed(store: RunStore, stage: str, work: Callable[[], object]) -> None:
+    """Run one stage and mark it done in run.json with its wall time."""
     started = time.time()
     work()
     store.mark_stage(stage, True, seconds=round(time.time() - started, 2))
