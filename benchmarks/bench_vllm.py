@@ -103,7 +103,7 @@ def sweep(run: Path, per_slice: int) -> SweepResult:
     from harness.backends.vllm_backend import VLLMBackend
     from harness.store import RunStore
     from tasks.suites import MICRO, eval_items
-    from trainers.common import read_manifest
+    from harness.store import read_manifest
 
     checkpoints = [run / record.path for record in read_manifest(run / "checkpoints")]
     items = eval_items(MICRO, per_slice) if per_slice else tuple(RunStore(run).items())

@@ -164,7 +164,7 @@ def evaluate_checkpoint(backend: GenerationBackend, model_dir: Path, tasks: Sequ
 def evaluate_run(run_dir: Path, tasks: Sequence[str], backend: GenerationBackend, limit: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """lm-eval `tasks` at every checkpoint of a run, all on `backend` (one vLLM engine for the
     whole run: each checkpoint is swapped in). Rows: step, task, metric, value."""
-    from trainers.common import read_manifest
+    from harness.store import read_manifest
 
     rows = []
     for record in read_manifest(Path(run_dir) / "checkpoints"):

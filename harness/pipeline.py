@@ -27,12 +27,13 @@ from harness.errors import BenchError
 from harness.organism import ensure_organism
 from harness.progress import progress_bar
 from harness.scoring import score_run
-from harness.store import REPORT_FILE, TRAIN_LOG_FILE, RunStore
+from harness.store import (
+    REPORT_FILE, TRAIN_LOG_FILE, CheckpointRecord, RunStore, checkpoint_name, read_manifest, write_manifest,
+)
 from tasks.base import Item, content_hash, get_task
 from tasks.suites import SUITES, Suite, eval_items, training_items
 from trainers.common import (
-    TRAINERS, CheckpointRecord, LoopConfig, MethodSettings, TrainContext, Trainer, TrainingData,
-    checkpoint_name, read_manifest, save_checkpoint, train, write_manifest,
+    TRAINERS, LoopConfig, MethodSettings, TrainContext, Trainer, TrainingData, save_checkpoint, train,
 )
 
 

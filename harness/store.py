@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,6 +32,7 @@ RECORDS_FILE = "records.parquet"
 TRAIN_LOG_FILE = "train_log.parquet"
 AGGREGATES_FILE = "aggregates.parquet"
 REPORT_FILE = "report.html"
+MANIFEST = "manifest.json"  # in RUN/checkpoints/
 STAGES = ("train", "generate", "score", "report")
 
 
@@ -45,6 +46,33 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    step: int
+    stage: str
+    lr: float
+    loss: float | None  # mean training loss since the previous checkpoint (None for step 0)
+    examples_seen: int
+    path: str  # relative to the run folder
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def write_manifest(checkpoint_dir: Path, records: Sequence[CheckpointRecord]) -> None:
+    tmp = checkpoint_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps([r.to_dict() for r in records], indent=2))
+    tmp.replace(checkpoint_dir / MANIFEST)
+
+
+def read_manifest(checkpoint_dir: Path) -> list[CheckpointRecord]:
+    return [CheckpointRecord(**r) for r in json.loads((checkpoint_dir / MANIFEST).read_text())]
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
 
 
 @dataclass(frozen=True)

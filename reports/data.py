@@ -3,7 +3,6 @@ multi-run report) evaluated on the same items as the others."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,29 +11,13 @@ import pandas as pd
 
 from harness.gate import check_same_items, families_in_order, read_scored_run, results_from_records
 from harness.scoring import ALL
-from harness.store import AGGREGATES_FILE, ITEMS_FILE, RunStore
+from harness.store import AGGREGATES_FILE, ITEMS_FILE, MANIFEST, CheckpointRecord, RunStore, read_manifest
 from tasks.base import IN_DOMAIN_FAMILY
 from tasks.suites import SUITES
 
-MANIFEST = Path("checkpoints") / "manifest.json"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """What the report needs of a checkpoint-manifest record."""
-
-    step: int
-    stage: str
-    examples_seen: int
-
-
-def read_checkpoints(root: Path) -> tuple[Checkpoint, ...]:
-    """The run's checkpoint manifest; empty when it was deleted along with the models. Read here
-    rather than with trainers.common.read_manifest, which would import torch just for a report."""
-    path = root / MANIFEST
-    if not path.is_file():
-        return ()
-    return tuple(Checkpoint(int(r["step"]), str(r["stage"]), int(r["examples_seen"])) for r in json.loads(path.read_text()))
+def read_checkpoints(root: Path) -> tuple[CheckpointRecord, ...]:
+    """The run's checkpoint manifest; empty when it was deleted along with the models."""
+    return tuple(read_manifest(root / "checkpoints")) if (root / "checkpoints" / MANIFEST).is_file() else ()
 
 
 @dataclass(frozen=True)
@@ -45,7 +28,7 @@ class RunData:
     aggregates: pd.DataFrame
     records: pd.DataFrame
     items: pd.DataFrame  # eval_items.parquet: prompts and expected answers
-    checkpoints: tuple[Checkpoint, ...]  # empty when the manifest was deleted with the models
+    checkpoints: tuple[CheckpointRecord, ...]  # empty when the manifest was deleted with the models
 
     @property
     def steps(self) -> list[int]:

@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.helpers import cli, rejected
-from trainers.common import read_manifest
+from harness.store import read_manifest
 
 
 def test_run_writes_every_stage_of_the_pipeline(smoke_run: Path) -> None:

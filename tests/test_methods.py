@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import cli, rejected
-from trainers.common import read_manifest
+from harness.store import read_manifest
 
 METHOD_METRICS = {
     "dpo": {"reward_margin", "pair_accuracy"},

@@ -26,7 +26,7 @@ from harness.backends.vllm_backend import VLLMBackend, vllm_importable
 from harness.errors import BenchError
 from harness.store import RunStore
 from tasks.base import get_task
-from trainers.common import read_manifest
+from harness.store import read_manifest
 
 # One xdist worker runs the whole file (with `pytest -n 2 --dist loadgroup`), so its engines start once.
 pytestmark = pytest.mark.xdist_group("vllm")

@@ -8,12 +8,11 @@ same loop with one stage on the foundation mix.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import shutil
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
@@ -22,9 +21,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.registry import Registry
 from tasks.base import Item
-
-MANIFEST = "manifest.json"
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -45,19 +41,6 @@ class LoopConfig:
     grad_clip: float
     checkpoint_every: int  # 0: only at stage ends
     seed: int
-
-
-@dataclass(frozen=True)
-class CheckpointRecord:
-    step: int
-    stage: str
-    lr: float
-    loss: float | None  # mean training loss since the previous checkpoint (None for step 0)
-    examples_seen: int
-    path: str  # relative to the run folder
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -205,20 +188,6 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     tokenizer.save_pretrained(partial)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
-
-
-def write_manifest(checkpoint_dir: Path, records: Sequence[CheckpointRecord]) -> None:
-    tmp = checkpoint_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps([r.to_dict() for r in records], indent=2))
-    tmp.replace(checkpoint_dir / MANIFEST)
-
-
-def read_manifest(checkpoint_dir: Path) -> list[CheckpointRecord]:
-    return [CheckpointRecord(**r) for r in json.loads((checkpoint_dir / MANIFEST).read_text())]
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:06d}"
 
 
 # ---------------------------------------------------------------- the loop
