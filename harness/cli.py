@@ -29,13 +29,15 @@ def run(
     steps: Optional[int] = typer.Option(None, help="post-training steps"),
     model: Optional[Path] = typer.Option(None, help="a Hugging Face model folder to start from instead of the organism"),
     backend: Optional[str] = typer.Option(None, help="generation backend: hf, vllm or auto"),
+    rollout_backend: Optional[str] = typer.Option(None, help="backend that samples the policy while training (grpo, pcr, dpo, spot): hf, vllm or auto"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train with METHOD, score every checkpoint (start included) on all families, write the report."""
     from harness.config import load_config
     from harness.pipeline import execute, prepare
 
-    overrides = {"method": method, "seed": seed, "steps": steps, "model": str(model) if model else None, "backend": backend}
+    overrides = {"method": method, "seed": seed, "steps": steps, "model": str(model) if model else None, "backend": backend,
+                 "rollout_backend": rollout_backend}
     run_config = load_config(preset, config, overrides)
     folder = out or Path("runs") / f"{run_config.method}-seed{run_config.seed}"
     started = time.time()

@@ -26,7 +26,8 @@ class RunConfig:
     seed: int = 0
     model: str | None = None  # a Hugging Face model folder; None = the embedded organism
     organism: OrganismConfig = field(default_factory=OrganismConfig)
-    backend: str = "hf"
+    backend: str = "hf"  # generates the evaluation sets at every checkpoint: hf, vllm or auto
+    rollout_backend: str = "hf"  # samples the policy during training (GRPO, PCR, DPO, SPoT): hf, vllm or auto
     # post-training
     steps: int = 300
     lr: float | None = None  # η; None = the method's default (Trainer.default_lr)

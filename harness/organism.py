@@ -22,8 +22,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from harness.progress import progress_bar
+from harness.store import save_checkpoint
 from tasks.suites import Suite, training_items
-from trainers.common import LoopConfig, Stage, TrainContext, save_checkpoint, train
+from trainers.common import LoopConfig, Stage, TrainContext, train
 from trainers.sft import SFT
 
 # Bump when anything that changes the built model but is not in OrganismConfig changes

@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import tasks  # noqa: F401  (registers the tasks)
 import trainers  # noqa: F401  (registers the methods)
 from harness import provenance
-from harness.backends import BACKENDS, SamplingParams
-from harness.backends.auto import BackendChoice, resolve_backend
+from harness.backends import BackendPool, GenerationBackend, SamplingParams
+from harness.backends.auto import ROLLOUTS, BackendChoice, resolve_backend
 from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
 from harness.config import RunConfig, method_options
 from harness.errors import BenchError
@@ -28,13 +28,14 @@ from harness.organism import ensure_organism
 from harness.progress import progress_bar
 from harness.scoring import score_run
 from harness.store import (
-    REPORT_FILE, TRAIN_LOG_FILE, CheckpointRecord, RunStore, checkpoint_name, read_manifest, write_manifest,
+    REPORT_FILE, TRAIN_LOG_FILE, CheckpointRecord, RunStore, checkpoint_name, read_manifest, save_checkpoint, write_manifest,
 )
 from tasks.base import Item, content_hash, get_task
 from tasks.suites import SUITES, Suite, eval_items, training_items
 from trainers.common import (
-    TRAINERS, LoopConfig, MethodSettings, TrainContext, Trainer, TrainingData, save_checkpoint, train,
+    TRAINERS, LoopConfig, MethodSettings, TrainContext, Trainer, TrainingData, train,
 )
+from trainers.rollouts import POLICY_FOLDER, PolicySampler
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class PreparedRun:
     trainer: Trainer
     items: tuple[Item, ...]
     backend: BackendChoice  # config.backend resolved (auto → hf or vllm)
+    rollouts: BackendChoice | None  # config.rollout_backend resolved; None when the method never samples
 
 
 def prepare(config: RunConfig, out: Path) -> PreparedRun:
@@ -54,26 +56,28 @@ def prepare(config: RunConfig, out: Path) -> PreparedRun:
     if config.lr is None:  # the method's own default η, resolved before the run is fingerprinted
         config = replace(config, lr=trainer_class.default_lr)
     backend = resolve_backend(config.backend)
+    rollouts = resolve_backend(config.rollout_backend, ROLLOUTS) if trainer_class.samples_policy else None
     if config.suite not in SUITES:
         raise BenchError(f"unknown suite {config.suite!r}; known: {', '.join(SUITES)}")
     suite = SUITES[config.suite]
     RunStore.check_target(out, config.fingerprint())
-    return PreparedRun(config, out, suite, trainer, eval_items(suite, config.eval_per_slice), backend)
+    return PreparedRun(config, out, suite, trainer, eval_items(suite, config.eval_per_slice), backend, rollouts)
 
 
 def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
     base_model = Path(run.config.model) if run.config.model else ensure_organism(run.config.organism, run.suite, quiet)
     new_folder = not run.out.exists()
     store = RunStore.open_or_create(run.out, run_metadata(run, base_model), run.items)
-    if not store.stage_done("train"):
-        try:
-            timed(store, "train", lambda: train_stage(store, run, base_model, quiet))
-        except BenchError:
-            if new_folder:  # e.g. a method found nothing to train on: leave no half-made run behind
-                shutil.rmtree(run.out, ignore_errors=True)
-            raise
-    if not store.stage_done("generate"):
-        timed(store, "generate", lambda: generate_stage(store, run.backend, quiet))
+    with BackendPool() as backends:  # a vLLM engine started for rollouts also generates
+        if not store.stage_done("train"):
+            try:
+                timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet))
+            except BenchError:
+                if new_folder:  # e.g. a method found nothing to train on: leave no half-made run behind
+                    shutil.rmtree(run.out, ignore_errors=True)
+                raise
+        if not store.stage_done("generate"):
+            timed(store, "generate", lambda: generate_stage(store, run.backend, backends.get(run.backend.name), quiet))
     if not store.stage_done("score"):
         timed(store, "score", lambda: score_run(store))
     timed(store, "report", lambda: report_stage(store))
@@ -100,6 +104,8 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
         "base_model": str(base_model),
         "backend": run.backend.name,
         "backend_reason": run.backend.reason,
+        "rollout_backend": run.rollouts and run.rollouts.name,
+        "rollout_backend_reason": run.rollouts.reason if run.rollouts else "the method does not sample its policy",
         "eval_sets": {name: {"n": len(items), "sha256": content_hash(items)} for name, items in by_slice.items()},
         "eval_set_sha256": content_hash(run.items),
         "method_options": asdict(run.trainer.options) if is_dataclass(run.trainer.options) else {},
@@ -111,7 +117,7 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
 # ---------------------------------------------------------------- stages
 
 
-def train_stage(store: RunStore, run: PreparedRun, base_model: Path, quiet: bool) -> None:
+def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: BackendPool, quiet: bool) -> None:
     """Checkpoint 0 is the starting model; then the method's stages, checkpointing as they go."""
     config = run.config
     for stale in (store.checkpoints, store.generations):  # an unfinished earlier attempt
@@ -134,14 +140,27 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, quiet: bool
     )
     settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
     loop = LoopConfig(config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed)
-    ctx = TrainContext(tokenizer, loop, run_dir=store.root)
-    run.trainer.setup(model, data, ctx)
-    with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
-        log = train(model, run.trainer, run.trainer.stages(data, settings), ctx, save, lambda _step, loss: advance(loss))
+    sampler = rollout_sampler(run.rollouts, backends, store.root / POLICY_FOLDER)
+    ctx = TrainContext(tokenizer, loop, run_dir=store.root, sampler=sampler)
+    try:
+        run.trainer.setup(model, data, ctx)
+        with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
+            log = train(model, run.trainer, run.trainer.stages(data, settings), ctx, save, lambda _step, loss: advance(loss))
+    finally:
+        sampler.close()
     store.write_table(TRAIN_LOG_FILE, pd.DataFrame(log))
+    if run.rollouts:
+        store.update_metadata(rollouts=asdict(sampler.stats))
 
 
-def generate_stage(store: RunStore, backend_choice: BackendChoice, quiet: bool) -> None:
+def rollout_sampler(choice: BackendChoice | None, backends: BackendPool, scratch: Path) -> PolicySampler:
+    """In memory for hf (and for methods that never sample); else the run's engine, synced per rollout."""
+    if choice is None or choice.name == "hf":
+        return PolicySampler()
+    return PolicySampler.with_engine(backends.get(choice.name), scratch)
+
+
+def generate_stage(store: RunStore, backend_choice: BackendChoice, backend: GenerationBackend, quiet: bool) -> None:
     """Greedy completions of every evaluation item at every checkpoint, one backend for all.
 
     Each checkpoint's generations are written as soon as they exist, so an error at a later
@@ -155,22 +174,20 @@ def generate_stage(store: RunStore, backend_choice: BackendChoice, quiet: bool) 
     reference = read_tensor_shapes(first)  # every checkpoint must store the same tensors as the start
     check_prompts_fit_model(first, by_task)
     store.update_metadata(backend=backend_choice.name, backend_reason=backend_choice.reason)  # what generated, if resumed elsewhere
-    backend = BACKENDS.get(backend_choice.name)()
-    try:
-        with progress_bar(len(checkpoints), f"generating ({backend_choice.name})", quiet) as advance:
-            for record in checkpoints:
-                if not store.generation_file(record.step).exists():
-                    check_same_tensors(store.root / record.path, reference, first)
-                    backend.load(store.root / record.path)
-                    ids, outputs = [], []
-                    for task_name, task_items in by_task.items():
-                        params = SamplingParams(max_new_tokens=get_task(task_name).max_new_tokens)
-                        ids += [item.id for item in task_items]
-                        outputs += [samples[0] for samples in backend.generate([item.prompt for item in task_items], params)]
-                    store.write_generations(record.step, ids, outputs)
-                advance()
-    finally:
-        backend.close()
+    with progress_bar(len(checkpoints), f"generating ({backend_choice.name})", quiet) as advance:
+        for record in checkpoints:
+            if not store.generation_file(record.step).exists():
+                check_same_tensors(store.root / record.path, reference, first)
+                backend.load(store.root / record.path)
+                ids, outputs = [], []
+                for task_name, task_items in by_task.items():
+                    params = SamplingParams(max_new_tokens=get_task(task_name).max_new_tokens)
+                    ids += [item.id for item in task_items]
+                    outputs += [samples[0] for samples in backend.generate([item.prompt for item in task_items], params)]
+                store.write_generations(record.step, ids, outputs)
+            advance()
+    # Training's rollouts and this stage share the object: one engine for the whole run is the goal.
+    store.update_metadata(engines_started=backend.engines_started)
 
 
 def check_prompts_fit_model(model_dir: Path, by_task: dict[str, list[Item]]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -175,3 +176,13 @@ class RunStore:
 def items_frame(items: Sequence[Item]) -> pd.DataFrame:
     rows = [{**item.to_dict(), "meta": json.dumps(item.meta, sort_keys=True)} for item in items]
     return pd.DataFrame(rows)
+
+
+def save_checkpoint(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Write a Hugging Face model folder atomically (a crash never leaves half a checkpoint)."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import copy
 import math
 import random
-import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
@@ -21,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.registry import Registry
 from tasks.base import Item
+from trainers.rollouts import PolicySampler
 
 @dataclass(frozen=True)
 class Stage:
@@ -73,6 +73,7 @@ class TrainContext:
     loop: LoopConfig
     run_dir: Path | None = None  # where a method may save datasets it builds (None: nowhere)
     reference: PreTrainedModel | None = None  # frozen π_ref, made by `freeze_reference`
+    sampler: PolicySampler = field(default_factory=PolicySampler)  # rollouts: in memory, or a vLLM engine kept in sync
 
 
 class Trainer(ABC):
@@ -87,6 +88,8 @@ class Trainer(ABC):
     # η when the config does not set one. Preference and RL methods use 0.1× SFT's, the ratio
     # their papers use against SFT (e.g. SPoT 1e-6 on Qwen3-8B where SFT runs at ~1e-5).
     default_lr: ClassVar[float] = 1e-3
+    # Whether the method samples from its policy (through ctx.sampler): the run's rollout backend applies.
+    samples_policy: ClassVar[bool] = False
 
     def __init__(self, options: object | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -175,19 +178,6 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int, min_ratio: float)
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup - 1)
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """Write a Hugging Face model folder atomically (a crash never leaves half a checkpoint)."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
 
 
 # ---------------------------------------------------------------- the loop

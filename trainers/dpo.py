@@ -53,7 +53,7 @@ class DPO(PairTrainer):
         options: DPOOptions = self.options
         items = list(data.hard[: options.pair_prompts])
         max_tokens = get_task(items[0].task).max_new_tokens
-        samples = sample(model, ctx.tokenizer, [i.prompt for i in items], options.samples_per_prompt, max_tokens, options.temperature, ctx.loop.seed)
+        samples = sample(model, ctx, [i.prompt for i in items], options.samples_per_prompt, max_tokens, options.temperature, ctx.loop.seed)
         pairs = []
         for item, completions in zip(items, samples):
             scores = rewards([item] * len(completions), completions)

@@ -87,6 +87,7 @@ def grpo_terms(model: PreTrainedModel, batch: dict[str, torch.Tensor], options: 
 class GRPO(Trainer):
     Options = GRPOOptions
     default_lr = 1e-4
+    samples_policy = True
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         ctx.reference = freeze_reference(model)
@@ -101,7 +102,7 @@ class GRPO(Trainer):
         for rollout in range(10**9):
             items = [stage.items[rng.randrange(len(stage.items))] for _ in range(options.prompts_per_step)]
             max_tokens = get_task(items[0].task).max_new_tokens
-            groups = sample(model, ctx.tokenizer, [i.prompt for i in items], options.group_size, max_tokens, options.temperature, seed=ctx.loop.seed * 100_003 + rollout)
+            groups = sample(model, ctx, [i.prompt for i in items], options.group_size, max_tokens, options.temperature, seed=ctx.loop.seed * 100_003 + rollout)
             flat_items = [item for item in items for _ in range(options.group_size)]
             completions = [c for group in groups for c in group]
             group_rewards = torch.tensor(rewards(flat_items, completions)).view(len(items), options.group_size)

@@ -17,7 +17,6 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.backends.base import SamplingParams
-from harness.backends.hf import HFBackend
 from tasks.base import Item, get_task
 from trainers.common import MethodSettings, Stage, TrainContext, Trainer, TrainingData, collate, encode
 
@@ -54,13 +53,10 @@ def reference_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 
 
 @torch.no_grad()
-def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], n: int, max_new_tokens: int, temperature: float, seed: int) -> list[list[str]]:
-    """n completions per prompt from the model as it is now (temperature 0 = greedy)."""
-    was_training = model.training
-    model.eval()
-    completions = HFBackend.from_model(model, tokenizer).generate(prompts, SamplingParams(max_new_tokens, temperature=temperature, n=n, seed=seed))
-    model.train(was_training)
-    return completions
+def sample(model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], n: int, max_new_tokens: int, temperature: float, seed: int) -> list[list[str]]:
+    """n completions per prompt from the model as it is now (temperature 0 = greedy), through the
+    run's rollout sampler (the policy in memory, or a vLLM engine synced to it)."""
+    return ctx.sampler.sample(model, ctx.tokenizer, prompts, SamplingParams(max_new_tokens, temperature=temperature, n=n, seed=seed))
 
 
 def rewards(items: Sequence[Item], completions: Sequence[str]) -> list[float]:
@@ -119,6 +115,7 @@ class PairTrainer(Trainer):
 
     pairs: list[PreferencePair]
     default_lr = 1e-4
+    samples_policy = True
 
     def make_pairs(self, model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]) -> list[PreferencePair]:
         ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen)

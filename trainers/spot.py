@@ -81,7 +81,7 @@ def spot_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, delta: float) ->
 def elicit_errors(model: PreTrainedModel, ctx: TrainContext, items: list[Item], temperature: float) -> list[tuple[Item, str]]:
     """Step 1: the starting model's answers that its task's verifier rejects, as (item, y⁻)."""
     max_tokens = get_task(items[0].task).max_new_tokens
-    answers = [s[0] for s in sample(model, ctx.tokenizer, [i.prompt for i in items], 1, max_tokens, temperature, ctx.loop.seed)]
+    answers = [s[0] for s in sample(model, ctx, [i.prompt for i in items], 1, max_tokens, temperature, ctx.loop.seed)]
     return [(item, y) for item, y, r in zip(items, answers, rewards(items, answers)) if r < 1.0]
 
 

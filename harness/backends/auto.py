@@ -24,9 +24,11 @@ from harness.backends.vllm_backend import INSTALL_HINT, vllm_importable
 from harness.errors import BenchError
 
 AUTO = "auto"
+GENERATION, ROLLOUTS = "generation", "rollouts"  # what a backend is chosen for (the auto rule differs)
 CPU_REASON = ("auto: no CUDA GPU, so transformers: on CPU its whole generate stage for the default run (10-19 s idle, "
               "16 s on one torch thread under load) is shorter than vLLM's engine start plus generation (41 s); "
               "see benchmarks/results/vllm.md")
+CPU_ROLLOUTS_REASON = "auto: no CUDA GPU, so the policy samples in memory (TODO measured)"
 GPU_REASON = "auto: CUDA GPU and vLLM installed; vLLM's batched decoding is far faster than transformers generate() on a GPU"
 GPU_WITHOUT_VLLM_REASON = "auto: CUDA GPU but vLLM is not installed, so transformers; for speed " + INSTALL_HINT.replace("install it: ", "install vLLM: ")
 
@@ -37,24 +39,25 @@ class BackendChoice:
     reason: str  # why this one: recorded in run.json
 
 
-def resolve_backend(requested: str) -> BackendChoice:
+def resolve_backend(requested: str, purpose: str = GENERATION) -> BackendChoice:
     """The backend that will generate for `requested` (auto or a name); BenchError if unusable.
 
     Checks only what is cheap (the name, whether vLLM is installed); vLLM itself is imported
     when its engine starts.
     """
+    option, noun = ("--backend", "backend") if purpose == GENERATION else ("--rollout-backend", "rollout backend")
     if requested == AUTO:
-        return auto_backend()
+        return auto_backend(purpose)
     if requested not in BACKENDS:
-        raise BenchError(f"unknown backend {requested!r}; known: {AUTO}, {', '.join(BACKENDS.names())}")
+        raise BenchError(f"unknown {noun} {requested!r}; known: {AUTO}, {', '.join(BACKENDS.names())}")
     if requested == "vllm" and not vllm_importable():
-        raise BenchError(f"--backend vllm was asked for but vLLM is not installed; {INSTALL_HINT}")
+        raise BenchError(f"{option} vllm was asked for but vLLM is not installed; {INSTALL_HINT}")
     return BackendChoice(requested, "asked for")
 
 
-def auto_backend() -> BackendChoice:
+def auto_backend(purpose: str = GENERATION) -> BackendChoice:
     if not torch.cuda.is_available():
-        return BackendChoice("hf", CPU_REASON)
+        return BackendChoice("hf", CPU_REASON if purpose == GENERATION else CPU_ROLLOUTS_REASON)
     if vllm_importable():
         return BackendChoice("vllm", GPU_REASON)
     return BackendChoice("hf", GPU_WITHOUT_VLLM_REASON)

@@ -27,6 +27,7 @@ class SamplingParams:
 
 class GenerationBackend(ABC):
     name: ClassVar[str]
+    engines_started: int = 0  # serving engines (worker processes) this object started; 0 for in-process backends
 
     @abstractmethod
     def load(self, model_dir: Path) -> None:
@@ -46,6 +47,30 @@ class GenerationBackend(ABC):
 
 
 BACKENDS: Registry[type[GenerationBackend]] = Registry("backend")
+
+
+class BackendPool:
+    """One backend object per name for a whole run, so training's rollouts and the generate
+    stage share one vLLM engine instead of starting two; closed when the run ends."""
+
+    def __init__(self) -> None:
+        self.opened: dict[str, GenerationBackend] = {}
+
+    def get(self, name: str) -> GenerationBackend:
+        if name not in self.opened:
+            self.opened[name] = BACKENDS.get(name)()
+        return self.opened[name]
+
+    def close(self) -> None:
+        for backend in self.opened.values():
+            backend.close()
+        self.opened.clear()
+
+    def __enter__(self) -> "BackendPool":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def encode_context_continuation(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:

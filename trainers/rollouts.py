@@ -1,0 +1,87 @@
+"""Where the preference and RL methods' samples come from: the policy as it is *now*.
+
+    hf:   generate with the policy held in memory (transformers `generate`); nothing to sync.
+    vllm: generate with a vLLM engine kept in sync with the policy. Before every rollout the
+          policy's current weights are written to a scratch model folder and swapped into the
+          running engine (`VLLMBackend.load`: an in-place reload, verified for tied heads); the
+          engine starts once, at the first rollout, and the pipeline hands the same engine to
+          the generate stage afterwards.
+
+A stale engine would be silent (it still samples fluent text), so `tests/test_rollouts.py`
+checks that greedy rollouts through the engine equal the in-memory policy's after updates.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from harness.backends.base import GenerationBackend, SamplingParams
+from harness.backends.hf import HFBackend
+from harness.store import save_checkpoint
+
+POLICY_FOLDER = "rollout-policy"  # scratch folder in the run folder while training (removed after)
+
+
+@dataclass
+class RolloutStats:
+    """Recorded in run.json: how many rollouts, and what keeping an engine in sync cost."""
+
+    backend: str
+    rollouts: int = 0
+    engine_start_seconds: float = 0.0  # the first sync: writing the weights and starting the engine
+    sync_seconds: float = 0.0  # every later sync: writing the policy's weights + swapping them in
+    generate_seconds: float = 0.0
+
+
+@dataclass
+class PolicySampler:
+    """Samples completions from the policy through `engine`, or in memory when `engine` is None."""
+
+    engine: GenerationBackend | None = None
+    scratch: Path | None = None  # where the policy's weights are written for the engine
+    stats: RolloutStats = field(default_factory=lambda: RolloutStats("hf"))
+
+    @classmethod
+    def with_engine(cls, engine: GenerationBackend, scratch: Path) -> "PolicySampler":
+        return cls(engine, scratch, RolloutStats(engine.name))
+
+    def sample(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
+        """params.n completions per prompt from `model` with its current weights."""
+        was_training = model.training
+        model.eval()
+        try:
+            if self.engine is None:
+                started = time.perf_counter()
+                completions = HFBackend.from_model(model, tokenizer).generate(prompts, params)
+            else:
+                synced = time.perf_counter()
+                self.sync(model, tokenizer)
+                started = time.perf_counter()
+                if self.stats.rollouts == 0:
+                    self.stats.engine_start_seconds = started - synced
+                else:
+                    self.stats.sync_seconds += started - synced
+                completions = self.engine.generate(prompts, params)
+        finally:
+            model.train(was_training)
+        self.stats.generate_seconds += time.perf_counter() - started
+        self.stats.rollouts += 1
+        return completions
+
+    def sync(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Make the engine generate with the policy's current weights (writes a model folder:
+        the in-place reload reads safetensors files; see harness/backends/vllm_backend.py)."""
+        assert self.engine is not None and self.scratch is not None
+        save_checkpoint(model, tokenizer, self.scratch)
+        self.engine.load(self.scratch)
+
+    def close(self) -> None:
+        """Remove the scratch weights (the engine itself belongs to whoever made it)."""
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
