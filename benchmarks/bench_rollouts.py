@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "rollouts.md"
@@ -46,55 +47,104 @@ def machine() -> str:
             f"load average at the start {load}")
 
 
-def per_rollout(organism: Path, rollouts: int, scratch: Path) -> tuple[Timings, Timings, float]:
-    """(GRPO-shape timings, DPO-shape timings, engine start seconds)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def per_rollout(organism: Path, rollouts: int, scratch: Path) -> tuple[Timings, Timings, float, dict[str, float]]:
+    """(GRPO-shape timings, DPO-shape timings, engine start seconds, training step seconds by engine state).
+
+    hf is timed before any engine exists: a running engine's worker process competes for the
+    cores (see `training_steps`). Both phases replay the same updates from the same start, so
+    they sample from identical weights.
+    """
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     import tasks  # noqa: F401  (registers the tasks)
     from harness.backends.base import SamplingParams
     from harness.backends.vllm_backend import VLLMBackend
     from tasks.base import get_task
     from tasks.suites import MICRO, training_items
-    from trainers.common import batches, sft_loss
     from trainers.rollouts import PolicySampler
 
-    tokenizer, model = AutoTokenizer.from_pretrained(organism), AutoModelForCausalLM.from_pretrained(organism)
+    hf_logging.disable_progress_bar()  # save_pretrained's per-sync bar
+    tokenizer = AutoTokenizer.from_pretrained(organism)
     hard = training_items(MICRO, *MICRO.hard, 4000, 0)
     max_tokens = get_task(hard[0].task).max_new_tokens
-    memory, engine = PolicySampler(), VLLMBackend()
-    synced = PolicySampler.with_engine(engine, scratch)
-    started = time.perf_counter()
-    synced.sample(model, tokenizer, [hard[0].prompt], SamplingParams(max_tokens))  # starts the engine
-    engine_start = time.perf_counter() - started
+    grpo_prompts = [[hard[(4 * r + k) % len(hard)].prompt for k in range(4)] for r in range(rollouts)]
+    dpo_prompts = [item.prompt for item in hard[:512]]
 
-    def timed_rollout(into: Timings, prompts: list[str], n: int, seed: int) -> None:
-        params = SamplingParams(max_tokens, temperature=1.0, n=n, seed=seed)
+    def replay(sampler: PolicySampler, engine: VLLMBackend | None) -> tuple[Timings, Timings]:
+        """An update, then a GRPO-shaped rollout, `rollouts` times; then one DPO-shaped rollout."""
+        model, update = trainable(organism, tokenizer, hard)
+        grpo, dpo = Timings(), Timings()
+        for rollout, prompts in enumerate(grpo_prompts):
+            update()
+            timed(sampler, engine, model, grpo, prompts, SamplingParams(max_tokens, temperature=1.0, n=8, seed=rollout))
+        timed(sampler, engine, model, dpo, dpo_prompts, SamplingParams(max_tokens, temperature=1.0, n=8, seed=0))
+        return grpo, dpo
+
+    def timed(sampler: PolicySampler, engine: VLLMBackend | None, model, into: Timings, prompts: list[str], params: SamplingParams) -> None:
         t0 = time.perf_counter()
-        memory.sample(model, tokenizer, prompts, params)
-        into.hf.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        synced.sync(model, tokenizer)
+        if engine is None:
+            sampler.sample(model, tokenizer, prompts, params)
+            into.hf.append(time.perf_counter() - t0)
+            return
+        sampler.sync(model, tokenizer)
         t1 = time.perf_counter()
         engine.generate(prompts, params)
         into.vllm_sync.append(t1 - t0)
         into.vllm_generate.append(time.perf_counter() - t1)
 
-    grpo = Timings()
+    steps = {"no engine": training_steps(organism, tokenizer, hard)}
+    grpo_hf, dpo_hf = replay(PolicySampler(), None)
+    engine = VLLMBackend()
+    synced = PolicySampler.with_engine(engine, scratch)
+    model, _ = trainable(organism, tokenizer, hard)
+    started = time.perf_counter()
+    synced.sync(model, tokenizer)  # starts the engine
+    engine_start = time.perf_counter() - started
+    grpo_vllm, dpo_vllm = replay(synced, engine)
+    engine.generate(dpo_prompts[:32], SamplingParams(max_tokens))
+    steps["engine running, right after a generate"] = training_steps(organism, tokenizer, hard)
+    time.sleep(10)
+    steps["engine running, idle for 10 s"] = training_steps(organism, tokenizer, hard)
+    synced.close()
+    engine.close()
+    grpo = Timings(grpo_hf.hf, grpo_vllm.vllm_sync, grpo_vllm.vllm_generate)
+    dpo = Timings(dpo_hf.hf, dpo_vllm.vllm_sync, dpo_vllm.vllm_generate)
+    return grpo, dpo, engine_start, steps
+
+
+def trainable(organism: Path, tokenizer, items) -> tuple[object, Callable[[], None]]:
+    """The organism and a deterministic SFT update on it (the same sequence on every call)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainers.common import batches, sft_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(organism)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    stream = batches(tokenizer, hard, 32, "bench-rollouts")
-    for rollout in range(rollouts):
+    stream = batches(tokenizer, items, 32, "bench-rollouts")
+
+    def update() -> None:
         model.train()
-        loss = sft_loss(model, next(stream))  # an update between rollouts, so every sync has new weights
+        loss = sft_loss(model, next(stream))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        timed_rollout(grpo, [hard[(4 * rollout + k) % len(hard)].prompt for k in range(4)], 8, rollout)
-    dpo = Timings()
-    timed_rollout(dpo, [item.prompt for item in hard[:512]], 8, 0)
-    synced.close()
-    engine.close()
-    return grpo, dpo, engine_start
+
+    return model, update
+
+
+def training_steps(organism: Path, tokenizer, items, steps: int = 20) -> float:
+    """Median seconds of one SFT step (batch 32) of the organism in this process."""
+    _model, update = trainable(organism, tokenizer, items)
+    update()  # warm-up
+    seconds = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        update()
+        seconds.append(time.perf_counter() - t0)
+    return statistics.median(seconds)
 
 
 def end_to_end(method: str, rollout_backend: str, work: Path) -> dict:
@@ -123,7 +173,7 @@ def main() -> None:
     organism = args.organism or Path(subprocess.run([sys.executable, "-m", "harness.cli", "base", "-q"], cwd=ROOT, check=True,
                                                     capture_output=True, text=True).stdout.strip().splitlines()[-1])
     header = machine()
-    grpo, dpo, engine_start = per_rollout(organism, args.rollouts, Path(tempfile.mkdtemp(prefix="bench-rollouts-")) / "policy")
+    grpo, dpo, engine_start, steps = per_rollout(organism, args.rollouts, Path(tempfile.mkdtemp(prefix="bench-rollouts-")) / "policy")
     lines = [
         "# Rollouts: the policy in memory (hf) vs a vLLM engine synced to it (vllm)",
         "",
@@ -131,7 +181,8 @@ def main() -> None:
         "",
         f"## 1. Per rollout, organism `{organism}`",
         "",
-        f"Alternating in one process, the same prompts and weights for both. vllm = sync (write the policy's weights as a model folder, "
+        f"One process: first hf, then vllm (the engine's worker competes for the cores, see below), replaying the same updates so both "
+        f"sample from the same weights with the same prompts. vllm = sync (write the policy's weights as a model folder, "
         f"then the engine's in-place reload) + generation. Engine start, once per run: **{engine_start:.1f} s**.",
         "",
         "| rollout shape | hf (in memory), median s | vllm sync, median s | vllm generate, median s | vllm total / hf |",
@@ -142,20 +193,26 @@ def main() -> None:
         lines.append(f"| {label} | {median(t.hf):.3f} | {median(t.vllm_sync):.3f} | {median(t.vllm_generate):.3f} | {vllm_total / median(t.hf):.2f} |")
     per_rollout_gain = median(grpo.hf) - (median(grpo.vllm_sync) + median(grpo.vllm_generate))
     breakeven = engine_start / per_rollout_gain if per_rollout_gain > 0 else float("inf")
-    lines += ["", f"Break-even for GRPO-shaped rollouts: the engine start is repaid after **{breakeven:.0f} rollouts** "
-              f"(a default GRPO/PCR run makes 150)." if per_rollout_gain > 0 else "", ""]
+    lines += ["", "One SFT step of the organism (batch 32, median of 20) in the training process, by the state of a vLLM engine beside it:", "",
+              "| engine | step (s) |", "| --- | --- |", *[f"| {state} | {seconds:.3f} |" for state, seconds in steps.items()]]
+    if per_rollout_gain > 0:
+        verdict = f"the engine start is repaid after **{breakeven:.0f} rollouts** (a default GRPO/PCR run makes 150)"
+    else:
+        verdict = "vllm is **slower per rollout** than the policy in memory, so its start is never repaid"
+    lines += ["", f"GRPO-shaped rollouts: {verdict}.", ""]
     if args.methods:
         lines += ["## 2. End to end: `bench run --method M --rollout-backend B` (embedded default, seed 0)", "",
-                  "| method | rollout backend | train stage (s) | rollouts | engine start (s) | syncs total (s) | sampling total (s) | hard change | reasoning change | code change |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| method | rollout backend | train stage (s) | rollouts | engine start (s) | syncs total (s) | sampling total (s) | the rest of training (s) | hard change | reasoning change | code change |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for method in args.methods:
             for backend in ("hf", "vllm"):
                 r = end_to_end(method, backend, args.work)
                 s = r["rollouts"]
+                rest = r["train"] - s["engine_start_seconds"] - s["sync_seconds"] - s["generate_seconds"]
                 lines.append(f"| {method} | {backend} | {r['train']:.0f} | {s['rollouts']} | {s['engine_start_seconds']:.1f} | {s['sync_seconds']:.1f} | "
-                             f"{s['generate_seconds']:.1f} | {r['hard']:+.1f} | {r['reasoning']:+.1f} | {r['code']:+.1f} |")
+                             f"{s['generate_seconds']:.1f} | {rest:.0f} | {r['hard']:+.1f} | {r['reasoning']:+.1f} | {r['code']:+.1f} |")
         lines += ["", "The two backends draw different random samples (torch's sampler vs vLLM's), so the runs' scores differ "
-                  "within seed-to-seed noise; greedy equality of the synced engine and the policy is what tests/test_rollouts.py checks."]
+                  "within seed-to-seed noise; that the synced engine scores text exactly as the policy does after every update is what tests/test_rollouts.py checks."]
     lines += ["", f"Whole benchmark: {(time.perf_counter() - started) / 60:.0f} min.", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))

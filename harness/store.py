@@ -3,9 +3,11 @@
 Layout (all tables are parquet, readable with `pandas.read_parquet`)::
 
     RUN/run.json                    config, fingerprint, seeds, provenance, eval-set hashes, stage status
+                                    backends (and why), rollouts' costs, engines started
     RUN/eval_items.parquet          the evaluation items themselves (re-scoring needs no generator)
     RUN/checkpoints/manifest.json   one record per checkpoint (step, stage, lr, loss, examples seen)
     RUN/checkpoints/step-000000/    Hugging Face model folders; step 0 is the starting model
+    RUN/rollout-policy/             only while training with --rollout-backend vllm: the weights synced to the engine
     RUN/train_log.parquet           one row per training step: stage, lr, loss, the method's metrics
     RUN/generations/step-000000.parquet   item_id, step, output            (generation)
     RUN/records.parquet             per item and step: output, score, correct, outcome (scoring)

