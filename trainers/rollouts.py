@@ -8,7 +8,7 @@
           the generate stage afterwards.
 
 A stale engine would be silent (it still samples fluent text), so `tests/test_rollouts.py`
-checks that greedy rollouts through the engine equal the in-memory policy's after updates.
+checks that the engine's log-probabilities equal the in-memory policy's after every update.
 """
 
 from __future__ import annotations
