@@ -77,7 +77,7 @@ def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
                     shutil.rmtree(run.out, ignore_errors=True)
                 raise
         if not store.stage_done("generate"):
-            choice = generation_backend(store, run.config.backend, backends)
+            choice = generation_backend(store, run, backends)
             timed(store, "generate", lambda: generate_stage(store, choice, backends.get(choice.name), quiet))
     if not store.stage_done("score"):
         timed(store, "score", lambda: score_run(store))
@@ -161,10 +161,10 @@ def rollout_sampler(choice: BackendChoice | None, backends: BackendPool, scratch
     return PolicySampler.with_engine(backends.get(choice.name), scratch)
 
 
-def generation_backend(store: RunStore, requested: str, backends: BackendPool) -> BackendChoice:
-    """The configured backend; `auto` decided now, from the model and what is left to generate."""
-    if requested != AUTO:
-        return resolve_backend(requested)
+def generation_backend(store: RunStore, run: PreparedRun, backends: BackendPool) -> BackendChoice:
+    """The backend `prepare` resolved; `auto` decided now, from the model and what is left to generate."""
+    if run.config.backend != AUTO:
+        return run.backend
     checkpoints = read_manifest(store.checkpoints)
     pending = sum(not store.generation_file(record.step).exists() for record in checkpoints)
     new_tokens = pending * sum(get_task(item.task).max_new_tokens for item in store.items())

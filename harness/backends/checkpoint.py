@@ -9,6 +9,7 @@ silently, so every checkpoint is compared with a reference (the run's first chec
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -108,10 +109,4 @@ def check_prompts_fit(prompt_lengths: Sequence[int], max_new_tokens: int, limit:
 
 def count_parameters(model_dir: Path) -> int:
     """Number of weights stored in the folder's safetensors files (headers only, nothing loaded)."""
-    total = 0
-    for shape in read_tensor_shapes(model_dir).values():
-        count = 1
-        for size in shape:
-            count *= size
-        total += count
-    return total
+    return sum(math.prod(shape) for shape in read_tensor_shapes(model_dir).values())
