@@ -33,7 +33,7 @@ def run(method: str, seed: int, work: Path) -> Path:
     out = work / f"{method}-seed{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     started = time.time()
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--method", method, "--seed", str(seed), "--out", str(out), "-q"],
+    done = subprocess.run([sys.executable, "-m", "harness.app.cli", "run", "--method", method, "--seed", str(seed), "--out", str(out), "-q"],
                           env=env, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{method} seed {seed} failed: {done.stderr.strip()[-500:]}")
@@ -101,13 +101,16 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     # The organism is built once, before the pool, so parallel runs do not race to build it.
-    subprocess.run([sys.executable, "-m", "harness.cli", "base", "-q"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "harness.app.cli", "base", "-q"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     jobs = [(m, s) for s in args.seeds for m in args.methods]
     with ThreadPoolExecutor(args.jobs) as pool:
         folders = list(pool.map(lambda job: run(*job, args.work), jobs))
     per_run = {job: run_summary(folder) for job, folder in zip(jobs, folders)}
     keys = sorted({k for summary in per_run.values() for k in summary})
-    table = {m: {k: mean_se([per_run[(m, s)][k] for s in args.seeds if k in per_run[(m, s)]]) for k in keys if k in per_run[(m, args.seeds[0])]} for m in args.methods}
+    table = {
+        m: {k: mean_se([per_run[(m, s)][k] for s in args.seeds if k in per_run[(m, s)]]) for k in keys if k in per_run[(m, args.seeds[0])]}
+        for m in args.methods
+    }
 
     def cell(method: str, key: str, digits: int = 1) -> str:
         if key not in table[method]:
@@ -125,10 +128,16 @@ def main() -> None:
     ]
     for m in args.methods:
         seconds = table[m]["seconds"][0]
-        lines.append(f"| {m} | {cell(m, 'gain')} | {cell(m, 'ood_change')} | {cell(m, 'easy_change')} | {cell(m, 'roughness_gain')} | {cell(m, 'roughness_ood')} | {seconds:.0f} |")
+        lines.append(
+            f"| {m} | {cell(m, 'gain')} | {cell(m, 'ood_change')} | {cell(m, 'easy_change')} | {cell(m, 'roughness_gain')} | {cell(m, 'roughness_ood')} | {seconds:.0f} |"
+        )
     if "pcr" in table:
-        lines += ["", "PCR over training: conflict rate (share of MLP blocks whose two gradients conflict), mean; first and last quarter of steps; α where in conflict.", "",
-                  f"- conflict rate {cell('pcr', 'conflict_rate', 3)} (first quarter {cell('pcr', 'conflict_first_q', 3)}, last quarter {cell('pcr', 'conflict_last_q', 3)}); α {cell('pcr', 'alpha', 3)}"]
+        lines += [
+            "",
+            "PCR over training: conflict rate (share of MLP blocks whose two gradients conflict), mean; first and last quarter of steps; α where in conflict.",
+            "",
+            f"- conflict rate {cell('pcr', 'conflict_rate', 3)} (first quarter {cell('pcr', 'conflict_first_q', 3)}, last quarter {cell('pcr', 'conflict_last_q', 3)}); α {cell('pcr', 'alpha', 3)}",
+        ]
     lines += ["", "Claims:"]
     if {"rps", "eps"} <= set(table):
         lines.append(claim("RPS forgets less than EPS", "rps", "eps", "ood_change", table))

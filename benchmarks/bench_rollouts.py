@@ -20,9 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "rollouts.md"
@@ -138,7 +138,7 @@ def training_steps(organism: Path, tokenizer, items, steps: int = 20) -> float:
 def end_to_end(method: str, rollout_backend: str, work: Path) -> dict:
     out = work / f"{method}-{rollout_backend}"
     if not (out / "summary.json").exists():
-        subprocess.run([sys.executable, "-m", "harness.cli", "run", "--method", method, "--rollout-backend", rollout_backend, "--out", str(out), "-q"],
+        subprocess.run([sys.executable, "-m", "harness.app.cli", "run", "--method", method, "--rollout-backend", rollout_backend, "--out", str(out), "-q"],
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     meta = json.loads((out / "run.json").read_text())
     summary = {f"{r['family']}/{r['slice']}": r for r in json.loads((out / "summary.json").read_text())}
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-rollouts")
     args = parser.parse_args()
     started = time.perf_counter()
-    organism = args.organism or Path(subprocess.run([sys.executable, "-m", "harness.cli", "base", "-q"], cwd=ROOT, check=True,
+    organism = args.organism or Path(subprocess.run([sys.executable, "-m", "harness.app.cli", "base", "-q"], cwd=ROOT, check=True,
                                                     capture_output=True, text=True).stdout.strip().splitlines()[-1])
     from bench_vllm import machine  # the same machine description as the vLLM benchmark (a sibling script)
 
@@ -178,7 +178,10 @@ def main() -> None:
         "| rollout shape | hf (in memory), median s | vllm sync, median s | vllm generate, median s | vllm total / hf |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for label, t in ((f"GRPO: 4 prompts x 8 samples, after an update ({args.rollouts} rollouts)", grpo), ("DPO/SPoT setup: 512 prompts x 8 samples (once)", dpo)):
+    for label, t in (
+        (f"GRPO: 4 prompts x 8 samples, after an update ({args.rollouts} rollouts)", grpo),
+        ("DPO/SPoT setup: 512 prompts x 8 samples (once)", dpo),
+    ):
         vllm_total = median(t.vllm_sync) + median(t.vllm_generate)
         lines.append(f"| {label} | {median(t.hf):.3f} | {median(t.vllm_sync):.3f} | {median(t.vllm_generate):.3f} | {vllm_total / median(t.hf):.2f} |")
     per_rollout_gain = median(grpo.hf) - (median(grpo.vllm_sync) + median(grpo.vllm_generate))
@@ -191,9 +194,12 @@ def main() -> None:
         verdict = "vllm is **slower per rollout** than the policy in memory, so its start is never repaid"
     lines += ["", f"GRPO-shaped rollouts: {verdict}.", ""]
     if args.methods:
-        lines += ["## 2. End to end: `bench run --method M --rollout-backend B` (embedded default, seed 0)", "",
-                  "| method | rollout backend | train stage (s) | rollouts | engine start (s) | syncs total (s) | sampling total (s) | the rest of training (s) | hard change | reasoning change | code change |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "## 2. End to end: `bench run --method M --rollout-backend B` (embedded default, seed 0)",
+            "",
+            "| method | rollout backend | train stage (s) | rollouts | engine start (s) | syncs total (s) | sampling total (s) | the rest of training (s) | hard change | reasoning change | code change |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for method in args.methods:
             for backend in ("hf", "vllm"):
                 r = end_to_end(method, backend, args.work)
@@ -201,8 +207,11 @@ def main() -> None:
                 rest = r["train"] - s["engine_start_seconds"] - s["sync_seconds"] - s["generate_seconds"]
                 lines.append(f"| {method} | {backend} | {r['train']:.0f} | {s['rollouts']} | {s['engine_start_seconds']:.1f} | {s['sync_seconds']:.1f} | "
                              f"{s['generate_seconds']:.1f} | {rest:.0f} | {r['hard']:+.1f} | {r['reasoning']:+.1f} | {r['code']:+.1f} |")
-        lines += ["", "The two backends draw different random samples (torch's sampler vs vLLM's), so the runs' scores differ "
-                  "within seed-to-seed noise; that the synced engine scores text exactly as the policy does after every update is what tests/test_rollouts.py checks."]
+        lines += [
+            "",
+            "The two backends draw different random samples (torch's sampler vs vLLM's), so the runs' scores differ "
+            "within seed-to-seed noise; that the synced engine scores text exactly as the policy does after every update is what tests/test_rollouts.py checks.",
+        ]
     lines += ["", f"Whole benchmark: {(time.perf_counter() - started) / 60:.0f} min.", "", "## Machine", "", *header, ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))

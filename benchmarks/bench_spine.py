@@ -23,7 +23,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "spine.md"
 def bench_run(method: str, seed: int, out: Path, cache: Path) -> float:
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(cache)}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness.cli", "run", "--method", method, "--seed", str(seed), "--out", str(out), "-q"],
+    subprocess.run([sys.executable, "-m", "harness.app.cli", "run", "--method", method, "--seed", str(seed), "--out", str(out), "-q"],
                    check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 

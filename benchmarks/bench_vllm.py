@@ -58,7 +58,7 @@ def make_smoke_run(work: Path) -> Path:
     config.write_text("organism: {hidden_size: 64, num_heads: 2, num_kv_heads: 1}\nsteps: 6\ncheckpoint_every: 1\n")
     out = work / "run"
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(work / "cache")}
-    subprocess.run([sys.executable, "-m", "harness.cli", "run", "--preset", "smoke", "-c", str(config), "--out", str(out), "-q"],
+    subprocess.run([sys.executable, "-m", "harness.app.cli", "run", "--preset", "smoke", "-c", str(config), "--out", str(out), "-q"],
                    check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     return out
 
@@ -104,9 +104,8 @@ class SweepResult:
 
 def sweep(run: Path, per_slice: int, with_hf: bool) -> SweepResult:
     from harness.backends.vllm_backend import VLLMBackend
-    from harness.store import RunStore
+    from harness.store import RunStore, read_manifest
     from tasks.suites import MICRO, eval_items
-    from harness.store import read_manifest
 
     checkpoints = [run / record.path for record in read_manifest(run / "checkpoints")]
     items = eval_items(MICRO, per_slice) if per_slice else tuple(RunStore(run).items())
@@ -248,7 +247,7 @@ def build_random_qwen3(folder: Path, hidden: int, layers: int, heads: int, kv_he
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from harness.organism import build_tokenizer
+    from harness.app.organism import build_tokenizer
 
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
@@ -303,9 +302,9 @@ class ThroughputRow:
 
 
 def throughput(model_dir: Path, label: str, parameters: int, prompts: list[str], new_tokens: int, repeats: int) -> ThroughputRow:
-    from harness.backends.vllm_backend import VLLMBackend
-
     import torch
+
+    from harness.backends.vllm_backend import VLLMBackend
 
     row = ThroughputRow(label, parameters, [], [], [], [])
     default_threads = torch.get_num_threads()
@@ -373,13 +372,14 @@ def report(lines_machine: list[str], per_slice: int, sweeps: list[SweepResult], 
     ]
     for swept in sweeps:
         swaps = f"{statistics.median(swept.swap_seconds) * 1000:.0f} ms ({max(swept.swap_seconds) * 1000:.0f} ms)"
-        lines.append(f"| `{swept.run}` | {swept.checkpoints} x {swept.items} | {swept.reuse_seconds:.1f} | {swept.reuse_start_seconds:.1f} s, then {swaps} "
-                     f"| {swept.fresh_seconds:.1f} | {statistics.median(swept.fresh_start_seconds):.1f} s | **{swept.fresh_seconds / swept.reuse_seconds:.1f}x** "
-                     f"| {'yes' if swept.identical else 'NO'} |")
+        lines.append(
+            f"| `{swept.run}` | {swept.checkpoints} x {swept.items} | {swept.reuse_seconds:.1f} | {swept.reuse_start_seconds:.1f} s, then {swaps} "
+            f"| {swept.fresh_seconds:.1f} | {statistics.median(swept.fresh_start_seconds):.1f} s | **{swept.fresh_seconds / swept.reuse_seconds:.1f}x** "
+            f"| {'yes' if swept.identical else 'NO'} |"
+        )
     lines += [
         "",
-        "\"Outputs identical\": at every checkpoint, the swapped engine generated exactly what the freshly built engine on that "
-        "checkpoint generated.",
+        '"Outputs identical": at every checkpoint, the swapped engine generated exactly what the freshly built engine on that checkpoint generated.',
         "",
         *ratio_bound(sweeps),
         "",

@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
-from harness.errors import BenchError
-from tasks.base import Item
+from harness.core.errors import BenchError
+from harness.core.items import Item
 
 RUN_FILE = "run.json"
 ITEMS_FILE = "eval_items.parquet"
@@ -114,7 +115,7 @@ class RunStore:
             raise BenchError(f"output folder {root} is not empty and holds no run; choose another --out")
 
     @classmethod
-    def open_or_create(cls, root: Path, metadata: dict[str, Any], items: Sequence[Item]) -> "RunStore":
+    def open_or_create(cls, root: Path, metadata: dict[str, Any], items: Sequence[Item]) -> RunStore:
         cls.check_target(root, metadata["fingerprint"])
         store = cls(root)
         if not (root / RUN_FILE).is_file():
@@ -124,7 +125,7 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, root: Path) -> "RunStore":
+    def open(cls, root: Path) -> RunStore:
         """An existing run (for re-scoring or re-reporting); a clear error if it is not one."""
         if not (root / RUN_FILE).is_file() or not (root / ITEMS_FILE).is_file():
             raise BenchError(f"{root} is not a run folder (no {RUN_FILE} / {ITEMS_FILE}); make one with `bench run`")

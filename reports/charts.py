@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -15,8 +15,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from harness.scoring import ALL  # noqa: E402
-from harness.stats import pareto_front, wilson_interval  # noqa: E402
+from harness.evaluation.scoring import ALL  # noqa: E402
+from harness.evaluation.stats import pareto_front, wilson_interval  # noqa: E402
 from reports.data import RunData, display_name  # noqa: E402
 from reports.tables import gain_and_forgetting  # noqa: E402
 from tasks.base import IN_DOMAIN_FAMILY  # noqa: E402

@@ -3,17 +3,19 @@ multi-run report) evaluated on the same items as the others."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
-from harness.gate import check_same_items, families_in_order, read_scored_run, results_from_records
-from harness.scoring import ALL
+from harness.evaluation.runs import check_same_items, families_in_order, read_scored_run, results_from_records
+from harness.evaluation.scoring import ALL
 from harness.store import AGGREGATES_FILE, ITEMS_FILE, MANIFEST, CheckpointRecord, RunStore, read_manifest
 from tasks.base import IN_DOMAIN_FAMILY
 from tasks.suites import SUITES
+
 
 def read_checkpoints(root: Path) -> tuple[CheckpointRecord, ...]:
     """The run's checkpoint manifest; empty when it was deleted along with the models."""

@@ -4,7 +4,7 @@ the model's output at both, so a change in the numbers can be read off actual an
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -117,14 +118,14 @@ def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_pn
 <title>plasticity-bench report: {methods}</title><style>{STYLE}</style></head>
 <body><main>
 <h1>plasticity-bench report</h1>
-<p class=sub>suite <b>{html.escape(first.meta['suite'])}</b> · {n_items:,} evaluation items · {len(runs)} run{'s' if len(runs) > 1 else ''}: {methods}</p>
+<p class=sub>suite <b>{html.escape(first.meta["suite"])}</b> · {n_items:,} evaluation items · {len(runs)} run{"s" if len(runs) > 1 else ""}: {methods}</p>
 <nav><a href="#summary">Summary</a><a href="#curves">Forgetting curves</a><a href="#tradeoff">Gain vs forgetting</a><a href="#families">By family</a><a href="#items">Flipped items</a><a href="#provenance">Provenance</a></nav>
 <dl class=families>{families}</dl>
 
 <h2 id=summary>Summary</h2>
 <p class=note>Accuracy in points (% of items exactly right). <b>In-domain gain</b>: final − start on <b>{html.escape(target)}</b>, the data
 post-training targets, with its paired 95% interval (green/red when it excludes 0). <b>Out-of-domain change</b>: mean over
-{html.escape(', '.join(first.out_of_domain_families))} of final − start; negative is forgetting. Times are wall-clock seconds of each stage.</p>
+{html.escape(", ".join(first.out_of_domain_families))} of final − start; negative is forgetting. Times are wall-clock seconds of each stage.</p>
 {summary_table_html(runs, tables)}
 
 <h2 id=curves>Forgetting curves</h2>

@@ -4,12 +4,12 @@ and gain vs forgetting) and the HTML tables that show them."""
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
-from harness.scoring import ALL
-from harness.stats import PairedCounts, paired_difference_interval
+from harness.evaluation.scoring import ALL
+from harness.evaluation.stats import PairedCounts, paired_difference_interval
 from reports.data import RunData, display_name, family_order
 from tasks.base import IN_DOMAIN_FAMILY
 

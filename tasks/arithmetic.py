@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import reasoning_gym
 
-from tasks.base import TASKS, Item, Score, Task
+from tasks.base import TASKS, Candidate, Item, Score, Task
 
 # level -> (min_terms, max_terms). Hard items need longer chains than the foundation mix shows.
 TERMS_BY_LEVEL: dict[str, tuple[int, int]] = {"easy": (2, 3), "hard": (4, 5)}
@@ -48,6 +48,7 @@ def rectify_steps(expression: str, output: str) -> str:
     kept: list[str] = []
     for model_step, right in zip(model_steps, correct):
         parsed, expected = STEP.fullmatch(model_step), STEP.fullmatch(right)
+        assert expected is not None, right  # the reference steps always parse
         if parsed and parsed.groups() == expected.groups():
             kept.append(model_step)  # correct: the model's own text, spacing and all
             continue
@@ -67,12 +68,11 @@ def final_answer(output: str) -> str:
 
 @TASKS.register("chain_sum", "chained single-digit +/- with worked steps (reasoning-gym chain_sum)")
 class ChainSum(Task):
-    name = "chain_sum"
     family = "math"
     levels = tuple(TERMS_BY_LEVEL)
     max_new_tokens = 48
 
-    def make(self, rng: random.Random, level: str, n: int) -> list[tuple[str, str, str, dict]]:
+    def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:
         min_terms, max_terms = TERMS_BY_LEVEL[level]
         dataset = reasoning_gym.create_dataset(
             "chain_sum", size=n, seed=rng.randrange(2**31), min_terms=min_terms, max_terms=max_terms,
@@ -84,7 +84,7 @@ class ChainSum(Task):
             steps, total = worked_steps(expression)
             assert str(total) == entry["answer"], (expression, entry["answer"])
             prompt = f"calc {expression.replace(' ', '')}\n"
-            candidates.append((prompt, f"{steps}{ANSWER_MARK}{total}", entry["answer"], {"expression": expression}))
+            candidates.append(Candidate(prompt, f"{steps}{ANSWER_MARK}{total}", entry["answer"], {"expression": expression}))
         return candidates
 
     def rectify(self, item: Item, output: str) -> str | None:

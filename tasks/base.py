@@ -1,8 +1,8 @@
-"""What a task is: a seeded generator of items plus a scorer of model outputs.
+"""What a task is: a seeded generator of items (``harness.core.items.Item``) plus a scorer of model
+outputs.
 
 A *family* groups tasks for reporting (in-domain math, out-of-domain reasoning, program
-synthesis). Items are plain data, so evaluation sets can be hashed, stored and reloaded without
-the code that made them; scoring needs only the item and the model's output.
+synthesis).
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import hashlib
 import json
 import random
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
-from harness.registry import Registry
+from harness.core.items import Item
+from harness.core.registry import Registry
 
 # family -> what it stands for in the report. The in-domain family is the one post-training targets.
 FAMILIES: dict[str, str] = {
@@ -25,21 +27,13 @@ FAMILIES: dict[str, str] = {
 IN_DOMAIN_FAMILY = "math"
 
 
-@dataclass(frozen=True)
-class Item:
-    """One prompt with what a correct completion looks like."""
+class Candidate(NamedTuple):
+    """One generated item before it has an id: what `Task.make` returns."""
 
-    id: str
-    family: str
-    task: str
-    level: str
     prompt: str
-    target: str  # a reference completion (with worked steps where the task has them)
+    target: str  # a reference completion
     answer: str  # the final answer the scorer checks
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    meta: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -58,8 +52,8 @@ class Task(ABC):
     max_new_tokens: ClassVar[int] = 32
 
     @abstractmethod
-    def make(self, rng: random.Random, level: str, n: int) -> list[tuple[str, str, str, dict]]:
-        """Return n candidate (prompt, target, answer, meta) tuples; duplicates are fine."""
+    def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:
+        """Return n candidates; duplicates are fine."""
 
     @abstractmethod
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import random
 import string
-from typing import Sequence
+from collections.abc import Sequence
 
 import reasoning_gym
 
-from tasks.base import TASKS, Item, Score, Task
+from tasks.base import TASKS, Candidate, Item, Score, Task
 
 
 @TASKS.register("reverse", "spell a word backward (reasoning-gym spell_backward)")
 class Reverse(Task):
-    name = "reverse"
     family = "reasoning"
     max_new_tokens = 12
 
-    def make(self, rng: random.Random, level: str, n: int) -> list[tuple[str, str, str, dict]]:
+    def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:
         dataset = reasoning_gym.create_dataset(
             "spell_backward", size=n, seed=rng.randrange(2**31), min_word_len=3, max_word_len=6
         )
-        return [(f"rev {e['metadata']['word']}\n", e["answer"], e["answer"], {"word": e["metadata"]["word"]}) for e in dataset]
+        return [Candidate(f"rev {e['metadata']['word']}\n", e["answer"], e["answer"], {"word": e["metadata"]["word"]}) for e in dataset]
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         scorer = reasoning_gym.create_dataset("spell_backward", size=1, seed=0)
@@ -37,16 +36,15 @@ class Reverse(Task):
 
 @TASKS.register("sort_letters", "sort the letters of a random string")
 class SortLetters(Task):
-    name = "sort_letters"
     family = "reasoning"
     max_new_tokens = 12
 
-    def make(self, rng: random.Random, level: str, n: int) -> list[tuple[str, str, str, dict]]:
+    def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:
         candidates = []
         for _ in range(n):
             letters = "".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 6)))
             answer = "".join(sorted(letters))
-            candidates.append((f"sort {letters}\n", answer, answer, {}))
+            candidates.append(Candidate(f"sort {letters}\n", answer, answer, {}))
         return candidates
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:

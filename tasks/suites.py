@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from tasks.base import Item, get_task
 
@@ -53,7 +53,7 @@ MICRO = Suite(
 SUITES = {MICRO.name: MICRO}
 
 
-@lru_cache(maxsize=None)
+@cache
 def eval_items(suite: Suite, per_slice: int | None = None) -> tuple[Item, ...]:
     """The suite's evaluation items; `per_slice` keeps only the first n of each slice (smoke runs)."""
     items: list[Item] = []
@@ -63,7 +63,7 @@ def eval_items(suite: Suite, per_slice: int | None = None) -> tuple[Item, ...]:
     return tuple(items)
 
 
-@lru_cache(maxsize=None)
+@cache
 def eval_prompts(suite: Suite) -> frozenset[str]:
     return frozenset(item.prompt for item in eval_items(suite))
 

@@ -1,4 +1,10 @@
-"""Shared fixtures. The CLI tests use a private organism cache, built once per session."""
+"""Shared fixtures. The CLI tests use a private organism cache, built once per session.
+
+Tests are fast unit tests unless marked `e2e` (pyproject.toml registers the marker): a test is
+end-to-end when it runs the real CLI, a pipeline run, a vLLM engine or a browser, which this file
+decides from the fixtures it uses (E2E_FIXTURES), or when it is marked by hand. The fast set:
+`python -m pytest -m "not e2e"`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# fixtures that run the CLI, a whole run, an engine or a browser: a test using one is end-to-end
+E2E_FIXTURES = frozenset({"bench", "smoke_run", "vllm_run", "vllm_smoke_config", "engine", "shared", "browser", "three_runs",
+                          "pair_400", "hf_backend"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +38,7 @@ def bench(bench_cache: Path):
 
     def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache)}
-        return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=600)
+        return subprocess.run([sys.executable, "-m", "harness.app.cli", *args], capture_output=True, text=True, env=env, cwd=cwd or ROOT, timeout=600)
 
     return run
 

@@ -10,7 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cli import main
+from harness.app.cli import main
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Done:
 
 
 def cli(*args: str) -> Done:
-    """The real `bench` entry point (harness.cli.main) run in this process. A subprocess per call
+    """The real `bench` entry point (harness.app.cli.main) run in this process. A subprocess per call
     (the `bench` fixture) spends seconds importing torch, transformers and reasoning-gym; tests
     of usage errors use this, and a few keep the subprocess to check exit statuses end to end."""
     stdout, stderr, argv = io.StringIO(), io.StringIO(), sys.argv
@@ -49,6 +49,6 @@ def rejected(done: Done, *fragments: str) -> None:
 def cli_without_vllm(cache: Path, *args: str) -> subprocess.CompletedProcess:
     """The CLI in a subprocess where `import vllm` fails, as on a machine without vLLM."""
     # sys.modules["vllm"] = None is Python's own marker for "this module cannot be imported".
-    hide_vllm = "import sys; sys.modules['vllm'] = None; sys.argv[0] = 'bench'; from harness.cli import main; main()"
+    hide_vllm = "import sys; sys.modules['vllm'] = None; sys.argv[0] = 'bench'; from harness.app.cli import main; main()"
     return subprocess.run([sys.executable, "-c", hide_vllm, *args], capture_output=True, text=True,
                           env={**os.environ, "PLASTICITY_BENCH_CACHE": str(cache)}, timeout=300)

@@ -39,24 +39,24 @@ def test_rates_beyond_the_largest_measurement_scale_inversely_with_size() -> Non
 
 def test_the_organisms_default_run_stays_on_transformers() -> None:
     """Measured: hf 10 s vs vLLM 41 s for that run; the engine start dominates."""
-    choice = predicted_cpu_choice(ORGANISM, DEFAULT_RUN_TOKENS, engine_running=False)
+    choice = predicted_cpu_choice(ORGANISM, DEFAULT_RUN_TOKENS)
     assert choice.name == "hf" and "1.3M parameters" in choice.reason and f"{DEFAULT_RUN_TOKENS:,}" in choice.reason
 
 
 def test_a_100m_model_on_the_same_run_goes_to_vllm() -> None:
-    assert predicted_cpu_choice(QWEN3_100M, DEFAULT_RUN_TOKENS, engine_running=False).name == "vllm"
+    assert predicted_cpu_choice(QWEN3_100M, DEFAULT_RUN_TOKENS).name == "vllm"
 
 
 def test_the_break_even_is_where_the_engine_start_is_paid_back() -> None:
     rates = CPU_TOKENS_PER_SECOND[QWEN3_100M]
     break_even = CPU_ENGINE_START_SECONDS / (1 / rates["hf"] - 1 / rates["vllm"])
-    assert predicted_cpu_choice(QWEN3_100M, int(break_even * 0.9), engine_running=False).name == "hf"
-    assert predicted_cpu_choice(QWEN3_100M, int(break_even * 1.1), engine_running=False).name == "vllm"
+    assert predicted_cpu_choice(QWEN3_100M, int(break_even * 0.9)).name == "hf"
+    assert predicted_cpu_choice(QWEN3_100M, int(break_even * 1.1)).name == "vllm"
 
 
 def test_an_engine_already_running_costs_no_start() -> None:
     """After vLLM rollouts, even the organism's small workload is cheaper on the running engine."""
-    choice = predicted_cpu_choice(ORGANISM, 1000, engine_running=True)
+    choice = predicted_cpu_choice(ORGANISM, 1000, running_engines=frozenset({"vllm"}))
     assert choice.name == "vllm" and "engine already running" in choice.reason
 
 

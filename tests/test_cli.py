@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from tests.helpers import cli, rejected
 from harness.store import read_manifest
+from tests.helpers import cli, rejected
 
 
 def test_run_writes_every_stage_of_the_pipeline(smoke_run: Path) -> None:

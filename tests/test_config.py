@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import RunConfig, load_config
-from harness.errors import BenchError
+from harness.app.config import RunConfig, load_config
+from harness.core.errors import BenchError
 
 
 def test_precedence_preset_then_file_then_overrides(tmp_path: Path) -> None:

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 
-from harness.scoring import aggregate
+from harness.evaluation.scoring import aggregate
 from tasks.base import content_hash, get_task
 from tasks.suites import MICRO
 from tests.helpers import cli, rejected

@@ -12,7 +12,7 @@ import pytest
 
 from harness.backends.base import SamplingParams
 from harness.backends.hf import HFBackend
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 from tasks.base import get_task
 
 LMEVAL_MISSING = "lm-eval is not installed: pip install -e '.[cpu]' (it is in the cpu and gpu extras)"
@@ -32,7 +32,7 @@ def hf_backend(smoke_run: Path) -> HFBackend:
 
 
 def test_local_yaml_tasks_score_the_backends_own_completions(hf_backend: HFBackend, smoke_run: Path, monkeypatch, tmp_path: Path) -> None:
-    from harness.lmeval_adapter import evaluate_checkpoint
+    from harness.evaluation.lmeval_adapter import evaluate_checkpoint
 
     monkeypatch.chdir(tmp_path)  # data files resolve against the YAML's folder, not the working directory
     model = smoke_run / "checkpoints" / "step-000004"
@@ -55,17 +55,15 @@ def _item(doc: dict):
 
 
 def test_loglikelihoods_follow_the_chain_rule(hf_backend: HFBackend) -> None:
-    from harness.lmeval_adapter import hf_loglikelihoods
-
     context = "calc 4+7-9\n"
-    (whole, _), (first, _), (second, _) = hf_loglikelihoods(hf_backend, [(context, "4+7"), (context, "4+"), (context + "4+", "7")])
+    (whole, _), (first, _), (second, _) = hf_backend.loglikelihoods([(context, "4+7"), (context, "4+"), (context + "4+", "7")])
     assert whole == pytest.approx(first + second, abs=1e-4)
-    (empty_context, _), = hf_loglikelihoods(hf_backend, [("", "calc")])
+    (empty_context, _), = hf_backend.loglikelihoods([("", "calc")])
     assert empty_context < 0
 
 
 def test_generation_settings_map_to_sampling_params(hf_backend: HFBackend, smoke_run: Path) -> None:
-    from harness.lmeval_adapter import BackendLM
+    from harness.evaluation.lmeval_adapter import BackendLM
 
     lm = BackendLM(hf_backend, smoke_run / "checkpoints" / "step-000004", seed=3)
     assert lm._sampling_params("calc 1+2\n", {"until": "\n", "max_gen_toks": 20}) == SamplingParams(20, 0.0, 1.0, 1, 3, ("\n",))
@@ -79,7 +77,7 @@ def test_generation_settings_map_to_sampling_params(hf_backend: HFBackend, smoke
 
 def test_task_config_resolves_local_data_files_and_passes_other_names_through() -> None:
     require_lmeval()
-    from harness.lmeval_adapter import LOCAL_TASKS, task_config
+    from harness.evaluation.lmeval_adapter import LOCAL_TASKS, task_config
 
     config = task_config("organism_arith")
     data = Path(config["dataset_kwargs"]["data_files"]["test"])
@@ -89,8 +87,21 @@ def test_task_config_resolves_local_data_files_and_passes_other_names_through() 
     assert task_config("hellaswag") == "hellaswag"
 
 
-def test_backends_without_their_own_loglikelihoods_say_so() -> None:
-    # The hf backend has none of its own (the adapter computes them from its model), so its
-    # inherited method is the interface's default.
-    with pytest.raises(BenchError, match="backend 'hf' cannot score log-likelihoods"):
+def test_backends_without_loglikelihoods_say_so() -> None:
+    """The adapter asks the backend's declared capabilities, not its name: a backend that declares
+    no log-likelihoods is refused with a one-line error naming those that can."""
+    from harness.backends import GenerationBackend
+    from harness.evaluation.lmeval_adapter import backend_loglikelihoods
+
+    class GenerateOnly(GenerationBackend):
+        name = "generate-only"
+
+        def load(self, model_dir: Path) -> None: ...
+
+        def generate(self, prompts, params):  # type: ignore[no-untyped-def]
+            return [[""] for _ in prompts]
+
+    with pytest.raises(BenchError, match="backend 'generate-only' cannot score log-likelihoods.*use one that can \\(hf"):
+        backend_loglikelihoods(GenerateOnly(), [("a", "b")])
+    with pytest.raises(BenchError, match="the hf backend has no model loaded"):
         HFBackend(device="cpu").loglikelihoods([("a", "b")])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
 
-from harness.errors import BenchError
-from harness.organism import OrganismConfig, build_model, build_tokenizer
+from harness.app.organism import OrganismConfig, build_model, build_tokenizer
+from harness.core.errors import BenchError
 from trainers.dpo import DPOOptions, dpo_loss
 from trainers.grpo import GRPOOptions, clipped_surrogate, group_advantages, k3_kl
 from trainers.pcr import GradientMoments, PCROptions, resolve_conflict
@@ -36,7 +36,7 @@ def test_spot_bco_running_mean_and_loss_by_hand() -> None:
     assert spot_loss(torch.tensor([2.0]), torch.tensor([-2.0]), 0.0).item() == pytest.approx(2 * math.log1p(math.exp(-2)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lcs_recursive(a: str, b: str) -> int:
     if not a or not b:
         return 0

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import cli, rejected
 from harness.store import read_manifest
+from tests.helpers import cli, rejected
 
 METHOD_METRICS = {
     "dpo": {"reward_margin", "pair_accuracy"},

@@ -1,4 +1,4 @@
-"""harness.stats against independent implementations (scipy, statsmodels) and by simulation."""
+"""harness.evaluation.stats against independent implementations (scipy, statsmodels) and by simulation."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ from scipy.stats import binom, binomtest, bootstrap
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from harness.stats import (
-    PairedCounts, mcnemar_exact_p, mcnemar_midp, paired_bootstrap, paired_difference_interval, pareto_front, wilson_interval,
+from harness.evaluation.stats import (
+    PairedCounts,
+    mcnemar_exact_p,
+    mcnemar_midp,
+    paired_bootstrap,
+    paired_difference_interval,
+    pareto_front,
+    wilson_interval,
 )
 
 DISCORDANT = [(0, 0), (0, 1), (1, 0), (3, 3), (2, 9), (9, 2), (0, 12), (17, 40), (40, 0), (150, 170), (600, 540)]

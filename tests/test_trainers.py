@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import trainers  # noqa: F401
-from harness.organism import build_tokenizer
+from harness.app.organism import build_tokenizer
 from tasks.base import Item
 from trainers.common import TRAINERS, MethodSettings, TrainingData, collate, cosine_lr, encode
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from harness.backends.base import SamplingParams
 from harness.backends.checkpoint import check_prompts_fit
 from harness.backends.vllm_backend import VLLMBackend
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 from harness.store import RunStore, read_manifest
 from tasks.base import get_task
 from tests.conftest import require_vllm
@@ -121,7 +121,7 @@ def build_tied_qwen3(folder: Path, seed: int) -> Path:
     """A small Qwen3 whose output head is its input embedding (as Qwen3-0.6B), random weights."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from harness.organism import build_tokenizer
+    from harness.app.organism import build_tokenizer
 
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
@@ -194,14 +194,13 @@ def test_n_samples_come_from_vllms_own_n_with_seeds(engine: VLLMBackend) -> None
 
 def test_loglikelihoods_agree_with_transformers(engine: VLLMBackend, vllm_run: Path) -> None:
     from harness.backends.hf import HFBackend
-    from harness.lmeval_adapter import hf_loglikelihoods
 
     engine.load(checkpoint(vllm_run, 2))
     items = items_by_task(vllm_run)["chain_sum"]
     requests = [(item.prompt, item.target) for item in items] + [(item.prompt, "7") for item in items] + [("", "calc 1+1\n")]
     hf = HFBackend(device="cpu")
     hf.load(checkpoint(vllm_run, 2))
-    expected = hf_loglikelihoods(hf, requests)
+    expected = hf.loglikelihoods(requests)
     got = engine.loglikelihoods(requests)
     for (logprob, greedy), (want_logprob, want_greedy) in zip(got, expected):
         assert logprob == pytest.approx(want_logprob, abs=2e-3)
@@ -212,7 +211,7 @@ def test_loglikelihoods_agree_with_transformers(engine: VLLMBackend, vllm_run: P
 
 
 def test_lmeval_tasks_run_on_the_running_engine(engine: VLLMBackend, vllm_run: Path) -> None:
-    from harness.lmeval_adapter import evaluate_checkpoint
+    from harness.evaluation.lmeval_adapter import evaluate_checkpoint
 
     started = engine.engines_started
     output = evaluate_checkpoint(engine, checkpoint(vllm_run, 2), ["organism_arith", "organism_arith_choice"], log_samples=True)
@@ -235,7 +234,7 @@ def test_lmeval_tasks_run_on_the_running_engine(engine: VLLMBackend, vllm_run: P
 
 
 def test_lmeval_over_every_checkpoint_of_a_run_uses_one_engine(engine: VLLMBackend, vllm_run: Path) -> None:
-    from harness.lmeval_adapter import evaluate_run
+    from harness.evaluation.lmeval_adapter import evaluate_run
 
     started = engine.engines_started
     rows = evaluate_run(vllm_run, ["organism_arith", "organism_arith_choice"], engine, limit=8)
@@ -285,8 +284,8 @@ def test_prompts_longer_than_the_context_are_an_error(engine: VLLMBackend) -> No
 
 def test_models_vllm_cpu_cannot_run_are_refused_before_an_engine_starts(tmp_path: Path) -> None:
     require_vllm()
-    from harness.config import SMOKE_OVERRIDES
-    from harness.organism import OrganismConfig, build_model, build_tokenizer
+    from harness.app.config import SMOKE_OVERRIDES
+    from harness.app.organism import OrganismConfig, build_model, build_tokenizer
 
     tokenizer = build_tokenizer()  # the smoke organism, untrained: 2 heads of width 16
     smoke = {k: v for k, v in SMOKE_OVERRIDES["organism"].items() if k not in ("pretrain_steps", "batch_size")}
@@ -337,8 +336,8 @@ def test_unknown_backend_lists_auto_hf_and_vllm(bench, tmp_path: Path) -> None:
 
 
 def test_auto_resolves_to_transformers_on_a_cpu_and_says_why(tmp_path: Path) -> None:
-    from harness.config import load_config
-    from harness.pipeline import prepare
+    from harness.app.config import load_config
+    from harness.app.pipeline import prepare
 
     run = prepare(load_config("smoke", overrides={"backend": "auto"}), tmp_path / "x")
     assert not torch.cuda.is_available()  # this file runs on the project's CPU machines
@@ -352,6 +351,6 @@ def test_auto_predicts_from_the_model_when_vllm_cpu_can_run_it(vllm_run: Path) -
 
     start = checkpoint(vllm_run, 0)
     cold = auto_backend(GENERATION, Workload(start, new_tokens=10_000))
-    warm = auto_backend(GENERATION, Workload(start, new_tokens=10_000, engine_running=True))
+    warm = auto_backend(GENERATION, Workload(start, new_tokens=10_000, running_engines=frozenset({"vllm"})))
     assert cold.name == "hf" and "20 s engine start" in cold.reason
     assert warm.name == "vllm" and "engine already running" in warm.reason

@@ -11,16 +11,18 @@ import copy
 import math
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 from tasks.base import Item
 from trainers.rollouts import PolicySampler
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -65,6 +67,9 @@ class NoOptions:
     """For methods without hyperparameters of their own."""
 
 
+OptionsT = TypeVar("OptionsT")
+
+
 @dataclass
 class TrainContext:
     """What a method may use besides its data: tokenizer, loop settings, run folder, step log."""
@@ -76,14 +81,16 @@ class TrainContext:
     sampler: PolicySampler = field(default_factory=PolicySampler)  # rollouts: in memory, or a vLLM engine kept in sync
 
 
-class Trainer(ABC):
+class Trainer(ABC, Generic[OptionsT]):
     """A post-training method: its curriculum, its batches and its update.
 
     The defaults are SFT's: batches of (prompt, target) items, token-level NLL on completion
     tokens, one AdamW step. Preference and RL methods override `batches` and `loss` (or
-    `update`, for PCR's two-gradient step) and set `Options` to a dataclass of hyperparameters.
+    `update`, for PCR's two-gradient step) and set `Options` to a dataclass of hyperparameters,
+    subclassing `Trainer[ThatDataclass]` so `self.options` has its type.
     """
 
+    name: ClassVar[str]  # set by TRAINERS.register
     Options: ClassVar[type] = NoOptions
     # η when the config does not set one. Preference and RL methods use 0.1× SFT's, the ratio
     # their papers use against SFT (e.g. SPoT 1e-6 on Qwen3-8B where SFT runs at ~1e-5).
@@ -91,8 +98,8 @@ class Trainer(ABC):
     # Whether the method samples from its policy (through ctx.sampler): the run's rollout backend applies.
     samples_policy: ClassVar[bool] = False
 
-    def __init__(self, options: object | None = None) -> None:
-        self.options = options if options is not None else self.Options()
+    def __init__(self, options: OptionsT | None = None) -> None:
+        self.options: OptionsT = options if options is not None else cast(OptionsT, self.Options())
 
     @abstractmethod
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
@@ -118,7 +125,7 @@ class Trainer(ABC):
         return {"loss": loss.item(), **metrics}
 
 
-TRAINERS: Registry[type[Trainer]] = Registry("method")
+TRAINERS: Registry[type[Trainer[Any]]] = Registry("method")
 
 
 def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:

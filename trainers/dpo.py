@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 from tasks.base import get_task
 from trainers.common import TRAINERS, TrainContext, TrainingData
 from trainers.policy import PairTrainer, implicit_rewards, rewards, sample, save_pairs
@@ -46,11 +46,11 @@ def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
 
 
 @TRAINERS.register("dpo", "DPO (sigmoid, β=0.1) on correct/incorrect pairs from the model's own samples")
-class DPO(PairTrainer):
+class DPO(PairTrainer[DPOOptions]):
     Options = DPOOptions
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
-        options: DPOOptions = self.options
+        options = self.options
         items = list(data.hard[: options.pair_prompts])
         max_tokens = get_task(items[0].task).max_new_tokens
         samples = sample(model, ctx, [i.prompt for i in items], options.samples_per_prompt, max_tokens, options.temperature, ctx.loop.seed)
@@ -62,7 +62,10 @@ class DPO(PairTrainer):
             if right and wrong:
                 pairs.append((item.prompt, right[0], wrong[0]))
         if not pairs:
-            raise BenchError(f"dpo: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; raise options.samples_per_prompt or options.pair_prompts")
+            raise BenchError(
+                f"dpo: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; "
+                "raise options.samples_per_prompt or options.pair_prompts"
+            )
         prompts, chosen, rejected = zip(*pairs)
         self.pairs = self.make_pairs(model, ctx, prompts, chosen, rejected)
         save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE)

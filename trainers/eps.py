@@ -8,10 +8,10 @@ With the same seed, stage 1 is bit-identical to RPS's, so both share the stage-1
 
 from __future__ import annotations
 
-from trainers.common import TRAINERS, MethodSettings, Stage, Trainer, TrainingData, two_stage
+from trainers.common import TRAINERS, MethodSettings, NoOptions, Stage, Trainer, TrainingData, two_stage
 
 
 @TRAINERS.register("eps", "RPS's control: the same easy → hard stages, both at η (no drop)")
-class EPS(Trainer):
+class EPS(Trainer[NoOptions]):
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         return two_stage(data, settings, stage2_lr=settings.lr)

@@ -16,13 +16,14 @@ optimiser steps (the first has ρ ≡ 1; later ones exercise the clip).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TypeVar
 
 import torch
 from transformers import PreTrainedModel
 
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 from tasks.base import get_task
 from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, freeze_reference
 from trainers.policy import encode_completions, rewards, sample, token_logprobs
@@ -47,6 +48,9 @@ class GRPOOptions:
             raise BenchError(f"options.clip_eps must be in (0, 1), got {self.clip_eps}")
         if self.temperature <= 0 or self.prompts_per_step <= 0 or self.updates_per_rollout <= 0:
             raise BenchError("options.temperature, options.prompts_per_step and options.updates_per_rollout must be positive")
+
+
+GRPOOptionsT = TypeVar("GRPOOptionsT", bound=GRPOOptions)  # PCR extends GRPO's options
 
 
 def group_advantages(group_rewards: torch.Tensor, eps: float) -> torch.Tensor:
@@ -84,7 +88,7 @@ def grpo_terms(model: PreTrainedModel, batch: dict[str, torch.Tensor], options: 
 
 
 @TRAINERS.register("grpo", "GRPO: G samples per prompt, verifier rewards, clipped surrogate + β·KL (k3)")
-class GRPO(Trainer):
+class GRPO(Trainer[GRPOOptionsT]):
     Options = GRPOOptions
     default_lr = 1e-4
     samples_policy = True
@@ -97,7 +101,7 @@ class GRPO(Trainer):
 
     def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext) -> Iterator[dict[str, torch.Tensor]]:
         """Rollouts from the current policy, each yielded `updates_per_rollout` times."""
-        options: GRPOOptions = self.options
+        options = self.options
         rng = random.Random(f"{ctx.loop.seed}/rollouts")
         for rollout in range(10**9):
             items = [stage.items[rng.randrange(len(stage.items))] for _ in range(options.prompts_per_step)]
@@ -107,6 +111,7 @@ class GRPO(Trainer):
             completions = [c for group in groups for c in group]
             group_rewards = torch.tensor(rewards(flat_items, completions)).view(len(items), options.group_size)
             batch = encode_completions(ctx.tokenizer, [i.prompt for i in flat_items], completions)
+            assert ctx.reference is not None, "setup() freezes the reference"
             with torch.no_grad():
                 batch["old_logp"] = token_logprobs(model, batch)[0]
                 batch["ref_logp"] = token_logprobs(ctx.reference, batch)[0]

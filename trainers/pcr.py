@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 from trainers.common import TRAINERS, TrainContext
 from trainers.grpo import GRPO, GRPOOptions, grpo_terms
 
@@ -96,18 +96,19 @@ class GradientMoments:
 
 
 @TRAINERS.register("pcr", "PCR: GRPO with probabilistic (uncertainty-weighted) gradient-conflict resolution")
-class PCR(GRPO):
+class PCR(GRPO[PCROptions]):
     Options = PCROptions
 
     def update(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, ctx: TrainContext) -> dict[str, float]:
-        options: PCROptions = self.options
+        options = self.options
         params = [p for p in model.parameters() if p.requires_grad]
         plasticity, stability = GradientMoments(params), GradientMoments(params)
         rows = batch["input_ids"].shape[0]
-        total_loss, metrics = 0.0, {}
+        total_loss, group_metrics = 0.0, []
         for start in range(0, rows, options.group_size):  # one micro-batch per prompt group
             micro = {k: (v[start : start + options.group_size] if v.dim() > 0 else v) for k, v in batch.items()}
-            pla, sta, metrics = grpo_terms(model, micro, options)
+            pla, sta, terms = grpo_terms(model, micro, options)
+            group_metrics.append(terms)
             plasticity.add(torch.autograd.grad(pla, params, retain_graph=True, allow_unused=True))
             stability.add(torch.autograd.grad(sta, params, allow_unused=True))
             total_loss += float(pla + sta)
@@ -132,6 +133,8 @@ class PCR(GRPO):
         torch.nn.utils.clip_grad_norm_(params, ctx.loop.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        # every group's kl, clip_fraction, ... averaged (each group is one prompt's G samples)
+        metrics = {key: sum(m[key] for m in group_metrics) / len(group_metrics) for key in group_metrics[0]}
         conflicts = [a > 0 for a in alphas]
         per_block = {f"cos_block{b}": c for b, c in enumerate(cosines)}
         alpha_mean = sum(alphas) / max(1, sum(conflicts))

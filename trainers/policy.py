@@ -7,18 +7,17 @@ plus sampling from a policy held in memory and rewards from the tasks' own verif
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pandas as pd
-
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.backends.base import SamplingParams
 from tasks.base import Item, get_task
-from trainers.common import MethodSettings, Stage, TrainContext, Trainer, TrainingData, collate, encode
+from trainers.common import MethodSettings, OptionsT, Stage, TrainContext, Trainer, TrainingData, collate, encode
 
 
 def encode_completions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -43,7 +42,9 @@ def sequence_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) ->
 
 
 @torch.no_grad()
-def reference_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64) -> list[float]:
+def reference_logprobs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64
+) -> list[float]:
     """log π(y|x) under a frozen model, computed once (so π_ref need not stay in memory)."""
     values: list[float] = []
     for start in range(0, len(prompts), batch_size):
@@ -109,7 +110,7 @@ def save_pairs(pairs: Sequence[PreferencePair], path: Path | None, extra: dict[s
         pd.DataFrame([{**asdict(p)} for p in pairs]).assign(**(extra or {})).to_parquet(path, index=False)
 
 
-class PairTrainer(Trainer):
+class PairTrainer(Trainer[OptionsT]):
     """A method that trains on (x, y⁺, y⁻) pairs it builds in `setup` (DPO, SPoT): one stage on
     the pairs, batches of pairs, π_ref's log-probs computed once when the pairs are made."""
 
@@ -117,7 +118,9 @@ class PairTrainer(Trainer):
     default_lr = 1e-4
     samples_policy = True
 
-    def make_pairs(self, model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]) -> list[PreferencePair]:
+    def make_pairs(
+        self, model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]
+    ) -> list[PreferencePair]:
         ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen)
         ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected)
         return [PreferencePair(*fields) for fields in zip(prompts, chosen, rejected, ref_chosen, ref_rejected)]

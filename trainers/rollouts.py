@@ -1,10 +1,11 @@
 """Where the preference and RL methods' samples come from: the policy as it is *now*.
 
-    hf:   generate with the policy held in memory (transformers `generate`); nothing to sync.
-    vllm: generate with a vLLM engine kept in sync with the policy. Before every rollout the
-          policy's current weights are written to a scratch model folder and swapped into the
-          running engine (`VLLMBackend.load`: an in-place reload, verified for tied heads); the
-          engine starts once, at the first rollout, and the pipeline hands the same engine to
+Two kinds of backend can sample a policy, by what they declare (`Capabilities`):
+    policy_in_memory (hf): generate with the policy object itself; nothing to sync.
+    policy_sync (vllm):    generate with an engine kept in sync with the policy. Before every
+          rollout the policy's current weights are written to a scratch model folder and swapped
+          into the running engine (`load`: for vLLM an in-place reload, verified for tied heads);
+          the engine starts once, at the first rollout, and the pipeline hands the same engine to
           the generate stage afterwards.
 
 A stale engine would be silent (it still samples fluent text), so `tests/test_rollouts.py`
@@ -15,14 +16,14 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.backends.base import GenerationBackend, SamplingParams
-from harness.backends.hf import HFBackend
+from harness.backends import GenerationBackend, SamplingParams, backends_with
+from harness.core.errors import BenchError
 from harness.store import save_checkpoint
 
 POLICY_FOLDER = "rollout-policy"  # scratch folder in the run folder while training (removed after)
@@ -48,7 +49,10 @@ class PolicySampler:
     stats: RolloutStats = field(default_factory=lambda: RolloutStats("hf"))
 
     @classmethod
-    def with_engine(cls, engine: GenerationBackend, scratch: Path) -> "PolicySampler":
+    def with_engine(cls, engine: GenerationBackend, scratch: Path) -> PolicySampler:
+        if not engine.capabilities.policy_sync:
+            raise BenchError(f"backend {engine.name!r} cannot be kept in sync with a training policy; use one that can "
+                             f"({', '.join(b.name for b in backends_with('policy_sync')) or 'none installed'}) or sample in memory")
         return cls(engine, scratch, RolloutStats(engine.name))
 
     def sample(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
@@ -58,7 +62,7 @@ class PolicySampler:
         try:
             if self.engine is None:
                 started = time.perf_counter()
-                completions = HFBackend.from_model(model, tokenizer).generate(prompts, params)
+                completions = backends_with("policy_in_memory")[0].from_model(model, tokenizer).generate(prompts, params)
             else:
                 synced = time.perf_counter()
                 self.sync(model, tokenizer)

@@ -9,10 +9,10 @@ the stage loss here is SFT's. EPS (trainers/eps.py) is the same with r = 1.
 
 from __future__ import annotations
 
-from trainers.common import TRAINERS, MethodSettings, Stage, Trainer, TrainingData, two_stage
+from trainers.common import TRAINERS, MethodSettings, NoOptions, Stage, Trainer, TrainingData, two_stage
 
 
 @TRAINERS.register("rps", "two stages: easy set at η, then hard set at 0.1·η (90% lr drop)")
-class RPS(Trainer):
+class RPS(Trainer[NoOptions]):
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         return two_stage(data, settings, stage2_lr=settings.stage2_lr_ratio * settings.lr)

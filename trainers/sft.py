@@ -7,10 +7,10 @@ one stage, warm-up then cosine from η.
 
 from __future__ import annotations
 
-from trainers.common import TRAINERS, MethodSettings, Stage, Trainer, TrainingData
+from trainers.common import TRAINERS, MethodSettings, NoOptions, Stage, Trainer, TrainingData
 
 
 @TRAINERS.register("sft", "supervised fine-tuning on the hard set at η (cosine); the baseline")
-class SFT(Trainer):
+class SFT(Trainer[NoOptions]):
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         return [Stage("hard", data.hard, settings.steps, settings.lr)]

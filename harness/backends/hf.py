@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.backends.base import BACKENDS, GenerationBackend, SamplingParams, truncate_at_stop
+from harness.backends.base import (
+    BACKENDS,
+    Capabilities,
+    GenerationBackend,
+    SamplingParams,
+    encode_context_continuation,
+    truncate_at_stop,
+)
+from harness.core.errors import BenchError
 
 
 @BACKENDS.register("hf", "transformers generate(), batched, left-padded")
 class HFBackend(GenerationBackend):
-    name = "hf"
+    capabilities = Capabilities(loglikelihoods=True, policy_in_memory=True)
 
     def __init__(self, batch_size: int = 128, device: str | None = None) -> None:
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = None
-        self.tokenizer = None
+        self.model: Any = None  # a PreTrainedModel once loaded (Any: transformers' stubs lack generate's type)
+        self.tokenizer: PreTrainedTokenizerBase | None = None
 
     @classmethod
-    def from_model(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 128) -> "HFBackend":
+    def from_model(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 128) -> HFBackend:
         """Generate with a model already in memory (e.g. the policy during RL), no copy made."""
         backend = cls(batch_size, device=str(model.device))
         backend.model, backend.tokenizer = model, tokenizer
@@ -51,3 +60,19 @@ class HFBackend(GenerationBackend):
             for row, text in enumerate(texts):
                 completions[chunk[row // params.n]].append(truncate_at_stop(text, params.stop))
         return completions
+
+    @torch.inference_mode()
+    def loglikelihoods(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
+        """One unpadded forward pass per request."""
+        if self.model is None or self.tokenizer is None:
+            raise BenchError("the hf backend has no model loaded; call load(model_dir) first")
+        results = []
+        for context, continuation in requests:
+            context_ids, continuation_ids = encode_context_continuation(self.tokenizer, context, continuation)
+            ids = torch.tensor([context_ids + continuation_ids], device=self.device)
+            logits = self.model(ids).logits[0, len(context_ids) - 1 : -1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            target = torch.tensor(continuation_ids, device=self.device)
+            picked = logprobs.gather(1, target[:, None]).squeeze(1)
+            results.append((float(picked.sum()), bool((logprobs.argmax(dim=-1) == target).all())))
+        return results

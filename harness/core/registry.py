@@ -8,14 +8,16 @@ Usage::
     class SFT(Trainer): ...
 
     TRAINERS.get("sft")   # -> SFT; an unknown name raises BenchError listing the known ones
+    SFT.name              # -> "sft": the registered name is written once, at registration
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 
 T = TypeVar("T")
 
@@ -36,6 +38,8 @@ class Registry(Generic[T]):
         def decorate(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if isinstance(obj, type):  # a registered class knows its own name (`ClassVar[str]` on its base)
+                setattr(obj, "name", name)  # noqa: B010  (T is not known to have the attribute)
             self._entries[name] = Entry(name, description, obj)
             return obj
 

@@ -9,9 +9,9 @@ comparing two independent accuracies.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class PairedCounts:
         return (self.gained - self.lost) / self.n
 
     @classmethod
-    def from_outcomes(cls, reference: Sequence[bool], other: Sequence[bool]) -> "PairedCounts":
+    def from_outcomes(cls, reference: Sequence[bool], other: Sequence[bool]) -> PairedCounts:
         ref = np.asarray(reference, dtype=bool)
         oth = np.asarray(other, dtype=bool)
         if ref.shape != oth.shape:

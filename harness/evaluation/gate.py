@@ -23,23 +23,20 @@ DEFAULT_MAX_DROP) and [lo, hi] the 95% interval of candidate − baseline accura
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from harness.errors import BenchError
-from harness.stats import PairedCounts, mcnemar_exact_p, mcnemar_midp, paired_bootstrap, paired_difference_interval
-from harness.store import RECORDS_FILE, RunStore
-from tasks.base import FAMILIES
+from harness.core.errors import BenchError
+from harness.evaluation.runs import BASELINE_FORMAT, BASELINE_VERSION, ItemResults, check_same_items, families_in_order, run_results
+from harness.evaluation.stats import PairedCounts, mcnemar_exact_p, mcnemar_midp, paired_bootstrap, paired_difference_interval
+from harness.store import RunStore
 
-BASELINE_FORMAT = "plasticity-bench/baseline"
-BASELINE_VERSION = 1
 DEFAULT_MAX_DROP = 5.0  # points; small enough to matter, large enough to certify with a few hundred items
 CONFIDENCE = 0.95
-ITEM_COLUMNS = ["item_id", "family", "slice", "correct", "score"]
 
 REGRESSION = "regression"
 NO_CHANGE = "no detectable change"
@@ -47,104 +44,6 @@ INCONCLUSIVE = "inconclusive"
 GATE_RULE = (f"per family, with [lo, hi] the {CONFIDENCE:.0%} paired interval of candidate - baseline accuracy "
              f"(Agresti-Min) and D the allowed drop: {REGRESSION} if hi < -D; {NO_CHANGE} if lo >= -D; "
              f"{INCONCLUSIVE} otherwise")
-
-
-# ---------------------------------------------------------------- reading one side
-
-
-@dataclass(frozen=True)
-class ItemResults:
-    """One checkpoint's result on every evaluation item."""
-
-    source: str  # the run folder or baseline file, for messages
-    suite: str
-    eval_set_sha256: str
-    step: int
-    method: str | None
-    items: pd.DataFrame  # ITEM_COLUMNS, one row per item, sorted by item_id
-
-    def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "suite": self.suite, "eval_set_sha256": self.eval_set_sha256,
-                "step": self.step, "method": self.method, "n": len(self.items)}
-
-
-def read_scored_run(root: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """run.json and records.parquet of a scored run; a one-line BenchError if either is missing."""
-    store = RunStore.open(root)
-    meta = store.metadata()
-    missing = [key for key in ("suite", "eval_set_sha256", "eval_sets") if key not in meta]
-    if missing:
-        raise BenchError(f"{root}/run.json lacks {', '.join(missing)}; it was not written by `bench run`")
-    return meta, store.read_table(RECORDS_FILE)
-
-
-def run_results(root: Path, step: int | None = None) -> ItemResults:
-    """The per-item results of one checkpoint of a run (its last scored one by default)."""
-    meta, records = read_scored_run(root)
-    return results_from_records(root, meta, records, step)
-
-
-def results_from_records(root: Path, meta: dict[str, Any], records: pd.DataFrame, step: int | None = None) -> ItemResults:
-    """One checkpoint out of a run's records; an error if any evaluation item lacks a record."""
-    steps = sorted(int(s) for s in records.step.unique())
-    chosen = steps[-1] if step is None else step
-    if chosen not in steps:
-        raise BenchError(f"{root} has no scored step {chosen}; its steps are {', '.join(map(str, steps))}")
-    at_step = records[records.step == chosen]
-    expected = sum(int(s["n"]) for s in meta["eval_sets"].values())
-    if at_step.item_id.nunique() != expected or len(at_step) != expected:
-        raise BenchError(f"{root} has {len(at_step)} records for {at_step.item_id.nunique()} of its {expected} evaluation items at step {chosen}; "
-                         f"re-score it with `bench score {root}`")
-    items = at_step.assign(slice=at_step.task + "/" + at_step.level)[ITEM_COLUMNS]
-    return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items))
-
-
-def baseline_results(path: Path) -> ItemResults:
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BenchError(f"{path} is not a baseline file (not JSON: {error}); make one with `bench export-baseline RUN -o FILE`") from None
-    if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT:
-        raise BenchError(f"{path} is not a baseline file (no \"format\": \"{BASELINE_FORMAT}\"); make one with `bench export-baseline RUN -o FILE`")
-    if data.get("version") != BASELINE_VERSION:
-        raise BenchError(f"{path} is a version {data.get('version')} baseline; this harness reads version {BASELINE_VERSION}; re-export it")
-    try:
-        items = pd.DataFrame(data["items"], columns=ITEM_COLUMNS).astype({"correct": bool, "score": float})
-        return ItemResults(str(path), data["suite"], data["eval_set_sha256"], int(data["step"]), data.get("method"), _sorted(items))
-    except (KeyError, TypeError, ValueError) as error:
-        raise BenchError(f"{path} is a damaged baseline file ({type(error).__name__}: {error}); re-export it") from None
-
-
-def load_results(path: Path, step: int | None = None) -> ItemResults:
-    """A run folder or a baseline file, whichever `path` is."""
-    if path.is_dir():
-        return run_results(path, step)
-    if path.is_file():
-        if step is not None:
-            raise BenchError(f"{path} is a baseline file: it holds one checkpoint, so no step can be chosen")
-        return baseline_results(path)
-    raise BenchError(f"{path} does not exist; give a run folder or a baseline file from `bench export-baseline`")
-
-
-def _sorted(items: pd.DataFrame) -> pd.DataFrame:
-    return items.sort_values("item_id", ignore_index=True)
-
-
-def check_same_items(a: ItemResults, b: ItemResults) -> None:
-    """Both sides must hold the same evaluation items, or no pairing is possible."""
-    if a.suite != b.suite:
-        raise BenchError(f"{a.source} and {b.source} are from different suites ({a.suite} vs {b.suite}); compare runs of one suite")
-    if a.eval_set_sha256 != b.eval_set_sha256:
-        raise BenchError(f"{a.source} and {b.source} were evaluated on different item sets (eval-set sha256 "
-                         f"{a.eval_set_sha256[:12]}… vs {b.eval_set_sha256[:12]}…); use runs of the same suite and preset")
-    if not a.items[["item_id", "family"]].equals(b.items[["item_id", "family"]]):
-        raise BenchError(f"{a.source} and {b.source} claim the same eval set but hold different items; re-score or re-export them")
-
-
-def families_in_order(names: Sequence[str]) -> list[str]:
-    """The report's family order (in-domain first), then any others alphabetically."""
-    known = [f for f in FAMILIES if f in set(names)]
-    return known + sorted(set(names) - set(known))
 
 
 # ---------------------------------------------------------------- comparison
@@ -204,7 +103,8 @@ def compare_json(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison
 def compare_summary(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison]) -> str:
     lines = [
         f"A: {a.source} ({a.method or 'baseline'}, step {a.step})   B: {b.source} ({b.method or 'baseline'}, step {b.step})",
-        f"{'family':<10} {'n':>5} {'A':>6} {'B':>6}  {'B - A [95% CI]':<22} {'lost':>5} {'gained':>6} {'McNemar p':>10} {'mid-p':>7}  {'graded B - A [95% CI]':<22} {'boot p':>7}",
+        f"{'family':<10} {'n':>5} {'A':>6} {'B':>6}  {'B - A [95% CI]':<22} {'lost':>5} {'gained':>6} {'McNemar p':>10} {'mid-p':>7}  "
+        f"{'graded B - A [95% CI]':<22} {'boot p':>7}",
     ]
     for r in rows:
         lines.append(

@@ -3,8 +3,8 @@ engine the run already has (no second engine, no model loading by lm-eval).
 
 `BackendLM` is an lm-eval `LM` whose requests go to a loaded `GenerationBackend`:
 - generate_until → backend.generate (greedy or sampled, stop strings, max_gen_toks);
-- loglikelihood → backend.loglikelihoods (vLLM: prompt logprobs, one forward pass per request;
-  transformers: one forward pass per request, here, since the hf backend has no such method);
+- loglikelihood → backend.loglikelihoods, on backends that declare the capability (vLLM: prompt
+  logprobs; transformers: one forward pass per request);
 - loglikelihood_rolling → the same, for texts that fit in the model's context.
 
 Local YAML tasks live in tasks/lmeval/ and may name their `data_files` relative to their own
@@ -16,10 +16,10 @@ distribution) and it would start a second engine per checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import torch
 import yaml
 from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
@@ -27,12 +27,11 @@ from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 from transformers import AutoTokenizer
 
-from harness.backends.base import GenerationBackend, SamplingParams, encode_context_continuation
+from harness.backends import GenerationBackend, SamplingParams, backends_with
 from harness.backends.checkpoint import context_length, read_model_config
-from harness.backends.hf import HFBackend
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 
-LOCAL_TASKS = Path(__file__).resolve().parent.parent / "tasks" / "lmeval"
+LOCAL_TASKS = Path(__file__).resolve().parents[2] / "tasks" / "lmeval"
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a task sets none
 SUPPORTED_GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
@@ -99,31 +98,17 @@ class BackendLM(LM):
         for text in texts:  # one window only: texts longer than the context would need chunking
             length = len(self.tokenizer.encode(text, add_special_tokens=False)) + 1
             if self.max_length is not None and length > self.max_length:
-                raise BenchError(f"a text of {length} tokens does not fit model {self.model_dir}'s context of {self.max_length} (rolling windows are not supported)")
+                raise BenchError(
+                    f"a text of {length} tokens does not fit model {self.model_dir}'s context of {self.max_length} (rolling windows are not supported)"
+                )
         return [logprob for logprob, _greedy in backend_loglikelihoods(self.backend, [("", text) for text in texts])]
 
 
 def backend_loglikelihoods(backend: GenerationBackend, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-    if isinstance(backend, HFBackend):
-        return hf_loglikelihoods(backend, requests)
+    if not backend.capabilities.loglikelihoods:
+        raise BenchError(f"backend {backend.name!r} cannot score log-likelihoods, which this lm-eval task needs; "
+                         f"use one that can ({', '.join(b.name for b in backends_with('loglikelihoods'))})")
     return backend.loglikelihoods(requests)
-
-
-@torch.inference_mode()
-def hf_loglikelihoods(backend: HFBackend, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-    """The transformers backend's log-likelihoods: one unpadded forward pass per request."""
-    if backend.model is None or backend.tokenizer is None:
-        raise BenchError("the hf backend has no model loaded; call load(model_dir) first")
-    results = []
-    for context, continuation in requests:
-        context_ids, continuation_ids = encode_context_continuation(backend.tokenizer, context, continuation)
-        ids = torch.tensor([context_ids + continuation_ids], device=backend.device)
-        logits = backend.model(ids).logits[0, len(context_ids) - 1 : -1].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        target = torch.tensor(continuation_ids, device=backend.device)
-        picked = logprobs.gather(1, target[:, None]).squeeze(1)
-        results.append((float(picked.sum()), bool((logprobs.argmax(dim=-1) == target).all())))
-    return results
 
 
 # ---------------------------------------------------------------- tasks and evaluation

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from harness.errors import BenchError
+from harness.core.errors import BenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure what post-training methods gain in-domain and forget elsewhere, step by step.")
@@ -33,8 +33,8 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train with METHOD, score every checkpoint (start included) on all families, write the report."""
-    from harness.config import load_config
-    from harness.pipeline import execute, prepare
+    from harness.app.config import load_config
+    from harness.app.pipeline import execute, prepare
 
     overrides = {"method": method, "seed": seed, "steps": steps, "model": str(model) if model else None, "backend": backend,
                  "rollout_backend": rollout_backend}
@@ -62,8 +62,8 @@ def base(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Build (or find) the cached model organism and print its folder."""
-    from harness.config import load_config
-    from harness.organism import ensure_organism, remove_cached
+    from harness.app.config import load_config
+    from harness.app.organism import ensure_organism, remove_cached
     from tasks.suites import SUITES
 
     run_config = load_config(preset, config)
@@ -85,8 +85,8 @@ def methods() -> None:
 @app.command()
 def score(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     """Re-score a run's stored generations (no generation), then re-write its report."""
-    from harness.pipeline import report_stage, timed
-    from harness.scoring import score_run
+    from harness.app.pipeline import report_stage, timed
+    from harness.evaluation.scoring import score_run
     from harness.store import RunStore
 
     store = RunStore.open(run_dir)
@@ -119,9 +119,10 @@ def compare(
     json_file: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON to FILE"),
 ) -> None:
     """Per family, B − A on the same items: paired McNemar test (accuracy) and paired bootstrap (graded score)."""
-    from harness import gate as gating
+    from harness.evaluation import gate as gating
+    from harness.evaluation.runs import load_results
 
-    first, second = gating.load_results(a, step_a), gating.load_results(b, step_b)
+    first, second = load_results(a, step_a), load_results(b, step_b)
     rows = gating.compare(first, second)
     if json_file:
         json_file.write_text(json.dumps(gating.compare_json(first, second, rows), indent=2))
@@ -138,9 +139,10 @@ def gate(
     strict: bool = typer.Option(False, help="fail on an inconclusive family too"),
 ) -> None:
     """Exit 1 if any family of the candidate dropped beyond its allowed drop vs the baseline, else 0."""
-    from harness import gate as gating
+    from harness.evaluation import gate as gating
+    from harness.evaluation.runs import load_results
 
-    result = gating.gate(gating.load_results(baseline), gating.load_results(candidate, candidate_step), max_drop, strict)
+    result = gating.gate(load_results(baseline), load_results(candidate, candidate_step), max_drop, strict)
     verdict = json.dumps(gating.gate_json(result), indent=2)
     if json_file and str(json_file) == "-":
         typer.echo(verdict)
@@ -159,7 +161,7 @@ def export_baseline(
     step: Optional[int] = typer.Option(None, help="checkpoint step [default: the last]"),
 ) -> None:
     """Write a checkpoint's per-item results, suite and eval-set hashes: a baseline for `bench gate`."""
-    from harness.gate import export_baseline as write_baseline
+    from harness.evaluation.gate import export_baseline as write_baseline
 
     typer.echo(write_baseline(run_dir, output, step))
 

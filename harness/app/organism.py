@@ -21,7 +21,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from harness.progress import progress_bar
+from harness.core.progress import progress_bar
 from harness.store import save_checkpoint
 from tasks.suites import Suite, training_items
 from trainers.common import LoopConfig, Stage, TrainContext, train
@@ -71,7 +71,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 def build_model(config: OrganismConfig, vocab_size: int) -> Qwen3ForCausalLM:
     torch.manual_seed(config.seed)
-    qwen = Qwen3Config(
+    qwen = Qwen3Config(  # type: ignore[call-arg]  # torch_dtype: see below
         vocab_size=vocab_size,
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
@@ -84,7 +84,7 @@ def build_model(config: OrganismConfig, vocab_size: int) -> Qwen3ForCausalLM:
         bos_token_id=None,
         eos_token_id=1,
         pad_token_id=0,
-        torch_dtype="float32",
+        torch_dtype="float32",  # an accepted **kwargs key, kept so config.json stays as it was
     )
     return Qwen3ForCausalLM(qwen)
 
@@ -105,13 +105,19 @@ def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -
     per_task = config.pretrain_steps * config.batch_size // len(suite.foundation) + 1
     mix = [item for task, level in suite.foundation for item in training_items(suite, task, level, per_task, seed=config.seed)]
     stage = Stage("foundation", mix, config.pretrain_steps, config.lr)
-    loop = LoopConfig(batch_size=config.batch_size, warmup_fraction=0.05, min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0, checkpoint_every=0, seed=config.seed)
+    loop = LoopConfig(
+        batch_size=config.batch_size, warmup_fraction=0.05, min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0, checkpoint_every=0, seed=config.seed
+    )
     with progress_bar(config.pretrain_steps, "pre-training the organism", quiet) as advance:
         train(model, SFT(), [stage], TrainContext(tokenizer, loop), on_step=lambda step, loss: advance(loss))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     save_checkpoint(model, tokenizer, folder)
-    (folder / "organism.json").write_text(json.dumps({"config": asdict(config), "suite": suite.name, "pretrain_seconds": round(time.time() - started, 1), "parameters": model.num_parameters()}, indent=2))
+    (folder / "organism.json").write_text(
+        json.dumps(
+            {"config": asdict(config), "suite": suite.name, "pretrain_seconds": round(time.time() - started, 1), "parameters": model.num_parameters()}, indent=2
+        )
+    )
     return folder
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from harness.errors import BenchError
-from harness.organism import OrganismConfig
+from harness.app.organism import OrganismConfig
+from harness.core.errors import BenchError
 
 
 @dataclass(frozen=True)
@@ -150,9 +150,16 @@ def method_options(options_class: type, values: dict[str, Any], method: str) -> 
 
 def validate(config: RunConfig) -> None:
     """Range checks that a type cannot express. Registry names are checked where they are used."""
-    positive = {"steps": config.steps, "lr": config.lr if config.lr is not None else 1.0, "batch_size": config.batch_size, "train_examples": config.train_examples,
-                "organism.pretrain_steps": config.organism.pretrain_steps, "organism.batch_size": config.organism.batch_size,
-                "organism.lr": config.organism.lr, "grad_clip": config.grad_clip}
+    positive = {
+        "steps": config.steps,
+        "lr": config.lr if config.lr is not None else 1.0,
+        "batch_size": config.batch_size,
+        "train_examples": config.train_examples,
+        "organism.pretrain_steps": config.organism.pretrain_steps,
+        "organism.batch_size": config.organism.batch_size,
+        "organism.lr": config.organism.lr,
+        "grad_clip": config.grad_clip,
+    }
     for name, value in positive.items():
         if value <= 0:
             raise BenchError(f"{name} must be positive, got {value}")

@@ -1,0 +1,1 @@
+"""Orchestration: configuration, the organism, the run pipeline and the `bench` command line."""

@@ -1,0 +1,1 @@
+"""Evaluation: scoring generations, statistics, reading scored runs, the regression gate, lm-eval."""
