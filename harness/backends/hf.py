@@ -39,7 +39,8 @@ class HFBackend(GenerationBackend):
 
     def load(self, model_dir: Path) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # Any: transformers types .to() oddly
+        self.model = model.to(self.device).eval()
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
