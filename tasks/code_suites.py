@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.passk import pass_at_k, reliability
+from harness.sandbox.passk import pass_at_k, reliability
 from harness.sandbox import ExecutionResult, SandboxLimits, run_programs
 
 __all__ = [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.passk import mean_pass_at_k, pass_at_k, reliability
 from harness.sandbox import ExecutionResult, Outcome, SandboxLimits, run_programs
+from harness.sandbox.passk import mean_pass_at_k, pass_at_k, reliability
 from tasks import code_suites
 from tasks.code_suites import SuiteDataMissing
 

@@ -529,9 +529,9 @@ def test_harness_survives_a_program_killing_its_own_supervisor() -> None:
 
 def test_without_kernel_protections_it_still_works_and_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine that allows no namespaces and no uid drop (non-root, user namespaces off)."""
-    from harness import sandbox
+    from harness.sandbox import isolation, pool
 
-    bare = sandbox._Isolation(
+    bare = isolation.Isolation(
         user_namespace=False,
         network_namespace=False,
         pid_namespace=False,
@@ -539,8 +539,8 @@ def test_without_kernel_protections_it_still_works_and_says_what_is_missing(monk
         private_proc=False,
         uid_mode="none",
     )
-    monkeypatch.setattr(sandbox, "_isolation", lambda: bare)
-    monkeypatch.setattr(sandbox, "_ZYGOTES", sandbox._ZygotePool())  # zygotes without namespaces
+    monkeypatch.setattr(isolation, "current", lambda: bare)
+    monkeypatch.setattr(pool, "ZYGOTES", pool.ZygotePool())  # zygotes without namespaces
     monkeypatch.setenv("PLASTICITY_TEST_SECRET", "hunter2")
     try:
         report = isolation_report()
@@ -558,4 +558,4 @@ def test_without_kernel_protections_it_still_works_and_says_what_is_missing(monk
         scrubbed = run("import os\n", "assert 'PLASTICITY_TEST_SECRET' not in os.environ\n")
         assert scrubbed.outcome is Outcome.PASS
     finally:
-        sandbox._ZYGOTES.close()
+        pool.ZYGOTES.close()

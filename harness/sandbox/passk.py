@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from harness.sandbox import ExecutionResult
+from .results import ExecutionResult
 
 __all__ = ["mean_pass_at_k", "pass_at_k", "reliability"]
 
