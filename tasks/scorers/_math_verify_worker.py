@@ -1,0 +1,87 @@
+"""A math-verify worker process for `tasks.scorers.symbolic` (started as a script, not imported).
+
+Speaks JSON lines. Requests on stdin: ``{"gold": <prepared gold>, "outputs": [<model output>, ...]}``.
+Replies on stdout: ``{"ready": true}`` once at start (or ``{"fatal": <message>}``), then per
+request ``{"gold": "ok" | "unparsed"}`` and, when the gold parsed, one ``{"v": <outcome>}`` per
+output in order. Each reply is flushed at once: the parent times every step (gold parse, then
+each output's parse + verify) and kills this process when one overruns, because math-verify's
+own timeout (``signal.alarm``) cannot interrupt work stuck inside C code such as a huge integer
+power. So math-verify's timeouts are off here (None).
+
+It imports nothing from the project, and drops its own folder from ``sys.path`` so that no
+module beside it can shadow a library module.
+"""
+
+import json
+import os
+import sys
+
+if sys.path and sys.path[0] and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+GOLD_CACHE_SIZE = 100_000  # parsed golds kept per worker; a gold string is parsed once per worker
+
+
+def main() -> None:
+    replies = os.fdopen(os.dup(1), "w", encoding="utf-8")  # the protocol channel
+    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
+    sys.stdout = sys.stderr
+    memory_mb = int(os.environ.get("MATH_VERIFY_WORKER_MEMORY_MB", "0"))
+    if memory_mb > 0:
+        try:
+            import resource
+
+            limit = memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ImportError, ValueError, OSError):
+            pass
+
+    def reply(message: dict) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    try:
+        import logging
+
+        from math_verify import parse, verify
+
+        logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled" and per-item warnings
+        verify(parse("$1$", parsing_timeout=None), parse("1", parsing_timeout=None), timeout_seconds=None)  # warm up sympy
+    except Exception as error:  # noqa: BLE001 (reported to the parent as one line)
+        reply({"fatal": f"{type(error).__name__}: {error}"})
+        return
+    reply({"ready": True})
+
+    golds: dict[str, list] = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        gold_text = request["gold"]
+        gold = golds.get(gold_text)
+        if gold is None:
+            try:
+                gold = parse(gold_text, parsing_timeout=None)
+            except Exception:  # noqa: BLE001
+                gold = []
+            if len(golds) >= GOLD_CACHE_SIZE:
+                golds.clear()
+            golds[gold_text] = gold
+        if not gold:
+            reply({"gold": "unparsed"})
+            continue
+        reply({"gold": "ok"})
+        for output in request["outputs"]:
+            try:
+                parsed = parse(output, parsing_timeout=None)
+                if not parsed:
+                    outcome = "no_answer"
+                elif verify(gold, parsed, timeout_seconds=None):
+                    outcome = "correct"
+                else:
+                    outcome = "wrong_answer"
+            except Exception:  # noqa: BLE001 (math-verify catches its own; anything left is a wrong answer)
+                outcome = "error"
+            reply({"v": outcome})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""What a scorer is: a named, batched judge of model outputs against items' gold answers.
+
+A task built on a real benchmark picks its scorer by name (``get_scorer("math_verify")``); adding
+a scorer is one module in this package with one class registered in SCORERS, plus its import in
+``tasks/scorers/__init__.py``. The gold answer is ``item.answer``; a scorer may read extra data
+from ``item.meta``. Outputs are scored as given: the caller removes any thinking text first.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from harness.core.items import Item
+from harness.core.registry import Registry
+from tasks.base import Score
+
+# Outcomes the scorers in this package report (Score.outcome).
+CORRECT = "correct"
+WRONG_ANSWER = "wrong_answer"
+NO_ANSWER = "no_answer"  # nothing answer-like could be extracted from the output
+
+
+class Scorer(ABC):
+    """Scores a batch of outputs; `name` is set by `SCORERS.register`."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+        """One Score per (item, output) pair, in order."""
+
+    def close(self) -> None:  # noqa: B027 (a no-op unless the scorer holds resources)
+        """Release what the scorer holds (worker processes); it may be used again afterwards."""
+
+
+SCORERS: Registry[type[Scorer]] = Registry("scorer")
+
+
+def get_scorer(name: str) -> Scorer:
+    """A new instance of the scorer registered as `name` (an unknown name raises BenchError listing the known ones)."""
+    return SCORERS.get(name)()
+
+
+def check_batch(items: Sequence[Item], outputs: Sequence[str]) -> None:
+    if len(items) != len(outputs):
+        raise ValueError(f"{len(items)} items but {len(outputs)} outputs")
+
+
+def binary(correct: bool, outcome: str) -> Score:
+    return Score(float(correct), correct, outcome)

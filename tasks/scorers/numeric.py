@@ -1,0 +1,45 @@
+"""`numeric`: the last number in the output equals the gold number (GSM8K style).
+
+Thousands separators are removed first (``1,234`` → ``1234``; a comma counts as one only when
+exactly three digits follow it, so a list ``3,4`` stays two numbers). A minus sign counts only
+when it does not follow a word character or ``)``, so ``10-5`` ends in ``5``, not ``-5``. Equal
+means a relative tolerance of 1e-6 (so a gold 0 needs an exact 0). The gold is read the same way
+(``72``, ``1,234``, ``#### 72``, ``-0.5``); a gold with no number is a data error.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from harness.core.errors import BenchError
+from harness.core.items import Item
+from tasks.base import Score
+from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary, check_batch
+
+RELATIVE_TOLERANCE = 1e-6
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_NUMBER = re.compile(r"(?:(?<![\w)])-)?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def last_number(text: str) -> float | None:
+    """The last number in `text`, or None."""
+    text = _THOUSANDS.sub("", text.replace("\u2212", "-"))  # also read the Unicode minus sign
+    numbers = _NUMBER.findall(text)
+    return float(numbers[-1]) if numbers else None
+
+
+@SCORERS.register("numeric", "last number in the output equals the gold number (relative tolerance 1e-6)")
+class Numeric(Scorer):
+    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+        check_batch(items, outputs)
+        scores = []
+        for item, output in zip(items, outputs):
+            gold = last_number(item.answer)
+            if gold is None:
+                raise BenchError(f"numeric scorer: item {item.id}'s gold answer {item.answer!r} has no number")
+            got = last_number(output)
+            correct = got is not None and math.isclose(got, gold, rel_tol=RELATIVE_TOLERANCE)
+            scores.append(binary(correct, CORRECT if correct else NO_ANSWER if got is None else WRONG_ANSWER))
+        return scores

@@ -1,0 +1,285 @@
+"""`math_verify`: math answers judged by Hugging Face's math-verify library (sympy underneath).
+
+The gold (``item.answer``) may be plain (``42``, ``3/4``, ``1,234``, ``2.5e-3``) or LaTeX
+(``\\frac{3}{4}``, ``\\boxed{...}``, ``$...$``): `prepare_gold` wraps a gold without math
+delimiters in ``$...$`` so that math-verify reads it as LaTeX. The output is given to
+math-verify's `parse` with its default extraction (``\\boxed{}`` first, then the last LaTeX or
+plain expression), and `verify(gold, parsed)` decides.
+
+Bounding the time. math-verify enforces its own timeouts with ``signal.alarm``, which works only
+in a process's main thread and cannot interrupt C code (``9^{9^{9^{9}}}`` hangs inside one integer
+power). So the work runs in a few worker processes (``_math_verify_worker.py``, plain
+subprocesses speaking JSON lines) with math-verify's timeouts off, and this process times every
+step from the outside: a gold parse, or one output's parse + verify, that takes longer than
+``timeout_s`` has its worker killed (and replaced) and scores wrong with outcome ``timeout``. This
+works from any thread. Items are grouped by gold, so each distinct gold string is parsed once
+per worker (workers cache parsed golds). Workers start on first use (≈ 0.5 s), are shared by all
+`MathVerify` instances with the same worker count, and live until `close()` or exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import re
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.core.errors import BenchError
+from harness.core.items import Item
+from tasks.base import Score
+from tasks.scorers.base import SCORERS, Scorer, binary, check_batch
+
+TIMEOUT = "timeout"
+GOLD_UNPARSED = "gold_unparsed"  # math-verify found no answer in the gold: a data problem, scored wrong
+WORKER_ERROR = "error"  # the worker died on this output (e.g. killed for memory); scored wrong
+
+WORKER_SCRIPT = Path(__file__).with_name("_math_verify_worker.py")
+WORKER_MEMORY_MB = 4096  # address-space cap per worker: a runaway expression fails instead of eating the machine
+STARTUP_TIMEOUT_S = 120.0  # importing sympy on a loaded machine can take a while
+CHUNK = 32  # outputs per request; a larger group of outputs sharing one gold is split
+
+_DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
+_PLAIN_NUMBER = re.compile(r"([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+)(?:[eE]([-+]?\d+))?")
+
+
+def prepare_gold(answer: str) -> str:
+    """The gold as math-verify should see it: plain golds wrapped in ``$...$`` (LaTeX golds kept).
+
+    Plain scientific notation is rewritten first, because inside LaTeX ``1e-5`` reads as
+    ``1·e - 5`` (Euler's e) and outside it math-verify stops at ``1``.
+    """
+    text = answer.strip()
+    number = _PLAIN_NUMBER.fullmatch(text)
+    if number and number.group(2) is not None:
+        text = f"{number.group(1)}\\times 10^{{{int(number.group(2))}}}"
+    if _DELIMITED.search(text):
+        return text
+    return f"${text}$"
+
+
+@SCORERS.register("math_verify", "math answers judged equivalent by math-verify (LaTeX or plain; boxed or last expression)")
+class MathVerify(Scorer):
+    """math-verify's parse + verify, in worker processes, with a per-step time limit."""
+
+    def __init__(self, timeout_s: float = 5.0, workers: int | None = None) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.timeout_s = timeout_s
+        self.workers = workers if workers is not None else default_workers()
+
+    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+        check_batch(items, outputs)
+        if not items:
+            return []
+        groups: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(prepare_gold(item.answer), []).append(index)
+        units = [
+            _Unit(gold, chunk, [outputs[i] for i in chunk])
+            for gold, indices in groups.items()
+            for chunk in (indices[start:start + CHUNK] for start in range(0, len(indices), CHUNK))
+        ]
+        outcomes = shared_pool(self.workers).run(units, self.timeout_s)
+        return [binary(outcomes[i] == "correct", outcomes[i]) for i in range(len(items))]
+
+    def close(self) -> None:
+        close_pool(self.workers)
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass
+class _Unit:
+    """Outputs sharing one gold: one request to a worker."""
+
+    gold: str
+    indices: list[int]  # positions in the batch
+    outputs: list[str]
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen
+    ready: bool = False
+    unit: _Unit | None = None
+    position: int = -1  # -1: parsing the gold; else the output being verified
+    deadline: float = 0.0
+    pending: bytearray = field(default_factory=bytearray)
+
+    @property
+    def fd(self) -> int:
+        assert self.process.stdout is not None
+        return self.process.stdout.fileno()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+class _Pool:
+    """A few math-verify worker processes, used by one batch at a time."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.workers: list[_Worker] = []
+        self.lock = threading.Lock()
+
+    def run(self, units: list[_Unit], timeout_s: float) -> dict[int, str]:
+        """The outcome of every index in `units`."""
+        with self.lock:
+            queue = deque(units)
+            results: dict[int, str] = {}
+            selector = selectors.DefaultSelector()
+            try:
+                for worker in self.workers:
+                    selector.register(worker.fd, selectors.EVENT_READ, worker)
+                while queue or any(w.unit is not None for w in self.workers):
+                    while len(self.workers) < self.size and len(self.workers) < len(queue) + sum(w.unit is not None for w in self.workers):
+                        worker = _start_worker()
+                        self.workers.append(worker)
+                        selector.register(worker.fd, selectors.EVENT_READ, worker)
+                    for worker in self.workers:
+                        if worker.ready and worker.unit is None and queue:
+                            self._send(worker, queue.popleft(), timeout_s, queue, results, selector)
+                    now = time.monotonic()
+                    wait = max(0.0, min((w.deadline for w in self.workers if not w.ready or w.unit is not None), default=now) - now)
+                    for key, _ in selector.select(wait):
+                        worker = key.data
+                        chunk = os.read(worker.fd, 1 << 16)
+                        if not chunk:
+                            self._lost(worker, WORKER_ERROR, queue, results, selector)
+                            continue
+                        worker.pending += chunk
+                        while b"\n" in worker.pending and worker in self.workers:
+                            line, _, rest = worker.pending.partition(b"\n")
+                            worker.pending = bytearray(rest)
+                            self._handle(worker, json.loads(line), timeout_s, queue, results, selector)
+                    now = time.monotonic()
+                    for worker in list(self.workers):
+                        if (not worker.ready or worker.unit is not None) and now > worker.deadline:
+                            self._lost(worker, TIMEOUT, queue, results, selector)
+            except BaseException:
+                for worker in list(self.workers):  # their state is unknown now: start afresh next time
+                    if worker.unit is not None or not worker.ready:
+                        self._drop(worker, selector)
+                raise
+            finally:
+                selector.close()
+            return results
+
+    def _send(self, worker: _Worker, unit: _Unit, timeout_s: float, queue: deque[_Unit], results: dict[int, str],
+              selector: selectors.BaseSelector) -> None:
+        worker.unit, worker.position, worker.deadline = unit, -1, time.monotonic() + timeout_s
+        assert worker.process.stdin is not None
+        try:
+            worker.process.stdin.write((json.dumps({"gold": unit.gold, "outputs": unit.outputs}) + "\n").encode())
+            worker.process.stdin.flush()
+        except OSError:  # it died while idle: the unit was not tried, so it goes back in the queue
+            self._drop(worker, selector)
+            queue.appendleft(unit)
+
+    def _handle(self, worker: _Worker, message: dict, timeout_s: float, queue: deque[_Unit], results: dict[int, str],
+                selector: selectors.BaseSelector) -> None:
+        if "fatal" in message:
+            self._drop(worker, selector)
+            raise BenchError(f"math_verify scorer: the worker could not start math-verify ({message['fatal']}); "
+                             "install it with `pip install math-verify`")
+        if "ready" in message:
+            worker.ready = True
+            return
+        unit = worker.unit
+        assert unit is not None
+        if message.get("gold") == "unparsed":
+            results.update((i, GOLD_UNPARSED) for i in unit.indices)
+            worker.unit = None
+            return
+        if "gold" in message:
+            worker.position = 0
+        else:
+            results[unit.indices[worker.position]] = message["v"]
+            worker.position += 1
+        if worker.position == len(unit.indices):
+            worker.unit = None
+        else:
+            worker.deadline = time.monotonic() + timeout_s
+
+    def _lost(self, worker: _Worker, outcome: str, queue: deque[_Unit], results: dict[int, str], selector: selectors.BaseSelector) -> None:
+        """The worker overran or died: its current step scores `outcome`, the rest of its unit goes back in the queue."""
+        unit = worker.unit
+        self._drop(worker, selector)
+        if unit is None and worker.ready:  # died while idle
+            return
+        if unit is None:
+            if outcome == TIMEOUT:
+                raise BenchError(f"math_verify scorer: a worker did not start within {STARTUP_TIMEOUT_S:.0f} s")
+            raise BenchError("math_verify scorer: a worker exited while starting (is math-verify installed? `pip install math-verify`)")
+        if worker.position < 0:  # the gold itself: every output sharing it is lost with it
+            results.update((i, outcome) for i in unit.indices)
+            return
+        results[unit.indices[worker.position]] = outcome
+        rest = slice(worker.position + 1, None)
+        if unit.indices[rest]:
+            queue.appendleft(_Unit(unit.gold, unit.indices[rest], unit.outputs[rest]))
+
+    def _drop(self, worker: _Worker, selector: selectors.BaseSelector) -> None:
+        try:
+            selector.unregister(worker.fd)
+        except (KeyError, ValueError):
+            pass
+        worker.kill()
+        self.workers.remove(worker)
+
+    def close(self) -> None:
+        with self.lock:
+            for worker in self.workers:
+                worker.kill()
+            self.workers.clear()
+
+
+def _start_worker() -> _Worker:
+    if importlib.util.find_spec("math_verify") is None:
+        raise BenchError("math_verify scorer: math-verify is not installed; install it with `pip install math-verify`")
+    env = {**os.environ, "MATH_VERIFY_WORKER_MEMORY_MB": str(WORKER_MEMORY_MB), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(WORKER_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, env=env)
+    return _Worker(process, deadline=time.monotonic() + STARTUP_TIMEOUT_S)
+
+
+_POOLS: dict[int, _Pool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(size: int) -> _Pool:
+    with _POOLS_LOCK:
+        if size not in _POOLS:
+            _POOLS[size] = _Pool(size)
+        return _POOLS[size]
+
+
+def close_pool(size: int) -> None:
+    with _POOLS_LOCK:
+        pool = _POOLS.pop(size, None)
+    if pool is not None:
+        pool.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    for size in list(_POOLS):
+        close_pool(size)
