@@ -4,14 +4,17 @@ Layout (all tables are parquet, readable with `pandas.read_parquet`)::
 
     RUN/run.json                    config, fingerprint, seeds, provenance, eval-set hashes, stage status
                                     backends (and why), rollouts' costs, engines started
-    RUN/eval_items.parquet          the evaluation items themselves (re-scoring needs no generator)
-    RUN/checkpoints/manifest.json   one record per checkpoint (step, stage, lr, loss, examples seen)
+    RUN/eval_items.parquet          the evaluation items themselves, raw (re-scoring needs no generator)
+    RUN/prompts.parquet             item_id, prompt: each item as the model saw it (chat template and all)
+    RUN/checkpoints/manifest.json   one record per checkpoint (step, stage, lr, loss, examples seen, path)
     RUN/checkpoints/step-000000/    Hugging Face model folders; step 0 is the starting model
+                                    (`bench eval`: the manifest points at the user's own model folders)
     RUN/rollout-policy/             only while training with --rollout-backend vllm: the weights synced to the engine
     RUN/train_log.parquet           one row per training step: stage, lr, loss, the method's metrics
-    RUN/generations/step-000000.parquet   item_id, step, output            (generation)
-    RUN/records.parquet             per item and step: output, score, correct, outcome (scoring)
-    RUN/aggregates.parquet          per step, family and slice: score, stderr, n      (scoring)
+    RUN/generations/step-000000.parquet   item_id, step, sample, output (external_score: lm-eval's own)  (generation)
+    RUN/records.parquet             per item, step and sample: output, score, correct, outcome (scoring)
+    RUN/aggregates.parquet          per step, family and slice: score (avg@n), stderr (clustered by item), n,
+                                    partial_score, samples, pass_at_n, reliability      (scoring)
     RUN/report.html, RUN/forgetting_curves.png                                         (report)
 """
 
@@ -32,6 +35,7 @@ from harness.core.items import Item
 
 RUN_FILE = "run.json"
 ITEMS_FILE = "eval_items.parquet"
+PROMPTS_FILE = "prompts.parquet"  # the rendered prompt of every evaluation item: what the model saw
 RECORDS_FILE = "records.parquet"
 TRAIN_LOG_FILE = "train_log.parquet"
 AGGREGATES_FILE = "aggregates.parquet"
@@ -155,16 +159,20 @@ class RunStore:
         frame = pd.read_parquet(self.root / ITEMS_FILE)
         return [Item(**{**row, "meta": json.loads(row["meta"])}) for row in frame.to_dict("records")]
 
-    def write_generations(self, step: int, item_ids: Sequence[str], outputs: Sequence[str]) -> None:
+    def write_generations(self, step: int, rows: Sequence[dict[str, Any]]) -> None:
+        """One checkpoint's completions: item_id, sample (0..n-1), output, and external_score where
+        the generator also scored (lm-eval tasks)."""
         self.generations.mkdir(exist_ok=True)
-        frame = pd.DataFrame({"item_id": list(item_ids), "step": step, "output": list(outputs)})
+        frame = pd.DataFrame(list(rows), columns=["item_id", "sample", "output", *(["external_score"] if any("external_score" in r for r in rows) else [])])
+        frame.insert(1, "step", step)
         write_parquet_atomic(frame, self.generation_file(step))
 
     def read_generations(self) -> pd.DataFrame:
         files = sorted(self.generations.glob("step-*.parquet"))
         if not files:
             raise BenchError(f"{self.root} has no generations to score; run `bench run` first")
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        return frame if "sample" in frame else frame.assign(sample=0)  # runs from before repeated sampling
 
     def write_table(self, name: str, frame: pd.DataFrame) -> None:
         write_parquet_atomic(frame, self.root / name)

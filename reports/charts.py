@@ -19,7 +19,6 @@ from harness.evaluation.scoring import ALL  # noqa: E402
 from harness.evaluation.stats import pareto_front, wilson_interval  # noqa: E402
 from reports.data import RunData, display_name  # noqa: E402
 from reports.tables import gain_and_forgetting  # noqa: E402
-from tasks.base import IN_DOMAIN_FAMILY  # noqa: E402
 
 # Colour-blind-safe (Okabe–Ito), one per run in the order given on the command line.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -41,9 +40,10 @@ def curve_panels(run: RunData) -> list[tuple[str, str, str]]:
     """(family, slice, title) per panel: the in-domain target slice, the other in-domain slices,
     then each out-of-domain family as a whole."""
     others = [s for s in run.in_domain_slices if s != run.target_slice]
-    panels = [(IN_DOMAIN_FAMILY, run.target_slice, f"{display_name(IN_DOMAIN_FAMILY, run.target_slice)} — in-domain target")]
-    panels += [(IN_DOMAIN_FAMILY, s, f"{display_name(IN_DOMAIN_FAMILY, s)} — in-domain") for s in others]
-    panels += [(family, ALL, f"{family} — out of domain") for family in run.out_of_domain_families]
+    family = run.target_family
+    panels = [(family, run.target_slice, f"{display_name(family, run.target_slice)} — in-domain target")]
+    panels += [(family, s, f"{display_name(family, s)} — in-domain") for s in others]
+    panels += [(other, ALL, f"{other} — out of domain") for other in run.out_of_domain_families]
     return panels
 
 
@@ -130,7 +130,7 @@ def gain_vs_forgetting(runs: Sequence[RunData]) -> bytes:
     ax.set_ylim(*_padded_range([v for p in all_points for v in p.ood_change]))
     ax.text(0.99, 0.98, "better ↗", transform=ax.transAxes, ha="right", va="top", fontsize=9, color="#777")
     target = runs[0].target_slice
-    ax.set_xlabel(f"in-domain gain: {display_name(IN_DOMAIN_FAMILY, target)} accuracy − start (points)")
+    ax.set_xlabel(f"in-domain gain: {display_name(runs[0].target_family, target)} accuracy − start (points)")
     ax.set_ylabel("out-of-domain change: mean over\n" + ", ".join(runs[0].out_of_domain_families) + " − start (points)")
     ax.grid(alpha=0.25)
     ax.spines[["top", "right"]].set_visible(False)

@@ -10,11 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.evaluation.runs import check_same_items, families_in_order, read_scored_run, results_from_records
+from harness.evaluation.runs import check_same_items, families_in_order, per_item, read_scored_run, results_from_records, suite_summary
 from harness.evaluation.scoring import ALL
 from harness.store import AGGREGATES_FILE, ITEMS_FILE, MANIFEST, CheckpointRecord, RunStore, read_manifest
-from tasks.base import IN_DOMAIN_FAMILY
-from tasks.suites import SUITES
 
 
 def read_checkpoints(root: Path) -> tuple[CheckpointRecord, ...]:
@@ -45,30 +43,47 @@ class RunData:
         return self.steps[-1]
 
     @property
+    def suite(self) -> dict[str, Any]:
+        """The run's suite as run.json records it: families, target family and slice, sets."""
+        return suite_summary(self.meta)
+
+    @property
+    def target_family(self) -> str:
+        """The family post-training targets (the suite's target sets): its gain is plasticity."""
+        return str(self.suite["target_family"])
+
+    @property
+    def family_descriptions(self) -> dict[str, str]:
+        """family → description, in the suite's order (its target family first)."""
+        return {family: self.suite["families"].get(family, "") for family in self.suite["family_order"]}
+
+    @property
     def in_domain_slices(self) -> list[str]:
-        """The in-domain family's slices, when it has more than one (else the whole says it all)."""
+        """The target family's slices, when it has more than one (else the whole says it all)."""
         agg = self.aggregates
-        slices = sorted(set(agg[(agg.family == IN_DOMAIN_FAMILY) & (agg.slice != ALL)].slice))
+        slices = sorted(set(agg[(agg.family == self.target_family) & (agg.slice != ALL)].slice))
         return slices if len(slices) > 1 else []
 
     @property
     def target_slice(self) -> str:
-        """The in-domain slice post-training targets (the suite's hard data), or the whole family."""
-        suite = SUITES.get(self.meta["suite"])
-        name = f"{suite.hard[0]}/{suite.hard[1]}" if suite else ALL
+        """The slice post-training targets, or the whole target family when that has one slice."""
+        name = str(self.suite["target_slice"])
         return name if name in self.in_domain_slices else ALL
 
     @property
     def out_of_domain_families(self) -> list[str]:
-        return [f for f in family_order(self.aggregates) if f != IN_DOMAIN_FAMILY]
+        return [f for f in self.family_order() if f != self.target_family]
+
+    def family_order(self) -> list[str]:
+        return families_in_order(list(self.aggregates.family.unique()), list(self.family_descriptions))
 
 
 def display_name(family: str, slice_: str) -> str:
     return family if slice_ == ALL else f"{family} · {slice_}"
 
 
-def family_order(aggregates: pd.DataFrame) -> list[str]:
-    return families_in_order(list(aggregates.family.unique()))
+def family_order(aggregates: pd.DataFrame, preferred: Sequence[str] = ()) -> list[str]:
+    return families_in_order(list(aggregates.family.unique()), preferred)
 
 
 def load_runs(run_dirs: Sequence[Path]) -> list[RunData]:
@@ -87,5 +102,5 @@ def load_runs(run_dirs: Sequence[Path]) -> list[RunData]:
     runs = []
     for (root, meta, records, aggregates, _), method in zip(loaded, methods):
         label = method if methods.count(method) == 1 else f"{method} ({root.name})"
-        runs.append(RunData(root, label, meta, aggregates, records, pd.read_parquet(root / ITEMS_FILE), read_checkpoints(root)))
+        runs.append(RunData(root, label, meta, aggregates, per_item(records), pd.read_parquet(root / ITEMS_FILE), read_checkpoints(root)))
     return runs

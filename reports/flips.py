@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from reports.data import RunData, family_order
+from reports.data import RunData
 
 SHOWN_PER_DIRECTION = 8  # per family and direction; the rest is counted, not shown
 LOST, GAINED = "right → wrong", "wrong → right"
@@ -50,7 +50,7 @@ def flips_html(runs: Sequence[RunData]) -> str:
     for run in runs:
         flips = flipped_items(run)
         parts.append(f"<h3>{html.escape(run.label)}: step {run.start_step} → step {run.final_step}</h3>")
-        for family in family_order(run.aggregates):
+        for family in run.family_order():
             in_family = flips[flips.family == family]
             lost, gained = in_family[in_family.direction == LOST], in_family[in_family.direction == GAINED]
             sections = "".join(

@@ -21,7 +21,6 @@ from reports.charts import forgetting_curves, gain_vs_forgetting
 from reports.data import RunData, display_name, load_runs
 from reports.flips import SHOWN_PER_DIRECTION, flips_html
 from reports.tables import change_table, results_table_html, summary_table_html
-from tasks.base import FAMILIES, IN_DOMAIN_FAMILY
 
 CURVES_FILE = "forgetting_curves.png"
 SUMMARY_FILE = "summary.json"
@@ -110,8 +109,9 @@ def provenance_html(runs: Sequence[RunData]) -> str:
 def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_png: bytes) -> str:
     first = runs[0]
     n_items = sum(spec["n"] for spec in first.meta["eval_sets"].values())
-    target = display_name(IN_DOMAIN_FAMILY, first.target_slice)
-    families = "".join(f"<dt>{html.escape(f)}</dt><dd>{html.escape(d)}</dd>" for f, d in FAMILIES.items() if f in set(first.aggregates.family))
+    target = display_name(first.target_family, first.target_slice)
+    families = "".join(f"<dt>{html.escape(f)}</dt><dd>{html.escape(d or ('post-training target' if f == first.target_family else 'held out'))}</dd>"
+                       for f, d in first.family_descriptions.items() if f in set(first.aggregates.family))
     methods = ", ".join(html.escape(r.label) for r in runs)
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">

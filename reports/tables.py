@@ -11,20 +11,19 @@ import pandas as pd
 from harness.evaluation.scoring import ALL
 from harness.evaluation.stats import PairedCounts, paired_difference_interval
 from reports.data import RunData, display_name, family_order
-from tasks.base import IN_DOMAIN_FAMILY
 
 STAGE_TIMES = ("train", "generate", "score")
 
 
-def headline_rows(aggregates: pd.DataFrame) -> pd.DataFrame:
+def headline_rows(aggregates: pd.DataFrame, target_family: str, families: list[str]) -> pd.DataFrame:
     """Every family as a whole, plus each slice of the in-domain family if it has several (easy
     vs hard matters), in report order: in-domain family first, its whole before its slices."""
     chosen = aggregates.slice == ALL
-    in_domain_slices = (aggregates.family == IN_DOMAIN_FAMILY) & (aggregates.slice != ALL)
+    in_domain_slices = (aggregates.family == target_family) & (aggregates.slice != ALL)
     if aggregates[in_domain_slices].slice.nunique() > 1:
         chosen |= in_domain_slices
     rows = aggregates[chosen]
-    family_rank = {family: i for i, family in enumerate(family_order(aggregates))}
+    family_rank = {family: i for i, family in enumerate(family_order(aggregates, families))}
     ranked = rows.assign(family_rank=rows.family.map(family_rank), is_slice=rows.slice != ALL)
     return ranked.sort_values(["family_rank", "is_slice", "slice", "step"], ignore_index=True).drop(columns=["family_rank", "is_slice"])
 
@@ -40,7 +39,7 @@ def change_table(run: RunData) -> pd.DataFrame:
     start = records[records.step == run.start_step].set_index("item_id").sort_index()
     final = records[records.step == run.final_step].set_index("item_id").loc[start.index]
     rows = []
-    for (family, slice_), group in headline_rows(run.aggregates).groupby(["family", "slice"], sort=False):
+    for (family, slice_), group in headline_rows(run.aggregates, run.target_family, run.family_order()).groupby(["family", "slice"], sort=False):
         first, last = group.iloc[0], group.iloc[-1]
         in_group = (start.family == family) & ((start.slice == slice_) | (slice_ == ALL))
         counts = PairedCounts.from_outcomes(start.correct[in_group], final.correct[in_group])
@@ -59,7 +58,7 @@ def gain_and_forgetting(run: RunData) -> pd.DataFrame:
     """Per checkpoint: the target slice's change vs start (gain) and the mean change of the
     out-of-domain families vs start (each family weighs the same, whatever its size)."""
     agg = run.aggregates
-    target = agg[(agg.family == IN_DOMAIN_FAMILY) & (agg.slice == run.target_slice)].set_index("step").score.sort_index()
+    target = agg[(agg.family == run.target_family) & (agg.slice == run.target_slice)].set_index("step").score.sort_index()
     whole = agg[agg.slice == ALL].pivot(index="step", columns="family", values="score").sort_index()
     ood = whole[run.out_of_domain_families]
     return pd.DataFrame({
@@ -117,9 +116,9 @@ def results_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
     body = []
     keys = tables[0][["family", "slice"]].itertuples(index=False)
     for family, slice_ in keys:
-        target = family == IN_DOMAIN_FAMILY and slice_ == runs[0].target_slice
+        target = family == runs[0].target_family and slice_ == runs[0].target_slice
         name = display_name(family, slice_)
-        tag = " <span class=tag>in-domain target</span>" if target else " <span class='tag ood'>out of domain</span>" if family != IN_DOMAIN_FAMILY else ""
+        tag = " <span class=tag>in-domain target</span>" if target else " <span class='tag ood'>out of domain</span>" if family != runs[0].target_family else ""
         body.append(f"<tr class=group><th colspan=10>{html.escape(name)}{tag}</th></tr>")
         for run, table in zip(runs, tables):
             r = table[(table.family == family) & (table.slice == slice_)].iloc[0]
@@ -140,7 +139,7 @@ def summary_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
             "<th>training steps</th><th>examples seen</th><th>train</th><th>generate</th><th>score</th><th>total time</th></tr>")
     body = []
     for run, table in zip(runs, tables):
-        target = table[(table.family == IN_DOMAIN_FAMILY) & (table.slice == run.target_slice)].iloc[0]
+        target = table[(table.family == run.target_family) & (table.slice == run.target_slice)].iloc[0]
         ood = gain_and_forgetting(run).ood_change.iloc[-1]
         last = run.checkpoints[-1] if run.checkpoints else None
         seconds = stage_seconds(run)

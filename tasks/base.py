@@ -50,6 +50,7 @@ class Task(ABC):
     family: ClassVar[str]
     levels: ClassVar[tuple[str, ...]] = ("easy",)
     max_new_tokens: ClassVar[int] = 32
+    executes_programs: ClassVar[bool] = False  # scored by running the output in the sandbox (reliability applies)
 
     @abstractmethod
     def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:

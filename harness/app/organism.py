@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from harness.core.progress import progress_bar
 from harness.store import save_checkpoint
-from tasks.suites import Suite, training_items
+from tasks.suites import Suite, generator_items
 from trainers.common import LoopConfig, Stage, TrainContext, train
 from trainers.sft import SFT
 
@@ -103,7 +103,7 @@ def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -
     tokenizer = build_tokenizer()
     model = build_model(config, len(tokenizer))
     per_task = config.pretrain_steps * config.batch_size // len(suite.foundation) + 1
-    mix = [item for task, level in suite.foundation for item in training_items(suite, task, level, per_task, seed=config.seed)]
+    mix = [item for task, level in suite.foundation for item in generator_items(suite, task, level, per_task, seed=config.seed)]
     stage = Stage("foundation", mix, config.pretrain_steps, config.lr)
     loop = LoopConfig(
         batch_size=config.batch_size, warmup_fraction=0.05, min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0, checkpoint_every=0, seed=config.seed

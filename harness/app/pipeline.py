@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -28,6 +29,7 @@ from harness.core.errors import BenchError
 from harness.core.progress import progress_bar
 from harness.evaluation.scoring import score_run
 from harness.store import (
+    PROMPTS_FILE,
     REPORT_FILE,
     TRAIN_LOG_FILE,
     CheckpointRecord,
@@ -37,8 +39,10 @@ from harness.store import (
     save_checkpoint,
     write_manifest,
 )
-from tasks.base import Item, content_hash, get_task
-from tasks.suites import SUITES, Suite, eval_items, training_items
+from tasks.base import Item, content_hash
+from tasks.prompting import PromptFormat, render
+from tasks.suites import SHIPPED as SHIPPED_SUITES
+from tasks.suites import EvalSet, Sampling, Suite, eval_items, load_suite, training_items
 from trainers.common import (
     TRAINERS,
     LoopConfig,
@@ -70,10 +74,13 @@ def prepare(config: RunConfig, out: Path) -> PreparedRun:
         config = replace(config, lr=trainer_class.default_lr)
     backend = resolve_backend(config.backend)
     rollouts = resolve_backend(config.rollout_backend, ROLLOUTS) if trainer_class.samples_policy else None
-    if config.suite not in SUITES:
-        raise BenchError(f"unknown suite {config.suite!r}; known: {', '.join(SUITES)}")
-    suite = SUITES[config.suite]
-    RunStore.check_target(out, config.fingerprint())
+    suite = load_suite(config.suite)
+    if suite.easy is None or suite.hard is None:
+        raise BenchError(f"suite {suite.name} has no training sets (`train:`), so `bench run` cannot train on it; "
+                         "to score checkpoints of another trainer use `bench eval`")
+    if not config.model and not suite.foundation:
+        raise BenchError(f"suite {suite.name} has no organism pre-training mix (`foundation:`); give --model MODEL_FOLDER")
+    RunStore.check_target(out, run_fingerprint(config, suite))
     return PreparedRun(config, out, suite, trainer, eval_items(suite, config.eval_per_slice), backend, rollouts)
 
 
@@ -89,13 +96,19 @@ def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
                 if new_folder:  # e.g. a method found nothing to train on: leave no half-made run behind
                     shutil.rmtree(run.out, ignore_errors=True)
                 raise
-        if not store.stage_done("generate"):
-            choice = generation_backend(store, run, backends)
-            timed(store, "generate", lambda: generate_stage(store, choice, backends.get(choice.name), quiet))
+        evaluation_stages(store, run.suite, run.backend, run.config.backend, backends, run.config.seed, quiet)
+    return store
+
+
+def evaluation_stages(store: RunStore, suite: Suite, backend: BackendChoice, requested: str, backends: BackendPool, seed: int,
+                      quiet: bool) -> None:
+    """generate → score → report on the checkpoints the manifest lists (`bench run` and `bench eval`)."""
+    if not store.stage_done("generate"):
+        choice = generation_backend(store, suite, backend, requested, backends)
+        timed(store, "generate", lambda: generate_stage(store, suite, choice, backends.get(choice.name), seed, quiet))
     if not store.stage_done("score"):
         timed(store, "score", lambda: score_run(store))
     timed(store, "report", lambda: report_stage(store))
-    return store
 
 
 def timed(store: RunStore, stage: str, work: Callable[[], object]) -> None:
@@ -105,14 +118,21 @@ def timed(store: RunStore, stage: str, work: Callable[[], object]) -> None:
     store.mark_stage(stage, True, seconds=round(time.time() - started, 2))
 
 
+def run_fingerprint(config: RunConfig, suite: Suite) -> str:
+    """The config's identity, plus the suite file's content when the suite is a user's file."""
+    return config.fingerprint() if suite.path.parent == SHIPPED_SUITES else config.fingerprint({"suite_sha256": suite.sha256})
+
+
 def run_metadata(run: PreparedRun, base_model: Path) -> dict:
     by_slice: dict[str, list[Item]] = {}
     for item in run.items:
         by_slice.setdefault(f"{item.task}/{item.level}", []).append(item)
     return {
-        "fingerprint": run.config.fingerprint(),
+        "fingerprint": run_fingerprint(run.config, run.suite),
         "method": run.config.method,
         "suite": run.suite.name,
+        "suite_sha256": run.suite.sha256,
+        "suite_spec": run.suite.to_summary(),
         "seed": run.config.seed,
         "config": run.config.to_dict(),
         "base_model": str(base_model),
@@ -148,9 +168,10 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
         records.append(CheckpointRecord(step, stage, lr, loss, examples_seen, f"checkpoints/{checkpoint_name(step)}"))
         write_manifest(store.checkpoints, records)
 
+    assert run.suite.easy is not None and run.suite.hard is not None, "prepare() checks the suite can train"
     data = TrainingData(
-        easy=training_items(run.suite, *run.suite.easy, config.train_examples, config.seed),
-        hard=training_items(run.suite, *run.suite.hard, config.train_examples, config.seed),
+        easy=rendered(training_items(run.suite, run.suite.easy, config.train_examples, config.seed), run.suite.easy.prompt, tokenizer),
+        hard=rendered(training_items(run.suite, run.suite.hard, config.train_examples, config.seed), run.suite.hard.prompt, tokenizer),
     )
     assert config.lr is not None, "prepare() resolves the method's default learning rate"
     settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
@@ -178,54 +199,112 @@ def rollout_sampler(choice: BackendChoice | None, backends: BackendPool, scratch
     return PolicySampler.with_engine(backends.get(choice.name), scratch)
 
 
-def generation_backend(store: RunStore, run: PreparedRun, backends: BackendPool) -> BackendChoice:
+def generation_backend(store: RunStore, suite: Suite, requested: BackendChoice, config_backend: str, backends: BackendPool) -> BackendChoice:
     """The backend `prepare` resolved; `auto` decided now, from the model and what is left to generate."""
-    if run.config.backend != AUTO:
-        return run.backend
+    if config_backend != AUTO:
+        return requested
     checkpoints = read_manifest(store.checkpoints)
     pending = sum(not store.generation_file(record.step).exists() for record in checkpoints)
-    new_tokens = pending * sum(get_task(item.task).max_new_tokens for item in store.items())
-    workload = Workload(store.root / checkpoints[0].path, new_tokens, backends.running_engines())
+    per_checkpoint = sum(eval_set_of(suite, item).sampling.max_new_tokens * eval_set_of(suite, item).sampling.n for item in store.items())
+    workload = Workload(checkpoint_dir(store, checkpoints[0]), pending * per_checkpoint, backends.running_engines())
     return resolve_backend(AUTO, GENERATION, workload)
 
 
-def generate_stage(store: RunStore, backend_choice: BackendChoice, backend: GenerationBackend, quiet: bool) -> None:
-    """Greedy completions of every evaluation item at every checkpoint, one backend for all.
+def eval_set_of(suite: Suite, item: Item) -> EvalSet:
+    return suite.eval_set(f"{item.task}/{item.level}")
+
+
+def checkpoint_dir(store: RunStore, record: CheckpointRecord) -> Path:
+    """A checkpoint's model folder: inside the run folder, or anywhere (`bench eval` of another trainer's sweep)."""
+    return Path(record.path) if Path(record.path).is_absolute() else store.root / record.path
+
+
+def rendered(items: list[Item], prompt: dict, tokenizer: Any) -> list[Item]:
+    """Items whose prompt is the exact text the model sees (its chat template, system prompt, few-shot turns)."""
+    fmt = prompt_format(prompt, tokenizer)
+    return [replace(item, prompt=render(fmt, item, tokenizer)) for item in items]
+
+
+def prompt_format(prompt: dict, tokenizer: Any) -> PromptFormat:
+    """The set's prompt format; `chat` falls back to raw text for a tokenizer without a chat template."""
+    fmt = PromptFormat.from_mapping(prompt)
+    return replace(fmt, chat=False, enable_thinking=None) if fmt.chat and not getattr(tokenizer, "chat_template", None) else fmt
+
+
+def generation_groups(suite: Suite, items: list[Item]) -> dict[tuple[str, Sampling], list[Item]]:
+    """Items generated together: one group per task and sampling setting (for the micro suite:
+    per task, as every run before suites were data did, so batches and outputs are unchanged)."""
+    groups: dict[tuple[str, Sampling], list[Item]] = {}
+    for item in items:
+        groups.setdefault((item.task, eval_set_of(suite, item).sampling), []).append(item)
+    return groups
+
+
+def write_prompts(store: RunStore, suite: Suite, items: list[Item], model_dir: Path) -> dict[str, str]:
+    """Render every evaluation prompt once, with the model's own tokenizer, and keep them in the
+    run folder (`prompts.parquet`), so a reader can audit exactly what the model saw."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    by_set: dict[str, list[Item]] = {}
+    for item in items:
+        by_set.setdefault(f"{item.task}/{item.level}", []).append(item)
+    prompts: dict[str, str] = {}
+    for slice_, set_items in by_set.items():
+        eval_set = suite.eval_set(slice_)
+        for item in rendered(set_items, eval_set.prompt, tokenizer):
+            prompts[item.id] = item.prompt
+    store.write_table(PROMPTS_FILE, pd.DataFrame({"item_id": list(prompts), "prompt": list(prompts.values())}))
+    limit = context_length(read_model_config(model_dir))
+    for slice_, set_items in by_set.items():
+        lengths = [len(tokenizer.encode(prompts[item.id], add_special_tokens=False)) for item in set_items]
+        check_prompts_fit(lengths, suite.eval_set(slice_).sampling.max_new_tokens, limit, f"evaluation set {slice_} on model {model_dir}")
+    return prompts
+
+
+def generate_stage(store: RunStore, suite: Suite, backend_choice: BackendChoice, backend: GenerationBackend, seed: int, quiet: bool) -> None:
+    """Completions of every evaluation item at every checkpoint (n per item where a set samples),
+    one backend for all.
 
     Each checkpoint's generations are written as soon as they exist, so an error at a later
     checkpoint (corrupt weights, say) keeps the earlier ones and a re-run resumes after them.
     """
     checkpoints = read_manifest(store.checkpoints)
-    by_task: dict[str, list[Item]] = {}
-    for item in store.items():
-        by_task.setdefault(item.task, []).append(item)
-    first = store.root / checkpoints[0].path
+    items = store.items()
+    first = checkpoint_dir(store, checkpoints[0])
     reference = read_tensor_shapes(first)  # every checkpoint must store the same tensors as the start
-    check_prompts_fit_model(first, by_task)
+    prompts = write_prompts(store, suite, items, first)
+    groups = generation_groups(suite, items)
     store.update_metadata(backend=backend_choice.name, backend_reason=backend_choice.reason)  # what generated, if resumed elsewhere
     with progress_bar(len(checkpoints), f"generating ({backend_choice.name})", quiet) as advance:
         for record in checkpoints:
             if not store.generation_file(record.step).exists():
-                check_same_tensors(store.root / record.path, reference, first)
-                backend.load(store.root / record.path)
-                ids, outputs = [], []
-                for task_name, task_items in by_task.items():
-                    params = SamplingParams(max_new_tokens=get_task(task_name).max_new_tokens)
-                    ids += [item.id for item in task_items]
-                    outputs += [samples[0] for samples in backend.generate([item.prompt for item in task_items], params)]
-                store.write_generations(record.step, ids, outputs)
+                model_dir = checkpoint_dir(store, record)
+                check_same_tensors(model_dir, reference, first)
+                backend.load(model_dir)
+                rows: list[dict[str, Any]] = []
+                for (_task, _), group in groups.items():
+                    eval_set = eval_set_of(suite, group[0])
+                    if eval_set.source.name == "lmeval":
+                        rows += lmeval_generations(backend, model_dir, eval_set, group, seed)
+                        continue
+                    sampling = eval_set.sampling
+                    params = SamplingParams(sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.n, seed, sampling.stop)
+                    completions = backend.generate([prompts[item.id] for item in group], params)
+                    rows += [{"item_id": item.id, "sample": k, "output": text} for item, texts in zip(group, completions) for k, text in enumerate(texts)]
+                store.write_generations(record.step, rows)
             advance()
     # Training's rollouts and this stage share the object: one engine for the whole run is the goal.
     store.update_metadata(engines_started=backend.engines_started)
 
 
-def check_prompts_fit_model(model_dir: Path, by_task: dict[str, list[Item]]) -> None:
-    """BenchError before any generation if some task's prompt + completion exceeds the model's context."""
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    limit = context_length(read_model_config(model_dir))
-    for task_name, task_items in by_task.items():
-        lengths = [len(tokenizer.encode(item.prompt, add_special_tokens=False)) for item in task_items]
-        check_prompts_fit(lengths, get_task(task_name).max_new_tokens, limit, f"task {task_name} on model {model_dir}")
+def lmeval_generations(backend: GenerationBackend, model_dir: Path, eval_set: EvalSet, items: list[Item], seed: int) -> list[dict[str, Any]]:
+    """One lm-eval task on the loaded checkpoint: lm-eval renders, generates (through `backend`)
+    and scores each document; its per-document metric becomes the record's score."""
+    from harness.evaluation.lmeval_adapter import evaluate_documents
+
+    by_doc = {item.meta["lmeval_doc_id"]: item for item in items}
+    results = evaluate_documents(backend, model_dir, eval_set.source.task_reference(), max(by_doc) + 1, seed)  # type: ignore[attr-defined]
+    return [{"item_id": by_doc[doc_id].id, "sample": 0, "output": output, "external_score": score}
+            for doc_id, (output, score) in sorted(results.items()) if doc_id in by_doc]
 
 
 def report_stage(store: RunStore) -> Path:

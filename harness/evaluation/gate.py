@@ -77,7 +77,7 @@ def compare(a: ItemResults, b: ItemResults) -> list[FamilyComparison]:
     score (paired bootstrap)."""
     check_same_items(a, b)
     rows = []
-    for family in families_in_order(a.items.family.unique()):
+    for family in families_in_order(a.items.family.unique(), a.families):
         mask = (a.items.family == family).to_numpy()
         first, second = a.items[mask], b.items[mask]
         counts = PairedCounts.from_outcomes(first.correct.to_numpy(), second.correct.to_numpy())
@@ -180,7 +180,7 @@ def parse_max_drops(specs: Sequence[str], families: Sequence[str]) -> dict[str, 
 
 def gate(baseline: ItemResults, candidate: ItemResults, max_drop_specs: Sequence[str] = (), strict: bool = False) -> GateResult:
     check_same_items(baseline, candidate)
-    max_drops = parse_max_drops(max_drop_specs, families_in_order(baseline.items.family.unique()))
+    max_drops = parse_max_drops(max_drop_specs, families_in_order(baseline.items.family.unique(), baseline.families))
     verdicts = [FamilyVerdict(row, max_drops[row.family], classify(row.change_low, row.change_high, max_drops[row.family]))
                 for row in compare(baseline, candidate)]
     return GateResult(baseline, candidate, verdicts, strict)
@@ -241,7 +241,7 @@ def export_baseline(run_dir: Path, out: Path, step: int | None = None) -> Path:
         "format": BASELINE_FORMAT, "version": BASELINE_VERSION, "suite": results.suite,
         "eval_set_sha256": results.eval_set_sha256, "eval_sets": meta["eval_sets"], "step": results.step,
         "method": results.method, "seed": meta.get("seed"), "fingerprint": meta.get("fingerprint"),
-        "git_commit": meta.get("provenance", {}).get("git", {}).get("commit"),
+        "git_commit": meta.get("provenance", {}).get("git", {}).get("commit"), "families": list(results.families),
     }
     rows = [{"item_id": r.item_id, "family": r.family, "slice": r.slice, "correct": bool(r.correct), "score": float(r.score)}
             for r in results.items.itertuples()]

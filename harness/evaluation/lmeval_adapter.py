@@ -20,18 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
-from lm_eval.tasks import TaskManager
 from transformers import AutoTokenizer
 
 from harness.backends import GenerationBackend, SamplingParams, backends_with
 from harness.backends.checkpoint import context_length, read_model_config
 from harness.core.errors import BenchError
+from tasks.sources.lmeval import task_config, task_manager
 
-LOCAL_TASKS = Path(__file__).resolve().parents[2] / "tasks" / "lmeval"
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a task sets none
 SUPPORTED_GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
@@ -114,21 +112,6 @@ def backend_loglikelihoods(backend: GenerationBackend, requests: Sequence[tuple[
 # ---------------------------------------------------------------- tasks and evaluation
 
 
-def task_config(name_or_path: str) -> str | dict[str, Any]:
-    """A local task (tasks/lmeval/NAME.yaml or a YAML path) as a config with its data files
-    resolved against the YAML's folder; any other name is passed to lm-eval as it is."""
-    path = Path(name_or_path) if name_or_path.endswith((".yaml", ".yml")) else LOCAL_TASKS / f"{name_or_path}.yaml"
-    if not path.is_file():
-        return name_or_path
-    config = yaml.safe_load(path.read_text())
-    data_files = config.get("dataset_kwargs", {}).get("data_files")
-    if isinstance(data_files, dict):
-        config["dataset_kwargs"]["data_files"] = {split: str((path.parent / file).resolve()) for split, file in data_files.items()}
-    elif isinstance(data_files, str):
-        config["dataset_kwargs"]["data_files"] = str((path.parent / data_files).resolve())
-    return config
-
-
 def evaluate_checkpoint(backend: GenerationBackend, model_dir: Path, tasks: Sequence[str], limit: int | None = None,
                         seed: int = 0, log_samples: bool = False) -> dict[str, Any]:
     """Load `model_dir` into the backend (a swap, for a running vLLM engine) and run lm-eval's
@@ -136,11 +119,8 @@ def evaluate_checkpoint(backend: GenerationBackend, model_dir: Path, tasks: Sequ
     (task → per-document records) when `log_samples`."""
     backend.load(Path(model_dir))
     configs = [task_config(task) for task in tasks]
-    # Indexing lm-eval's thousands of built-in task YAMLs takes ~20 s: only when one is asked for.
-    builtin_needed = any(isinstance(config, str) for config in configs)
     return simple_evaluate(
-        model=BackendLM(backend, Path(model_dir), seed=seed), tasks=configs,
-        task_manager=TaskManager(include_path=str(LOCAL_TASKS), include_defaults=builtin_needed), limit=limit,
+        model=BackendLM(backend, Path(model_dir), seed=seed), tasks=configs, task_manager=task_manager(configs), limit=limit,
         log_samples=log_samples, bootstrap_iters=0,
         random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
     )
@@ -159,3 +139,24 @@ def evaluate_run(run_dir: Path, tasks: Sequence[str], backend: GenerationBackend
                 if isinstance(value, (int, float)) and not metric.endswith("_stderr") and "_stderr," not in metric and metric != "sample_len":
                     rows.append({"step": record.step, "task": task, "metric": metric, "value": float(value)})
     return rows
+
+
+def evaluate_documents(backend: GenerationBackend, model_dir: Path, reference: str | dict[str, Any], limit: int,
+                       seed: int = 0) -> dict[int, tuple[str, float]]:
+    """One lm-eval task (a built-in name or a config from tasks.sources.lmeval) on the checkpoint
+    already loaded in `backend`: doc_id → (the model's response, lm-eval's score for it), where the
+    score is the task's first metric under its first filter (e.g. exact_match, acc)."""
+    output = simple_evaluate(
+        model=BackendLM(backend, Path(model_dir), seed=seed), tasks=[reference], task_manager=task_manager([reference]), limit=limit,
+        log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+    )
+    (samples,) = output["samples"].values()
+    results: dict[int, tuple[str, float]] = {}
+    for sample in samples:
+        doc_id = int(sample["doc_id"])
+        if doc_id in results:  # a later filter's copy of the same document
+            continue
+        metric = sample["metrics"][0]
+        response = sample["resps"][0][0] if sample["resps"] and sample["resps"][0] else ""
+        results[doc_id] = (response if isinstance(response, str) else str(sample["filtered_resps"]), float(sample[metric]))
+    return results

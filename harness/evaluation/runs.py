@@ -16,7 +16,6 @@ import pandas as pd
 
 from harness.core.errors import BenchError
 from harness.store import RECORDS_FILE, RunStore
-from tasks.base import FAMILIES
 
 BASELINE_FORMAT = "plasticity-bench/baseline"
 BASELINE_VERSION = 1
@@ -33,6 +32,7 @@ class ItemResults:
     step: int
     method: str | None
     items: pd.DataFrame  # ITEM_COLUMNS, one row per item, sorted by item_id
+    families: tuple[str, ...] = ()  # the suite's family order (target first), for tables
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "suite": self.suite, "eval_set_sha256": self.eval_set_sha256,
@@ -61,13 +61,14 @@ def results_from_records(root: Path, meta: dict[str, Any], records: pd.DataFrame
     chosen = steps[-1] if step is None else step
     if chosen not in steps:
         raise BenchError(f"{root} has no scored step {chosen}; its steps are {', '.join(map(str, steps))}")
-    at_step = records[records.step == chosen]
+    at_step = per_item(records[records.step == chosen])  # n samples of an item: paired by item, as one
     expected = sum(int(s["n"]) for s in meta["eval_sets"].values())
     if at_step.item_id.nunique() != expected or len(at_step) != expected:
         raise BenchError(f"{root} has {len(at_step)} records for {at_step.item_id.nunique()} of its {expected} evaluation items at step {chosen}; "
                          f"re-score it with `bench score {root}`")
     items = at_step.assign(slice=at_step.task + "/" + at_step.level)[ITEM_COLUMNS]
-    return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items))
+    families = tuple(suite_summary(meta)["family_order"])
+    return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items), families)
 
 
 def baseline_results(path: Path) -> ItemResults:
@@ -81,7 +82,8 @@ def baseline_results(path: Path) -> ItemResults:
         raise BenchError(f"{path} is a version {data.get('version')} baseline; this harness reads version {BASELINE_VERSION}; re-export it")
     try:
         items = pd.DataFrame(data["items"], columns=ITEM_COLUMNS).astype({"correct": bool, "score": float})
-        return ItemResults(str(path), data["suite"], data["eval_set_sha256"], int(data["step"]), data.get("method"), _sorted(items))
+        return ItemResults(str(path), data["suite"], data["eval_set_sha256"], int(data["step"]), data.get("method"), _sorted(items),
+                           tuple(data.get("families", ())))
     except (KeyError, TypeError, ValueError) as error:
         raise BenchError(f"{path} is a damaged baseline file ({type(error).__name__}: {error}); re-export it") from None
 
@@ -112,7 +114,28 @@ def check_same_items(a: ItemResults, b: ItemResults) -> None:
         raise BenchError(f"{a.source} and {b.source} claim the same eval set but hold different items; re-score or re-export them")
 
 
-def families_in_order(names: Sequence[str]) -> list[str]:
-    """The report's family order (in-domain first), then any others alphabetically."""
-    known = [f for f in FAMILIES if f in set(names)]
+def families_in_order(names: Sequence[str], preferred: Sequence[str] = ()) -> list[str]:
+    """The suite's family order (its target family first), then any others alphabetically."""
+    known = [f for f in preferred if f in set(names)]
     return known + sorted(set(names) - set(known))
+
+
+def suite_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """What run.json records of the run's suite: families, target family and slice, sets. Runs
+    made before suites were data ran the micro suite, whose summary is rebuilt from its file."""
+    if "suite_spec" in meta:
+        return dict(meta["suite_spec"])
+    from tasks.suites import load_suite
+
+    return load_suite(meta.get("suite", "micro")).to_summary()
+
+
+def per_item(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per item and step: accuracy = mean correct over its samples (avg@n), score = mean
+    graded score, correct = whether most samples were right, output = the first sample's."""
+    if "sample" not in records or int(records["sample"].max()) == 0:
+        return records.assign(accuracy=records.correct.astype(float))
+    keys = [c for c in records.columns if c not in ("sample", "output", "score", "correct", "outcome")]
+    grouped = records.sort_values("sample").groupby(keys, sort=False)
+    out = grouped.agg(output=("output", "first"), score=("score", "mean"), accuracy=("correct", "mean"), outcome=("outcome", "first")).reset_index()
+    return out.assign(correct=out.accuracy >= 0.5)

@@ -1,52 +1,122 @@
-"""Scoring: generations → per-item records → per (step, family, slice) aggregates.
+"""Scoring: generations → per-sample records → per (step, family, slice) aggregates.
 
-Reads only the run folder (items and generations), so a run can be re-scored without
-re-generating, e.g. after a scorer is fixed.
+Reads only the run folder (items, generations, and run.json's record of which scorer each set
+uses), so a run can be re-scored without re-generating, e.g. after a scorer is fixed. Thinking
+text (`<think>…</think>`) is removed before a scorer sees an output; records keep the raw output.
+
+Repeated sampling: a set with n samples per item has n records per item and checkpoint. An
+item's accuracy is the mean over its samples (avg@n); the set's score is the mean over items, and
+its standard error is **clustered by item**: the n samples of one item are not independent
+(Miller 2024, "Adding Error Bars to Evals"), so the error is that of the per-item means,
+SE = sqrt(Σ_i (ȳ_i − ȳ)²) / N over N items. With n = 1 this is sqrt(p(1 − p) / N), the binomial
+error used before repeated sampling existed. pass@n (the unbiased estimator with k = n) is
+reported beside it, and for executed programs the reliability (share of attempts whose program
+ran to completion, right or wrong).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from harness.core.errors import BenchError
+from harness.core.items import Item
+from harness.sandbox.passk import pass_at_k
 from harness.store import AGGREGATES_FILE, RECORDS_FILE, RunStore
 from tasks.base import get_task
+from tasks.prompting import strip_thinking
+from tasks.scorers import SCORERS, get_scorer
 
 ALL = "all"  # the slice name of a whole family
+RECORD_COLUMNS = ["item_id", "step", "family", "task", "level", "output", "score", "correct", "outcome", "sample"]
+RAN_TO_COMPLETION = ("pass", "wrong_answer")  # sandbox outcomes of a program that ran, right or wrong
+
+
+def scorers_by_slice(meta: dict[str, Any]) -> dict[str, str]:
+    """slice → scorer name, from run.json (runs made before suites were data: every slice's task scores itself)."""
+    spec = meta.get("suite_spec")
+    return {s["slice"]: s["scorer"] for s in spec["sets"]} if spec else {}
+
+
+def scorer_input(output: str) -> str:
+    """What a scorer sees: the output without its thinking part (untouched when it has none)."""
+    return strip_thinking(output) if "<think>" in output else output
 
 
 def score_run(store: RunStore) -> pd.DataFrame:
     """Write records.parquet and aggregates.parquet; return the aggregates."""
     items = {item.id: item for item in store.items()}
+    scorers = scorers_by_slice(store.metadata())
     generations = store.read_generations()
+    unknown = sorted(set(generations.item_id) - set(items))
+    if unknown:
+        raise BenchError(f"{store.root} has generations for items it does not hold (e.g. {unknown[0]}); re-generate the run")
+    slices = generations.item_id.map(lambda i: f"{items[i].task}/{items[i].level}")
     frames = []
-    for (task_name, _step), group in generations.assign(task=generations.item_id.map(lambda i: items[i].task)).groupby(["task", "step"]):
+    for (slice_, _step), group in generations.assign(slice=slices).groupby(["slice", "step"], sort=True):
         group_items = [items[i] for i in group.item_id]
-        scores = get_task(task_name).score(group_items, list(group.output))
+        scores = score_group(scorers.get(slice_, "task"), group_items, list(group.output), group)
         frames.append(group.assign(
-            family=[it.family for it in group_items], level=[it.level for it in group_items],
+            family=[it.family for it in group_items], task=[it.task for it in group_items], level=[it.level for it in group_items],
             score=[s.score for s in scores], correct=[s.correct for s in scores], outcome=[s.outcome for s in scores],
         ))
-    records = pd.concat(frames, ignore_index=True).sort_values(["step", "item_id"], ignore_index=True)
-    records = records[["item_id", "step", "family", "task", "level", "output", "score", "correct", "outcome"]]
-    aggregates = aggregate(records)
+    records = pd.concat(frames, ignore_index=True).sort_values(["step", "item_id", "sample"], ignore_index=True)
+    records = records[RECORD_COLUMNS]
+    executed = {slice_ for slice_ in set(slices) if executes_programs(scorers.get(slice_, "task"), slice_)}
+    aggregates = aggregate(records, executed)
     store.write_table(RECORDS_FILE, records)
     store.write_table(AGGREGATES_FILE, aggregates)
     return aggregates
 
 
-def aggregate(records: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy in points (100·mean correct) with its standard error, per family and per slice."""
+def score_group(scorer: str, items: list[Item], outputs: list[str], generations: pd.DataFrame) -> list[Any]:
+    if scorer == "lmeval":  # lm-eval scored each document itself while generating
+        from tasks.base import Score
+
+        return [Score(float(v), float(v) >= 1.0, "") for v in generations.external_score]
+    return get_scorer(scorer).score(items, [scorer_input(o) for o in outputs])
+
+
+def executes_programs(scorer: str, slice_: str) -> bool:
+    if scorer == "task":
+        return get_task(slice_.split("/")[0]).executes_programs
+    return SCORERS.get(scorer).executes_programs
+
+
+def aggregate(records: pd.DataFrame, executed: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Accuracy in points per family and per slice: avg@n with its item-clustered standard error,
+    the graded score, pass@n and, for slices whose programs were executed (`executed`), the
+    reliability: the share of attempts whose program ran to completion, right or wrong."""
+    if "sample" not in records:
+        records = records.assign(sample=0)
     rows = []
     sliced = records.assign(slice=records.task + "/" + records.level)
     for keys, group in [*sliced.groupby(["step", "family"]), *sliced.groupby(["step", "family", "slice"])]:
         step, family, *rest = keys
-        n = len(group)
-        p = float(group.correct.mean())
+        per_item = group.groupby("item_id").agg(accuracy=("correct", "mean"), graded=("score", "mean"),
+                                                samples=("correct", "size"), correct=("correct", "sum"))
+        outcomes = group.outcome[group.slice.isin(executed)]
         rows.append({
-            "step": int(step), "family": family, "slice": rest[0] if rest else ALL, "n": n,
-            "score": 100 * p, "stderr": 100 * math.sqrt(p * (1 - p) / n) if n > 1 else float("nan"),
-            "partial_score": 100 * float(group.score.mean()),
+            "step": int(step), "family": family, "slice": rest[0] if rest else ALL, "n": len(per_item),
+            "score": 100 * float(per_item.accuracy.mean()), "stderr": 100 * clustered_stderr(per_item.accuracy.to_numpy()),
+            "partial_score": 100 * float(per_item.graded.mean()),
+            "samples": int(per_item.samples.max()),
+            "pass_at_n": 100 * float(np.mean([pass_at_k(int(s), int(c), int(s)) for s, c in zip(per_item.samples, per_item.correct)])),
+            "reliability": 100 * float(outcomes.isin(RAN_TO_COMPLETION).mean()) if len(outcomes) else float("nan"),
         })
     return pd.DataFrame(rows).sort_values(["family", "slice", "step"], ignore_index=True)
+
+
+def clustered_stderr(item_means: np.ndarray) -> float:
+    """Standard error of the mean over items of per-item mean scores, clustered by item:
+    sqrt(Σ_i (ȳ_i − ȳ)²) / N (no small-sample correction, so n = 1 gives sqrt(p(1−p)/N))."""
+    n = len(item_means)
+    if n <= 1:
+        return float("nan")
+    if np.isin(item_means, (0.0, 1.0)).all():  # one sample per item: the binomial form, as runs always computed it
+        p = float(item_means.mean())
+        return math.sqrt(p * (1 - p) / n)
+    return math.sqrt(float(np.sum((item_means - item_means.mean()) ** 2))) / n

