@@ -106,6 +106,27 @@ def provenance_html(runs: Sequence[RunData]) -> str:
             f"<tbody>{sets}</tbody></table>{full}")
 
 
+def published_html(runs: Sequence[RunData]) -> str:
+    """The papers' numbers a suite declares (`published:` on a set), beside each run's final score."""
+    rows = []
+    for spec in runs[0].suite["sets"]:
+        for label, value in spec.get("published", {}).items():
+            ours = []
+            for run in runs:
+                agg = run.aggregates
+                final = agg[(agg.slice == spec["slice"]) & (agg.step == run.final_step)]
+                if len(final):
+                    row = final.iloc[0]
+                    extra = f", reliability {row.reliability:.1f}" if "reliability" in row and pd.notna(row.reliability) else ""
+                    ours.append(f"{html.escape(run.label)}: {row.score:.1f}{extra}")
+            rows.append(f"<tr><td>{html.escape(spec['slice'])}</td><td>{html.escape(label)}</td><td>{value:.1f}</td><td>{'; '.join(ours)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2 id=published>Published numbers</h2><p class=note>What the paper reported for this suite's sets, beside this run's final "
+            "checkpoint (points). Models, budgets and prompts may differ: see the suite file.</p><table class=published><thead><tr><th>set</th>"
+            f"<th>published</th><th>value</th><th>this run (final)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_png: bytes) -> str:
     first = runs[0]
     n_items = sum(spec["n"] for spec in first.meta["eval_sets"].values())
@@ -148,6 +169,7 @@ paired 95% interval (Agresti–Min, using the items that flipped); lost / gained
 At most {SHOWN_PER_DIRECTION} per family and direction are shown, taken from each slice in turn.</p>
 {flips_html(runs)}
 
+{published_html(runs)}
 <h2 id=provenance>Provenance</h2>
 {provenance_html(runs)}
 </main></body></html>

@@ -57,6 +57,7 @@ eval:
     role: target
     source: {kind: file, path: gsm8k_test.jsonl, fields: {prompt: question, target: answer, answer: {field: answer, pattern: "####\\\\s*(.+?)\\\\s*$"}}}
     scorer: math_verify
+    published: {"A paper's model": 42.5}
   - name: math500
     family: competition
     source: {kind: file, path: math500.jsonl, fields: {prompt: problem, target: solution, answer: answer}}

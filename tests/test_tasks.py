@@ -61,3 +61,12 @@ def test_program_outputs_are_executed_not_string_matched() -> None:
     assert task.score([item], [equivalent])[0].correct
     scores = task.score([item] * 4, ["while True: pass", "1/0", "sum(1 for _ in iter(int, 1))", "x*0"])  # a CPU loop that allocates nothing
     assert [s.outcome for s in scores] == ["syntax_error", "runtime_error", "timeout", "wrong_answer"]
+
+
+# The micro suite's evaluation-set hash as every run recorded it before suites became data files
+# (session 1 onwards): moving the suite into tasks/suites/micro.yaml must not change one item.
+MICRO_EVAL_SET_SHA256 = "3f82fef78d3a75b7d1ef5e59872d00e97e783106d469be4e90db8e1b19631af1"
+
+
+def test_the_micro_suite_file_gives_the_same_evaluation_sets_as_before() -> None:
+    assert content_hash(eval_items(MICRO)) == MICRO_EVAL_SET_SHA256

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
-from tasks.base import get_task
+from tasks.verify import max_new_tokens
 from trainers.common import TRAINERS, TrainContext, TrainingData
 from trainers.policy import PairTrainer, implicit_rewards, rewards, sample, save_pairs
 
@@ -52,7 +52,7 @@ class DPO(PairTrainer[DPOOptions]):
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         options = self.options
         items = list(data.hard[: options.pair_prompts])
-        max_tokens = get_task(items[0].task).max_new_tokens
+        max_tokens = max(max_new_tokens(item) for item in items)
         samples = sample(model, ctx, [i.prompt for i in items], options.samples_per_prompt, max_tokens, options.temperature, ctx.loop.seed)
         pairs = []
         for item, completions in zip(items, samples):

@@ -24,7 +24,7 @@ import torch
 from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
-from tasks.base import get_task
+from tasks.verify import max_new_tokens
 from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, freeze_reference
 from trainers.policy import encode_completions, rewards, sample, token_logprobs
 
@@ -105,7 +105,7 @@ class GRPO(Trainer[GRPOOptionsT]):
         rng = random.Random(f"{ctx.loop.seed}/rollouts")
         for rollout in range(10**9):
             items = [stage.items[rng.randrange(len(stage.items))] for _ in range(options.prompts_per_step)]
-            max_tokens = get_task(items[0].task).max_new_tokens
+            max_tokens = max(max_new_tokens(item) for item in items)
             groups = sample(model, ctx, [i.prompt for i in items], options.group_size, max_tokens, options.temperature, seed=ctx.loop.seed * 100_003 + rollout)
             flat_items = [item for item in items for _ in range(options.group_size)]
             completions = [c for group in groups for c in group]

@@ -16,7 +16,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.backends.base import SamplingParams
-from tasks.base import Item, get_task
+from tasks.base import Item
+from tasks.verify import reward_scores
 from trainers.common import MethodSettings, OptionsT, Stage, TrainContext, Trainer, TrainingData, collate, encode
 
 
@@ -61,16 +62,8 @@ def sample(model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], n:
 
 
 def rewards(items: Sequence[Item], completions: Sequence[str]) -> list[float]:
-    """R(x, y) from each item's own task verifier: the score in [0, 1] (1 = verified correct)."""
-    by_task: dict[str, list[int]] = {}
-    for index, item in enumerate(items):
-        by_task.setdefault(item.task, []).append(index)
-    values = [0.0] * len(items)
-    for task_name, indices in by_task.items():
-        scores = get_task(task_name).score([items[i] for i in indices], [completions[i] for i in indices])
-        for i, score in zip(indices, scores):
-            values[i] = score.score
-    return values
+    """R(x, y) from each item's own verifier (tasks/verify.py): the score in [0, 1] (1 = verified correct)."""
+    return [score.score for score in reward_scores(items, completions)]
 
 
 @dataclass(frozen=True)

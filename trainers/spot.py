@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
-from tasks.base import Item, get_task
+from tasks.base import Item
+from tasks.verify import max_new_tokens
+from tasks.verify import rectify as oracle
 from trainers.common import TRAINERS, TrainContext, TrainingData
 from trainers.policy import PairTrainer, implicit_rewards, rewards, sample, save_pairs
 
@@ -80,14 +82,14 @@ def spot_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, delta: float) ->
 
 def elicit_errors(model: PreTrainedModel, ctx: TrainContext, items: list[Item], temperature: float) -> list[tuple[Item, str]]:
     """Step 1: the starting model's answers that its task's verifier rejects, as (item, y⁻)."""
-    max_tokens = get_task(items[0].task).max_new_tokens
+    max_tokens = max(max_new_tokens(item) for item in items)
     answers = [s[0] for s in sample(model, ctx, [i.prompt for i in items], 1, max_tokens, temperature, ctx.loop.seed)]
     return [(item, y) for item, y, r in zip(items, answers, rewards(items, answers)) if r < 1.0]
 
 
 def rectify(wrong: list[tuple[Item, str]]) -> list[tuple[Item, str, str]]:
     """Step 2: (item, y⁻, y⁺) where the task's oracle produced a y⁺ that verifies as correct."""
-    corrected = [(item, y_minus, get_task(item.task).rectify(item, y_minus)) for item, y_minus in wrong]
+    corrected = [(item, y_minus, oracle(item, y_minus)) for item, y_minus in wrong]
     candidates = [(item, y_minus, y_plus) for item, y_minus, y_plus in corrected if y_plus is not None]
     verdicts = rewards([item for item, _, _ in candidates], [y_plus for _, _, y_plus in candidates])
     return [triple for triple, reward in zip(candidates, verdicts) if reward >= 1.0]

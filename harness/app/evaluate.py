@@ -41,18 +41,18 @@ def evaluate_sweep(paths: Sequence[Path], suite_ref: str, out: Path, steps: list
     items = eval_items(suite, per_slice)
     new_folder = not out.exists()
     try:
-        points = discover_sweep([Path(p) for p in paths], steps, base_model, work_dir=out)  # merged LoRA models go to RUN/merged/
         by_slice: dict[str, list] = {}
         for item in items:
             by_slice.setdefault(f"{item.task}/{item.level}", []).append(item)
         metadata = {
             "fingerprint": fingerprint, "method": label, "suite": suite.name, "suite_sha256": suite.sha256, "suite_spec": suite.to_summary(),
-            "seed": seed, "config": identity, "base_model": str(points[0].model_dir), "backend": choice.name, "backend_reason": choice.reason,
+            "seed": seed, "config": identity, "backend": choice.name, "backend_reason": choice.reason,
             "eval_sets": {name: {"n": len(group), "sha256": content_hash(group)} for name, group in by_slice.items()},
-            "eval_set_sha256": content_hash(items), "sweep": [{"step": p.step, "source": str(p.source), "kind": p.kind} for p in points],
-            "provenance": provenance.collect(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "eval_set_sha256": content_hash(items), "provenance": provenance.collect(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         store = RunStore.open_or_create(out, metadata, items)
+        points = discover_sweep([Path(p) for p in paths], steps, base_model, work_dir=out)  # merged LoRA models go to RUN/merged/
+        store.update_metadata(base_model=str(points[0].model_dir), sweep=[{"step": p.step, "source": str(p.source), "kind": p.kind} for p in points])
         if not store.stage_done("train"):  # no training: the sweep is the run's checkpoint manifest
             def manifest() -> None:
                 store.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,9 @@ distribution) and it would start a second engine per checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +148,12 @@ def evaluate_documents(backend: GenerationBackend, model_dir: Path, reference: s
     """One lm-eval task (a built-in name or a config from tasks.sources.lmeval) on the checkpoint
     already loaded in `backend`: doc_id → (the model's response, lm-eval's score for it), where the
     score is the task's first metric under its first filter (e.g. exact_match, acc)."""
-    output = simple_evaluate(
-        model=BackendLM(backend, Path(model_dir), seed=seed), tasks=[reference], task_manager=task_manager([reference]), limit=limit,
-        log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-    )
+    with quiet_tqdm():  # lm-eval draws its own bars per task and checkpoint; ours already show progress
+        output = simple_evaluate(
+            model=BackendLM(backend, Path(model_dir), seed=seed), tasks=[reference], task_manager=task_manager([reference]), limit=limit,
+            log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+            verbosity="ERROR",
+        )
     (samples,) = output["samples"].values()
     results: dict[int, tuple[str, float]] = {}
     for sample in samples:
@@ -160,3 +164,17 @@ def evaluate_documents(backend: GenerationBackend, model_dir: Path, reference: s
         response = sample["resps"][0][0] if sample["resps"] and sample["resps"][0] else ""
         results[doc_id] = (response if isinstance(response, str) else str(sample["filtered_resps"]), float(sample[metric]))
     return results
+
+
+@contextmanager
+def quiet_tqdm() -> Iterator[None]:
+    """tqdm reads TQDM_DISABLE when a bar is made: bars made inside stay hidden, ours outside do not."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before

@@ -34,6 +34,12 @@ ITEM_FIELDS = ("prompt", "answer", "target", "id")
 class MappedSource(Source):
     """Rows of a `datasets` table turned into items through `fields` (and `meta`)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.field_mapping()  # a bad mapping is an error when the suite is read, not when data is
+        if not isinstance(self.options.get("meta", []), list):
+            raise BenchError(f"{self.where}: meta must list column names")
+
     def rows(self) -> Any:
         raise NotImplementedError
 
@@ -128,6 +134,8 @@ class HubDataset(MappedSource):
 def load_table(kind: str, path: Path, where: str) -> Any:
     import datasets
 
+    if path.stat().st_size == 0 or (kind == "json" and path.suffix == ".jsonl" and not path.read_text().strip()):
+        raise BenchError(f"{where}: the set has no items ({path} is empty)")
     try:
         return datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as error:

@@ -84,6 +84,7 @@ class TrainSet:
     scorer: str
     prompt: dict[str, Any]
     difficulty: tuple[str, float, str] | None = None  # (meta field, threshold, "easy"|"hard"): keep that side
+    max_new_tokens: int = 512  # the sampling budget of RL / preference methods' rollouts
 
 
 @dataclass(frozen=True, eq=False)
@@ -305,7 +306,7 @@ def parse_training(raw: Any, defaults: dict[str, Any], path: Path) -> tuple[Trai
         raise BenchError(f"{where}: must be a mapping: easy/hard sets, or one source with a difficulty split")
     prompt = {**(defaults.get("prompt") or {}), **(raw.get("prompt") or {})}
     if "source" in raw:
-        unknown = sorted(set(raw) - {"source", "scorer", "difficulty", "prompt", "name"})
+        unknown = sorted(set(raw) - {"source", "scorer", "difficulty", "prompt", "name", "max_new_tokens"})
         if unknown:
             raise BenchError(f"{where}: unknown key '{unknown[0]}'")
         difficulty = raw.get("difficulty")
@@ -325,8 +326,13 @@ def train_set(raw: Any, where: str, path: Path, prompt: dict[str, Any], difficul
 
     if not isinstance(raw, dict):
         raise BenchError(f"{where}: must be a mapping with a source")
+    unknown = sorted(set(raw) - {"source", "scorer", "difficulty", "prompt", "name", "max_new_tokens"})
+    if unknown:
+        raise BenchError(f"{where}: unknown key '{unknown[0]}'")
     source = parse_source(raw.get("source"), where, path)
     scorer = raw.get("scorer") or source.default_scorer
+    if scorer is None:
+        raise BenchError(f"{where}: needs a scorer (the verifier of its answers); known: {', '.join(SCORERS.names())}")
     if scorer not in SCORERS:
         raise BenchError(f"{where}: unknown scorer {scorer!r}; known: {', '.join(SCORERS.names())}")
     generated = source.name == "generator"
@@ -334,7 +340,8 @@ def train_set(raw: Any, where: str, path: Path, prompt: dict[str, Any], difficul
     split = str(source.options["level"] if generated else side)
     set_prompt = {**prompt, **(raw.get("prompt") or {})}
     check_prompt(set_prompt, where)
-    return TrainSet(name, split, source, str(scorer), set_prompt, difficulty)
+    budget = int(_number(raw.get("max_new_tokens", source.max_new_tokens()), f"{where}: max_new_tokens", 1))
+    return TrainSet(name, split, source, str(scorer), set_prompt, difficulty, budget)
 
 
 # ---------------------------------------------------------------- items
@@ -386,11 +393,13 @@ def training_items(suite: Suite, train: TrainSet, n: int, seed: int) -> list[Ite
                              f"{'<=' if side == 'easy' else '>'} {threshold})")
     if train.source.name == "generator":
         return items[:n]
-    return [_with_scorer(item, train.scorer) for item in items[:n]]
+    return [_for_training(item, train) for item in items[:n]]
 
 
-def _with_scorer(item: Item, scorer: str) -> Item:
-    return Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer, {**item.meta, "scorer": scorer})
+def _for_training(item: Item, train: TrainSet) -> Item:
+    """The item with what trainers ask of it (tasks/verify.py): its verifier and sampling budget."""
+    meta = {**item.meta, "scorer": train.scorer, "max_new_tokens": train.max_new_tokens}
+    return Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer, meta)
 
 
 def generator_items(suite: Suite, task: str, level: str, n: int, seed: int) -> list[Item]:

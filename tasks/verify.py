@@ -1,0 +1,51 @@
+"""What the RL and preference trainers ask of a training item, whatever made it: a verified
+reward for an output, an oracle's correction (SPoT), and a token budget for sampling.
+
+Items of a generator task ask their task (the micro suite); items of a suite's data files ask the
+scorer the suite names for that training set (`item.meta["scorer"]`), and the oracle is the
+item's reference solution (its `target`). SPoT's paper used an LLM as the oracle, making minimal
+edits to the model's own wrong answer; to plug one in, give `rectify` a function of
+(item, wrong output) → corrected output, e.g. one calling an LLM API, and keep the check that the
+correction scores as correct (trainers/spot.py does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.core.items import Item
+from tasks.base import TASKS, Score, get_task
+from tasks.prompting import strip_thinking
+from tasks.scorers import get_scorer
+
+DEFAULT_MAX_NEW_TOKENS = 512
+
+
+def scorer_name(item: Item) -> str:
+    return str(item.meta.get("scorer", "task"))
+
+
+def reward_scores(items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+    """Each output scored by its item's verifier (thinking text removed first), batched per scorer."""
+    by_scorer: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        by_scorer.setdefault(scorer_name(item), []).append(index)
+    scores: list[Score | None] = [None] * len(items)
+    for name, indices in by_scorer.items():
+        texts = [strip_thinking(outputs[i]) if "<think>" in outputs[i] else outputs[i] for i in indices]
+        for i, score in zip(indices, get_scorer(name).score([items[i] for i in indices], texts)):
+            scores[i] = score
+    return [s for s in scores if s is not None]
+
+
+def rectify(item: Item, output: str) -> str | None:
+    """A correction of a wrong output: the generator task's minimal edit, or the reference solution."""
+    if item.task in TASKS and scorer_name(item) == "task":
+        return get_task(item.task).rectify(item, output)
+    return item.target or None
+
+
+def max_new_tokens(item: Item) -> int:
+    if item.task in TASKS and scorer_name(item) == "task":
+        return get_task(item.task).max_new_tokens
+    return int(item.meta.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
