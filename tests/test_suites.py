@@ -209,7 +209,8 @@ def build_model_once(tmp_path: Path) -> Path:
 
 
 def test_hub_dataset_not_available_offline(tmp_path: Path, bench_cache: Path) -> None:
-    suite = suite_with(tmp_path, "{family: math, role: target, source: {kind: hub, dataset: nobody/no-such-dataset, fields: {prompt: q, answer: a}}, scorer: numeric}")
+    hub_set = "{family: math, role: target, source: {kind: hub, dataset: nobody/no-such-dataset, fields: {prompt: q, answer: a}}, scorer: numeric}"
+    suite = suite_with(tmp_path, hub_set)
     out = tmp_path / "run"
     done = run_cli(bench_cache, "run", "--preset", "smoke", "--suite", str(suite), "--model", str(build_model_once(tmp_path)), "--out", str(out), "-q")
     rejected(done, "nobody/no-such-dataset", "is not available here", "kind: file")  # type: ignore[arg-type]
