@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 import string
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from harness.sandbox import SandboxLimits, run_programs
+from harness.sandbox import Job, SandboxLimits, run_programs
 from tasks.base import TASKS, Item, Score, Task
 
 # Tight limits: a correct answer here is one arithmetic or string expression.
@@ -34,7 +35,7 @@ class ExpressionTask(Task):
     max_new_tokens = 16
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        jobs = [(program_source(out.strip()), test_source(item.meta["tests"])) for item, out in zip(items, outputs)]
+        jobs = [Job(program_source(out.strip()), test_source(item.meta["tests"])) for item, out in zip(items, outputs)]
         results = run_programs(jobs, PROGRAM_LIMITS)
         return [Score(float(r.passed), r.passed, r.outcome.value) for r in results]
 

@@ -65,12 +65,13 @@ access. Files readable by the attempt's user (world-readable ones; as non-root, 
 can be read.
 """
 
-from .api import run_program, run_programs
+from .api import Job, run_program, run_programs
 from .isolation import isolation_report
 from .results import ExecutionResult, Outcome, SandboxError, SandboxLimits
 
 __all__ = [
     "ExecutionResult",
+    "Job",
     "Outcome",
     "SandboxError",
     "SandboxLimits",
