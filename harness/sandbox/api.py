@@ -61,6 +61,9 @@ def _child_config(limits: SandboxLimits, active: Isolation, scratch: str, uid: i
         "file_size_bytes": limits.file_size_mb << 20,
         "max_processes": limits.max_processes,
         "limit_processes": active.limits_processes,
+        # after a uid drop no capability is left anyway: dropping them explicitly would cost time for nothing
+        "drop_capabilities": active.drops_capabilities and uid is None,
+        "seccomp": active.socket_filter,
         "extra_paths": site_package_paths() if limits.site_packages else [],
     }
 
