@@ -156,7 +156,8 @@ def humaneval_jobs(
     """One job per ``(task_id, completion)``; the completion continues the task's prompt."""
     problems = problems if problems is not None else humaneval_problems()
     _check_known([task_id for task_id, _ in completions], problems, "HumanEval")
-    return [humaneval_job(problems[task_id], completion) for task_id, completion in completions]
+    tests = {task_id: humaneval_test(problems[task_id]) for task_id in dict.fromkeys(t for t, _ in completions)}
+    return [Job(problems[task_id]["prompt"] + completion, tests[task_id]) for task_id, completion in completions]
 
 
 def score_humaneval(

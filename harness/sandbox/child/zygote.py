@@ -11,6 +11,7 @@ every attempt.
 import _signal as signal  # the C module: `import signal` pulls in enum and costs ~4 ms
 import marshal
 import os
+import sys
 
 from . import checker, runner
 from .confine import (
@@ -104,6 +105,7 @@ def supervisor(payload_fd: int, output_fd: int, result_fd: int) -> None:
     runner_pid, channel = start_runner(program, config, (payload_fd, result_fd))
     token, test = read_part(payload_fd)  # only now: the runner's memory never held these
     os.close(payload_fd)
+    sys.path.extend(config["extra_paths"])  # the test may import the harness's packages too
     send(result_fd, token, "runner", str(runner_pid))
     timed_out = []
 
