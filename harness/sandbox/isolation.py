@@ -26,6 +26,8 @@ class Isolation:
     read_only_mounts: bool  # read-only filesystem + tmpfs scratch, in mount namespaces
     private_proc: bool
     uid_mode: str  # "random" (fresh uid per attempt), "nobody", or "none"
+    drops_capabilities: bool = False  # the runner gives up every capability (and the bounding set)
+    socket_filter: bool = False  # seccomp: no sockets, no new namespaces, no io_uring
 
     @property
     def zygote_unshare_flags(self) -> int:
@@ -40,6 +42,16 @@ class Isolation:
     def supervisor_unshare_flags(self) -> int:
         """Namespaces new for every attempt."""
         return (CLONE_NEWPID if self.pid_namespace else 0) | (CLONE_NEWNS if self.read_only_mounts else 0)
+
+    @property
+    def capabilities_gone(self) -> bool:
+        """The program holds no capability: dropped explicitly, lost with the uid drop, or never
+        had any (a non-root harness without user namespaces)."""
+        if self.drops_capabilities:
+            return True
+        if os.geteuid() == 0:
+            return self.uid_mode != "none"
+        return not self.user_namespace
 
     @property
     def limits_processes(self) -> bool:
@@ -70,6 +82,8 @@ def probe() -> Isolation:
         read_only_mounts=namespaces_usable and found["mounts"],
         private_proc=namespaces_usable and found["pid"] and found["mounts"] and found["proc"],
         uid_mode={None: "none", NOBODY: "nobody"}.get(found["uid"], "random"),
+        drops_capabilities=found["capabilities"],
+        socket_filter=found["seccomp"],
     )
 
 
@@ -101,6 +115,17 @@ def notes(isolation: Isolation) -> list[str]:
         found.append("no PID namespace: processes that leave their session may outlive an attempt")
     if not isolation.private_proc:
         found.append("/proc shows the machine's processes (their command lines are readable)")
+    if not isolation.capabilities_gone:
+        where = "inside their user namespace" if isolation.user_namespace else "of root"
+        found.append(
+            f"programs keep every capability {where}: they can unmount the private /proc "
+            "and read the machine's processes' command lines"
+        )
+    if not isolation.socket_filter:
+        found.append(
+            "no seccomp filter: programs can create sockets and connect() to unix socket files of the host "
+            "(a network namespace and a read-only filesystem do not stop that), and create namespaces"
+        )
     if isolation.uid_mode == "none" and not isolation.pid_namespace:
         found.append("the harness is NOT protected: a program can signal it (same uid, same PID namespace)")
     if not isolation.limits_processes:
@@ -122,6 +147,8 @@ def isolation_report() -> dict[str, object]:
         "private_proc": isolation.private_proc,
         "harness_protected_from_signals": isolation.uid_mode != "none" or isolation.pid_namespace,
         "process_limit": isolation.limits_processes,
+        "no_capabilities": isolation.capabilities_gone,
+        "socket_filter": isolation.socket_filter,
         "rlimits": ["cpu", "address_space", "file_size", "core=0"]
         + (["processes"] if isolation.limits_processes else []),
         "no_new_privs": True,

@@ -1,8 +1,11 @@
-"""The zygote, the per-attempt supervisor and the runner that executes untrusted code.
+"""The zygote and the per-attempt supervisor, which is also the attempt's checker.
 
 Process layout: the harness starts one zygote per worker; the zygote forks one supervisor per
-attempt; the supervisor enters the attempt's own namespaces and forks the runner, which confines
-itself and runs program + test. Only cheap built-in modules: this runs in every attempt.
+attempt; the supervisor enters the attempt's own namespaces, forks the runner (``runner.py``:
+confines itself, runs the program, answers calls) and then runs the test against it
+(``checker.py``), enforcing the wall-clock limit. Only the supervisor holds the test and the
+verdict token, and only it writes to the result pipe. Only cheap built-in modules: this runs in
+every attempt.
 """
 
 import _signal as signal  # the C module: `import signal` pulls in enum and costs ~4 ms
@@ -10,19 +13,16 @@ import marshal
 import os
 import sys
 
+from . import checker, runner
 from .confine import (
     CLONE_NEWNS,
-    confine,
+    PR_SET_DUMPABLE,
     enter_namespaces,
     libc_call,
     make_filesystem_read_only,
-    mount_private_proc,
     mount_scratch,
 )
-
-DETAIL_CHARS = 300
-# errno values meaning the program ran into one of our limits rather than a bug of its own
-LIMIT_ERRNOS = {11: "EAGAIN", 12: "ENOMEM", 27: "EFBIG", 28: "ENOSPC", 122: "EDQUOT"}
+from .verdicts import describe
 
 
 def send(fd: int, token: str, *fields: str) -> None:
@@ -30,143 +30,102 @@ def send(fd: int, token: str, *fields: str) -> None:
     os.write(fd, line.encode("utf-8", "replace"))
 
 
-def describe(error: BaseException) -> str:
-    try:
-        text = f"{type(error).__name__}: {error}"
-    except BaseException:  # noqa: BLE001 (a hostile __str__ may raise anything)
-        text = type(error).__name__
-    return text[:DETAIL_CHARS]
-
-
-def raised_in_test(error: BaseException) -> bool:
-    """True when the innermost frame of the traceback is test code (an assert of the test)."""
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_code.co_filename == "<test>"
-
-
-def execute(program: str, test: str) -> tuple[str, str]:
-    """Run program then test in one namespace; return (outcome, detail)."""
-    import builtins
-
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
-    try:
-        program_code = compile(program, "<program>", "exec")
-    except (SyntaxError, ValueError) as error:  # ValueError: NUL bytes in the source
-        return "syntax_error", describe(error)
-    except MemoryError as error:
-        return "resource_limit", describe(error)
-    except BaseException as error:  # noqa: BLE001 (e.g. RecursionError from absurd nesting)
-        return "runtime_error", describe(error)
-    test_code = compile(test, "<test>", "exec")  # validated by the harness beforehand
-    try:
-        exec(program_code, namespace)  # noqa: S102 (running the untrusted program is the point)
-        exec(test_code, namespace)  # noqa: S102
-    except AssertionError as error:
-        return ("wrong_answer" if raised_in_test(error) else "runtime_error"), describe(error)
-    except MemoryError as error:
-        namespace.clear()  # free the program's data so reporting does not fail too
-        return "resource_limit", describe(error)
-    except OSError as error:  # Python ignores SIGXFSZ, so the file size limit surfaces as EFBIG
-        return ("resource_limit" if error.errno in LIMIT_ERRNOS else "runtime_error"), describe(error)
-    except RuntimeError as error:
-        limited = str(error).startswith("can't start new thread")  # the process limit, for threads
-        return ("resource_limit" if limited else "runtime_error"), describe(error)
-    except BaseException as error:  # noqa: BLE001 (SystemExit and KeyboardInterrupt too: not a pass)
-        return "runtime_error", describe(error)
-    return "pass", ""
-
-
-def flush_standard_streams() -> None:
-    """Push buffered prints into the output pipe: the runner leaves through os._exit."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:  # noqa: BLE001, S110 (closed or replaced by the program: nothing to flush)
-            pass
-
-
-def run(token: str, program: str, test: str, config: dict) -> None:
-    """The runner: confine itself, run the untrusted code, report the verdict, exit."""
-    write_verdict, exit_now, own_pid = send, os._exit, os.getpid  # bound before the program can patch os
-    fd = config["result_fd"]
-    runner_pid = own_pid()
-    os.setsid()  # own session and group: killpg(0) from the program cannot reach the supervisor
-    try:
-        if config["private_proc"]:
-            mount_private_proc()
-        confine(config)
-    except BaseException as error:  # noqa: BLE001 (any setup failure is the sandbox's, reported as such)
-        write_verdict(fd, token, "sandbox_error", describe(error))
-        exit_now(1)
-    outcome, detail = execute(program, test)
-    flush_standard_streams()
-    if own_pid() == runner_pid:  # a process the program forked returns here too: it has no say
-        write_verdict(fd, token, "verdict", outcome, detail)
-    exit_now(0)
-
-
-def supervise(runner: int, token: str, config: dict) -> None:
-    """Enforce the wall-clock limit on the runner, clean up its group, report how it ended."""
-    fd = config["result_fd"]
-    send(fd, token, "runner", str(runner))
-    timed_out = []
-
-    def on_deadline(signum, frame):
-        timed_out.append(True)
-        os.kill(runner, signal.SIGKILL)
-
-    signal.signal(signal.SIGALRM, on_deadline)
-    signal.setitimer(signal.ITIMER_REAL, config["wall_seconds"])
-    os.waitid(os.P_PID, runner, os.WEXITED | os.WNOWAIT)  # still a zombie: its pgid stays reserved
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    try:
-        os.killpg(runner, signal.SIGKILL)  # whatever it left behind in its group
-    except OSError:
-        pass
-    _, status, usage = os.wait4(runner, 0)
-    cpu = usage.ru_utime + usage.ru_stime
-    send(fd, token, "exit", str(os.waitstatus_to_exitcode(status)), f"{cpu:.3f}", "1" if timed_out else "0")
-    os._exit(0)
-
-
-def read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        chunk = os.read(fd, 1 << 20)
+def read_exactly(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
         if not chunk:
-            return b"".join(chunks)
+            raise EOFError("the attempt's payload is truncated")
         chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_part(fd: int) -> tuple:
+    """One length-prefixed marshal part of the payload, read exactly: nothing of the next part
+    gets into this process's memory before it is wanted."""
+    size = int.from_bytes(read_exactly(fd, 8), "little")
+    return marshal.loads(read_exactly(fd, size))
+
+
+def enter_attempt(config: dict, output_fd: int) -> None:
+    """Standard streams, environment, this attempt's own namespaces and scratch directory."""
+    nowhere = os.open(os.devnull, os.O_RDONLY)
+    for source, target in ((nowhere, 0), (output_fd, 1), (output_fd, 2)):
+        os.dup2(source, target)
+    os.close(nowhere)
+    os.close(output_fd)
+    os.environ.clear()
+    os.environ.update(config["environment"])
+    if config["supervisor_unshare"]:
+        libc_call("unshare", config["supervisor_unshare"])
+    if config["supervisor_unshare"] & CLONE_NEWNS:
+        mount_scratch(config["scratch"], config["scratch_bytes"], config["uid"])
+    os.chdir(config["scratch"])
+
+
+def start_runner(program: str, config: dict, private_fds: tuple[int, ...]) -> tuple[int, checker.Channel]:
+    """Fork the runner with one pipe each way; it keeps none of our other descriptors."""
+    calls_read, calls_write = os.pipe()
+    replies_read, replies_write = os.pipe()
+    # Not dumpable: a process of the same uid (the runner, in a user namespace) cannot ptrace us
+    # or open our /proc/PID/fd entries (the payload, the result pipe).
+    libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
+    pid = os.fork()  # with a new PID namespace, the runner is its init
+    if pid == 0:
+        for fd in (*private_fds, calls_write, replies_read):
+            os.close(fd)
+        libc_call("prctl", PR_SET_DUMPABLE, 1, 0, 0, 0)  # as before this design; the uid drop resets it anyway
+        runner.run(program, config, calls_read, replies_write)
+    os.close(calls_read)
+    os.close(replies_write)
+    return pid, checker.Channel(pid, calls_write, replies_read)
+
+
+def kill_runner(pid: int) -> None:
+    """The runner and whatever it left in its group (with a PID namespace: all it started)."""
+    for kill in (os.killpg, os.kill):  # kill: in case it has not made its own group yet
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def supervisor(payload_fd: int, output_fd: int, result_fd: int) -> None:
     """One attempt, in a process freshly forked from the zygote."""
     os.setsid()  # out of the zygote's session: the harness kills attempts by this group
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it; we must wait for the runner
-    token, program, test, config = marshal.loads(read_all(payload_fd))
-    os.close(payload_fd)
-    nowhere = os.open(os.devnull, os.O_RDONLY)
-    for source, target in ((nowhere, 0), (output_fd, 1), (output_fd, 2)):
-        os.dup2(source, target)
-    os.close(nowhere)
-    os.close(output_fd)
-    config["result_fd"] = result_fd
-    os.environ.clear()
-    os.environ.update(config["environment"])
+    program, config = read_part(payload_fd)
     try:
-        if config["supervisor_unshare"]:
-            libc_call("unshare", config["supervisor_unshare"])
-        if config["supervisor_unshare"] & CLONE_NEWNS:
-            mount_scratch(config["scratch"], config["scratch_bytes"], config["uid"])
-        os.chdir(config["scratch"])
+        enter_attempt(config, output_fd)
     except OSError as error:
+        token, _ = read_part(payload_fd)  # no runner exists yet: safe to read
         send(result_fd, token, "sandbox_error", describe(error))
         os._exit(1)
-    runner = os.fork()  # with a new PID namespace, the runner is its init
-    if runner == 0:
-        run(token, program, test, config)
-    supervise(runner, token, config)
+    runner_pid, channel = start_runner(program, config, (payload_fd, result_fd))
+    token, test = read_part(payload_fd)  # only now: the runner's memory never held these
+    os.close(payload_fd)
+    sys.path.extend(config["extra_paths"])  # the test may import the harness's packages too
+    send(result_fd, token, "runner", str(runner_pid))
+    timed_out = []
+
+    def on_deadline(signum, frame):
+        timed_out.append(True)
+        kill_runner(runner_pid)  # the checker then sees the runner gone
+
+    signal.signal(signal.SIGALRM, on_deadline)
+    signal.setitimer(signal.ITIMER_REAL, config["wall_seconds"])
+    verdict = checker.judge(test, channel)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    kill_runner(runner_pid)
+    _, status, usage = os.wait4(runner_pid, 0)
+    if verdict is not None and verdict[0] == "sandbox_error":
+        send(result_fd, token, "sandbox_error", verdict[1])
+    elif verdict is not None:
+        send(result_fd, token, "verdict", *verdict)
+    cpu = usage.ru_utime + usage.ru_stime
+    send(result_fd, token, "exit", str(os.waitstatus_to_exitcode(status)), f"{cpu:.3f}", "1" if timed_out else "0")
+    os._exit(0)
 
 
 def zygote(channel_fd: int, shared_unshare_flags: int) -> None:
