@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 
 from harness.core.items import Item
-from harness.sandbox import ExecutionResult, run_programs
+from harness.sandbox import ExecutionResult, Job, run_programs
 from tasks.base import Score
 from tasks.scorers.base import SCORERS, Scorer, check_batch
 
@@ -45,15 +45,13 @@ def scores(results: Sequence[ExecutionResult]) -> list[Score]:
 class HumanEvalScorer(Scorer):
     executes_programs = True
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        from tasks.code_suites import humaneval_job, humaneval_problems
+        from tasks.code_suites import humaneval_problems, humaneval_test
 
         check_batch(items, outputs)
         problems = humaneval_problems()
-        jobs = []
-        for item, output in zip(items, outputs):
-            problem = problems[item.meta["task_id"]]
-            program = humaneval_program(problem["prompt"], output)
-            jobs.append(humaneval_job({**problem, "prompt": ""}, program))
+        tests = {task_id: humaneval_test(problems[task_id]) for task_id in dict.fromkeys(item.meta["task_id"] for item in items)}
+        jobs = [Job(humaneval_program(problems[item.meta["task_id"]]["prompt"], output), tests[item.meta["task_id"]])
+                for item, output in zip(items, outputs)]
         return scores(run_programs(jobs))
 
 
