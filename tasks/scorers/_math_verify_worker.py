@@ -2,7 +2,7 @@
 
 Speaks JSON lines. Requests on stdin: ``{"gold": <prepared gold>, "outputs": [<model output>, ...]}``.
 Replies on stdout: ``{"ready": true}`` once at start (or ``{"fatal": <message>}``), then per
-request ``{"gold": "ok" | "unparsed"}`` and, when the gold parsed, one ``{"v": <outcome>}`` per
+request ``{"gold": "ok" | "unparsed", "parsed": <parsed now, not cached>}`` and, when the gold parsed, one ``{"v": <outcome>}`` per
 output in order. Each reply is flushed at once: the parent times every step (gold parse, then
 each output's parse + verify) and kills this process when one overruns, because math-verify's
 own timeout (``signal.alarm``) cannot interrupt work stuck inside C code such as a huge integer
@@ -57,6 +57,7 @@ def main() -> None:
         request = json.loads(line)
         gold_text = request["gold"]
         gold = golds.get(gold_text)
+        fresh = gold is None
         if gold is None:
             try:
                 gold = parse(gold_text, parsing_timeout=None)
@@ -66,9 +67,9 @@ def main() -> None:
                 golds.clear()
             golds[gold_text] = gold
         if not gold:
-            reply({"gold": "unparsed"})
+            reply({"gold": "unparsed", "parsed": fresh})
             continue
-        reply({"gold": "ok"})
+        reply({"gold": "ok", "parsed": fresh})
         for output in request["outputs"]:
             try:
                 parsed = parse(output, parsing_timeout=None)

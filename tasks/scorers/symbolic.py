@@ -20,6 +20,7 @@ per worker (workers cache parsed golds). Workers start on first use (≈ 0.5 s),
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import json
 import os
@@ -46,6 +47,7 @@ WORKER_ERROR = "error"  # the worker died on this output (e.g. killed for memory
 WORKER_SCRIPT = Path(__file__).with_name("_math_verify_worker.py")
 WORKER_MEMORY_MB = 4096  # address-space cap per worker: a runaway expression fails instead of eating the machine
 STARTUP_TIMEOUT_S = 120.0  # importing sympy on a loaded machine can take a while
+MAX_FAILED_STARTS = 3  # workers that die while starting, in one batch, before giving up
 CHUNK = 32  # outputs per request; a larger group of outputs sharing one gold is split
 
 _DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
@@ -129,7 +131,8 @@ class _Worker:
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):  # closing stdin flushes what a dead worker never read
+                    stream.close()
 
 
 class _Pool:
@@ -139,10 +142,13 @@ class _Pool:
         self.size = size
         self.workers: list[_Worker] = []
         self.lock = threading.Lock()
+        self.failed_starts = 0  # in this run
+        self.gold_parses = 0  # golds parsed by workers (not served from their cache), for tests
 
     def run(self, units: list[_Unit], timeout_s: float) -> dict[int, str]:
         """The outcome of every index in `units`."""
         with self.lock:
+            self.failed_starts = 0
             queue = deque(units)
             results: dict[int, str] = {}
             selector = selectors.DefaultSelector()
@@ -154,7 +160,7 @@ class _Pool:
                         worker = _start_worker()
                         self.workers.append(worker)
                         selector.register(worker.fd, selectors.EVENT_READ, worker)
-                    for worker in self.workers:
+                    for worker in list(self.workers):  # a failed send drops the worker from the list
                         if worker.ready and worker.unit is None and queue:
                             self._send(worker, queue.popleft(), timeout_s, queue, results, selector)
                     now = time.monotonic()
@@ -205,6 +211,7 @@ class _Pool:
             return
         unit = worker.unit
         assert unit is not None
+        self.gold_parses += bool(message.get("parsed"))
         if message.get("gold") == "unparsed":
             results.update((i, GOLD_UNPARSED) for i in unit.indices)
             worker.unit = None
@@ -225,10 +232,13 @@ class _Pool:
         self._drop(worker, selector)
         if unit is None and worker.ready:  # died while idle
             return
-        if unit is None:
+        if unit is None:  # died or hung while starting: retried a few times, then it is the installation
+            self.failed_starts += 1
+            if self.failed_starts < MAX_FAILED_STARTS:
+                return
             if outcome == TIMEOUT:
                 raise BenchError(f"math_verify scorer: a worker did not start within {STARTUP_TIMEOUT_S:.0f} s")
-            raise BenchError("math_verify scorer: a worker exited while starting (is math-verify installed? `pip install math-verify`)")
+            raise BenchError("math_verify scorer: workers exit while starting (is math-verify installed? `pip install math-verify`)")
         if worker.position < 0:  # the gold itself: every output sharing it is lost with it
             results.update((i, outcome) for i in unit.indices)
             return
