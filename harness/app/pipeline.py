@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import tasks  # noqa: F401  (registers the tasks)
 import trainers  # noqa: F401  (registers the methods)
 from harness.app.config import RunConfig, method_options
-from harness.app.organism import ensure_organism
+from harness.app.organism import OrganismConfig, build_tokenizer, ensure_organism
 from harness.backends import BACKENDS, BackendPool, GenerationBackend, SamplingParams
 from harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
 from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
@@ -74,7 +74,24 @@ def prepare(config: RunConfig, out: Path) -> PreparedRun:
         raise BenchError(f"unknown suite {config.suite!r}; known: {', '.join(SUITES)}")
     suite = SUITES[config.suite]
     RunStore.check_target(out, config.fingerprint())
-    return PreparedRun(config, out, suite, trainer, eval_items(suite, config.eval_per_slice), backend, rollouts)
+    items = eval_items(suite, config.eval_per_slice)
+    if config.model is None:
+        check_prompts_fit_organism(config.organism, items)
+    return PreparedRun(config, out, suite, trainer, items, backend, rollouts)
+
+
+def check_prompts_fit_organism(organism: OrganismConfig, items: Sequence[Item]) -> None:
+    """organism.max_positions must hold every evaluation prompt and its completion: found now,
+    not after pre-training and training (the generate stage checks any model the same way)."""
+    tokenizer = build_tokenizer()
+    by_task: dict[str, list[int]] = {}
+    for item in items:
+        by_task.setdefault(item.task, []).append(len(tokenizer.encode(item.prompt, add_special_tokens=False)))
+    for task_name, lengths in by_task.items():
+        needed = max(lengths) + get_task(task_name).max_new_tokens
+        if needed > organism.max_positions:
+            raise BenchError(f"organism.max_positions ({organism.max_positions}) is too short for task {task_name}: its longest prompt has "
+                             f"{max(lengths)} tokens and {get_task(task_name).max_new_tokens} more are generated; set it to at least {needed}")
 
 
 def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
