@@ -22,7 +22,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from harness.core.errors import BenchError
+from harness.core.errors import BenchError, writing
 from harness.core.progress import progress_bar
 from harness.store import save_checkpoint
 from tasks.suites import Suite, training_items
@@ -117,7 +117,16 @@ def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -
     folder = organism_path(config, suite)
     if (folder / "config.json").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    with writing(folder.parent):  # a read-only or full cache: one line naming it
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return pretrain(config, suite, folder, quiet)
+        except BaseException:  # no half-written organism that a later run would take as cached
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
+def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) -> Path:
     started = time.time()
     tokenizer = build_tokenizer()
     model = build_model(config, len(tokenizer))

@@ -24,11 +24,12 @@ from harness.backends import BACKENDS, BackendPool, GenerationBackend, SamplingP
 from harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
 from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
 from harness.core import provenance
-from harness.core.errors import BenchError
+from harness.core.errors import BenchError, writing
 from harness.core.progress import progress_bar
 from harness.evaluation.scoring import score_run
 from harness.store import (
     REPORT_FILE,
+    RUN_FILE,
     TRAIN_LOG_FILE,
     CheckpointRecord,
     RunStore,
@@ -95,17 +96,37 @@ def check_prompts_fit_organism(organism: OrganismConfig, items: Sequence[Item]) 
 
 
 def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
+    """Every stage not yet done. A foreseeable failure to write the run folder (no permission, a
+    full disk) becomes a BenchError naming it; a new run that fails with a BenchError at any stage
+    (e.g. a method found nothing to train on) is removed, so no half-made run folder is left."""
+    existed, new_run = run.out.exists(), not (run.out / RUN_FILE).is_file()
+    try:
+        with writing(run.out):
+            return execute_stages(run, quiet)
+    except BenchError:
+        if new_run:
+            remove_unfinished(run.out, keep_folder=existed)
+        raise
+
+
+def remove_unfinished(folder: Path, keep_folder: bool) -> None:
+    """Delete a failed new run; an (empty) folder the user made beforehand stays, emptied."""
+    if not keep_folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def execute_stages(run: PreparedRun, quiet: bool) -> RunStore:
     base_model = Path(run.config.model) if run.config.model else ensure_organism(run.config.organism, run.suite, quiet)
-    new_folder = not run.out.exists()
     store = RunStore.open_or_create(run.out, run_metadata(run, base_model), run.items)
     with BackendPool() as backends:  # a vLLM engine started for rollouts also generates
         if not store.stage_done("train"):
-            try:
-                timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet))
-            except BenchError:
-                if new_folder:  # e.g. a method found nothing to train on: leave no half-made run behind
-                    shutil.rmtree(run.out, ignore_errors=True)
-                raise
+            timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet))
         if not store.stage_done("generate"):
             choice = generation_backend(store, run, backends)
             timed(store, "generate", lambda: generate_stage(store, choice, backends.get(choice.name), quiet))
