@@ -147,6 +147,18 @@ def test_a_read_only_output_folder(read_only_folder: Path) -> None:
     assert left_in(read_only_folder) == []
 
 
+def test_an_output_path_below_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("mine")
+    rejected(cli("run", "--preset", "smoke", "--out", str(tmp_path / "file" / "run")), "is a file, not a folder")
+    assert left_in(tmp_path) == ["file"]
+
+
+def test_a_read_only_organism_cache(read_only_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLASTICITY_BENCH_CACHE", str(read_only_folder))
+    rejected(cli("base", "--preset", "smoke", "-q"), f"cannot write {read_only_folder}")
+    assert left_in(read_only_folder) == []
+
+
 @pytest.fixture
 def organism_cache(bench_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """In-process runs share the session's organism cache (built once, a few seconds for smoke)."""

@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from harness.core.errors import BenchError, writing
 from harness.core.progress import progress_bar
-from harness.store import save_checkpoint
+from harness.store import check_writable, save_checkpoint
 from tasks.suites import Suite, training_items
 from trainers.common import LoopConfig, Stage, TrainContext, train
 from trainers.sft import SFT
@@ -119,6 +119,7 @@ def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -
         return folder
     with writing(folder.parent):  # a read-only or full cache: one line naming it
         folder.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(folder.parent)  # before minutes of pre-training, not after
         try:
             return pretrain(config, suite, folder, quiet)
         except BaseException:  # no half-written organism that a later run would take as cached
