@@ -20,10 +20,11 @@ Layout (all tables are parquet, readable with `pandas.read_parquet`)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,15 +46,24 @@ STAGES = ("train", "generate", "score", "report")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str)))
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """write(tmp), then rename tmp to path: readers see the old file or the new one, never half of
+    one; a failed write (a full disk, say) leaves no tmp file behind."""
     tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # best effort: on a read-only filesystem there is no tmp to remove
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -70,9 +80,7 @@ class CheckpointRecord:
 
 
 def write_manifest(checkpoint_dir: Path, records: Sequence[CheckpointRecord]) -> None:
-    tmp = checkpoint_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps([r.to_dict() for r in records], indent=2))
-    tmp.replace(checkpoint_dir / MANIFEST)
+    write_atomic(checkpoint_dir / MANIFEST, lambda tmp: tmp.write_text(json.dumps([r.to_dict() for r in records], indent=2)))
 
 
 def read_manifest(checkpoint_dir: Path) -> list[CheckpointRecord]:
@@ -102,8 +110,10 @@ class RunStore:
     # ------------------------------------------------------------ creation and identity
     @staticmethod
     def check_target(root: Path, fingerprint: str) -> None:
-        """Refuse a folder that holds something other than this same run (before writing anything)."""
+        """Refuse a folder that holds something other than this same run, or that cannot be
+        written (before writing anything)."""
         if not root.exists():
+            check_writable(root)
             return
         if not root.is_dir():
             raise BenchError(f"output path {root} exists and is not a folder")
@@ -117,6 +127,7 @@ class RunStore:
                 raise BenchError(f"output folder {root} already holds a different run; choose another --out or delete it")
         elif any(root.iterdir()):
             raise BenchError(f"output folder {root} is not empty and holds no run; choose another --out")
+        check_writable(root)
 
     @classmethod
     def open_or_create(cls, root: Path, metadata: dict[str, Any], items: Sequence[Item]) -> RunStore:
@@ -184,6 +195,21 @@ class RunStore:
         return pd.read_parquet(path)
 
 
+def check_writable(root: Path) -> None:
+    """BenchError unless `root` (a folder, existing or to be made) can be written: its nearest
+    existing folder must be writable and on a writable filesystem. A failure later (a full disk)
+    is caught where it happens (`harness.core.errors.writing`)."""
+    place = Path(os.path.abspath(root))
+    while not place.exists():
+        place = place.parent
+    if not place.is_dir():
+        raise BenchError(f"cannot create {root}: {place} is a file, not a folder")
+    if os.statvfs(place).f_flag & os.ST_RDONLY:
+        raise BenchError(f"cannot write {root}: {place} is on a read-only filesystem; choose a place on a writable filesystem")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise BenchError(f"cannot write {root}: permission denied on {place}; check its permissions or choose another place")
+
+
 def items_frame(items: Sequence[Item]) -> pd.DataFrame:
     rows = [{**item.to_dict(), "meta": json.dumps(item.meta, sort_keys=True)} for item in items]
     return pd.DataFrame(rows)
@@ -193,7 +219,11 @@ def save_checkpoint(model: Any, tokenizer: Any, folder: Path) -> None:
     """Write a Hugging Face model folder atomically (a crash never leaves half a checkpoint)."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    except BaseException:  # a full disk, say: no half-written step-….partial/ left behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.store import REPORT_FILE, RunStore, write_json_atomic
+from harness.store import REPORT_FILE, RunStore, write_atomic, write_json_atomic
 from reports.charts import forgetting_curves, gain_vs_forgetting
 from reports.data import RunData, display_name, load_runs
 from reports.flips import SHOWN_PER_DIRECTION, flips_html
@@ -187,7 +187,6 @@ def write_report(stores: Sequence[RunStore], out: Path) -> Path:
         (runs[0].root / CURVES_FILE).write_bytes(curves)
         write_json_atomic(runs[0].root / SUMMARY_FILE, tables[0].to_dict("records"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page_html(runs, tables, curves), encoding="utf-8")  # as its <meta charset> says, whatever the locale
-    tmp.replace(out)
+    page = page_html(runs, tables, curves)
+    write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))  # as its <meta charset> says, whatever the locale
     return out

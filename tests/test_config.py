@@ -53,3 +53,29 @@ def test_missing_config_file_and_unknown_preset() -> None:
         load_config("default", Path("/no/such/file.yaml"))
     with pytest.raises(BenchError, match="unknown preset 'tiny'; known: default, smoke"):
         load_config("tiny")
+
+
+@pytest.mark.parametrize(
+    ("text", "setting", "value"),
+    [
+        ("lr: 1e-4", "lr", 1e-4),
+        ("lr: 1E-4", "lr", 1e-4),
+        ("lr: 1.0e-4", "lr", 1e-4),
+        ("lr: 2e3", "lr", 2000.0),
+        ("lr: +1.5E+2", "lr", 150.0),
+        ("lr: .5", "lr", 0.5),
+        ("lr: .5e-1", "lr", 0.05),
+        ('{"lr": 1e-4}', "lr", 1e-4),  # JSON's exponent notation, which YAML 1.1 reads as a string
+        ("train_examples: 1_000", "train_examples", 1000),
+        ("train_examples: 1e3", "train_examples", 1000),  # a whole number in float notation, for an int setting
+        ("organism: {lr: 3E-3}", "organism.lr", 3e-3),
+        ("options: {beta: 5e-2}", "options.beta", 5e-2),
+    ],
+)
+def test_yaml_numbers_in_any_notation(tmp_path: Path, text: str, setting: str, value: float) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text(text + "\n")
+    config = load_config("default", file)
+    owner, _, name = setting.rpartition(".")
+    got = config.options[name] if owner == "options" else getattr(config.organism if owner else config, name)
+    assert got == value and type(got) is type(value)

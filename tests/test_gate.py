@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 
+from harness.evaluation.gate import classify
 from harness.evaluation.scoring import aggregate
 from tasks.base import content_hash, get_task
 from tasks.suites import MICRO
@@ -117,8 +118,49 @@ def test_a_drop_within_the_allowed_one_passes(pair_400) -> None:
     done = cli("gate", "-b", str(base), "-c", str(worse), "--max-drop", "reasoning=15", "--json", "-")
     assert done.returncode == 0, done.stderr
     assert _verdicts(json.loads(done.stdout))["reasoning"] == "no detectable change"
-    strict_default = cli("gate", "-b", str(base), "-c", str(worse), "--max-drop", "2", "--max-drop", "reasoning=8", "--json", "-")
-    assert _verdicts(json.loads(strict_default.stdout))["reasoning"] == "inconclusive"  # [-13, -7] straddles -8
+    # -10 [-13, -7] straddles -11 and the estimate is within it: cannot be told
+    within = cli("gate", "-b", str(base), "-c", str(worse), "--max-drop", "2", "--max-drop", "reasoning=11", "--json", "-")
+    assert within.returncode == 0 and _verdicts(json.loads(within.stdout))["reasoning"] == "inconclusive"
+    # against 8, the same interval straddles -8 too, but the drop is significant and its estimate beyond 8: a regression
+    beyond = cli("gate", "-b", str(base), "-c", str(worse), "--max-drop", "2", "--max-drop", "reasoning=8", "--json", "-")
+    assert beyond.returncode == 1 and _verdicts(json.loads(beyond.stdout))["reasoning"] == "regression"
+
+
+def test_a_significant_drop_beyond_the_allowed_one_fails(tmp_path: Path) -> None:
+    """200 math items, 20 lost and 4 gained: -8 points, McNemar p = 0.0015, interval [-12.7, -3.2].
+    The interval straddles -5, so the old rule (regression only if hi < -D) said inconclusive and passed."""
+    start, base = baseline_outcomes(200, seed=9), baseline_outcomes(200)
+    worse = base.copy()  # math is the first 200 items
+    worse[np.flatnonzero(base[:200])[:20]] = False
+    worse[np.flatnonzero(~base[:200])[:4]] = True
+    write_run(tmp_path / "base", {0: start, 10: base}, 200)
+    write_run(tmp_path / "cand", {0: start, 10: worse}, 200)
+    done = cli("gate", "-b", str(tmp_path / "base"), "-c", str(tmp_path / "cand"), "--json", str(tmp_path / "v.json"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads((tmp_path / "v.json").read_text())
+    math = report["families"][0]
+    assert math["family"] == "math" and (math["lost"], math["gained"]) == (20, 4) and math["change"] == pytest.approx(-8.0)
+    assert math["mcnemar_exact_p"] == pytest.approx(0.0015, abs=1e-4)
+    assert math["interval"][0] < -5 < math["interval"][1] < 0
+    assert report["verdict"] == "regression"
+    assert _verdicts(report) == {"math": "regression", "reasoning": "no detectable change", "code": "no detectable change"}
+    assert "FAIL: regression in math" in done.stdout and "hi < 0 and change < -D" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "low", "high", "verdict"),
+    [
+        (-8.0, -12.7, -3.2, "regression"),  # significant, estimate beyond D = 5
+        (-12.0, -16.0, -6.0, "regression"),  # the whole interval beyond D
+        (-5.0, -9.0, -1.0, "inconclusive"),  # significant, but the estimate is not beyond D
+        (-8.0, -14.0, 1.0, "inconclusive"),  # estimate beyond D, but no drop told from noise
+        (-2.0, -4.0, 0.5, "no detectable change"),
+        (3.0, -1.0, 7.0, "no detectable change"),
+        (-6.0, -6.5, -5.5, "regression"),
+    ],
+)
+def test_the_gate_rule(change: float, low: float, high: float, verdict: str) -> None:
+    assert classify(change, low, high, 5.0) == verdict
 
 
 def test_twenty_items_with_a_five_point_difference_are_inconclusive(tmp_path: Path) -> None:

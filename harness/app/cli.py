@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from harness.core.errors import BenchError
+from harness.core.errors import BenchError, writing
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure what post-training methods gain in-domain and forget elsewhere, step by step.")
@@ -138,8 +138,9 @@ def score(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     from harness.store import RunStore
 
     store = RunStore.open(run_dir)
-    timed(store, "score", lambda: score_run(store))
-    timed(store, "report", lambda: report_stage(store))
+    with writing(run_dir):
+        timed(store, "score", lambda: score_run(store))
+        timed(store, "report", lambda: report_stage(store))
     typer.echo(f"scored: {run_dir / 'aggregates.parquet'}")
 
 
@@ -155,7 +156,8 @@ def report(
     stores = [RunStore.open(d) for d in run_dirs]
     if output is None and len(stores) > 1:
         raise BenchError("several runs need --output FILE for the combined report")
-    typer.echo(write_report(stores, output or stores[0].root / "report.html"))
+    with writing(output or stores[0].root, named_by_user=output is not None):
+        typer.echo(write_report(stores, output or stores[0].root / "report.html"))
 
 
 @app.command()
@@ -173,7 +175,8 @@ def compare(
     first, second = load_results(a, step_a), load_results(b, step_b)
     rows = gating.compare(first, second)
     if json_file:
-        json_file.write_text(json.dumps(gating.compare_json(first, second, rows), indent=2))
+        with writing(json_file, named_by_user=True):
+            json_file.write_text(json.dumps(gating.compare_json(first, second, rows), indent=2))
     typer.echo(gating.compare_summary(first, second, rows))
 
 
@@ -196,7 +199,8 @@ def gate(
         typer.echo(verdict)
     else:
         if json_file:
-            json_file.write_text(verdict + "\n")
+            with writing(json_file, named_by_user=True):
+                json_file.write_text(verdict + "\n")
         typer.echo(gating.gate_summary(result))
     if result.exit_status:
         sys.exit(result.exit_status)
@@ -211,7 +215,8 @@ def export_baseline(
     """Write a checkpoint's per-item results, suite and eval-set hashes: a baseline for `bench gate`."""
     from harness.evaluation.gate import export_baseline as write_baseline
 
-    typer.echo(write_baseline(run_dir, output, step))
+    with writing(output, named_by_user=True):
+        typer.echo(write_baseline(run_dir, output, step))
 
 
 def silence_libraries() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from harness.app.organism import OrganismConfig
+from harness.backends.checkpoint import check_model_folder
 from harness.core.errors import BenchError
 
 
@@ -78,11 +81,28 @@ def load_config(preset: str = "default", path: Path | None = None, overrides: di
     return config
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 (and JSON) do.
+
+    PyYAML implements YAML 1.1, whose floats need a dot and a signed exponent: `1e-4`, `1E-4`
+    and `1.0e4` come back as *strings* (and so does JSON's `1e-4`). Floats with an exponent in
+    any of these spellings resolve as floats here; `.5`, `1.0e-4` and `1_000` already did.
+    """
+
+
+ConfigLoader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BenchError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON: one parser for both
+        data = yaml.load(path.read_text(), Loader=ConfigLoader)  # YAML is a superset of JSON: one parser for both
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -121,12 +141,17 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """The value if it has the setting's type; a number must be finite (no nan or inf) and an
+    integer setting takes a whole float too (`steps: 1e3`)."""
     text = str(annotation)
     if value is None and "None" in text:
         return None
-    if text.startswith("int") and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if text.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and text.startswith(("int", "float")) and not math.isfinite(value):
+        raise BenchError(f"setting {name} must be a finite number, got {value}")
+    if text.startswith("int") and number and float(value).is_integer():
+        return int(value)
+    if text.startswith("float") and number:
         return float(value)
     if text.startswith("str") and isinstance(value, str):
         return value
@@ -151,19 +176,25 @@ def method_options(options_class: type, values: dict[str, Any], method: str) -> 
 
 def validate(config: RunConfig) -> None:
     """Range checks that a type cannot express. Registry names are checked where they are used."""
+    config.organism.validate()
+    for item in fields(config):  # _coerce already refuses nan/inf; here for a RunConfig built in code
+        value = getattr(config, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BenchError(f"setting {item.name} must be a finite number, got {value}")
     positive = {
         "steps": config.steps,
         "lr": config.lr if config.lr is not None else 1.0,
         "batch_size": config.batch_size,
         "train_examples": config.train_examples,
-        "organism.pretrain_steps": config.organism.pretrain_steps,
-        "organism.batch_size": config.organism.batch_size,
-        "organism.lr": config.organism.lr,
         "grad_clip": config.grad_clip,
     }
     for name, value in positive.items():
         if value <= 0:
             raise BenchError(f"{name} must be positive, got {value}")
+    if config.seed < 0:
+        raise BenchError(f"seed must be >= 0, got {config.seed}")
+    if config.weight_decay < 0:
+        raise BenchError(f"weight_decay must be >= 0, got {config.weight_decay}")
     if config.checkpoint_every < 0:
         raise BenchError(f"checkpoint_every must be >= 0 (0 = only at stage ends), got {config.checkpoint_every}")
     if config.eval_per_slice is not None and config.eval_per_slice <= 0:
@@ -175,5 +206,7 @@ def validate(config: RunConfig) -> None:
     for name in ("warmup_fraction", "min_lr_ratio"):
         if not 0 <= getattr(config, name) < 1:
             raise BenchError(f"{name} must be in [0, 1), got {getattr(config, name)}")
-    if config.model is not None and not (Path(config.model) / "config.json").is_file():
-        raise BenchError(f"model {config.model} is not a Hugging Face model folder (no config.json there)")
+    if config.model is not None:
+        if not (Path(config.model) / "config.json").is_file():
+            raise BenchError(f"model {config.model} is not a Hugging Face model folder (no config.json there)")
+        check_model_folder(Path(config.model))

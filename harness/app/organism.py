@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import string
@@ -21,8 +22,9 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
+from harness.core.errors import BenchError, writing
 from harness.core.progress import progress_bar
-from harness.store import save_checkpoint
+from harness.store import check_writable, save_checkpoint
 from tasks.suites import Suite, generator_items
 from trainers.common import LoopConfig, Stage, TrainContext, train
 from trainers.sft import SFT
@@ -47,6 +49,23 @@ class OrganismConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
+
+    def validate(self) -> None:
+        """BenchError for any setting that could not build or train a model (every field is checked)."""
+        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "max_positions", "pretrain_steps", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise BenchError(f"organism.{name} must be positive, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise BenchError(f"organism.lr must be positive, got {self.lr}")
+        if self.seed < 0:
+            raise BenchError(f"organism.seed must be >= 0, got {self.seed}")
+        if self.hidden_size % self.num_heads:
+            raise BenchError(f"organism.num_heads ({self.num_heads}) must divide organism.hidden_size ({self.hidden_size})")
+        if (self.hidden_size // self.num_heads) % 2:
+            raise BenchError(f"organism.hidden_size / organism.num_heads (the head size, {self.hidden_size // self.num_heads}) must be even "
+                             "for rotary position embeddings")
+        if self.num_heads % self.num_kv_heads:
+            raise BenchError(f"organism.num_kv_heads ({self.num_kv_heads}) must divide organism.num_heads ({self.num_heads})")
 
     def fingerprint(self, suite: Suite) -> str:
         blob = json.dumps({"config": asdict(self), "suite": suite.name, "foundation": suite.foundation, "code": ORGANISM_CODE_VERSION}, sort_keys=True)
@@ -98,7 +117,17 @@ def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -
     folder = organism_path(config, suite)
     if (folder / "config.json").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    with writing(folder.parent):  # a read-only or full cache: one line naming it
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(folder.parent)  # before minutes of pre-training, not after
+        try:
+            return pretrain(config, suite, folder, quiet)
+        except BaseException:  # no half-written organism that a later run would take as cached
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
+def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) -> Path:
     started = time.time()
     tokenizer = build_tokenizer()
     model = build_model(config, len(tokenizer))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,17 +20,18 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import tasks  # noqa: F401  (registers the tasks)
 import trainers  # noqa: F401  (registers the methods)
 from harness.app.config import RunConfig, method_options
-from harness.app.organism import ensure_organism
+from harness.app.organism import OrganismConfig, build_tokenizer, ensure_organism
 from harness.backends import BACKENDS, BackendPool, GenerationBackend, SamplingParams
 from harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
 from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
 from harness.core import provenance
-from harness.core.errors import BenchError
+from harness.core.errors import BenchError, writing
 from harness.core.progress import progress_bar
 from harness.evaluation.scoring import score_run
 from harness.store import (
     PROMPTS_FILE,
     REPORT_FILE,
+    RUN_FILE,
     TRAIN_LOG_FILE,
     CheckpointRecord,
     RunStore,
@@ -81,21 +82,59 @@ def prepare(config: RunConfig, out: Path) -> PreparedRun:
     if not config.model and not suite.foundation:
         raise BenchError(f"suite {suite.name} has no organism pre-training mix (`foundation:`); give --model MODEL_FOLDER")
     RunStore.check_target(out, run_fingerprint(config, suite))
-    return PreparedRun(config, out, suite, trainer, eval_items(suite, config.eval_per_slice), backend, rollouts)
+    items = eval_items(suite, config.eval_per_slice)
+    if config.model is None:
+        check_prompts_fit_organism(config.organism, suite, items)
+    return PreparedRun(config, out, suite, trainer, items, backend, rollouts)
+
+
+def check_prompts_fit_organism(organism: OrganismConfig, suite: Suite, items: Sequence[Item]) -> None:
+    """organism.max_positions must hold every evaluation prompt and its completion: found now,
+    not after pre-training and training (the generate stage checks any model the same way)."""
+    tokenizer = build_tokenizer()
+    by_set: dict[str, list[int]] = {}
+    for item in items:
+        by_set.setdefault(f"{item.task}/{item.level}", []).append(len(tokenizer.encode(item.prompt, add_special_tokens=False)))
+    for slice_, lengths in by_set.items():
+        budget = suite.eval_set(slice_).sampling.max_new_tokens
+        needed = max(lengths) + budget
+        if needed > organism.max_positions:
+            raise BenchError(f"organism.max_positions ({organism.max_positions}) is too short for evaluation set {slice_}: its longest prompt "
+                             f"has {max(lengths)} tokens and {budget} more are generated; set it to at least {needed}")
 
 
 def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
+    """Every stage not yet done. A foreseeable failure to write the run folder (no permission, a
+    full disk) becomes a BenchError naming it; a new run that fails with a BenchError at any stage
+    (e.g. a method found nothing to train on) is removed, so no half-made run folder is left."""
+    existed, new_run = run.out.exists(), not (run.out / RUN_FILE).is_file()
+    try:
+        with writing(run.out):
+            return execute_stages(run, quiet)
+    except BenchError:
+        if new_run:
+            remove_unfinished(run.out, keep_folder=existed)
+        raise
+
+
+def remove_unfinished(folder: Path, keep_folder: bool) -> None:
+    """Delete a failed new run; an (empty) folder the user made beforehand stays, emptied."""
+    if not keep_folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def execute_stages(run: PreparedRun, quiet: bool) -> RunStore:
     base_model = Path(run.config.model) if run.config.model else ensure_organism(run.config.organism, run.suite, quiet)
-    new_folder = not run.out.exists()
     store = RunStore.open_or_create(run.out, run_metadata(run, base_model), run.items)
     with BackendPool() as backends:  # a vLLM engine started for rollouts also generates
         if not store.stage_done("train"):
-            try:
-                timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet))
-            except BenchError:
-                if new_folder:  # e.g. a method found nothing to train on: leave no half-made run behind
-                    shutil.rmtree(run.out, ignore_errors=True)
-                raise
+            timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet))
         evaluation_stages(store, run.suite, run.backend, run.config.backend, backends, run.config.seed, quiet)
     return store
 

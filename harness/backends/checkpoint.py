@@ -29,9 +29,28 @@ def read_model_config(model_dir: Path) -> dict:
     if not path.is_file():
         raise BenchError(f"model folder {model_dir} has no config.json (not a Hugging Face model folder)")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise BenchError(f"{path} is not valid JSON (line {error.lineno}); the checkpoint is corrupt") from None
+    except UnicodeDecodeError:
+        raise BenchError(f"{path} is not text (not UTF-8); the checkpoint is corrupt") from None
+    if not isinstance(config, dict):
+        raise BenchError(f"{path} holds a JSON {type(config).__name__}, not a model configuration; the checkpoint is corrupt")
+    return config
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_folder(model_dir: Path) -> None:
+    """BenchError unless `model_dir` looks loadable: a JSON config naming its model_type, a
+    tokenizer and complete weights (safetensors headers are read; no tensor is loaded)."""
+    config = read_model_config(model_dir)
+    if not isinstance(config.get("model_type"), str):
+        raise BenchError(f"{Path(model_dir) / 'config.json'} names no model_type; not a Hugging Face model configuration")
+    if not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        raise BenchError(f"model folder {model_dir} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the tokenizer next to the model")
+    read_tensor_shapes(model_dir)
 
 
 def weight_files(model_dir: Path) -> list[Path]:

@@ -7,15 +7,27 @@ checkpoint unless a step is chosen) or a baseline file. Both sides must have bee
 the same items (same suite and evaluation-set hash), so every item is paired.
 
 The gate's rule, per family, with D the allowed drop in points (`--max-drop`, default
-DEFAULT_MAX_DROP) and [lo, hi] the 95% interval of candidate − baseline accuracy
-(`stats.paired_difference_interval`):
+DEFAULT_MAX_DROP), Δ the observed change of candidate − baseline accuracy and [lo, hi] its 95%
+interval (`stats.paired_difference_interval`, which uses the pairing of items):
 
-* **regression** when hi < −D: even the most favourable end of the interval is a drop larger
-  than allowed;
+* **regression** when the drop is significant and beyond the allowed one, hi < 0 and Δ < −D
+  (the interval excludes "no change", and the best estimate of the drop exceeds D); and, as
+  before, whenever hi < −D (even the most favourable end of the interval is too large a drop);
 * **no detectable change** when lo ≥ −D: the interval rules out any drop larger than allowed
   (improvements land here too: the gate only looks for regressions);
-* **inconclusive** otherwise: the interval straddles −D, so neither can be concluded; more
-  items (or a larger D) are needed.
+* **inconclusive** otherwise: either no drop can be told from noise (the interval reaches 0)
+  while one larger than D is not ruled out, or the drop is real but its estimate is within D
+  while the interval reaches beyond −D. More items (or a larger D) are needed.
+
+Why not only hi < −D (the rule before): it asks for proof, at 95%, that the drop *exceeds D*,
+which with a few hundred items only very large drops give. An 8-point drop on 200 items against
+D = 5 (McNemar p = 0.0015) was "inconclusive" and passed, although the data say clearly that the
+candidate is worse, most likely by more than allowed. A gate exists to stop such changes, so a
+drop that is real (significant) and whose best estimate exceeds D now fails. The price is known
+and bounded: a candidate that changed nothing fails with probability below 2.5% (the interval's
+one-sided error, and only when the noise also pushes the estimate beyond −D); one whose true
+drop is exactly D fails up to about half the time, since D is the largest drop the *measured*
+change may show, not a drop the data must disprove. `--strict` also fails on inconclusive.
 
 `bench gate` exits 1 when any family regressed (or, with --strict, is inconclusive), else 0.
 """
@@ -33,7 +45,7 @@ import numpy as np
 from harness.core.errors import BenchError
 from harness.evaluation.runs import BASELINE_FORMAT, BASELINE_VERSION, ItemResults, check_same_items, families_in_order, run_results
 from harness.evaluation.stats import PairedCounts, mcnemar_exact_p, mcnemar_midp, paired_bootstrap, paired_difference_interval
-from harness.store import RunStore
+from harness.store import RunStore, write_atomic
 
 DEFAULT_MAX_DROP = 5.0  # points; small enough to matter, large enough to certify with a few hundred items
 CONFIDENCE = 0.95
@@ -41,9 +53,9 @@ CONFIDENCE = 0.95
 REGRESSION = "regression"
 NO_CHANGE = "no detectable change"
 INCONCLUSIVE = "inconclusive"
-GATE_RULE = (f"per family, with [lo, hi] the {CONFIDENCE:.0%} paired interval of candidate - baseline accuracy "
-             f"(Agresti-Min) and D the allowed drop: {REGRESSION} if hi < -D; {NO_CHANGE} if lo >= -D; "
-             f"{INCONCLUSIVE} otherwise")
+GATE_RULE = (f"per family, with change the candidate - baseline accuracy, [lo, hi] its {CONFIDENCE:.0%} paired interval "
+             f"(Agresti-Min) and D the allowed drop: {REGRESSION} if the drop is significant and beyond D "
+             f"(hi < 0 and change < -D) or if hi < -D; {NO_CHANGE} if lo >= -D; {INCONCLUSIVE} otherwise")
 
 
 # ---------------------------------------------------------------- comparison
@@ -149,9 +161,9 @@ class GateResult:
         return 1 if self.verdict == REGRESSION or (self.strict and self.verdict == INCONCLUSIVE) else 0
 
 
-def classify(change_low: float, change_high: float, max_drop: float) -> str:
+def classify(change: float, change_low: float, change_high: float, max_drop: float) -> str:
     """The gate's three-way rule (see the module docstring); all values in points."""
-    if change_high < -max_drop:
+    if change_high < -max_drop or (change_high < 0 and change < -max_drop):
         return REGRESSION
     if change_low >= -max_drop:
         return NO_CHANGE
@@ -181,7 +193,7 @@ def parse_max_drops(specs: Sequence[str], families: Sequence[str]) -> dict[str, 
 def gate(baseline: ItemResults, candidate: ItemResults, max_drop_specs: Sequence[str] = (), strict: bool = False) -> GateResult:
     check_same_items(baseline, candidate)
     max_drops = parse_max_drops(max_drop_specs, families_in_order(baseline.items.family.unique(), baseline.families))
-    verdicts = [FamilyVerdict(row, max_drops[row.family], classify(row.change_low, row.change_high, max_drops[row.family]))
+    verdicts = [FamilyVerdict(row, max_drops[row.family], classify(row.change, row.change_low, row.change_high, max_drops[row.family]))
                 for row in compare(baseline, candidate)]
     return GateResult(baseline, candidate, verdicts, strict)
 
@@ -248,7 +260,5 @@ def export_baseline(run_dir: Path, out: Path, step: int | None = None) -> Path:
     head = json.dumps(header, indent=2)[: -len("\n}")]  # reopened to append the items, one per line
     items = ",\n".join("    " + json.dumps(row) for row in rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(f"{head},\n  \"items\": [\n{items}\n  ]\n}}\n")
-    tmp.replace(out)
+    write_atomic(out, lambda tmp: tmp.write_text(f"{head},\n  \"items\": [\n{items}\n  ]\n}}\n"))
     return out
