@@ -52,7 +52,7 @@ def phase_shares(per_set: int, work: Path) -> list[str]:
         if len(by_set[f"{item.task}/{item.level}"]) < per_set:
             by_set[f"{item.task}/{item.level}"].append(item)
     chosen = [item for group in by_set.values() for item in group]
-    model = build_chat_model(work / "model", head_dim=32, max_positions=8192)
+    model = build_chat_model(work / "model", head_dim=32, max_positions=16384)
     store = RunStore(work / "run")
     store.root.mkdir(parents=True)
     timings = {"render": 0.0, "generate": 0.0, "score": 0.0, "store": 0.0}

@@ -78,7 +78,7 @@ def test_a_broken_model_folder(model_folder: Path, tmp_path: Path, damage, messa
         ("organism: {num_kv_heads: 0}", "organism.num_kv_heads must be positive"),
         ("organism: {intermediate_size: -1}", "organism.intermediate_size must be positive"),
         ("organism: {max_positions: 0}", "organism.max_positions must be positive"),
-        ("organism: {max_positions: 20}", "organism.max_positions (20) is too short for task"),
+        ("organism: {max_positions: 20}", "organism.max_positions (20) is too short for evaluation set"),
         ("organism: {pretrain_steps: 0}", "organism.pretrain_steps must be positive"),
         ("organism: {batch_size: 0}", "organism.batch_size must be positive"),
         ("organism: {lr: 0}", "organism.lr must be positive"),
