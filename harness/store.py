@@ -7,6 +7,9 @@ Layout (all tables are parquet, readable with `pandas.read_parquet`)::
     RUN/eval_items.parquet          the evaluation items themselves (re-scoring needs no generator)
     RUN/checkpoints/manifest.json   one record per checkpoint (step, stage, lr, loss, examples seen)
     RUN/checkpoints/step-000000/    Hugging Face model folders; step 0 is the starting model
+    RUN/checkpoints/step-000050.trainer_state.pt   what resuming training needs besides the weights
+                                    (optimizer, schedule position, RNGs, data stream, the method's state);
+                                    pruned after training unless keep_checkpoints is `all`
     RUN/rollout-policy/             only while training with --rollout-backend vllm: the weights synced to the engine
     RUN/train_log.parquet           one row per training step: stage, lr, loss, the method's metrics
     RUN/generations/step-000000.parquet   item_id, step, output            (generation)
@@ -28,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from harness.core.errors import BenchError
+from harness.core.interrupt import uninterruptible
 from harness.core.items import Item
 
 RUN_FILE = "run.json"
@@ -37,19 +41,26 @@ TRAIN_LOG_FILE = "train_log.parquet"
 AGGREGATES_FILE = "aggregates.parquet"
 REPORT_FILE = "report.html"
 MANIFEST = "manifest.json"  # in RUN/checkpoints/
+TRAINER_STATE_SUFFIX = ".trainer_state.pt"  # RUN/checkpoints/step-NNNNNN.trainer_state.pt, next to the model folder
 STAGES = ("train", "generate", "score", "report")
 
 
+# Every write below goes to a temporary name and is renamed into place, inside `uninterruptible()`:
+# a kill leaves at most a *.tmp / *.partial that nothing reads, and SIGINT/SIGTERM wait for the write.
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    with uninterruptible():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, path)
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with uninterruptible():
+        tmp = path.with_name(path.name + ".tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -66,9 +77,10 @@ class CheckpointRecord:
 
 
 def write_manifest(checkpoint_dir: Path, records: Sequence[CheckpointRecord]) -> None:
-    tmp = checkpoint_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps([r.to_dict() for r in records], indent=2))
-    tmp.replace(checkpoint_dir / MANIFEST)
+    with uninterruptible():
+        tmp = checkpoint_dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps([r.to_dict() for r in records], indent=2))
+        tmp.replace(checkpoint_dir / MANIFEST)
 
 
 def read_manifest(checkpoint_dir: Path) -> list[CheckpointRecord]:
@@ -77,6 +89,27 @@ def read_manifest(checkpoint_dir: Path) -> list[CheckpointRecord]:
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
+
+
+def trainer_state_path(checkpoint_dir: Path, step: int) -> Path:
+    """The training state saved with checkpoint `step`: a file next to its model folder."""
+    return checkpoint_dir / (checkpoint_name(step) + TRAINER_STATE_SUFFIX)
+
+
+def save_trainer_state(state: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary name, then rename (a kill never leaves half a state file)."""
+    import torch
+
+    with uninterruptible():
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(path, weights_only=True)  # tensors and plain Python values only: no code runs on load
 
 
 @dataclass(frozen=True)
@@ -183,9 +216,10 @@ def items_frame(items: Sequence[Item]) -> pd.DataFrame:
 
 def save_checkpoint(model: Any, tokenizer: Any, folder: Path) -> None:
     """Write a Hugging Face model folder atomically (a crash never leaves half a checkpoint)."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
+    with uninterruptible():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
