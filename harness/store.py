@@ -129,8 +129,8 @@ class RunStore:
         return self.generations / f"step-{step:06d}.parquet"
 
     # ------------------------------------------------------------ creation and identity
-    @staticmethod
-    def check_target(root: Path, fingerprint: str) -> None:
+    @classmethod
+    def check_target(cls, root: Path, fingerprint: str) -> None:
         """Refuse a folder that holds something other than this same run (before writing anything)."""
         if not root.exists():
             return
@@ -144,17 +144,23 @@ class RunStore:
                 existing = None
             if existing != fingerprint:
                 raise BenchError(f"output folder {root} already holds a different run; choose another --out or delete it")
-        elif any(root.iterdir()):
+        elif any(not cls.unfinished_creation(path) for path in root.iterdir()):
             raise BenchError(f"output folder {root} is not empty and holds no run; choose another --out")
+
+    @staticmethod
+    def unfinished_creation(path: Path) -> bool:
+        """What `open_or_create` writes before run.json: a run killed in between may be re-run."""
+        return path.name in (ITEMS_FILE, ITEMS_FILE + ".tmp", RUN_FILE + ".tmp")
 
     @classmethod
     def open_or_create(cls, root: Path, metadata: dict[str, Any], items: Sequence[Item]) -> RunStore:
         cls.check_target(root, metadata["fingerprint"])
         store = cls(root)
         if not (root / RUN_FILE).is_file():
-            root.mkdir(parents=True, exist_ok=True)
-            write_parquet_atomic(items_frame(items), root / ITEMS_FILE)
-            write_json_atomic(root / RUN_FILE, {**metadata, "stages": {}})
+            with uninterruptible():  # run.json last: it makes the folder a run
+                root.mkdir(parents=True, exist_ok=True)
+                write_parquet_atomic(items_frame(items), root / ITEMS_FILE)
+                write_json_atomic(root / RUN_FILE, {**metadata, "stages": {}})
         return store
 
     @classmethod

@@ -297,3 +297,16 @@ def test_the_loop_resumes_bit_for_bit_and_needs_the_optimizer_state() -> None:
         assert log == full_log
     weights, _ = resumed(4, drop_optimizer=True)
     assert not all(torch.equal(weights[k], final[k]) for k in final)
+
+
+def test_a_folder_killed_while_being_created_is_not_refused(tmp_path: Path) -> None:
+    """open_or_create writes eval_items.parquet, then run.json; a kill in between must not block the re-run."""
+    from harness.core.errors import BenchError
+    from harness.store import RunStore
+
+    (tmp_path / "eval_items.parquet").write_bytes(b"half")
+    (tmp_path / "run.json.tmp").write_text("{")
+    RunStore.check_target(tmp_path, "abc")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(BenchError, match="holds no run"):
+        RunStore.check_target(tmp_path, "abc")
