@@ -9,6 +9,9 @@ Layout (all tables are parquet, readable with `pandas.read_parquet`)::
     RUN/checkpoints/manifest.json   one record per checkpoint (step, stage, lr, loss, examples seen, path)
     RUN/checkpoints/step-000000/    Hugging Face model folders; step 0 is the starting model
                                     (`bench eval`: the manifest points at the user's own model folders)
+    RUN/checkpoints/step-000050.trainer_state.pt   what resuming training needs besides the weights
+                                    (optimizer, schedule position, RNGs, data stream, the method's state);
+                                    pruned after training unless keep_checkpoints is `all`
     RUN/rollout-policy/             only while training with --rollout-backend vllm: the weights synced to the engine
     RUN/train_log.parquet           one row per training step: stage, lr, loss, the method's metrics
     RUN/generations/step-000000.parquet   item_id, step, sample, output (external_score: lm-eval's own)  (generation)
@@ -32,6 +35,7 @@ from typing import Any
 import pandas as pd
 
 from harness.core.errors import BenchError
+from harness.core.interrupt import uninterruptible
 from harness.core.items import Item
 
 RUN_FILE = "run.json"
@@ -42,7 +46,12 @@ TRAIN_LOG_FILE = "train_log.parquet"
 AGGREGATES_FILE = "aggregates.parquet"
 REPORT_FILE = "report.html"
 MANIFEST = "manifest.json"  # in RUN/checkpoints/
+TRAINER_STATE_SUFFIX = ".trainer_state.pt"  # RUN/checkpoints/step-NNNNNN.trainer_state.pt, next to the model folder
 STAGES = ("train", "generate", "score", "report")
+
+
+# Every write below goes to a temporary name and is renamed into place, inside `uninterruptible()`:
+# a kill leaves at most a *.tmp / *.partial that nothing reads, and SIGINT/SIGTERM wait for the write.
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -54,16 +63,17 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """write(tmp), then rename tmp to path: readers see the old file or the new one, never half of
-    one; a failed write (a full disk, say) leaves no tmp file behind."""
+    """write(tmp), then rename tmp to path, uninterruptible by SIGINT/SIGTERM: readers see the old
+    file or the new one, never half of one; a failed write (a full disk, say) leaves no tmp file."""
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # best effort: on a read-only filesystem there is no tmp to remove
-            tmp.unlink(missing_ok=True)
-        raise
+    with uninterruptible():
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # best effort: on a read-only filesystem there is no tmp to remove
+                tmp.unlink(missing_ok=True)
+            raise
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,27 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def trainer_state_path(checkpoint_dir: Path, step: int) -> Path:
+    """The training state saved with checkpoint `step`: a file next to its model folder."""
+    return checkpoint_dir / (checkpoint_name(step) + TRAINER_STATE_SUFFIX)
+
+
+def save_trainer_state(state: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary name, then rename (a kill never leaves half a state file)."""
+    import torch
+
+    with uninterruptible():
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(path, weights_only=True)  # tensors and plain Python values only: no code runs on load
+
+
 @dataclass(frozen=True)
 class RunStore:
     root: Path
@@ -108,8 +139,8 @@ class RunStore:
         return self.generations / f"step-{step:06d}.parquet"
 
     # ------------------------------------------------------------ creation and identity
-    @staticmethod
-    def check_target(root: Path, fingerprint: str) -> None:
+    @classmethod
+    def check_target(cls, root: Path, fingerprint: str) -> None:
         """Refuse a folder that holds something other than this same run, or that cannot be
         written (before writing anything)."""
         if not root.exists():
@@ -125,18 +156,24 @@ class RunStore:
                 existing = None
             if existing != fingerprint:
                 raise BenchError(f"output folder {root} already holds a different run; choose another --out or delete it")
-        elif any(root.iterdir()):
+        elif any(not cls.unfinished_creation(path) for path in root.iterdir()):
             raise BenchError(f"output folder {root} is not empty and holds no run; choose another --out")
         check_writable(root)
+
+    @staticmethod
+    def unfinished_creation(path: Path) -> bool:
+        """What `open_or_create` writes before run.json: a run killed in between may be re-run."""
+        return path.name in (ITEMS_FILE, ITEMS_FILE + ".tmp", RUN_FILE + ".tmp")
 
     @classmethod
     def open_or_create(cls, root: Path, metadata: dict[str, Any], items: Sequence[Item]) -> RunStore:
         cls.check_target(root, metadata["fingerprint"])
         store = cls(root)
         if not (root / RUN_FILE).is_file():
-            root.mkdir(parents=True, exist_ok=True)
-            write_parquet_atomic(items_frame(items), root / ITEMS_FILE)
-            write_json_atomic(root / RUN_FILE, {**metadata, "stages": {}})
+            with uninterruptible():  # run.json last: it makes the folder a run
+                root.mkdir(parents=True, exist_ok=True)
+                write_parquet_atomic(items_frame(items), root / ITEMS_FILE)
+                write_json_atomic(root / RUN_FILE, {**metadata, "stages": {}})
         return store
 
     @classmethod
@@ -217,13 +254,14 @@ def items_frame(items: Sequence[Item]) -> pd.DataFrame:
 
 def save_checkpoint(model: Any, tokenizer: Any, folder: Path) -> None:
     """Write a Hugging Face model folder atomically (a crash never leaves half a checkpoint)."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-    except BaseException:  # a full disk, say: no half-written step-….partial/ left behind
+    with uninterruptible():
+        partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        raise
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
+        try:
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+        except BaseException:  # a full disk, say: no half-written step-….partial/ left behind
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)

@@ -1,8 +1,17 @@
-"""Shared training machinery: encoding, batching, schedules, the loop, checkpoints.
+"""Shared training machinery: encoding, batching, schedules, the loop, checkpoints, resuming.
 
 A method (one file each in `trainers/`) only says *which stages on which data at which learning
 rate* and *what loss*; everything else lives here once. Pre-training the model organism is the
 same loop with one stage on the foundation mix.
+
+Resuming: at every checkpoint the loop hands `save` a `Checkpoint` whose `state` holds everything
+besides the weights that training needs to go on exactly as if it had never stopped: the
+position (global step, stage index, step within the stage), the optimizer's state, the RNG
+states (python `random`, numpy, torch), the log so far, the rollout counters and the method's
+own state (`Trainer.state_dict`, e.g. SPoT's running δ or GRPO's current rollout). The data
+streams are index-based: `Trainer.batches(..., start)` re-creates a stage's stream at its
+`start`-th batch. `train(..., resume=state)`, on a model holding that checkpoint's weights and a
+trainer whose `setup` ran on the starting model, continues bit for bit.
 """
 
 from __future__ import annotations
@@ -12,16 +21,19 @@ import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from harness.core.errors import BenchError
+from harness.core.interrupt import kill_point
 from harness.core.registry import Registry
 from tasks.base import Item
-from trainers.rollouts import PolicySampler
+from trainers.rollouts import PolicySampler, RolloutStats
 
 
 @dataclass(frozen=True)
@@ -106,10 +118,23 @@ class Trainer(ABC, Generic[OptionsT]):
         """The method's curriculum."""
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
-        """Called once before `stages` (e.g. freeze a reference model, build pairs from samples)."""
+        """Called once before `stages`, on the starting model (e.g. freeze a reference model, build
+        pairs from samples). It must be deterministic: a resumed run calls it again on the starting
+        model rather than saving what it built."""
 
-    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext) -> Iterator[dict[str, torch.Tensor]]:
-        return batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, f"{ctx.loop.seed}/{stage.name}")
+    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """The stage's endless stream of batches from its `start`-th batch on (a resumed run
+        re-creates the stream where it stopped: the stream must be a function of `start`, the
+        seed and what `load_state_dict` restored)."""
+        return batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, f"{ctx.loop.seed}/{stage.name}", start)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own training state that resuming needs (the loop saves the weights, the
+        optimizer, the RNGs and the stream position): tensors and plain Python values only."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; called after `setup`, before the first batch."""
 
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         return sft_loss(model, batch), {}
@@ -164,9 +189,12 @@ def collate(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-def batches(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], batch_size: int, seed: str) -> Iterator[dict[str, torch.Tensor]]:
-    """An endless stream of batches, sampled uniformly with replacement, deterministic in `seed`."""
+def batches(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], batch_size: int, seed: str, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """An endless stream of batches, sampled uniformly with replacement, deterministic in `seed`;
+    the stream from its `start`-th batch (the skipped batches' picks are drawn, not encoded)."""
     rng = random.Random(seed)
+    for _ in range(start * batch_size):
+        rng.randrange(len(items))
     cache: dict[int, tuple[list[int], list[int]]] = {}
     while True:
         picks = [rng.randrange(len(items)) for _ in range(batch_size)]
@@ -189,8 +217,23 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int, min_ratio: float)
 
 # ---------------------------------------------------------------- the loop
 
+STATE_VERSION = 1  # of the `Checkpoint.state` layout
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What `save` receives every `checkpoint_every` steps and at every stage's end."""
+
+    step: int
+    stage: str
+    lr: float
+    loss: float  # mean training loss since the previous checkpoint
+    examples_seen: int
+    state: dict[str, Any]  # everything besides the weights that `train(..., resume=state)` needs
+
+
 OnStep = Callable[[int, float], None]  # (global step, loss) -> None, e.g. a progress bar
-Save = Callable[[int, str, float, float, int], None]  # (step, stage, lr, mean loss, examples seen)
+Save = Callable[[Checkpoint], None]
 
 
 def freeze_reference(model: PreTrainedModel) -> PreTrainedModel:
@@ -200,6 +243,21 @@ def freeze_reference(model: PreTrainedModel) -> PreTrainedModel:
     return reference
 
 
+def rng_state() -> dict[str, Any]:
+    """The global RNGs a step may draw from: python `random`, numpy, torch (CPU)."""
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+    return {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), position, has_gauss, cached], "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
 def train(
     model: PreTrainedModel,
     trainer: Trainer,
@@ -207,23 +265,42 @@ def train(
     ctx: TrainContext,
     save: Save | None = None,
     on_step: OnStep | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the stages in order; return one log row per step (step, stage, lr and the method's metrics).
 
     Each stage gets a fresh AdamW and its own warm-up + cosine. `save` is called every
     `checkpoint_every` steps and at every stage's end (the stage boundary is always a checkpoint).
+    `resume`: a checkpoint's `state`; the model must already hold that checkpoint's weights and
+    the trainer's `setup` must have run on the starting model. Training then goes on from the
+    step after that checkpoint, and ends with the same weights and log as an uninterrupted run.
     """
     config = ctx.loop
     torch.manual_seed(config.seed)
     model.train()
-    step, examples_seen, losses, log = 0, 0, [], []
-    for stage in stages:
-        if stage.steps <= 0:
+    step, examples_seen, log, losses = 0, 0, [], []
+    at_stage, at_stage_step = 0, 0
+    if resume is not None:
+        if resume.get("version") != STATE_VERSION:
+            raise BenchError(f"training state version {resume.get('version')} is not {STATE_VERSION}: this run cannot be resumed by this version")
+        step, examples_seen, log = resume["step"], resume["examples_seen"], list(resume["log"])
+        at_stage, at_stage_step = resume["stage_index"], resume["stage_step"]
+        set_rng_state(resume["rng"])
+        trainer.load_state_dict(resume["method"])
+        for counter in fields(RolloutStats):
+            if counter.name != "backend":
+                setattr(ctx.sampler.stats, counter.name, resume["rollouts"][counter.name])
+    for index, stage in enumerate(stages):
+        first = at_stage_step if index == at_stage else 0
+        if stage.steps <= 0 or index < at_stage or first >= stage.steps:
             continue
         optimizer = torch.optim.AdamW(model.parameters(), lr=stage.peak_lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+        if first > 0:
+            assert resume is not None
+            optimizer.load_state_dict(resume["optimizer"])
         warmup = max(1, round(stage.steps * config.warmup_fraction))
-        stream = trainer.batches(model, stage, ctx)
-        for stage_step in range(stage.steps):
+        stream = trainer.batches(model, stage, ctx, first)
+        for stage_step in range(first, stage.steps):
             lr = cosine_lr(stage_step, stage.steps, stage.peak_lr, warmup, config.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -234,11 +311,19 @@ def train(
             log.append({"step": step, "stage": stage.name, "lr": lr, **metrics})
             if on_step:
                 on_step(step, metrics["loss"])
+            kill_point("step", step)
             stage_end = stage_step == stage.steps - 1
             if save and (stage_end or (config.checkpoint_every and step % config.checkpoint_every == 0)):
+                state: dict[str, Any] = {
+                    "version": STATE_VERSION, "step": step, "stage_index": index, "stage_name": stage.name, "stage_step": stage_step + 1,
+                    "examples_seen": examples_seen, "log": log, "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                    "method": trainer.state_dict(), "rollouts": asdict(ctx.sampler.stats),
+                }
                 model.eval()
-                save(step, stage.name, lr, sum(losses) / len(losses), examples_seen)
+                save(Checkpoint(step, stage.name, lr, sum(losses) / len(losses), examples_seen, state))
                 model.train()
+                set_rng_state(state["rng"])  # whatever saving drew, the next step starts where a resumed run does
                 losses = []
+                kill_point("checkpoint", step)
     model.eval()
     return log

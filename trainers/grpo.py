@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from transformers import PreTrainedModel
@@ -93,32 +93,62 @@ class GRPO(Trainer[GRPOOptionsT]):
     default_lr = 1e-4
     samples_policy = True
 
+    rollout: tuple[int, dict[str, torch.Tensor]] | None = None  # the latest rollout: (index, batch)
+
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         ctx.reference = freeze_reference(model)
 
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         return [Stage("hard", data.hard, settings.steps, settings.lr)]
 
-    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext) -> Iterator[dict[str, torch.Tensor]]:
-        """Rollouts from the current policy, each yielded `updates_per_rollout` times."""
+    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """Rollouts from the current policy, each yielded `updates_per_rollout` times.
+
+        Rollout k samples prompts from a seeded stream and completions with seed `seed·100003 + k`,
+        so the stream from its `start`-th batch needs only the prompt draws of the rollouts before
+        it, plus, when `start` falls between two updates of one rollout, that rollout itself
+        (sampled from an earlier policy: it is the state `state_dict` saves)."""
         options = self.options
         rng = random.Random(f"{ctx.loop.seed}/rollouts")
-        for rollout in range(10**9):
+        first, offset = divmod(start, options.updates_per_rollout)
+        for _ in range(first * options.prompts_per_step):
+            rng.randrange(len(stage.items))
+        for rollout in range(first, 10**9):
             items = [stage.items[rng.randrange(len(stage.items))] for _ in range(options.prompts_per_step)]
-            max_tokens = max(max_new_tokens(item) for item in items)
-            groups = sample(model, ctx, [i.prompt for i in items], options.group_size, max_tokens, options.temperature, seed=ctx.loop.seed * 100_003 + rollout)
-            flat_items = [item for item in items for _ in range(options.group_size)]
-            completions = [c for group in groups for c in group]
-            group_rewards = torch.tensor(rewards(flat_items, completions)).view(len(items), options.group_size)
-            batch = encode_completions(ctx.tokenizer, [i.prompt for i in flat_items], completions)
-            assert ctx.reference is not None, "setup() freezes the reference"
-            with torch.no_grad():
-                batch["old_logp"] = token_logprobs(model, batch)[0]
-                batch["ref_logp"] = token_logprobs(ctx.reference, batch)[0]
-            batch["advantages"] = group_advantages(group_rewards, options.advantage_eps).view(-1)
-            batch["reward_mean"] = group_rewards.mean()
-            for update in range(options.updates_per_rollout):
-                yield {**batch, "examples": torch.tensor(len(completions) if update == 0 else 0)}
+            if rollout == first and offset:
+                if self.rollout is None or self.rollout[0] != rollout:
+                    raise BenchError(f"grpo: resuming between two updates of rollout {rollout}, but the saved training state does not hold it")
+                batch = self.rollout[1]
+            else:
+                batch = self.rollout_batch(model, items, ctx, rollout)
+            self.rollout = (rollout, batch)
+            for update in range(offset if rollout == first else 0, options.updates_per_rollout):
+                yield {**batch, "examples": torch.tensor(batch["input_ids"].shape[0] if update == 0 else 0)}
+
+    def rollout_batch(self, model: PreTrainedModel, items: list, ctx: TrainContext, rollout: int) -> dict[str, torch.Tensor]:
+        """Sample G completions per prompt, reward them, and compute π_old's and π_ref's log-probs and Â."""
+        options = self.options
+        max_tokens = max(max_new_tokens(item) for item in items)
+        groups = sample(model, ctx, [i.prompt for i in items], options.group_size, max_tokens, options.temperature, seed=ctx.loop.seed * 100_003 + rollout)
+        flat_items = [item for item in items for _ in range(options.group_size)]
+        completions = [c for group in groups for c in group]
+        group_rewards = torch.tensor(rewards(flat_items, completions)).view(len(items), options.group_size)
+        batch = encode_completions(ctx.tokenizer, [i.prompt for i in flat_items], completions)
+        assert ctx.reference is not None, "setup() freezes the reference"
+        with torch.no_grad():
+            batch["old_logp"] = token_logprobs(model, batch)[0]
+            batch["ref_logp"] = token_logprobs(ctx.reference, batch)[0]
+        batch["advantages"] = group_advantages(group_rewards, options.advantage_eps).view(-1)
+        batch["reward_mean"] = group_rewards.mean()
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rollout being used (its index and batch): a checkpoint between two of its updates needs it."""
+        return {"rollout": None if self.rollout is None else {"index": self.rollout[0], "batch": self.rollout[1]}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state["rollout"]
+        self.rollout = None if saved is None else (saved["index"], saved["batch"])
 
     def loss(self, model, batch):
         pla, sta, metrics = grpo_terms(model, batch, self.options)

@@ -89,9 +89,14 @@ def pair_batch(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePai
     }
 
 
-def pair_batches(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches of pairs, sampled uniformly with replacement, deterministic in `seed`."""
+def pair_batches(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], batch_size: int, seed: int, start: int = 0
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of pairs, sampled uniformly with replacement, deterministic in `seed`;
+    the stream from its `start`-th batch."""
     generator = torch.Generator().manual_seed(seed)
+    for _ in range(start):
+        torch.randint(len(pairs), (batch_size,), generator=generator)
     while True:
         picks = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
         yield pair_batch(tokenizer, [pairs[i] for i in picks])
@@ -105,7 +110,9 @@ def save_pairs(pairs: Sequence[PreferencePair], path: Path | None, extra: dict[s
 
 class PairTrainer(Trainer[OptionsT]):
     """A method that trains on (x, y⁺, y⁻) pairs it builds in `setup` (DPO, SPoT): one stage on
-    the pairs, batches of pairs, π_ref's log-probs computed once when the pairs are made."""
+    the pairs, batches of pairs, π_ref's log-probs computed once when the pairs are made. The
+    pairs are not part of the saved training state: `setup` rebuilds them, deterministically,
+    from the starting model when a run resumes."""
 
     pairs: list[PreferencePair]
     default_lr = 1e-4
@@ -121,8 +128,8 @@ class PairTrainer(Trainer[OptionsT]):
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         return [Stage("hard", self.pairs, settings.steps, settings.lr)]
 
-    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext) -> Iterator[dict[str, torch.Tensor]]:
-        return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed)
+    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed, start)
 
 
 def implicit_rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,7 @@ class RolloutStats:
 
     backend: str
     rollouts: int = 0
-    engine_start_seconds: float = 0.0  # the first sync: writing the weights and starting the engine
+    engine_start_seconds: float = 0.0  # the first sync: writing the weights and starting the engine (summed over resumed processes)
     sync_seconds: float = 0.0  # every later sync: writing the policy's weights + swapping them in
     generate_seconds: float = 0.0
 
@@ -46,7 +46,8 @@ class PolicySampler:
 
     engine: GenerationBackend | None = None
     scratch: Path | None = None  # where the policy's weights are written for the engine
-    stats: RolloutStats = field(default_factory=lambda: RolloutStats("hf"))
+    stats: RolloutStats = field(default_factory=lambda: RolloutStats("hf"))  # restored when training resumes
+    synced: bool = False  # whether this process has synced the engine yet (the first sync starts it)
 
     @classmethod
     def with_engine(cls, engine: GenerationBackend, scratch: Path) -> PolicySampler:
@@ -67,8 +68,9 @@ class PolicySampler:
                 synced = time.perf_counter()
                 self.sync(model, tokenizer)
                 started = time.perf_counter()
-                if self.stats.rollouts == 0:
-                    self.stats.engine_start_seconds = started - synced
+                if not self.synced:
+                    self.stats.engine_start_seconds += started - synced
+                    self.synced = True
                 else:
                     self.stats.sync_seconds += started - synced
                 completions = self.engine.generate(prompts, params)

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,12 @@ class RunningMean:
         self.count += values.numel()
         return self.total / self.count
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.total, self.count = state["total"], state["count"]
+
 
 def spot_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, delta: float) -> torch.Tensor:
     """L = −log σ(r⁺ − δ) − log σ(−(r⁻ − δ)), averaged over the batch."""
@@ -121,6 +128,13 @@ class SPoT(PairTrainer[SPoTOptions]):
         rejected = [y_minus for (_, y_minus, _), _ in kept]
         self.pairs = self.make_pairs(model, ctx, prompts, chosen, rejected)
         save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE, {"change_ratio": [r for _, r in kept]})
+
+    def state_dict(self) -> dict[str, Any]:
+        """δ's running mean (the pairs are rebuilt by `setup`)."""
+        return {"delta": self.delta.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.delta.load_state_dict(state["delta"])
 
     def loss(self, model, batch):
         r_chosen, r_rejected = implicit_rewards(model, batch, self.options.beta)

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from harness.core.errors import BenchError, writing
+from harness.core.interrupt import Interrupted, stop_on_signals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure what post-training methods gain in-domain and forget elsewhere, step by step.")
@@ -42,7 +43,8 @@ def run(
     run_config = load_config(preset, config, overrides)
     folder = out or Path("runs") / f"{run_config.method}-seed{run_config.seed}"
     started = time.time()
-    store = execute(prepare(run_config, folder), quiet)
+    with stop_on_signals():  # SIGINT/SIGTERM: stop with only complete files written, say how to resume
+        store = execute(prepare(run_config, folder), quiet)
     summary = json.loads((store.root / "summary.json").read_text())
     typer.echo(format_summary(summary))
     typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
@@ -233,10 +235,15 @@ def silence_libraries() -> None:
 def main() -> None:
     silence_libraries()
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: typer *returns* an exit status instead of exiting (130 on Ctrl-C
+        # outside `bench run`, or a command's typer.Exit(code)); pass it on.
+        status = app(standalone_mode=False)
     except BenchError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
+    except Interrupted as stop:  # `bench run` stopped by SIGINT/SIGTERM: one line, 130 / 143
+        typer.echo(stop.message, err=True)
+        sys.exit(stop.exit_status)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
@@ -246,6 +253,10 @@ def main() -> None:
             error.show()
             sys.exit(error.exit_code)
         raise
+    if isinstance(status, int) and status:
+        if status == 130:
+            typer.echo("interrupted", err=True)
+        sys.exit(status)
 
 
 if __name__ == "__main__":

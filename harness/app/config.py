@@ -42,6 +42,8 @@ class RunConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     checkpoint_every: int = 50
+    # what stays on disk after the run (README, "Configuration"): all | evaluated | last; not part of the fingerprint
+    keep_checkpoints: str = "all"
     train_examples: int = 4000  # size of each post-training set (easy and hard)
     options: dict[str, Any] = field(default_factory=dict)  # the method's own hyperparameters
     # evaluation
@@ -49,12 +51,17 @@ class RunConfig:
 
     def fingerprint(self, extra: dict[str, Any] | None = None) -> str:
         """Identity of the run: two folders with the same fingerprint hold the same experiment
-        (`extra`: what else defines it, e.g. the content hash of a user's suite file)."""
-        return hashlib.sha256(json.dumps({**asdict(self), **(extra or {})}, sort_keys=True).encode()).hexdigest()[:16]
+        (`extra`: what else defines it, e.g. the content hash of a user's suite file). Settings that
+        change what is kept on disk, not the results, are left out."""
+        values = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
+        return hashlib.sha256(json.dumps({**values, **(extra or {})}, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+NOT_FINGERPRINTED = frozenset({"keep_checkpoints"})
+KEEP_CHECKPOINTS = ("all", "evaluated", "last")
 
 # A few steps on a tiny organism and tiny evaluation sets: what the end-to-end tests run.
 SMOKE_OVERRIDES: dict[str, Any] = {
@@ -197,6 +204,8 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"weight_decay must be >= 0, got {config.weight_decay}")
     if config.checkpoint_every < 0:
         raise BenchError(f"checkpoint_every must be >= 0 (0 = only at stage ends), got {config.checkpoint_every}")
+    if config.keep_checkpoints not in KEEP_CHECKPOINTS:
+        raise BenchError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {config.keep_checkpoints!r}")
     if config.eval_per_slice is not None and config.eval_per_slice <= 0:
         raise BenchError(f"eval_per_slice must be positive, got {config.eval_per_slice}")
     if not 0 < config.stage2_lr_ratio <= 1:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.app.pipeline import evaluation_stages, timed
+from harness.app.pipeline import generation, scoring_and_report, timed
 from harness.app.sweep import discover_sweep
 from harness.backends import BackendPool
 from harness.backends.auto import resolve_backend
@@ -59,7 +59,8 @@ def evaluate_sweep(paths: Sequence[Path], suite_ref: str, out: Path, steps: list
                 write_manifest(store.checkpoints, [CheckpointRecord(p.step, p.kind, 0.0, None, 0, str(Path(p.model_dir).resolve())) for p in points])
             timed(store, "train", manifest)
         with BackendPool() as backends:
-            evaluation_stages(store, suite, choice, backend, backends, seed, quiet)
+            generation(store, suite, choice, backend, backends, seed, quiet)
+        scoring_and_report(store)
     except BenchError:
         if new_folder:  # leave no half-made run behind
             shutil.rmtree(out, ignore_errors=True)

@@ -3,10 +3,17 @@
 Each stage reads what the previous one wrote in the run folder and records itself as done in
 run.json, so a re-run skips finished stages and `bench score` / `bench report` redo one stage
 alone. All input is validated in `prepare` before anything is written.
+
+Training resumes too: every checkpoint is a model folder plus a training-state file beside it
+(`checkpoints/step-N.trainer_state.pt`, see trainers/common.py), both written before the
+manifest names the checkpoint. A re-run of a run stopped during training (a kill, a crash,
+SIGINT/SIGTERM) starts from the last checkpoint in the manifest, drops whatever was written
+after it, and ends with the same weights, log and records as a run that never stopped.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -15,29 +22,36 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import tasks  # noqa: F401  (registers the tasks)
 import trainers  # noqa: F401  (registers the methods)
 from harness.app.config import RunConfig, method_options
-from harness.app.organism import OrganismConfig, build_tokenizer, ensure_organism
+from harness.app.organism import OrganismConfig, build_model, build_tokenizer, ensure_organism, organism_path
 from harness.backends import BACKENDS, BackendPool, GenerationBackend, SamplingParams
 from harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
 from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
 from harness.core import provenance
 from harness.core.errors import BenchError, writing
+from harness.core.interrupt import Interrupted, kill_point, uninterruptible
 from harness.core.progress import progress_bar
 from harness.evaluation.scoring import score_run
 from harness.store import (
+    MANIFEST,
     PROMPTS_FILE,
     REPORT_FILE,
     RUN_FILE,
     TRAIN_LOG_FILE,
+    TRAINER_STATE_SUFFIX,
     CheckpointRecord,
     RunStore,
     checkpoint_name,
+    load_trainer_state,
     read_manifest,
     save_checkpoint,
+    save_trainer_state,
+    trainer_state_path,
     write_manifest,
 )
 from tasks.base import Item, content_hash
@@ -46,6 +60,7 @@ from tasks.suites import SHIPPED as SHIPPED_SUITES
 from tasks.suites import EvalSet, Sampling, Suite, eval_items, load_suite, training_items
 from trainers.common import (
     TRAINERS,
+    Checkpoint,
     LoopConfig,
     MethodSettings,
     TrainContext,
@@ -82,6 +97,7 @@ def prepare(config: RunConfig, out: Path) -> PreparedRun:
     if not config.model and not suite.foundation:
         raise BenchError(f"suite {suite.name} has no organism pre-training mix (`foundation:`); give --model MODEL_FOLDER")
     RunStore.check_target(out, run_fingerprint(config, suite))
+    check_disk_space(config, suite, out, rollouts)
     items = eval_items(suite, config.eval_per_slice)
     if config.model is None:
         check_prompts_fit_organism(config.organism, suite, items)
@@ -132,29 +148,46 @@ def remove_unfinished(folder: Path, keep_folder: bool) -> None:
 def execute_stages(run: PreparedRun, quiet: bool) -> RunStore:
     base_model = Path(run.config.model) if run.config.model else ensure_organism(run.config.organism, run.suite, quiet)
     store = RunStore.open_or_create(run.out, run_metadata(run, base_model), run.items)
-    with BackendPool() as backends:  # a vLLM engine started for rollouts also generates
-        if not store.stage_done("train"):
-            timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet))
-        evaluation_stages(store, run.suite, run.backend, run.config.backend, backends, run.config.seed, quiet)
+    try:
+        with BackendPool() as backends:  # a vLLM engine started for rollouts also generates
+            if not store.stage_done("train"):
+                timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet))
+            prune_training_state(store, run.config.keep_checkpoints)
+            generation(store, run.suite, run.backend, run.config.backend, backends, run.config.seed, quiet)
+        prune_model_folders(store, run.config.keep_checkpoints)
+        scoring_and_report(store)
+    except Interrupted as stop:
+        raise Interrupted(stop.signum, f"interrupted: {resume_hint(store)}") from None
     return store
 
 
-def evaluation_stages(store: RunStore, suite: Suite, backend: BackendChoice, requested: str, backends: BackendPool, seed: int,
-                      quiet: bool) -> None:
-    """generate → score → report on the checkpoints the manifest lists (`bench run` and `bench eval`)."""
+def generation(store: RunStore, suite: Suite, backend: BackendChoice, requested: str, backends: BackendPool, seed: int, quiet: bool) -> None:
+    """Generate at every checkpoint the manifest lists (`bench run` and `bench eval`), unless done."""
     if not store.stage_done("generate"):
         choice = generation_backend(store, suite, backend, requested, backends)
         timed(store, "generate", lambda: generate_stage(store, suite, choice, backends.get(choice.name), seed, quiet))
+
+
+def scoring_and_report(store: RunStore) -> None:
     if not store.stage_done("score"):
         timed(store, "score", lambda: score_run(store))
     timed(store, "report", lambda: report_stage(store))
 
 
+def resume_hint(store: RunStore) -> str:
+    """How a re-run of the same command goes on, from what the run folder holds now."""
+    if store.stage_done("train"):
+        return "training is done; re-run the same command to finish generating, scoring and reporting"
+    records = resumable_checkpoints(store)
+    step = records[-1].step if records else 0
+    return f"re-run the same command to resume training from step {step}"
+
+
 def timed(store: RunStore, stage: str, work: Callable[[], object]) -> None:
-    """Run one stage and mark it done in run.json with its wall time."""
+    """Run one stage and mark it done in run.json with its wall time (and what it returned)."""
     started = time.time()
-    work()
-    store.mark_stage(stage, True, seconds=round(time.time() - started, 2))
+    info = work()
+    store.mark_stage(stage, True, seconds=round(time.time() - started, 2), **(info if isinstance(info, dict) else {}))
 
 
 def run_fingerprint(config: RunConfig, suite: Suite) -> str:
@@ -190,22 +223,38 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
 # ---------------------------------------------------------------- stages
 
 
-def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: BackendPool, quiet: bool) -> None:
-    """Checkpoint 0 is the starting model; then the method's stages, checkpointing as they go."""
+def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: BackendPool, quiet: bool) -> dict:
+    """Checkpoint 0 is the starting model; then the method's stages, checkpointing as they go.
+
+    Resumes from the last complete checkpoint of an earlier attempt when there is one (the
+    method's `setup` runs again on the starting model, then the checkpoint's weights and training
+    state are loaded). Returns what run.json records: the step it resumed from, the steps it ran.
+    """
     config = run.config
-    for stale in (store.checkpoints, store.generations):  # an unfinished earlier attempt
-        shutil.rmtree(stale, ignore_errors=True)
-    store.checkpoints.mkdir(parents=True)
+    shutil.rmtree(store.generations, ignore_errors=True)  # generations belong to a finished train stage
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForCausalLM.from_pretrained(base_model)
-    records = [CheckpointRecord(0, "start", 0.0, None, 0, f"checkpoints/{checkpoint_name(0)}")]
-    save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(0))
-    write_manifest(store.checkpoints, records)
-
-    def save(step: int, stage: str, lr: float, loss: float, examples_seen: int) -> None:
-        save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(step))
-        records.append(CheckpointRecord(step, stage, lr, loss, examples_seen, f"checkpoints/{checkpoint_name(step)}"))
+    records = resumable_checkpoints(store, clean=True)
+    if not records:  # nothing to resume from beyond the start: start over
+        shutil.rmtree(store.checkpoints, ignore_errors=True)
+        store.checkpoints.mkdir(parents=True)
+        records = [CheckpointRecord(0, "start", 0.0, None, 0, f"checkpoints/{checkpoint_name(0)}")]
+        save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(0))
         write_manifest(store.checkpoints, records)
+    resumed_from = records[-1]
+
+    def save(checkpoint: Checkpoint) -> None:
+        """Model folder, then training state, then the manifest that makes the checkpoint count."""
+        with uninterruptible():
+            save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(checkpoint.step))
+            kill_point("model", checkpoint.step)
+            save_trainer_state(checkpoint.state, trainer_state_path(store.checkpoints, checkpoint.step))
+            records.append(CheckpointRecord(checkpoint.step, checkpoint.stage, checkpoint.lr, checkpoint.loss, checkpoint.examples_seen,
+                                            f"checkpoints/{checkpoint_name(checkpoint.step)}"))
+            write_manifest(store.checkpoints, records)
+            if config.keep_checkpoints != "all":  # resuming needs only the latest training state
+                for older in records[1:-1]:
+                    trainer_state_path(store.checkpoints, older.step).unlink(missing_ok=True)
 
     assert run.suite.easy is not None and run.suite.hard is not None, "prepare() checks the suite can train"
     data = TrainingData(
@@ -220,14 +269,108 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     sampler = rollout_sampler(run.rollouts, backends, store.root / POLICY_FOLDER)
     ctx = TrainContext(tokenizer, loop, run_dir=store.root, sampler=sampler)
     try:
-        run.trainer.setup(model, data, ctx)
+        run.trainer.setup(model, data, ctx)  # on the starting model, also when resuming (it is deterministic)
+        resume = None
+        if resumed_from.step > 0:
+            resume = load_trainer_state(trainer_state_path(store.checkpoints, resumed_from.step))
+            model.load_state_dict(AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path).state_dict())
         with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
-            log = train(model, run.trainer, run.trainer.stages(data, settings), ctx, save, lambda _step, loss: advance(loss))
+            if resumed_from.step:
+                advance(n=resumed_from.step)
+            log = train(model, run.trainer, run.trainer.stages(data, settings), ctx, save, lambda _step, loss: advance(loss), resume)
     finally:
         sampler.close()
     store.write_table(TRAIN_LOG_FILE, pd.DataFrame(log))
     if run.rollouts:
         store.update_metadata(rollouts=asdict(sampler.stats))
+    return {"resumed_from_step": resumed_from.step, "steps_run": len(log) - resumed_from.step}
+
+
+def resumable_checkpoints(store: RunStore, clean: bool = False) -> list[CheckpointRecord]:
+    """The manifest up to the last checkpoint training can resume from: one the manifest names
+    whose model folder and training state both exist. [] when there is none after the start.
+
+    clean: also delete what an interrupted attempt wrote after that checkpoint (model folders,
+    state files, *.partial and *.tmp that the manifest does not name) and shorten the manifest.
+    """
+    try:
+        records = read_manifest(store.checkpoints)
+    except (OSError, ValueError, TypeError):  # no manifest yet, or not one this version wrote
+        return []
+    usable = [r for r in records if r.step > 0 and (store.root / r.path).is_dir() and trainer_state_path(store.checkpoints, r.step).is_file()]
+    if not usable or not (store.root / records[0].path).is_dir():
+        return []
+    kept = [r for r in records if r.step <= usable[-1].step]
+    if clean:
+        names = {MANIFEST} | {checkpoint_name(r.step) for r in kept} | {checkpoint_name(r.step) + TRAINER_STATE_SUFFIX for r in kept}
+        for path in store.checkpoints.iterdir():
+            if path.name not in names:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if len(kept) < len(records):
+            write_manifest(store.checkpoints, kept)
+    return kept
+
+
+def prune_training_state(store: RunStore, keep: str) -> None:
+    """After training: `evaluated` and `last` keep no training state (only `all` does)."""
+    if keep != "all" and store.checkpoints.is_dir():
+        for path in store.checkpoints.glob("*" + TRAINER_STATE_SUFFIX):
+            path.unlink()
+
+
+def prune_model_folders(store: RunStore, keep: str) -> None:
+    """After generation: `last` keeps the start and the final model folders only (every
+    checkpoint's generations and scores stay; the manifest still lists every checkpoint)."""
+    if keep != "last" or not store.stage_done("generate"):
+        return
+    records = read_manifest(store.checkpoints)
+    for record in records[1:-1]:
+        shutil.rmtree(store.root / record.path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- disk
+
+
+def check_disk_space(config: RunConfig, suite: Suite, out: Path, rollouts: BackendChoice | None) -> None:
+    """BenchError (one line) when the output folder's disk cannot hold the run's checkpoints.
+
+    Estimate: each checkpoint is a model folder (the model's weights), and each training state
+    kept beside one is about twice that (AdamW's two moments); `all` keeps a state per
+    checkpoint, `evaluated` and `last` at most two at a time. A vLLM rollout engine adds one more
+    copy of the weights. What an earlier attempt already wrote there counts as written.
+    """
+    model_bytes = model_size_bytes(config, suite)
+    every = config.checkpoint_every
+    checkpoints = 1 + (config.steps // every if every else 0) + 2  # the start, the periodic ones, up to two stage ends
+    states = checkpoints if config.keep_checkpoints == "all" else 2
+    need = model_bytes * (checkpoints + 2 * states + (1 if rollouts and rollouts.name != "hf" else 0))
+    need = math.ceil(need * 1.1) + 2**20  # tokenizer files, generations, tables
+    written = sum(f.stat().st_size for f in (out / "checkpoints").rglob("*") if f.is_file()) if (out / "checkpoints").is_dir() else 0
+    parent = out.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if need - written > free:
+        raise BenchError(
+            f"not enough disk space for this run in {parent}: it needs about {mb(need - written)} ({checkpoints} checkpoints of a "
+            f"{mb(model_bytes)} model, with optimizer state ~3x per checkpoint kept) and {mb(free)} is free; free some space, choose "
+            f"another --out, checkpoint less often (checkpoint_every) or keep less (keep_checkpoints: evaluated)"
+        )
+
+
+def mb(size: float) -> str:
+    return f"{size / 2**20:,.0f} MB" if size >= 2**20 else f"{size / 2**10:,.0f} KB"
+
+
+def model_size_bytes(config: RunConfig, suite: Suite) -> int:
+    """The size of one checkpoint's weights: the model folder's weight files, or the organism's
+    parameters in float32 (counted on the meta device when it is not built yet)."""
+    folder = Path(config.model) if config.model else organism_path(config.organism, suite)
+    files = [f for pattern in ("*.safetensors", "*.bin", "*.pt") for f in folder.glob(pattern)] if folder.is_dir() else []
+    if files or config.model:
+        return sum(f.stat().st_size for f in files)
+    with torch.random.fork_rng(), torch.device("meta"):  # build_model seeds torch; nothing is allocated
+        return 4 * build_model(config.organism, len(build_tokenizer())).num_parameters()
 
 
 def rollout_sampler(choice: BackendChoice | None, backends: BackendPool, scratch: Path) -> PolicySampler:
