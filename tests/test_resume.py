@@ -191,16 +191,16 @@ def test_a_run_the_disk_cannot_hold_is_refused_before_anything_is_written(tmp_pa
 def test_the_disk_estimate_scales_with_checkpoints_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.app.config import load_config
     from harness.app.pipeline import check_disk_space, model_size_bytes
-    from tasks.suites import SUITES
+    from tasks.suites import load_suite
 
     config = load_config()  # the default organism: ≈ 1.26M float32 parameters
-    assert 4_500_000 < model_size_bytes(config, SUITES[config.suite]) < 5_500_000
+    assert 4_500_000 < model_size_bytes(config, load_suite(config.suite)) < 5_500_000
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=0))
     needs = {}
     for keep in ("all", "evaluated"):
         with pytest.raises(Exception, match=r"needs about ([\d,]+) MB") as refused:
-            check_disk_space(load_config(overrides={"keep_checkpoints": keep}), SUITES[config.suite], tmp_path / "run", None)
+            check_disk_space(load_config(overrides={"keep_checkpoints": keep}), load_suite(config.suite), tmp_path / "run", None)
         needs[keep] = int(re.search(r"needs about ([\d,]+) MB", str(refused.value)).group(1).replace(",", ""))  # type: ignore[union-attr]
     # 300 steps every 50: 9 checkpoints of ≈ 4.8 MB, each with ≈ 9.6 MB of optimizer state, or only 2 states kept
     assert 120 < needs["all"] < 160 and 50 < needs["evaluated"] < 80

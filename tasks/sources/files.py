@@ -121,6 +121,7 @@ class HubDataset(MappedSource):
     def rows(self) -> Any:
         import datasets
 
+        datasets.disable_progress_bars()
         name, config, split = self.options["dataset"], self.options.get("config"), self.options.get("split", "test")
         try:
             return datasets.load_dataset(name, config, split=split)
@@ -134,6 +135,7 @@ class HubDataset(MappedSource):
 def load_table(kind: str, path: Path, where: str) -> Any:
     import datasets
 
+    datasets.disable_progress_bars()  # the harness's own bars say what is happening
     if path.stat().st_size == 0 or (kind == "json" and path.suffix == ".jsonl" and not path.read_text().strip()):
         raise BenchError(f"{where}: the set has no items ({path} is empty)")
     try:
