@@ -33,6 +33,7 @@ from harness.core.errors import BenchError
 from harness.core.interrupt import kill_point
 from harness.core.registry import Registry
 from tasks.base import Item
+from trainers.device import Placement, to_device
 from trainers.rollouts import PolicySampler, RolloutStats
 
 
@@ -55,6 +56,7 @@ class LoopConfig:
     grad_clip: float
     checkpoint_every: int  # 0: only at stage ends
     seed: int
+    grad_accum: int = 1  # micro-batches per optimiser step: a global batch that fits a small device
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class TrainContext:
     run_dir: Path | None = None  # where a method may save datasets it builds (None: nowhere)
     reference: PreTrainedModel | None = None  # frozen π_ref, made by `freeze_reference`
     sampler: PolicySampler = field(default_factory=PolicySampler)  # rollouts: in memory, or a vLLM engine kept in sync
+    placement: Placement = field(default_factory=lambda: Placement("cpu", None))  # device and precision (trainers/device.py)
 
 
 class Trainer(ABC, Generic[OptionsT]):
@@ -141,16 +144,45 @@ class Trainer(ABC, Generic[OptionsT]):
 
     def update(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, ctx: TrainContext) -> dict[str, float]:
         """One optimiser step; returns the step's metrics: "loss" at least, and "examples" (new
-        training examples this step consumed) when that is not the loop's batch size."""
-        loss, metrics = self.loss(model, batch)
+        training examples this step consumed) when that is not the loop's batch size.
+
+        With ctx.loop.grad_accum = k the batch is split into k micro-batches whose gradients add
+        up, each weighted by its share of the batch's rows (for a per-token mean loss this weighs
+        rows, not tokens: the same as the whole batch when rows are equally long)."""
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if ctx.loop.grad_accum == 1:  # the whole batch at once: bit for bit what runs always did
+            with ctx.placement.autocast():
+                loss, metrics = self.loss(model, batch)
+            loss.backward()
+            value = loss.item()
+        else:
+            value, metrics = 0.0, {}
+            for part, weight in micro_batches(batch, ctx.loop.grad_accum):
+                with ctx.placement.autocast():
+                    part_loss, part_metrics = self.loss(model, part)
+                (part_loss * weight).backward()
+                value += weight * part_loss.item()
+                for key, number in part_metrics.items():
+                    metrics[key] = metrics.get(key, 0.0) + weight * float(number)
         torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.loop.grad_clip)
         optimizer.step()
-        return {"loss": loss.item(), **metrics}
+        return {"loss": value, **metrics}
 
 
 TRAINERS: Registry[type[Trainer[Any]]] = Registry("method")
+
+
+def micro_batches(batch: dict[str, Any], parts: int) -> list[tuple[dict[str, Any], float]]:
+    """`batch` split along its rows into (at most) `parts` micro-batches with their row shares;
+    scalars (0-dim tensors, numbers) go to every part unchanged."""
+    rows = next(v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
+    bounds = [round(rows * i / parts) for i in range(parts + 1)]
+    out = []
+    for start, end in zip(bounds, bounds[1:]):
+        if end > start:
+            part = {k: v[start:end] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in batch.items()}
+            out.append((part, (end - start) / rows))
+    return out
 
 
 def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -304,7 +336,7 @@ def train(
             lr = cosine_lr(stage_step, stage.steps, stage.peak_lr, warmup, config.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            metrics = trainer.update(model, next(stream), optimizer, ctx)
+            metrics = trainer.update(model, to_device(next(stream), ctx.placement.device), optimizer, ctx)
             step += 1
             examples_seen += int(metrics.pop("examples", config.batch_size))
             losses.append(metrics["loss"])

@@ -28,9 +28,11 @@ def encode_completions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str
 
 
 def token_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log π(y_t | x, y_<t), mask) for every label position, shape [B, T−1]; mask marks completion tokens."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    labels = batch["labels"][:, 1:]
+    """(log π(y_t | x, y_<t), mask) for every label position, shape [B, T−1]; mask marks completion tokens.
+    The batch is moved to the model's device (a no-op on the CPU)."""
+    device = model.device
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits[:, :-1]
+    labels = batch["labels"][:, 1:].to(device)
     mask = labels != -100
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return logp * mask, mask

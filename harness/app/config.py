@@ -20,6 +20,7 @@ import yaml
 from harness.app.organism import OrganismConfig
 from harness.backends.checkpoint import check_model_folder
 from harness.core.errors import BenchError
+from trainers.device import DEVICES
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class RunConfig:
     checkpoint_every: int = 50
     # what stays on disk after the run (README, "Configuration"): all | evaluated | last; not part of the fingerprint
     keep_checkpoints: str = "all"
+    device: str = "auto"  # where training runs: auto (a CUDA GPU when there is one, bf16 autocast where supported), cpu or cuda
+    grad_accum: int = 1  # micro-batches per optimiser step (batch_size is the global batch)
     train_examples: int = 4000  # size of each post-training set (easy and hard)
     options: dict[str, Any] = field(default_factory=dict)  # the method's own hyperparameters
     # evaluation
@@ -53,14 +56,17 @@ class RunConfig:
         """Identity of the run: two folders with the same fingerprint hold the same experiment
         (`extra`: what else defines it, e.g. the content hash of a user's suite file). Settings that
         change what is kept on disk, not the results, are left out."""
-        values = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
+        values = {k: v for k, v in asdict(self).items()
+                  if k not in NOT_FINGERPRINTED and not (k in FINGERPRINTED_WHEN_SET and v == FINGERPRINTED_WHEN_SET[k])}
         return hashlib.sha256(json.dumps({**values, **(extra or {})}, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-NOT_FINGERPRINTED = frozenset({"keep_checkpoints"})
+NOT_FINGERPRINTED = frozenset({"keep_checkpoints", "device"})  # where and what is kept, not what is computed
+# settings added after runs existed: left out of the fingerprint at their default, so older run folders keep their identity
+FINGERPRINTED_WHEN_SET = {"grad_accum": 1}
 KEEP_CHECKPOINTS = ("all", "evaluated", "last")
 
 # A few steps on a tiny organism and tiny evaluation sets: what the end-to-end tests run.
@@ -204,6 +210,10 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"weight_decay must be >= 0, got {config.weight_decay}")
     if config.checkpoint_every < 0:
         raise BenchError(f"checkpoint_every must be >= 0 (0 = only at stage ends), got {config.checkpoint_every}")
+    if config.grad_accum < 1 or config.grad_accum > config.batch_size:
+        raise BenchError(f"grad_accum must be between 1 and batch_size ({config.batch_size}), got {config.grad_accum}")
+    if config.device not in DEVICES:
+        raise BenchError(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
     if config.keep_checkpoints not in KEEP_CHECKPOINTS:
         raise BenchError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {config.keep_checkpoints!r}")
     if config.eval_per_slice is not None and config.eval_per_slice <= 0:

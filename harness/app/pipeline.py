@@ -68,6 +68,7 @@ from trainers.common import (
     TrainingData,
     train,
 )
+from trainers.device import choose_placement
 from trainers.rollouts import POLICY_FOLDER, PolicySampler
 
 
@@ -264,16 +265,20 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     assert config.lr is not None, "prepare() resolves the method's default learning rate"
     settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
     loop = LoopConfig(
-        config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed
+        config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed,
+        config.grad_accum,
     )
     sampler = rollout_sampler(run.rollouts, backends, store.root / POLICY_FOLDER)
-    ctx = TrainContext(tokenizer, loop, run_dir=store.root, sampler=sampler)
+    placement = choose_placement(config.device)
+    model.to(placement.device)
+    store.update_metadata(training_device=placement.describe())
+    ctx = TrainContext(tokenizer, loop, run_dir=store.root, sampler=sampler, placement=placement)
     try:
         run.trainer.setup(model, data, ctx)  # on the starting model, also when resuming (it is deterministic)
         resume = None
         if resumed_from.step > 0:
             resume = load_trainer_state(trainer_state_path(store.checkpoints, resumed_from.step))
-            model.load_state_dict(AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path).state_dict())
+            model.load_state_dict(AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path).state_dict())  # onto its device
         with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
             if resumed_from.step:
                 advance(n=resumed_from.step)
