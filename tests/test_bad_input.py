@@ -218,6 +218,7 @@ def test_a_full_organism_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         subprocess.run(["umount", str(cache)], check=True)
 
 
+@pytest.mark.slow
 def test_unwritable_output_files_of_other_commands(tmp_path: Path) -> None:
     from tests.test_gate import baseline_outcomes, write_run
 

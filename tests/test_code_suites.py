@@ -77,6 +77,7 @@ def test_reliability_counts_programs_that_ran() -> None:
 
 
 # --------------------------------------------------------------------------- HumanEval
+@pytest.mark.slow
 def test_all_humaneval_canonical_solutions_pass() -> None:
     problems = code_suites.humaneval_problems()
     assert len(problems) == 164
@@ -151,6 +152,7 @@ ARC_SOLUTIONS = {  # hand-written transforms for a few ARC-AGI-1 training tasks
 }
 
 
+@pytest.mark.slow
 def test_hand_written_arc_transforms_pass() -> None:
     score = code_suites.score_arc({task: [program] for task, program in ARC_SOLUTIONS.items()}, split="training")
     assert {t.task_id: t.results[0].outcome for t in score.tasks} == {task: Outcome.PASS for task in ARC_SOLUTIONS}
@@ -174,6 +176,7 @@ def test_wrong_arc_transforms_fail() -> None:
     assert score.reliability == pytest.approx(4 / 5)
 
 
+@pytest.mark.slow
 def test_arc_transform_mutating_its_input_is_still_judged_on_its_output() -> None:
     program = "def transform(grid):\n    grid.reverse()\n    for row in grid:\n        row.reverse()\n    return grid\n"
     score = code_suites.score_arc({"3c9b0459": [program]}, split="training", limits=FAST)

@@ -126,6 +126,7 @@ def test_a_drop_within_the_allowed_one_passes(pair_400) -> None:
     assert beyond.returncode == 1 and _verdicts(json.loads(beyond.stdout))["reasoning"] == "regression"
 
 
+@pytest.mark.slow
 def test_a_significant_drop_beyond_the_allowed_one_fails(tmp_path: Path) -> None:
     """200 math items, 20 lost and 4 gained: -8 points, McNemar p = 0.0015, interval [-12.7, -3.2].
     The interval straddles -5, so the old rule (regression only if hi < -D) said inconclusive and passed."""

@@ -253,6 +253,7 @@ def test_batch_streams_restart_at_any_index() -> None:
                 assert all(torch.equal(got[k], expected[k]) for k in expected)
 
 
+@pytest.mark.slow
 def test_the_loop_resumes_bit_for_bit_and_needs_the_optimizer_state() -> None:
     """In process, on a tiny random Qwen3: train 4 steps saving at 2; resuming from checkpoint 2
     ends with the same weights, and a negative control without the optimizer state does not."""

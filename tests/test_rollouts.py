@@ -24,7 +24,7 @@ from trainers.common import batches, sft_loss
 from trainers.policy import encode_completions, sequence_logprobs
 from trainers.rollouts import POLICY_FOLDER, PolicySampler
 
-pytestmark = pytest.mark.xdist_group("vllm")
+pytestmark = [pytest.mark.xdist_group("vllm"), pytest.mark.e2e]  # every test here starts a vLLM engine or the CLI
 
 
 def policy_logprobs(model, tokenizer, pairs: list[tuple[str, str]]) -> torch.Tensor:

@@ -539,6 +539,7 @@ def test_harness_survives_a_program_killing_its_own_supervisor() -> None:
     assert_harness_keeps_going()
 
 
+@pytest.mark.slow
 def test_without_kernel_protections_it_still_works_and_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine that allows no namespaces and no uid drop (non-root, user namespaces off)."""
     from harness.sandbox import isolation, pool

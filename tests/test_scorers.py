@@ -119,6 +119,7 @@ def test_the_table_is_big_enough() -> None:
 
 
 @pytest.mark.parametrize("case", range(len(EQUIVALENCES)), ids=[gold for gold, _, _ in EQUIVALENCES])
+@pytest.mark.slow
 def test_math_verify_equivalences(table_scores: list[Score], case: int) -> None:
     gold, right, wrong = EQUIVALENCES[case]
     got_right, got_wrong = table_scores[2 * case], table_scores[2 * case + 1]
@@ -180,6 +181,7 @@ EXPECTED_MIXED = [(True, "correct"), (False, "timeout"), (True, "correct"), (Fal
                   (False, "timeout"), (True, "correct")]
 
 
+@pytest.mark.slow
 def test_pathological_outputs_time_out_as_wrong_in_bounded_time() -> None:
     scorer = MathVerify(timeout_s=1.0)
     items, outputs = mixed_batch()
@@ -193,6 +195,7 @@ def test_pathological_outputs_time_out_as_wrong_in_bounded_time() -> None:
     assert [s.correct for s in scorer.score([item("2")], ["1+1"])] == [True]  # the pool recovered
 
 
+@pytest.mark.slow
 def test_timeouts_work_from_a_worker_thread_as_from_the_main_thread() -> None:
     scorer = MathVerify(timeout_s=1.0)
     items, outputs = mixed_batch()
@@ -203,6 +206,7 @@ def test_timeouts_work_from_a_worker_thread_as_from_the_main_thread() -> None:
     assert [(s.correct, s.outcome) for s in in_thread] == EXPECTED_MIXED
 
 
+@pytest.mark.slow
 def test_concurrent_calls_from_two_threads_get_their_own_results() -> None:
     scorer = get_scorer("math_verify")
     batches = [([item(str(n)) for n in range(k, k + 20)], [f"\\boxed{{{n}}}" for n in range(k, k + 20)]) for k in (0, 100)]
@@ -211,6 +215,7 @@ def test_concurrent_calls_from_two_threads_get_their_own_results() -> None:
     assert all(s.correct for scores in results for s in scores)
 
 
+@pytest.mark.slow
 def test_dead_workers_are_replaced() -> None:
     """Workers killed from outside (say by the OOM killer) while idle or while starting."""
     scorer = MathVerify()
@@ -223,6 +228,7 @@ def test_dead_workers_are_replaced() -> None:
     assert [s.correct for s in scorer.score([item("1"), item("2")], ["1", "3"])] == [True, False]
 
 
+@pytest.mark.slow
 def test_close_stops_the_workers_and_the_scorer_still_works() -> None:
     scorer = MathVerify(workers=1)
     assert scorer.score([item("1")], ["1"])[0].correct

@@ -208,6 +208,7 @@ def build_model_once(tmp_path: Path) -> Path:
     return build_chat_model(tmp_path / "model", head_dim=16)
 
 
+@pytest.mark.e2e
 def test_hub_dataset_not_available_offline(tmp_path: Path, bench_cache: Path) -> None:
     hub_set = "{family: math, role: target, source: {kind: hub, dataset: nobody/no-such-dataset, fields: {prompt: q, answer: a}}, scorer: numeric}"
     suite = suite_with(tmp_path, hub_set)

@@ -144,6 +144,7 @@ def test_architecture_check_ignores_dtype_name_and_version(base: Path, tmp_path:
 # ---------------------------------------------------------------- LoRA (fast: adapters with random weights)
 
 
+@pytest.mark.slow
 def test_lora_adapters_merge_to_base_plus_scaled_BA(base: Path, tmp_path: Path) -> None:
     adapters = [save_adapter(base, tmp_path / f"adapter-{step}", seed=step) for step in (1, 2)]
     sweep = discover_sweep(adapters, steps=[10, 20], work_dir=tmp_path / "work")  # base from adapter_config.json
@@ -167,6 +168,7 @@ def test_lora_adapters_merge_to_base_plus_scaled_BA(base: Path, tmp_path: Path) 
     assert not torch.equal(weights(sweep[0].model_dir)[query], weights(sweep[1].model_dir)[query])
 
 
+@pytest.mark.slow
 def test_merged_folder_is_reused_until_the_adapter_changes(base: Path, tmp_path: Path) -> None:
     adapter = save_adapter(base, tmp_path / "adapter", seed=1)
     target = tmp_path / "merged"

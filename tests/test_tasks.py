@@ -53,6 +53,7 @@ def test_reference_completions_score_correct_and_wrong_ones_do_not(task_name: st
     assert not any(s.correct for s in wrong)
 
 
+@pytest.mark.slow
 def test_program_outputs_are_executed_not_string_matched() -> None:
     task = get_task("affine")
     item = next(i for i in task.items("easy", 30, seed=3) if i.answer.endswith("+0") is False)

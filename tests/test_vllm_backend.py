@@ -29,7 +29,7 @@ from tests.conftest import require_vllm
 from tests.helpers import cli_without_vllm, rejected
 
 # One xdist worker runs the whole file (with `pytest -n 2 --dist loadgroup`), so its engines start once.
-pytestmark = pytest.mark.xdist_group("vllm")
+pytestmark = [pytest.mark.xdist_group("vllm"), pytest.mark.e2e]  # every test here starts a vLLM engine or the CLI
 
 
 
