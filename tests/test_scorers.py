@@ -193,6 +193,15 @@ def test_pathological_outputs_time_out_as_wrong_in_bounded_time() -> None:
     assert [s.correct for s in scorer.score([item("2")], ["1+1"])] == [True]  # the pool recovered
 
 
+def test_a_gold_that_hangs_is_tried_once_and_its_items_time_out() -> None:
+    scorer = MathVerify(timeout_s=1.0)
+    hanging = PATHOLOGICAL[2]
+    started = time.monotonic()
+    scores = scorer.score([item(hanging, item_id=str(k)) for k in range(6)] + [item("4")], ["2"] * 6 + ["4"])
+    assert [s.outcome for s in scores] == ["timeout"] * 6 + ["correct"]
+    assert time.monotonic() - started < 20  # six items share the gold: one timeout (per worker at most), not six
+
+
 def test_timeouts_work_from_a_worker_thread_as_from_the_main_thread() -> None:
     scorer = MathVerify(timeout_s=1.0)
     items, outputs = mixed_batch()
