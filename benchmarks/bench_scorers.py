@@ -14,7 +14,7 @@ right. Each set is scored by:
 The count of outputs judged correct is checked against what the generator intended. Prints a
 markdown report; ``--output PATH`` also writes it to a file.
 
-Usage: python benchmarks/bench_scorers.py [--repeats 3] [--workers N] [--output benchmarks/results/scorers.md]
+Usage: python benchmarks/bench_scorers.py [--repeats 3] [--workers N (compared with 1)] [--output benchmarks/results/scorers.md]
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.core.items import Item  # noqa: E402 (after the sys.path insert)
-from tasks.base import Score  # noqa: E402
-from tasks.scorers import get_scorer  # noqa: E402
+from tasks.scorers import Scorer, get_scorer  # noqa: E402
 from tasks.scorers.symbolic import MathVerify, close_pool, default_workers, prepare_gold  # noqa: E402
 
 RIGHT_SHARE = 0.7
@@ -117,16 +117,6 @@ def direct_math_verify(items: list[Item], outputs: list[str]) -> int:
     return correct
 
 
-def timed(run: Callable[[], int], repeats: int, before: Callable[[], object] = lambda: None) -> tuple[list[float], int]:
-    times, correct = [], 0
-    for _ in range(repeats):
-        before()
-        started = time.perf_counter()
-        correct = run()
-        times.append(time.perf_counter() - started)
-    return times, correct
-
-
 def direct_in_child(label: str) -> tuple[float, int]:
     """`direct_math_verify` on one set in a fresh interpreter (sympy's caches cold, as in a fresh worker), after a warm-up item."""
     child = subprocess.run([sys.executable, __file__, "--direct-child", label], capture_output=True, text=True, check=True)
@@ -147,30 +137,47 @@ def machine_description() -> list[str]:
     ]
 
 
-def bench_set(label: str, scorer: MathVerify, repeats: int, fresh_workers: Callable[[], None]) -> list[str]:
+class Variant(NamedTuple):
+    name: str
+    run: Callable[[], tuple[float, int]]  # (seconds, judged correct)
+    intended: int
+
+
+def variants(label: str, worker_counts: list[int]) -> list[Variant]:
+    """The ways one set is scored; each `run` does its own untimed set-up."""
     items, outputs, intended = SETS[label](0)
     _, other_outputs, other_intended = SETS[label](1)  # the same items, other outputs: a later checkpoint
 
-    def count(run: Callable[[list[Item], list[str]], list[Score]], answers: list[str] = outputs) -> int:
-        return sum(score.correct for score in run(items, answers))
+    def timed(scorer: Scorer, answers: list[str]) -> tuple[float, int]:
+        started = time.perf_counter()
+        correct = sum(score.correct for score in scorer.score(items, answers))
+        return time.perf_counter() - started, correct
 
-    def golds_cached() -> None:  # fresh workers that have scored the set once (output seed 0)
-        fresh_workers()
-        count(scorer.score)
+    def fresh(workers: int) -> tuple[float, int]:  # workers started and ready, no gold of the set cached yet
+        scorer = MathVerify(workers=workers)
+        scorer.close()
+        scorer.start()
+        return timed(scorer, outputs)
 
-    workers = f"{scorer.workers} worker process{'es' if scorer.workers > 1 else ''}"
-    results = [
-        (f"`math_verify`, {workers}, fresh", timed(lambda: count(scorer.score), repeats, before=fresh_workers)),
-    ]
-    cached_times, cached_correct = timed(lambda: count(scorer.score, other_outputs), repeats, before=golds_cached)
-    direct = [direct_in_child(label) for _ in range(repeats)]
-    results.append(("math-verify in one process, sequential, no time bound", ([t for t, _ in direct], direct[-1][1])))
+    def golds_cached(workers: int) -> tuple[float, int]:  # fresh workers that have scored the set once, then other outputs
+        scorer = MathVerify(workers=workers)
+        scorer.close()
+        scorer.start()
+        scorer.score(items, outputs)
+        return timed(scorer, other_outputs)
+
+    found = []
+    for workers in worker_counts:
+        processes = f"{workers} worker process{'es' if workers > 1 else ''}"
+        found += [
+            Variant(f"`math_verify`, {processes}, fresh", lambda w=workers: fresh(w), intended),
+            Variant(f"`math_verify`, {processes}, golds cached: the same items, other outputs (a later checkpoint)",
+                    lambda w=workers: golds_cached(w), other_intended),
+        ]
+    found.append(Variant("math-verify in one process, sequential, no time bound", lambda: direct_in_child(label), intended))
     if label.startswith("GSM8K"):
-        results.append(("`numeric`", timed(lambda: count(get_scorer("numeric").score), repeats)))
-    rows = [row(label, name, len(items), times, correct, intended) for name, (times, correct) in results]
-    rows.insert(1, row(label, f"`math_verify`, {workers}, golds cached: the same items, other outputs (a later checkpoint)", len(items),
-                       cached_times, cached_correct, other_intended))
-    return rows
+        found.append(Variant("`numeric`", lambda: timed(get_scorer("numeric"), outputs), intended))
+    return found
 
 
 def row(label: str, name: str, n: int, times: list[float], correct: int, intended: int) -> str:
@@ -202,27 +209,33 @@ def main() -> None:
         return
     machine = machine_description()
 
+    worker_counts = sorted({1, args.workers})
     scorer = MathVerify(workers=args.workers)
     starts = []
     for _ in range(args.repeats):
-        close_pool(args.workers)
+        scorer.close()
         started = time.perf_counter()
-        scorer.score(*WARM_UP)
+        scorer.start()
         starts.append(time.perf_counter() - started)
+    scorer.close()
 
-    def fresh_workers() -> None:  # started and warmed up, but no gold of the set cached yet
-        close_pool(args.workers)
-        scorer.score(*WARM_UP)
-
-    rows = [row for label in SETS for row in bench_set(label, scorer, args.repeats, fresh_workers)]
-    close_pool(args.workers)
+    table = [(label, len(SETS[label](0)[0]), variant) for label in SETS for variant in variants(label, worker_counts)]
+    times: list[list[float]] = [[] for _ in table]
+    correct = [0] * len(table)
+    for _ in range(args.repeats):  # the rows take turns, so that background load hits all alike
+        for k, (_, _, variant) in enumerate(table):
+            seconds, correct[k] = variant.run()
+            times[k].append(seconds)
+    for count in worker_counts:
+        close_pool(count)
+    rows = [row(label, variant.name, n, times[k], correct[k], variant.intended) for k, (label, n, variant) in enumerate(table)]
 
     lines = [
         "# Scorer throughput",
         "",
         f"Generated by `python benchmarks/bench_scorers.py --repeats {args.repeats} --workers {args.workers}`: seeded synthetic items "
-        f"(about {RIGHT_SHARE:.0%} of outputs right), {args.repeats} repeats, median. \"fresh\": workers started and warmed up on one "
-        "other item, no gold of the set parsed yet; \"golds cached\": workers that have scored the same items once, now scoring other "
+        f"(about {RIGHT_SHARE:.0%} of outputs right), {args.repeats} repeats taken in turns (all rows, then all rows again), median. \"fresh\": workers started and ready, "
+        "no gold of the set parsed yet; \"golds cached\": workers that have scored the same items once, now scoring other "
         "outputs for them (other right/wrong choices and wording), as for a later checkpoint. The in-process row runs "
         "each repeat in a new interpreter, warmed up on one item, so that sympy's caches are as cold as a fresh worker's.",
         "",
@@ -230,7 +243,7 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
-        f"Starting the {args.workers} math-verify worker processes (first call, one item): median {statistics.median(starts):.2f} s "
+        f"Starting the {args.workers} math-verify worker processes (`MathVerify.start()`, until all are ready): median {statistics.median(starts):.2f} s "
         f"(best {min(starts):.2f} s); they then stay up for later calls.",
         "",
         "## Machine",

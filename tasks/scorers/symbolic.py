@@ -12,8 +12,9 @@ power). So the work runs in a few worker processes (``_math_verify_worker.py``, 
 subprocesses speaking JSON lines) with math-verify's timeouts off, and this process times every
 step from the outside: a gold parse, or one output's parse + verify, that takes longer than
 ``timeout_s`` has its worker killed (and replaced) and scores wrong with outcome ``timeout``. This
-works from any thread. Items are grouped by gold, so each distinct gold string is parsed once
-per worker (workers cache parsed golds). Workers start on first use (≈ 0.5 s), are shared by all
+works from any thread. Each distinct gold string belongs to one worker (by a hash), which parses
+it once and keeps it cached for later batches (only a worker helping out with another's queue
+parses it again). Workers start on first use or `start()` (≈ 0.5 s), are shared by all
 `MathVerify` instances with the same worker count, and live until `close()` or exit.
 """
 
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,6 +93,10 @@ class MathVerify(Scorer):
         outcomes = shared_pool(self.workers).run(jobs, self.timeout_s)
         return [binary(outcomes[i] == "correct", outcomes[i]) for i in range(len(items))]
 
+    def start(self) -> None:
+        """Start the worker processes now and wait until they are ready (else the first batch starts them)."""
+        shared_pool(self.workers).start()
+
     def close(self) -> None:
         close_pool(self.workers)
 
@@ -108,6 +114,7 @@ class _Job(NamedTuple):
 @dataclass
 class _Worker:
     process: subprocess.Popen
+    slot: int  # its place in the pool; the golds hashed to it are its own
     ready: bool = False
     jobs: list[_Job] = field(default_factory=list)  # sent and not yet answered; the first is under way
     parsing_gold: bool = False  # the first job's gold is being parsed
@@ -134,47 +141,61 @@ class _Worker:
 
 
 class _Pool:
-    """A few math-verify worker processes, used by one batch at a time.
+    """`size` math-verify worker processes, used by one batch at a time.
 
-    Jobs go out in requests of up to CHUNK (fewer near the end of a batch, to balance the
-    workers); a worker answers each step as it finishes it, and each answer restarts its clock.
+    Each gold belongs to one worker slot (a hash of the gold), so a gold is parsed once by the
+    worker of its slot and then served from its cache, in this batch and later ones (the same
+    evaluation set at the next checkpoint); an idle worker whose own queue is empty takes jobs
+    from the longest other queue. Jobs go out in requests of up to CHUNK (fewer near the end of
+    a batch, to balance the workers); a worker answers each step as it finishes it, and each
+    answer restarts its clock.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.workers: list[_Worker] = []
+        self.slots: list[_Worker | None] = [None] * size
         self.lock = threading.Lock()
         self.failed_starts = 0  # in this batch
         self.gold_parses = 0  # golds parsed by workers (not served from their cache), for tests
         # the batch under way
-        self.queue: deque[_Job] = deque()
+        self.queues: list[deque[_Job]] = [deque() for _ in range(size)]
         self.results: dict[int, str] = {}
         self.hung_golds: set[str] = set()  # golds whose parse timed out: their other jobs are not tried
         self.selector: selectors.BaseSelector = selectors.DefaultSelector()
 
-    def run(self, jobs: list[_Job], timeout_s: float) -> dict[int, str]:
-        """The outcome of every job, by index."""
+    @property
+    def workers(self) -> list[_Worker]:
+        return [worker for worker in self.slots if worker is not None]
+
+    def start(self) -> None:
+        """Start every worker and wait until all are ready (they otherwise start on first use)."""
+        self.run([], timeout_s=STARTUP_TIMEOUT_S, start_all=True)
+
+    def run(self, jobs: list[_Job], timeout_s: float, start_all: bool = False) -> dict[int, str]:
+        """The outcome of every job, by position."""
         with self.lock:
             self.failed_starts = 0
-            self.queue = deque(jobs)
+            self.queues = [deque() for _ in range(self.size)]
+            for job in jobs:
+                self.queues[zlib.crc32(job.gold.encode()) % self.size].append(job)
             self.results = {}
             self.hung_golds = set()
             self.selector = selectors.DefaultSelector()
             try:
                 for worker in self.workers:
                     self.selector.register(worker.fd, selectors.EVENT_READ, worker)
-                while self.queue or any(w.busy for w in self.workers):
-                    self._fill(timeout_s)
+                while any(self.queues) or any(w.busy or (start_all and not w.ready) for w in self.workers) or (start_all and None in self.slots):
+                    self._fill(timeout_s, start_all)
                     now = time.monotonic()
                     waiting = [w.deadline for w in self.workers if w.busy or not w.ready]
                     for key, _ in self.selector.select(max(0.0, min(waiting, default=now) - now)):
                         self._read(key.data, timeout_s)
                     now = time.monotonic()
-                    for worker in list(self.workers):
+                    for worker in self.workers:
                         if (worker.busy or not worker.ready) and now > worker.deadline:
                             self._lost(worker, TIMEOUT)
             except BaseException:
-                for worker in list(self.workers):  # their state is unknown now: start afresh next time
+                for worker in self.workers:  # their state is unknown now: start afresh next time
                     if worker.busy or not worker.ready:
                         self._drop(worker)
                 raise
@@ -182,34 +203,43 @@ class _Pool:
                 self.selector.close()
             return self.results
 
-    def _fill(self, timeout_s: float) -> None:
-        """Start workers up to the pool's size (as many as there is work for), and give idle ones jobs."""
-        while self.queue and len(self.workers) < self.size and len(self.workers) < len(self.queue) + sum(w.busy for w in self.workers):
-            worker = _start_worker()
-            self.workers.append(worker)
-            self.selector.register(worker.fd, selectors.EVENT_READ, worker)
-        for worker in list(self.workers):  # a failed send drops the worker from the list
-            if not (worker.ready and not worker.busy and self.queue):
-                continue
-            size = max(1, min(CHUNK, len(self.queue) // (2 * self.size)))
-            jobs: list[_Job] = []
-            while self.queue and len(jobs) < size:
-                job = self.queue.popleft()
-                if job.gold in self.hung_golds:
-                    self.results[job.position] = TIMEOUT
-                else:
-                    jobs.append(job)
-            if not jobs:
-                continue
-            worker.jobs, worker.parsing_gold, worker.deadline = jobs, False, time.monotonic() + timeout_s
-            assert worker.process.stdin is not None
-            try:
-                worker.process.stdin.write((json.dumps([[job.gold, job.output] for job in jobs]) + "\n").encode())
-                worker.process.stdin.flush()
-            except OSError:  # it died while idle: the jobs were not tried, so they go back in the queue
-                self.queue.extendleft(reversed(jobs))
-                worker.jobs = []
-                self._drop(worker)
+    def _fill(self, timeout_s: float, start_all: bool) -> None:
+        """Start a worker in each empty slot that has jobs queued, and give idle workers jobs."""
+        for slot, worker in enumerate(self.slots):
+            if worker is None and (self.queues[slot] or start_all):
+                worker = self.slots[slot] = _start_worker(slot)
+                self.selector.register(worker.fd, selectors.EVENT_READ, worker)
+        queued = sum(len(queue) for queue in self.queues)
+        size = max(1, min(CHUNK, queued // (2 * self.size)))
+        for steal in (False, True):  # each worker's own queue first; then idle workers help the others
+            for worker in self.workers:
+                if worker.ready and not worker.busy:
+                    self._send(worker, self._take(worker.slot, size, steal), timeout_s)
+
+    def _take(self, slot: int, size: int, steal: bool) -> list[_Job]:
+        """Up to `size` jobs from the queue of `slot`, or with `steal` from the tail of the longest queue."""
+        queue = max(self.queues, key=len) if steal else self.queues[slot]
+        jobs: list[_Job] = []
+        while len(jobs) < size and queue:
+            job = queue.pop() if steal else queue.popleft()
+            if job.gold in self.hung_golds:
+                self.results[job.position] = TIMEOUT
+            else:
+                jobs.append(job)
+        return jobs
+
+    def _send(self, worker: _Worker, jobs: list[_Job], timeout_s: float) -> None:
+        if not jobs:
+            return
+        worker.jobs, worker.parsing_gold, worker.deadline = jobs, False, time.monotonic() + timeout_s
+        assert worker.process.stdin is not None
+        try:
+            worker.process.stdin.write((json.dumps([[job.gold, job.output] for job in jobs]) + "\n").encode())
+            worker.process.stdin.flush()
+        except OSError:  # it died while idle: the jobs were not tried, so they go back in the queue
+            self.queues[worker.slot].extendleft(reversed(jobs))
+            worker.jobs = []
+            self._drop(worker)
 
     def _read(self, worker: _Worker, timeout_s: float) -> None:
         chunk = os.read(worker.fd, 1 << 16)
@@ -217,7 +247,7 @@ class _Pool:
             self._lost(worker, WORKER_ERROR)
             return
         worker.pending += chunk
-        while b"\n" in worker.pending and worker in self.workers:
+        while b"\n" in worker.pending and self.slots[worker.slot] is worker:
             line, _, rest = worker.pending.partition(b"\n")
             worker.pending = bytearray(rest)
             self._handle(worker, json.loads(line), timeout_s)
@@ -261,28 +291,29 @@ class _Pool:
                 if job.gold == current.gold:
                     self.results[job.position] = outcome
             rest = [job for job in rest if job.gold != current.gold]
-        self.queue.extendleft(reversed(rest))
+        self.queues[worker.slot].extendleft(reversed(rest))
 
     def _drop(self, worker: _Worker) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(worker.fd)
         worker.kill()
-        self.workers.remove(worker)
+        if self.slots[worker.slot] is worker:
+            self.slots[worker.slot] = None
 
     def close(self) -> None:
         with self.lock:
             for worker in self.workers:
                 worker.kill()
-            self.workers.clear()
+            self.slots = [None] * self.size
 
 
-def _start_worker() -> _Worker:
+def _start_worker(slot: int) -> _Worker:
     if importlib.util.find_spec("math_verify") is None:
         raise BenchError("math_verify scorer: math-verify is not installed; install it with `pip install math-verify`")
     env = {**os.environ, "MATH_VERIFY_WORKER_MEMORY_MB": str(WORKER_MEMORY_MB), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, str(WORKER_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, env=env)
-    return _Worker(process, deadline=time.monotonic() + STARTUP_TIMEOUT_S)
+    return _Worker(process, slot, deadline=time.monotonic() + STARTUP_TIMEOUT_S)
 
 
 _POOLS: dict[int, _Pool] = {}
