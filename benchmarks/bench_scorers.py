@@ -6,7 +6,9 @@ multiples of pi, intervals, polynomials, percentages, degrees, integers), output
 ending in ``\\boxed{...}`` written in an equivalent but different form. About 70 % of outputs are
 right. Each set is scored by:
 
-- ``math_verify`` (the pool of worker processes, warm: the workers' start is timed separately);
+- ``math_verify`` with 1 worker process and with N: "fresh" (workers started and ready, no gold
+  of the set parsed yet) and "golds cached" (workers that scored the same items once, scoring
+  other outputs for them, as at a later checkpoint); the workers' start is timed separately;
 - math-verify called directly in this process, one item after another, timeouts off (what the
   scorer would cost without its time bound; it cannot stop a hang);
 - ``numeric`` on the GSM8K-style set, for scale.
