@@ -184,6 +184,8 @@ class _Pool:
             try:
                 for worker in self.workers:
                     self.selector.register(worker.fd, selectors.EVENT_READ, worker)
+                    if not worker.ready:  # started by an earlier batch: its "ready" may be waiting unread
+                        worker.deadline = time.monotonic() + STARTUP_TIMEOUT_S
                 while any(self.queues) or any(w.busy or (start_all and not w.ready) for w in self.workers) or (start_all and None in self.slots):
                     self._fill(timeout_s, start_all)
                     now = time.monotonic()
