@@ -149,7 +149,7 @@ def test_prepare_gold(answer: str, prepared: str) -> None:
     assert prepare_gold(answer) == prepared
 
 
-def test_each_gold_is_parsed_once_per_worker() -> None:
+def test_each_gold_is_parsed_once_and_then_cached() -> None:
     scorer = MathVerify(workers=2)
     pool = shared_pool(2)
     before = pool.gold_parses
@@ -157,8 +157,10 @@ def test_each_gold_is_parsed_once_per_worker() -> None:
     scores = scorer.score([item(golds[k % 2]) for k in range(200)], [r"\boxed{\frac{14}{6}}" if k % 2 == 0 else "19" for k in range(200)])
     assert all(s.correct for s in scores)
     assert pool.gold_parses - before <= len(golds) * pool.size  # 200 items: at most once per gold per worker
-    again = scorer.score([item(golds[0])], ["2"])
-    assert not again[0].correct and pool.gold_parses - before <= len(golds) * pool.size  # served from the cache
+    after_first = pool.gold_parses
+    again = scorer.score([item(golds[0]), item(golds[1])], ["2", "19"])
+    assert [s.correct for s in again] == [False, True]
+    assert pool.gold_parses == after_first  # each gold is served from its own worker's cache
 
 
 def test_unparseable_gold_scores_wrong_with_its_own_outcome() -> None:
@@ -196,6 +198,16 @@ def test_pathological_outputs_time_out_as_wrong_in_bounded_time() -> None:
 
 
 @pytest.mark.slow
+def test_a_gold_that_hangs_is_tried_once_and_its_items_time_out() -> None:
+    scorer = MathVerify(timeout_s=1.0)
+    hanging = PATHOLOGICAL[2]
+    started = time.monotonic()
+    scores = scorer.score([item(hanging, item_id=str(k)) for k in range(6)] + [item("4")], ["2"] * 6 + ["4"])
+    assert [s.outcome for s in scores] == ["timeout"] * 6 + ["correct"]
+    assert time.monotonic() - started < 20  # six items share the gold: one timeout (per worker at most), not six
+
+
+@pytest.mark.slow
 def test_timeouts_work_from_a_worker_thread_as_from_the_main_thread() -> None:
     scorer = MathVerify(timeout_s=1.0)
     items, outputs = mixed_batch()
@@ -218,14 +230,17 @@ def test_concurrent_calls_from_two_threads_get_their_own_results() -> None:
 @pytest.mark.slow
 def test_dead_workers_are_replaced() -> None:
     """Workers killed from outside (say by the OOM killer) while idle or while starting."""
-    scorer = MathVerify()
-    assert scorer.score([item("1")], ["1"])[0].correct
-    pool = shared_pool(scorer.workers)
-    pool.workers.append(symbolic._start_worker())  # one still starting (not ready)
+    scorer = MathVerify(workers=2)
+    scorer.start()
+    pool = shared_pool(2)
+    assert len(pool.workers) == 2 and all(w.ready for w in pool.workers)
     for worker in pool.workers:
         worker.process.kill()
         worker.process.wait()
-    assert [s.correct for s in scorer.score([item("1"), item("2")], ["1", "3"])] == [True, False]
+    pool.slots[0] = symbolic._start_worker(0)  # one still starting (not ready) when it dies
+    pool.slots[0].process.kill()
+    pool.slots[0].process.wait()
+    assert [s.correct for s in scorer.score([item(str(k)) for k in range(8)], [str(k % 2) for k in range(8)])] == [k < 2 for k in range(8)]
 
 
 @pytest.mark.slow

@@ -1,12 +1,12 @@
 """A math-verify worker process for `tasks.scorers.symbolic` (started as a script, not imported).
 
-Speaks JSON lines. Requests on stdin: ``{"gold": <prepared gold>, "outputs": [<model output>, ...]}``.
-Replies on stdout: ``{"ready": true}`` once at start (or ``{"fatal": <message>}``), then per
-request ``{"gold": "ok" | "unparsed", "parsed": <parsed now, not cached>}`` and, when the gold parsed, one ``{"v": <outcome>}`` per
-output in order. Each reply is flushed at once: the parent times every step (gold parse, then
-each output's parse + verify) and kills this process when one overruns, because math-verify's
-own timeout (``signal.alarm``) cannot interrupt work stuck inside C code such as a huge integer
-power. So math-verify's timeouts are off here (None).
+Speaks JSON lines. A request on stdin is a list of jobs ``[[<prepared gold>, <model output>], ...]``.
+Replies on stdout: ``{"ready": true}`` once at start (or ``{"fatal": <message>}``), then per job,
+in order, ``{"v": <outcome>}``; a gold not seen before is parsed first, between ``{"gold":
+"start"}`` and ``{"gold": "done"}``. Each reply is flushed at once: the parent times every step
+(a gold's parse; each output's parse + verify) and kills this process when one overruns, because
+math-verify's own timeout (``signal.alarm``) cannot interrupt work stuck inside C code such as a
+huge integer power. So math-verify's timeouts are off here (None).
 
 It imports nothing from the project, and drops its own folder from ``sys.path`` so that no
 module beside it can shadow a library module.
@@ -54,23 +54,21 @@ def main() -> None:
 
     golds: dict[str, list] = {}
     for line in sys.stdin:
-        request = json.loads(line)
-        gold_text = request["gold"]
-        gold = golds.get(gold_text)
-        fresh = gold is None
-        if gold is None:
-            try:
-                gold = parse(gold_text, parsing_timeout=None)
-            except Exception:  # noqa: BLE001
-                gold = []
-            if len(golds) >= GOLD_CACHE_SIZE:
-                golds.clear()
-            golds[gold_text] = gold
-        if not gold:
-            reply({"gold": "unparsed", "parsed": fresh})
-            continue
-        reply({"gold": "ok", "parsed": fresh})
-        for output in request["outputs"]:
+        for gold_text, output in json.loads(line):
+            gold = golds.get(gold_text)
+            if gold is None:
+                reply({"gold": "start"})
+                try:
+                    gold = parse(gold_text, parsing_timeout=None)
+                except Exception:  # noqa: BLE001
+                    gold = []
+                if len(golds) >= GOLD_CACHE_SIZE:
+                    golds.clear()
+                golds[gold_text] = gold
+                reply({"gold": "done"})
+            if not gold:
+                reply({"v": "gold_unparsed"})
+                continue
             try:
                 parsed = parse(output, parsing_timeout=None)
                 if not parsed:
