@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness.sandbox import Job, SandboxLimits, run_programs
-from tasks.base import TASKS, Item, Score, Task
+from tasks.base import TASKS, Candidate, Item, Score, Task
 
 # Tight limits: a correct answer here is one arithmetic or string expression.
 PROGRAM_LIMITS = SandboxLimits(cpu_seconds=1.0, wall_seconds=3.0, memory_mb=256)
@@ -43,9 +43,8 @@ class ExpressionTask(Task):
 
 @TASKS.register("affine", "find a*x+b from three input/output pairs; graded by execution")
 class Affine(ExpressionTask):
-    name = "affine"
 
-    def make(self, rng: random.Random, level: str, n: int) -> list[tuple[str, str, str, dict]]:
+    def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:
         candidates = []
         for _ in range(n):
             a, b = rng.randint(1, 9), rng.randint(0, 9)
@@ -54,7 +53,7 @@ class Affine(ExpressionTask):
             held_out = [(x, a * x + b) for x in rng.sample(range(3, 30), 3)]
             prompt = "prog " + " ".join(f"f({x})={y}" for x, y in shown) + "\n"
             expression = f"{a}*x+{b}"
-            candidates.append((prompt, expression, expression, {"tests": held_out}))
+            candidates.append(Candidate(prompt, expression, expression, {"tests": held_out}))
         return candidates
 
 
@@ -77,14 +76,13 @@ def _random_word(rng: random.Random) -> str:
 
 @TASKS.register("string_fn", "identify a string function from two examples; graded by execution")
 class StringFunction(ExpressionTask):
-    name = "string_fn"
 
-    def make(self, rng: random.Random, level: str, n: int) -> list[tuple[str, str, str, dict]]:
+    def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:
         candidates = []
         for _ in range(n):
             expression, fn = rng.choice(sorted(STRING_FUNCTIONS.items()))
             words = [_random_word(rng) for _ in range(5)]
             prompt = "prog " + " ".join(f"f({w})={fn(w)}" for w in words[:2]) + "\n"
             held_out = [(w, fn(w)) for w in words[2:]]
-            candidates.append((prompt, expression, expression, {"tests": held_out}))
+            candidates.append(Candidate(prompt, expression, expression, {"tests": held_out}))
         return candidates

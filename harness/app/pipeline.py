@@ -270,7 +270,7 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     )
     sampler = rollout_sampler(run.rollouts, backends, store.root / POLICY_FOLDER)
     placement = choose_placement(config.device)
-    model.to(placement.device)
+    model.to(placement.device)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
     store.update_metadata(training_device=placement.describe())
     ctx = TrainContext(tokenizer, loop, run_dir=store.root, sampler=sampler, placement=placement)
     try:

@@ -73,7 +73,7 @@ class MappedSource(Source):
         for needed in ("prompt", "answer"):
             if needed not in raw:
                 raise BenchError(f"{self.where}: the field mapping lacks '{needed}' (which column holds the {needed}?)")
-        mapping = {}
+        mapping: dict[str, tuple[str, str | None]] = {}
         for key, spec in raw.items():
             if isinstance(spec, str):
                 mapping[key] = (spec, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from harness.core.errors import BenchError
 from harness.core.items import Item
@@ -15,7 +16,7 @@ class Generator(Source):
     required = ("task", "level")
     default_scorer = "task"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         task = self.options["task"]
         if task not in TASKS:

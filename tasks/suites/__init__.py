@@ -210,7 +210,7 @@ def parse_suite(data: Any, path: Path, sha256: str) -> Suite:
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise BenchError(f"{where}: eval_seed must be an integer")
     return Suite(str(name), str(data.get("description", "")), sha256, path, seed, eval_sets, easy, hard, families,
-                 foundation)  # type: ignore[arg-type]
+                 foundation)
 
 
 def parse_source(raw: Any, where: str, path: Path) -> Source:
