@@ -59,7 +59,7 @@ def phase_shares(per_set: int, work: Path) -> list[str]:
     started = time.perf_counter()
     prompts = write_prompts(store, suite, chosen, model)  # renders every prompt and checks the context
     timings["render"] = time.perf_counter() - started
-    backend = HFBackend()
+    backend = HFBackend(batch_size=2)  # ARC prompts run to ~13k character tokens: eager attention over them is memory-hungry
     backend.load(model)
     rows, tokens = [], 0
     per_set_rows = []
@@ -87,7 +87,8 @@ def phase_shares(per_set: int, work: Path) -> list[str]:
         "## 1. Where the evaluation stage's time goes (offline `standard` sets)",
         "",
         f"{per_set} items of each offline set of `standard` ({', '.join(OFFLINE_SETS)}), one checkpoint of a random-init 1-layer chat model "
-        f"(`tests/chat_model.py`, hidden 64), transformers backend, at most 512 new tokens per item ({tokens:,} tokens generated). "
+        f"(`tests/chat_model.py`, hidden 64, character-level tokenizer), transformers backend in batches of 2, at most 512 new tokens per item "
+        f"({tokens:,} tokens generated). "
         "A random model writes no valid programs, so sandboxed execution here is mostly syntax errors: the execution cost of a "
         "competent model is the sandbox benchmark's (BENCHMARKS.md).",
         "",

@@ -342,10 +342,8 @@ def test_filesystem_outside_scratch_is_read_only_and_scratch_is_capped() -> None
     assert_harness_keeps_going()
 
 
-def test_other_processes_are_invisible_in_proc() -> None:
-    program = """
-        import os
-        seen = []
+# A program fragment: the command line of every process /proc shows it, in `seen`.
+PROC_SCAN = """        seen = []
         for name in os.listdir("/proc"):
             if name.isdigit():
                 try:
@@ -353,7 +351,13 @@ def test_other_processes_are_invisible_in_proc() -> None:
                         seen.append(f.read())
                 except OSError:
                     pass
-        leaked = [cmdline for cmdline in seen if b"pytest" in cmdline]
+"""
+
+
+def test_other_processes_are_invisible_in_proc() -> None:
+    program = """
+        import os
+""" + PROC_SCAN + """        leaked = [cmdline for cmdline in seen if b"pytest" in cmdline]
     """
     result = run(program, "assert not leaked, leaked\n")
     if isolation_report()["private_proc"]:
@@ -876,15 +880,7 @@ def test_without_root_the_program_cannot_unmount_proc_to_see_the_host(public_tmp
         libc = ctypes.CDLL(None, use_errno=True)
         unmounted = libc.umount2(b"/proc", 2) == 0  # MNT_DETACH
         print("umount", unmounted, os.strerror(ctypes.get_errno()))
-        seen = []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    with open(f"/proc/{name}/cmdline", "rb") as f:
-                        seen.append(f.read())
-                except OSError:
-                    pass
-        host_visible = any(b"pytest" in cmdline for cmdline in seen)
+""" + PROC_SCAN + """        host_visible = any(b"pytest" in cmdline for cmdline in seen)
     """
     done = run_as_unprivileged_harness(public_tmp, program, "assert unmounted or host_visible\n")
     report = done["report"]

@@ -46,6 +46,13 @@ ROLES = ("target", "held-out")
 SET_KEYS = {"name", "split", "family", "role", "source", "prompt", "sampling", "scorer", "published", "optional"}
 SUITE_KEYS = {"name", "description", "eval_seed", "defaults", "families", "eval", "train", "foundation"}
 SAMPLING_KEYS = {"temperature", "top_p", "n", "max_new_tokens", "stop"}
+TRAIN_SET_KEYS = {"source", "scorer", "difficulty", "prompt", "name", "max_new_tokens"}
+
+
+def check_keys(raw: dict[str, Any], known: set[str], where: str, what: str = "key") -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise BenchError(f"{where}: unknown {what} '{unknown[0]}'; known: {', '.join(sorted(known))}")
 
 
 @dataclass(frozen=True)
@@ -181,9 +188,7 @@ def parse_suite(data: Any, path: Path, sha256: str) -> Suite:
     where = f"suite {path.name}"
     if not isinstance(data, dict):
         raise BenchError(f"{where}: must be a mapping with name, eval and train")
-    unknown = sorted(set(data) - SUITE_KEYS)
-    if unknown:
-        raise BenchError(f"{where}: unknown key '{unknown[0]}'; known: {', '.join(sorted(SUITE_KEYS))}")
+    check_keys(data, SUITE_KEYS, where)
     name = data.get("name") or path.stem
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict) or set(defaults) - {"prompt", "sampling", "scorer"}:
@@ -228,9 +233,7 @@ def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -
     where = f"suite {path.name}, eval set {index}"
     if not isinstance(raw, dict):
         raise BenchError(f"{where}: must be a mapping")
-    unknown = sorted(set(raw) - SET_KEYS)
-    if unknown:
-        raise BenchError(f"{where}: unknown key '{unknown[0]}'; known: {', '.join(sorted(SET_KEYS))}")
+    check_keys(raw, SET_KEYS, where)
     source = parse_source(raw.get("source"), where, path)
     generated = source.name == "generator"
     name = str(raw.get("name") or (source.options["task"] if generated else f"set{index}"))
@@ -270,9 +273,7 @@ def check_prompt(prompt: dict[str, Any], where: str) -> None:
 
 
 def parse_sampling(raw: dict[str, Any], source: Source, where: str) -> Sampling:
-    unknown = sorted(set(raw) - SAMPLING_KEYS)
-    if unknown:
-        raise BenchError(f"{where}: unknown sampling setting '{unknown[0]}'; known: {', '.join(sorted(SAMPLING_KEYS))}")
+    check_keys(raw, SAMPLING_KEYS, where, "sampling setting")
     values = {"max_new_tokens": source.max_new_tokens(), "stop": source.default_stop, **raw}
     number = lambda key, low: _number(values[key], f"{where}: sampling.{key}", low)  # noqa: E731
     sampling = Sampling(
@@ -306,9 +307,7 @@ def parse_training(raw: Any, defaults: dict[str, Any], path: Path) -> tuple[Trai
         raise BenchError(f"{where}: must be a mapping: easy/hard sets, or one source with a difficulty split")
     prompt = {**(defaults.get("prompt") or {}), **(raw.get("prompt") or {})}
     if "source" in raw:
-        unknown = sorted(set(raw) - {"source", "scorer", "difficulty", "prompt", "name", "max_new_tokens"})
-        if unknown:
-            raise BenchError(f"{where}: unknown key '{unknown[0]}'")
+        check_keys(raw, TRAIN_SET_KEYS, where)
         difficulty = raw.get("difficulty")
         if not isinstance(difficulty, dict) or set(difficulty) != {"field", "threshold"}:
             raise BenchError(f"{where}: one training source needs `difficulty: {{field: META_FIELD, threshold: NUMBER}}` to split easy from hard")
@@ -326,9 +325,7 @@ def train_set(raw: Any, where: str, path: Path, prompt: dict[str, Any], difficul
 
     if not isinstance(raw, dict):
         raise BenchError(f"{where}: must be a mapping with a source")
-    unknown = sorted(set(raw) - {"source", "scorer", "difficulty", "prompt", "name", "max_new_tokens"})
-    if unknown:
-        raise BenchError(f"{where}: unknown key '{unknown[0]}'")
+    check_keys(raw, TRAIN_SET_KEYS, where)
     source = parse_source(raw.get("source"), where, path)
     scorer = raw.get("scorer") or source.default_scorer
     if scorer is None:
