@@ -95,7 +95,7 @@ def suites() -> None:
         typer.echo(f"{name:<12} {suite.description}")
         for eval_set in suite.eval_sets:
             typer.echo(f"    {eval_set.slice:<28} {eval_set.family:<10} {eval_set.role:<9} {eval_set.source.name:<13} scorer {eval_set.scorer}"
-                       f"{f', {eval_set.sampling.n} samples' if eval_set.sampling.n > 1 else ''}")
+                       f"{f', {eval_set.sampling.n} samples' if eval_set.sampling.n > 1 else ''}{' (optional)' if eval_set.optional else ''}")
 
 
 @app.command("eval")
