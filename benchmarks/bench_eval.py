@@ -105,7 +105,7 @@ def phase_shares(per_set: int, work: Path) -> list[str]:
 
 
 def sweep_ratio(run: Path, work: Path) -> list[str]:
-    checkpoints = sorted((run / "checkpoints").glob("step-*"))
+    checkpoints = sorted(path for path in (run / "checkpoints").glob("step-*") if path.is_dir())
     steps = [str(int(path.name.split("-")[1])) for path in checkpoints]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
@@ -149,6 +149,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lines = ["# Evaluation-stage benchmark", "", "Made by `python benchmarks/bench_eval.py`.", "", "## Machine", "", *machine(), ""]
         lines += phase_shares(args.per_set, Path(tmp) / "phases") + [""]
+        print("\n".join(lines), flush=True)
         if (args.run / "checkpoints").is_dir():
             lines += sweep_ratio(args.run, Path(tmp) / "sweep")
         else:
