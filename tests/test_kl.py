@@ -60,3 +60,15 @@ def test_kl_to_start_is_zero_at_start_positive_later_and_matches_by_hand(smoke_r
 
 def test_smoke_preset_has_hard_training_prompts() -> None:
     assert PRESETS["smoke"]["train_examples"] > 0
+
+
+def test_report_notes_runs_without_kl() -> None:
+    """`bench eval` runs have no training data, so no kl_to_start.parquet: the report says so and draws no KL chart."""
+    from types import SimpleNamespace
+
+    from reports.html import kl_html
+
+    page = kl_html([SimpleNamespace(label="eval", kl=None)])  # type: ignore[list-item]
+    assert "Not computed for eval" in page and "<img" not in page
+    with_kl = kl_html([SimpleNamespace(label="sft", kl=pd.DataFrame({"step": [0, 2], "kl": [0.0, 0.5], "n": [4, 4]}))])  # type: ignore[list-item]
+    assert "<img" in with_kl and "Not computed" not in with_kl
