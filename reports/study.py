@@ -23,6 +23,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from harness.evaluation.claims import Claim, evaluate_claims, mean_and_stderr
 from harness.evaluation.scoring import ALL
@@ -116,6 +117,7 @@ def seed_band_curves(by_method: Mapping[str, Sequence[RunData]]) -> bytes:
             ax.plot(mean.index, mean, "-o", color=colour, ms=3.5, lw=1.8, label=f"{method} (n={frame.shape[1]})")
         ax.set_title(title, fontsize=10, loc="left")
         ax.set_ylim(-3, 103)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.25)
         ax.spines[["top", "right"]].set_visible(False)
         ax.set_xlabel("training step")
