@@ -130,7 +130,8 @@ def published_html(runs: Sequence[RunData]) -> str:
 def kl_html(runs: Sequence[RunData]) -> str:
     """KL(π₀‖π_step) per checkpoint, one line per run; a note for runs without it."""
     missing = [r.label for r in runs if r.kl is None]
-    note = (f" Not computed for {html.escape(', '.join(missing))}: a run scored with <code>bench eval</code> has no training data to measure it on."
+    note = (f" Not computed for {html.escape(', '.join(missing))}: a run scored with <code>bench eval</code> has no training data to measure it on "
+            "(for a <code>bench run</code>, run.json's <code>stages.kl</code> says why)."
             if missing else "")
     png = kl_curves(runs)
     figure = f"<figure>{_image(png, 'KL to start vs training step, one line per run')}</figure>" if png else ""

@@ -36,7 +36,7 @@ from harness.core import provenance
 from harness.core.errors import BenchError, writing
 from harness.core.interrupt import Interrupted, kill_point, uninterruptible
 from harness.core.progress import progress_bar
-from harness.evaluation.kl import kl_to_start
+from harness.evaluation.kl import KL_PROMPTS, kl_to_start
 from harness.evaluation.scoring import score_run
 from harness.store import (
     MANIFEST,
@@ -294,9 +294,13 @@ def kl_stage(store: RunStore, run: PreparedRun, base_model: Path) -> dict:
     """KL(π₀‖π_step) at every checkpoint on the hard training prompts (harness/evaluation/kl.py);
     run.json records the final checkpoint's value."""
     assert run.suite.hard is not None, "prepare() checks the suite can train"
+    missing = [r.step for r in read_manifest(store.checkpoints) if not checkpoint_dir(store, r).is_dir()]
+    if missing:  # a run made before KL existed, whose model folders `keep_checkpoints: last` already pruned
+        return {"skipped": f"model folders of steps {', '.join(map(str, missing))} were pruned"}
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     items = rendered(training_items(run.suite, run.suite.hard, run.config.train_examples, run.config.seed), run.suite.hard.prompt, tokenizer)
-    frame = kl_to_start(store, [item.prompt for item in items], max(max_new_tokens(item) for item in items), run.config.seed,
+    prompts = items[:KL_PROMPTS]
+    frame = kl_to_start(store, [item.prompt for item in prompts], max(max_new_tokens(item) for item in prompts), run.config.seed,
                         lambda path: path if path.is_absolute() else store.root / path)
     return {"final_kl": float(frame.kl.iloc[-1]), "kl_sequences": int(frame.n.iloc[-1])}
 
