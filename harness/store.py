@@ -47,7 +47,7 @@ AGGREGATES_FILE = "aggregates.parquet"
 REPORT_FILE = "report.html"
 MANIFEST = "manifest.json"  # in RUN/checkpoints/
 TRAINER_STATE_SUFFIX = ".trainer_state.pt"  # RUN/checkpoints/step-NNNNNN.trainer_state.pt, next to the model folder
-STAGES = ("train", "generate", "score", "report")
+STAGES = ("train", "kl", "generate", "score", "report")  # kl: KL to start (bench run only)
 
 
 # Every write below goes to a temporary name and is renamed into place, inside `uninterruptible()`:

@@ -140,3 +140,21 @@ def gain_vs_forgetting(runs: Sequence[RunData]) -> bytes:
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     fig.tight_layout()
     return png_bytes(fig)
+
+
+def kl_curves(runs: Sequence[RunData]) -> bytes | None:
+    """KL(π₀‖π_step) on the training distribution vs step, one line per run that has it; None when none has."""
+    if not any(run.kl is not None for run in runs):
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for index, run in enumerate(runs):
+        if run.kl is not None:
+            ax.plot(run.kl.step, run.kl.kl, "-o", color=run_colour(index), ms=3.5, lw=1.8, label=run.label)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("KL(π₀‖π) (nats / sequence)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.25)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    fig.tight_layout()
+    return png_bytes(fig)

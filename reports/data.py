@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.evaluation.kl import read_kl
 from harness.evaluation.runs import check_same_items, families_in_order, per_item, read_scored_run, results_from_records, suite_summary
 from harness.evaluation.scoring import ALL
 from harness.store import AGGREGATES_FILE, ITEMS_FILE, MANIFEST, CheckpointRecord, RunStore, read_manifest
@@ -29,6 +30,7 @@ class RunData:
     records: pd.DataFrame
     items: pd.DataFrame  # eval_items.parquet: prompts and expected answers
     checkpoints: tuple[CheckpointRecord, ...]  # empty when the manifest was deleted with the models
+    kl: pd.DataFrame | None = None  # kl_to_start.parquet (step, kl, n); None for `bench eval` runs (no training data)
 
     @property
     def steps(self) -> list[int]:
@@ -102,5 +104,6 @@ def load_runs(run_dirs: Sequence[Path]) -> list[RunData]:
     runs = []
     for (root, meta, records, aggregates, _), method in zip(loaded, methods):
         label = method if methods.count(method) == 1 else f"{method} ({root.name})"
-        runs.append(RunData(root, label, meta, aggregates, per_item(records), pd.read_parquet(root / ITEMS_FILE), read_checkpoints(root)))
+        runs.append(RunData(root, label, meta, aggregates, per_item(records), pd.read_parquet(root / ITEMS_FILE), read_checkpoints(root),
+                            read_kl(root)))
     return runs

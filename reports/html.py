@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness.store import REPORT_FILE, RunStore, write_atomic, write_json_atomic
-from reports.charts import forgetting_curves, gain_vs_forgetting
+from reports.charts import forgetting_curves, gain_vs_forgetting, kl_curves
 from reports.data import RunData, display_name, load_runs
 from reports.flips import SHOWN_PER_DIRECTION, flips_html
 from reports.tables import change_table, results_table_html, summary_table_html
@@ -127,6 +127,20 @@ def published_html(runs: Sequence[RunData]) -> str:
             f"<th>published</th><th>value</th><th>this run (final)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def kl_html(runs: Sequence[RunData]) -> str:
+    """KL(π₀‖π_step) per checkpoint, one line per run; a note for runs without it."""
+    missing = [r.label for r in runs if r.kl is None]
+    note = (f" Not computed for {html.escape(', '.join(missing))}: a run scored with <code>bench eval</code> has no training data to measure it on "
+            "(for a <code>bench run</code>, run.json's <code>stages.kl</code> says why)."
+            if missing else "")
+    png = kl_curves(runs)
+    figure = f"<figure>{_image(png, 'KL to start vs training step, one line per run')}</figure>" if png else ""
+    return ("<h2 id=kl>KL to start</h2><p class=note>KL(π₀‖π_step) on the training distribution: the starting model samples one completion "
+            "for each of up to 64 hard training prompts (temperature 1), and each checkpoint's KL is the mean over those sequences of "
+            "Σ_t [log π₀ − log π] over their tokens (nats per sequence; 0 at the start). RL's Razor (arXiv 2509.04259) finds forgetting "
+            f"tracks it.{note}</p>{figure}")
+
+
 def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_png: bytes) -> str:
     first = runs[0]
     n_items = sum(spec["n"] for spec in first.meta["eval_sets"].values())
@@ -140,7 +154,7 @@ def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_pn
 <body><main>
 <h1>plasticity-bench report</h1>
 <p class=sub>suite <b>{html.escape(first.meta["suite"])}</b> · {n_items:,} evaluation items · {len(runs)} run{"s" if len(runs) > 1 else ""}: {methods}</p>
-<nav><a href="#summary">Summary</a><a href="#curves">Forgetting curves</a><a href="#tradeoff">Gain vs forgetting</a><a href="#families">By family</a><a href="#items">Flipped items</a><a href="#provenance">Provenance</a></nav>
+<nav><a href="#summary">Summary</a><a href="#curves">Forgetting curves</a><a href="#tradeoff">Gain vs forgetting</a><a href="#kl">KL to start</a><a href="#families">By family</a><a href="#items">Flipped items</a><a href="#provenance">Provenance</a></nav>
 <dl class=families>{families}</dl>
 
 <h2 id=summary>Summary</h2>
@@ -159,6 +173,7 @@ method changed training stage.{" The in-domain family is split into its slices b
 <figcaption>Each point is a checkpoint. Up and right is better: more in-domain gain, less forgetting. The dashed line joins each method's
 Pareto-optimal checkpoints (no other checkpoint of the same run is better on both axes).</figcaption></figure>
 
+{kl_html(runs)}
 <h2 id=families>By family</h2>
 <p class=note>Start = step {first.start_step}; final = each run's last checkpoint; best = highest score at any checkpoint. Change = final − start with the
 paired 95% interval (Agresti–Min, using the items that flipped); lost / gained = items right → wrong / wrong → right. The bar draws the interval, the dot the change.</p>

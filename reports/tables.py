@@ -67,6 +67,16 @@ def gain_and_forgetting(run: RunData) -> pd.DataFrame:
     })
 
 
+def final_kl(run: RunData) -> float | None:
+    """KL(π₀‖π) at the run's last checkpoint, or None when the run has no kl_to_start.parquet."""
+    return None if run.kl is None or not len(run.kl) else float(run.kl.sort_values("step").kl.iloc[-1])
+
+
+def final_kl_text(run: RunData) -> str:
+    value = final_kl(run)
+    return "–" if value is None else f"{value:.3g}"
+
+
 def stage_seconds(run: RunData) -> dict[str, float | None]:
     stages = run.meta.get("stages", {})
     return {name: stages.get(name, {}).get("seconds") for name in STAGE_TIMES}
@@ -136,6 +146,7 @@ def results_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
 def summary_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) -> str:
     """One row per run: the in-domain gain, the mean out-of-domain change, and what it cost."""
     head = ("<tr><th>method</th><th>in-domain gain</th><th>95% CI</th><th>out-of-domain change</th>"
+            "<th title='KL(π₀‖π) at the final checkpoint, nats per sequence, on the hard training prompts'>KL to start</th>"
             "<th>training steps</th><th>examples seen</th><th>train</th><th>generate</th><th>score</th><th>total time</th></tr>")
     body = []
     for run, table in zip(runs, tables):
@@ -148,7 +159,7 @@ def summary_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
             f"<tr data-method='{html.escape(run.label)}'><td>{html.escape(run.label)}</td>"
             f"<td class='{_change_class(target.change_lo, target.change_hi)}'>{target.change:+.1f}</td>"
             f"<td>[{target.change_lo:+.1f}, {target.change_hi:+.1f}]</td>"
-            f"<td>{ood:+.1f}</td>"
+            f"<td>{ood:+.1f}</td><td>{final_kl_text(run)}</td>"
             f"<td>{last.step if last else '–'}</td><td>{f'{last.examples_seen:,}' if last else '–'}</td>"
             + "".join(f"<td>{_duration(s)}</td>" for s in seconds.values())
             + f"<td>{_duration(sum(known) if known else None)}</td></tr>"

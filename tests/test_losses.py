@@ -25,6 +25,31 @@ def test_dpo_loss_by_hand() -> None:
     assert dpo_loss(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0])).item() == pytest.approx((math.log(2) + math.log1p(math.exp(-1))) / 2)
 
 
+def test_spot_delta_batch_mean_vs_all_rewards_with_unequal_batches() -> None:
+    """The released code's δ (TRL 0.20 bco_pair) averages each step's batch mean; the other form
+    averages every reward. With unequal batch sizes they differ; each matches its own definition."""
+    steps = [[1.0, 2.0], [3.0, 6.0, 9.0, 12.0], [-4.0]]
+    batch_mean, all_rewards = RunningMean(batch_mean=True), RunningMean()
+    for k, batch in enumerate(steps, start=1):
+        got_batch_mean, got_all = batch_mean.add(torch.tensor(batch)), all_rewards.add(torch.tensor(batch))
+        seen = steps[:k]
+        assert got_batch_mean == pytest.approx(sum(sum(b) / len(b) for b in seen) / k)
+        assert got_all == pytest.approx(sum(sum(b) for b in seen) / sum(len(b) for b in seen))
+    assert got_batch_mean == pytest.approx((1.5 + 7.5 - 4.0) / 3) and got_all == pytest.approx(29.0 / 7)
+    assert got_batch_mean != pytest.approx(got_all)
+    # at a fixed batch size the two agree
+    a, b = RunningMean(batch_mean=True), RunningMean()
+    for batch in ([1.0, 5.0], [2.0, -3.0]):
+        assert a.add(torch.tensor(batch)) == pytest.approx(b.add(torch.tensor(batch)))
+    # the state (total, count) round-trips through state_dict
+    restored = RunningMean(batch_mean=True)
+    restored.load_state_dict(batch_mean.state_dict())
+    assert restored.add(torch.tensor([0.0])) == pytest.approx(batch_mean.add(torch.tensor([0.0])))
+    assert SPoTOptions().delta == "batch_mean"
+    with pytest.raises(BenchError, match="options.delta must be one of batch_mean, all_rewards"):
+        SPoTOptions(delta="median").validate()
+
+
 def test_spot_bco_running_mean_and_loss_by_hand() -> None:
     delta = RunningMean()
     assert delta.add(torch.tensor([1.0, 2.0])) == pytest.approx(1.5)

@@ -220,7 +220,8 @@ def check_page(browser: Chromium, page: Path, runs: Sequence[Path], screenshot: 
     facts = browser.evaluate(PAGE_FACTS)
     browser.screenshot(screenshot)
     assert browser.errors() == []
-    assert len(facts["images"]) == 2 and all(i["complete"] and i["width"] > 600 and i["height"] > 300 and i["inline"] for i in facts["images"])
+    charts = 2 + any((Path(run) / "kl_to_start.parquet").is_file() for run in runs)  # the KL-to-start chart when a run has it
+    assert len(facts["images"]) == charts and all(i["complete"] and i["width"] > 600 and i["height"] > 300 and i["inline"] for i in facts["images"])
     assert facts["external"] == [] and facts["fetched"] == []  # self-contained: nothing to fetch
     assert facts["overflow"] <= 0, "the page is wider than the window"
     assert screenshot.stat().st_size > 50_000
@@ -248,7 +249,7 @@ def test_report_of_three_methods_in_chromium(browser: Chromium, three_runs: list
     facts = check_page(browser, page, three_runs, ARTIFACTS / "report-three-methods.png")
     gains = {row[0]: row[1] for row in facts["summary"]}
     assert gains == {"sft": "+82.0", "rps": "-1.0", "eps": "+53.0"}  # math (its hard slice): final − start
-    sft_examples = facts["summary"][0][5]
+    sft_examples = facts["summary"][0][6]  # after the KL-to-start column
     assert sft_examples == "9,600"  # from the manifest: 32 per step × 300 steps
     assert len(facts["flips"]) == 3 * 3 and facts["flips"][0].startswith("math: 0 right → wrong, 82 wrong → right")
 

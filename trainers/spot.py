@@ -8,8 +8,14 @@
    The pairs and their R are saved as `rectified_pairs.parquet` in the run folder.
 4. Loss, with the implicit reward r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)], β = 0.1:
      SPoT-BCO (default):  L = −log σ(r(x,y⁺) − δ) − log σ(−(r(x,y⁻) − δ))
-         δ = running mean of the detached rewards of all chosen and rejected samples seen so
-             far (this batch's included, as in the released code)
+         δ, as the released code computes it (`options.delta: batch_mean`, the default): the
+             released code trains with TRL 0.20's DPOTrainer `loss_type="bco_pair"`, whose δ is
+             the running, equal-weight mean over optimiser steps of each step's *batch-mean*
+             detached reward (chosen and rejected together), starting at 0 and updated with the
+             current batch before the loss. `options.delta: all_rewards` instead averages every
+             individual reward seen so far (TRL's separate BCOTrainer does that); the two agree
+             only at a fixed batch size. TRL >= 0.29's `bco_pair` has no δ at all: it is plain
+             BCE, i.e. SPoT-BCE below.
      SPoT-BCE:            the same with δ = 0
    No SFT term; π_ref is the frozen starting model (log-probs precomputed).
 """
@@ -32,6 +38,7 @@ from trainers.policy import PairTrainer, implicit_rewards, rewards, sample, save
 
 PAIRS_FILE = "rectified_pairs.parquet"
 LOSSES = ("bco", "bce")
+DELTAS = ("batch_mean", "all_rewards")
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class SPoTOptions:
     beta: float = 0.1
     gamma: float = 0.6  # proximity filter threshold on the change ratio R
     loss: str = "bco"  # "bco" (reward shift δ = running mean) or "bce" (δ = 0)
+    delta: str = "batch_mean"  # BCO's δ: running mean of batch means (TRL 0.20 bco_pair) or of all rewards
     error_prompts: int = 1024  # hard training prompts answered to elicit errors
     temperature: float = 0.0  # 0: the model's greedy (characteristic) errors
 
@@ -49,6 +57,8 @@ class SPoTOptions:
             raise BenchError(f"options.gamma must be in (0, 1], got {self.gamma}")
         if self.loss not in LOSSES:
             raise BenchError(f"options.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.delta not in DELTAS:
+            raise BenchError(f"options.delta must be one of {', '.join(DELTAS)}, got {self.delta!r}")
         if self.error_prompts <= 0 or self.temperature < 0:
             raise BenchError("options.error_prompts must be positive and options.temperature >= 0")
 
@@ -65,14 +75,21 @@ def change_ratio(rejected: list[int], chosen: list[int]) -> float:
 
 
 class RunningMean:
-    """δ: the mean of every value added so far."""
+    """δ: the mean of every value added so far (`options.delta: all_rewards`), or with
+    `batch_mean=True` the mean over calls of each call's mean, as TRL 0.20's `bco_pair` keeps it
+    (`options.delta: batch_mean`, the released code's δ)."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch_mean: bool = False) -> None:
+        self.batch_mean = batch_mean
         self.total, self.count = 0.0, 0
 
     def add(self, values: torch.Tensor) -> float:
-        self.total += float(values.sum())
-        self.count += values.numel()
+        if self.batch_mean:
+            self.total += float(values.mean())
+            self.count += 1
+        else:
+            self.total += float(values.sum())
+            self.count += values.numel()
         return self.total / self.count
 
     def state_dict(self) -> dict[str, Any]:
@@ -108,7 +125,7 @@ class SPoT(PairTrainer[SPoTOptions]):
 
     def __init__(self, options: SPoTOptions | None = None) -> None:
         super().__init__(options)
-        self.delta = RunningMean()
+        self.delta = RunningMean(batch_mean=self.options.delta == "batch_mean")
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         options = self.options
@@ -130,7 +147,7 @@ class SPoT(PairTrainer[SPoTOptions]):
         save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE, {"change_ratio": [r for _, r in kept]})
 
     def state_dict(self) -> dict[str, Any]:
-        """δ's running mean (the pairs are rebuilt by `setup`)."""
+        """δ's running mean, total and count (the pairs are rebuilt by `setup`)."""
         return {"delta": self.delta.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

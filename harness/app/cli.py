@@ -58,6 +58,28 @@ def format_summary(rows: list[dict]) -> str:
 
 
 @app.command()
+def study(
+    methods: str = typer.Option(..., "--methods", help="comma-separated methods, e.g. sft,rps,eps"),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
+    out: Path = typer.Option(..., "--out", "-o", help="study folder: one run folder per method and seed, study.html, study.json"),
+    preset: str = typer.Option("default", help=PRESET_HELP),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="a shipped suite or a suite YAML file [default: micro]"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings for every run"),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="runs in parallel (each one torch thread)"),
+    claims: Optional[Path] = typer.Option(None, "--claims", help="a YAML file of more claims to check (see README)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Run every method × seed (resuming unfinished runs, skipping finished ones), then one comparison report with the claims' verdicts."""
+    from harness.app.study import study as run_study
+
+    with writing(out):
+        page, data = run_study(methods, seeds, out, preset, suite, config, jobs, claims, typer.echo, quiet)
+    for claim in json.loads(data.read_text())["claims"]:
+        typer.echo(f"{claim['verdict']:<13} {claim['claim']}")
+    typer.echo(f"report: {page}\ndata: {data}")
+
+
+@app.command()
 def base(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings"),
     preset: str = typer.Option("default", help=PRESET_HELP),

@@ -36,6 +36,7 @@ from harness.core import provenance
 from harness.core.errors import BenchError, writing
 from harness.core.interrupt import Interrupted, kill_point, uninterruptible
 from harness.core.progress import progress_bar
+from harness.evaluation.kl import KL_PROMPTS, kl_to_start
 from harness.evaluation.scoring import score_run
 from harness.store import (
     MANIFEST,
@@ -58,6 +59,7 @@ from tasks.base import Item, content_hash
 from tasks.prompting import PromptFormat, render
 from tasks.suites import SHIPPED as SHIPPED_SUITES
 from tasks.suites import EvalSet, Sampling, Suite, eval_items, load_suite, training_items
+from tasks.verify import max_new_tokens
 from trainers.common import (
     TRAINERS,
     Checkpoint,
@@ -154,6 +156,8 @@ def execute_stages(run: PreparedRun, quiet: bool) -> RunStore:
             if not store.stage_done("train"):
                 timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet))
             prune_training_state(store, run.config.keep_checkpoints)
+            if not store.stage_done("kl"):
+                timed(store, "kl", lambda: kl_stage(store, run, base_model))
             generation(store, run.suite, run.backend, run.config.backend, backends, run.config.seed, quiet)
         prune_model_folders(store, run.config.keep_checkpoints)
         scoring_and_report(store)
@@ -289,6 +293,21 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     if run.rollouts:
         store.update_metadata(rollouts=asdict(sampler.stats))
     return {"resumed_from_step": resumed_from.step, "steps_run": len(log) - resumed_from.step}
+
+
+def kl_stage(store: RunStore, run: PreparedRun, base_model: Path) -> dict:
+    """KL(π₀‖π_step) at every checkpoint on the hard training prompts (harness/evaluation/kl.py);
+    run.json records the final checkpoint's value."""
+    assert run.suite.hard is not None, "prepare() checks the suite can train"
+    missing = [r.step for r in read_manifest(store.checkpoints) if not checkpoint_dir(store, r).is_dir()]
+    if missing:  # a run made before KL existed, whose model folders `keep_checkpoints: last` already pruned
+        return {"skipped": f"model folders of steps {', '.join(map(str, missing))} were pruned"}
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    items = rendered(training_items(run.suite, run.suite.hard, run.config.train_examples, run.config.seed), run.suite.hard.prompt, tokenizer)
+    prompts = items[:KL_PROMPTS]
+    frame = kl_to_start(store, [item.prompt for item in prompts], max(max_new_tokens(item) for item in prompts), run.config.seed,
+                        lambda path: path if path.is_absolute() else store.root / path)
+    return {"final_kl": float(frame.kl.iloc[-1]), "kl_sequences": int(frame.n.iloc[-1])}
 
 
 def resumable_checkpoints(store: RunStore, clean: bool = False) -> list[CheckpointRecord]:

@@ -1,0 +1,103 @@
+"""KL to start: how far each checkpoint's policy has moved from the starting model, KL(π₀‖π_step),
+on the training distribution (RL's Razor, arXiv 2509.04259, finds forgetting tracks it).
+
+Estimate (Monte Carlo, one completion per prompt): the starting model π₀ samples a completion y
+for each of the first `KL_PROMPTS` hard training prompts (temperature 1, the run's seed), and
+
+    KL(π₀‖π) ≈ (1/N) Σ_y Σ_t [log π₀(y_t | x, y_<t) − log π(y_t | x, y_<t)]
+
+over the N sequences, the sum running over each sampled completion's tokens (its EOS included
+when it produced one). Samples
+from π₀ rather than the items' reference targets: only samples from π₀ make this an unbiased
+estimate of KL(π₀‖π) (on reference targets it would be a difference of cross-entropies, which
+can be negative and measures fit to the targets, not movement of the policy). The samples are
+drawn once, from checkpoint 0, so every checkpoint is measured on the same sequences; at step 0
+the estimate is exactly 0. The sampled token ids themselves are scored (not re-tokenised text, which
+would score sequences π₀ did not draw).
+
+Written to `kl_to_start.parquet` (step, kl, n) in the run folder; needs the checkpoints' model
+folders, so it runs after training and before `keep_checkpoints: last` prunes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from harness.store import RunStore, read_manifest
+
+KL_FILE = "kl_to_start.parquet"
+KL_PROMPTS = 64  # hard training prompts sampled (one completion each)
+KL_BATCH = 16  # sequences per forward pass
+
+
+@torch.no_grad()
+def completion_logprobs(model: torch.nn.Module, sequences: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """log π(y|x) (summed over the completion's tokens) of every (prompt ids, completion ids), shape [N]."""
+    parts = []
+    for start in range(0, len(sequences), KL_BATCH):
+        chunk = sequences[start:start + KL_BATCH]
+        width = max(len(p) + len(c) for p, c in chunk)
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (p, c) in enumerate(chunk):
+            ids[row, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[row, : len(p) + len(c)] = 1
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.double(), dim=-1)
+        for row, (p, c) in enumerate(chunk):
+            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
+            parts.append(logp[row, positions, torch.tensor(c)].sum())
+    return torch.stack(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+@torch.no_grad()
+def sample_from_start(model_dir: Path, prompts: Sequence[str], max_new_tokens: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """One completion per prompt from the starting model (temperature 1, no top-p/top-k), as
+    (prompt ids, sampled ids): the sampled tokens themselves, up to and including EOS when the
+    model produced it, so each is scored exactly as it was drawn."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    sequences = []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for prompt in prompts:
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            out = model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones((1, len(prompt_ids)), dtype=torch.long),
+                                 do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            completion = out[0, len(prompt_ids):].tolist()
+            if tokenizer.eos_token_id in completion:
+                completion = completion[: completion.index(tokenizer.eos_token_id) + 1]
+            sequences.append((prompt_ids, completion or [tokenizer.eos_token_id]))
+    return sequences
+
+
+def kl_to_start(store: RunStore, prompts: Sequence[str], max_new_tokens: int, seed: int,
+                checkpoint_dir: Callable[[Path], Path] | None = None) -> pd.DataFrame:
+    """KL(π₀‖π_step) at every checkpoint the manifest lists; writes and returns kl_to_start.parquet."""
+    records = read_manifest(store.checkpoints)
+    folder = checkpoint_dir or (lambda path: path if path.is_absolute() else store.root / path)
+    start_dir = folder(Path(records[0].path))
+    sequences = sample_from_start(start_dir, list(prompts[:KL_PROMPTS]), max_new_tokens, seed)
+    reference = completion_logprobs(AutoModelForCausalLM.from_pretrained(start_dir).eval(), sequences)
+    rows = []
+    for record in records:
+        if record.step == records[0].step:
+            kl = 0.0  # π = π₀: the same weights, exactly 0
+        else:
+            logp = completion_logprobs(AutoModelForCausalLM.from_pretrained(folder(Path(record.path))).eval(), sequences)
+            kl = float((reference - logp).mean())
+        rows.append({"step": int(record.step), "kl": kl, "n": len(sequences)})
+    frame = pd.DataFrame(rows, columns=["step", "kl", "n"])
+    store.write_table(KL_FILE, frame)
+    return frame
+
+
+def read_kl(root: Path) -> pd.DataFrame | None:
+    """The run's kl_to_start.parquet, or None when the run has none (`bench eval` runs, older runs)."""
+    path = root / KL_FILE
+    return pd.read_parquet(path) if path.is_file() else None

@@ -1,0 +1,197 @@
+"""The comparison report of a study (`bench study`): methods × seeds, each an ordinary run folder.
+
+Per run, the metrics (from the same numbers as the run's summary.json):
+  target_gain       final − start on the suite's target slice (points)
+  target_final      final score on the target slice (points)
+  ood_change        mean over the held-out families of final − start (points; negative is forgetting)
+  held_out:<family> final − start of one held-out family (points)
+  kl_to_start       KL(π₀‖π) at the final checkpoint (nats per sequence; absent for runs without it)
+  target_roughness  root mean square of the second differences of the target slice's score over
+                    the checkpoints (points; 0 for a straight line, lower is smoother; needs ≥ 3)
+Per method: mean ± standard error across seeds; curves with ±1 standard-error bands across seeds;
+the claims (harness/evaluation/claims.py) with their verdicts. Writes study.html and study.json.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from harness.evaluation.claims import Claim, evaluate_claims, mean_and_stderr
+from harness.evaluation.scoring import ALL
+from harness.store import write_atomic, write_json_atomic
+from reports.charts import png_bytes, run_colour
+from reports.data import RunData, display_name, load_runs
+from reports.html import STYLE, _image
+from reports.tables import change_table, final_kl, gain_and_forgetting
+
+STUDY_HTML, STUDY_JSON = "study.html", "study.json"
+METRICS = ("target_gain", "target_final", "ood_change", "kl_to_start", "target_roughness")
+
+
+def roughness(scores: Sequence[float]) -> float:
+    values = np.asarray(scores, dtype=float)
+    if len(values) < 3:
+        return float("nan")
+    return float(np.sqrt(np.mean(np.diff(values, n=2) ** 2)))
+
+
+def run_metrics(run: RunData) -> dict[str, float]:
+    """One run's metrics (see the module docstring)."""
+    table = change_table(run)
+    target = table[(table.family == run.target_family) & (table.slice == run.target_slice)].iloc[0]
+    agg = run.aggregates
+    curve = agg[(agg.family == run.target_family) & (agg.slice == run.target_slice)].sort_values("step").score
+    kl = final_kl(run)
+    metrics = {
+        "target_gain": float(target.change), "target_final": float(target.final),
+        "ood_change": float(gain_and_forgetting(run).ood_change.iloc[-1]),
+        "kl_to_start": float("nan") if kl is None else kl, "target_roughness": roughness(list(curve)),
+    }
+    for family in run.out_of_domain_families:
+        row = table[(table.family == family) & (table.slice == ALL)].iloc[0]
+        metrics[f"held_out:{family}"] = float(row.change)
+    return metrics
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def study_data(run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Sequence[Claim]) -> tuple[dict[str, Any], dict[str, list[RunData]]]:
+    """study.json's content and the loaded runs per method. run_dirs: method → [(seed, folder)]."""
+    flat = [(method, seed, folder) for method, runs in run_dirs.items() for seed, folder in runs]
+    loaded = load_runs([folder for _, _, folder in flat])  # scored, complete, same items
+    by_method: dict[str, list[RunData]] = {}
+    values: dict[str, dict[str, list[float]]] = {}
+    methods: dict[str, Any] = {}
+    for (method, seed, folder), run in zip(flat, loaded):
+        by_method.setdefault(method, []).append(run)
+        entry = methods.setdefault(method, {"runs": [], "metrics": {}})
+        metrics = run_metrics(run)
+        entry["runs"].append({"seed": seed, "folder": str(folder), "metrics": {k: _clean(v) for k, v in metrics.items()}})
+        for name, value in metrics.items():
+            values.setdefault(method, {}).setdefault(name, []).append(value)
+    for method, entry in methods.items():
+        for name, seeds in values[method].items():
+            mean, stderr = mean_and_stderr(seeds)
+            entry["metrics"][name] = {"mean": _clean(mean), "stderr": _clean(stderr), "seeds": len([v for v in seeds if not math.isnan(v)])}
+    first = loaded[0]
+    results = evaluate_claims(claims, values)
+    for result in results:
+        for test in result["tests"]:
+            for key in ("difference", "low", "high"):
+                test[key] = _clean(test[key])
+    data = {
+        "suite": first.meta["suite"], "target": display_name(first.target_family, first.target_slice),
+        "held_out_families": first.out_of_domain_families, "methods": methods, "claims": results,
+    }
+    return data, by_method
+
+
+def seed_band_curves(by_method: Mapping[str, Sequence[RunData]]) -> bytes:
+    """Accuracy vs step per panel (target slice, each held-out family): per method the mean across
+    seeds, with a ±1 standard-error band."""
+    first = next(iter(by_method.values()))[0]
+    panels = [(first.target_family, first.target_slice, f"{display_name(first.target_family, first.target_slice)} — target")]
+    panels += [(family, ALL, f"{family} — held out") for family in first.out_of_domain_families]
+    columns = min(len(panels), 2)
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(10.6, 3.3 * rows), squeeze=False)
+    for ax, (family, slice_, title) in zip(axes.flat, panels):
+        for index, (method, runs) in enumerate(by_method.items()):
+            curves = [r.aggregates[(r.aggregates.family == family) & (r.aggregates.slice == slice_)].set_index("step").score.sort_index() for r in runs]
+            frame = pd.concat(curves, axis=1)
+            mean = frame.mean(axis=1)
+            stderr = frame.std(axis=1, ddof=1) / math.sqrt(frame.shape[1]) if frame.shape[1] > 1 else mean * 0
+            colour = run_colour(index)
+            ax.fill_between(mean.index, mean - stderr, mean + stderr, color=colour, alpha=0.18, lw=0)
+            ax.plot(mean.index, mean, "-o", color=colour, ms=3.5, lw=1.8, label=f"{method} (n={frame.shape[1]})")
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_ylim(-3, 103)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.25)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("accuracy (%)")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    return png_bytes(fig)
+
+
+def _pm(entry: Mapping[str, Any] | None, digits: int = 1) -> str:
+    if not entry or entry.get("mean") is None:
+        return "–"
+    se = entry.get("stderr")
+    return f"{entry['mean']:+.{digits}f} ± {se:.{digits}f}" if se is not None else f"{entry['mean']:+.{digits}f}"
+
+
+def _interval(test: Mapping[str, Any]) -> str:
+    if test["difference"] is None:
+        return "–"
+    if test["low"] is None:
+        return f"{test['difference']:+.2f} (no interval: fewer than 2 seeds)"
+    return f"{test['difference']:+.2f} [{test['low']:+.2f}, {test['high']:+.2f}]"
+
+
+def study_html(data: Mapping[str, Any], curves_png: bytes) -> str:
+    families = data["held_out_families"]
+    head = ("<tr><th>method</th><th>seeds</th><th>target gain</th><th>held-out change (mean)</th>"
+            + "".join(f"<th>{html.escape(f)} change</th>" for f in families) + "<th>KL to start</th><th>target roughness</th></tr>")
+    body = []
+    for method, entry in data["methods"].items():
+        m = entry["metrics"]
+        body.append(f"<tr data-method='{html.escape(method)}'><td>{html.escape(method)}</td><td>{len(entry['runs'])}</td>"
+                    f"<td>{_pm(m.get('target_gain'))}</td><td>{_pm(m.get('ood_change'))}</td>"
+                    + "".join(f"<td>{_pm(m.get(f'held_out:{f}'))}</td>" for f in families)
+                    + f"<td>{_pm(m.get('kl_to_start'), 3)}</td><td>{_pm(m.get('target_roughness'))}</td></tr>")
+    claims = []
+    for claim in data["claims"]:
+        if claim["verdict"] == "not run":
+            detail = f"not run: {html.escape(', '.join(claim['missing']))} not in this study"
+        else:
+            detail = "<br>".join(f"{html.escape(t['metric'])}: {html.escape(claim['a'])} {'>' if t['direction'] == 'greater' else '<'} "
+                                 f"{html.escape(str(t['versus']))}: {_interval(t)} → {t['verdict']}" for t in claim["tests"])
+        claims.append(f"<tr data-verdict='{html.escape(claim['verdict'])}'><td>{html.escape(claim['claim'])}</td>"
+                      f"<td><b>{html.escape(claim['verdict'])}</b></td><td>{detail}</td></tr>")
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
+<title>plasticity-bench study</title><style>{STYLE}</style></head>
+<body><main>
+<h1>plasticity-bench study</h1>
+<p class=sub>suite <b>{html.escape(data["suite"])}</b> · target <b>{html.escape(data["target"])}</b> · methods {html.escape(", ".join(data["methods"]))}</p>
+<h2 id=methods>Methods across seeds</h2>
+<p class=note>Mean ± standard error across seeds (sample sd / √seeds) of each run's final − start, in points. Target gain: on
+{html.escape(data["target"])}; held-out change: mean over {html.escape(", ".join(families))} (negative is forgetting). KL to start:
+KL(π₀‖π) at the final checkpoint (nats per sequence). Target roughness: RMS of the second differences of the target curve (lower is smoother).</p>
+<table class='summary numbers'><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>
+<h2 id=curves>Curves</h2>
+<figure>{_image(curves_png, "accuracy vs step per method, mean across seeds with standard-error bands")}
+<figcaption>Mean across seeds at each checkpoint; band: ±1 standard error across seeds.</figcaption></figure>
+<h2 id=claims>Claims</h2>
+<p class=note>Each test: difference of the two methods' means across seeds (a − b, or a − 0) with its 95% Welch interval. Supported: the
+interval lies wholly on the claimed side of 0; contradicted: wholly on the other; inconclusive: otherwise (or fewer than 2 seeds). A claim
+is supported when all its tests are, contradicted when any is.</p>
+<table class=claims><thead><tr><th>claim</th><th>verdict</th><th>tests</th></tr></thead><tbody>{"".join(claims)}</tbody></table>
+</main></body></html>
+"""
+
+
+def write_study(out: Path, run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Sequence[Claim]) -> tuple[Path, Path]:
+    """study.html and study.json in `out`."""
+    data, by_method = study_data(run_dirs, claims)
+    page = study_html(data, seed_band_curves(by_method))
+    write_json_atomic(out / STUDY_JSON, data)
+    write_atomic(out / STUDY_HTML, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return out / STUDY_HTML, out / STUDY_JSON

@@ -1,0 +1,151 @@
+"""`bench study`: methods × seeds as run folders, the comparison report, and the claims' verdicts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from harness.core.errors import BenchError
+from harness.evaluation.claims import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_RUN,
+    SHIPPED_CLAIMS,
+    SUPPORTED,
+    Check,
+    Claim,
+    difference_interval,
+    evaluate_claims,
+    load_claims,
+    mean_and_stderr,
+    t975,
+)
+from reports.study import METRICS, roughness
+from tests.helpers import cli, rejected
+
+
+def test_t_quantiles_match_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 5, 10, 30):
+        assert t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
+    assert t975(2.7) == t975(2)  # rounded down: conservative
+
+
+def test_welch_interval_by_hand() -> None:
+    a, b = [10.0, 12.0, 14.0], [1.0, 2.0, 3.0]
+    mean_a, se_a = mean_and_stderr(a)
+    assert (mean_a, se_a) == pytest.approx((12.0, 2 / math.sqrt(3)))
+    diff, low, high = difference_interval(a, b)
+    se_b = 1 / math.sqrt(3)
+    variance = se_a**2 + se_b**2
+    df = variance**2 / (se_a**4 / 2 + se_b**4 / 2)  # ≈ 2.94 → 2
+    assert math.floor(df) == 2
+    assert diff == pytest.approx(10.0)
+    assert (low, high) == pytest.approx((10 - 4.303 * math.sqrt(variance), 10 + 4.303 * math.sqrt(variance)))
+
+
+def claim(metric: str = "target_gain", direction: str = "greater", against_zero: bool = False, b: str | None = "b") -> Claim:
+    return Claim("a beats b", "a", b, (Check(metric, direction, against_zero),))
+
+
+@pytest.mark.parametrize(("a", "b", "direction", "verdict"), [
+    ([10.0, 11.0, 12.0], [1.0, 2.0, 3.0], "greater", SUPPORTED),      # clearly higher
+    ([10.0, 11.0, 12.0], [1.0, 2.0, 3.0], "less", CONTRADICTED),      # the claim says lower
+    ([1.0, 2.0, 3.0], [10.0, 11.0, 12.0], "greater", CONTRADICTED),
+    ([1.0, 5.0, 9.0], [2.0, 6.0, 8.0], "greater", INCONCLUSIVE),      # interval straddles 0
+    ([10.0], [1.0], "greater", INCONCLUSIVE),                         # one seed each: no interval
+])
+def test_verdicts_on_constructed_inputs(a: list[float], b: list[float], direction: str, verdict: str) -> None:
+    [result] = evaluate_claims([claim(direction=direction)], {"a": {"target_gain": a}, "b": {"target_gain": b}})
+    assert result["verdict"] == verdict and result["tests"][0]["verdict"] == verdict
+
+
+def test_claim_of_several_tests_and_against_zero_and_not_run() -> None:
+    metrics = {"a": {"target_gain": [5.0, 6.0, 7.0], "ood_change": [-1.0, -1.5, -2.0]},
+               "b": {"target_gain": [9.0, 9.5, 10.0], "ood_change": [-9.0, -10.0, -11.0]}}
+    both = Claim("a gains and forgets less than b", "a", "b", (Check("target_gain", "greater", True), Check("ood_change", "greater")))
+    mixed = Claim("a gains more and forgets less", "a", "b", (Check("target_gain", "greater"), Check("ood_change", "greater")))
+    missing = Claim("c beats a", "c", "a", (Check("target_gain", "greater"),))
+    results = evaluate_claims([both, mixed, missing], metrics)
+    assert [r["verdict"] for r in results] == [SUPPORTED, CONTRADICTED, NOT_RUN]
+    assert results[0]["tests"][0]["versus"] == "zero" and results[2]["missing"] == ["c"]
+
+
+def test_shipped_claims_and_bad_claim_files(tmp_path: Path) -> None:
+    shipped = load_claims(SHIPPED_CLAIMS, METRICS)
+    assert [(c.a, c.b) for c in shipped] == [("rps", "eps"), ("spot", "sft"), ("pcr", "grpo")]
+    bad = tmp_path / "bad.yaml"
+    for text, message in [("- {claim: x, a: rps, b: eps, metric: target_gain, direction: up}", "direction must be one of greater, less"),
+                          ("- {claim: x, a: rps, b: eps, metric: speed, direction: greater}", "unknown metric 'speed'"),
+                          ("- {claim: x, a: rps, metric: target_gain, direction: greater}", "needs `b`"),
+                          ("claim: x", "must be a list of claims"), ("- [", "not valid YAML")]:
+        bad.write_text(text)
+        with pytest.raises(BenchError, match=message):
+            load_claims(bad, METRICS)
+
+
+def test_roughness() -> None:
+    assert roughness([0.0, 10.0, 20.0, 30.0]) == 0.0  # a straight line
+    assert roughness([0.0, 10.0, 0.0]) == pytest.approx(20.0)
+    assert math.isnan(roughness([0.0, 1.0]))
+
+
+def test_study_usage_errors(tmp_path: Path) -> None:
+    rejected(cli("study", "--methods", "sft,magic", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "unknown method 'magic'")
+    rejected(cli("study", "--methods", "sft", "--seeds", "0,x", "--preset", "smoke", "--out", str(tmp_path / "s")), "--seeds must be comma-separated integers")
+    rejected(cli("study", "--methods", "sft,sft", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "--methods names one twice")
+    rejected(cli("study", "--methods", "sft", "--seeds", "0", "--jobs", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "--jobs must be at least 1")
+
+
+def test_study_end_to_end(bench, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    mine = tmp_path / "claims.yaml"
+    mine.write_text("- {claim: RPS forgets less than SFT, a: rps, b: sft, metric: ood_change, direction: greater}\n")
+    done = bench("study", "--methods", "sft,rps", "--seeds", "0,1", "--preset", "smoke", "--jobs", "2", "--out", str(out), "--claims", str(mine), "-q")
+    assert done.returncode == 0, done.stderr
+    for name in ("sft-seed0", "sft-seed1", "rps-seed0", "rps-seed1"):
+        assert json.loads((out / name / "run.json").read_text())["stages"]["report"]["done"]
+        assert (out / "logs" / f"{name}.log").is_file()
+    data = json.loads((out / "study.json").read_text())
+    page = (out / "study.html").read_text()
+    assert "<img" in page and "id=claims" in page
+    for method in ("sft", "rps"):
+        entry = data["methods"][method]
+        assert [r["seed"] for r in entry["runs"]] == [0, 1]
+        gains, held_out = [], {}
+        for run in entry["runs"]:
+            meta = json.loads((Path(run["folder"]) / "run.json").read_text())
+            spec = meta["suite_spec"]
+            summary = json.loads((Path(run["folder"]) / "summary.json").read_text())
+            target_slice = spec["target_slice"] if any(r["slice"] == spec["target_slice"] for r in summary) else "all"
+            [target] = [r for r in summary if r["family"] == spec["target_family"] and r["slice"] == target_slice]
+            assert run["metrics"]["target_gain"] == pytest.approx(target["change"])
+            gains.append(target["change"])
+            for row in summary:
+                if row["family"] != spec["target_family"] and row["slice"] == "all":
+                    assert run["metrics"][f"held_out:{row['family']}"] == pytest.approx(row["change"])
+                    held_out.setdefault(row["family"], []).append(row["change"])
+            held = [r["change"] for r in summary if r["family"] != spec["target_family"] and r["slice"] == "all"]
+            assert run["metrics"]["ood_change"] == pytest.approx(sum(held) / len(data["held_out_families"]))
+            assert run["metrics"]["kl_to_start"] == pytest.approx(meta["stages"]["kl"]["final_kl"])
+        assert entry["metrics"]["target_gain"]["mean"] == pytest.approx(sum(gains) / 2)
+        assert entry["metrics"]["target_gain"]["stderr"] == pytest.approx(abs(gains[0] - gains[1]) / 2)  # sd/√2 of two values
+        for family, values in held_out.items():
+            assert entry["metrics"][f"held_out:{family}"]["mean"] == pytest.approx(sum(values) / 2)
+    verdicts = {c["claim"]: c["verdict"] for c in data["claims"]}
+    assert verdicts["RPS gains more than EPS on the hard target"] == NOT_RUN
+    assert verdicts["PCR scores higher than GRPO on the target and trains more smoothly"] == NOT_RUN
+    assert verdicts["RPS forgets less than SFT"] in (SUPPORTED, CONTRADICTED, INCONCLUSIVE)
+    [mine_result] = [c for c in data["claims"] if c["claim"] == "RPS forgets less than SFT"]
+    a = data["methods"]["rps"]["metrics"]["ood_change"]["mean"]
+    b = data["methods"]["sft"]["metrics"]["ood_change"]["mean"]
+    assert mine_result["tests"][0]["difference"] == pytest.approx(a - b)
+
+    # a re-run skips every finished run and re-writes the same numbers
+    again = bench("study", "--methods", "sft,rps", "--seeds", "0,1", "--preset", "smoke", "--jobs", "2", "--out", str(out), "--claims", str(mine), "-q")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("done, skipped") == 4
+    assert json.loads((out / "study.json").read_text()) == data
