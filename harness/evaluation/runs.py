@@ -67,7 +67,7 @@ def results_from_records(root: Path, meta: dict[str, Any], records: pd.DataFrame
         raise BenchError(f"{root} has {len(at_step)} records for {at_step.item_id.nunique()} of its {expected} evaluation items at step {chosen}; "
                          f"re-score it with `bench score {root}`")
     items = at_step.assign(slice=at_step.task + "/" + at_step.level)[ITEM_COLUMNS]
-    families = tuple(suite_summary(meta)["family_order"])
+    families = tuple(family_order_of(meta))
     return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items), families)
 
 
@@ -128,6 +128,16 @@ def suite_summary(meta: dict[str, Any]) -> dict[str, Any]:
     from tasks.suites import load_suite
 
     return load_suite(meta.get("suite", "micro")).to_summary()
+
+
+def family_order_of(meta: dict[str, Any]) -> list[str]:
+    """The run's family order; [] for a run made before suites were data whose suite is not shipped
+    (comparisons then order families alphabetically, and refuse runs of different suites)."""
+    from tasks.suites import shipped_suites
+
+    if "suite_spec" not in meta and meta.get("suite", "micro") not in shipped_suites():
+        return []
+    return list(suite_summary(meta)["family_order"])
 
 
 def per_item(records: pd.DataFrame) -> pd.DataFrame:
