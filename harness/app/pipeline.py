@@ -57,7 +57,7 @@ from harness.store import (
 from tasks.base import Item, content_hash
 from tasks.prompting import PromptFormat, render
 from tasks.suites import SHIPPED as SHIPPED_SUITES
-from tasks.suites import EvalSet, Sampling, Suite, eval_items, load_suite, training_items
+from tasks.suites import EvalSet, Sampling, Suite, eval_items, generator_items, load_suite, training_items
 from trainers.common import (
     TRAINERS,
     Checkpoint,
@@ -260,6 +260,7 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     data = TrainingData(
         easy=rendered(training_items(run.suite, run.suite.easy, config.train_examples, config.seed), run.suite.easy.prompt, tokenizer),
         hard=rendered(training_items(run.suite, run.suite.hard, config.train_examples, config.seed), run.suite.hard.prompt, tokenizer),
+        foundation=foundation_items(run) if run.trainer.needs_foundation else (),
     )
     assert config.lr is not None, "prepare() resolves the method's default learning rate"
     settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
@@ -284,6 +285,16 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     if run.rollouts:
         store.update_metadata(rollouts=asdict(sampler.stats))
     return {"resumed_from_step": resumed_from.step, "steps_run": len(log) - resumed_from.step}
+
+
+def foundation_items(run: PreparedRun) -> list[Item]:
+    """Items of the organism's pre-training mix (replay): `train_examples` in all, drawn from each
+    (task, level) of the suite's `foundation:` at the run's seed; none for a `--model` run."""
+    foundation = run.suite.foundation
+    if run.config.model or not foundation:
+        return []
+    per_task = run.config.train_examples // len(foundation) + 1
+    return [item for task, level in foundation for item in generator_items(run.suite, task, level, per_task, seed=run.config.seed)]
 
 
 def resumable_checkpoints(store: RunStore, clean: bool = False) -> list[CheckpointRecord]:
