@@ -238,3 +238,49 @@ def test_wise_ft_interpolates_a_run_and_scores_the_curve(bench, sft_lora: Path, 
 def test_wise_ft_bad_input(sft_lora: Path, tmp_path: Path, args: list[str], message: str) -> None:
     rejected(cli("wise-ft", str(sft_lora), *args, "--out", str(tmp_path / "wise")), message)
     assert not (tmp_path / "wise").exists()
+
+
+# ---------------------------------------------------------------- RPS/EPS with a DPO stage 2
+
+
+def test_rps_with_a_dpo_stage_two(bench, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("options: {stage2_loss: dpo}\n")
+    out = tmp_path / "rps-dpo"
+    done = bench("run", "--method", "rps", "--preset", "smoke", "--config", str(config), "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    log = pd.read_parquet(out / "train_log.parquet")
+    easy, hard = log[log.stage == "easy"], log[log.stage == "hard"]
+    assert len(easy) == len(hard) == 2
+    assert easy.reward_margin.isna().all() and hard.reward_margin.notna().all()  # SFT, then DPO
+    assert hard.lr.iloc[0] == pytest.approx(1e-4)  # 0.1·η
+    assert hard.loss.iloc[0] == pytest.approx(0.6931, abs=0.01)  # −log σ(0) at the first DPO step: θ₁ ≈ θ₀ = π_ref on the tiny run
+    assert len(pd.read_parquet(out / "preference_pairs.parquet")) > 0
+    assert json.loads((out / "run.json").read_text())["method_options"]["stage2_loss"] == "dpo"
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("rps", "stage2_loss: bco", "options.stage2_loss must be one of sft, dpo"),
+        ("eps", "dpo: {beta: 0}", "options.beta must be positive"),
+        ("eps", "dpo: {gamma: 1}", "unknown setting 'options.dpo.gamma'"),
+    ],
+)
+def test_invalid_two_stage_options(tmp_path: Path, method: str, options: str, message: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"options:\n  {options}\n")
+    rejected(cli("run", "--method", method, "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "run")), message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_lora_left_unset_keeps_old_fingerprints() -> None:
+    import hashlib
+    from dataclasses import asdict, replace
+
+    from harness.app.config import RunConfig
+
+    config = RunConfig()
+    before = {k: v for k, v in asdict(config).items() if k not in ("keep_checkpoints", "lora")}  # a RunConfig from before `lora`
+    assert config.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert replace(config, lora={"r": 4}).fingerprint() != config.fingerprint()
