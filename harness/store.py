@@ -24,6 +24,7 @@ Layout (all tables are parquet, readable with `pandas.read_parquet`)::
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -253,7 +254,11 @@ def items_frame(items: Sequence[Item]) -> pd.DataFrame:
 
 
 def save_checkpoint(model: Any, tokenizer: Any, folder: Path) -> None:
-    """Write a Hugging Face model folder atomically (a crash never leaves half a checkpoint)."""
+    """Write a Hugging Face model folder atomically (a crash never leaves half a checkpoint).
+    A peft (LoRA) model is written merged, as the full model W + ΔW: a copy is merged, so the
+    model being trained keeps its adapters and its weights bit for bit."""
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
     with uninterruptible():
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)

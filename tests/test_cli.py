@@ -107,7 +107,8 @@ def test_rerunning_into_the_same_folder_resumes_instead_of_retraining(bench, smo
 
 def test_unknown_method_lists_the_known_ones(bench, tmp_path: Path) -> None:
     out = tmp_path / "x"
-    rejected(bench("run", "--method", "magic", "--preset", "smoke", "--out", str(out)), "unknown method 'magic'", "dpo, eps, grpo, pcr, rps, sft, spot")
+    rejected(bench("run", "--method", "magic", "--preset", "smoke", "--out", str(out)), "unknown method 'magic'",
+             "dpo, eps, grpo, l2sp, pcr, replay, rps, sft, spot")
     assert not out.exists()
 
 

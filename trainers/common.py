@@ -61,10 +61,12 @@ class LoopConfig:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What a method may train on: the suite's easy and hard post-training sets."""
+    """What a method may train on: the suite's easy and hard post-training sets, and (for a
+    method with `Trainer.needs_foundation`, on the organism) items of its pre-training mix."""
 
     easy: Sequence[Item]
     hard: Sequence[Item]
+    foundation: Sequence[Item] = ()  # the suite's `foundation:` mix, unrendered as pre-training saw it; () for a --model run
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class Trainer(ABC, Generic[OptionsT]):
     default_lr: ClassVar[float] = 1e-3
     # Whether the method samples from its policy (through ctx.sampler): the run's rollout backend applies.
     samples_policy: ClassVar[bool] = False
+    # Whether the method trains on the organism's pre-training mix (TrainingData.foundation; replay).
+    needs_foundation: ClassVar[bool] = False
 
     def __init__(self, options: OptionsT | None = None) -> None:
         self.options: OptionsT = options if options is not None else cast(OptionsT, self.Options())
@@ -234,6 +238,29 @@ def batches(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], batch_siz
             if i not in cache:
                 cache[i] = encode(tokenizer, items[i])
         yield collate([cache[i] for i in picks], tokenizer.pad_token_id)
+
+
+def mixed_picks(sizes: Sequence[int], counts: Sequence[int], seed: str, start: int = 0) -> Iterator[list[tuple[int, int]]]:
+    """An endless stream of batches of (source, index) picks: `counts[s]` items of source `s` per
+    batch, each source sampled uniformly with replacement from its own RNG (deterministic in
+    `seed`), from the `start`-th batch on. The sources' picks come in source order."""
+    rngs = [random.Random(f"{seed}/{source}") for source in range(len(sizes))]
+    for rng, size, count in zip(rngs, sizes, counts):
+        for _ in range(start * count):
+            rng.randrange(size)
+    while True:
+        yield [(source, rng.randrange(size)) for source, (rng, size, count) in enumerate(zip(rngs, sizes, counts)) for _ in range(count)]
+
+
+def mixed_batches(tokenizer: PreTrainedTokenizerBase, sources: Sequence[Sequence[Item]], counts: Sequence[int], seed: str,
+                  start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """`batches` over several item sources at fixed per-batch counts (replay: hard + foundation)."""
+    cache: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+    for picks in mixed_picks([len(items) for items in sources], counts, seed, start):
+        for source, i in picks:
+            if (source, i) not in cache:
+                cache[source, i] = encode(tokenizer, sources[source][i])
+        yield collate([cache[pick] for pick in picks], tokenizer.pad_token_id)
 
 
 # ---------------------------------------------------------------- schedule

@@ -10,6 +10,7 @@ one pair (the first of each). π_ref is the starting model; its log-probs are co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
+from tasks.base import Item
 from tasks.verify import max_new_tokens
 from trainers.common import TRAINERS, TrainContext, TrainingData
 from trainers.policy import PairTrainer, implicit_rewards, rewards, sample, save_pairs
@@ -40,6 +42,29 @@ class DPOOptions:
             raise BenchError("options.pair_prompts and options.temperature must be positive")
 
 
+def sampled_pairs(model: PreTrainedModel, ctx: TrainContext, hard: Sequence[Item], options: DPOOptions,
+                  method: str) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, chosen, rejected): the model samples `samples_per_prompt` completions of each of
+    the first `pair_prompts` hard prompts; a prompt with a verified-correct and a wrong sample gives
+    one pair (the first of each). BenchError when no prompt does."""
+    items = list(hard[: options.pair_prompts])
+    max_tokens = max(max_new_tokens(item) for item in items)
+    samples = sample(model, ctx, [i.prompt for i in items], options.samples_per_prompt, max_tokens, options.temperature, ctx.loop.seed)
+    pairs = []
+    for item, completions in zip(items, samples):
+        scores = rewards([item] * len(completions), completions)
+        right = [c for c, s in zip(completions, scores) if s >= 1.0]
+        wrong = [c for c, s in zip(completions, scores) if s < 1.0]
+        if right and wrong:
+            pairs.append((item.prompt, right[0], wrong[0]))
+    if not pairs:
+        raise BenchError(
+            f"{method}: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; "
+            "raise options.samples_per_prompt or options.pair_prompts"
+        )
+    return [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]
+
+
 def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """L = −log σ(r⁺ − r⁻), averaged over the batch."""
     return -F.logsigmoid(r_chosen - r_rejected).mean()
@@ -50,23 +75,7 @@ class DPO(PairTrainer[DPOOptions]):
     Options = DPOOptions
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
-        options = self.options
-        items = list(data.hard[: options.pair_prompts])
-        max_tokens = max(max_new_tokens(item) for item in items)
-        samples = sample(model, ctx, [i.prompt for i in items], options.samples_per_prompt, max_tokens, options.temperature, ctx.loop.seed)
-        pairs = []
-        for item, completions in zip(items, samples):
-            scores = rewards([item] * len(completions), completions)
-            right = [c for c, s in zip(completions, scores) if s >= 1.0]
-            wrong = [c for c, s in zip(completions, scores) if s < 1.0]
-            if right and wrong:
-                pairs.append((item.prompt, right[0], wrong[0]))
-        if not pairs:
-            raise BenchError(
-                f"dpo: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; "
-                "raise options.samples_per_prompt or options.pair_prompts"
-            )
-        prompts, chosen, rejected = zip(*pairs)
+        prompts, chosen, rejected = sampled_pairs(model, ctx, data.hard, self.options, "dpo")
         self.pairs = self.make_pairs(model, ctx, prompts, chosen, rejected)
         save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE)
 

@@ -4,14 +4,16 @@
     stage 2: θ₂ = SFT(θ₁; D_hard, lr η)
 
 With the same seed, stage 1 is bit-identical to RPS's, so both share the stage-1 checkpoint.
+The stage-2 loss is RPS's options.stage2_loss (sft or dpo, trainers/rps.py).
 """
 
 from __future__ import annotations
 
-from trainers.common import TRAINERS, MethodSettings, NoOptions, Stage, Trainer, TrainingData, two_stage
+from trainers.common import TRAINERS, MethodSettings
+from trainers.rps import TwoStage
 
 
-@TRAINERS.register("eps", "RPS's control: the same easy → hard stages, both at η (no drop)")
-class EPS(Trainer[NoOptions]):
-    def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
-        return two_stage(data, settings, stage2_lr=settings.lr)
+@TRAINERS.register("eps", "RPS's control: the same easy → hard stages, both at η (no drop); stage-2 loss sft or dpo")
+class EPS(TwoStage):
+    def stage2_lr(self, settings: MethodSettings) -> float:
+        return settings.lr

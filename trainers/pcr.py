@@ -67,8 +67,12 @@ def resolve_conflict(mu_pla: torch.Tensor, mu_sta: torch.Tensor, var_pla: float,
 
 
 def mlp_blocks(model: PreTrainedModel) -> list[list[torch.nn.Parameter]]:
-    """One block per decoder layer: that layer's MLP weights."""
-    return [list(layer.mlp.parameters()) for layer in model.model.layers]
+    """One block per decoder layer: that layer's trainable MLP weights (with `lora:`, the MLP's
+    adapters; a layer whose MLP trains nothing has no block, and no resolution happens there)."""
+    unwrap = getattr(model, "get_base_model", None)  # a peft (LoRA) model wraps the transformer
+    base = unwrap() if callable(unwrap) else model
+    blocks = [[p for p in layer.mlp.parameters() if p.requires_grad] for layer in base.model.layers]
+    return [block for block in blocks if block]
 
 
 class GradientMoments:
@@ -139,4 +143,4 @@ class PCR(GRPO[PCROptions]):
         per_block = {f"cos_block{b}": c for b, c in enumerate(cosines)}
         alpha_mean = sum(alphas) / max(1, sum(conflicts))
         return {"loss": total_loss / plasticity.count, **metrics, "examples": int(batch["examples"]),
-                "conflict_rate": sum(conflicts) / len(conflicts), "alpha": alpha_mean, **per_block}
+                "conflict_rate": sum(conflicts) / max(1, len(conflicts)), "alpha": alpha_mean, **per_block}

@@ -1,18 +1,82 @@
 """RPS, Regressive Plasticity Schedule: easy data at η, then hard data at 0.1·η.
 
     stage 1: θ₁ = SFT(θ₀; D_easy, lr η)          cosine within the stage
-    stage 2: θ₂ = SFT(θ₁; D_hard, lr r·η), r = stage2_lr_ratio = 0.1 (the 90% drop)
+    stage 2: θ₂ = L₂(θ₁; D_hard, lr r·η), r = stage2_lr_ratio = 0.1 (the 90% drop)
 
-The stage structure, not the loss, is the method (the author used DPO+LoRA on Qwen3-8B);
-the stage loss here is SFT's. EPS (trainers/eps.py) is the same with r = 1.
+The stage structure, not the loss, is the method (the author used DPO+LoRA on Qwen3-8B). The
+stage-2 loss L₂ is options.stage2_loss:
+  sft (default)  −(1/|y|) Σ_t log π_θ(y_t | x, y_<t) on the hard set;
+  dpo            −log σ(r(x,y⁺) − r(x,y⁻)), r = β·[log π_θ(y|x) − log π_ref(y|x)] (trainers/dpo.py),
+                 on pairs of hard prompts (options.dpo: beta, pair_prompts, samples_per_prompt,
+                 temperature, as the dpo method's options).
+*Assumption* for dpo: the pairs are sampled from, and π_ref is, the **starting** model θ₀, built
+in `setup` before stage 1 (as every method's setup runs on the starting model, which keeps the
+run resumable); sampling them from θ₁ would need a setup between stages. The pairs are saved as
+`preference_pairs.parquet`. The policy is sampled in memory (rollout_backend does not apply).
+Add `lora:` to the run config for the author's DPO+LoRA. EPS (trainers/eps.py) is the same with r = 1.
 """
 
 from __future__ import annotations
 
-from trainers.common import TRAINERS, MethodSettings, NoOptions, Stage, Trainer, TrainingData, two_stage
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel
+
+from harness.core.errors import BenchError
+from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, sft_loss, two_stage
+from trainers.dpo import PAIRS_FILE, DPOOptions, dpo_loss, sampled_pairs
+from trainers.policy import PreferencePair, implicit_rewards, pair_batches, reference_logprobs, save_pairs
+
+STAGE2_LOSSES = ("sft", "dpo")
 
 
-@TRAINERS.register("rps", "two stages: easy set at η, then hard set at 0.1·η (90% lr drop)")
-class RPS(Trainer[NoOptions]):
+@dataclass(frozen=True)
+class TwoStageOptions:
+    stage2_loss: str = "sft"  # sft | dpo
+    dpo: DPOOptions = field(default_factory=DPOOptions)  # the pairs and β when stage2_loss is dpo
+
+    def validate(self) -> None:
+        if self.stage2_loss not in STAGE2_LOSSES:
+            raise BenchError(f"options.stage2_loss must be one of {', '.join(STAGE2_LOSSES)}, got {self.stage2_loss!r}")
+        self.dpo.validate()
+
+
+class TwoStage(Trainer[TwoStageOptions]):
+    """Easy set at η, then the hard set at `stage2_lr(settings)` with SFT or DPO."""
+
+    Options = TwoStageOptions
+
+    def stage2_lr(self, settings: MethodSettings) -> float:
+        raise NotImplementedError
+
+    def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
+        if self.options.stage2_loss == "dpo":
+            prompts, chosen, rejected = sampled_pairs(model, ctx, data.hard, self.options.dpo, self.name)
+            ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen)  # π_ref = θ₀, computed once
+            ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected)
+            self.pairs = [PreferencePair(*fields) for fields in zip(prompts, chosen, rejected, ref_chosen, ref_rejected)]
+            save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE)
+
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
-        return two_stage(data, settings, stage2_lr=settings.stage2_lr_ratio * settings.lr)
+        easy, hard = two_stage(data, settings, stage2_lr=self.stage2_lr(settings))
+        return [easy, Stage(hard.name, self.pairs, hard.steps, hard.peak_lr) if self.options.stage2_loss == "dpo" else hard]
+
+    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        if stage.name == "hard" and self.options.stage2_loss == "dpo":
+            return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed, start)
+        return super().batches(model, stage, ctx, start)
+
+    def loss(self, model, batch):
+        if "chosen_input_ids" not in batch:
+            return sft_loss(model, batch), {}
+        r_chosen, r_rejected = implicit_rewards(model, batch, self.options.dpo.beta)
+        metrics = {"reward_margin": (r_chosen - r_rejected).mean().item(), "pair_accuracy": (r_chosen > r_rejected).float().mean().item()}
+        return dpo_loss(r_chosen, r_rejected), metrics
+
+
+@TRAINERS.register("rps", "two stages: easy set at η, then hard set at 0.1·η (90% lr drop); stage-2 loss sft or dpo")
+class RPS(TwoStage):
+    def stage2_lr(self, settings: MethodSettings) -> float:
+        return settings.stage2_lr_ratio * settings.lr

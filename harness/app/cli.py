@@ -145,6 +145,26 @@ def evaluate(
     typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
 
 
+@app.command("wise-ft")
+def wise_ft(
+    run_dir: Path = typer.Argument(..., help="a `bench run` folder with its start and the checkpoint to interpolate towards"),
+    alphas: str = typer.Option("0,0.25,0.5,0.75,1", help="comma-separated α in [0, 1]: θ(α) = (1−α)·θ₀ + α·θ_N"),
+    step: Optional[int] = typer.Option(None, help="the checkpoint θ_N (default: the run's last)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder to write: the interpolated models and their scores"),
+    backend: Optional[str] = typer.Option(None, help="generation backend: hf, vllm or auto (default: the run's)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """WiSE-FT: score weight-space interpolations between a run's start and a checkpoint (step = 1000·α), a gain-vs-forgetting curve without training."""
+    from harness.app.wiseft import parse_alphas
+    from harness.app.wiseft import wise_ft as interpolate_and_score
+
+    started = time.time()
+    store = interpolate_and_score(run_dir, parse_alphas(alphas), step, out, backend, quiet)
+    summary = json.loads((store.root / "summary.json").read_text())
+    typer.echo(format_summary(summary))
+    typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
+
+
 def parse_steps(text: str | None) -> list[int] | None:
     if text is None:
         return None

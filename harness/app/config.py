@@ -49,6 +49,9 @@ class RunConfig:
     grad_accum: int = 1  # micro-batches per optimiser step (batch_size is the global batch)
     train_examples: int = 4000  # size of each post-training set (easy and hard)
     options: dict[str, Any] = field(default_factory=dict)  # the method's own hyperparameters
+    # LoRA adapters (peft) for any method, e.g. {r: 8, alpha: 16, targets: [q_proj, v_proj], dropout: 0.0}
+    # (LoraSettings below); None = full fine-tuning
+    lora: dict[str, Any] | None = None
     # evaluation
     eval_per_slice: int | None = None  # None = the suite's full evaluation sets
 
@@ -66,7 +69,37 @@ class RunConfig:
 
 NOT_FINGERPRINTED = frozenset({"keep_checkpoints", "device"})  # where and what is kept, not what is computed
 # settings added after runs existed: left out of the fingerprint at their default, so older run folders keep their identity
-FINGERPRINTED_WHEN_SET = {"grad_accum": 1}
+FINGERPRINTED_WHEN_SET: dict[str, Any] = {"grad_accum": 1, "lora": None}
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """`lora:`: train low-rank adapters ΔW = (alpha/r)·B·A on the `targets` modules (peft), the
+    base weights frozen; every checkpoint is saved merged (W + ΔW), a full model like any other."""
+
+    r: int = 8
+    alpha: int = 16  # the scale is alpha/r
+    targets: tuple[str, ...] = ("q_proj", "v_proj")  # module names (the last part of the path, as peft matches them)
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        if self.r <= 0:
+            raise BenchError(f"lora.r must be positive, got {self.r}")
+        if self.alpha <= 0:
+            raise BenchError(f"lora.alpha must be positive, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise BenchError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.targets:
+            raise BenchError("lora.targets must name at least one module, e.g. [q_proj, v_proj]")
+
+
+def lora_settings(config: RunConfig) -> LoraSettings | None:
+    """The config's `lora:` mapping as validated LoraSettings; None for full fine-tuning."""
+    if config.lora is None:
+        return None
+    settings = _build(LoraSettings, config.lora, "lora.")
+    settings.validate()
+    return settings
 KEEP_CHECKPOINTS = ("all", "evaluated", "last")
 
 # A few steps on a tiny organism and tiny evaluation sets: what the end-to-end tests run.
@@ -170,7 +203,9 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         return value
     if text.startswith("dict") and isinstance(value, dict):
         return value
-    kind = text.split(" ")[0]
+    if text.startswith("tuple[str") and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    kind = "a list of names" if text.startswith("tuple[str") else text.split(" ")[0]
     raise BenchError(f"setting {name} must be {kind}, got {value!r}")
 
 
@@ -190,6 +225,7 @@ def method_options(options_class: type, values: dict[str, Any], method: str) -> 
 def validate(config: RunConfig) -> None:
     """Range checks that a type cannot express. Registry names are checked where they are used."""
     config.organism.validate()
+    lora_settings(config)
     for item in fields(config):  # _coerce already refuses nan/inf; here for a RunConfig built in code
         value = getattr(config, item.name)
         if isinstance(value, float) and not math.isfinite(value):

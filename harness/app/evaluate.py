@@ -13,8 +13,9 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from harness.app.pipeline import generation, scoring_and_report, timed
 from harness.app.sweep import discover_sweep
@@ -28,14 +29,18 @@ from tasks.suites import eval_items, load_suite
 
 
 def evaluate_sweep(paths: Sequence[Path], suite_ref: str, out: Path, steps: list[int] | None, base_model: Path | None, backend: str,
-                   seed: int, label: str, per_slice: int | None, quiet: bool) -> RunStore:
+                   seed: int, label: str, per_slice: int | None, quiet: bool, *, identity_extra: dict[str, Any] | None = None,
+                   make_models: Callable[[RunStore], None] | None = None) -> RunStore:
+    """`identity_extra`: what else defines the sweep (part of its fingerprint, recorded in run.json's
+    config); `make_models`: writes the sweep's model folders inside the new run folder (e.g.
+    `bench wise-ft`'s interpolations) once it exists, before the sweep is read."""
     suite = load_suite(suite_ref)
     choice = resolve_backend(backend)
     if per_slice is not None and per_slice <= 0:
         raise BenchError(f"--eval-per-slice must be positive, got {per_slice}")
     sources = [str(Path(p).resolve()) for p in paths]
     identity = {"kind": "eval", "suite_sha256": suite.sha256, "checkpoints": sources, "steps": steps, "backend": backend, "seed": seed,
-                "base": str(Path(base_model).resolve()) if base_model else None, "label": label, "eval_per_slice": per_slice}
+                "base": str(Path(base_model).resolve()) if base_model else None, "label": label, "eval_per_slice": per_slice, **(identity_extra or {})}
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     RunStore.check_target(out, fingerprint)
     items = eval_items(suite, per_slice)
@@ -51,6 +56,8 @@ def evaluate_sweep(paths: Sequence[Path], suite_ref: str, out: Path, steps: list
             "eval_set_sha256": content_hash(items), "provenance": provenance.collect(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         store = RunStore.open_or_create(out, metadata, items)
+        if make_models is not None:
+            make_models(store)
         points = discover_sweep([Path(p) for p in paths], steps, base_model, work_dir=out)  # merged LoRA models go to RUN/merged/
         store.update_metadata(base_model=str(points[0].model_dir), sweep=[{"step": p.step, "source": str(p.source), "kind": p.kind} for p in points])
         if not store.stage_done("train"):  # no training: the sweep is the run's checkpoint manifest

@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import tasks  # noqa: F401  (registers the tasks)
 import trainers  # noqa: F401  (registers the methods)
-from harness.app.config import RunConfig, method_options
+from harness.app.config import LoraSettings, RunConfig, lora_settings, method_options
 from harness.app.organism import OrganismConfig, build_model, build_tokenizer, ensure_organism, organism_path
 from harness.backends import BACKENDS, BackendPool, GenerationBackend, SamplingParams
 from harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
@@ -58,7 +58,7 @@ from harness.store import (
 from tasks.base import Item, content_hash
 from tasks.prompting import PromptFormat, render
 from tasks.suites import SHIPPED as SHIPPED_SUITES
-from tasks.suites import EvalSet, Sampling, Suite, eval_items, load_suite, training_items
+from tasks.suites import EvalSet, Sampling, Suite, eval_items, generator_items, load_suite, training_items
 from tasks.verify import max_new_tokens
 from trainers.common import (
     TRAINERS,
@@ -104,7 +104,39 @@ def prepare(config: RunConfig, out: Path) -> PreparedRun:
     items = eval_items(suite, config.eval_per_slice)
     if config.model is None:
         check_prompts_fit_organism(config.organism, suite, items)
+    lora = lora_settings(config)
+    if lora is not None:
+        check_lora_targets(lora, config, suite)
     return PreparedRun(config, out, suite, trainer, items, backend, rollouts)
+
+
+def module_names(config: RunConfig, suite: Suite) -> set[str]:
+    """The last part of every Linear/Embedding module's name in the run's model (what a LoRA
+    target names), read from the architecture on the meta device: nothing is loaded."""
+    from transformers import AutoConfig
+
+    with torch.random.fork_rng(), torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.model)) if config.model \
+            else build_model(config.organism, len(build_tokenizer()))
+    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, torch.nn.Embedding))}
+
+
+def check_lora_targets(lora: LoraSettings, config: RunConfig, suite: Suite) -> None:
+    known = module_names(config, suite)
+    unknown = [target for target in lora.targets if target not in known]
+    if unknown:
+        raise BenchError(f"lora.targets: the model has no module named {unknown[0]!r}; its linear modules: {', '.join(sorted(known))}")
+
+
+def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
+    """The model wrapped with fresh LoRA adapters (peft; B = 0, so it starts as the model itself),
+    only the adapters trainable. A is initialised from `seed`: the same adapters every time."""
+    from peft import LoraConfig, get_peft_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.targets), lora_dropout=lora.dropout,
+                                                bias="none", task_type="CAUSAL_LM"))
 
 
 def check_prompts_fit_organism(organism: OrganismConfig, suite: Suite, items: Sequence[Item]) -> None:
@@ -219,6 +251,7 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
         "rollout_backend_reason": run.rollouts.reason if run.rollouts else "the method does not sample its policy",
         "eval_sets": {name: {"n": len(items), "sha256": content_hash(items)} for name, items in by_slice.items()},
         "eval_set_sha256": content_hash(run.items),
+        "lora": asdict(lora) if (lora := lora_settings(run.config)) else None,
         "method_options": asdict(run.trainer.options) if is_dataclass(run.trainer.options) and not isinstance(run.trainer.options, type) else {},
         "provenance": provenance.collect(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -247,13 +280,17 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
         save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(0))
         write_manifest(store.checkpoints, records)
     resumed_from = records[-1]
+    lora = lora_settings(config)
+    if lora is not None:  # from here on the model is the start + adapters; checkpoints are saved merged
+        model = with_lora(model, lora, config.seed)
 
     def save(checkpoint: Checkpoint) -> None:
         """Model folder, then training state, then the manifest that makes the checkpoint count."""
         with uninterruptible():
             save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(checkpoint.step))
             kill_point("model", checkpoint.step)
-            save_trainer_state(checkpoint.state, trainer_state_path(store.checkpoints, checkpoint.step))
+            state = checkpoint.state if lora is None else {**checkpoint.state, "lora": adapter_state(model)}
+            save_trainer_state(state, trainer_state_path(store.checkpoints, checkpoint.step))
             records.append(CheckpointRecord(checkpoint.step, checkpoint.stage, checkpoint.lr, checkpoint.loss, checkpoint.examples_seen,
                                             f"checkpoints/{checkpoint_name(checkpoint.step)}"))
             write_manifest(store.checkpoints, records)
@@ -265,6 +302,7 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     data = TrainingData(
         easy=rendered(training_items(run.suite, run.suite.easy, config.train_examples, config.seed), run.suite.easy.prompt, tokenizer),
         hard=rendered(training_items(run.suite, run.suite.hard, config.train_examples, config.seed), run.suite.hard.prompt, tokenizer),
+        foundation=foundation_items(run) if run.trainer.needs_foundation else (),
     )
     assert config.lr is not None, "prepare() resolves the method's default learning rate"
     settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
@@ -282,7 +320,10 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
         resume = None
         if resumed_from.step > 0:
             resume = load_trainer_state(trainer_state_path(store.checkpoints, resumed_from.step))
-            model.load_state_dict(AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path).state_dict())  # onto its device
+            if lora is None:
+                model.load_state_dict(AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path).state_dict())  # onto its device
+            else:  # the checkpoint's model folder is merged: the adapters themselves are in the training state
+                load_adapter_state(model, resume["lora"])
         with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
             if resumed_from.step:
                 advance(n=resumed_from.step)
@@ -292,7 +333,34 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     store.write_table(TRAIN_LOG_FILE, pd.DataFrame(log))
     if run.rollouts:
         store.update_metadata(rollouts=asdict(sampler.stats))
-    return {"resumed_from_step": resumed_from.step, "steps_run": len(log) - resumed_from.step}
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"resumed_from_step": resumed_from.step, "steps_run": len(log) - resumed_from.step, "trained_parameters": trained,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def adapter_state(model: Any) -> dict[str, torch.Tensor]:
+    """The LoRA adapters' weights (what resuming a LoRA run loads; its model folders are merged)."""
+    from peft import get_peft_model_state_dict
+
+    return {name: tensor.detach().clone() for name, tensor in get_peft_model_state_dict(model).items()}
+
+
+def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    unexpected = getattr(set_peft_model_state_dict(model, state), "unexpected_keys", None)
+    if unexpected:
+        raise BenchError(f"the training state's LoRA adapters do not fit this model ({unexpected[0]}): it cannot be resumed")
+
+
+def foundation_items(run: PreparedRun) -> list[Item]:
+    """Items of the organism's pre-training mix (replay): `train_examples` in all, drawn from each
+    (task, level) of the suite's `foundation:` at the run's seed; none for a `--model` run."""
+    foundation = run.suite.foundation
+    if run.config.model or not foundation:
+        return []
+    per_task = run.config.train_examples // len(foundation) + 1
+    return [item for task, level in foundation for item in generator_items(run.suite, task, level, per_task, seed=run.config.seed)]
 
 
 def kl_stage(store: RunStore, run: PreparedRun, base_model: Path) -> dict:
