@@ -111,10 +111,18 @@ def save_trainer_state(state: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary name, then rename (a kill never leaves half a state file)."""
     import torch
 
-    with uninterruptible():
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        # through a Python file object, so a full disk is an OSError (ENOSPC) that the CLI reports
+        # in one line; torch's zip writer then adds a RuntimeError on top of it while closing
+        with open(tmp, "wb") as handle:
+            try:
+                torch.save(state, handle)
+            except RuntimeError as error:
+                if isinstance(error.__context__, OSError):
+                    raise error.__context__ from None
+                raise
+
+    write_atomic(path, write)
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:

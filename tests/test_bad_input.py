@@ -168,12 +168,17 @@ def organism_cache(bench_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("size", ["8k", "64k", "160k", "300k"])  # full at the first table, first checkpoint, a later one, the report
-def test_a_full_disk(organism_cache: Path, tmp_path: Path, size: str) -> None:
+def test_a_full_disk(organism_cache: Path, tmp_path: Path, size: str, monkeypatch: pytest.MonkeyPatch) -> None:
     disk = tmp_path / "disk"
     if not mount_tmpfs(disk, f"size={size}"):
         pytest.skip("needs root and mount for a small tmpfs; test_a_full_disk_simulated covers the same path")
     try:
         out = disk / "run"
+        # the run's disk estimate refuses such a disk up front...
+        rejected(cli("run", "--preset", "smoke", "--out", str(out), "-q"), "not enough disk space for this run")
+        assert left_in(disk) == []
+        # ...and when the disk fills anyway (another process, a wrong estimate), the writes say so
+        monkeypatch.setattr("harness.app.pipeline.check_disk_space", lambda *args: None)
         rejected(cli("run", "--preset", "smoke", "--out", str(out), "-q"), f"cannot write {out}: no space left on device", "free some space")
         assert left_in(disk) == []  # no step-….partial/, no .tmp, no run folder
     finally:
