@@ -156,16 +156,26 @@ def check_prompts_fit_organism(organism: OrganismConfig, suite: Suite, items: Se
 
 def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
     """Every stage not yet done. A foreseeable failure to write the run folder (no permission, a
-    full disk) becomes a BenchError naming it; a new run that fails with a BenchError at any stage
-    (e.g. a method found nothing to train on) is removed, so no half-made run folder is left."""
+    full disk) becomes a BenchError naming it. A new run that fails with a BenchError before its
+    training is complete (e.g. a method found nothing to train on) is removed, so no half-made run
+    folder is left; once training is done, its checkpoints stay (complete and recorded as such) and
+    re-running the command after fixing the cause (e.g. a model context too short to generate)
+    resumes at the stage that failed."""
     existed, new_run = run.out.exists(), not (run.out / RUN_FILE).is_file()
     try:
         with writing(run.out):
             return execute_stages(run, quiet)
     except BenchError:
-        if new_run:
+        if new_run and not trained(run.out):
             remove_unfinished(run.out, keep_folder=existed)
         raise
+
+
+def trained(folder: Path) -> bool:
+    try:
+        return RunStore(folder).stage_done("train")
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def remove_unfinished(folder: Path, keep_folder: bool) -> None:
