@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from harness.core.items import Item
 from tasks.base import TASKS, Score, get_task
-from tasks.prompting import strip_thinking
 from tasks.scorers import get_scorer
 
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -32,8 +31,7 @@ def reward_scores(items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         by_scorer.setdefault(scorer_name(item), []).append(index)
     scores: list[Score | None] = [None] * len(items)
     for name, indices in by_scorer.items():
-        texts = [strip_thinking(outputs[i]) if "<think>" in outputs[i] else outputs[i] for i in indices]
-        for i, score in zip(indices, get_scorer(name).score([items[i] for i in indices], texts)):
+        for i, score in zip(indices, get_scorer(name).score_generations([items[i] for i in indices], [outputs[i] for i in indices])):
             scores[i] = score
     return [s for s in scores if s is not None]
 

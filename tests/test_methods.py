@@ -72,5 +72,5 @@ def test_empty_rectified_set_is_a_clear_error(bench, tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("options:\n  gamma: 0.000001\n")  # no wrong answer is that close to its correction
     out = tmp_path / "run"
-    rejected(bench("run", "--method", "spot", "--preset", "smoke", "--config", str(config), "--out", str(out)), "empty rectified set")
+    rejected(bench("run", "--method", "spot", "--preset", "smoke", "--config", str(config), "--out", str(out), "-q"), "empty rectified set")
     assert not out.exists()

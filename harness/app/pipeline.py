@@ -489,7 +489,8 @@ def generation_backend(store: RunStore, suite: Suite, requested: BackendChoice, 
         return requested
     checkpoints = read_manifest(store.checkpoints)
     pending = sum(not store.generation_file(record.step).exists() for record in checkpoints)
-    per_checkpoint = sum(eval_set_of(suite, item).sampling.max_new_tokens * eval_set_of(suite, item).sampling.n for item in store.items())
+    samplings = [eval_set_of(suite, item).sampling for item in store.items()]
+    per_checkpoint = sum(sampling.max_new_tokens * sampling.n for sampling in samplings)
     workload = Workload(checkpoint_dir(store, checkpoints[0]), pending * per_checkpoint, backends.running_engines())
     return resolve_backend(AUTO, GENERATION, workload)
 

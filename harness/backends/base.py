@@ -41,7 +41,6 @@ class Capabilities:
     policy_in_memory: bool = False  # generates with a model object already in memory (training's policy), no copy
     policy_sync: bool = False  # a separate engine kept in sync with a training policy (its weights written and swapped in)
     gpu_serving: bool = False  # a batched serving engine (paged attention, CUDA graphs): what `auto` picks on a CUDA GPU
-    engine_process: bool = False  # starts worker processes (a start worth avoiding twice in one run)
 
 
 class GenerationBackend(ABC):

@@ -159,7 +159,7 @@ def verify_output_head(head: torch.nn.Module) -> bool:
 
 @BACKENDS.register("vllm", "vLLM engine, built once per run; checkpoints are swapped in place")
 class VLLMBackend(GenerationBackend):
-    capabilities = Capabilities(loglikelihoods=True, policy_sync=True, gpu_serving=True, engine_process=True)
+    capabilities = Capabilities(loglikelihoods=True, policy_sync=True, gpu_serving=True)
 
     @classmethod
     def install_problem(cls) -> str | None:

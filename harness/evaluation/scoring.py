@@ -27,7 +27,6 @@ from harness.core.items import Item
 from harness.sandbox.passk import pass_at_k
 from harness.store import AGGREGATES_FILE, RECORDS_FILE, RunStore
 from tasks.base import get_task
-from tasks.prompting import strip_thinking
 from tasks.scorers import SCORERS, get_scorer
 
 ALL = "all"  # the slice name of a whole family
@@ -39,11 +38,6 @@ def scorers_by_slice(meta: dict[str, Any]) -> dict[str, str]:
     """slice → scorer name, from run.json (runs made before suites were data: every slice's task scores itself)."""
     spec = meta.get("suite_spec")
     return {s["slice"]: s["scorer"] for s in spec["sets"]} if spec else {}
-
-
-def scorer_input(output: str) -> str:
-    """What a scorer sees: the output without its thinking part (untouched when it has none)."""
-    return strip_thinking(output) if "<think>" in output else output
 
 
 def score_run(store: RunStore) -> pd.DataFrame:
@@ -73,11 +67,8 @@ def score_run(store: RunStore) -> pd.DataFrame:
 
 
 def score_group(scorer: str, items: list[Item], outputs: list[str], generations: pd.DataFrame) -> list[Any]:
-    if scorer == "lmeval":  # lm-eval scored each document itself while generating
-        from tasks.base import Score
-
-        return [Score(float(v), float(v) >= 1.0, "") for v in generations.external_score]
-    return get_scorer(scorer).score(items, [scorer_input(o) for o in outputs])
+    precomputed = list(generations.external_score) if "external_score" in generations else None  # lm-eval's own, per document
+    return get_scorer(scorer).score_generations(items, outputs, precomputed)
 
 
 def executes_programs(scorer: str, slice_: str) -> bool:

@@ -15,6 +15,7 @@ from typing import ClassVar
 from harness.core.items import Item
 from harness.core.registry import Registry
 from tasks.base import Score
+from tasks.prompting import strip_thinking
 
 # Outcomes the scorers in this package report (Score.outcome).
 CORRECT = "correct"
@@ -32,6 +33,12 @@ class Scorer(ABC):
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         """One Score per (item, output) pair, in order."""
 
+    def score_generations(self, items: Sequence[Item], outputs: Sequence[str], precomputed: Sequence[float] | None = None) -> list[Score]:
+        """Score raw model outputs, as the harness and the trainers call it: the thinking part is
+        removed first. `precomputed`: scores the generator already gave (lm-eval's), which only a
+        scorer that reads them uses."""
+        return self.score(items, [without_thinking(output) for output in outputs])
+
     def close(self) -> None:  # noqa: B027 (a no-op unless the scorer holds resources)
         """Release what the scorer holds (worker processes); it may be used again afterwards."""
 
@@ -42,6 +49,11 @@ SCORERS: Registry[type[Scorer]] = Registry("scorer")
 def get_scorer(name: str) -> Scorer:
     """A new instance of the scorer registered as `name` (an unknown name raises BenchError listing the known ones)."""
     return SCORERS.get(name)()
+
+
+def without_thinking(output: str) -> str:
+    """The output as a scorer sees it: without its <think>…</think> part (untouched when it has none)."""
+    return strip_thinking(output) if "<think>" in output or "</think>" in output else output
 
 
 def check_batch(items: Sequence[Item], outputs: Sequence[str]) -> None:

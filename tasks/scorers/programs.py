@@ -92,3 +92,8 @@ class LMEvalScorer(Scorer):
         from harness.core.errors import BenchError
 
         raise BenchError("lm-eval sets are scored by lm-eval while generating; re-generate the run to re-score them")
+
+    def score_generations(self, items: Sequence[Item], outputs: Sequence[str], precomputed: Sequence[float] | None = None) -> list[Score]:
+        if precomputed is None:
+            return self.score(items, outputs)
+        return [Score(float(value), float(value) >= 1.0, "") for value in precomputed]
