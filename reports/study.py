@@ -3,6 +3,9 @@
 Per run, the metrics (from the same numbers as the run's summary.json):
   target_gain       final − start on the suite's target slice (points)
   target_final      final score on the target slice (points)
+  target_significant 1 when the target gain's paired 95% interval excludes 0 upwards (about 2 SE), else 0
+  same_skill_change mean final − start of the target family's other slices, e.g. easy math when the
+                    target is hard math (points; absent when the family has no other slice)
   ood_change        mean over the held-out families of final − start (points; negative is forgetting)
   held_out:<family> final − start of one held-out family (points)
   kl_to_start       KL(π₀‖π) at the final checkpoint (nats per sequence; absent for runs without it)
@@ -34,7 +37,7 @@ from reports.html import STYLE, _image
 from reports.tables import change_table, final_kl, gain_and_forgetting
 
 STUDY_HTML, STUDY_JSON = "study.html", "study.json"
-METRICS = ("target_gain", "target_final", "ood_change", "kl_to_start", "target_roughness")
+METRICS = ("target_gain", "target_final", "target_significant", "same_skill_change", "ood_change", "kl_to_start", "target_roughness")
 
 
 def roughness(scores: Sequence[float]) -> float:
@@ -51,8 +54,11 @@ def run_metrics(run: RunData) -> dict[str, float]:
     agg = run.aggregates
     curve = agg[(agg.family == run.target_family) & (agg.slice == run.target_slice)].sort_values("step").score
     kl = final_kl(run)
+    same_skill = table[(table.family == run.target_family) & (table.slice != run.target_slice) & (table.slice != ALL)]
     metrics = {
         "target_gain": float(target.change), "target_final": float(target.final),
+        "target_significant": float(target.change_lo > 0),
+        "same_skill_change": float(same_skill.change.mean()) if len(same_skill) else float("nan"),
         "ood_change": float(gain_and_forgetting(run).ood_change.iloc[-1]),
         "kl_to_start": float("nan") if kl is None else kl, "target_roughness": roughness(list(curve)),
     }
@@ -137,6 +143,11 @@ def _pm(entry: Mapping[str, Any] | None, digits: int = 1) -> str:
     return f"{entry['mean']:+.{digits}f} ± {se:.{digits}f}" if se is not None else f"{entry['mean']:+.{digits}f}"
 
 
+def _significant_seeds(entry: Mapping[str, Any]) -> str:
+    flags = [run["metrics"].get("target_significant") for run in entry["runs"]]
+    return f"{sum(1 for f in flags if f)}/{len(flags)}"
+
+
 def _interval(test: Mapping[str, Any]) -> str:
     if test["difference"] is None:
         return "–"
@@ -147,13 +158,14 @@ def _interval(test: Mapping[str, Any]) -> str:
 
 def study_html(data: Mapping[str, Any], curves_png: bytes) -> str:
     families = data["held_out_families"]
-    head = ("<tr><th>method</th><th>seeds</th><th>target gain</th><th>held-out change (mean)</th>"
+    head = ("<tr><th>method</th><th>seeds</th><th>target gain</th><th>seeds gaining (95%)</th><th>same-skill change</th><th>held-out change (mean)</th>"
             + "".join(f"<th>{html.escape(f)} change</th>" for f in families) + "<th>KL to start</th><th>target roughness</th></tr>")
     body = []
     for method, entry in data["methods"].items():
         m = entry["metrics"]
         body.append(f"<tr data-method='{html.escape(method)}'><td>{html.escape(method)}</td><td>{len(entry['runs'])}</td>"
-                    f"<td>{_pm(m.get('target_gain'))}</td><td>{_pm(m.get('ood_change'))}</td>"
+                    f"<td>{_pm(m.get('target_gain'))}</td><td>{_significant_seeds(entry)}</td><td>{_pm(m.get('same_skill_change'))}</td>"
+                    f"<td>{_pm(m.get('ood_change'))}</td>"
                     + "".join(f"<td>{_pm(m.get(f'held_out:{f}'))}</td>" for f in families)
                     + f"<td>{_pm(m.get('kl_to_start'), 3)}</td><td>{_pm(m.get('target_roughness'))}</td></tr>")
     claims = []
@@ -173,7 +185,9 @@ def study_html(data: Mapping[str, Any], curves_png: bytes) -> str:
 <p class=sub>suite <b>{html.escape(data["suite"])}</b> · target <b>{html.escape(data["target"])}</b> · methods {html.escape(", ".join(data["methods"]))}</p>
 <h2 id=methods>Methods across seeds</h2>
 <p class=note>Mean ± standard error across seeds (sample sd / √seeds) of each run's final − start, in points. Target gain: on
-{html.escape(data["target"])}; held-out change: mean over {html.escape(", ".join(families))} (negative is forgetting). KL to start:
+{html.escape(data["target"])} (seeds gaining: runs whose own paired 95% interval of the gain lies above 0); same-skill change: the target
+family's other slices (e.g. easy items of the target skill);
+held-out change: mean over {html.escape(", ".join(families))} (negative is forgetting). KL to start:
 KL(π₀‖π) at the final checkpoint (nats per sequence). Target roughness: RMS of the second differences of the target curve (lower is smoother).</p>
 <table class='summary numbers'><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>
 <h2 id=curves>Curves</h2>

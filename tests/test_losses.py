@@ -172,3 +172,32 @@ def test_invalid_method_options_are_rejected(options, message: str) -> None:
 def test_all_pairs_of_small_cases_agree_with_recursive_lcs() -> None:
     for a, b in itertools.product(["", "a", "ab", "ba", "abc"], ["a", "ab", "cab"]):
         assert change_ratio([ord(c) for c in a], [ord(c) for c in b]) == pytest.approx(1 - _lcs_recursive(a, b) / len(b))
+
+
+def test_held_out_pairs_are_whole_prompts_every_tenth_at_most_64() -> None:
+    from trainers.policy import held_out_flags
+
+    prompts = [f"p{i // 2}" for i in range(60)]  # 30 prompts, two pairs each
+    flags = held_out_flags(prompts)
+    held = {p for p, f in zip(prompts, flags) if f}
+    assert held == {"p0", "p10", "p20"} and sum(flags) == 6
+    assert not held & {p for p, f in zip(prompts, flags) if not f}  # no held-out prompt is trained on
+    assert not any(held_out_flags(prompts[:19]))  # too few pairs: nothing held out
+    assert sum(held_out_flags([f"p{i}" for i in range(2000)])) == 64
+
+
+def test_dpo_pairs_per_prompt_pairs_each_wrong_sample_with_the_right_ones_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainers.dpo as dpo
+    from harness.core.items import Item
+    from trainers.common import LoopConfig, TrainContext
+
+    item = Item("i", "math", "chain_sum", "hard", "calc 1+1\n", "1+1=2#2", "2", {})
+    samples = ["w1", "r1", "w2", "w3", "r2", "w4", "w5", "w6"]
+    monkeypatch.setattr(dpo, "sample", lambda *args: [samples])
+    monkeypatch.setattr(dpo, "rewards", lambda items, completions: [1.0 if c.startswith("r") else 0.0 for c in completions])
+    monkeypatch.setattr(dpo, "max_new_tokens", lambda item: 8)
+    ctx = TrainContext(build_tokenizer(), LoopConfig(4, 0.05, 0.0, 0.0, 1.0, 0, 0))
+    _, chosen, rejected = dpo.sampled_pairs(None, ctx, [item], DPOOptions(pairs_per_prompt=4), "dpo")  # type: ignore[arg-type]
+    assert list(zip(chosen, rejected)) == [("r1", "w1"), ("r2", "w2"), ("r1", "w3"), ("r2", "w4")]
+    _, chosen, rejected = dpo.sampled_pairs(None, ctx, [item], DPOOptions(pairs_per_prompt=1), "dpo")  # type: ignore[arg-type]
+    assert list(zip(chosen, rejected)) == [("r1", "w1")]

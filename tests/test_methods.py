@@ -10,6 +10,8 @@ import pytest
 
 from harness.store import read_manifest
 from tests.helpers import cli, rejected
+from trainers.common import TRAINERS
+from trainers.policy import held_out_flags
 
 METHOD_METRICS = {
     "dpo": {"reward_margin", "pair_accuracy"},
@@ -31,7 +33,7 @@ def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
     assert len(pd.read_parquet(out / "records.parquet")) == 3 * len(pd.read_parquet(out / "eval_items.parquet"))
     meta = json.loads((out / "run.json").read_text())
     assert meta["method_options"], "the method's hyperparameters are recorded"
-    assert meta["config"]["lr"] == pytest.approx(1e-4)  # preference/RL default η: 0.1× SFT's
+    assert meta["config"]["lr"] == pytest.approx(TRAINERS.get(method).default_lr)  # the method's own default η
     if method == "pcr":
         assert any("micro-batch" in a for a in meta["method_options"]["assumptions"])
         assert log.conflict_rate.between(0, 1).all() and log.alpha.between(0, 1).all()
@@ -42,6 +44,12 @@ def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
     if method == "dpo":
         pairs = pd.read_parquet(out / "preference_pairs.parquet")
         assert len(pairs) > 0 and (pairs.chosen != pairs.rejected).all()
+    if method in ("dpo", "spot"):  # the held-out pairs: saved, never trained on, and their margin logged every step
+        pairs = pd.read_parquet(out / ("preference_pairs.parquet" if method == "dpo" else "rectified_pairs.parquet"))
+        assert list(pairs.held_out) == held_out_flags(list(pairs.prompt))
+        assert ("heldout_margin" in log) == bool(pairs.held_out.any())
+        if pairs.held_out.any():
+            assert log.heldout_margin.notna().all() and log.heldout_pair_accuracy.between(0, 1).all()
     if method in ("grpo", "pcr"):
         assert log.kl.iloc[0] == pytest.approx(0, abs=1e-6)  # first step: the policy is the reference
         assert (log.kl.iloc[1:] >= 0).all()

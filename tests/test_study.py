@@ -98,21 +98,41 @@ def test_study_usage_errors(tmp_path: Path) -> None:
     rejected(cli("study", "--methods", "sft", "--seeds", "0,x", "--preset", "smoke", "--out", str(tmp_path / "s")), "--seeds must be comma-separated integers")
     rejected(cli("study", "--methods", "sft,sft", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "--methods names one twice")
     rejected(cli("study", "--methods", "sft", "--seeds", "0", "--jobs", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "--jobs must be at least 1")
+    rejected(cli("study", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "needs --methods, --arms or both")
+    arms = tmp_path / "arms.yaml"
+    for text, message in [
+        ("low: {lr: 1e-4}\n", "arm 'low' must be a mapping that names its method"),
+        ("'a b': {method: sft}\n", "arm label 'a b' must be letters"),
+        ("sft: {method: sft, lr: 1e-4}\n", "arm 'sft' is both in --methods and in"),
+        ("low: {method: sft, lr: -1}\n", "arm 'low': "),
+        ("low: {method: sft, stepz: 3}\n", "unknown setting 'stepz'"),
+        ("low: {method: magic}\n", "unknown method 'magic'"),
+        ("{}\n", "names no arm"),
+    ]:
+        arms.write_text(text)
+        rejected(cli("study", "--methods", "sft", "--arms", str(arms), "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), message)
+    assert not (tmp_path / "s").exists()  # nothing written for bad input
 
 
 def test_study_end_to_end(bench, tmp_path: Path) -> None:
     out = tmp_path / "study"
     mine = tmp_path / "claims.yaml"
-    mine.write_text("- {claim: RPS forgets less than SFT, a: rps, b: sft, metric: ood_change, direction: greater}\n")
-    done = bench("study", "--methods", "sft,rps", "--seeds", "0,1", "--preset", "smoke", "--jobs", "2", "--out", str(out), "--claims", str(mine), "-q")
+    mine.write_text("- {claim: RPS forgets less than SFT, a: rps-half, b: sft, metric: ood_change, direction: greater}\n")
+    arms = tmp_path / "arms.yaml"  # an arm: a labelled variant of a method
+    arms.write_text("rps-half: {method: rps, stage2_lr_ratio: 0.5}\n")
+    command = ("study", "--methods", "sft", "--arms", str(arms), "--seeds", "0,1", "--preset", "smoke", "--jobs", "2", "--out", str(out),
+               "--claims", str(mine), "-q")
+    done = bench(*command)
     assert done.returncode == 0, done.stderr
-    for name in ("sft-seed0", "sft-seed1", "rps-seed0", "rps-seed1"):
-        assert json.loads((out / name / "run.json").read_text())["stages"]["report"]["done"]
+    for name in ("sft-seed0", "sft-seed1", "rps-half-seed0", "rps-half-seed1"):
+        meta = json.loads((out / name / "run.json").read_text())
+        assert meta["stages"]["report"]["done"]
         assert (out / "logs" / f"{name}.log").is_file()
+        assert (meta["config"]["method"], meta["config"]["stage2_lr_ratio"]) == (("sft", 0.1) if name.startswith("sft") else ("rps", 0.5))
     data = json.loads((out / "study.json").read_text())
     page = (out / "study.html").read_text()
     assert "<img" in page and "id=claims" in page
-    for method in ("sft", "rps"):
+    for method in ("sft", "rps-half"):
         entry = data["methods"][method]
         assert [r["seed"] for r in entry["runs"]] == [0, 1]
         gains, held_out = [], {}
@@ -140,12 +160,12 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
     assert verdicts["PCR scores higher than GRPO on the target and trains more smoothly"] == NOT_RUN
     assert verdicts["RPS forgets less than SFT"] in (SUPPORTED, CONTRADICTED, INCONCLUSIVE)
     [mine_result] = [c for c in data["claims"] if c["claim"] == "RPS forgets less than SFT"]
-    a = data["methods"]["rps"]["metrics"]["ood_change"]["mean"]
+    a = data["methods"]["rps-half"]["metrics"]["ood_change"]["mean"]
     b = data["methods"]["sft"]["metrics"]["ood_change"]["mean"]
     assert mine_result["tests"][0]["difference"] == pytest.approx(a - b)
 
     # a re-run skips every finished run and re-writes the same numbers
-    again = bench("study", "--methods", "sft,rps", "--seeds", "0,1", "--preset", "smoke", "--jobs", "2", "--out", str(out), "--claims", str(mine), "-q")
+    again = bench(*command)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("done, skipped") == 4
     assert json.loads((out / "study.json").read_text()) == data

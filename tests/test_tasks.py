@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 import tasks.suites
 from tasks import content_hash, get_task
 from tasks.arithmetic import worked_steps
-from tasks.suites import MICRO, eval_items, generator_items, training_items
+from tasks.suites import MICRO, eval_items, foundation_items, generator_items, training_items
 
 
 def test_eval_sets_are_fixed_and_large_enough() -> None:
@@ -21,13 +24,22 @@ def test_eval_sets_are_fixed_and_large_enough() -> None:
 
 def test_training_data_never_contains_an_evaluation_prompt() -> None:
     eval_prompts = {item.prompt for item in eval_items(MICRO)}
-    for task, level in MICRO.foundation:
+    for task, level, _weight in MICRO.foundation:
         train = generator_items(MICRO, task, level, 3000, seed=0)
         assert not eval_prompts & {item.prompt for item in train}, task
     for train_set in (MICRO.easy, MICRO.hard):
         assert train_set is not None
         train = training_items(MICRO, train_set, 3000, seed=0)
         assert len(train) == 3000 and not eval_prompts & {item.prompt for item in train}, train_set.name
+
+
+def test_the_foundation_mix_follows_its_weights() -> None:
+    mix = foundation_items(MICRO, 5000, seed=0)
+    total = sum(weight for _, _, weight in MICRO.foundation)
+    for task, level, weight in MICRO.foundation:
+        count = sum(item.task == task and item.level == level for item in mix)
+        assert count == max(1, round(5000 * weight / total)), (task, level, count)
+    assert any(weight < 1 for _, _, weight in MICRO.foundation)  # the micro organism sees a little of the hard target
 
 
 def test_hard_items_need_longer_chains_than_easy() -> None:
@@ -71,3 +83,19 @@ MICRO_EVAL_SET_SHA256 = "3f82fef78d3a75b7d1ef5e59872d00e97e783106d469be4e90db8e1
 
 def test_the_micro_suite_file_gives_the_same_evaluation_sets_as_before() -> None:
     assert content_hash(eval_items(MICRO)) == MICRO_EVAL_SET_SHA256
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("[chain_sum, easy, -1]", "foundation weight must be a positive number"),
+    ("[chain_sum, easy, heavy]", "foundation weight must be a positive number"),
+    ("[chain_sum]", "each foundation entry is [task, level] or [task, level, weight]"),
+])
+def test_bad_foundation_entries_are_clear_errors(tmp_path: Path, entry: str, message: str) -> None:
+    from harness.core.errors import BenchError
+    from tasks.suites import load_suite
+
+    text = (Path(tasks.suites.__file__).parent / "micro.yaml").read_text()
+    path = tmp_path / "suite.yaml"
+    path.write_text(text.split("\nfoundation:")[0] + f"\nfoundation: [{entry}]\n")
+    with pytest.raises(BenchError, match=re.escape(message)):
+        load_suite(str(path))

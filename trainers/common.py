@@ -109,9 +109,10 @@ class Trainer(ABC, Generic[OptionsT]):
 
     name: ClassVar[str]  # set by TRAINERS.register
     Options: ClassVar[type] = NoOptions
-    # η when the config does not set one. Preference and RL methods use 0.1× SFT's, the ratio
-    # their papers use against SFT (e.g. SPoT 1e-6 on Qwen3-8B where SFT runs at ~1e-5).
-    default_lr: ClassVar[float] = 1e-3
+    # η when the config does not set one: each method's own, from the sweep in BENCHMARKS §11
+    # (about 1/10 of the organism's pre-training η for SFT, as real post-training runs well below
+    # pre-training's; at 1e-3, SFT learnt as much but forgot far more).
+    default_lr: ClassVar[float] = 3e-4
     # Whether the method samples from its policy (through ctx.sampler): the run's rollout backend applies.
     samples_policy: ClassVar[bool] = False
     # Whether the method trains on the organism's pre-training mix (TrainingData.foundation; replay).

@@ -1,11 +1,21 @@
 """DPO on pairs from the model's own samples (Rafailov et al. 2023), sigmoid loss:
 
     r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)]
-    L      = −log σ( r(x,y⁺) − r(x,y⁻) ),        β = 0.1
+    L      = −log σ( r(x,y⁺) − r(x,y⁻) )  +  α · NLL(y⁺),        β = 0.1
+
+α = `nll_weight` (TRL's `rpo_alpha`; NLL per chosen token): 0 is plain DPO.
 
 Pairs: the starting model samples `samples_per_prompt` completions for each of `pair_prompts`
-hard training prompts; a prompt with at least one verified-correct and one wrong sample gives
-one pair (the first of each). π_ref is the starting model; its log-probs are computed once.
+hard training prompts; a prompt with at least one verified-correct and one wrong sample gives up
+to `pairs_per_prompt` pairs: each wrong sample (in sampling order) paired with the correct ones
+in turn. π_ref is the starting model; its log-probs are computed once.
+
+Defaults (BENCHMARKS §11's sweep): with one pair per prompt and η = 1e-4 the organism memorised
+its ≈ 250 pairs (pair accuracy 1.00, held-out margin falling below 0) and lost 16 points of hard
+math. More pairs (1024 prompts, up to 4 pairs each) and η = 3e-5 make the held-out margin grow
+(0.05 → 0.24), but greedy hard-math accuracy still falls (−5.5); no setting tried gained on the
+target, with or without an NLL term (nll_weight 1: −1.5 at 3e-5, −3.5 at 3e-4). The default stays
+plain DPO at the least harmful η.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from harness.core.errors import BenchError
 from tasks.base import Item
 from tasks.verify import max_new_tokens
 from trainers.common import TRAINERS, TrainContext, TrainingData
-from trainers.policy import PairTrainer, implicit_rewards, rewards, sample, save_pairs
+from trainers.policy import PairTrainer, implicit_rewards_and_nll, rewards, sample
 
 PAIRS_FILE = "preference_pairs.parquet"
 
@@ -29,8 +39,10 @@ PAIRS_FILE = "preference_pairs.parquet"
 @dataclass(frozen=True)
 class DPOOptions:
     beta: float = 0.1
-    pair_prompts: int = 512  # hard training prompts sampled to find pairs
+    pair_prompts: int = 1024  # hard training prompts sampled to find pairs
     samples_per_prompt: int = 8
+    pairs_per_prompt: int = 4  # at most this many (correct, wrong) pairs from one prompt's samples
+    nll_weight: float = 0.0  # α: weight of the chosen completions' NLL (TRL's rpo_alpha); 0 = plain DPO
     temperature: float = 1.0
 
     def validate(self) -> None:
@@ -38,15 +50,17 @@ class DPOOptions:
             raise BenchError(f"options.beta must be positive, got {self.beta}")
         if self.samples_per_prompt < 2:
             raise BenchError(f"options.samples_per_prompt must be >= 2 to find a pair, got {self.samples_per_prompt}")
-        if self.pair_prompts <= 0 or self.temperature <= 0:
-            raise BenchError("options.pair_prompts and options.temperature must be positive")
+        if self.nll_weight < 0:
+            raise BenchError(f"options.nll_weight must be >= 0, got {self.nll_weight}")
+        if self.pair_prompts <= 0 or self.temperature <= 0 or self.pairs_per_prompt <= 0:
+            raise BenchError("options.pair_prompts, options.pairs_per_prompt and options.temperature must be positive")
 
 
 def sampled_pairs(model: PreTrainedModel, ctx: TrainContext, hard: Sequence[Item], options: DPOOptions,
                   method: str) -> tuple[list[str], list[str], list[str]]:
     """(prompts, chosen, rejected): the model samples `samples_per_prompt` completions of each of
     the first `pair_prompts` hard prompts; a prompt with a verified-correct and a wrong sample gives
-    one pair (the first of each). BenchError when no prompt does."""
+    up to `pairs_per_prompt` pairs (wrong samples in order, correct ones in turn). BenchError when no prompt does."""
     items = list(hard[: options.pair_prompts])
     max_tokens = max(max_new_tokens(item) for item in items)
     samples = sample(model, ctx, [i.prompt for i in items], options.samples_per_prompt, max_tokens, options.temperature, ctx.loop.seed)
@@ -55,8 +69,8 @@ def sampled_pairs(model: PreTrainedModel, ctx: TrainContext, hard: Sequence[Item
         scores = rewards([item] * len(completions), completions)
         right = [c for c, s in zip(completions, scores) if s >= 1.0]
         wrong = [c for c, s in zip(completions, scores) if s < 1.0]
-        if right and wrong:
-            pairs.append((item.prompt, right[0], wrong[0]))
+        for j, rejected in enumerate(wrong[: options.pairs_per_prompt] if right else []):
+            pairs.append((item.prompt, right[j % len(right)], rejected))
     if not pairs:
         raise BenchError(
             f"{method}: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; "
@@ -73,13 +87,14 @@ def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
 @TRAINERS.register("dpo", "DPO (sigmoid, β=0.1) on correct/incorrect pairs from the model's own samples")
 class DPO(PairTrainer[DPOOptions]):
     Options = DPOOptions
+    default_lr = 3e-5
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         prompts, chosen, rejected = sampled_pairs(model, ctx, data.hard, self.options, "dpo")
-        self.pairs = self.make_pairs(model, ctx, prompts, chosen, rejected)
-        save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE)
+        self.make_pairs(model, ctx, prompts, chosen, rejected, ctx.run_dir and ctx.run_dir / PAIRS_FILE)
 
     def loss(self, model, batch):
-        r_chosen, r_rejected = implicit_rewards(model, batch, self.options.beta)
-        metrics = {"reward_margin": (r_chosen - r_rejected).mean().item(), "pair_accuracy": (r_chosen > r_rejected).float().mean().item()}
-        return dpo_loss(r_chosen, r_rejected), metrics
+        r_chosen, r_rejected, nll = implicit_rewards_and_nll(model, batch, self.options.beta)
+        metrics = {"reward_margin": (r_chosen - r_rejected).mean().item(), "pair_accuracy": (r_chosen > r_rejected).float().mean().item(),
+                   "chosen_nll": nll.item()}
+        return dpo_loss(r_chosen, r_rejected) + self.options.nll_weight * nll, metrics

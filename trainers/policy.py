@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from harness.backends.base import SamplingParams
 from tasks.base import Item
 from tasks.verify import reward_scores
-from trainers.common import MethodSettings, OptionsT, Stage, TrainContext, Trainer, TrainingData, collate, encode
+from trainers.common import MethodSettings, OptionsT, Stage, TrainContext, Trainer, TrainingData, collate, encode, to_device
 
 
 def encode_completions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -110,22 +110,59 @@ def save_pairs(pairs: Sequence[PreferencePair], path: Path | None, extra: dict[s
         pd.DataFrame([{**asdict(p)} for p in pairs]).assign(**(extra or {})).to_parquet(path, index=False)
 
 
+HELD_OUT_EVERY, HELD_OUT_MAX, HELD_OUT_MIN_PAIRS = 10, 64, 20
+
+
+def held_out_flags(prompts: Sequence[str]) -> list[bool]:
+    """Which pairs are held out of training: those of every 10th distinct prompt (so no held-out
+    prompt is trained on), at most 64 pairs; none when there are fewer than 20 pairs."""
+    if len(prompts) < HELD_OUT_MIN_PAIRS:
+        return [False] * len(prompts)
+    rank = {prompt: i for i, prompt in enumerate(dict.fromkeys(prompts))}
+    flags, held = [], 0
+    for prompt in prompts:
+        hold = rank[prompt] % HELD_OUT_EVERY == 0 and held < HELD_OUT_MAX
+        held += hold
+        flags.append(hold)
+    return flags
+
+
 class PairTrainer(Trainer[OptionsT]):
     """A method that trains on (x, y⁺, y⁻) pairs it builds in `setup` (DPO, SPoT): one stage on
     the pairs, batches of pairs, π_ref's log-probs computed once when the pairs are made. The
     pairs are not part of the saved training state: `setup` rebuilds them, deterministically,
-    from the starting model when a run resumes."""
+    from the starting model when a run resumes.
+
+    The pairs of every 10th prompt (at most 64 pairs) are held out of training: each step logs the implicit-reward
+    margin r(x,y⁺) − r(x,y⁻) and the pair accuracy on them (`heldout_margin`,
+    `heldout_pair_accuracy`), whether the preference generalises rather than being memorised."""
 
     pairs: list[PreferencePair]
-    default_lr = 1e-4
+    held_out: list[PreferencePair]
     samples_policy = True
 
     def make_pairs(
-        self, model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]
-    ) -> list[PreferencePair]:
+        self, model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
+        saved_as: Path | None, extra: dict[str, Sequence] | None = None,
+    ) -> None:
+        """Build the pairs with π_ref's log-probs, split off the held-out ones, save all of them (column `held_out`)."""
         ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen)
         ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected)
-        return [PreferencePair(*fields) for fields in zip(prompts, chosen, rejected, ref_chosen, ref_rejected)]
+        pairs = [PreferencePair(*fields) for fields in zip(prompts, chosen, rejected, ref_chosen, ref_rejected)]
+        flags = held_out_flags(prompts)
+        self.pairs = [p for p, held in zip(pairs, flags) if not held]
+        self.held_out = [p for p, held in zip(pairs, flags) if held]
+        save_pairs(pairs, saved_as, {**(extra or {}), "held_out": flags})
+
+    def update(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, ctx: TrainContext) -> dict[str, float]:
+        metrics = super().update(model, batch, optimizer, ctx)
+        if self.held_out:
+            with torch.no_grad(), ctx.placement.autocast():
+                r_chosen, r_rejected = implicit_rewards(model, to_device(pair_batch(ctx.tokenizer, self.held_out), ctx.placement.device),
+                                                        self.options.beta)  # type: ignore[attr-defined]  # every pair method has β
+            metrics["heldout_margin"] = (r_chosen - r_rejected).mean().item()
+            metrics["heldout_pair_accuracy"] = (r_chosen > r_rejected).float().mean().item()
+        return metrics
 
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         return [Stage("hard", self.pairs, settings.steps, settings.lr)]
@@ -136,9 +173,17 @@ class PairTrainer(Trainer[OptionsT]):
 
 def implicit_rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)] for the chosen and the rejected completions."""
+    r_chosen, r_rejected, _nll = implicit_rewards_and_nll(model, batch, beta)
+    return r_chosen, r_rejected
+
+
+def implicit_rewards_and_nll(model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(r(x,y⁺), r(x,y⁻), NLL(y⁺)): the implicit rewards and the chosen completions' negative
+    log-likelihood per token, averaged over the batch's chosen tokens (TRL's `rpo_alpha` term)."""
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k: batch[f"{prefix}_{k}"] for k in ("input_ids", "attention_mask", "labels")}
 
-    r_chosen = beta * (sequence_logprobs(model, part("chosen")) - batch["ref_chosen"])
+    logp_chosen, mask = token_logprobs(model, part("chosen"))
+    r_chosen = beta * (logp_chosen.sum(-1) - batch["ref_chosen"])
     r_rejected = beta * (sequence_logprobs(model, part("rejected")) - batch["ref_rejected"])
-    return r_chosen, r_rejected
+    return r_chosen, r_rejected, -logp_chosen.sum() / mask.sum().clamp(min=1)

@@ -59,7 +59,8 @@ def format_summary(rows: list[dict]) -> str:
 
 @app.command()
 def study(
-    methods: str = typer.Option(..., "--methods", help="comma-separated methods, e.g. sft,rps,eps"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated methods, e.g. sft,rps,eps"),
+    arms: Optional[Path] = typer.Option(None, "--arms", help="a YAML file of labelled variants, label: {method: sft, lr: 1e-4} (see README)"),
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
     out: Path = typer.Option(..., "--out", "-o", help="study folder: one run folder per method and seed, study.html, study.json"),
     preset: str = typer.Option("default", help=PRESET_HELP),
@@ -69,11 +70,11 @@ def study(
     claims: Optional[Path] = typer.Option(None, "--claims", help="a YAML file of more claims to check (see README)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Run every method × seed (resuming unfinished runs, skipping finished ones), then one comparison report with the claims' verdicts."""
+    """Run every method (or arm) × seed, resuming unfinished runs and skipping finished ones, then one comparison report with the claims' verdicts."""
     from harness.app.study import study as run_study
 
     with writing(out):
-        page, data = run_study(methods, seeds, out, preset, suite, config, jobs, claims, typer.echo, quiet)
+        page, data = run_study(methods, seeds, out, preset, suite, config, jobs, claims, typer.echo, quiet, arms)
     for claim in json.loads(data.read_text())["claims"]:
         typer.echo(f"{claim['verdict']:<13} {claim['claim']}")
     typer.echo(f"report: {page}\ndata: {data}")

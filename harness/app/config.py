@@ -120,8 +120,8 @@ def load_config(preset: str = "default", path: Path | None = None, overrides: di
         raise BenchError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     values: dict[str, Any] = json.loads(json.dumps(PRESETS[preset]))
     if path is not None:
-        _merge(values, read_config_file(path))
-    _merge(values, {k: v for k, v in (overrides or {}).items() if v is not None})
+        merge_settings(values, read_config_file(path))
+    merge_settings(values, {k: v for k, v in (overrides or {}).items() if v is not None})
     config = _build(RunConfig, values, "")
     validate(config)
     return config
@@ -160,10 +160,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+def merge_settings(into: dict[str, Any], extra: dict[str, Any]) -> None:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
+            merge_settings(into[key], value)
         else:
             into[key] = value
 

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 from harness.core.errors import BenchError, writing
 from harness.core.progress import progress_bar
 from harness.store import check_writable, save_checkpoint
-from tasks.suites import Suite, generator_items
+from tasks.suites import Suite, foundation_items
 from trainers.common import LoopConfig, Stage, TrainContext, train
 from trainers.sft import SFT
 
@@ -131,8 +131,7 @@ def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) ->
     started = time.time()
     tokenizer = build_tokenizer()
     model = build_model(config, len(tokenizer))
-    per_task = config.pretrain_steps * config.batch_size // len(suite.foundation) + 1
-    mix = [item for task, level in suite.foundation for item in generator_items(suite, task, level, per_task, seed=config.seed)]
+    mix = foundation_items(suite, config.pretrain_steps * config.batch_size, seed=config.seed)
     stage = Stage("foundation", mix, config.pretrain_steps, config.lr)
     loop = LoopConfig(
         batch_size=config.batch_size, warmup_fraction=0.05, min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0, checkpoint_every=0, seed=config.seed

@@ -58,7 +58,8 @@ from harness.store import (
 from tasks.base import Item, content_hash
 from tasks.prompting import PromptFormat, render
 from tasks.suites import SHIPPED as SHIPPED_SUITES
-from tasks.suites import EvalSet, Sampling, Suite, eval_items, generator_items, load_suite, training_items
+from tasks.suites import EvalSet, Sampling, Suite, eval_items, load_suite, training_items
+from tasks.suites import foundation_items as suite_foundation_items
 from tasks.verify import max_new_tokens
 from trainers.common import (
     TRAINERS,
@@ -369,8 +370,7 @@ def foundation_items(run: PreparedRun) -> list[Item]:
     foundation = run.suite.foundation
     if run.config.model or not foundation:
         return []
-    per_task = run.config.train_examples // len(foundation) + 1
-    return [item for task, level in foundation for item in generator_items(run.suite, task, level, per_task, seed=run.config.seed)]
+    return suite_foundation_items(run.suite, run.config.train_examples, seed=run.config.seed)
 
 
 def kl_stage(store: RunStore, run: PreparedRun, base_model: Path) -> dict:

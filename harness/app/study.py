@@ -1,5 +1,10 @@
-"""`bench study`: every method × seed as an ordinary run folder OUT/<method>-seed<seed>, run as
+"""`bench study`: every arm × seed as an ordinary run folder OUT/<arm>-seed<seed>, run as
 parallel `bench run` processes (one torch thread each), then one comparison report.
+
+An arm is a method (`--methods sft,rps`) or a labelled variant from an arms file (`--arms FILE`):
+a YAML mapping of label → settings that name the method and override any run setting for that
+arm, e.g. `sft-low-lr: {method: sft, lr: 1e-4}` or `sft-lora: {method: sft, lora: {r: 8}}`. Each
+arm's settings are written to OUT/arms/<arm>.yaml (on top of --config) and handed to `bench run`.
 
 Resumable: a run whose run.json says every stage is done is skipped; any other is handed to
 `bench run` again, which resumes it in the same folder. Each process's output goes to
@@ -11,16 +16,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from harness.core.errors import BenchError
 from harness.store import RUN_FILE, STAGES
 
-LOGS = "logs"
+LOGS, ARMS = "logs", "arms"
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -39,6 +49,47 @@ def parse_seeds(text: str) -> list[int]:
         raise BenchError(f"--seeds must be comma-separated integers, got {text!r}") from None
 
 
+def read_arms(path: Path) -> dict[str, dict[str, Any]]:
+    """An arms file: label → run settings naming the method (see the module docstring)."""
+    from harness.app.config import read_config_file
+
+    arms = read_config_file(path)
+    if not arms:
+        raise BenchError(f"arms file {path} names no arm; write label: {{method: sft, lr: 1e-4}}")
+    for label, settings in arms.items():
+        if not isinstance(label, str) or not LABEL.fullmatch(label):
+            raise BenchError(f"arms file {path}: arm label {label!r} must be letters, digits, '.', '_' or '-'")
+        if not isinstance(settings, dict) or not isinstance(settings.get("method"), str):
+            raise BenchError(f"arms file {path}: arm {label!r} must be a mapping that names its method, e.g. {{method: sft, lr: 1e-4}}")
+    return arms
+
+
+def study_arms(methods_text: str | None, arms_file: Path | None) -> dict[str, dict[str, Any]]:
+    """Every arm: the --methods (each its own label, no overrides) then the arms file's."""
+    if methods_text is None and arms_file is None:
+        raise BenchError("bench study needs --methods, --arms or both")
+    arms: dict[str, dict[str, Any]] = {m: {"method": m} for m in parse_list(methods_text, "methods")} if methods_text is not None else {}
+    for label, settings in (read_arms(arms_file) if arms_file is not None else {}).items():
+        if label in arms:
+            raise BenchError(f"arm {label!r} is both in --methods and in {arms_file}")
+        arms[label] = settings
+    return arms
+
+
+def arm_config(label: str, settings: dict[str, Any], out: Path, config: Path | None) -> Path:
+    """OUT/arms/<label>.yaml: --config's settings, then the arm's (the method goes on the command line)."""
+    from harness.app.config import merge_settings, read_config_file
+
+    values = read_config_file(config) if config is not None else {}
+    merge_settings(values, {k: v for k, v in settings.items() if k != "method"})
+    path = out / ARMS / f"{label}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(values, sort_keys=True)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
 def run_done(folder: Path) -> bool:
     try:
         stages = json.loads((folder / RUN_FILE).read_text()).get("stages", {})
@@ -51,9 +102,9 @@ def run_name(method: str, seed: int) -> str:
     return f"{method}-seed{seed}"
 
 
-def run_command(method: str, seed: int, out: Path, preset: str, suite: str | None, config: Path | None) -> list[str]:
+def run_command(label: str, method: str, seed: int, out: Path, preset: str, suite: str | None, config: Path | None) -> list[str]:
     command = [sys.executable, "-m", "harness.app.cli", "run", "--method", method, "--seed", str(seed), "--preset", preset,
-               "--out", str(out / run_name(method, seed)), "-q"]
+               "--out", str(out / run_name(label, seed)), "-q"]
     if suite:
         command += ["--suite", suite]
     if config:
@@ -65,11 +116,13 @@ def one_thread_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def run_all(methods: Sequence[str], seeds: Sequence[int], out: Path, preset: str, suite: str | None, config: Path | None, jobs: int,
+def run_all(arms: dict[str, dict[str, Any]], seeds: Sequence[int], out: Path, preset: str, suite: str | None, config: Path | None, jobs: int,
             echo: Callable[[str], None]) -> dict[str, list[tuple[int, Path]]]:
-    """Run (or resume, or skip) every method × seed; method → [(seed, folder)]. A failed run is a
+    """Run (or resume, or skip) every arm × seed; arm → [(seed, folder)]. A failed run is a
     BenchError naming it and its log, after the others have finished."""
     (out / LOGS).mkdir(parents=True, exist_ok=True)
+    methods = list(arms)
+    configs = {label: arm_config(label, settings, out, config) if set(settings) - {"method"} else config for label, settings in arms.items()}
     pending = [(m, s) for m in methods for s in seeds if not run_done(out / run_name(m, s))]
     for m in methods:
         for s in seeds:
@@ -77,12 +130,12 @@ def run_all(methods: Sequence[str], seeds: Sequence[int], out: Path, preset: str
                 echo(f"{run_name(m, s)}: done, skipped")
 
     def work(job: tuple[str, int]) -> tuple[str, int, int]:
-        method, seed = job
-        log = out / LOGS / f"{run_name(method, seed)}.log"
+        label, seed = job
+        log = out / LOGS / f"{run_name(label, seed)}.log"
         with open(log, "w", encoding="utf-8") as handle:
-            done = subprocess.run(run_command(method, seed, out, preset, suite, config), stdout=handle, stderr=subprocess.STDOUT,
-                                  env=one_thread_env(), check=False)
-        return method, seed, done.returncode
+            command = run_command(label, arms[label]["method"], seed, out, preset, suite, configs[label])
+            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=one_thread_env(), check=False)
+        return label, seed, done.returncode
 
     failed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -100,9 +153,9 @@ def run_all(methods: Sequence[str], seeds: Sequence[int], out: Path, preset: str
     return {m: [(s, out / run_name(m, s)) for s in seeds] for m in methods}
 
 
-def study(methods_text: str, seeds_text: str, out: Path, preset: str, suite: str | None, config: Path | None, jobs: int,
-          claims_file: Path | None, echo: Callable[[str], None], quiet: bool = True) -> tuple[Path, Path]:
-    """Validate everything, build the organism once, run every method × seed, write the report."""
+def study(methods_text: str | None, seeds_text: str, out: Path, preset: str, suite: str | None, config: Path | None, jobs: int,
+          claims_file: Path | None, echo: Callable[[str], None], quiet: bool = True, arms_file: Path | None = None) -> tuple[Path, Path]:
+    """Validate everything, build the organism once, run every arm × seed, write the report."""
     import trainers
     from harness.app.config import load_config
     from harness.app.organism import ensure_organism
@@ -110,9 +163,14 @@ def study(methods_text: str, seeds_text: str, out: Path, preset: str, suite: str
     from reports.study import METRICS, write_study
     from tasks.suites import load_suite
 
-    methods, seeds = parse_list(methods_text, "methods"), parse_seeds(seeds_text)
-    for method in methods:
-        trainers.TRAINERS.get(method)  # unknown: a BenchError naming the known ones
+    arms, seeds = study_arms(methods_text, arms_file), parse_seeds(seeds_text)
+    for label, settings in arms.items():
+        trainers.TRAINERS.get(settings["method"])  # unknown: a BenchError naming the known ones
+        where = f"arm {label!r}: " if label != settings["method"] else ""
+        try:
+            load_config(preset, config, {**{k: v for k, v in settings.items() if k != "method"}, "suite": suite})
+        except BenchError as error:
+            raise BenchError(f"{where}{error}") from None
     if jobs < 1:
         raise BenchError(f"--jobs must be at least 1, got {jobs}")
     claims = load_claims(SHIPPED_CLAIMS, METRICS)
@@ -121,5 +179,5 @@ def study(methods_text: str, seeds_text: str, out: Path, preset: str, suite: str
     run_config = load_config(preset, config, {"suite": suite})
     if not run_config.model:
         ensure_organism(run_config.organism, load_suite(run_config.suite), quiet)
-    run_dirs = run_all(methods, seeds, out, preset, suite, config, jobs, echo)
+    run_dirs = run_all(arms, seeds, out, preset, suite, config, jobs, echo)
     return write_study(out, run_dirs, claims)

@@ -105,7 +105,7 @@ class Suite:
     easy: TrainSet | None
     hard: TrainSet | None
     families: dict[str, str]  # family -> description, in report order (targets first)
-    foundation: tuple[tuple[str, str], ...] = ()  # the organism's pre-training mix (generator task, level)
+    foundation: tuple[tuple[str, str, float], ...] = ()  # the organism's pre-training mix (generator task, level, weight)
 
     def eval_set(self, slice_: str) -> EvalSet:
         for eval_set in self.eval_sets:
@@ -210,7 +210,7 @@ def parse_suite(data: Any, path: Path, sha256: str) -> Suite:
     target_family = next(s.family for s in eval_sets if s.role == "target")
     order = [target_family] + [s.family for s in eval_sets if s.family != target_family]
     families = {f: str(described.get(f, "")) for f in dict.fromkeys(order)}
-    foundation = tuple(tuple(pair) for pair in data.get("foundation") or ())
+    foundation = parse_foundation(data.get("foundation"), where)
     seed = data.get("eval_seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise BenchError(f"{where}: eval_seed must be an integer")
@@ -397,6 +397,27 @@ def _for_training(item: Item, train: TrainSet) -> Item:
     """The item with what trainers ask of it (tasks/verify.py): its verifier and sampling budget."""
     meta = {**item.meta, "scorer": train.scorer, "max_new_tokens": train.max_new_tokens}
     return Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer, meta)
+
+
+def parse_foundation(raw: Any, where: str) -> tuple[tuple[str, str, float], ...]:
+    """`foundation:` entries [task, level] or [task, level, weight] (weight 1 when left out)."""
+    entries = []
+    for entry in raw or ():
+        if not isinstance(entry, list) or len(entry) not in (2, 3):
+            raise BenchError(f"{where}: each foundation entry is [task, level] or [task, level, weight], got {entry!r}")
+        weight = entry[2] if len(entry) == 3 else 1.0
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0 or weight == float("inf"):
+            raise BenchError(f"{where}: foundation weight must be a positive number, got {weight!r} in {entry!r}")
+        entries.append((str(entry[0]), str(entry[1]), float(weight)))
+    return tuple(entries)
+
+
+def foundation_items(suite: Suite, n: int, seed: int) -> list[Item]:
+    """About n items of the suite's `foundation:` mix, each (task, level) in proportion to its
+    weight, drawn at `seed`: what the organism pre-trains on and what replay replays."""
+    total = sum(weight for _, _, weight in suite.foundation)
+    return [item for task, level, weight in suite.foundation
+            for item in generator_items(suite, task, level, max(1, round(n * weight / total)), seed=seed)]
 
 
 def generator_items(suite: Suite, task: str, level: str, n: int, seed: int) -> list[Item]:
