@@ -93,6 +93,9 @@ def matched_gain(study: dict, a: str = "grpo", b: str = "sft") -> dict:
         differences.append(change - at_gain)
         detail.append({"seed": run["seed"], "gain": gain, f"{a}_change": change, f"{b}_change_at_gain": at_gain, "within_curve": bool(reachable)})
     mean, low, high = t_interval(differences)
+    _, gain_low, _ = t_interval([d["gain"] for d in detail])
+    if not gain_low > 0:  # no gain to match: the comparison says nothing about forgetting at a gain
+        return {"difference": mean, "low": low, "high": high, "verdict": f"not meaningful ({a} does not gain on the target)", "seeds": detail}
     return {"difference": mean, "low": low, "high": high, "verdict": verdict(low, high, True), "seeds": detail}
 
 
@@ -190,7 +193,7 @@ def main() -> None:
 
     lines = ["# Calibration and every method × seeds on the embedded default", "",
              f"`python benchmarks/bench_calibration.py` (study folder {args.out}, seeds {args.seeds}, {args.jobs} jobs, "
-             f"{seconds / 60:.0f} min of which finished runs were skipped), {result['machine']}.", "",
+             f"{seconds / 60:.0f} min for the runs this invocation had to do; finished runs are skipped), {result['machine']}.", "",
              "## Every arm: mean ± standard error across seeds (points)", "", *method_table(study), "",
              "## Each arm's own objective: first vs last tenth of its steps (mean over seeds; change with a 95% t interval)", "",
              *objective_rows(study), "",
