@@ -65,6 +65,9 @@ def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
         ("pcr", "beta: -1", "options.beta must be >= 0"),
         ("dpo", "beta: 0", "options.beta must be positive"),
         ("dpo", "bogus: 1", "unknown setting 'options.bogus'"),
+        ("dpo", "pairs_per_prompt: 0", "options.pair_prompts, options.pairs_per_prompt and options.temperature must be positive"),
+        ("dpo", "nll_weight: -1", "options.nll_weight must be >= 0"),
+        ("spot", "nll_weight: -0.5", "options.nll_weight must be >= 0"),
         ("sft", "beta: 0.1", "method sft takes no options"),
     ],
 )
