@@ -21,6 +21,7 @@ Re-running resumes: finished runs are skipped.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -49,6 +50,7 @@ def run_study(out: Path, seeds: str, jobs: int, methods: str) -> float:
     return time.time() - started
 
 
+@functools.cache  # (b) reads each run twice
 def curves(folder: Path) -> pd.DataFrame:
     """Per checkpoint of one run: gain, held-out change and KL(π₀‖π)."""
     from reports.data import load_runs

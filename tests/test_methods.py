@@ -69,6 +69,12 @@ def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
         ("dpo", "nll_weight: -1", "options.nll_weight must be >= 0"),
         ("spot", "nll_weight: -0.5", "options.nll_weight must be >= 0"),
         ("sft", "beta: 0.1", "method sft takes no options"),
+        ("replay", "replay_fraction: 1", "options.replay_fraction must be in [0, 1)"),
+        ("replay", "source: old", "options.source must be one of"),
+        ("l2sp", "lam: -1", "options.lam must be >= 0"),
+        ("rps", "stage2_loss: bco", "options.stage2_loss must be one of sft, dpo"),
+        ("eps", "dpo: {beta: 0}", "options.beta must be positive"),
+        ("eps", "dpo: {gamma: 1}", "unknown setting 'options.dpo.gamma'"),
     ],
 )
 def test_invalid_method_options_exit_2_and_write_nothing(tmp_path: Path, method: str, options: str, message: str) -> None:

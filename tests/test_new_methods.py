@@ -96,24 +96,6 @@ def test_replay_runs_end_to_end(bench, tmp_path: Path) -> None:
     assert json.loads((out / "run.json").read_text())["method_options"] == {"replay_fraction": 0.25, "source": "auto"}
 
 
-@pytest.mark.parametrize(
-    ("method", "options", "message"),
-    [
-        ("replay", "replay_fraction: 1", "options.replay_fraction must be in [0, 1)"),
-        ("replay", "source: old", "options.source must be one of"),
-        ("l2sp", "lam: -1", "options.lam must be >= 0"),
-        ("rps", "stage2_loss: bco", "options.stage2_loss must be one of sft, dpo"),
-        ("eps", "dpo: {beta: 0}", "options.beta must be positive"),
-        ("eps", "dpo: {gamma: 1}", "unknown setting 'options.dpo.gamma'"),
-    ],
-)
-def test_invalid_new_method_options(tmp_path: Path, method: str, options: str, message: str) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(f"options:\n  {options}\n")
-    rejected(cli("run", "--method", method, "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "run")), message)
-    assert not (tmp_path / "run").exists()
-
-
 # ---------------------------------------------------------------- L2-SP
 
 

@@ -139,6 +139,7 @@ class PairTrainer(Trainer[OptionsT]):
 
     pairs: list[PreferencePair]
     held_out: list[PreferencePair]
+    held_out_batch: dict[str, torch.Tensor] | None = None
     samples_policy = True
 
     def make_pairs(
@@ -152,14 +153,15 @@ class PairTrainer(Trainer[OptionsT]):
         flags = held_out_flags(prompts)
         self.pairs = [p for p, held in zip(pairs, flags) if not held]
         self.held_out = [p for p, held in zip(pairs, flags) if held]
+        # encoded and placed once: every step scores the same held-out batch
+        self.held_out_batch = to_device(pair_batch(ctx.tokenizer, self.held_out), ctx.placement.device) if self.held_out else None
         save_pairs(pairs, saved_as, {**(extra or {}), "held_out": flags})
 
     def update(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, ctx: TrainContext) -> dict[str, float]:
         metrics = super().update(model, batch, optimizer, ctx)
-        if self.held_out:
+        if self.held_out_batch is not None:
             with torch.no_grad(), ctx.placement.autocast():
-                r_chosen, r_rejected = implicit_rewards(model, to_device(pair_batch(ctx.tokenizer, self.held_out), ctx.placement.device),
-                                                        self.options.beta)  # type: ignore[attr-defined]  # every pair method has β
+                r_chosen, r_rejected = implicit_rewards(model, self.held_out_batch, self.options.beta)  # type: ignore[attr-defined]  # every pair method has β
             metrics["heldout_margin"] = (r_chosen - r_rejected).mean().item()
             metrics["heldout_pair_accuracy"] = (r_chosen > r_rejected).float().mean().item()
         return metrics

@@ -8,7 +8,7 @@ arm's settings are written to OUT/arms/<arm>.yaml (on top of --config) and hande
 
 Resumable: a run whose run.json says every stage is done is skipped; any other is handed to
 `bench run` again, which resumes it in the same folder. Each process's output goes to
-OUT/logs/<method>-seed<seed>.log. The organism is built once, before the runs start, so parallel
+OUT/logs/<arm>-seed<seed>.log. The organism is built once, before the runs start, so parallel
 runs never build it side by side.
 """
 
@@ -98,8 +98,8 @@ def run_done(folder: Path) -> bool:
     return all(stages.get(stage, {}).get("done") for stage in STAGES)
 
 
-def run_name(method: str, seed: int) -> str:
-    return f"{method}-seed{seed}"
+def run_name(label: str, seed: int) -> str:
+    return f"{label}-seed{seed}"
 
 
 def run_command(label: str, method: str, seed: int, out: Path, preset: str, suite: str | None, config: Path | None) -> list[str]:
@@ -121,13 +121,12 @@ def run_all(arms: dict[str, dict[str, Any]], seeds: Sequence[int], out: Path, pr
     """Run (or resume, or skip) every arm × seed; arm → [(seed, folder)]. A failed run is a
     BenchError naming it and its log, after the others have finished."""
     (out / LOGS).mkdir(parents=True, exist_ok=True)
-    methods = list(arms)
     configs = {label: arm_config(label, settings, out, config) if set(settings) - {"method"} else config for label, settings in arms.items()}
-    pending = [(m, s) for m in methods for s in seeds if not run_done(out / run_name(m, s))]
-    for m in methods:
+    pending = [(a, s) for a in arms for s in seeds if not run_done(out / run_name(a, s))]
+    for a in arms:
         for s in seeds:
-            if (m, s) not in pending:
-                echo(f"{run_name(m, s)}: done, skipped")
+            if (a, s) not in pending:
+                echo(f"{run_name(a, s)}: done, skipped")
 
     def work(job: tuple[str, int]) -> tuple[str, int, int]:
         label, seed = job
@@ -148,9 +147,9 @@ def run_all(arms: dict[str, dict[str, Any]], seeds: Sequence[int], out: Path, pr
         log = out / LOGS / f"{run_name(method, seed)}.log"
         lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() if log.is_file() else []
         last = lines[-1] if lines else "no output"
-        raise BenchError(f"study: {len(failed)} of {len(methods) * len(seeds)} runs failed, e.g. {run_name(method, seed)} (exit {code}: {last}); "
+        raise BenchError(f"study: {len(failed)} of {len(arms) * len(seeds)} runs failed, e.g. {run_name(method, seed)} (exit {code}: {last}); "
                          f"see {log}; re-run the same command to resume")
-    return {m: [(s, out / run_name(m, s)) for s in seeds] for m in methods}
+    return {a: [(s, out / run_name(a, s)) for s in seeds] for a in arms}
 
 
 def study(methods_text: str | None, seeds_text: str, out: Path, preset: str, suite: str | None, config: Path | None, jobs: int,
