@@ -1,4 +1,4 @@
-"""The report's pictures, as PNG bytes: forgetting curves and gain vs forgetting."""
+"""The report's pictures, as PNG bytes: forgetting curves, gain vs forgetting, KL to start and the training objectives."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -157,4 +158,53 @@ def kl_curves(runs: Sequence[RunData]) -> bytes | None:
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     fig.tight_layout()
+    return png_bytes(fig)
+
+
+# The training log's columns worth a panel, in order, with what each measures. A method logs
+# only some of them; a panel appears when any run has the column.
+TRAINING_OBJECTIVES = (
+    ("loss", "training loss"),
+    ("reward_mean", "mean rollout reward (GRPO, PCR)"),
+    ("heldout_margin", "held-out reward margin (DPO, SPoT)"),
+    ("heldout_pair_accuracy", "held-out pair accuracy (DPO, SPoT)"),
+    ("kl", "KL(π‖π_ref) per token, k3 (GRPO, PCR)"),
+    ("conflict_rate", "gradient-conflict rate (PCR)"),
+)
+
+
+def smoothed(values: pd.Series, window: int) -> pd.Series:
+    """A centred rolling mean: per-step objectives are noisy (one rollout or batch each)."""
+    return values.rolling(window, min_periods=1, center=True).mean()
+
+
+def training_curves(runs: Sequence[RunData]) -> bytes | None:
+    """Each method's own objectives vs step from its training log: faint per step, bold smoothed
+    over 5% of the steps. None when no run has a training log."""
+    logs = [(index, run) for index, run in enumerate(runs) if run.train_log is not None and len(run.train_log)]
+    panels = [(column, title) for column, title in TRAINING_OBJECTIVES if any(column in run.train_log for _, run in logs)]  # type: ignore[operator]
+    if not panels:
+        return None
+    columns = min(len(panels), 3)
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(10.6, 2.8 * rows), squeeze=False)
+    for ax, (column, title) in zip(axes.flat, panels):
+        for index, run in logs:
+            log = run.train_log
+            assert log is not None
+            if column not in log:
+                continue
+            series = log[["step", column]].dropna()
+            ax.plot(series.step, series[column], color=run_colour(index), lw=0.6, alpha=0.25)
+            ax.plot(series.step, smoothed(series[column], max(1, len(series) // 20)), color=run_colour(index), lw=1.8)
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.25)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_xlabel("training step")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=run_colour(i), lw=1.8, label=run.label) for i, run in logs]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     return png_bytes(fig)

@@ -13,7 +13,7 @@ import pandas as pd
 from harness.evaluation.kl import read_kl
 from harness.evaluation.runs import check_same_items, families_in_order, per_item, read_scored_run, results_from_records, suite_summary
 from harness.evaluation.scoring import ALL
-from harness.store import AGGREGATES_FILE, ITEMS_FILE, MANIFEST, CheckpointRecord, RunStore, read_manifest
+from harness.store import AGGREGATES_FILE, ITEMS_FILE, MANIFEST, TRAIN_LOG_FILE, CheckpointRecord, RunStore, read_manifest
 
 
 def read_checkpoints(root: Path) -> tuple[CheckpointRecord, ...]:
@@ -31,6 +31,7 @@ class RunData:
     items: pd.DataFrame  # eval_items.parquet: prompts and expected answers
     checkpoints: tuple[CheckpointRecord, ...]  # empty when the manifest was deleted with the models
     kl: pd.DataFrame | None = None  # kl_to_start.parquet (step, kl, n); None for `bench eval` runs (no training data)
+    train_log: pd.DataFrame | None = None  # train_log.parquet: one row per training step; None for `bench eval` runs
 
     @property
     def steps(self) -> list[int]:
@@ -80,6 +81,12 @@ class RunData:
         return families_in_order(list(self.aggregates.family.unique()), list(self.family_descriptions))
 
 
+def read_train_log(root: Path) -> pd.DataFrame | None:
+    """The run's per-step training log (loss and the method's own objectives), if it trained here."""
+    path = root / TRAIN_LOG_FILE
+    return pd.read_parquet(path) if path.is_file() else None
+
+
 def display_name(family: str, slice_: str) -> str:
     return family if slice_ == ALL else f"{family} · {slice_}"
 
@@ -105,5 +112,5 @@ def load_runs(run_dirs: Sequence[Path]) -> list[RunData]:
     for (root, meta, records, aggregates, _), method in zip(loaded, methods):
         label = method if methods.count(method) == 1 else f"{method} ({root.name})"
         runs.append(RunData(root, label, meta, aggregates, per_item(records), pd.read_parquet(root / ITEMS_FILE), read_checkpoints(root),
-                            read_kl(root)))
+                            read_kl(root), read_train_log(root)))
     return runs

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness.store import REPORT_FILE, RunStore, write_atomic, write_json_atomic
-from reports.charts import forgetting_curves, gain_vs_forgetting, kl_curves
+from reports.charts import forgetting_curves, gain_vs_forgetting, kl_curves, training_curves
 from reports.data import RunData, display_name, load_runs
 from reports.flips import SHOWN_PER_DIRECTION, flips_html
 from reports.tables import change_table, results_table_html, summary_table_html
@@ -141,6 +141,19 @@ def kl_html(runs: Sequence[RunData]) -> str:
             f"tracks it.{note}</p>{figure}")
 
 
+def training_html(runs: Sequence[RunData]) -> str:
+    """Each method's own objectives per step (GRPO's reward, DPO's held-out margin, ...): whether
+    the trainer optimised what it optimises, beside what the evaluation sets say it learned."""
+    png = training_curves(runs)
+    if png is None:
+        return ("<h2 id=training>Training objectives</h2><p class=note>No training log: these runs were scored with "
+                "<code>bench eval</code>, not trained here.</p>")
+    return ("<h2 id=training>Training objectives</h2><p class=note>What each trainer optimises, per step, from <code>train_log.parquet</code>: "
+            "faint, every step; bold, a rolling mean over 5% of the steps. The rollout reward is measured on the policy's own samples "
+            "(at the trainer's temperature), the held-out margin on preference pairs the trainer never trained on.</p>"
+            f"<figure>{_image(png, 'training objectives vs step, one line per run')}</figure>")
+
+
 def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_png: bytes) -> str:
     first = runs[0]
     n_items = sum(spec["n"] for spec in first.meta["eval_sets"].values())
@@ -154,7 +167,7 @@ def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_pn
 <body><main>
 <h1>plasticity-bench report</h1>
 <p class=sub>suite <b>{html.escape(first.meta["suite"])}</b> · {n_items:,} evaluation items · {len(runs)} run{"s" if len(runs) > 1 else ""}: {methods}</p>
-<nav><a href="#summary">Summary</a><a href="#curves">Forgetting curves</a><a href="#tradeoff">Gain vs forgetting</a><a href="#kl">KL to start</a><a href="#families">By family</a><a href="#items">Flipped items</a><a href="#provenance">Provenance</a></nav>
+<nav><a href="#summary">Summary</a><a href="#curves">Forgetting curves</a><a href="#tradeoff">Gain vs forgetting</a><a href="#kl">KL to start</a><a href="#training">Training</a><a href="#families">By family</a><a href="#items">Flipped items</a><a href="#provenance">Provenance</a></nav>
 <dl class=families>{families}</dl>
 
 <h2 id=summary>Summary</h2>
@@ -174,6 +187,7 @@ method changed training stage.{" The in-domain family is split into its slices b
 Pareto-optimal checkpoints (no other checkpoint of the same run is better on both axes).</figcaption></figure>
 
 {kl_html(runs)}
+{training_html(runs)}
 <h2 id=families>By family</h2>
 <p class=note>Start = step {first.start_step}; final = each run's last checkpoint; best = highest score at any checkpoint. Change = final − start with the
 paired 95% interval (Agresti–Min, using the items that flipped); lost / gained = items right → wrong / wrong → right. The bar draws the interval, the dot the change.</p>

@@ -90,6 +90,11 @@ class ChainSum(Task):
     def rectify(self, item: Item, output: str) -> str | None:
         return rectify_steps(item.meta["expression"], output)
 
+    def check_work(self, item: Item, output: str) -> bool:
+        """Every step and the final answer as the reference computes them (whitespace aside): the
+        right answer from wrong steps is a lucky guess (single-digit chains have few answers)."""
+        return re.sub(r"\s+", "", output) == item.target
+
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         scorer = reasoning_gym.create_dataset("chain_sum", size=1, seed=0)
         scores = []

@@ -64,6 +64,11 @@ class Task(ABC):
         """A minimal correction of a wrong output (SPoT's oracle), or None if the task has no oracle."""
         return None
 
+    def check_work(self, item: Item, output: str) -> bool | None:
+        """Whether the output's whole worked solution is right, not only its final answer (a
+        process verifier, used for training rewards); None when the task cannot tell."""
+        return None
+
     def items(self, level: str, n: int, seed: int, exclude: frozenset[str] = frozenset()) -> list[Item]:
         """n distinct items at `level`, deterministic in `seed`, none of whose prompts is in `exclude`."""
         if level not in self.levels:

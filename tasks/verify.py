@@ -1,5 +1,5 @@
 """What the RL and preference trainers ask of a training item, whatever made it: a verified
-reward for an output, an oracle's correction (SPoT), and a token budget for sampling.
+reward for an output (the whole worked solution checked where the task can), an oracle's correction (SPoT), and a token budget for sampling.
 
 Items of a generator task ask their task (the micro suite); items of a suite's data files ask the
 scorer the suite names for that training set (`item.meta["scorer"]`), and the oracle is the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from harness.core.errors import BenchError
 from harness.core.items import Item
 from tasks.base import TASKS, Score, get_task
 from tasks.scorers import get_scorer
@@ -34,6 +35,30 @@ def reward_scores(items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         for i, score in zip(indices, get_scorer(name).score_generations([items[i] for i in indices], [outputs[i] for i in indices])):
             scores[i] = score
     return [s for s in scores if s is not None]
+
+
+REWARD_KINDS = ("verified", "answer")  # the trainers' `reward` option
+
+
+def check_reward_kind(kind: str) -> None:
+    if kind not in REWARD_KINDS:
+        raise BenchError(f"options.reward must be one of {', '.join(REWARD_KINDS)}, got {kind!r}")
+
+
+def rewards(items: Sequence[Item], outputs: Sequence[str], kind: str = "verified") -> list[float]:
+    """R(x, y) ∈ [0, 1] for the RL and preference trainers: the verifier's score, except that with
+    kind "verified", for a task that can check the worked solution (`Task.check_work`), R = 1 when
+    the final answer and every step are right and 0 otherwise ("answer": the score alone). On the
+    organism an answer-only reward is a weak verifier: 43 % of the right final answers its starting
+    model samples at T = 1 (32 % of its greedy ones) come from wrong steps, and rewarding those
+    taught GRPO wrong arithmetic (BENCHMARKS §12)."""
+    check_reward_kind(kind)
+    values = []
+    for item, output, score in zip(items, outputs, reward_scores(items, outputs)):
+        checkable = kind == "verified" and item.task in TASKS and scorer_name(item) == "task"
+        work = get_task(item.task).check_work(item, output) if checkable else None
+        values.append(score.score if work is None else float(score.correct and work))
+    return values
 
 
 def rectify(item: Item, output: str) -> str | None:

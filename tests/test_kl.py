@@ -72,3 +72,15 @@ def test_report_notes_runs_without_kl() -> None:
     assert "Not computed for eval" in page and "<img" not in page
     with_kl = kl_html([SimpleNamespace(label="sft", kl=pd.DataFrame({"step": [0, 2], "kl": [0.0, 0.5], "n": [4, 4]}))])  # type: ignore[list-item]
     assert "<img" in with_kl and "Not computed" not in with_kl
+
+
+def test_report_notes_runs_without_a_training_log() -> None:
+    """`bench eval` runs were not trained here: the training section says so instead of drawing an empty chart."""
+    from types import SimpleNamespace
+
+    from reports.html import training_html
+
+    assert "No training log" in training_html([SimpleNamespace(label="eval", train_log=None)])  # type: ignore[list-item]
+    log = pd.DataFrame({"step": [1, 2, 3], "loss": [0.9, 0.7, 0.6], "reward_mean": [0.1, 0.2, 0.3]})
+    page = training_html([SimpleNamespace(label="grpo", train_log=log)])  # type: ignore[list-item]
+    assert "<img" in page and "No training log" not in page

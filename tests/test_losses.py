@@ -194,10 +194,33 @@ def test_dpo_pairs_per_prompt_pairs_each_wrong_sample_with_the_right_ones_in_tur
     item = Item("i", "math", "chain_sum", "hard", "calc 1+1\n", "1+1=2#2", "2", {})
     samples = ["w1", "r1", "w2", "w3", "r2", "w4", "w5", "w6"]
     monkeypatch.setattr(dpo, "sample", lambda *args: [samples])
-    monkeypatch.setattr(dpo, "rewards", lambda items, completions: [1.0 if c.startswith("r") else 0.0 for c in completions])
+    monkeypatch.setattr(dpo, "rewards", lambda items, completions, kind: [1.0 if c.startswith("r") else 0.0 for c in completions])
     monkeypatch.setattr(dpo, "max_new_tokens", lambda item: 8)
     ctx = TrainContext(build_tokenizer(), LoopConfig(4, 0.05, 0.0, 0.0, 1.0, 0, 0))
     _, chosen, rejected = dpo.sampled_pairs(None, ctx, [item], DPOOptions(pairs_per_prompt=4), "dpo")  # type: ignore[arg-type]
     assert list(zip(chosen, rejected)) == [("r1", "w1"), ("r2", "w2"), ("r1", "w3"), ("r2", "w4")]
     _, chosen, rejected = dpo.sampled_pairs(None, ctx, [item], DPOOptions(pairs_per_prompt=1), "dpo")  # type: ignore[arg-type]
     assert list(zip(chosen, rejected)) == [("r1", "w1")]
+
+
+@pytest.mark.parametrize(("chosen", "rejected", "cut"), [
+    ("7-4=3;3-7=-4;-4+0=-4#-4", "7-4=2;2-7=-5;-5+0=-6#-6", ("7-4=3;", "7-4=2;")),  # wrong at step 1: its sound-looking rest is dropped
+    ("7-4=3;3-7=-4;-4+0=-4#-4", "7-4=3;3-7=-4;-4+0=-3#-3", ("7-4=3;3-7=-4;-4+0=-4#-4", "7-4=3;3-7=-4;-4+0=-3#-3")),  # last step: whole
+    ("7-4=3;3-7=-4#-4", "7-4=3#3", ("7-4=3;", "7-4=3#3")),  # the wrong one stopped early: it stays whole, the right one is cut
+    ("x = 1\ny = 2\nanswer 3\n", "x = 1\ny = 5\nanswer 6\n", ("x = 1\ny = 2\n", "x = 1\ny = 5\n")),  # a real model's lines
+])
+def test_first_step_pairs_end_after_the_first_step_that_differs(chosen: str, rejected: str, cut: tuple[str, str]) -> None:
+    from trainers.dpo import through_first_differing_step
+
+    assert through_first_differing_step(chosen, rejected) == cut
+
+
+def test_a_cut_completion_is_encoded_without_eos() -> None:
+    from trainers.policy import PreferencePair, pair_batch
+
+    tokenizer = build_tokenizer()
+    batch = pair_batch(tokenizer, [PreferencePair("calc 1+1\n", "1+1=2;", "1+1=3;", chosen_whole=False, rejected_whole=False),
+                                   PreferencePair("calc 1+1\n", "1+1=2#2", "1+1=3#3")])
+    chosen_labels = [[t for t in row if t != -100] for row in batch["chosen_labels"].tolist()]
+    assert chosen_labels[0][-1] != tokenizer.eos_token_id and chosen_labels[1][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(chosen_labels[0]) == "1+1=2;"

@@ -21,15 +21,24 @@ METHOD_METRICS = {
 }
 
 
+# The smoke organism (10 pre-training steps) never writes a whole chain right, so DPO finds pairs
+# only when a right final answer counts (`reward: answer`; the default also checks every step).
+SMOKE_DPO = "options: {reward: answer}\n"
+
+
 @pytest.mark.parametrize("method", sorted(METHOD_METRICS))
 def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
     out = tmp_path / method
-    done = bench("run", "--method", method, "--preset", "smoke", "--out", str(out), "-q")
+    config = tmp_path / "c.yaml"
+    config.write_text(SMOKE_DPO if method == "dpo" else "{}\n")
+    done = bench("run", "--method", method, "--preset", "smoke", "-c", str(config), "--out", str(out), "-q")
     assert done.returncode == 0, done.stderr
     assert [r.step for r in read_manifest(out / "checkpoints")] == [0, 2, 4]
     log = pd.read_parquet(out / "train_log.parquet")
     assert list(log.step) == [1, 2, 3, 4] and METHOD_METRICS[method] <= set(log.columns)
     assert log.loss.notna().all()
+    report = (out / "report.html").read_text()  # the method's own objectives are charted in its report
+    assert "id=training>Training objectives" in report and "alt='training objectives vs step" in report
     assert len(pd.read_parquet(out / "records.parquet")) == 3 * len(pd.read_parquet(out / "eval_items.parquet"))
     meta = json.loads((out / "run.json").read_text())
     assert meta["method_options"], "the method's hyperparameters are recorded"
@@ -67,6 +76,9 @@ def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
         ("dpo", "bogus: 1", "unknown setting 'options.bogus'"),
         ("dpo", "pairs_per_prompt: 0", "options.pair_prompts, options.pairs_per_prompt and options.temperature must be positive"),
         ("dpo", "nll_weight: -1", "options.nll_weight must be >= 0"),
+        ("dpo", "pairs: steps", "options.pairs must be one of full, first_step"),
+        ("dpo", "reward: steps", "options.reward must be one of verified, answer"),
+        ("pcr", "reward: partial", "options.reward must be one of verified, answer"),
         ("spot", "nll_weight: -0.5", "options.nll_weight must be >= 0"),
         ("sft", "beta: 0.1", "method sft takes no options"),
         ("replay", "replay_fraction: 1", "options.replay_fraction must be in [0, 1)"),
@@ -91,3 +103,27 @@ def test_empty_rectified_set_is_a_clear_error(bench, tmp_path: Path) -> None:
     out = tmp_path / "run"
     rejected(bench("run", "--method", "spot", "--preset", "smoke", "--config", str(config), "--out", str(out), "-q"), "empty rectified set")
     assert not out.exists()
+
+
+def test_dpo_first_step_pairs_end_to_end(bench, tmp_path: Path) -> None:
+    """`pairs: full` (plain DPO) samples whole pairs; `first_step` cuts each after the first step
+    where the two differ, saves which completions were cut, and trains on them."""
+    config = tmp_path / "c.yaml"
+    config.write_text("options: {pairs: full, reward: answer}\n")
+    full = bench("run", "--method", "dpo", "--preset", "smoke", "-c", str(config), "--out", str(tmp_path / "full"), "-q")
+    assert full.returncode == 0, full.stderr[-3000:]
+    config.write_text("options: {pairs: first_step, reward: answer}\n")
+    out = tmp_path / "step"
+    done = bench("run", "--method", "dpo", "--preset", "smoke", "-c", str(config), "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["method_options"]["pairs"] == "first_step"
+    whole = pd.read_parquet(tmp_path / "full" / "preference_pairs.parquet")
+    cut = pd.read_parquet(out / "preference_pairs.parquet")
+    assert whole.chosen_whole.all() and whole.rejected_whole.all()
+    assert len(cut) <= len(whole) and not cut.duplicated(["prompt", "chosen", "rejected"]).any()
+    for pair in cut.itertuples():  # a cut completion ends at a step boundary; each pair differs
+        assert pair.chosen != pair.rejected
+        for text, is_whole in ((pair.chosen, pair.chosen_whole), (pair.rejected, pair.rejected_whole)):
+            assert is_whole or text.endswith((";", "\n"))
+    assert pd.read_parquet(out / "train_log.parquet").loss.notna().all()
+

@@ -28,9 +28,9 @@ from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 
 STEP_INTERVAL = 2  # the smoke preset's checkpoint_every
-# GRPO with checkpoints every 3 steps: each rollout serves 2 updates, so checkpoint 3 falls between
+# GRPO with checkpoints every 3 steps and each rollout serving 2 updates: checkpoint 3 falls between
 # the two updates of rollout 1 and resuming needs the saved rollout itself.
-MID_ROLLOUT = "steps: 6\ncheckpoint_every: 3\n"
+MID_ROLLOUT = "steps: 6\ncheckpoint_every: 3\noptions: {updates_per_rollout: 2}\n"
 # long enough (≈ 5 ms a step) to send a signal from outside while training runs
 LONG = "steps: 600\ncheckpoint_every: 150\n"
 

@@ -115,7 +115,7 @@ def test_cli_run_with_vllm_rollouts_uses_one_engine(bench, vllm_smoke_config: Pa
     meta = json.loads((out / "run.json").read_text())
     assert meta["rollout_backend"] == "vllm" and meta["config"]["rollout_backend"] == "vllm"
     assert meta["engines_started"] == 1
-    expected_rollouts = 2 if method == "grpo" else 1  # smoke: 4 steps, 2 updates per GRPO rollout
+    expected_rollouts = 4 if method == "grpo" else 1  # smoke: 4 steps, one update per GRPO rollout
     assert meta["rollouts"]["backend"] == "vllm" and meta["rollouts"]["rollouts"] == expected_rollouts
     assert not (out / POLICY_FOLDER).exists()
     log = pd.read_parquet(out / "train_log.parquet")

@@ -99,3 +99,19 @@ def test_bad_foundation_entries_are_clear_errors(tmp_path: Path, entry: str, mes
     path.write_text(text.split("\nfoundation:")[0] + f"\nfoundation: [{entry}]\n")
     with pytest.raises(BenchError, match=re.escape(message)):
         load_suite(str(path))
+
+
+def test_training_reward_checks_the_worked_steps_where_the_task_can() -> None:
+    """The eval scorer grades the final answer; the RL/preference reward also needs every step
+    right (chain_sum can check them), so a lucky answer from wrong steps earns nothing."""
+    from tasks.verify import reward_scores, rewards
+
+    item = get_task("chain_sum").items("hard", 1, seed=3)[0]
+    steps = item.target.split("#")[0].split(";")
+    wrong_first = re.sub(r"=(-?\d+)$", lambda m: f"={int(m.group(1)) + 1}", steps[0])  # 1 off in step 1, the rest as given
+    lucky = ";".join([wrong_first, *steps[1:]]) + f"#{item.answer}"
+    outputs = [item.target, lucky, f"{item.target.split('#')[0]}#{int(item.answer) + 1}", " " + item.target.replace(";", "; ")]
+    assert [s.correct for s in reward_scores([item] * 4, outputs)] == [True, True, False, True]  # the scorer sees answers only
+    assert rewards([item] * 4, outputs) == [1.0, 0.0, 0.0, 1.0]  # whitespace aside, the work must be right
+    other = get_task("reverse").items("easy", 1, seed=3)[0]  # no work to check: the reward is the scorer's score
+    assert rewards([other, other], [other.target, "zz"]) == [s.score for s in reward_scores([other, other], [other.target, "zz"])]

@@ -207,10 +207,11 @@ def two_stage(data: TrainingData, settings: MethodSettings, stage2_lr: float) ->
 # ---------------------------------------------------------------- encoding and batching
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, item: Item) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for prompt + target + EOS; prompt positions are masked (-100)."""
+def encode(tokenizer: PreTrainedTokenizerBase, item: Item, eos: bool = True) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for prompt + target + EOS (no EOS for a target that is only the start of
+    a completion); prompt positions are masked (-100)."""
     prompt_ids = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(item.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    target_ids = tokenizer(item.target, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if eos else [])
     return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
 
 

@@ -17,13 +17,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.backends.base import SamplingParams
 from tasks.base import Item
-from tasks.verify import reward_scores
 from trainers.common import MethodSettings, OptionsT, Stage, TrainContext, Trainer, TrainingData, collate, encode, to_device
 
 
-def encode_completions(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, torch.Tensor]:
-    """A right-padded batch of prompt+completion+EOS with the prompt and padding masked in labels."""
-    rows = [encode(tokenizer, Item("", "", "", "", prompt, completion, "")) for prompt, completion in zip(prompts, completions)]
+def encode_completions(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str], whole: Sequence[bool] | None = None
+) -> dict[str, torch.Tensor]:
+    """A right-padded batch of prompt+completion+EOS with the prompt and padding masked in labels;
+    a completion marked not `whole` is a prefix (cut at a step) and gets no EOS."""
+    ends = whole if whole is not None else [True] * len(completions)
+    rows = [encode(tokenizer, Item("", "", "", "", prompt, completion, ""), eos) for prompt, completion, eos in zip(prompts, completions, ends)]
     return collate(rows, tokenizer.pad_token_id)
 
 
@@ -46,12 +49,14 @@ def sequence_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) ->
 
 @torch.no_grad()
 def reference_logprobs(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64,
+    whole: Sequence[bool] | None = None,
 ) -> list[float]:
     """log π(y|x) under a frozen model, computed once (so π_ref need not stay in memory)."""
     values: list[float] = []
     for start in range(0, len(prompts), batch_size):
-        batch = encode_completions(tokenizer, prompts[start : start + batch_size], completions[start : start + batch_size])
+        part = slice(start, start + batch_size)
+        batch = encode_completions(tokenizer, prompts[part], completions[part], None if whole is None else whole[part])
         values += sequence_logprobs(model, batch).tolist()
     return values
 
@@ -63,11 +68,6 @@ def sample(model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], n:
     return ctx.sampler.sample(model, ctx.tokenizer, prompts, SamplingParams(max_new_tokens, temperature=temperature, n=n, seed=seed))
 
 
-def rewards(items: Sequence[Item], completions: Sequence[str]) -> list[float]:
-    """R(x, y) from each item's own verifier (tasks/verify.py): the score in [0, 1] (1 = verified correct)."""
-    return [score.score for score in reward_scores(items, completions)]
-
-
 @dataclass(frozen=True)
 class PreferencePair:
     """(x, y⁺, y⁻) with log π_ref of both completions precomputed."""
@@ -77,12 +77,14 @@ class PreferencePair:
     rejected: str
     ref_chosen: float = 0.0
     ref_rejected: float = 0.0
+    chosen_whole: bool = True  # False: the completion is cut at a step (DPO's first_step pairs) and has no EOS
+    rejected_whole: bool = True
 
 
 def pair_batch(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair]) -> dict[str, torch.Tensor]:
     prompts = [p.prompt for p in pairs]
-    chosen = encode_completions(tokenizer, prompts, [p.chosen for p in pairs])
-    rejected = encode_completions(tokenizer, prompts, [p.rejected for p in pairs])
+    chosen = encode_completions(tokenizer, prompts, [p.chosen for p in pairs], [p.chosen_whole for p in pairs])
+    rejected = encode_completions(tokenizer, prompts, [p.rejected for p in pairs], [p.rejected_whole for p in pairs])
     return {
         **{f"chosen_{k}": v for k, v in chosen.items()},
         **{f"rejected_{k}": v for k, v in rejected.items()},
@@ -145,11 +147,16 @@ class PairTrainer(Trainer[OptionsT]):
     def make_pairs(
         self, model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
         saved_as: Path | None, extra: dict[str, Sequence] | None = None,
+        whole: tuple[Sequence[bool], Sequence[bool]] | None = None,
     ) -> None:
-        """Build the pairs with π_ref's log-probs, split off the held-out ones, save all of them (column `held_out`)."""
-        ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen)
-        ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected)
-        pairs = [PreferencePair(*fields) for fields in zip(prompts, chosen, rejected, ref_chosen, ref_rejected)]
+        """Build the pairs with π_ref's log-probs, split off the held-out ones, save all of them (column `held_out`).
+        `whole`: (chosen's, rejected's) flags, whether each completion is whole (EOS-terminated)
+        rather than cut at a step; default: all whole."""
+        chosen_whole, rejected_whole = whole if whole is not None else ([True] * len(prompts), [True] * len(prompts))
+        ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen, whole=chosen_whole)
+        ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected, whole=rejected_whole)
+        fields = zip(prompts, chosen, rejected, ref_chosen, ref_rejected, chosen_whole, rejected_whole)
+        pairs = [PreferencePair(*values) for values in fields]
         flags = held_out_flags(prompts)
         self.pairs = [p for p, held in zip(pairs, flags) if not held]
         self.held_out = [p for p, held in zip(pairs, flags) if held]

@@ -40,10 +40,10 @@ from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
 from tasks.base import Item
-from tasks.verify import max_new_tokens
+from tasks.verify import max_new_tokens, rewards
 from tasks.verify import rectify as oracle
 from trainers.common import TRAINERS, TrainContext, TrainingData
-from trainers.policy import PairTrainer, implicit_rewards_and_nll, rewards, sample
+from trainers.policy import PairTrainer, implicit_rewards_and_nll, sample
 
 PAIRS_FILE = "rectified_pairs.parquet"
 LOSSES = ("bco", "bce")

@@ -22,7 +22,7 @@ PRESET_HELP = "default (the embedded organism, minutes on a CPU) or smoke (a few
 
 @app.command()
 def run(
-    method: str = typer.Option("rps", "--method", "-m", help="post-training method (see `bench methods`)"),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="post-training method (see `bench methods`) [default: the config file's, else rps]"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder [default: runs/<method>-seed<seed>]"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings (see README)"),
     preset: str = typer.Option("default", help=PRESET_HELP),
