@@ -17,6 +17,7 @@ the claims (harness/evaluation/claims.py) with their verdicts. Writes study.html
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from harness.evaluation.claims import Claim, evaluate_claims, mean_and_stderr
 from harness.evaluation.scoring import ALL
 from harness.store import write_atomic, write_json_atomic
-from reports.charts import png_bytes, run_colour
+from reports.charts import png_bytes, run_colour, training_curves
 from reports.data import RunData, display_name, load_runs
 from reports.html import STYLE, _image
 from reports.tables import change_table, final_kl, gain_and_forgetting
@@ -156,7 +157,7 @@ def _interval(test: Mapping[str, Any]) -> str:
     return f"{test['difference']:+.2f} [{test['low']:+.2f}, {test['high']:+.2f}]"
 
 
-def study_html(data: Mapping[str, Any], curves_png: bytes) -> str:
+def study_html(data: Mapping[str, Any], curves_png: bytes, training_png: bytes | None = None) -> str:
     families = data["held_out_families"]
     head = ("<tr><th>method</th><th>seeds</th><th>target gain</th><th>seeds gaining (95%)</th><th>same-skill change</th><th>held-out change (mean)</th>"
             + "".join(f"<th>{html.escape(f)} change</th>" for f in families) + "<th>KL to start</th><th>target roughness</th></tr>")
@@ -193,6 +194,7 @@ KL(π₀‖π) at the final checkpoint (nats per sequence). Target roughness: RM
 <h2 id=curves>Curves</h2>
 <figure>{_image(curves_png, "accuracy vs step per method, mean across seeds with standard-error bands")}
 <figcaption>Mean across seeds at each checkpoint; band: ±1 standard error across seeds.</figcaption></figure>
+{training_section(training_png)}
 <h2 id=claims>Claims</h2>
 <p class=note>Each test: difference of the two methods' means across seeds (a − b, or a − 0) with its 95% Welch interval. Supported: the
 interval lies wholly on the claimed side of 0; contradicted: wholly on the other; inconclusive: otherwise (or fewer than 2 seeds). A claim
@@ -202,10 +204,23 @@ is supported when all its tests are, contradicted when any is.</p>
 """
 
 
+def training_section(png: bytes | None) -> str:
+    if png is None:
+        return ""
+    return ("<h2 id=training>Training objectives</h2><p class=note>Each method's own objective per step, from its first seed's "
+            "<code>train_log.parquet</code> (faint: every step; bold: rolling mean over 5% of the steps).</p>"
+            f"<figure>{_image(png, 'training objectives vs step, one line per method (first seed)')}</figure>")
+
+
+def first_seed_runs(by_method: Mapping[str, Sequence[RunData]]) -> list[RunData]:
+    """One run per method or arm (its first seed), labelled by the method or arm."""
+    return [dataclasses.replace(runs[0], label=method) for method, runs in by_method.items() if runs]
+
+
 def write_study(out: Path, run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Sequence[Claim]) -> tuple[Path, Path]:
     """study.html and study.json in `out`."""
     data, by_method = study_data(run_dirs, claims)
-    page = study_html(data, seed_band_curves(by_method))
+    page = study_html(data, seed_band_curves(by_method), training_curves(first_seed_runs(by_method)))
     write_json_atomic(out / STUDY_JSON, data)
     write_atomic(out / STUDY_HTML, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out / STUDY_HTML, out / STUDY_JSON

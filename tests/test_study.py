@@ -132,6 +132,7 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
     data = json.loads((out / "study.json").read_text())
     page = (out / "study.html").read_text()
     assert "<img" in page and "id=claims" in page
+    assert "alt='training objectives vs step, one line per method (first seed)'" in page  # each arm's own objective, charted
     for method in ("sft", "rps-half"):
         entry = data["methods"][method]
         assert [r["seed"] for r in entry["runs"]] == [0, 1]

@@ -19,10 +19,12 @@ its ≈ 250 pairs (pair accuracy 1.00, held-out margin falling below 0) and lost
 math. More pairs (1024 prompts, up to 4 pairs each) and η = 3e-5 make the held-out margin grow
 (0.05 → 0.24), but greedy hard-math accuracy still falls (−5.5); no setting tried gained on the
 target, with or without an NLL term (nll_weight 1: −1.5 at 3e-5, −3.5 at 3e-4). The default stays
-plain DPO at the least harmful η. Session 5 (BENCHMARKS §12) tried verified pairs (−9.5), β = 1
-(−7.0; with NLL −2.0), NLL at 1e-4 (−3.0) and first-step pairs (−16.5 at 1e-4): in every run the
-chosen answers' own NLL rises while the margin grows (likelihood displacement, Razin et al. 2024,
-worst when y⁺ and y⁻ are nearly the same text, as one-digit-apart chains are).
+plain DPO at the least harmful η. Session 5 (BENCHMARKS §12.4) tried verified pairs (−9.5), β = 1
+(−7.0; with NLL −2.0), NLL at 1e-4 (−3.0) and first-step pairs (−14.0 at 3e-5, −16.5 at 1e-4).
+Plain DPO lowers the chosen answers' own likelihood while the margin grows (likelihood
+displacement, Razin et al. 2024: worst when y⁺ and y⁻ are nearly the same text, as chains one
+digit apart are, and first-step pairs are even closer); with the NLL term the chosen answers are
+learned, yet easy math still falls 11–25 points.
 """
 
 from __future__ import annotations
@@ -108,6 +110,18 @@ def through_first_differing_step(chosen: str, rejected: str) -> tuple[str, str]:
     return through_step(chosen), through_step(rejected)
 
 
+def first_step_pairs(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]
+                     ) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
+    """The pairs cut through their first differing step, once each (samples that err alike cut
+    to the same pair), with (chosen's, rejected's) flags: whether each completion was left whole."""
+    unique: dict[tuple[str, str, str], tuple[bool, bool]] = {}
+    for prompt, y_plus, y_minus in zip(prompts, chosen, rejected):
+        cut_plus, cut_minus = through_first_differing_step(y_plus, y_minus)
+        unique.setdefault((prompt, cut_plus, cut_minus), (cut_plus == y_plus, cut_minus == y_minus))
+    keys, flags = list(unique), list(unique.values())
+    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], ([f[0] for f in flags], [f[1] for f in flags])
+
+
 def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """L = −log σ(r⁺ − r⁻), averaged over the batch."""
     return -F.logsigmoid(r_chosen - r_rejected).mean()
@@ -122,10 +136,7 @@ class DPO(PairTrainer[DPOOptions]):
         prompts, chosen, rejected = sampled_pairs(model, ctx, data.hard, self.options, "dpo")
         whole = None
         if self.options.pairs == "first_step":
-            cut = [(p, *through_first_differing_step(c, r), c, r) for p, c, r in zip(prompts, chosen, rejected)]
-            unique = list({(p, c, r): (p, c, r, c == full_c, r == full_r) for p, c, r, full_c, full_r in cut}.values())  # samples that err alike give one pair
-            prompts, chosen, rejected = [u[0] for u in unique], [u[1] for u in unique], [u[2] for u in unique]
-            whole = ([u[3] for u in unique], [u[4] for u in unique])
+            prompts, chosen, rejected, whole = first_step_pairs(prompts, chosen, rejected)
         self.make_pairs(model, ctx, prompts, chosen, rejected, ctx.run_dir and ctx.run_dir / PAIRS_FILE, whole=whole)
 
     def loss(self, model, batch):

@@ -115,7 +115,7 @@ class PCR(GRPO[PCROptions]):
             group_metrics.append(terms)
             plasticity.add(torch.autograd.grad(pla, params, retain_graph=True, allow_unused=True))
             stability.add(torch.autograd.grad(sta, params, allow_unused=True))
-            total_loss += float(pla + sta)
+            total_loss += (pla + sta).item()
         index = {id(p): i for i, p in enumerate(params)}
         combined = {i: plasticity.mean(i) + stability.mean(i) for i in range(len(params))}
         cosines, alphas = [], []
