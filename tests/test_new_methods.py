@@ -230,7 +230,8 @@ def test_wise_ft_bad_input(sft_lora: Path, tmp_path: Path, args: list[str], mess
 
 def test_rps_with_a_dpo_stage_two(bench, tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("options: {stage2_loss: dpo}\n")
+    # the smoke organism never writes a whole chain right: pairs need a right final answer only
+    config.write_text("options: {stage2_loss: dpo, dpo: {reward: answer, pairs: first_step}}\n")
     out = tmp_path / "rps-dpo"
     done = bench("run", "--method", "rps", "--preset", "smoke", "--config", str(config), "--out", str(out), "-q")
     assert done.returncode == 0, done.stderr
@@ -240,8 +241,11 @@ def test_rps_with_a_dpo_stage_two(bench, tmp_path: Path) -> None:
     assert easy.reward_margin.isna().all() and hard.reward_margin.notna().all()  # SFT, then DPO
     assert hard.lr.iloc[0] == pytest.approx(1e-4)  # 0.1·η
     assert hard.loss.iloc[0] == pytest.approx(0.6931, abs=0.01)  # −log σ(0) at the first DPO step: θ₁ ≈ θ₀ = π_ref on the tiny run
-    assert len(pd.read_parquet(out / "preference_pairs.parquet")) > 0
-    assert json.loads((out / "run.json").read_text())["method_options"]["stage2_loss"] == "dpo"
+    pairs = pd.read_parquet(out / "preference_pairs.parquet")
+    assert len(pairs) > 0 and {"chosen_whole", "rejected_whole"} <= set(pairs.columns)  # options.dpo's first_step pairs
+    assert not pairs.duplicated(["prompt", "chosen", "rejected"]).any()
+    options = json.loads((out / "run.json").read_text())["method_options"]
+    assert options["stage2_loss"] == "dpo" and options["dpo"]["pairs"] == "first_step"
 
 
 def test_lora_left_unset_keeps_old_fingerprints() -> None:

@@ -221,6 +221,7 @@ def check_page(browser: Chromium, page: Path, runs: Sequence[Path], screenshot: 
     browser.screenshot(screenshot)
     assert browser.errors() == []
     charts = 2 + any((Path(run) / "kl_to_start.parquet").is_file() for run in runs)  # the KL-to-start chart when a run has it
+    charts += any((Path(run) / "train_log.parquet").is_file() for run in runs)  # and the training objectives when one was trained here
     assert len(facts["images"]) == charts and all(i["complete"] and i["width"] > 600 and i["height"] > 300 and i["inline"] for i in facts["images"])
     assert facts["external"] == [] and facts["fetched"] == []  # self-contained: nothing to fetch
     assert facts["overflow"] <= 0, "the page is wider than the window"

@@ -122,6 +122,16 @@ def first_step_pairs(prompts: Sequence[str], chosen: Sequence[str], rejected: Se
     return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], ([f[0] for f in flags], [f[1] for f in flags])
 
 
+def dpo_pairs(model: PreTrainedModel, ctx: TrainContext, hard: Sequence[Item], options: DPOOptions, method: str
+              ) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
+    """The pairs `options` ask for (DPO's, and RPS/EPS's DPO stage): sampled, then cut with
+    `pairs: first_step`; with (chosen's, rejected's) flags of which completions are whole."""
+    prompts, chosen, rejected = sampled_pairs(model, ctx, hard, options, method)
+    if options.pairs == "first_step":
+        return first_step_pairs(prompts, chosen, rejected)
+    return prompts, chosen, rejected, ([True] * len(prompts), [True] * len(prompts))
+
+
 def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """L = −log σ(r⁺ − r⁻), averaged over the batch."""
     return -F.logsigmoid(r_chosen - r_rejected).mean()
@@ -133,10 +143,7 @@ class DPO(PairTrainer[DPOOptions]):
     default_lr = 3e-5
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
-        prompts, chosen, rejected = sampled_pairs(model, ctx, data.hard, self.options, "dpo")
-        whole = None
-        if self.options.pairs == "first_step":
-            prompts, chosen, rejected, whole = first_step_pairs(prompts, chosen, rejected)
+        prompts, chosen, rejected, whole = dpo_pairs(model, ctx, data.hard, self.options, "dpo")
         self.make_pairs(model, ctx, prompts, chosen, rejected, ctx.run_dir and ctx.run_dir / PAIRS_FILE, whole=whole)
 
     def loss(self, model, batch):

@@ -6,9 +6,10 @@
 The stage structure, not the loss, is the method (the author used DPO+LoRA on Qwen3-8B). The
 stage-2 loss L₂ is options.stage2_loss:
   sft (default)  −(1/|y|) Σ_t log π_θ(y_t | x, y_<t) on the hard set;
-  dpo            −log σ(r(x,y⁺) − r(x,y⁻)), r = β·[log π_θ(y|x) − log π_ref(y|x)] (trainers/dpo.py),
-                 on pairs of hard prompts (options.dpo: beta, pair_prompts, samples_per_prompt,
-                 temperature, as the dpo method's options).
+  dpo            −log σ(r(x,y⁺) − r(x,y⁻)) + α·NLL(y⁺), r = β·[log π_θ(y|x) − log π_ref(y|x)]
+                 (trainers/dpo.py), on pairs of hard prompts; options.dpo takes every option of
+                 the dpo method (beta, pair_prompts, samples_per_prompt, pairs_per_prompt,
+                 nll_weight = α, temperature, pairs, reward).
 *Assumption* for dpo: the pairs are sampled from, and π_ref is, the **starting** model θ₀, built
 in `setup` before stage 1 (as every method's setup runs on the starting model, which keeps the
 run resumable); sampling them from θ₁ would need a setup between stages. The pairs are saved as
@@ -26,8 +27,8 @@ from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
 from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, sft_loss, two_stage
-from trainers.dpo import PAIRS_FILE, DPOOptions, dpo_loss, sampled_pairs
-from trainers.policy import PreferencePair, implicit_rewards, pair_batches, reference_logprobs, save_pairs
+from trainers.dpo import PAIRS_FILE, DPOOptions, dpo_loss, dpo_pairs
+from trainers.policy import PreferencePair, implicit_rewards_and_nll, pair_batches, reference_logprobs, save_pairs
 
 STAGE2_LOSSES = ("sft", "dpo")
 
@@ -56,10 +57,11 @@ class TwoStage(Trainer[TwoStageOptions]):
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         if self.options.stage2_loss == "dpo":
-            prompts, chosen, rejected = sampled_pairs(model, ctx, data.hard, self.options.dpo, self.name)
-            ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen)  # π_ref = θ₀, computed once
-            ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected)
-            self.pairs = [PreferencePair(*fields) for fields in zip(prompts, chosen, rejected, ref_chosen, ref_rejected)]
+            prompts, chosen, rejected, (chosen_whole, rejected_whole) = dpo_pairs(model, ctx, data.hard, self.options.dpo, self.name)
+            ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen, whole=chosen_whole)  # π_ref = θ₀, computed once
+            ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected, whole=rejected_whole)
+            fields = zip(prompts, chosen, rejected, ref_chosen, ref_rejected, chosen_whole, rejected_whole)
+            self.pairs = [PreferencePair(*values) for values in fields]
             save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE)
 
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
@@ -74,9 +76,9 @@ class TwoStage(Trainer[TwoStageOptions]):
     def loss(self, model, batch):
         if "chosen_input_ids" not in batch:
             return sft_loss(model, batch), {}
-        r_chosen, r_rejected = implicit_rewards(model, batch, self.options.dpo.beta)
+        r_chosen, r_rejected, nll = implicit_rewards_and_nll(model, batch, self.options.dpo.beta)
         metrics = {"reward_margin": (r_chosen - r_rejected).mean().item(), "pair_accuracy": (r_chosen > r_rejected).float().mean().item()}
-        return dpo_loss(r_chosen, r_rejected), metrics
+        return dpo_loss(r_chosen, r_rejected) + self.options.dpo.nll_weight * nll, metrics
 
 
 @TRAINERS.register("rps", "two stages: easy set at η, then hard set at 0.1·η (90% lr drop); stage-2 loss sft or dpo")
