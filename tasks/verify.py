@@ -1,5 +1,6 @@
 """What the RL and preference trainers ask of a training item, whatever made it: a verified
-reward for an output (the whole worked solution checked where the task can), an oracle's correction (SPoT), and a token budget for sampling.
+reward for an output (the whole worked solution checked where the task can), an oracle's
+correction (SPoT), and a token budget for sampling.
 
 Items of a generator task ask their task (the micro suite); items of a suite's data files ask the
 scorer the suite names for that training set (`item.meta["scorer"]`), and the oracle is the
