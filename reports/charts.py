@@ -181,17 +181,15 @@ def smoothed(values: pd.Series, window: int) -> pd.Series:
 def training_curves(runs: Sequence[RunData]) -> bytes | None:
     """Each method's own objectives vs step from its training log: faint per step, bold smoothed
     over 5% of the steps. None when no run has a training log."""
-    logs = [(index, run) for index, run in enumerate(runs) if run.train_log is not None and len(run.train_log)]
-    panels = [(column, title) for column, title in TRAINING_OBJECTIVES if any(column in run.train_log for _, run in logs)]  # type: ignore[operator]
+    logs = [(index, run.label, run.train_log) for index, run in enumerate(runs) if run.train_log is not None and len(run.train_log)]
+    panels = [(column, title) for column, title in TRAINING_OBJECTIVES if any(column in log for _, _, log in logs)]
     if not panels:
         return None
     columns = min(len(panels), 3)
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(10.6, 2.8 * rows), squeeze=False)
     for ax, (column, title) in zip(axes.flat, panels):
-        for index, run in logs:
-            log = run.train_log
-            assert log is not None
+        for index, _, log in logs:
             if column not in log:
                 continue
             series = log[["step", column]].dropna()
@@ -204,7 +202,7 @@ def training_curves(runs: Sequence[RunData]) -> bytes | None:
         ax.set_xlabel("training step")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=run_colour(i), lw=1.8, label=run.label) for i, run in logs]
+    handles = [Line2D([], [], color=run_colour(i), lw=1.8, label=label) for i, label, _ in logs]
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     return png_bytes(fig)

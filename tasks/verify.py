@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from harness.core.errors import BenchError
 from harness.core.items import Item
-from tasks.base import TASKS, Score, get_task
+from tasks.base import TASKS, Score, Task, get_task
 from tasks.scorers import get_scorer
 
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -38,6 +38,11 @@ def reward_scores(items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
     return [s for s in scores if s is not None]
 
 
+def generator_task(item: Item) -> Task | None:
+    """The generator task an item asks (its own scorer is the task's), or None for a data-file item."""
+    return get_task(item.task) if item.task in TASKS and scorer_name(item) == "task" else None
+
+
 REWARD_KINDS = ("verified", "answer")  # the trainers' `reward` option
 
 
@@ -56,20 +61,20 @@ def rewards(items: Sequence[Item], outputs: Sequence[str], kind: str = "verified
     check_reward_kind(kind)
     values = []
     for item, output, score in zip(items, outputs, reward_scores(items, outputs)):
-        checkable = kind == "verified" and item.task in TASKS and scorer_name(item) == "task"
-        work = get_task(item.task).check_work(item, output) if checkable else None
+        task = generator_task(item) if kind == "verified" else None
+        work = task.check_work(item, output) if task is not None else None
         values.append(score.score if work is None else float(score.correct and work))
     return values
 
 
 def rectify(item: Item, output: str) -> str | None:
     """A correction of a wrong output: the generator task's minimal edit, or the reference solution."""
-    if item.task in TASKS and scorer_name(item) == "task":
-        return get_task(item.task).rectify(item, output)
-    return item.target or None
+    task = generator_task(item)
+    return task.rectify(item, output) if task is not None else item.target or None
 
 
 def max_new_tokens(item: Item) -> int:
-    if item.task in TASKS and scorer_name(item) == "task":
-        return get_task(item.task).max_new_tokens
+    task = generator_task(item)
+    if task is not None:
+        return task.max_new_tokens
     return int(item.meta.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))

@@ -81,6 +81,20 @@ class PreferencePair:
     rejected_whole: bool = True
 
 
+def reference_pairs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
+    whole: tuple[Sequence[bool], Sequence[bool]] | None = None,
+) -> list[PreferencePair]:
+    """The pairs with π_ref's log-probs of both completions (`model` is π_ref), computed once.
+    `whole`: (chosen's, rejected's) flags, whether each completion is whole (EOS-terminated) rather
+    than cut at a step; default: all whole."""
+    chosen_whole, rejected_whole = whole if whole is not None else ([True] * len(prompts), [True] * len(prompts))
+    ref_chosen = reference_logprobs(model, tokenizer, prompts, chosen, whole=chosen_whole)
+    ref_rejected = reference_logprobs(model, tokenizer, prompts, rejected, whole=rejected_whole)
+    fields = zip(prompts, chosen, rejected, ref_chosen, ref_rejected, chosen_whole, rejected_whole)
+    return [PreferencePair(*values) for values in fields]
+
+
 def pair_batch(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair]) -> dict[str, torch.Tensor]:
     prompts = [p.prompt for p in pairs]
     chosen = encode_completions(tokenizer, prompts, [p.chosen for p in pairs], [p.chosen_whole for p in pairs])
@@ -149,14 +163,9 @@ class PairTrainer(Trainer[OptionsT]):
         saved_as: Path | None, extra: dict[str, Sequence] | None = None,
         whole: tuple[Sequence[bool], Sequence[bool]] | None = None,
     ) -> None:
-        """Build the pairs with π_ref's log-probs, split off the held-out ones, save all of them (column `held_out`).
-        `whole`: (chosen's, rejected's) flags, whether each completion is whole (EOS-terminated)
-        rather than cut at a step; default: all whole."""
-        chosen_whole, rejected_whole = whole if whole is not None else ([True] * len(prompts), [True] * len(prompts))
-        ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen, whole=chosen_whole)
-        ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected, whole=rejected_whole)
-        fields = zip(prompts, chosen, rejected, ref_chosen, ref_rejected, chosen_whole, rejected_whole)
-        pairs = [PreferencePair(*values) for values in fields]
+        """Build the pairs with π_ref's log-probs (`reference_pairs`), split off the held-out ones,
+        save all of them (column `held_out`)."""
+        pairs = reference_pairs(model, ctx.tokenizer, prompts, chosen, rejected, whole)
         flags = held_out_flags(prompts)
         self.pairs = [p for p, held in zip(pairs, flags) if not held]
         self.held_out = [p for p, held in zip(pairs, flags) if held]

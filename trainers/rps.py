@@ -28,7 +28,7 @@ from transformers import PreTrainedModel
 from harness.core.errors import BenchError
 from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, sft_loss, two_stage
 from trainers.dpo import PAIRS_FILE, DPOOptions, dpo_loss, dpo_pairs
-from trainers.policy import PreferencePair, implicit_rewards_and_nll, pair_batches, reference_logprobs, save_pairs
+from trainers.policy import implicit_rewards_and_nll, pair_batches, reference_pairs, save_pairs
 
 STAGE2_LOSSES = ("sft", "dpo")
 
@@ -57,11 +57,8 @@ class TwoStage(Trainer[TwoStageOptions]):
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         if self.options.stage2_loss == "dpo":
-            prompts, chosen, rejected, (chosen_whole, rejected_whole) = dpo_pairs(model, ctx, data.hard, self.options.dpo, self.name)
-            ref_chosen = reference_logprobs(model, ctx.tokenizer, prompts, chosen, whole=chosen_whole)  # π_ref = θ₀, computed once
-            ref_rejected = reference_logprobs(model, ctx.tokenizer, prompts, rejected, whole=rejected_whole)
-            fields = zip(prompts, chosen, rejected, ref_chosen, ref_rejected, chosen_whole, rejected_whole)
-            self.pairs = [PreferencePair(*values) for values in fields]
+            prompts, chosen, rejected, whole = dpo_pairs(model, ctx, data.hard, self.options.dpo, self.name)
+            self.pairs = reference_pairs(model, ctx.tokenizer, prompts, chosen, rejected, whole)  # π_ref = θ₀
             save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE)
 
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
