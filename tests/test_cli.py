@@ -77,6 +77,8 @@ def test_sft_runs_and_methods_are_listed(bench, tmp_path: Path) -> None:
     listing = bench("methods").stdout
     for method in ("sft", "rps", "eps"):
         assert any(line.startswith(method) and len(line.split()) > 3 for line in listing.splitlines())
+    defaults = {line.split()[0]: line.split()[1:3] for line in listing.splitlines()[1:]}
+    assert defaults["sft"] == ["0.0003", "300"] and defaults["grpo"] == ["0.0001", "600"]  # each method's own η and run length
 
 
 def test_rescoring_and_rereporting_do_not_regenerate(bench, smoke_run: Path) -> None:

@@ -20,6 +20,15 @@ def test_precedence_preset_then_file_then_overrides(tmp_path: Path) -> None:
     assert config.seed == RunConfig().seed  # None overrides mean "not given"
 
 
+@pytest.mark.parametrize(("method", "steps", "expected"), [("rps", None, 300), ("grpo", None, 600), ("pcr", None, 600), ("grpo", 50, 50)])
+def test_unset_steps_resolve_to_the_methods_own_run_length(tmp_path: Path, method: str, steps: int | None, expected: int) -> None:
+    from harness.app.pipeline import prepare
+
+    prepared = prepare(load_config(overrides={"method": method, "steps": steps}), tmp_path / "run")
+    assert prepared.config.steps == expected and prepared.config.lr is not None
+    assert not (tmp_path / "run").exists()  # prepare only checks: nothing is written
+
+
 def test_fingerprint_changes_with_any_setting() -> None:
     assert load_config().fingerprint() == load_config().fingerprint()
     assert load_config().fingerprint() != load_config(overrides={"seed": 1}).fingerprint()

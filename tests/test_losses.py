@@ -186,21 +186,17 @@ def test_held_out_pairs_are_whole_prompts_every_tenth_at_most_64() -> None:
     assert sum(held_out_flags([f"p{i}" for i in range(2000)])) == 64
 
 
-def test_dpo_pairs_per_prompt_pairs_each_wrong_sample_with_the_right_ones_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
-    import trainers.dpo as dpo
+def test_dpo_pairs_per_prompt_pairs_each_wrong_sample_with_the_right_ones_in_turn() -> None:
     from harness.core.items import Item
-    from trainers.common import LoopConfig, TrainContext
+    from trainers.dpo import prompt_pairs
 
     item = Item("i", "math", "chain_sum", "hard", "calc 1+1\n", "1+1=2#2", "2", {})
     samples = ["w1", "r1", "w2", "w3", "r2", "w4", "w5", "w6"]
-    monkeypatch.setattr(dpo, "sample", lambda *args: [samples])
-    monkeypatch.setattr(dpo, "rewards", lambda items, completions, kind: [1.0 if c.startswith("r") else 0.0 for c in completions])
-    monkeypatch.setattr(dpo, "max_new_tokens", lambda item: 8)
-    ctx = TrainContext(build_tokenizer(), LoopConfig(4, 0.05, 0.0, 0.0, 1.0, 0, 0))
-    _, chosen, rejected = dpo.sampled_pairs(None, ctx, [item], DPOOptions(pairs_per_prompt=4), "dpo")  # type: ignore[arg-type]
-    assert list(zip(chosen, rejected)) == [("r1", "w1"), ("r2", "w2"), ("r1", "w3"), ("r2", "w4")]
-    _, chosen, rejected = dpo.sampled_pairs(None, ctx, [item], DPOOptions(pairs_per_prompt=1), "dpo")  # type: ignore[arg-type]
-    assert list(zip(chosen, rejected)) == [("r1", "w1")]
+    scores = [1.0 if c.startswith("r") else 0.0 for c in samples]
+    pairs = prompt_pairs(item, samples, scores, DPOOptions(pairs_per_prompt=4))
+    assert [(chosen, rejected) for _, chosen, rejected in pairs] == [("r1", "w1"), ("r2", "w2"), ("r1", "w3"), ("r2", "w4")]
+    assert [(c, r) for _, c, r in prompt_pairs(item, samples, scores, DPOOptions(pairs_per_prompt=1))] == [("r1", "w1")]
+    assert prompt_pairs(item, samples, [0.0] * len(samples), DPOOptions()) == []  # no right sample: no pair
 
 
 @pytest.mark.parametrize(("chosen", "rejected", "cut"), [

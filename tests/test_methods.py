@@ -23,7 +23,10 @@ METHOD_METRICS = {
 
 # The smoke organism (10 pre-training steps) never writes a whole chain right, so DPO finds pairs
 # only when a right final answer counts (`reward: answer`; the default also checks every step).
-SMOKE_DPO = "options: {reward: answer}\n"
+# Here DPO's offline pairs (sampled once from the start); its default, online pairs, has its own test below.
+SMOKE_DPO = "options: {reward: answer, pairs_from: start}\n"
+# Online DPO on the smoke organism: 8 prompts a step rarely hold a right and a wrong sample
+SMOKE_ONLINE_DPO = "options: {reward: answer, prompts_per_step: 32}\n"
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_METRICS))
@@ -74,7 +77,9 @@ def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
         ("pcr", "beta: -1", "options.beta must be >= 0"),
         ("dpo", "beta: 0", "options.beta must be positive"),
         ("dpo", "bogus: 1", "unknown setting 'options.bogus'"),
-        ("dpo", "pairs_per_prompt: 0", "options.pair_prompts, options.pairs_per_prompt and options.temperature must be positive"),
+        ("dpo", "pairs_per_prompt: 0", "options.pair_prompts, options.pairs_per_prompt, options.prompts_per_step and options.temperature must be positive"),
+        ("dpo", "pairs_from: teacher", "options.pairs_from must be one of start, policy"),
+        ("rps", "dpo: {pairs_from: policy}", "only the dpo method samples pairs from the policy"),
         ("dpo", "nll_weight: -1", "options.nll_weight must be >= 0"),
         ("dpo", "pairs: steps", "options.pairs must be one of full, first_step"),
         ("dpo", "reward: steps", "options.reward must be one of verified, answer"),
@@ -109,10 +114,10 @@ def test_dpo_first_step_pairs_end_to_end(bench, tmp_path: Path) -> None:
     """`pairs: full` (plain DPO) samples whole pairs; `first_step` cuts each after the first step
     where the two differ, saves which completions were cut, and trains on them."""
     config = tmp_path / "c.yaml"
-    config.write_text("options: {pairs: full, reward: answer}\n")
+    config.write_text("options: {pairs: full, reward: answer, pairs_from: start}\n")
     full = bench("run", "--method", "dpo", "--preset", "smoke", "-c", str(config), "--out", str(tmp_path / "full"), "-q")
     assert full.returncode == 0, full.stderr[-3000:]
-    config.write_text("options: {pairs: first_step, reward: answer}\n")
+    config.write_text("options: {pairs: first_step, reward: answer, pairs_from: start}\n")
     out = tmp_path / "step"
     done = bench("run", "--method", "dpo", "--preset", "smoke", "-c", str(config), "--out", str(out), "-q")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -127,3 +132,22 @@ def test_dpo_first_step_pairs_end_to_end(bench, tmp_path: Path) -> None:
             assert is_whole or text.endswith((";", "\n"))
     assert pd.read_parquet(out / "train_log.parquet").loss.notna().all()
 
+
+
+def test_dpo_online_pairs_come_from_the_policy_at_every_step(bench, tmp_path: Path) -> None:
+    """DPO's default, `pairs_from: policy` (online DPO): each step samples new pairs from the
+    current policy, logs how many it found and the samples' mean reward; the pairs file holds only
+    held-out pairs."""
+    config = tmp_path / "c.yaml"
+    config.write_text(SMOKE_ONLINE_DPO)
+    out = tmp_path / "online"
+    done = bench("run", "--method", "dpo", "--preset", "smoke", "-c", str(config), "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "run.json").read_text())["method_options"]["pairs_from"] == "policy"
+    log = pd.read_parquet(out / "train_log.parquet")
+    assert (log.pairs >= 1).all() and log.reward_mean.between(0, 1).all() and log.loss.notna().all()
+    manifest = read_manifest(out / "checkpoints")
+    assert manifest[-1].examples_seen == log.pairs.sum()  # a step's examples are the pairs it found
+    pairs = pd.read_parquet(out / "preference_pairs.parquet")
+    assert pairs.held_out.all()  # online training never trains on a saved pair
+    assert "id=training>Training objectives" in (out / "report.html").read_text()

@@ -33,6 +33,8 @@ STEP_INTERVAL = 2  # the smoke preset's checkpoint_every
 MID_ROLLOUT = "steps: 6\ncheckpoint_every: 3\noptions: {updates_per_rollout: 2}\n"
 # long enough (≈ 5 ms a step) to send a signal from outside while training runs
 LONG = "steps: 600\ncheckpoint_every: 150\n"
+# DPO's default, online pairs (a fresh draw from the policy every step) on the smoke organism
+ONLINE_DPO = "options: {reward: answer, prompts_per_step: 32}\n"
 
 
 def run_cli(cache: Path, out: Path, method: str, config: Path | None, kill_at: str | None = None) -> subprocess.CompletedProcess:
@@ -52,7 +54,7 @@ def command(method: str, out: Path, config: Path | None) -> list[str]:
 def configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | None]:
     folder = tmp_path_factory.mktemp("configs")
     files: dict[str, Path | None] = {"smoke": None}
-    for name, text in {"mid_rollout": MID_ROLLOUT, "long": LONG, "evaluated": "keep_checkpoints: evaluated\n",
+    for name, text in {"mid_rollout": MID_ROLLOUT, "long": LONG, "online_dpo": ONLINE_DPO, "evaluated": "keep_checkpoints: evaluated\n",
                        "last": "keep_checkpoints: last\n"}.items():
         files[name] = folder / f"{name}.yaml"
         files[name].write_text(text)  # type: ignore[union-attr]
@@ -100,6 +102,7 @@ KILLS = [
     Kill("grpo", "smoke", "checkpoint:2", 2),
     Kill("grpo", "mid_rollout", "step:5", 3),  # resumes between the two updates of one rollout
     Kill("spot", "smoke", "step:3", 2),  # SPoT's running δ
+    Kill("dpo", "online_dpo", "step:3", 2),  # online DPO: step 3's pairs are drawn again from the resumed policy
 ]
 
 
@@ -200,7 +203,7 @@ def test_the_disk_estimate_scales_with_checkpoints_kept(tmp_path: Path, monkeypa
     needs = {}
     for keep in ("all", "evaluated"):
         with pytest.raises(Exception, match=r"needs about ([\d,]+) MB") as refused:
-            check_disk_space(load_config(overrides={"keep_checkpoints": keep}), load_suite(config.suite), tmp_path / "run", None)
+            check_disk_space(load_config(overrides={"keep_checkpoints": keep, "steps": 300}), load_suite(config.suite), tmp_path / "run", None)
         needs[keep] = int(re.search(r"needs about ([\d,]+) MB", str(refused.value)).group(1).replace(",", ""))  # type: ignore[union-attr]
     # 300 steps every 50: 9 checkpoints of ≈ 4.8 MB, each with ≈ 9.6 MB of optimizer state, or only 2 states kept
     assert 120 < needs["all"] < 160 and 50 < needs["evaluated"] < 80

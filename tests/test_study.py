@@ -170,3 +170,9 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("done, skipped") == 4
     assert json.loads((out / "study.json").read_text()) == data
+
+    # an arm whose settings changed since its runs were made: refused, not silently skipped and mixed in
+    arms.write_text("rps-half: {method: rps, stage2_lr_ratio: 0.4}\n")
+    stale = bench(*command)
+    assert stale.returncode != 0 and "hold runs with other settings than their arm's today" in stale.stderr
+    assert json.loads((out / "study.json").read_text()) == data  # nothing re-written

@@ -113,6 +113,9 @@ class Trainer(ABC, Generic[OptionsT]):
     # (about 1/10 of the organism's pre-training η for SFT, as real post-training runs well below
     # pre-training's; at 1e-3, SFT learnt as much but forgot far more).
     default_lr: ClassVar[float] = 3e-4
+    # post-training steps when the config does not set them; the RL methods need more rollouts
+    # than the others need batches to gain beyond noise (BENCHMARKS §12.6).
+    default_steps: ClassVar[int] = 300
     # Whether the method samples from its policy (through ctx.sampler): the run's rollout backend applies.
     samples_policy: ClassVar[bool] = False
     # Whether the method trains on the organism's pre-training mix (TrainingData.foundation; replay).

@@ -1,36 +1,42 @@
 """DPO on pairs from the model's own samples (Rafailov et al. 2023), sigmoid loss:
 
     r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)]
-    L      = −log σ( r(x,y⁺) − r(x,y⁻) )  +  α · NLL(y⁺),        β = 0.1
+    L      = −log σ( r(x,y⁺) − r(x,y⁻) )  +  α · NLL(y⁺),        β = 0.1, α = 1
 
-α = `nll_weight` (TRL's `rpo_alpha`; NLL per chosen token): 0 is plain DPO.
+α = `nll_weight` (TRL's `rpo_alpha`; NLL per chosen token): 0 is plain DPO. π_ref is the
+starting model.
 
-Pairs: the starting model samples `samples_per_prompt` completions for each of `pair_prompts`
-hard training prompts; a prompt with at least one verified-correct and one wrong sample gives up
-to `pairs_per_prompt` pairs: each wrong sample (in sampling order) paired with the correct ones
-in turn. "Correct" is `reward` (tasks/verify.py): by default every worked step must be right
-where the task can check it, so a lucky final answer is not a chosen answer. With `pairs:
-first_step` both completions are cut after the first step where they differ (Step-DPO's pairs,
-Lai et al. 2024; a cut completion has no EOS). π_ref is the starting model; its log-probs are
-computed once.
+Pairs: a prompt's `samples_per_prompt` samples give up to `pairs_per_prompt` pairs, each wrong
+sample (in sampling order) paired with the right ones in turn; none without a right one. "Right"
+is `reward` (tasks/verify.py): by default every worked step must be right where the task can
+check it, so a lucky final answer is not a chosen answer. Where the samples come from is
+`pairs_from`:
+  policy (default): online DPO (Guo et al. 2024). Every step samples `prompts_per_step` fresh hard
+      prompts from the policy as it is then (another draw when none gives a pair); π_ref stays in
+      memory for their log-probs. With α = 1 this is iterative RPO (Pang et al. 2024), made
+      one step per iteration.
+  start: offline DPO. The starting model samples the first `pair_prompts` hard prompts once;
+      training draws batches from those pairs, with π_ref's log-probs computed once.
+With `pairs: first_step` both completions are cut after the first step where they differ
+(Step-DPO's pairs, Lai et al. 2024; a cut completion has no EOS). Either way the pairs of every
+10th of the first `pair_prompts` prompts, sampled from the start, are held out of training.
 
-Defaults (BENCHMARKS §11's sweep): with one pair per prompt and η = 1e-4 the organism memorised
-its ≈ 250 pairs (pair accuracy 1.00, held-out margin falling below 0) and lost 16 points of hard
-math. More pairs (1024 prompts, up to 4 pairs each) and η = 3e-5 make the held-out margin grow
-(0.05 → 0.24), but greedy hard-math accuracy still falls (−5.5); no setting tried gained on the
-target, with or without an NLL term (nll_weight 1: −1.5 at 3e-5, −3.5 at 3e-4). The default stays
-plain DPO at the least harmful η. Session 5 (BENCHMARKS §12.4) tried verified pairs (−9.5), β = 1
-(−7.0; with NLL −2.0), NLL at 1e-4 (−3.0) and first-step pairs (−14.0 at 3e-5, −16.5 at 1e-4).
-Plain DPO lowers the chosen answers' own likelihood while the margin grows (likelihood
-displacement, Razin et al. 2024: worst when y⁺ and y⁻ are nearly the same text, as chains one
-digit apart are, and first-step pairs are even closer); with the NLL term the chosen answers are
-learned, yet easy math still falls 11–25 points.
+Defaults (BENCHMARKS §11, §12.4, §13): offline DPO never gained on the target. Sessions 4 and 5
+tried 1–4 pairs per prompt, η 3e-5 to 3e-4, β 0.1 and 1, α 0 and 1, answer-checked, verified and
+first-step pairs: −1.5 to −16.5 points, while the held-out margins grew. Plain DPO lowers the
+chosen answers' own likelihood as the margin grows (likelihood displacement, Razin et al. 2024:
+worst when y⁺ and y⁻ are nearly the same text, as chains one digit apart are); even with α = 1,
+easy math fell. Online pairs fixed it: at η 1e-4, 300 steps, seed 0, online DPO moved hard math
++0.5 with α = 0 and +3.5 with α = 1 (−0.5 and −9.5 at 3e-4), and 600 steps with α = 1 gained
++8.0 with no forgetting, hence η 1e-4, α = 1, 600 steps.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,11 +46,13 @@ from transformers import PreTrainedModel
 from harness.core.errors import BenchError
 from tasks.base import Item
 from tasks.verify import check_reward_kind, max_new_tokens, rewards
-from trainers.common import TRAINERS, TrainContext, TrainingData
-from trainers.policy import PairTrainer, implicit_rewards_and_nll, sample
+from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, TrainingData, freeze_reference
+from trainers.policy import HELD_OUT_EVERY, HELD_OUT_MAX, PairTrainer, implicit_rewards_and_nll, pair_batch, reference_pairs, sample
 
 PAIRS_FILE = "preference_pairs.parquet"
 PAIR_KINDS = ("full", "first_step")
+PAIR_SOURCES = ("start", "policy")
+MAX_DRAWS = 16  # pairs_from policy: prompt draws a step may take to find one pair before giving up
 STEP_ENDS = (";", "\n")  # where a worked step ends: the organism's chains, and a line of a real model's solution
 
 
@@ -54,10 +62,14 @@ class DPOOptions:
     pair_prompts: int = 1024  # hard training prompts sampled to find pairs
     samples_per_prompt: int = 8
     pairs_per_prompt: int = 4  # at most this many (correct, wrong) pairs from one prompt's samples
-    nll_weight: float = 0.0  # α: weight of the chosen completions' NLL (TRL's rpo_alpha); 0 = plain DPO
+    nll_weight: float = 1.0  # α: weight of the chosen completions' NLL (TRL's rpo_alpha); 0 = plain DPO
     temperature: float = 1.0
     pairs: str = "full"  # full: whole samples; first_step: both cut after the first step where they differ (Step-DPO's pairs)
     reward: str = "verified"  # which samples are right: verified (every worked step, where the task can check) or answer
+    # start: pairs sampled once from the starting model (offline DPO); policy: sampled afresh from
+    # the current policy at every step (online DPO, Guo et al. 2024), `prompts_per_step` prompts a step
+    pairs_from: str = "policy"
+    prompts_per_step: int = 8
 
     def validate(self) -> None:
         if self.beta <= 0:
@@ -69,31 +81,43 @@ class DPOOptions:
         check_reward_kind(self.reward)
         if self.pairs not in PAIR_KINDS:
             raise BenchError(f"options.pairs must be one of {', '.join(PAIR_KINDS)}, got {self.pairs!r}")
-        if self.pair_prompts <= 0 or self.temperature <= 0 or self.pairs_per_prompt <= 0:
-            raise BenchError("options.pair_prompts, options.pairs_per_prompt and options.temperature must be positive")
+        if self.pairs_from not in PAIR_SOURCES:
+            raise BenchError(f"options.pairs_from must be one of {', '.join(PAIR_SOURCES)}, got {self.pairs_from!r}")
+        if self.pair_prompts <= 0 or self.temperature <= 0 or self.pairs_per_prompt <= 0 or self.prompts_per_step <= 0:
+            raise BenchError("options.pair_prompts, options.pairs_per_prompt, options.prompts_per_step and options.temperature must be positive")
 
 
-def sampled_pairs(model: PreTrainedModel, ctx: TrainContext, hard: Sequence[Item], options: DPOOptions,
-                  method: str) -> tuple[list[str], list[str], list[str]]:
-    """(prompts, chosen, rejected): the model samples `samples_per_prompt` completions of each of
-    the first `pair_prompts` hard prompts; a prompt with a verified-correct and a wrong sample gives
-    up to `pairs_per_prompt` pairs (wrong samples in order, correct ones in turn). BenchError when no prompt does."""
-    items = list(hard[: options.pair_prompts])
-    max_tokens = max(max_new_tokens(item) for item in items)
-    samples = sample(model, ctx, [i.prompt for i in items], options.samples_per_prompt, max_tokens, options.temperature, ctx.loop.seed)
-    pairs = []
+def prompt_pairs(item: Item, completions: Sequence[str], scores: Sequence[float], options: DPOOptions) -> list[tuple[str, str, str]]:
+    """(prompt, chosen, rejected) from one prompt's rewarded samples: each wrong sample (in sampling
+    order, at most `pairs_per_prompt`) paired with the right ones in turn; none without a right one."""
+    right = [c for c, s in zip(completions, scores) if s >= 1.0]
+    wrong = [c for c, s in zip(completions, scores) if s < 1.0]
+    return [(item.prompt, right[j % len(right)], rejected) for j, rejected in enumerate(wrong[: options.pairs_per_prompt] if right else [])]
+
+
+def sampled_pairs(model: PreTrainedModel, ctx: TrainContext, items: Sequence[Item], options: DPOOptions, seed: int
+                  ) -> tuple[list[tuple[str, str, str]], list[float]]:
+    """The model, as it is now, samples `samples_per_prompt` completions of each item's prompt:
+    the (prompt, chosen, rejected) pairs they give (`prompt_pairs`) and every sample's reward."""
+    samples = sample(model, ctx, [i.prompt for i in items], options.samples_per_prompt, max(max_new_tokens(i) for i in items),
+                     options.temperature, seed)
+    pairs: list[tuple[str, str, str]] = []
+    scores: list[float] = []
     for item, completions in zip(items, samples):
-        scores = rewards([item] * len(completions), completions, options.reward)
-        right = [c for c, s in zip(completions, scores) if s >= 1.0]
-        wrong = [c for c, s in zip(completions, scores) if s < 1.0]
-        for j, rejected in enumerate(wrong[: options.pairs_per_prompt] if right else []):
-            pairs.append((item.prompt, right[j % len(right)], rejected))
-    if not pairs:
-        raise BenchError(
-            f"{method}: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; "
-            "raise options.samples_per_prompt or options.pair_prompts"
-        )
-    return [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]
+        item_scores = rewards([item] * len(completions), completions, options.reward)
+        pairs += prompt_pairs(item, completions, item_scores, options)
+        scores += item_scores
+    return pairs, scores
+
+
+def cut_pairs(pairs: Sequence[tuple[str, str, str]], options: DPOOptions
+              ) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
+    """The pairs as `options.pairs` asks (cut through their first differing step, or whole), with
+    (chosen's, rejected's) flags of which completions are whole."""
+    prompts, chosen, rejected = [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]
+    if options.pairs == "first_step":
+        return first_step_pairs(prompts, chosen, rejected)
+    return prompts, chosen, rejected, ([True] * len(prompts), [True] * len(prompts))
 
 
 def through_first_differing_step(chosen: str, rejected: str) -> tuple[str, str]:
@@ -124,12 +148,15 @@ def first_step_pairs(prompts: Sequence[str], chosen: Sequence[str], rejected: Se
 
 def dpo_pairs(model: PreTrainedModel, ctx: TrainContext, hard: Sequence[Item], options: DPOOptions, method: str
               ) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
-    """The pairs `options` ask for (DPO's, and RPS/EPS's DPO stage): sampled, then cut with
-    `pairs: first_step`; with (chosen's, rejected's) flags of which completions are whole."""
-    prompts, chosen, rejected = sampled_pairs(model, ctx, hard, options, method)
-    if options.pairs == "first_step":
-        return first_step_pairs(prompts, chosen, rejected)
-    return prompts, chosen, rejected, ([True] * len(prompts), [True] * len(prompts))
+    """The pairs `options` ask for (DPO's, and RPS/EPS's DPO stage): the starting model samples
+    the first `pair_prompts` hard prompts (`sampled_pairs`), then the pairs are cut with `pairs:
+    first_step`; with (chosen's, rejected's) flags of which completions are whole. BenchError when no prompt gives a pair."""
+    items = list(hard[: options.pair_prompts])
+    pairs, _scores = sampled_pairs(model, ctx, items, options, ctx.loop.seed)
+    if not pairs:
+        raise BenchError(f"{method}: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; "
+                         "raise options.samples_per_prompt or options.pair_prompts")
+    return cut_pairs(pairs, options)
 
 
 def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -140,14 +167,65 @@ def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
 @TRAINERS.register("dpo", "DPO (sigmoid, β=0.1) on correct/incorrect pairs from the model's own samples")
 class DPO(PairTrainer[DPOOptions]):
     Options = DPOOptions
-    default_lr = 3e-5
+    default_lr = 1e-4
+    default_steps = 600  # like GRPO's: ≈ 9 pairs a step from 8 prompts (BENCHMARKS §13)
+
+    held_out_prompts: frozenset[str] = frozenset()
+
+    @property
+    def online(self) -> bool:
+        return self.options.pairs_from == "policy"
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
-        prompts, chosen, rejected, whole = dpo_pairs(model, ctx, data.hard, self.options, "dpo")
-        self.make_pairs(model, ctx, prompts, chosen, rejected, ctx.run_dir and ctx.run_dir / PAIRS_FILE, whole=whole)
+        """Offline: the training and held-out pairs, sampled from the starting model. Online: π_ref
+        frozen in memory (every step's new pairs need its log-probs), and only the held-out pairs,
+        from every 10th of the first `pair_prompts` prompts, which online training never draws."""
+        saved_as = ctx.run_dir and ctx.run_dir / PAIRS_FILE
+        if not self.online:
+            prompts, chosen, rejected, whole = dpo_pairs(model, ctx, data.hard, self.options, "dpo")
+            self.make_pairs(model, ctx, prompts, chosen, rejected, saved_as, whole=whole)
+            return
+        ctx.reference = freeze_reference(model)
+        held = list(data.hard[: self.options.pair_prompts : HELD_OUT_EVERY])
+        prompts, chosen, rejected, whole = cut_pairs(sampled_pairs(model, ctx, held, self.options, ctx.loop.seed)[0], self.options)
+        keep = slice(0, HELD_OUT_MAX)  # none at all is allowed: the held-out metrics are then not logged
+        self.make_pairs(model, ctx, prompts[keep], chosen[keep], rejected[keep], saved_as, whole=(whole[0][keep], whole[1][keep]),
+                        held_out=[True] * len(prompts[keep]))
+        self.held_out_prompts = frozenset(item.prompt for item in held)
+
+    def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
+        if not self.online:
+            return super().stages(data, settings)
+        return [Stage("hard", [item for item in data.hard if item.prompt not in self.held_out_prompts], settings.steps, settings.lr)]
+
+    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        return self.online_batches(model, stage, ctx, start) if self.online else super().batches(model, stage, ctx, start)
+
+    def online_batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Step k's pairs, sampled from the policy as it is at step k: `prompts_per_step` prompts,
+        `samples_per_prompt` samples each, paired as offline; a draw that gives no pair is followed
+        by another. Each draw is seeded by (seed, k, draw) alone, so resuming at any step replays nothing."""
+        options = self.options
+        assert ctx.reference is not None, "setup() freezes the reference"
+        for step in itertools.count(start):
+            for draw in range(MAX_DRAWS):
+                rng = random.Random(f"{ctx.loop.seed}/dpo/{step}/{draw}")
+                items = [stage.items[rng.randrange(len(stage.items))] for _ in range(options.prompts_per_step)]
+                found, scores = sampled_pairs(model, ctx, items, options, seed=rng.randrange(2**31))
+                if found:
+                    break
+            else:
+                raise BenchError(f"dpo: step {step}: none of {MAX_DRAWS} draws of {options.prompts_per_step} prompts gave a preference pair; "
+                                 "raise options.samples_per_prompt or options.prompts_per_step")
+            prompts, chosen, rejected, whole = cut_pairs(found, options)
+            pairs = reference_pairs(ctx.reference, ctx.tokenizer, prompts, chosen, rejected, whole)
+            yield {**pair_batch(ctx.tokenizer, pairs), "examples": torch.tensor(len(pairs)),
+                   "reward_mean": torch.tensor(sum(scores) / len(scores))}
 
     def loss(self, model, batch):
         r_chosen, r_rejected, nll = implicit_rewards_and_nll(model, batch, self.options.beta)
         metrics = {"reward_margin": (r_chosen - r_rejected).mean().item(), "pair_accuracy": (r_chosen > r_rejected).float().mean().item(),
                    "chosen_nll": nll.item()}
+        if "examples" in batch:  # online: the pairs this step found, and the mean reward of the samples they came from
+            metrics |= {"examples": int(batch["examples"]), "pairs": int(batch["examples"]), "reward_mean": float(batch["reward_mean"])}
         return dpo_loss(r_chosen, r_rejected) + self.options.nll_weight * nll, metrics

@@ -161,12 +161,12 @@ class PairTrainer(Trainer[OptionsT]):
     def make_pairs(
         self, model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
         saved_as: Path | None, extra: dict[str, Sequence] | None = None,
-        whole: tuple[Sequence[bool], Sequence[bool]] | None = None,
+        whole: tuple[Sequence[bool], Sequence[bool]] | None = None, held_out: Sequence[bool] | None = None,
     ) -> None:
-        """Build the pairs with π_ref's log-probs (`reference_pairs`), split off the held-out ones,
-        save all of them (column `held_out`)."""
+        """Build the pairs with π_ref's log-probs (`reference_pairs`), split off the held-out ones
+        (`held_out`; default `held_out_flags`), save all of them (column `held_out`)."""
         pairs = reference_pairs(model, ctx.tokenizer, prompts, chosen, rejected, whole)
-        flags = held_out_flags(prompts)
+        flags = list(held_out) if held_out is not None else held_out_flags(prompts)
         self.pairs = [p for p, held in zip(pairs, flags) if not held]
         self.held_out = [p for p, held in zip(pairs, flags) if held]
         # encoded and placed once: every step scores the same held-out batch

@@ -34,14 +34,26 @@ STAGE2_LOSSES = ("sft", "dpo")
 
 
 @dataclass(frozen=True)
+class DPOStageOptions(DPOOptions):
+    """The dpo method's options with the DPO stage's defaults: offline pairs from the starting
+    model (the only kind a stage can have, below) and plain DPO."""
+
+    pairs_from: str = "start"
+    nll_weight: float = 0.0
+
+
+@dataclass(frozen=True)
 class TwoStageOptions:
     stage2_loss: str = "sft"  # sft | dpo
-    dpo: DPOOptions = field(default_factory=DPOOptions)  # the pairs and β when stage2_loss is dpo
+    dpo: DPOStageOptions = field(default_factory=DPOStageOptions)  # the pairs and β when stage2_loss is dpo
 
     def validate(self) -> None:
         if self.stage2_loss not in STAGE2_LOSSES:
             raise BenchError(f"options.stage2_loss must be one of {', '.join(STAGE2_LOSSES)}, got {self.stage2_loss!r}")
         self.dpo.validate()
+        if self.dpo.pairs_from != "start":
+            raise BenchError("options.dpo.pairs_from: the DPO stage's pairs are sampled once, from the starting model (start); "
+                             "only the dpo method samples pairs from the policy")
 
 
 class TwoStage(Trainer[TwoStageOptions]):

@@ -27,7 +27,7 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings (see README)"),
     preset: str = typer.Option("default", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, help="seed for data order, initialisation and sampling"),
-    steps: Optional[int] = typer.Option(None, help="post-training steps"),
+    steps: Optional[int] = typer.Option(None, help="post-training steps (default: the method's own, 300; GRPO and PCR 600)"),
     model: Optional[Path] = typer.Option(None, help="a Hugging Face model folder to start from instead of the organism"),
     backend: Optional[str] = typer.Option(None, help="generation backend: hf, vllm or auto"),
     rollout_backend: Optional[str] = typer.Option(None, help="backend that samples the policy while training (grpo, pcr, dpo, spot): hf, vllm or auto"),
@@ -101,11 +101,12 @@ def base(
 
 @app.command()
 def methods() -> None:
-    """List the post-training methods."""
+    """List the post-training methods with their default η and run length."""
     import trainers
 
+    typer.echo(f"{'method':<6} {'η':>6} {'steps':>5}  description")
     for entry in trainers.TRAINERS:
-        typer.echo(f"{entry.name:<6} {entry.description}")
+        typer.echo(f"{entry.name:<6} {entry.obj.default_lr:>6g} {entry.obj.default_steps:>5}  {entry.description}")
 
 
 @app.command()

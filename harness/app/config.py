@@ -33,7 +33,7 @@ class RunConfig:
     backend: str = "hf"  # generates the evaluation sets at every checkpoint: hf, vllm or auto
     rollout_backend: str = "hf"  # samples the policy during training (GRPO, PCR, DPO, SPoT): hf, vllm or auto
     # post-training
-    steps: int = 300
+    steps: int | None = None  # post-training steps; None = the method's default (Trainer.default_steps)
     lr: float | None = None  # η; None = the method's default (Trainer.default_lr)
     stage2_lr_ratio: float = 0.1  # RPS: stage 2 at ratio·η (a 90% drop)
     stage1_fraction: float = 0.5  # RPS/EPS: share of steps on the easy set
@@ -231,7 +231,7 @@ def validate(config: RunConfig) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise BenchError(f"setting {item.name} must be a finite number, got {value}")
     positive = {
-        "steps": config.steps,
+        "steps": config.steps if config.steps is not None else 1,
         "lr": config.lr if config.lr is not None else 1.0,
         "batch_size": config.batch_size,
         "train_examples": config.train_examples,

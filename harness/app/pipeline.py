@@ -86,12 +86,19 @@ class PreparedRun:
     rollouts: BackendChoice | None  # config.rollout_backend resolved; None when the method never samples
 
 
+def with_method_defaults(config: RunConfig) -> RunConfig:
+    """The config with the method's own default η and run length where it leaves them unset:
+    what a run is fingerprinted with."""
+    trainer_class = TRAINERS.get(config.method)
+    return replace(config, lr=trainer_class.default_lr if config.lr is None else config.lr,
+                   steps=trainer_class.default_steps if config.steps is None else config.steps)
+
+
 def prepare(config: RunConfig, out: Path) -> PreparedRun:
     """Resolve every name and check the output folder; raises BenchError, writes nothing."""
     trainer_class = TRAINERS.get(config.method)
     trainer = trainer_class(method_options(trainer_class.Options, config.options, config.method))
-    if config.lr is None:  # the method's own default η, resolved before the run is fingerprinted
-        config = replace(config, lr=trainer_class.default_lr)
+    config = with_method_defaults(config)
     backend = resolve_backend(config.backend)
     rollouts = resolve_backend(config.rollout_backend, ROLLOUTS) if trainer_class.samples_policy else None
     suite = load_suite(config.suite)
@@ -315,7 +322,7 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
         hard=rendered(training_items(run.suite, run.suite.hard, config.train_examples, config.seed), run.suite.hard.prompt, tokenizer),
         foundation=foundation_items(run) if run.trainer.needs_foundation else (),
     )
-    assert config.lr is not None, "prepare() resolves the method's default learning rate"
+    assert config.lr is not None and config.steps is not None, "prepare() resolves the method's default η and steps"
     settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
     loop = LoopConfig(
         config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed,
@@ -441,6 +448,7 @@ def check_disk_space(config: RunConfig, suite: Suite, out: Path, rollouts: Backe
     checkpoint, `evaluated` and `last` at most two at a time. A vLLM rollout engine adds one more
     copy of the weights. What an earlier attempt already wrote there counts as written.
     """
+    assert config.steps is not None, "prepare() resolves the method's default steps first"
     model_bytes = model_size_bytes(config, suite)
     every = config.checkpoint_every
     checkpoints = 1 + (config.steps // every if every else 0) + 2  # the start, the periodic ones, up to two stage ends

@@ -116,6 +116,25 @@ def one_thread_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
+def check_not_stale(finished: Sequence[tuple[str, int]], arms: dict[str, dict[str, Any]], out: Path, preset: str, suite: str | None,
+                    configs: dict[str, Path | None]) -> None:
+    """BenchError when a finished run folder holds a run with other settings than its arm asks for
+    today (say, a method's default changed since): it would be skipped and silently mixed in."""
+    from harness.app.config import load_config
+    from harness.app.pipeline import run_fingerprint, with_method_defaults
+    from tasks.suites import load_suite
+
+    stale = []
+    for label, seed in finished:
+        config = with_method_defaults(load_config(preset, configs[label], {"method": arms[label]["method"], "seed": seed, "suite": suite}))
+        recorded = json.loads((out / run_name(label, seed) / RUN_FILE).read_text()).get("fingerprint")
+        if recorded != run_fingerprint(config, load_suite(config.suite)):
+            stale.append(run_name(label, seed))
+    if stale:
+        raise BenchError(f"study: {len(stale)} finished run folder(s) hold runs with other settings than their arm's today, e.g. "
+                         f"{out / stale[0]}; delete them to re-run, or choose another --out")
+
+
 def run_all(arms: dict[str, dict[str, Any]], seeds: Sequence[int], out: Path, preset: str, suite: str | None, config: Path | None, jobs: int,
             echo: Callable[[str], None]) -> dict[str, list[tuple[int, Path]]]:
     """Run (or resume, or skip) every arm × seed; arm → [(seed, folder)]. A failed run is a
@@ -123,6 +142,7 @@ def run_all(arms: dict[str, dict[str, Any]], seeds: Sequence[int], out: Path, pr
     (out / LOGS).mkdir(parents=True, exist_ok=True)
     configs = {label: arm_config(label, settings, out, config) if set(settings) - {"method"} else config for label, settings in arms.items()}
     pending = [(a, s) for a in arms for s in seeds if not run_done(out / run_name(a, s))]
+    check_not_stale([(a, s) for a in arms for s in seeds if (a, s) not in pending], arms, out, preset, suite, configs)
     for a in arms:
         for s in seeds:
             if (a, s) not in pending:
