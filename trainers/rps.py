@@ -9,7 +9,8 @@ stage-2 loss L₂ is options.stage2_loss:
   dpo            −log σ(r(x,y⁺) − r(x,y⁻)) + α·NLL(y⁺), r = β·[log π_θ(y|x) − log π_ref(y|x)]
                  (trainers/dpo.py), on pairs of hard prompts; options.dpo takes every option of
                  the dpo method (beta, pair_prompts, samples_per_prompt, pairs_per_prompt,
-                 nll_weight = α, temperature, pairs, reward).
+                 nll_weight = α, temperature, pairs, reward), with offline pairs (pairs_from:
+                 start, the only kind a stage can have) and plain DPO (α = 0) by default.
 *Assumption* for dpo: the pairs are sampled from, and π_ref is, the **starting** model θ₀, built
 in `setup` before stage 1 (as every method's setup runs on the starting model, which keeps the
 run resumable); sampling them from θ₁ would need a setup between stages. The pairs are saved as
