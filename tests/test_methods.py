@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from harness.store import read_manifest
 from tests.helpers import cli, rejected
@@ -64,6 +65,8 @@ def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
             assert log.heldout_margin.notna().all() and log.heldout_pair_accuracy.between(0, 1).all()
     if method in ("grpo", "pcr"):
         assert log.kl.iloc[0] == pytest.approx(0, abs=1e-6)  # first step: the policy is the reference
+        state = torch.load(out / "checkpoints" / "step-000002.trainer_state.pt", weights_only=False)
+        assert state["method"] == {"rollout": None}  # one update per rollout: no checkpoint needs the rollout itself
         assert (log.kl.iloc[1:] >= 0).all()
 
 

@@ -158,8 +158,11 @@ class GRPO(Trainer[GRPOOptionsT]):
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        """The rollout being used (its index and batch): a checkpoint between two of its updates needs it."""
-        return {"rollout": None if self.rollout is None else {"index": self.rollout[0], "batch": self.rollout[1]}}
+        """The rollout being used (its index and batch): a checkpoint between two of its updates
+        needs it. With one update per rollout no checkpoint falls inside one, so none is saved."""
+        if self.rollout is None or self.options.updates_per_rollout == 1:
+            return {"rollout": None}
+        return {"rollout": {"index": self.rollout[0], "batch": self.rollout[1]}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state["rollout"]
