@@ -18,9 +18,9 @@ when every worked step is right, not just the final answer (`reward: answer` is 
 Defaults (BENCHMARKS §12): η = 1e-4, 8 prompts × G = 8 per rollout, one update per rollout (fully
 on-policy), 600 steps (at 300 the gain, ≈ 5 points, was within most runs' own interval). With the
 answer-only reward GRPO learned nothing at any η: 43 % of the right answers it sampled came from
-wrong steps, so it was taught wrong arithmetic, and at η ≥ 2e-4 easy math collapsed. With the verified reward, in a standalone probe of these equations (seed 0, 300 steps),
-4 prompts per step with 2 updates per rollout gained +5.5, 8 prompts with 1 update +9.5, and 600
-steps +19.
+wrong steps, so it was taught wrong arithmetic, and at η ≥ 2e-4 easy math collapsed. With the
+verified reward, in a standalone probe of these equations (seed 0, 300 steps), 4 prompts per step
+with 2 updates per rollout gained +5.5, 8 prompts with 1 update +9.5, and 600 steps +19.
 """
 
 from __future__ import annotations
