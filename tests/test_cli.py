@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
+from harness.core.provenance import weights_digest
 from harness.store import read_manifest
 from tests.helpers import cli, rejected
 
@@ -20,6 +21,8 @@ def test_run_writes_every_stage_of_the_pipeline(smoke_run: Path) -> None:
     assert all(meta["stages"][s]["done"] for s in ("train", "generate", "score", "report"))
     assert {"torch", "transformers", "reasoning-gym"} <= set(meta["provenance"]["packages"])
     assert "commit" in meta["provenance"]["git"]
+    assert meta["provenance"]["cpu"]["torch_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "NEON", "SVE256", "VSX"}
+    assert meta["base_model_sha256"] == weights_digest(Path(meta["base_model"])) and len(meta["base_model_sha256"]) == 64
     assert set(meta["eval_sets"]) == {"chain_sum/easy", "chain_sum/hard", "reverse/easy", "sort_letters/easy", "affine/easy", "string_fn/easy"}
     assert all(len(s["sha256"]) == 64 and s["n"] == 4 for s in meta["eval_sets"].values())
 
@@ -57,6 +60,28 @@ def test_same_seed_gives_the_same_numbers(bench, smoke_run: Path, tmp_path: Path
     w1 = load_file(smoke_run / "checkpoints/step-000004/model.safetensors")
     w2 = load_file(again / "checkpoints/step-000004/model.safetensors")
     assert all((w1[k] == w2[k]).all() for k in w1)
+
+
+def test_gate_and_compare_note_runs_that_started_from_other_weights(bench, smoke_run: Path, tmp_path: Path) -> None:
+    """Another organism (here another pre-training seed; in practice another CPU, whose float
+    kernels pre-train the organism to other weights) makes a difference the code change did not:
+    the gate says so, and so does the baseline file."""
+    config = tmp_path / "other-organism.yaml"
+    config.write_text("organism: {seed: 1}\n")
+    other = tmp_path / "other"
+    assert bench("run", "--method", "rps", "--preset", "smoke", "--config", str(config), "--out", str(other), "-q").returncode == 0
+    baseline = tmp_path / "baseline.json"
+    assert bench("export-baseline", str(smoke_run), "-o", str(baseline)).returncode == 0
+    assert json.loads(baseline.read_text())["base_model_sha256"] == json.loads((smoke_run / "run.json").read_text())["base_model_sha256"]
+
+    same = bench("gate", "-b", str(baseline), "-c", str(smoke_run))
+    assert same.returncode == 0 and "different model weights" not in same.stdout
+    for command in (("gate", "-b", str(baseline), "-c", str(other)), ("compare", str(smoke_run), str(other))):
+        done = bench(*command)
+        assert done.returncode in (0, 1) and "started from different model weights" in done.stdout, done.stdout + done.stderr
+    verdict = json.loads(bench("gate", "-b", str(baseline), "-c", str(other), "--json", "-").stdout)
+    assert verdict["same_start"] is False
+    assert json.loads(bench("gate", "-b", str(smoke_run), "-c", str(smoke_run), "--json", "-").stdout)["same_start"] is True
 
 
 def test_rps_and_eps_share_the_stage_one_checkpoint(bench, smoke_run: Path, tmp_path: Path) -> None:

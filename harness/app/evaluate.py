@@ -59,7 +59,8 @@ def evaluate_sweep(paths: Sequence[Path], suite_ref: str, out: Path, steps: list
         if make_models is not None:
             make_models(store)
         points = discover_sweep([Path(p) for p in paths], steps, base_model, work_dir=out)  # merged LoRA models go to RUN/merged/
-        store.update_metadata(base_model=str(points[0].model_dir), sweep=[{"step": p.step, "source": str(p.source), "kind": p.kind} for p in points])
+        store.update_metadata(base_model=str(points[0].model_dir), base_model_sha256=provenance.weights_digest(Path(points[0].model_dir)),
+                              sweep=[{"step": p.step, "source": str(p.source), "kind": p.kind} for p in points])
         if not store.stage_done("train"):  # no training: the sweep is the run's checkpoint manifest
             def manifest() -> None:
                 store.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -263,6 +263,7 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
         "seed": run.config.seed,
         "config": run.config.to_dict(),
         "base_model": str(base_model),
+        "base_model_sha256": provenance.weights_digest(base_model),
         "backend": run.backend.name,
         "backend_reason": run.backend.reason,
         "rollout_backend": run.rollouts and run.rollouts.name,

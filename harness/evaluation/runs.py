@@ -33,10 +33,30 @@ class ItemResults:
     method: str | None
     items: pd.DataFrame  # ITEM_COLUMNS, one row per item, sorted by item_id
     families: tuple[str, ...] = ()  # the suite's family order (target first), for tables
+    start_weights: str | None = None  # sha256 of the starting model's weights (provenance.weights_digest), if recorded
+    cpu: str | None = None  # the machine's CPU and torch's kernel level, e.g. "Intel(R) Xeon(R) Processor, AVX512"
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "suite": self.suite, "eval_set_sha256": self.eval_set_sha256,
-                "step": self.step, "method": self.method, "n": len(self.items)}
+                "step": self.step, "method": self.method, "n": len(self.items), "start_weights": self.start_weights, "cpu": self.cpu}
+
+
+def cpu_text(meta: dict[str, Any]) -> str | None:
+    """run.json's CPU, as one line: model name and torch's kernel level (None for older runs)."""
+    cpu = meta.get("provenance", {}).get("cpu")
+    return ", ".join(str(part) for part in (cpu.get("model"), cpu.get("torch_capability")) if part) or None if cpu else None
+
+
+def different_starts(a: ItemResults, b: ItemResults) -> str | None:
+    """A note when both sides record their starting model's weights and those differ: their
+    difference then includes the starting model's (for the organism, which every machine
+    pre-trains for itself, another CPU is enough to change it; BENCHMARKS §14)."""
+    if not (a.start_weights and b.start_weights) or a.start_weights == b.start_weights:
+        return None
+    where = f" (made on {a.cpu} vs {b.cpu})" if a.cpu and b.cpu and a.cpu != b.cpu else ""
+    return (f"note: {a.source} and {b.source} started from different model weights{where}, so the difference includes the starting "
+            "models'; the organism is pre-trained on each machine and float kernels differ between CPUs: make the baseline on "
+            "the kind of machine the candidate runs on")
 
 
 def read_scored_run(root: Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -68,7 +88,8 @@ def results_from_records(root: Path, meta: dict[str, Any], records: pd.DataFrame
                          f"re-score it with `bench score {root}`")
     items = at_step.assign(slice=at_step.task + "/" + at_step.level)[ITEM_COLUMNS]
     families = tuple(family_order_of(meta))
-    return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items), families)
+    return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items), families,
+                       meta.get("base_model_sha256"), cpu_text(meta))
 
 
 def baseline_results(path: Path) -> ItemResults:
@@ -83,7 +104,7 @@ def baseline_results(path: Path) -> ItemResults:
     try:
         items = pd.DataFrame(data["items"], columns=ITEM_COLUMNS).astype({"correct": bool, "score": float})
         return ItemResults(str(path), data["suite"], data["eval_set_sha256"], int(data["step"]), data.get("method"), _sorted(items),
-                           tuple(data.get("families", ())))
+                           tuple(data.get("families", ())), data.get("base_model_sha256"), data.get("cpu"))
     except (KeyError, TypeError, ValueError) as error:
         raise BenchError(f"{path} is a damaged baseline file ({type(error).__name__}: {error}); re-export it") from None
 
