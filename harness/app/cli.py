@@ -27,7 +27,7 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings (see README)"),
     preset: str = typer.Option("default", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, help="seed for data order, initialisation and sampling"),
-    steps: Optional[int] = typer.Option(None, help="post-training steps (default: the method's own, 300; GRPO and PCR 600)"),
+    steps: Optional[int] = typer.Option(None, help="post-training steps (default: the method's own: 300; GRPO, PCR and DPO 600; see `bench methods`)"),
     model: Optional[Path] = typer.Option(None, help="a Hugging Face model folder to start from instead of the organism"),
     backend: Optional[str] = typer.Option(None, help="generation backend: hf, vllm or auto"),
     rollout_backend: Optional[str] = typer.Option(None, help="backend that samples the policy while training (grpo, pcr, dpo, spot): hf, vllm or auto"),
