@@ -24,6 +24,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -50,13 +51,20 @@ def run_study(out: Path, seeds: str, jobs: int, methods: str) -> float:
     return time.time() - started
 
 
-@functools.cache  # (b) reads each run twice
-def curves(folder: Path) -> pd.DataFrame:
-    """Per checkpoint of one run: gain, held-out change and KL(π₀‖π)."""
+@functools.cache  # (b) and the resolution table read each run more than once
+def load_run(folder: Path):  # -> reports.data.RunData
     from reports.data import load_runs
-    from reports.tables import gain_and_forgetting
 
     [run] = load_runs([folder])
+    return run
+
+
+@functools.cache
+def curves(folder: Path) -> pd.DataFrame:
+    """Per checkpoint of one run: gain, held-out change and KL(π₀‖π)."""
+    from reports.tables import gain_and_forgetting
+
+    run = load_run(folder)
     frame = gain_and_forgetting(run)
     if run.kl is not None:
         frame = frame.merge(run.kl[["step", "kl"]], on="step", how="left")
@@ -99,6 +107,37 @@ def matched_gain(study: dict, a: str = "grpo", b: str = "sft") -> dict:
     if not gain_low > 0:  # no gain to match: the comparison says nothing about forgetting at a gain
         return {"difference": mean, "low": low, "high": high, "verdict": f"not meaningful ({a} does not gain on the target)", "seeds": detail}
     return {"difference": mean, "low": low, "high": high, "verdict": verdict(low, high, True), "seeds": detail}
+
+
+def target_change_on_first(folder: Path, n: int) -> tuple[float, float, float]:
+    """The target slice's final − start change on its first n items (in evaluation-set order),
+    with the paired 95% interval the run's report gives: (change, low, high) in points."""
+    from harness.evaluation.stats import PairedCounts, paired_difference_interval
+
+    run = load_run(folder)
+    task, level = run.target_slice.split("/")
+    ids = run.items[(run.items.task == task) & (run.items.level == level)].id.iloc[:n]
+    records = run.records[run.records.item_id.isin(ids)].set_index("item_id")
+    start = records[records.step == run.start_step].correct.loc[ids]
+    final = records[records.step == run.final_step].correct.loc[ids]
+    counts = PairedCounts.from_outcomes(start.tolist(), final.tolist())
+    low, high = paired_difference_interval(counts)
+    return 100 * counts.difference, 100 * low, 100 * high
+
+
+def resolution_rows(study: dict, sizes: tuple[int, ...] = (200, 600)) -> list[str]:
+    """Per arm: how many seeds gain beyond their own paired 95% interval when the target set is
+    its first 200 items (the set of sessions 1–6) and when it is all 600, same runs."""
+    lines = ["| arm | " + " | ".join(f"seeds gaining, {'all' if n == max(sizes) else 'first'} {n} items (per-seed change [95%])" for n in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for arm, entry in study["methods"].items():
+        cells = []
+        for n in sizes:
+            changes = [target_change_on_first(Path(run["folder"]), n) for run in entry["runs"]]
+            per_seed = ", ".join(f"{c:+.1f} [{lo:+.1f}, {hi:+.1f}]" for c, lo, hi in changes)
+            cells.append(f"{sum(lo > 0 for _, lo, _ in changes)}/{len(changes)}: {per_seed}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def kl_forgetting(study: dict) -> dict:
@@ -189,14 +228,20 @@ def main() -> None:
     study = json.loads((args.out / "study.json").read_text())
     matched, kl = matched_gain(study), kl_forgetting(study)
     claims = {c["claim"]: c for c in study["claims"]}
+    from harness.core.provenance import cpu_description
+
+    cpu = cpu_description()
     result = {"study": str(args.out), "seconds": round(seconds), "matched_gain": matched, "kl_forgetting": kl, "claims": study["claims"],
-              "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores"}
+              "machine": f"{platform.machine()}, {cpu['model'] or 'cpu'} (torch kernels: {cpu['torch_capability']}), {os.cpu_count()} cores"}
     RESULTS.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float))
 
     lines = ["# Calibration and every method × seeds on the embedded default", "",
              f"`python benchmarks/bench_calibration.py` (study folder {args.out}, seeds {args.seeds}, {args.jobs} jobs, "
              f"{seconds / 60:.0f} min for the runs this invocation had to do; finished runs are skipped), {result['machine']}.", "",
              "## Every arm: mean ± standard error across seeds (points)", "", *method_table(study), "",
+             "## Resolution: the same runs scored on the first 200 target items and on all 600", "",
+             "Each seed's target change with its own paired 95% interval; a seed gains when the interval lies above 0.", "",
+             *resolution_rows(study), "",
              "## Each arm's own objective: first vs last tenth of its steps (mean over seeds; change with a 95% t interval)", "",
              *objective_rows(study), "",
              "## Claims (95% Welch interval of the difference of the means across seeds)", "",
