@@ -43,7 +43,17 @@ from typing import Any
 import numpy as np
 
 from harness.core.errors import BenchError
-from harness.evaluation.runs import BASELINE_FORMAT, BASELINE_VERSION, ItemResults, check_same_items, cpu_text, different_starts, families_in_order, run_results
+from harness.evaluation.runs import (
+    BASELINE_FORMAT,
+    BASELINE_VERSION,
+    ItemResults,
+    check_same_items,
+    cpu_text,
+    different_starts,
+    families_in_order,
+    run_results,
+    same_start,
+)
 from harness.evaluation.stats import PairedCounts, mcnemar_exact_p, mcnemar_midp, paired_bootstrap, paired_difference_interval
 from harness.store import RunStore, write_atomic
 
@@ -109,7 +119,7 @@ def compare(a: ItemResults, b: ItemResults) -> list[FamilyComparison]:
 
 
 def compare_json(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison]) -> dict[str, Any]:
-    return {"a": a.describe(), "b": b.describe(), "same_start": _same_start(a, b), "confidence": CONFIDENCE, "families": [asdict(r) for r in rows]}
+    return {"a": a.describe(), "b": b.describe(), "same_start": same_start(a, b), "confidence": CONFIDENCE, "families": [asdict(r) for r in rows]}
 
 
 def compare_summary(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison]) -> str:
@@ -127,11 +137,6 @@ def compare_summary(a: ItemResults, b: ItemResults, rows: Sequence[FamilyCompari
     lines.append("accuracy in points; lost = right in A and wrong in B; McNemar exact and mid-p tests on the lost/gained items; "
                  "graded = mean partial-credit score, paired bootstrap")
     return "\n".join(lines + _start_note(a, b))
-
-
-def _same_start(a: ItemResults, b: ItemResults) -> bool | None:
-    """Whether both sides started from the same weights; None when either did not record them."""
-    return a.start_weights == b.start_weights if a.start_weights and b.start_weights else None
 
 
 def _start_note(a: ItemResults, b: ItemResults) -> list[str]:
@@ -217,7 +222,7 @@ def gate_json(result: GateResult) -> dict[str, Any]:
         "confidence": CONFIDENCE,
         "baseline": result.baseline.describe(),
         "candidate": result.candidate.describe(),
-        "same_start": _same_start(result.baseline, result.candidate),
+        "same_start": same_start(result.baseline, result.candidate),
         "families": [{
             "family": f.comparison.family, "verdict": f.verdict, "max_drop": f.max_drop, "n": f.comparison.n,
             "baseline": f.comparison.accuracy_a, "candidate": f.comparison.accuracy_b, "change": f.comparison.change,

@@ -43,15 +43,21 @@ class ItemResults:
 
 def cpu_text(meta: dict[str, Any]) -> str | None:
     """run.json's CPU, as one line: model name and torch's kernel level (None for older runs)."""
-    cpu = meta.get("provenance", {}).get("cpu")
-    return ", ".join(str(part) for part in (cpu.get("model"), cpu.get("torch_capability")) if part) or None if cpu else None
+    cpu = meta.get("provenance", {}).get("cpu") or {}
+    parts = [str(part) for part in (cpu.get("model"), cpu.get("torch_capability")) if part]
+    return ", ".join(parts) if parts else None
+
+
+def same_start(a: ItemResults, b: ItemResults) -> bool | None:
+    """Whether both sides started from the same weights; None when either did not record them."""
+    return a.start_weights == b.start_weights if a.start_weights and b.start_weights else None
 
 
 def different_starts(a: ItemResults, b: ItemResults) -> str | None:
     """A note when both sides record their starting model's weights and those differ: their
     difference then includes the starting model's (for the organism, which every machine
     pre-trains for itself, another CPU is enough to change it; BENCHMARKS §14)."""
-    if not (a.start_weights and b.start_weights) or a.start_weights == b.start_weights:
+    if same_start(a, b) is not False:
         return None
     where = f" (made on {a.cpu} vs {b.cpu})" if a.cpu and b.cpu and a.cpu != b.cpu else ""
     return (f"note: {a.source} and {b.source} started from different model weights{where}, so the difference includes the starting "
