@@ -74,14 +74,13 @@ def test_gate_and_compare_note_runs_that_started_from_other_weights(bench, smoke
     assert bench("export-baseline", str(smoke_run), "-o", str(baseline)).returncode == 0
     assert json.loads(baseline.read_text())["base_model_sha256"] == json.loads((smoke_run / "run.json").read_text())["base_model_sha256"]
 
-    same = bench("gate", "-b", str(baseline), "-c", str(smoke_run))
-    assert same.returncode == 0 and "different model weights" not in same.stdout
-    for command in (("gate", "-b", str(baseline), "-c", str(other)), ("compare", str(smoke_run), str(other))):
-        done = bench(*command)
-        assert done.returncode in (0, 1) and "started from different model weights" in done.stdout, done.stdout + done.stderr
-    verdict = json.loads(bench("gate", "-b", str(baseline), "-c", str(other), "--json", "-").stdout)
-    assert verdict["same_start"] is False
-    assert json.loads(bench("gate", "-b", str(smoke_run), "-c", str(smoke_run), "--json", "-").stdout)["same_start"] is True
+    same = json.loads(bench("gate", "-b", str(baseline), "-c", str(smoke_run), "--json", "-").stdout)
+    assert same["same_start"] is True  # (4 items a family: the verdict itself is inconclusive)
+    gated = bench("gate", "-b", str(baseline), "-c", str(other))
+    assert gated.returncode in (0, 1) and "started from different model weights" in gated.stdout, gated.stdout + gated.stderr
+    compared = bench("compare", str(smoke_run), str(other), "--json", str(tmp_path / "compare.json"))
+    assert compared.returncode == 0 and "started from different model weights" in compared.stdout, compared.stdout + compared.stderr
+    assert json.loads((tmp_path / "compare.json").read_text())["same_start"] is False
 
 
 def test_rps_and_eps_share_the_stage_one_checkpoint(bench, smoke_run: Path, tmp_path: Path) -> None:
