@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.evaluation.runs import cpu_text
 from harness.store import REPORT_FILE, RunStore, write_atomic, write_json_atomic
 from reports.charts import forgetting_curves, gain_vs_forgetting, kl_curves, training_curves
 from reports.data import RunData, display_name, load_runs
@@ -87,6 +88,8 @@ def provenance_html(runs: Sequence[RunData]) -> str:
         row("method", [html.escape(r.label) for r in runs]), row("run folder", [html.escape(str(r.root)) for r in runs]),
         row("seed", plain("seed")), row("suite", plain("suite")), row("backend", plain("backend")),
         row("base model", [_short(field(r, "base_model"), 40) for r in runs]),
+        row("base model weights sha256", [_short(field(r, "base_model_sha256")) for r in runs]),
+        row("CPU (torch kernels)", [html.escape(cpu_text(r.meta) or "–") for r in runs]),
         row("eval-set sha256", [_short(field(r, "eval_set_sha256")) for r in runs]),
         row("fingerprint", plain("fingerprint")), row("git revision", [git(r) for r in runs]),
         row("created", plain("created")), row("python", plain("provenance", "python")),

@@ -47,6 +47,8 @@ def test_run_writes_every_stage_of_the_pipeline(smoke_run: Path) -> None:
 
     report = (smoke_run / "report.html").read_text()
     assert "data:image/png;base64," in report and "Forgetting curves" in report
+    assert "base model weights sha256" in report and meta["base_model_sha256"] in report  # the full hash is the cell's title
+    assert f"{meta['provenance']['cpu']['torch_capability']}</td>" in report
     assert (smoke_run / "forgetting_curves.png").stat().st_size > 10_000
 
 
