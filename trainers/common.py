@@ -109,7 +109,7 @@ class Trainer(ABC, Generic[OptionsT]):
 
     name: ClassVar[str]  # set by TRAINERS.register
     Options: ClassVar[type] = NoOptions
-    # η when the config does not set one: each method's own, from the sweep in BENCHMARKS §11
+    # η when the config does not set one: each method's own, from the sweep in BENCHMARKS §11 (organism A)
     # (about 1/10 of the organism's pre-training η for SFT, as real post-training runs well below
     # pre-training's; at 1e-3, SFT learnt as much but forgot far more).
     default_lr: ClassVar[float] = 3e-4

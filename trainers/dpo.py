@@ -21,14 +21,14 @@ With `pairs: first_step` both completions are cut after the first step where the
 (Step-DPO's pairs, Lai et al. 2024; a cut completion has no EOS). Either way the pairs of every
 10th of the first `pair_prompts` prompts, sampled from the start, are held out of training.
 
-Defaults (BENCHMARKS §11, §12.4, §13): offline DPO never gained on the target. Sessions 4 and 5
-tried 1–4 pairs per prompt, η 3e-5 to 3e-4, β 0.1 and 1, α 0 and 1, answer-checked, verified and
-first-step pairs: −1.5 to −16.5 points, while the held-out margins grew. Plain DPO lowers the
-chosen answers' own likelihood as the margin grows (likelihood displacement, Razin et al. 2024:
-worst when y⁺ and y⁻ are nearly the same text, as chains one digit apart are); even with α = 1,
-easy math fell. Online pairs fixed it: at η 1e-4, 300 steps, seed 0, online DPO moved hard math
-+0.5 with α = 0 and +3.5 with α = 1 (−0.5 and −9.5 at 3e-4), and 600 steps with α = 1 gained
-+8.0 with no forgetting, hence η 1e-4, α = 1, 600 steps.
+Defaults (BENCHMARKS §11, §12.4, §13, on organism A; §14.1): offline DPO never gained on the target.
+Sessions 4 and 5 tried 1–4 pairs per prompt, η 3e-5 to 3e-4, β 0.1 and 1, α 0 and 1, answer-checked,
+verified and first-step pairs: −1.5 to −16.5 points, while the held-out margins grew. Plain DPO
+lowers the chosen answers' own likelihood as the margin grows (likelihood displacement, Razin
+et al. 2024: worst when y⁺ and y⁻ are nearly the same text, as chains one digit apart are); even
+with α = 1, easy math fell. Online pairs fixed it: at η 1e-4, 300 steps, seed 0, online DPO moved
+hard math +0.5 with α = 0 and +3.5 with α = 1 (−0.5 and −9.5 at 3e-4), and 600 steps with α = 1
+gained +8.0 with no forgetting, hence η 1e-4, α = 1, 600 steps.
 """
 
 from __future__ import annotations

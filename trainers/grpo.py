@@ -15,12 +15,13 @@ aggregation: one token mean over the whole rollout batch.
 
 R is the task's verified reward (tasks/verify.py `rewards`): on the organism's chains it is 1 only
 when every worked step is right, not just the final answer (`reward: answer` is the old reward).
-Defaults (BENCHMARKS §12): η = 1e-4, 8 prompts × G = 8 per rollout, one update per rollout (fully
-on-policy), 600 steps (at 300 the gain, ≈ 5 points, was within most runs' own interval). With the
-answer-only reward GRPO learned nothing at any η: 43 % of the right answers it sampled came from
-wrong steps, so it was taught wrong arithmetic, and at η ≥ 2e-4 easy math collapsed. With the
-verified reward, in a standalone probe of these equations (seed 0, 300 steps), 4 prompts per step
-with 2 updates per rollout gained +5.5, 8 prompts with 1 update +9.5, and 600 steps +19.
+Defaults (BENCHMARKS §12, measured on organism A, the AMD machine's; §14.1): η = 1e-4, 8 prompts ×
+G = 8 per rollout, one update per rollout (fully on-policy), 600 steps (at 300 the gain, ≈ 5 points,
+was within most runs' own interval). With the answer-only reward GRPO learned nothing at any η:
+43 % of the right answers it sampled came from wrong steps, so it was taught wrong arithmetic, and
+at η ≥ 2e-4 easy math collapsed. With the verified reward, in a standalone probe of these equations
+(seed 0, 300 steps), 4 prompts per step with 2 updates per rollout gained +5.5, 8 prompts with 1
+update +9.5, and 600 steps +19.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def grpo_terms(model: PreTrainedModel, batch: dict[str, torch.Tensor], options: 
 class GRPO(Trainer[GRPOOptionsT]):
     Options = GRPOOptions
     default_lr = 1e-4
-    default_steps = 600  # 8 rollouts of 8 prompts a step: 300 steps gained ≈ 5 points, short of each run's own 2 SE (BENCHMARKS §12.6)
+    default_steps = 600  # 8 rollouts of 8 prompts a step: 300 steps gained ≈ 5 points, short of each run's own 2 SE (organism A, BENCHMARKS §12.6)
     samples_policy = True
 
     rollout: tuple[int, dict[str, torch.Tensor]] | None = None  # the latest rollout: (index, batch)

@@ -61,7 +61,7 @@ class TwoStage(Trainer[TwoStageOptions]):
     """Easy set at η, then the hard set at `stage2_lr(settings)` with SFT or DPO."""
 
     Options = TwoStageOptions
-    # η for stage 1 (BENCHMARKS §11): at SFT's 3e-4, stage 2 at 0.1·η = 3e-5 gained +2.5 on hard
+    # η for stage 1 (BENCHMARKS §11, organism A): at SFT's 3e-4, stage 2 at 0.1·η = 3e-5 gained +2.5 on hard
     # math (not significant); at 1e-3, stage 2 at 1e-4 learns (+16), as the method needs.
     default_lr = 1e-3
 

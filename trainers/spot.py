@@ -21,11 +21,11 @@
    α · NLL(y⁺) per chosen token (TRL's `rpo_alpha`). π_ref is the frozen starting model
    (log-probs precomputed).
 
-Defaults differ from the paper on purpose (the sweep in BENCHMARKS §11): with the paper's loss
-(α = 0) the organism's held-out reward margin grows at every η tried (1e-5, 3e-5, 1e-4) while
-greedy hard-math accuracy *falls* (−6, −7, −3.5 points): pushing y⁻'s whole likelihood down also
-pushes down the correct steps it shares with y⁺. With α = 1 and η = 3e-4 it gains (+19), as
-Pang et al. 2024 found for DPO on math reasoning (an NLL term on the chosen answers is needed).
+Defaults differ from the paper on purpose (the sweep in BENCHMARKS §11, on organism A; §14.1): with
+the paper's loss (α = 0) the organism's held-out reward margin grows at every η tried (1e-5, 3e-5,
+1e-4) while greedy hard-math accuracy *falls* (−6, −7, −3.5 points): pushing y⁻'s whole likelihood
+down also pushes down the correct steps it shares with y⁺. With α = 1 and η = 3e-4 it gains (+19),
+as Pang et al. 2024 found for DPO on math reasoning (an NLL term on the chosen answers is needed).
 `options: {nll_weight: 0}` with `lr: 1e-5` runs the paper's loss.
 """
 
