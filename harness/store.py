@@ -14,8 +14,9 @@ Layout (all tables are parquet, readable with `pandas.read_parquet`)::
                                     pruned after training unless keep_checkpoints is `all`
     RUN/rollout-policy/             only while training with --rollout-backend vllm: the weights synced to the engine
     RUN/train_log.parquet           one row per training step: stage, lr, loss, the method's metrics
-    RUN/generations/step-000000.parquet   item_id, step, sample, output (external_score: lm-eval's own)  (generation)
-    RUN/records.parquet             per item, step and sample: output, score, correct, outcome (scoring)
+                                    (`bench eval`: a Trainer's own log_history, harness/app/trainer_history.py)
+    RUN/generations/step-000000.parquet   item_id, step, sample, output (+ external_score, lmeval)     (generation)
+    RUN/records.parquet             per item, step and sample: output, score, correct, outcome, metrics (scoring)
     RUN/aggregates.parquet          per step, family and slice: score (avg@n), stderr (clustered by item), n,
                                     partial_score, samples, pass_at_n, reliability      (scoring)
     RUN/report.html, RUN/forgetting_curves.png                                         (report)
@@ -217,10 +218,11 @@ class RunStore:
         return [Item(**{**row, "meta": json.loads(row["meta"])}) for row in frame.to_dict("records")]
 
     def write_generations(self, step: int, rows: Sequence[dict[str, Any]]) -> None:
-        """One checkpoint's completions: item_id, sample (0..n-1), output, and external_score where
-        the generator also scored (lm-eval tasks)."""
+        """One checkpoint's completions: item_id, sample (0..n-1), output, and where the generator
+        also scored (lm-eval sets) external_score and `lmeval` (JSON: harness/evaluation/lmeval_sets.py)."""
         self.generations.mkdir(exist_ok=True)
-        frame = pd.DataFrame(list(rows), columns=["item_id", "sample", "output", *(["external_score"] if any("external_score" in r for r in rows) else [])])
+        extra = [column for column in ("external_score", "lmeval") if any(column in r for r in rows)]
+        frame = pd.DataFrame(list(rows), columns=["item_id", "sample", "output", *extra])
         frame.insert(1, "step", step)
         write_parquet_atomic(frame, self.generation_file(step))
 

@@ -43,7 +43,9 @@ def curve_panels(run: RunData) -> list[tuple[str, str, str]]:
     others = [s for s in run.in_domain_slices if s != run.target_slice]
     family = run.target_family
     panels = [(family, run.target_slice, f"{display_name(family, run.target_slice)} — in-domain target")]
-    panels += [(family, s, f"{display_name(family, s)} — in-domain") for s in others]
+    held_out = set(run.same_skill_slices)  # role: held-out beside the target: its drop is forgetting
+    panels += [(family, s, f"{display_name(family, s)} — {'held-out, same skill' if s in held_out else 'in-domain'}")
+               for s in others]
     panels += [(other, ALL, f"{other} — out of domain") for other in run.out_of_domain_families]
     return panels
 

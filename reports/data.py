@@ -11,7 +11,17 @@ from typing import Any
 import pandas as pd
 
 from harness.evaluation.kl import read_kl
-from harness.evaluation.runs import check_same_items, families_in_order, per_item, read_scored_run, results_from_records, suite_summary
+from harness.evaluation.roles import held_out_families
+from harness.evaluation.roles import same_skill_slices as same_skill_of
+from harness.evaluation.runs import (
+    check_same_items,
+    families_in_order,
+    per_item,
+    read_scored_run,
+    results_from_records,
+    roles_of,
+    suite_summary,
+)
 from harness.evaluation.scoring import ALL
 from harness.store import AGGREGATES_FILE, ITEMS_FILE, MANIFEST, TRAIN_LOG_FILE, CheckpointRecord, RunStore, read_manifest
 
@@ -31,7 +41,8 @@ class RunData:
     items: pd.DataFrame  # eval_items.parquet: prompts and expected answers
     checkpoints: tuple[CheckpointRecord, ...]  # empty when the manifest was deleted with the models
     kl: pd.DataFrame | None = None  # kl_to_start.parquet (step, kl, n); None for `bench eval` runs (no training data)
-    train_log: pd.DataFrame | None = None  # train_log.parquet: one row per training step; None for `bench eval` runs
+    # train_log.parquet: one row per training step; None for `bench eval` runs without a Trainer log
+    train_log: pd.DataFrame | None = None
 
     @property
     def steps(self) -> list[int]:
@@ -74,8 +85,25 @@ class RunData:
         return name if name in self.in_domain_slices else ALL
 
     @property
+    def roles(self) -> dict[str, str]:
+        """slice → role (target / held-out) as the suite gives it: the role, not the family, says
+        what a set's change is (harness/evaluation/roles.py)."""
+        return roles_of(self.meta)
+
+    def slices_by_family(self) -> dict[str, list[str]]:
+        agg = self.aggregates
+        return {f: sorted(set(agg[(agg.family == f) & (agg.slice != ALL)].slice)) for f in self.family_order()}
+
+    @property
     def out_of_domain_families(self) -> list[str]:
-        return [f for f in self.family_order() if f != self.target_family]
+        """The held-out families: none of their sets is a target (their change is the out-of-domain change)."""
+        return held_out_families(self.slices_by_family(), self.roles, self.target_family)
+
+    @property
+    def same_skill_slices(self) -> list[str]:
+        """The held-out sets of the families that hold a target set (easy math beside the hard target):
+        their drop is forgetting of the trained skill itself."""
+        return same_skill_of(self.slices_by_family(), self.roles)
 
     def family_order(self) -> list[str]:
         return families_in_order(list(self.aggregates.family.unique()), list(self.family_descriptions))

@@ -21,6 +21,7 @@ from harness.store import REPORT_FILE, RunStore, write_atomic, write_json_atomic
 from reports.charts import forgetting_curves, gain_vs_forgetting, kl_curves, training_curves
 from reports.data import RunData, display_name, load_runs
 from reports.flips import SHOWN_PER_DIRECTION, flips_html
+from reports.libraries import library_rows
 from reports.tables import change_table, results_table_html, summary_table_html
 
 CURVES_FILE = "forgetting_curves.png"
@@ -93,7 +94,7 @@ def provenance_html(runs: Sequence[RunData]) -> str:
         row("eval-set sha256", [_short(field(r, "eval_set_sha256")) for r in runs]),
         row("fingerprint", plain("fingerprint")), row("git revision", [git(r) for r in runs]),
         row("created", plain("created")), row("python", plain("provenance", "python")),
-        *(row(package, plain("provenance", "packages", package)) for package in ("torch", "transformers", "reasoning-gym")),
+        *(row(package, [html.escape(v) for v in versions]) for package, versions in library_rows([r.meta for r in runs])),
     ]
     header = "<tr><th></th>" + "".join(f"<th>{html.escape(r.label)}</th>" for r in runs) + "</tr>"
     eval_sets = runs[0].meta["eval_sets"]

@@ -4,9 +4,10 @@ Per run, the metrics (from the same numbers as the run's summary.json):
   target_gain       final − start on the suite's target slice (points)
   target_final      final score on the target slice (points)
   target_significant 1 when the target gain's paired 95% interval excludes 0 upwards (about 2 SE), else 0
-  same_skill_change mean final − start of the target family's other slices, e.g. easy math when the
-                    target is hard math (points; absent when the family has no other slice)
-  ood_change        mean over the held-out families of final − start (points; negative is forgetting)
+  same_skill_change mean final − start of the held-out sets (role: held-out) in the target's own family,
+                    e.g. easy math when the target is hard math (points; absent when the family has none)
+  ood_change        mean over the held-out families (no target set in them) of final − start
+                    (points; negative is forgetting)
   held_out:<family> final − start of one held-out family (points)
   kl_to_start       KL(π₀‖π) at the final checkpoint (nats per sequence; absent for runs without it)
   target_roughness  root mean square of the second differences of the target slice's score over
@@ -55,7 +56,7 @@ def run_metrics(run: RunData) -> dict[str, float]:
     agg = run.aggregates
     curve = agg[(agg.family == run.target_family) & (agg.slice == run.target_slice)].sort_values("step").score
     kl = final_kl(run)
-    same_skill = table[(table.family == run.target_family) & (table.slice != run.target_slice) & (table.slice != ALL)]
+    same_skill = table[table.slice.isin(run.same_skill_slices)]  # by role: the held-out sets beside the target
     metrics = {
         "target_gain": float(target.change), "target_final": float(target.final),
         "target_significant": float(target.change_lo > 0),

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from harness.evaluation.roles import HELD_OUT, group_role
 from harness.evaluation.scoring import ALL
 from harness.evaluation.stats import PairedCounts, paired_difference_interval
 from reports.data import RunData, display_name, family_order
@@ -16,12 +17,12 @@ STAGE_TIMES = ("train", "generate", "score")
 
 
 def headline_rows(aggregates: pd.DataFrame, target_family: str, families: list[str]) -> pd.DataFrame:
-    """Every family as a whole, plus each slice of the in-domain family if it has several (easy
-    vs hard matters), in report order: in-domain family first, its whole before its slices."""
-    chosen = aggregates.slice == ALL
-    in_domain_slices = (aggregates.family == target_family) & (aggregates.slice != ALL)
-    if aggregates[in_domain_slices].slice.nunique() > 1:
-        chosen |= in_domain_slices
+    """Every family as a whole, plus each of its slices when it has several (a held-out family's
+    slices can move apart as the target's easy and hard ones do), in report order: in-domain family
+    first, each family's whole before its slices."""
+    slices = aggregates[aggregates.slice != ALL]
+    split = slices.groupby("family").slice.nunique()
+    chosen = (aggregates.slice == ALL) | ((aggregates.slice != ALL) & aggregates.family.map(split).gt(1))
     rows = aggregates[chosen]
     family_rank = {family: i for i, family in enumerate(family_order(aggregates, families))}
     ranked = rows.assign(family_rank=rows.family.map(family_rank), is_slice=rows.slice != ALL)
@@ -50,20 +51,33 @@ def change_table(run: RunData) -> pd.DataFrame:
             "start": float(first.score), "final": float(last.score), "best": float(best.score), "best_step": int(best.step),
             "change": float(last.score - first.score), "change_lo": 100 * low, "change_hi": 100 * high,
             "significant": low > 0 or high < 0, "lost": counts.lost, "gained": counts.gained,
+            **row_role(run, family, slice_),
         })
     return pd.DataFrame(rows)
 
 
+def row_role(run: RunData, family: str, slice_: str) -> dict[str, object]:
+    """A row's role (target, held-out, mixed for a whole family holding both; "" if unrecorded) and
+    whether its drop is forgetting: the suite's role decides, in every family (harness/evaluation/roles.py)."""
+    slices = [slice_] if slice_ != ALL else run.slices_by_family().get(family, [])
+    role = group_role(slices, run.roles)
+    return {"role": role, "forgetting": role == HELD_OUT}
+
+
 def gain_and_forgetting(run: RunData) -> pd.DataFrame:
-    """Per checkpoint: the target slice's change vs start (gain) and the mean change of the
-    out-of-domain families vs start (each family weighs the same, whatever its size)."""
+    """Per checkpoint: the target slice's change vs start (gain), the mean change of the
+    out-of-domain (held-out) families vs start (each family weighs the same, whatever its size) and
+    the mean change of the held-out sets beside a target (`same_skill_change`; NaN when there are none)."""
     agg = run.aggregates
     target = agg[(agg.family == run.target_family) & (agg.slice == run.target_slice)].set_index("step").score.sort_index()
     whole = agg[agg.slice == ALL].pivot(index="step", columns="family", values="score").sort_index()
     ood = whole[run.out_of_domain_families]
+    same_skill = agg[agg.slice.isin(run.same_skill_slices)]
+    sliced = same_skill.pivot(index="step", columns="slice", values="score").reindex(target.index)
     return pd.DataFrame({
         "step": target.index, "gain": (target - target.iloc[0]).to_numpy(),
         "ood_change": (ood - ood.iloc[0]).mean(axis=1).to_numpy(),
+        "same_skill_change": (sliced - sliced.iloc[0]).mean(axis=1).to_numpy(),
     })
 
 
@@ -91,6 +105,11 @@ def _duration(seconds: float | None) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _points(change: float) -> str:
+    """A change in points, or – when there is nothing to average (no held-out family, say)."""
+    return "–" if pd.isna(change) else f"{change:+.1f}"
 
 
 def _change_class(low: float, high: float) -> str:
@@ -128,7 +147,10 @@ def results_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
     for family, slice_ in keys:
         target = family == runs[0].target_family and slice_ == runs[0].target_slice
         name = display_name(family, slice_)
-        tag = " <span class=tag>in-domain target</span>" if target else " <span class='tag ood'>out of domain</span>" if family != runs[0].target_family else ""
+        tag = (" <span class=tag>in-domain target</span>" if target
+               else " <span class='tag ood'>held-out: its drop is forgetting</span>"
+               if slice_ in runs[0].same_skill_slices
+               else " <span class='tag ood'>out of domain</span>" if family in runs[0].out_of_domain_families else "")
         body.append(f"<tr class=group><th colspan=10>{html.escape(name)}{tag}</th></tr>")
         for run, table in zip(runs, tables):
             r = table[(table.family == family) & (table.slice == slice_)].iloc[0]
@@ -144,14 +166,20 @@ def results_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
 
 
 def summary_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) -> str:
-    """One row per run: the in-domain gain, the mean out-of-domain change, and what it cost."""
-    head = ("<tr><th>method</th><th>in-domain gain</th><th>95% CI</th><th>out-of-domain change</th>"
+    """One row per run: the in-domain gain, the mean out-of-domain change, the same-skill change
+    (held-out sets beside the target: shown when a run has any), and what it cost."""
+    same_skill = any(run.same_skill_slices for run in runs)
+    same_skill_head = ("<th title='mean change of the held-out sets in the target&#39;s own family (role: held-out): "
+                       "forgetting of the trained skill'>same-skill change</th>") if same_skill else ""
+    head = ("<tr><th>method</th><th>in-domain gain</th><th>95% CI</th><th>out-of-domain change</th>" + same_skill_head +
             "<th title='KL(π₀‖π) at the final checkpoint, nats per sequence, on the hard training prompts'>KL to start</th>"
             "<th>training steps</th><th>examples seen</th><th>train</th><th>generate</th><th>score</th><th>total time</th></tr>")
     body = []
     for run, table in zip(runs, tables):
         target = table[(table.family == run.target_family) & (table.slice == run.target_slice)].iloc[0]
-        ood = gain_and_forgetting(run).ood_change.iloc[-1]
+        changes = gain_and_forgetting(run).iloc[-1]
+        ood = _points(changes.ood_change)
+        same_skill_cell = f"<td>{_points(changes.same_skill_change)}</td>" if same_skill else ""
         last = run.checkpoints[-1] if run.checkpoints else None
         seconds = stage_seconds(run)
         known = [s for s in seconds.values() if s is not None]
@@ -159,7 +187,7 @@ def summary_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
             f"<tr data-method='{html.escape(run.label)}'><td>{html.escape(run.label)}</td>"
             f"<td class='{_change_class(target.change_lo, target.change_hi)}'>{target.change:+.1f}</td>"
             f"<td>[{target.change_lo:+.1f}, {target.change_hi:+.1f}]</td>"
-            f"<td>{ood:+.1f}</td><td>{final_kl_text(run)}</td>"
+            f"<td>{ood}</td>{same_skill_cell}<td>{final_kl_text(run)}</td>"
             f"<td>{last.step if last else '–'}</td><td>{f'{last.examples_seen:,}' if last else '–'}</td>"
             + "".join(f"<td>{_duration(s)}</td>" for s in seconds.values())
             + f"<td>{_duration(sum(known) if known else None)}</td></tr>"

@@ -255,7 +255,7 @@ def test_lora_left_unset_keeps_old_fingerprints() -> None:
     from harness.app.config import RunConfig
 
     config = RunConfig()
-    # a RunConfig from before `lora` (and `device`, `grad_accum`, which are left out as well)
-    before = {k: v for k, v in asdict(config).items() if k not in ("keep_checkpoints", "lora", "device", "grad_accum")}
+    # a RunConfig without `lora` (and `device`, `grad_accum`, `report_to`, `model_hub`, left out at their defaults)
+    before = {k: v for k, v in asdict(config).items() if k not in ("keep_checkpoints", "lora", "device", "grad_accum", "report_to", "model_hub")}
     assert config.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert replace(config, lora={"r": 4}).fingerprint() != config.fingerprint()

@@ -199,8 +199,8 @@ def expected_rows(run: Path) -> dict[tuple[str, str], dict[str, str]]:
     records = pd.read_parquet(run / "records.parquet")
     first, last = records.step.min(), records.step.max()
     paired = records[records.step == first].merge(records[records.step == last], on="item_id", suffixes=("", "_final"))
-    math_slices = agg[(agg.family == "math") & (agg.slice != "all")].slice.unique()
-    shown = (agg.slice == "all") | ((agg.family == "math") & (len(math_slices) > 1))  # slices only if several
+    slices_per_family = agg[agg.slice != "all"].groupby("family").slice.nunique()
+    shown = (agg.slice == "all") | agg.family.map(lambda family: slices_per_family.get(family, 0) > 1)  # every family's slices, if several
     rows = {}
     for (family, slice_), group in agg[shown].groupby(["family", "slice"]):
         group = group.sort_values("step")

@@ -111,8 +111,8 @@ def test_checkpoint_folders_and_plain_folders(base: Path, tmp_path: Path) -> Non
     sweep = discover_sweep([stated, named], work_dir=tmp_path / "w")
     assert [(point.step, point.source) for point in sweep] == [(7, named), (30, stated)]
     plain = [copy_model(base, tmp_path / name) for name in ("a", "b")]
-    sweep = discover_sweep(plain, steps=[200, 100], base_model=base, work_dir=tmp_path / "w")
-    assert [(point.step, point.model_dir) for point in sweep] == [(0, base), (100, plain[1]), (200, plain[0])]
+    sweep = discover_sweep(plain, steps=[100, 200], base_model=base, work_dir=tmp_path / "w")
+    assert [(point.step, point.model_dir) for point in sweep] == [(0, base), (100, plain[0]), (200, plain[1])]
 
 
 def test_base_is_not_added_when_a_point_has_step_0(base: Path, tmp_path: Path) -> None:

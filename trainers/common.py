@@ -297,6 +297,7 @@ class Checkpoint:
 
 
 OnStep = Callable[[int, float], None]  # (global step, loss) -> None, e.g. a progress bar
+OnLog = Callable[[dict[str, Any]], None]  # one row of the training log, e.g. to an experiment tracker
 Save = Callable[[Checkpoint], None]
 
 
@@ -330,6 +331,7 @@ def train(
     save: Save | None = None,
     on_step: OnStep | None = None,
     resume: dict[str, Any] | None = None,
+    on_log: OnLog | None = None,
 ) -> list[dict[str, Any]]:
     """Run the stages in order; return one log row per step (step, stage, lr and the method's metrics).
 
@@ -338,6 +340,7 @@ def train(
     `resume`: a checkpoint's `state`; the model must already hold that checkpoint's weights and
     the trainer's `setup` must have run on the starting model. Training then goes on from the
     step after that checkpoint, and ends with the same weights and log as an uninterrupted run.
+    `on_log` receives every row of the log as it is made (a resumed run's earlier rows first).
     """
     config = ctx.loop
     torch.manual_seed(config.seed)
@@ -354,6 +357,9 @@ def train(
         for counter in fields(RolloutStats):
             if counter.name != "backend":
                 setattr(ctx.sampler.stats, counter.name, resume["rollouts"][counter.name])
+    if on_log:
+        for row in log:
+            on_log(row)
     for index, stage in enumerate(stages):
         first = at_stage_step if index == at_stage else 0
         if stage.steps <= 0 or index < at_stage or first >= stage.steps:
@@ -373,6 +379,8 @@ def train(
             examples_seen += int(metrics.pop("examples", config.batch_size))
             losses.append(metrics["loss"])
             log.append({"step": step, "stage": stage.name, "lr": lr, **metrics})
+            if on_log:
+                on_log(log[-1])
             if on_step:
                 on_step(step, metrics["loss"])
             kill_point("step", step)

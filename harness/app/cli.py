@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from harness.app.process_exit import end_process, is_entry_point
 from harness.core.errors import BenchError, writing
 from harness.core.interrupt import Interrupted, stop_on_signals
 
@@ -18,6 +19,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Measure what post-training methods gain in-domain and forget elsewhere, step by step.")
 
 PRESET_HELP = "default (the embedded organism, minutes on a CPU) or smoke (a few steps, tiny sets: for tests)"
+REFRESH_HELP = "the --out folder holds this run made on other data files or scorer versions: redo only what that affects (docs/data-identity.md)"
+LIMIT_HELP = "score only the first N items of each evaluation set (lm-eval's --limit; recorded in run.json and the run's identity)"
+REPORT_TO_HELP = ("experiment trackers, comma-separated: tensorboard, wandb (offline), mlflow (file store in the run folder); "
+                  "none: off (docs/tracking.md)")
+
+
+def check_limit(limit: int | None) -> int | None:
+    """--limit N: a positive number of items per evaluation set (None: every item)."""
+    if limit is not None and limit <= 0:
+        raise BenchError(f"--limit must be a positive number of items per evaluation set, got {limit}")
+    return limit
 
 
 @app.command()
@@ -28,32 +40,39 @@ def run(
     preset: str = typer.Option("default", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, help="seed for data order, initialisation and sampling"),
     steps: Optional[int] = typer.Option(None, help="post-training steps (default: the method's own: 300; GRPO, PCR and DPO 600; see `bench methods`)"),
-    model: Optional[Path] = typer.Option(None, help="a Hugging Face model folder to start from instead of the organism"),
+    model: Optional[str] = typer.Option(None, help="a Hugging Face model folder or hub id (org/name[@revision]) to start from instead of the organism"),
     backend: Optional[str] = typer.Option(None, help="generation backend: hf, vllm or auto"),
     rollout_backend: Optional[str] = typer.Option(None, help="backend that samples the policy while training (grpo, pcr, dpo, spot): hf, vllm or auto"),
     suite: Optional[str] = typer.Option(None, "--suite", "-s", help="a shipped suite (see `bench suites`) or a suite YAML file [default: micro]"),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
+    refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train with METHOD on the suite's training sets, score every checkpoint (start included) on its evaluation sets, write the report."""
     from harness.app.config import load_config
-    from harness.app.pipeline import execute, prepare
+    from harness.app.tracking import parse_report_to
 
-    overrides = {"method": method, "seed": seed, "steps": steps, "model": str(model) if model else None, "backend": backend,
-                 "rollout_backend": rollout_backend, "suite": suite}
+    overrides = {"method": method, "seed": seed, "steps": steps, "model": model, "backend": backend,
+                 "rollout_backend": rollout_backend, "suite": suite, "eval_per_slice": check_limit(limit),
+                 "report_to": parse_report_to(report_to)}
     run_config = load_config(preset, config, overrides)
+    from harness.app.pipeline import execute, prepare  # torch and transformers: after the settings are checked
+
     folder = out or Path("runs") / f"{run_config.method}-seed{run_config.seed}"
     started = time.time()
     with stop_on_signals():  # SIGINT/SIGTERM: stop with only complete files written, say how to resume
-        store = execute(prepare(run_config, folder), quiet)
+        store = execute(prepare(run_config, folder, refresh), quiet)
     summary = json.loads((store.root / "summary.json").read_text())
     typer.echo(format_summary(summary))
     typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
 
 
 def format_summary(rows: list[dict]) -> str:
-    lines = [f"{'family':<10} {'slice':<16} {'start':>6} {'final':>6} {'change':>7}"]
+    width = max([16, *(len(r["slice"]) for r in rows)])  # every family's slices are listed: the longest name sets the column
+    lines = [f"{'family':<10} {'slice':<{width}} {'start':>6} {'final':>6} {'change':>7}"]
     for r in rows:
-        lines.append(f"{r['family']:<10} {r['slice']:<16} {r['start']:6.1f} {r['final']:6.1f} {r['change']:+7.1f}{' *' if r['significant'] else ''}")
+        lines.append(f"{r['family']:<10} {r['slice']:<{width}} {r['start']:6.1f} {r['final']:6.1f} {r['change']:+7.1f}{' *' if r['significant'] else ''}")
     return "\n".join(lines + ["(* : the 95% interval of the change excludes 0)"])
 
 
@@ -110,10 +129,17 @@ def methods() -> None:
 
 
 @app.command()
-def suites() -> None:
-    """List the shipped suites: name, evaluation sets (family, role), and whether each set works offline."""
+def suites(
+    check: Optional[str] = typer.Option(None, "--check", metavar="FILE",
+                                        help="check a suite file (or shipped suite) without running it: every set's items, "
+                                             "scorer and ignored settings, and every problem (exit 2)"),
+) -> None:
+    """List the shipped suites: name, evaluation sets (family, role), and whether each set works offline;
+    with --check FILE, check one suite file before any run (docs/suites.md)."""
     from tasks.suites import load_suite, shipped_suites
 
+    if check is not None:
+        raise typer.Exit(check_suite_file(check))
     for name in shipped_suites():
         suite = load_suite(name)
         typer.echo(f"{name:<12} {suite.description}")
@@ -122,26 +148,48 @@ def suites() -> None:
                        f"{f', {eval_set.sampling.n} samples' if eval_set.sampling.n > 1 else ''}{' (optional)' if eval_set.optional else ''}")
 
 
+def check_suite_file(name_or_path: str) -> int:
+    """`bench suites --check`: the sets on stdout, every problem on stderr (one line each); the exit status."""
+    from tasks.suites.check import check_suite, format_check
+
+    report = check_suite(name_or_path)
+    if report.sets:
+        typer.echo("\n".join(format_check(report)))
+    for problem in report.problems:
+        typer.echo(f"error: {problem}", err=True)
+    if report.problems:
+        return 2
+    parts = [s.part for s in report.sets]
+    typer.echo(f"ok: {parts.count('eval')} evaluation and {parts.count('train')} training sets")
+    return 0
+
+
 @app.command("eval")
 def evaluate(
     checkpoints: list[Path] = typer.Argument(
-        ..., help="model folders, checkpoint-N folders, a training output folder holding checkpoint-N folders, or LoRA adapter folders"),
+        ..., help="model folders or hub ids (org/name[@revision]), checkpoint-N folders, training output folders holding them, or LoRA adapters"),
     suite: str = typer.Option(..., "--suite", "-s", help="a shipped suite (see `bench suites`) or a suite YAML file"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder to write (the ordinary run-folder format)"),
     steps: Optional[str] = typer.Option(None, help="comma-separated training steps, one per plain model folder (e.g. 0,100,200)"),
-    base_model: Optional[Path] = typer.Option(None, "--base", help="the starting model (step 0), and the base of LoRA adapters"),
+    base_model: Optional[Path] = typer.Option(None, "--base", help="the starting model (step 0) and LoRA base: a folder or hub id (org/name[@revision])"),
     backend: str = typer.Option("hf", help="generation backend: hf, vllm or auto (one engine for the whole sweep)"),
     seed: int = typer.Option(0, help="seed for sampled evaluation sets"),
     label: str = typer.Option("eval", help="the name shown for this sweep in reports (as a method's would be)"),
-    eval_per_slice: Optional[int] = typer.Option(None, help="keep the first N items of each evaluation set (quick looks)"),
+    limit: Optional[int] = typer.Option(None, "--limit", "--eval-per-slice", help=LIMIT_HELP),
+    refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Score a sweep of checkpoints written by any trainer on a suite: records, report, compare and gate as for `bench run`."""
-    from harness.app.evaluate import evaluate_sweep
-
     step_list = parse_steps(steps)
+    from harness.app.tracking import check_report_to, parse_report_to
+
+    trackers = check_report_to(parse_report_to(report_to) or [])
+    from harness.app.evaluate import evaluate_sweep  # torch and transformers: after the arguments are checked
+
     started = time.time()
-    store = evaluate_sweep(checkpoints, suite, out, step_list, base_model, backend, seed, label, eval_per_slice, quiet)
+    store = evaluate_sweep(checkpoints, suite, out, step_list, base_model, backend, seed, label, check_limit(limit), quiet,
+                           refresh=refresh, report_to=trackers)
     summary = json.loads((store.root / "summary.json").read_text())
     typer.echo(format_summary(summary))
     typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
@@ -154,6 +202,7 @@ def wise_ft(
     step: Optional[int] = typer.Option(None, help="the checkpoint θ_N (default: the run's last)"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder to write: the interpolated models and their scores"),
     backend: Optional[str] = typer.Option(None, help="generation backend: hf, vllm or auto (default: the run's)"),
+    refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """WiSE-FT: score weight-space interpolations between a run's start and a checkpoint (step = 1000·α), a gain-vs-forgetting curve without training."""
@@ -161,19 +210,16 @@ def wise_ft(
     from harness.app.wiseft import wise_ft as interpolate_and_score
 
     started = time.time()
-    store = interpolate_and_score(run_dir, parse_alphas(alphas), step, out, backend, quiet)
+    store = interpolate_and_score(run_dir, parse_alphas(alphas), step, out, backend, quiet, refresh)
     summary = json.loads((store.root / "summary.json").read_text())
     typer.echo(format_summary(summary))
     typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
 
 
 def parse_steps(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise BenchError(f"--steps must be comma-separated integers, got {text!r}") from None
+    from harness.app.steps import parse_steps as checked_steps  # the rule (increasing, distinct, >= 0) lives there
+
+    return checked_steps(text)
 
 
 @app.command()
@@ -266,14 +312,21 @@ def export_baseline(
 
 
 def silence_libraries() -> None:
-    """Our own progress bars are enough: hide transformers' per-file load/save bars and notices."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    """Our own progress bars are enough: hide the libraries' bars (transformers' per-file load/save
+    bars, lm-eval's per-task bars) and their notices. Environment variables only, so `--help` and
+    usage errors import nothing heavy; the libraries read them when they are imported later."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars follow huggingface_hub's switch
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    from transformers.utils import logging as hf_logging
+    # tqdm reads TQDM_* once, when it is imported, as defaults for every bar: third-party bars (lm-eval's)
+    # stay hidden, ours pass `disable=quiet` explicitly and still show unless -q
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    if "transformers" in sys.modules:  # already imported (the CLI called inside another program): tell it directly
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def main() -> None:
@@ -301,6 +354,8 @@ def main() -> None:
         if status == 130:
             typer.echo("interrupted", err=True)
         sys.exit(status)
+    if is_entry_point(main):  # skip the interpreter's teardown of torch & co: seconds, every run
+        end_process(0)
 
 
 if __name__ == "__main__":

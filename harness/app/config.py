@@ -17,10 +17,9 @@ from typing import Any
 
 import yaml
 
-from harness.app.organism import OrganismConfig
-from harness.backends.checkpoint import check_model_folder
+from harness.app.names import check_backend, check_method, check_suite
+from harness.app.organism_config import OrganismConfig  # not harness.app.organism: usage errors answer before torch loads
 from harness.core.errors import BenchError
-from trainers.device import DEVICES
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,8 @@ class RunConfig:
     suite: str = "micro"
     seed: int = 0
     model: str | None = None  # a Hugging Face model folder; None = the embedded organism
+    # set when `model` was given as a hub id: {id, revision, commit, folder} (harness/app/hub.py); model is then the folder
+    model_hub: dict[str, Any] | None = None
     organism: OrganismConfig = field(default_factory=OrganismConfig)
     backend: str = "hf"  # generates the evaluation sets at every checkpoint: hf, vllm or auto
     rollout_backend: str = "hf"  # samples the policy during training (GRPO, PCR, DPO, SPoT): hf, vllm or auto
@@ -54,6 +55,9 @@ class RunConfig:
     lora: dict[str, Any] | None = None
     # evaluation
     eval_per_slice: int | None = None  # None = the suite's full evaluation sets
+    # experiment trackers that get every training step and checkpoint score: tensorboard, wandb, mlflow
+    # (harness/app/tracking.py, docs/tracking.md); not part of the fingerprint
+    report_to: tuple[str, ...] = ()
 
     def fingerprint(self, extra: dict[str, Any] | None = None) -> str:
         """Identity of the run: two folders with the same fingerprint hold the same experiment
@@ -67,9 +71,10 @@ class RunConfig:
         return asdict(self)
 
 
-NOT_FINGERPRINTED = frozenset({"keep_checkpoints", "device"})  # where and what is kept, not what is computed
+# where and what is kept or logged, not what is computed
+NOT_FINGERPRINTED = frozenset({"keep_checkpoints", "device", "report_to"})
 # settings added after runs existed: left out of the fingerprint at their default, so older run folders keep their identity
-FINGERPRINTED_WHEN_SET: dict[str, Any] = {"grad_accum": 1, "lora": None}
+FINGERPRINTED_WHEN_SET: dict[str, Any] = {"grad_accum": 1, "lora": None, "model_hub": None}
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,22 @@ def load_config(preset: str = "default", path: Path | None = None, overrides: di
         merge_settings(values, read_config_file(path))
     merge_settings(values, {k: v for k, v in (overrides or {}).items() if v is not None})
     config = _build(RunConfig, values, "")
+    validate(replace(config, model=None))  # every other setting first: nothing is downloaded for a run that cannot start
+    config = with_hub_model(config)
     validate(config)
     return config
+
+
+def with_hub_model(config: RunConfig) -> RunConfig:
+    """`model` given as a hub id (`Qwen/Qwen3-0.6B`): its snapshot folder in the local Hugging Face
+    cache (downloaded when online and not cached), and the id, revision and commit in `model_hub`.
+    A path that exists here is a folder, whatever it looks like."""
+    if config.model is None:
+        return config
+    from harness.app.hub import resolve_model
+
+    folder, hub = resolve_model(config.model, "model")
+    return config if hub is None else replace(config, model=str(folder), model_hub=hub.to_dict())
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -223,9 +242,17 @@ def method_options(options_class: type, values: dict[str, Any], method: str) -> 
 
 
 def validate(config: RunConfig) -> None:
-    """Range checks that a type cannot express. Registry names are checked where they are used."""
+    """Range checks that a type cannot express, and the names of the method, backends and suite
+    (harness/app/names.py: a misspelt name is refused before torch and the registries load)."""
+    check_method(config.method)
+    check_backend(config.backend)
+    check_backend(config.rollout_backend, "rollout backend")
+    check_suite(config.suite)
     config.organism.validate()
     lora_settings(config)
+    from harness.app.tracking import check_report_to
+
+    check_report_to(config.report_to)
     for item in fields(config):  # _coerce already refuses nan/inf; here for a RunConfig built in code
         value = getattr(config, item.name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -248,8 +275,6 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"checkpoint_every must be >= 0 (0 = only at stage ends), got {config.checkpoint_every}")
     if config.grad_accum < 1 or config.grad_accum > config.batch_size:
         raise BenchError(f"grad_accum must be between 1 and batch_size ({config.batch_size}), got {config.grad_accum}")
-    if config.device not in DEVICES:
-        raise BenchError(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
     if config.keep_checkpoints not in KEEP_CHECKPOINTS:
         raise BenchError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {config.keep_checkpoints!r}")
     if config.eval_per_slice is not None and config.eval_per_slice <= 0:
@@ -261,7 +286,13 @@ def validate(config: RunConfig) -> None:
     for name in ("warmup_fraction", "min_lr_ratio"):
         if not 0 <= getattr(config, name) < 1:
             raise BenchError(f"{name} must be in [0, 1), got {getattr(config, name)}")
+    from trainers.device import DEVICES  # imports every trainer (torch): after the cheap checks above
+
+    if config.device not in DEVICES:
+        raise BenchError(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
     if config.model is not None:
         if not (Path(config.model) / "config.json").is_file():
             raise BenchError(f"model {config.model} is not a Hugging Face model folder (no config.json there)")
+        from harness.backends.checkpoint import check_model_folder  # imports every backend (torch, transformers)
+
         check_model_folder(Path(config.model))

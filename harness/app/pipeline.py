@@ -29,11 +29,14 @@ import tasks  # noqa: F401  (registers the tasks)
 import trainers  # noqa: F401  (registers the methods)
 from harness.app.config import LoraSettings, RunConfig, lora_settings, method_options
 from harness.app.organism import OrganismConfig, build_model, build_tokenizer, ensure_organism, organism_path
+from harness.app.refresh import Refresh, check_data
+from harness.app.refresh import apply as apply_refresh
+from harness.app.tracking import open_tracking
 from harness.backends import BACKENDS, BackendPool, GenerationBackend, SamplingParams
 from harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
 from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
 from harness.core import provenance
-from harness.core.errors import BenchError, writing
+from harness.core.errors import BenchError, warn, writing
 from harness.core.interrupt import Interrupted, kill_point, uninterruptible
 from harness.core.progress import progress_bar
 from harness.evaluation.kl import KL_PROMPTS, kl_to_start
@@ -56,10 +59,12 @@ from harness.store import (
     write_manifest,
 )
 from tasks.base import Item, content_hash
+from tasks.identity import fingerprinted, suite_identity
 from tasks.prompting import PromptFormat, render
 from tasks.suites import SHIPPED as SHIPPED_SUITES
 from tasks.suites import EvalSet, Sampling, Suite, eval_items, load_suite, training_items
 from tasks.suites import foundation_items as suite_foundation_items
+from tasks.suites.check import check_training
 from tasks.verify import max_new_tokens
 from trainers.common import (
     TRAINERS,
@@ -84,6 +89,7 @@ class PreparedRun:
     items: tuple[Item, ...]
     backend: BackendChoice  # config.backend resolved (auto → hf or vllm)
     rollouts: BackendChoice | None  # config.rollout_backend resolved; None when the method never samples
+    refresh: Refresh | None = None  # --refresh on a folder whose data changed: what to redo (harness/app/refresh.py)
 
 
 def with_method_defaults(config: RunConfig) -> RunConfig:
@@ -94,8 +100,9 @@ def with_method_defaults(config: RunConfig) -> RunConfig:
                    steps=trainer_class.default_steps if config.steps is None else config.steps)
 
 
-def prepare(config: RunConfig, out: Path) -> PreparedRun:
-    """Resolve every name and check the output folder; raises BenchError, writes nothing."""
+def prepare(config: RunConfig, out: Path, refresh: bool = False) -> PreparedRun:
+    """Resolve every name and check the output folder; raises BenchError, writes nothing.
+    `refresh`: a folder holding this run made on other data is brought up to date, not refused."""
     trainer_class = TRAINERS.get(config.method)
     trainer = trainer_class(method_options(trainer_class.Options, config.options, config.method))
     config = with_method_defaults(config)
@@ -107,15 +114,19 @@ def prepare(config: RunConfig, out: Path) -> PreparedRun:
                          "to score checkpoints of another trainer use `bench eval`")
     if not config.model and not suite.foundation:
         raise BenchError(f"suite {suite.name} has no organism pre-training mix (`foundation:`); give --model MODEL_FOLDER")
-    RunStore.check_target(out, run_fingerprint(config, suite))
+    identity = suite_identity(suite, training=True)
+    plan = check_data(out, run_fingerprint(config, suite, identity), identity, lambda old: run_fingerprint(config, suite, old), refresh)
+    if plan is None:
+        RunStore.check_target(out, run_fingerprint(config, suite, identity))
     check_disk_space(config, suite, out, rollouts)
     items = eval_items(suite, config.eval_per_slice)
+    check_training(suite, config.train_examples, config.seed)  # training data and golds too, before anything is written
     if config.model is None:
         check_prompts_fit_organism(config.organism, suite, items)
     lora = lora_settings(config)
     if lora is not None:
         check_lora_targets(lora, config, suite)
-    return PreparedRun(config, out, suite, trainer, items, backend, rollouts)
+    return PreparedRun(config, out, suite, trainer, items, backend, rollouts, plan)
 
 
 def module_names(config: RunConfig, suite: Suite) -> set[str]:
@@ -200,19 +211,25 @@ def remove_unfinished(folder: Path, keep_folder: bool) -> None:
 
 def execute_stages(run: PreparedRun, quiet: bool) -> RunStore:
     base_model = Path(run.config.model) if run.config.model else ensure_organism(run.config.organism, run.suite, quiet)
-    store = RunStore.open_or_create(run.out, run_metadata(run, base_model), run.items)
+    metadata = run_metadata(run, base_model)
+    if run.refresh is not None:
+        metadata = apply_refresh(run.out, run.refresh, metadata, run.items, metadata["eval_set_sha256"])
+    store = RunStore.open_or_create(run.out, metadata, run.items)
+    tracking = open_tracking(run.config.report_to, store, run.config.to_dict(), work_left=not store.stage_done("score"))
     try:
         with BackendPool() as backends:  # a vLLM engine started for rollouts also generates
             if not store.stage_done("train"):
-                timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet))
+                timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet, tracking.log_step))
             prune_training_state(store, run.config.keep_checkpoints)
             if not store.stage_done("kl"):
                 timed(store, "kl", lambda: kl_stage(store, run, base_model))
             generation(store, run.suite, run.backend, run.config.backend, backends, run.config.seed, quiet)
         prune_model_folders(store, run.config.keep_checkpoints)
-        scoring_and_report(store)
+        scoring_and_report(store, tracking.log_scores)
     except Interrupted as stop:
         raise Interrupted(stop.signum, f"interrupted: {resume_hint(store)}") from None
+    finally:
+        tracking.close()
     return store
 
 
@@ -223,9 +240,12 @@ def generation(store: RunStore, suite: Suite, backend: BackendChoice, requested:
         timed(store, "generate", lambda: generate_stage(store, suite, choice, backends.get(choice.name), seed, quiet))
 
 
-def scoring_and_report(store: RunStore) -> None:
+def scoring_and_report(store: RunStore, on_scored: Callable[[], None] | None = None) -> None:
+    """`on_scored`: called once the score stage has written the aggregates (experiment trackers)."""
     if not store.stage_done("score"):
         timed(store, "score", lambda: score_run(store))
+        if on_scored:
+            on_scored()
     timed(store, "report", lambda: report_stage(store))
 
 
@@ -245,9 +265,12 @@ def timed(store: RunStore, stage: str, work: Callable[[], object]) -> None:
     store.mark_stage(stage, True, seconds=round(time.time() - started, 2), **(info if isinstance(info, dict) else {}))
 
 
-def run_fingerprint(config: RunConfig, suite: Suite) -> str:
-    """The config's identity, plus the suite file's content when the suite is a user's file."""
-    return config.fingerprint() if suite.path.parent == SHIPPED_SUITES else config.fingerprint({"suite_sha256": suite.sha256})
+def run_fingerprint(config: RunConfig, suite: Suite, identity: dict[str, Any] | None = None) -> str:
+    """The config's identity, plus the suite file's content when the suite is a user's file, plus
+    its data files' content and its libraries' versions (`identity`, tasks/identity.py; the current
+    one when None)."""
+    data = fingerprinted(suite_identity(suite, training=True) if identity is None else identity)
+    return config.fingerprint(data or None) if suite.path.parent == SHIPPED_SUITES else config.fingerprint({"suite_sha256": suite.sha256, **data})
 
 
 def run_metadata(run: PreparedRun, base_model: Path) -> dict:
@@ -256,6 +279,7 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
         by_slice.setdefault(f"{item.task}/{item.level}", []).append(item)
     return {
         "fingerprint": run_fingerprint(run.config, run.suite),
+        "data_identity": suite_identity(run.suite, training=True),
         "method": run.config.method,
         "suite": run.suite.name,
         "suite_sha256": run.suite.sha256,
@@ -280,7 +304,8 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
 # ---------------------------------------------------------------- stages
 
 
-def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: BackendPool, quiet: bool) -> dict:
+def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: BackendPool, quiet: bool,
+                on_log: Callable[[dict[str, Any]], None] | None = None) -> dict:
     """Checkpoint 0 is the starting model; then the method's stages, checkpointing as they go.
 
     Resumes from the last complete checkpoint of an earlier attempt when there is one (the
@@ -318,6 +343,8 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
                     trainer_state_path(store.checkpoints, older.step).unlink(missing_ok=True)
 
     assert run.suite.easy is not None and run.suite.hard is not None, "prepare() checks the suite can train"
+    training_prompts = {f"{t.name}/{t.split}": t.prompt for t in (run.suite.easy, run.suite.hard)}
+    note_chat_fallback(store, training_prompts, tokenizer, base_model, "training")
     data = TrainingData(
         easy=rendered(training_items(run.suite, run.suite.easy, config.train_examples, config.seed), run.suite.easy.prompt, tokenizer),
         hard=rendered(training_items(run.suite, run.suite.hard, config.train_examples, config.seed), run.suite.hard.prompt, tokenizer),
@@ -346,7 +373,8 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
         with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
             if resumed_from.step:
                 advance(n=resumed_from.step)
-            log = train(model, run.trainer, run.trainer.stages(data, settings), ctx, save, lambda _step, loss: advance(loss), resume)
+            log = train(model, run.trainer, run.trainer.stages(data, settings), ctx, save, lambda _step, loss: advance(loss), resume,
+                        on_log)
     finally:
         sampler.close()
     store.write_table(TRAIN_LOG_FILE, pd.DataFrame(log))
@@ -525,6 +553,36 @@ def prompt_format(prompt: dict, tokenizer: Any) -> PromptFormat:
     return replace(fmt, chat=False, enable_thinking=None) if fmt.chat and not getattr(tokenizer, "chat_template", None) else fmt
 
 
+def raw_instead_of_chat(prompt: dict, tokenizer: Any) -> str | None:
+    """What a set that asks for chat mode gets from a tokenizer without a chat template (None when
+    it gets what it asks for): the raw-text rendering, described as the prompts.parquet reader sees it."""
+    fmt = PromptFormat.from_mapping(prompt)
+    if not fmt.chat or getattr(tokenizer, "chat_template", None):
+        return None
+    parts = [part for part, present in (("the system prompt as a first paragraph", fmt.system is not None),
+                                        ("the few-shot turns as plain text", bool(fmt.fewshot))) if present]
+    return "raw text" + (f" with {' and '.join(parts)}" if parts else "")
+
+
+def note_chat_fallback(store: RunStore, prompts: dict[str, dict], tokenizer: Any, model_dir: Path,
+                       what: str = "evaluation") -> None:
+    """One warning line, and run.json's `chat_fallback` (`chat_fallback_training` for `what`
+    "training"), for the sets (name → prompt mapping) whose chat mode the model cannot honour: they
+    are scored or trained on another prompt than the suite asked for, which a reader must know."""
+    raw = {name: raw_instead_of_chat(prompt, tokenizer) for name, prompt in prompts.items()}
+    instead = {name: how for name, how in raw.items() if how is not None}
+    if not instead:
+        return
+    key = "chat_fallback" if what == "evaluation" else f"chat_fallback_{what}"
+    store.update_metadata(**{key: {"model": str(model_dir), "sets": instead}})
+    by_how: dict[str, list[str]] = {}
+    for name, how in instead.items():
+        by_how.setdefault(how, []).append(name)
+    described = "; ".join(f"{', '.join(names)}: {how}" for how, names in by_how.items())
+    warn(f"model {model_dir} has no chat template, so the {what} sets that ask for chat mode get raw text instead "
+         f"({described}); set `prompt: {{chat: false}}` in the suite to ask for raw text")
+
+
 def generation_groups(suite: Suite, items: list[Item]) -> dict[tuple[str, Sampling], list[Item]]:
     """Items generated together: one group per task and sampling setting (for the micro suite:
     per task, as every run before suites were data did, so batches and outputs are unchanged)."""
@@ -534,9 +592,10 @@ def generation_groups(suite: Suite, items: list[Item]) -> dict[tuple[str, Sampli
     return groups
 
 
-def write_prompts(store: RunStore, suite: Suite, items: list[Item], model_dir: Path) -> dict[str, str]:
+def write_prompts(store: RunStore, suite: Suite, items: list[Item], model_dir: Path, seed: int = 0) -> dict[str, str]:
     """Render every evaluation prompt once, with the model's own tokenizer, and keep them in the
-    run folder (`prompts.parquet`), so a reader can audit exactly what the model saw."""
+    run folder (`prompts.parquet`), so a reader can audit exactly what the model saw. lm-eval
+    sets: the prompt lm-eval itself sends (its own rendering and few-shot draw at `seed`)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     by_set: dict[str, list[Item]] = {}
     for item in items:
@@ -544,13 +603,21 @@ def write_prompts(store: RunStore, suite: Suite, items: list[Item], model_dir: P
     prompts: dict[str, str] = {}
     for slice_, set_items in by_set.items():
         eval_set = suite.eval_set(slice_)
+        if eval_set.source.name == "lmeval":
+            prompts.update(lmeval_prompts(eval_set, set_items, seed))
+            continue
         for item in rendered(set_items, eval_set.prompt, tokenizer):
             prompts[item.id] = item.prompt
     store.write_table(PROMPTS_FILE, pd.DataFrame({"item_id": list(prompts), "prompt": list(prompts.values())}))
     limit = context_length(read_model_config(model_dir))
     for slice_, set_items in by_set.items():
+        if suite.eval_set(slice_).source.name == "lmeval":
+            continue  # lm-eval's own budget (max_gen_toks) is checked per request by the adapter
         lengths = [len(tokenizer.encode(prompts[item.id], add_special_tokens=False)) for item in set_items]
         check_prompts_fit(lengths, suite.eval_set(slice_).sampling.max_new_tokens, limit, f"evaluation set {slice_} on model {model_dir}")
+    # after the checks (a refused run says only why); lm-eval sets are left out: lm-eval renders their prompts itself
+    own = {slice_: suite.eval_set(slice_).prompt for slice_ in by_set if suite.eval_set(slice_).source.name != "lmeval"}
+    note_chat_fallback(store, own, tokenizer, model_dir)
     return prompts
 
 
@@ -565,7 +632,7 @@ def generate_stage(store: RunStore, suite: Suite, backend_choice: BackendChoice,
     items = store.items()
     first = checkpoint_dir(store, checkpoints[0])
     reference = read_tensor_shapes(first)  # every checkpoint must store the same tensors as the start
-    prompts = write_prompts(store, suite, items, first)
+    prompts = write_prompts(store, suite, items, first, seed)
     groups = generation_groups(suite, items)
     store.update_metadata(backend=backend_choice.name, backend_reason=backend_choice.reason)  # what generated, if resumed elsewhere
     with progress_bar(len(checkpoints), f"generating ({backend_choice.name})", quiet) as advance:
@@ -592,13 +659,23 @@ def generate_stage(store: RunStore, suite: Suite, backend_choice: BackendChoice,
 
 def lmeval_generations(backend: GenerationBackend, model_dir: Path, eval_set: EvalSet, items: list[Item], seed: int) -> list[dict[str, Any]]:
     """One lm-eval task on the loaded checkpoint: lm-eval renders, generates (through `backend`)
-    and scores each document; its per-document metric becomes the record's score."""
+    and scores each document; every per-document metric is stored (harness/evaluation/lmeval_sets.py)."""
     from harness.evaluation.lmeval_adapter import evaluate_documents
+    from harness.evaluation.lmeval_sets import generation_rows
 
-    by_doc = {item.meta["lmeval_doc_id"]: item for item in items}
-    results = evaluate_documents(backend, model_dir, eval_set.source.task_reference(), max(by_doc) + 1, seed)  # type: ignore[attr-defined]
-    return [{"item_id": by_doc[doc_id].id, "sample": 0, "output": output, "external_score": score}
-            for doc_id, (output, score) in sorted(results.items()) if doc_id in by_doc]
+    limit = max(item.meta["lmeval_doc_id"] for item in items) + 1
+    reference = eval_set.source.task_reference()  # type: ignore[attr-defined]
+    samples = evaluate_documents(backend, model_dir, reference, limit, seed)
+    return generation_rows(samples, items)
+
+
+def lmeval_prompts(eval_set: EvalSet, items: list[Item], seed: int) -> dict[str, str]:
+    """item id → the context lm-eval sends for it (what prompts.parquet stores for an lm-eval set)."""
+    from harness.evaluation.lmeval_sets import contexts
+
+    limit = max(item.meta["lmeval_doc_id"] for item in items) + 1
+    by_doc = contexts(eval_set.source.task_reference(), limit, seed)  # type: ignore[attr-defined]
+    return {item.id: by_doc[item.meta["lmeval_doc_id"]] for item in items}
 
 
 def report_stage(store: RunStore) -> Path:

@@ -15,7 +15,8 @@ The checkpoints may come from any trainer. Recognised inputs, per path:
   (adapter_config.json + adapter weights): one point; its step comes from `steps`, else from a
   `trainer_state.json` in it, else a BenchError asks for `--steps`.
 
-`steps`, when given, has exactly one entry per path, in order: the step of the model stored
+`steps`, when given, has exactly one entry per path, in order, strictly increasing (the rule and
+why: harness/app/steps.py): the step of the model stored
 directly in that path. For a folder whose step is recorded (`checkpoint-N`, trainer_state.json)
 the entry must agree with the record. For a training output folder it is the step of its own
 top-level model: if one of its checkpoints has that step the checkpoint is used and nothing is
@@ -23,7 +24,8 @@ added (so give the last checkpoint's step to add nothing), otherwise the top-lev
 added at that step.
 
 `base_model`, the starting model, becomes step 0 unless a point already has step 0 (the
-forgetting curve needs the start), and it is the model LoRA adapters are merged onto.
+forgetting curve needs the start), and it is the model LoRA adapters are merged onto. With no
+step 0 and no `base_model`, the smallest step is the start, and a warning says so.
 
 LoRA adapters (also the `checkpoint-N` folders of a peft Trainer run, which hold adapters) are
 merged onto their base with peft (`PeftModel.from_pretrained(base, adapter).merge_and_unload()`),
@@ -51,8 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.app.steps import check_steps
 from harness.backends.checkpoint import SHARD_INDEX, SINGLE_FILE, check_same_tensors, read_model_config, read_tensor_shapes
-from harness.core.errors import BenchError
+from harness.core.errors import BenchError, warn
 from harness.store import checkpoint_name
 
 CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
@@ -291,11 +294,7 @@ def discover_sweep(
     if not paths:
         raise BenchError("no checkpoints given: pass a training output folder, checkpoint folders or model folders")
     if steps is not None:
-        if len(steps) != len(paths):
-            raise BenchError(f"--steps has {len(steps)} step(s) but {len(paths)} path(s) were given; give one step per path, in the same order")
-        negative = [step for step in steps if step < 0]
-        if negative:
-            raise BenchError(f"--steps: step {negative[0]} is negative")
+        check_steps(steps, paths)
     if base_model is not None:
         base_model = Path(base_model)
         if not base_model.exists():
@@ -328,6 +327,8 @@ def discover_sweep(
     _check_same_architecture(configs)
     _check_same_tensor_names(list(dict.fromkeys(folder for folder, _ in configs)))
 
+    _say_where_the_start_is(by_step, base_model)  # once every check has passed: a refused sweep says only why
+
     work_dir = Path(work_dir)
     sweep = []
     for step, point in sorted(by_step.items()):
@@ -342,6 +343,21 @@ def discover_sweep(
 
 
 # ---------------------------------------------------------------- tokenizers
+
+
+def _say_where_the_start_is(by_step: dict[int, _Found], base_model: Path | None) -> None:
+    """A warning where the start of every change is not what the command line suggests."""
+    if 0 not in by_step:
+        # Not an error: a window of late checkpoints, measured from its first, is a fair question. But every
+        # "change" and "gain" in the report is then relative to that checkpoint, which the user must know.
+        first = by_step[min(by_step)]
+        warn(f"the sweep has no step 0 and no --base: step {first.step} ({first.folder}) is the start every change "
+             "is measured from; to measure from the starting model, include it at step 0 (bench eval: --base MODEL; "
+             "bench wise-ft: α = 0)")
+    elif base_model is not None and Path(by_step[0].folder).resolve() != base_model.resolve():
+        # --base reads as "the starting model", but a point of the sweep already has step 0 and wins
+        warn(f"--base {base_model} is not the start: {by_step[0].folder} has step 0 and every change is measured "
+             "from it; --base serves only as the base of LoRA adapters")
 
 
 def _tokenizer_source(point: _Found, base_model: Path | None) -> Path:

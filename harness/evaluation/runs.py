@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness.core.errors import BenchError
+from harness.evaluation.roles import slice_roles
 from harness.store import RECORDS_FILE, RunStore
 
 BASELINE_FORMAT = "plasticity-bench/baseline"
@@ -35,6 +36,7 @@ class ItemResults:
     families: tuple[str, ...] = ()  # the suite's family order (target first), for tables
     start_weights: str | None = None  # sha256 of the starting model's weights (provenance.weights_digest), if recorded
     cpu: str | None = None  # the machine's CPU and torch's kernel level, e.g. "Intel(R) Xeon(R) Processor, AVX512"
+    roles: dict[str, str] = field(default_factory=dict)  # slice → target / held-out (evaluation/roles.py); {} if unknown
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "suite": self.suite, "eval_set_sha256": self.eval_set_sha256,
@@ -95,7 +97,7 @@ def results_from_records(root: Path, meta: dict[str, Any], records: pd.DataFrame
     items = at_step.assign(slice=at_step.task + "/" + at_step.level)[ITEM_COLUMNS]
     families = tuple(family_order_of(meta))
     return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items), families,
-                       meta.get("base_model_sha256"), cpu_text(meta))
+                       meta.get("base_model_sha256"), cpu_text(meta), roles_of(meta))
 
 
 def baseline_results(path: Path) -> ItemResults:
@@ -110,7 +112,8 @@ def baseline_results(path: Path) -> ItemResults:
     try:
         items = pd.DataFrame(data["items"], columns=ITEM_COLUMNS).astype({"correct": bool, "score": float})
         return ItemResults(str(path), data["suite"], data["eval_set_sha256"], int(data["step"]), data.get("method"), _sorted(items),
-                           tuple(data.get("families", ())), data.get("base_model_sha256"), data.get("cpu"))
+                           tuple(data.get("families", ())), data.get("base_model_sha256"), data.get("cpu"),
+                           dict(data.get("roles") or {}))
     except (KeyError, TypeError, ValueError) as error:
         raise BenchError(f"{path} is a damaged baseline file ({type(error).__name__}: {error}); re-export it") from None
 
@@ -155,6 +158,16 @@ def suite_summary(meta: dict[str, Any]) -> dict[str, Any]:
     from tasks.suites import load_suite
 
     return load_suite(meta.get("suite", "micro")).to_summary()
+
+
+def roles_of(meta: dict[str, Any]) -> dict[str, str]:
+    """slice → role (target / held-out) of a run's sets; {} for a run made before suites were data
+    whose suite is not shipped (nothing is then split by role)."""
+    from tasks.suites import shipped_suites
+
+    if "suite_spec" not in meta and meta.get("suite", "micro") not in shipped_suites():
+        return {}
+    return slice_roles(suite_summary(meta))
 
 
 def family_order_of(meta: dict[str, Any]) -> list[str]:

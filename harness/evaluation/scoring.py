@@ -22,15 +22,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.core.errors import BenchError
+from harness.core.errors import BenchError, warn
 from harness.core.items import Item
+from harness.evaluation.lmeval_sets import Note, metric_means, score_lmeval
+from harness.evaluation.results_file import write_results_files
 from harness.sandbox.passk import pass_at_k
 from harness.store import AGGREGATES_FILE, RECORDS_FILE, RunStore
 from tasks.base import get_task
 from tasks.scorers import SCORERS, get_scorer
 
 ALL = "all"  # the slice name of a whole family
-RECORD_COLUMNS = ["item_id", "step", "family", "task", "level", "output", "score", "correct", "outcome", "sample"]
+# metrics: every per-document metric of an lm-eval set (JSON; "" for other sets: harness/evaluation/lmeval_sets.py)
+RECORD_COLUMNS = ["item_id", "step", "family", "task", "level", "output", "score", "correct", "outcome", "sample",
+                  "metrics"]
 RAN_TO_COMPLETION = ("pass", "wrong_answer")  # sandbox outcomes of a program that ran, right or wrong
 
 
@@ -50,19 +54,32 @@ def score_run(store: RunStore) -> pd.DataFrame:
         raise BenchError(f"{store.root} has generations for items it does not hold (e.g. {unknown[0]}); re-generate the run")
     slices = generations.item_id.map(lambda i: f"{items[i].task}/{items[i].level}")
     frames = []
+    notes: dict[str, Note] = {}
     for (slice_, _step), group in generations.assign(slice=slices).groupby(["slice", "step"], sort=True):
         group_items = [items[i] for i in group.item_id]
-        scores = score_group(scorers.get(slice_, "task"), group_items, list(group.output), group)
+        metrics = [""] * len(group)
+        if scorers.get(slice_) == "lmeval":  # re-scored by lm-eval's own code from the stored data
+            scores, metrics, note = score_lmeval(group_items, list(group.output), group)
+            if note is not None:
+                notes.setdefault(slice_, Note(note.reason, always=note.always)).edited += note.edited
+        else:
+            scores = score_group(scorers.get(slice_, "task"), group_items, list(group.output), group)
         frames.append(group.assign(
             family=[it.family for it in group_items], task=[it.task for it in group_items], level=[it.level for it in group_items],
             score=[s.score for s in scores], correct=[s.correct for s in scores], outcome=[s.outcome for s in scores],
+            metrics=metrics,
         ))
+    for slice_, note in notes.items():
+        if note.edited or note.always:
+            edited = f"; {note.edited} stored output(s) differ from the generated ones" if note.edited else ""
+            warn(f"lm-eval set {slice_}: not re-scored from its outputs: {note.reason}{edited}")
     records = pd.concat(frames, ignore_index=True).sort_values(["step", "item_id", "sample"], ignore_index=True)
     records = records[RECORD_COLUMNS]
     executed = {slice_ for slice_ in set(slices) if executes_programs(scorers.get(slice_, "task"), slice_)}
     aggregates = aggregate(records, executed)
     store.write_table(RECORDS_FILE, records)
     store.write_table(AGGREGATES_FILE, aggregates)
+    write_results_files(store, aggregates)  # RUN/results/step-N.json, lm-eval's results file per checkpoint
     return aggregates
 
 
@@ -97,6 +114,7 @@ def aggregate(records: pd.DataFrame, executed: set[str] | frozenset[str] = froze
             "samples": int(per_item.samples.max()),
             "pass_at_n": 100 * float(np.mean([pass_at_k(int(s), int(c), int(s)) for s, c in zip(per_item.samples, per_item.correct)])),
             "reliability": 100 * float(outcomes.isin(RAN_TO_COMPLETION).mean()) if len(outcomes) else float("nan"),
+            "metrics": metric_means(group) if rest else "",  # an lm-eval slice: every metric's mean, in points (JSON)
         })
     return pd.DataFrame(rows).sort_values(["family", "slice", "step"], ignore_index=True)
 

@@ -28,6 +28,11 @@ class Scorer(ABC):
 
     name: ClassVar[str]
     executes_programs: ClassVar[bool] = False  # outcomes are the sandbox's: reliability applies
+    # What the scorer reads of an item, matched against the source's declaration (`Source.provides`,
+    # `Source.provided_meta`) when a suite is read: a mismatch is refused before any generation.
+    needs: ClassVar[frozenset[str]] = frozenset()  # capabilities (tasks.sources.CAPABILITIES)
+    needs_meta: ClassVar[frozenset[str]] = frozenset()  # item.meta keys
+    requires: ClassVar[tuple[str, ...]] = ()  # distributions whose version decides the verdicts (in the run's identity)
 
     @abstractmethod
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
@@ -38,6 +43,11 @@ class Scorer(ABC):
         removed first. `precomputed`: scores the generator already gave (lm-eval's), which only a
         scorer that reads them uses."""
         return self.score(items, [without_thinking(output) for output in outputs])
+
+    @classmethod
+    def item_problem(cls, item: Item) -> str | None:
+        """Why this scorer could never score `item` (a gold it cannot read), checked before generation; None if it can."""
+        return None
 
     def close(self) -> None:  # noqa: B027 (a no-op unless the scorer holds resources)
         """Release what the scorer holds (worker processes); it may be used again afterwards."""

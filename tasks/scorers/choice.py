@@ -63,6 +63,16 @@ def gold_letter(item: Item) -> str:
 
 @SCORERS.register("multiple_choice", "the letter the output chose (A-J) equals the gold letter (or meta label index)")
 class MultipleChoice(Scorer):
+    needs = frozenset({"answer"})
+
+    @classmethod
+    def item_problem(cls, item: Item) -> str | None:
+        try:
+            gold_letter(item)
+        except BenchError:
+            return f"it has no gold letter A-J (answer {item.answer[:40]!r}, meta label {item.meta.get('label')!r})"
+        return None
+
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         check_batch(items, outputs)
         scores = []

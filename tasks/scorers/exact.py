@@ -16,6 +16,8 @@ def normalise(text: str) -> str:
 
 @SCORERS.register("exact_match", "output equals the gold answer up to whitespace and case")
 class ExactMatch(Scorer):
+    needs = frozenset({"answer"})
+
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         check_batch(items, outputs)
         scores = []

@@ -32,6 +32,12 @@ def last_number(text: str) -> float | None:
 
 @SCORERS.register("numeric", "last number in the output equals the gold number (relative tolerance 1e-6)")
 class Numeric(Scorer):
+    needs = frozenset({"answer"})
+
+    @classmethod
+    def item_problem(cls, item: Item) -> str | None:
+        return None if last_number(item.answer) is not None else f"its gold answer {item.answer[:60]!r} has no number"
+
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         check_batch(items, outputs)
         scores = []

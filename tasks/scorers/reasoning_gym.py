@@ -12,6 +12,9 @@ from tasks.scorers.base import SCORERS, Scorer, check_batch
 
 @SCORERS.register("reasoning_gym", "reasoning-gym's own score_answer (partial credit where it gives it)")
 class ReasoningGymScorer(Scorer):
+    needs_meta = frozenset({"rg_dataset", "rg_entry"})
+    requires = ("reasoning-gym",)
+
     def __init__(self) -> None:
         self.datasets: dict[str, Any] = {}
 

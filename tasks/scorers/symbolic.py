@@ -76,6 +76,10 @@ def prepare_gold(answer: str) -> str:
 class MathVerify(Scorer):
     """math-verify's parse + verify, in worker processes, with a per-step time limit."""
 
+    needs = frozenset({"answer"})
+
+    requires = ("math-verify", "latex2sympy2_extended", "sympy")  # the parser and the algebra both decide a verdict
+
     def __init__(self, timeout_s: float = 5.0, workers: int | None = None) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")

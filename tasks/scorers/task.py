@@ -11,6 +11,8 @@ from tasks.scorers.base import SCORERS, Scorer, check_batch
 
 @SCORERS.register("task", "the generator task's own scorer (items of `kind: generator` sources)")
 class TaskScorer(Scorer):
+    needs = frozenset({"generator_task"})
+
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         check_batch(items, outputs)
         by_task: dict[str, list[int]] = {}

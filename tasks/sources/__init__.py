@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.core.errors import BenchError
+from harness.core.errors import BenchError, warn
 from harness.core.items import Item
 from harness.core.registry import Registry
 
@@ -27,6 +27,16 @@ class Source(ABC):
     default_scorer: ClassVar[str | None] = None  # the scorer a set uses when the suite names none
     default_max_new_tokens: ClassVar[int] = 512
     default_stop: ClassVar[tuple[str, ...]] = ()  # stop strings a set uses when the suite names none
+    # What the items carry, matched against a scorer's declared needs when the suite is read
+    # (tasks/suites/compat.py), so a scorer that cannot score these items is refused before any
+    # generation. `provides`: capabilities (CAPABILITIES below); `meta_keys`: item.meta keys every item has.
+    provides: ClassVar[frozenset[str]] = frozenset({"answer"})
+    meta_keys: ClassVar[frozenset[str]] = frozenset()
+    # The `prompt:` / `sampling:` keys the items honour (None: all). A set that sets another is refused;
+    # one that inherits it from the suite's `defaults:` has it ignored (`bench suites --check` says so).
+    prompt_settings: ClassVar[frozenset[str] | None] = None
+    sampling_settings: ClassVar[frozenset[str] | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()  # distributions whose version decides the items (in the run's identity)
 
     def __init__(self, options: Mapping[str, Any], where: str, base_dir: Path) -> None:
         self.options = dict(options)
@@ -65,6 +75,15 @@ class Source(ABC):
     def max_new_tokens(self) -> int:
         return self.default_max_new_tokens
 
+    def provided_meta(self) -> frozenset[str]:
+        """The item.meta keys every item of this set carries (a source whose meta the suite names overrides it)."""
+        return self.meta_keys
+
+    def data_files(self) -> list[Path]:
+        """The local files the set's items are read from: their bytes are part of a run's identity
+        (tasks/identity.py). Empty for sets a package makes or ships: its version (`requires`) covers them."""
+        return []
+
     def path_option(self, key: str) -> Path:
         """A file option, relative to the suite file's folder; a one-line error if it is missing."""
         path = Path(str(self.options[key])).expanduser()
@@ -76,6 +95,13 @@ class Source(ABC):
 
 SOURCES: Registry[type[Source]] = Registry("source kind")
 
+# What a source's items can carry besides meta keys; a scorer names the ones it needs (`Scorer.needs`).
+CAPABILITIES = {
+    "answer": "item.answer holds the gold answer",
+    "generator_task": "item.task names the registered generator task that made the item (it scores its own items)",
+    "lmeval_scores": "lm-eval computes each document's score while generating",
+}
+
 
 def short_hash(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
@@ -85,15 +111,42 @@ def item_id(name: str, split: str, key: str) -> str:
     return f"{name}-{split}-{short_hash(key)}"
 
 
-def dedupe(items: Sequence[Item]) -> list[Item]:
-    """Keep the first of items sharing an id (a data file may repeat a question)."""
-    seen: set[str] = set()
-    kept = []
+def dedupe(items: Sequence[Item], where: str) -> list[Item]:
+    """Items sharing an id (a data file may repeat a question) kept once. A repeat with the same
+    question and answer is dropped with one warning for the set; one whose question or answer
+    differs is an error: which of the two is the gold answer is the user's call, not ours, and
+    keeping either silently would score against the wrong one for every checkpoint."""
+    first: dict[str, Item] = {}
+    dropped = 0
     for item in items:
-        if item.id not in seen:
-            seen.add(item.id)
-            kept.append(item)
-    return kept
+        kept = first.setdefault(item.id, item)
+        if kept is item:
+            continue
+        named = f"{where} ({item.task}/{item.level})"
+        if kept.prompt != item.prompt:  # the data's own `id` column repeats an id
+            raise BenchError(f"{named}: two rows share one id but hold different questions, {_short(kept.prompt)} and "
+                             f"{_short(item.prompt)}; give each row its own id")
+        if kept.answer != item.answer:
+            raise BenchError(f"{named}: question {_short(kept.prompt)} appears twice with different answers, "
+                             f"{_short(kept.answer)} and {_short(item.answer)}; "
+                             "keep the row with the right answer and delete the other")
+        dropped += 1
+    if dropped:
+        message = (f"{where} ({items[0].task}/{items[0].level}): {dropped} exact duplicate row(s) "
+                   f"(same question and answer) dropped; {len(first)} items kept")
+        if message not in _WARNED:  # a set is read more than once per command (checks, then the run): said once
+            _WARNED.add(message)
+            warn(message)
+    return list(first.values())
 
 
-from tasks.sources import code, files, generator, lmeval, math_sets, reasoning_gym  # noqa: E402,F401  (registration)
+_WARNED: set[str] = set()
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A question or answer as an error quotes it: on one line, cut at `limit` characters."""
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[: limit - 1] + "…")
+
+
+from tasks.sources import code, files, generator, lmeval, math_sets, mbpp, reasoning_gym  # noqa: E402,F401  (registration)

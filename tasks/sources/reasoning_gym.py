@@ -19,6 +19,8 @@ class ReasoningGym(Source):
     required = ("dataset",)
     optional = ("config",)
     default_scorer = "reasoning_gym"
+    meta_keys = frozenset({"rg_dataset", "rg_config", "rg_entry"})
+    requires = ("reasoning-gym",)
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
         config = self.options.get("config") or {}

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -76,6 +77,7 @@ class EvalSet:
     scorer: str
     published: dict[str, float] = field(default_factory=dict)
     optional: bool = False  # skipped (and said so in run.json) where its data is not available
+    ignored: tuple[str, ...] = ()  # the `defaults:` its source ignores ("prompt.system", "scorer"; tasks/suites/compat.py)
 
     @property
     def slice(self) -> str:
@@ -92,6 +94,7 @@ class TrainSet:
     prompt: dict[str, Any]
     difficulty: tuple[str, float, str] | None = None  # (meta field, threshold, "easy"|"hard"): keep that side
     max_new_tokens: int = 512  # the sampling budget of RL / preference methods' rollouts
+    ignored: tuple[str, ...] = ()  # the suite's `defaults:` its source ignores (tasks/suites/compat.py)
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,14 +161,19 @@ def shipped_suites() -> dict[str, Path]:
 
 def load_suite(name_or_path: str) -> Suite:
     """A shipped suite by name, or a suite YAML by path; every problem is a one-line BenchError."""
+    return _load(suite_file(name_or_path))
+
+
+def suite_file(name_or_path: str) -> Path:
+    """The YAML file of a shipped suite's name, or of a path (which must exist)."""
     shipped = shipped_suites()
     if name_or_path in shipped:
-        return _load(shipped[name_or_path].resolve())
+        return shipped[name_or_path].resolve()
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
             raise BenchError(f"suite file {path} does not exist")
-        return _load(path.resolve())
+        return path.resolve()
     raise BenchError(f"unknown suite {name_or_path!r}; shipped: {', '.join(shipped)} (or give a suite YAML file)")
 
 
@@ -184,38 +192,63 @@ def _load(path: Path) -> Suite:
     return _load_cached(path, hashlib.sha256(data).hexdigest())
 
 
-def parse_suite(data: Any, path: Path, sha256: str) -> Suite:
+def parse_suite(data: Any, path: Path, sha256: str, problems: list[str] | None = None) -> Suite:
+    """The suite; the first problem is a BenchError. With `problems` (`bench suites --check`) every
+    problem is appended there instead, one line each, and the suite holds the sets that parsed."""
     where = f"suite {path.name}"
     if not isinstance(data, dict):
         raise BenchError(f"{where}: must be a mapping with name, eval and train")
-    check_keys(data, SUITE_KEYS, where)
+    _attempt(problems, check_keys, data, SUITE_KEYS, where)
     name = data.get("name") or path.stem
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict) or set(defaults) - {"prompt", "sampling", "scorer"}:
-        raise BenchError(f"{where}: defaults may hold prompt, sampling and scorer only")
+        _attempt(problems, _fail, f"{where}: defaults may hold prompt, sampling and scorer only")
+        defaults = {}  # (collecting) the sets are still read, without the broken defaults
     raw_sets = data.get("eval")
     if not isinstance(raw_sets, list) or not raw_sets:
-        raise BenchError(f"{where}: `eval` must list at least one evaluation set")
-    eval_sets = tuple(parse_eval_set(raw, index, defaults, path) for index, raw in enumerate(raw_sets, 1))
+        _attempt(problems, _fail, f"{where}: `eval` must list at least one evaluation set")
+        raw_sets = []
+    parsed = [_attempt(problems, parse_eval_set, raw, index, defaults, path) for index, raw in enumerate(raw_sets, 1)]
+    eval_sets = tuple(s for s in parsed if s is not None)
     slices = [s.slice for s in eval_sets]
     duplicate = next((s for s in slices if slices.count(s) > 1), None)
     if duplicate:
-        raise BenchError(f"{where}: two evaluation sets are both named {duplicate!r}; give one a `name` or `split`")
-    if not any(s.role == "target" for s in eval_sets):
-        raise BenchError(f"{where}: no evaluation set has role: target (the set whose gain is plasticity)")
-    easy, hard = parse_training(data.get("train"), defaults, path)
+        _attempt(problems, _fail, f"{where}: two evaluation sets are both named {duplicate!r}; give one a `name` or `split`")
+    if raw_sets and len(eval_sets) == len(raw_sets) and not any(s.role == "target" for s in eval_sets):
+        _attempt(problems, _fail, f"{where}: no evaluation set has role: target (the set whose gain is plasticity)")
+    easy, hard = parse_training(data.get("train"), defaults, path, problems)
     described = data.get("families") or {}
     if not isinstance(described, dict):
-        raise BenchError(f"{where}: families must map each family to a description")
-    target_family = next(s.family for s in eval_sets if s.role == "target")
-    order = [target_family] + [s.family for s in eval_sets if s.family != target_family]
+        _attempt(problems, _fail, f"{where}: families must map each family to a description")
+        described = {}
+    targets = [s.family for s in eval_sets if s.role == "target"]
+    order = targets[:1] + [s.family for s in eval_sets]
     families = {f: str(described.get(f, "")) for f in dict.fromkeys(order)}
-    foundation = parse_foundation(data.get("foundation"), where)
+    foundation = _attempt(problems, parse_foundation, data.get("foundation"), where) or ()
     seed = data.get("eval_seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise BenchError(f"{where}: eval_seed must be an integer")
+        _attempt(problems, _fail, f"{where}: eval_seed must be an integer")
+        seed = 0
     return Suite(str(name), str(data.get("description", "")), sha256, path, seed, eval_sets, easy, hard, families,
                  foundation)
+
+
+R = TypeVar("R")
+
+
+def _attempt(problems: list[str] | None, work: Callable[..., R], *args: Any) -> R | None:
+    """`work(*args)`; when collecting (`problems` is a list) a BenchError is noted there and None returned."""
+    try:
+        return work(*args)
+    except BenchError as error:
+        if problems is None:
+            raise
+        problems.append(str(error))
+        return None
+
+
+def _fail(message: str) -> None:
+    raise BenchError(message)
 
 
 def parse_source(raw: Any, where: str, path: Path) -> Source:
@@ -229,6 +262,7 @@ def parse_source(raw: Any, where: str, path: Path) -> Source:
 
 def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -> EvalSet:
     from tasks.scorers import SCORERS  # noqa: PLC0415  (scorers import sources' helpers)
+    from tasks.suites.compat import ignored_defaults, refuse_unhonoured, resolve_scorer
 
     where = f"suite {path.name}, eval set {index}"
     if not isinstance(raw, dict):
@@ -251,6 +285,11 @@ def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -
         raise BenchError(f"{where}: needs a scorer; known: {', '.join(SCORERS.names())}")
     if scorer not in SCORERS:
         raise BenchError(f"{where}: unknown scorer {scorer!r}; known: {', '.join(SCORERS.names())}")
+    named = f"{where} ({name}/{split})"
+    inherited = not raw.get("scorer") and bool(defaults.get("scorer"))  # a default that does not fit gives way
+    scorer, ignored_scorer = resolve_scorer(source, str(scorer), inherited, named)
+    refuse_unhonoured(source, raw, named)  # the set's own settings; the suite's defaults it ignores are noted
+    ignored = ignored_defaults(source, defaults) + ignored_scorer
     prompt = {**(defaults.get("prompt") or {}), **(raw.get("prompt") or {})}
     check_prompt(prompt, where)
     sampling = parse_sampling({**(defaults.get("sampling") or {}), **(raw.get("sampling") or {})}, source, where)
@@ -260,7 +299,8 @@ def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -
     optional = raw.get("optional", False)
     if not isinstance(optional, bool):
         raise BenchError(f"{where}: optional must be true or false")
-    return EvalSet(name, split, family, role, source, prompt, sampling, str(scorer), {str(k): float(v) for k, v in published.items()}, optional)
+    return EvalSet(name, split, family, role, source, prompt, sampling, str(scorer), {str(k): float(v) for k, v in published.items()},
+                   optional, ignored)
 
 
 def check_prompt(prompt: dict[str, Any], where: str) -> None:
@@ -299,29 +339,38 @@ def _number(value: Any, name: str, low: float) -> float:
     return float(value)
 
 
-def parse_training(raw: Any, defaults: dict[str, Any], path: Path) -> tuple[TrainSet | None, TrainSet | None]:
+def parse_training(raw: Any, defaults: dict[str, Any], path: Path,
+                   problems: list[str] | None = None) -> tuple[TrainSet | None, TrainSet | None]:
+    """The easy and hard training sets; `problems`: collect every problem (see `parse_suite`)."""
     where = f"suite {path.name}, train"
     if raw is None:
         return None, None  # an evaluation-only suite (bench eval); bench run will say it cannot train
     if not isinstance(raw, dict):
-        raise BenchError(f"{where}: must be a mapping: easy/hard sets, or one source with a difficulty split")
+        _attempt(problems, _fail, f"{where}: must be a mapping: easy/hard sets, or one source with a difficulty split")
+        return None, None
     prompt = {**(defaults.get("prompt") or {}), **(raw.get("prompt") or {})}
     if "source" in raw:
-        check_keys(raw, TRAIN_SET_KEYS, where)
-        difficulty = raw.get("difficulty")
-        if not isinstance(difficulty, dict) or set(difficulty) != {"field", "threshold"}:
-            raise BenchError(f"{where}: one training source needs `difficulty: {{field: META_FIELD, threshold: NUMBER}}` to split easy from hard")
-        threshold = _number(difficulty["threshold"], f"{where}: difficulty.threshold", -math.inf)
-        sets = [train_set(raw, where, path, prompt, (str(difficulty["field"]), threshold, side), side) for side in ("easy", "hard")]
-        return sets[0], sets[1]
+        def split_sets() -> tuple[TrainSet, TrainSet]:
+            check_keys(raw, TRAIN_SET_KEYS, where)
+            difficulty = raw.get("difficulty")
+            if not isinstance(difficulty, dict) or set(difficulty) != {"field", "threshold"}:
+                raise BenchError(f"{where}: one training source needs `difficulty: {{field: META_FIELD, threshold: NUMBER}}` to split easy from hard")
+            threshold = _number(difficulty["threshold"], f"{where}: difficulty.threshold", -math.inf)
+            sets = [train_set(raw, where, path, prompt, (str(difficulty["field"]), threshold, side), side) for side in ("easy", "hard")]
+            return sets[0], sets[1]
+
+        return _attempt(problems, split_sets) or (None, None)
     unknown = sorted(set(raw) - {"easy", "hard", "prompt"})
     if unknown or "easy" not in raw or "hard" not in raw:
-        raise BenchError(f"{where}: needs `easy` and `hard` sets (or one `source` with a `difficulty` split)")
-    return train_set(raw["easy"], f"{where}.easy", path, prompt, None, "easy"), train_set(raw["hard"], f"{where}.hard", path, prompt, None, "hard")
+        _attempt(problems, _fail, f"{where}: needs `easy` and `hard` sets (or one `source` with a `difficulty` split)")
+        return None, None
+    return (_attempt(problems, train_set, raw["easy"], f"{where}.easy", path, prompt, None, "easy"),
+            _attempt(problems, train_set, raw["hard"], f"{where}.hard", path, prompt, None, "hard"))
 
 
 def train_set(raw: Any, where: str, path: Path, prompt: dict[str, Any], difficulty: tuple[str, float, str] | None, side: str) -> TrainSet:
     from tasks.scorers import SCORERS
+    from tasks.suites.compat import ignored_defaults, refuse_unhonoured, resolve_scorer
 
     if not isinstance(raw, dict):
         raise BenchError(f"{where}: must be a mapping with a source")
@@ -332,13 +381,17 @@ def train_set(raw: Any, where: str, path: Path, prompt: dict[str, Any], difficul
         raise BenchError(f"{where}: needs a scorer (the verifier of its answers); known: {', '.join(SCORERS.names())}")
     if scorer not in SCORERS:
         raise BenchError(f"{where}: unknown scorer {scorer!r}; known: {', '.join(SCORERS.names())}")
+    scorer, _ = resolve_scorer(source, str(scorer), False, where)
+    budget_given = {"max_new_tokens": raw["max_new_tokens"]} if "max_new_tokens" in raw else None
+    refuse_unhonoured(source, {"prompt": raw.get("prompt"), "sampling": budget_given}, where)
+    ignored = ignored_defaults(source, {"prompt": prompt})  # the suite's and the train section's prompt
     generated = source.name == "generator"
     name = str(raw.get("name") or (source.options["task"] if generated else f"train-{side}"))
     split = str(source.options["level"] if generated else side)
     set_prompt = {**prompt, **(raw.get("prompt") or {})}
     check_prompt(set_prompt, where)
     budget = int(_number(raw.get("max_new_tokens", source.max_new_tokens()), f"{where}: max_new_tokens", 1))
-    return TrainSet(name, split, source, str(scorer), set_prompt, difficulty, budget)
+    return TrainSet(name, split, source, str(scorer), set_prompt, difficulty, budget, ignored)
 
 
 # ---------------------------------------------------------------- items
@@ -351,6 +404,8 @@ def eval_items(suite: Suite, per_slice: int | None = None) -> tuple[Item, ...]:
     """The suite's evaluation items, set by set; `per_slice` keeps the first n of each (smoke runs).
     An optional set whose data is not available is skipped (see `Suite.skipped`); any other
     problem is a one-line BenchError."""
+    from tasks.suites.compat import check_items
+
     key = (suite.sha256, str(suite.path))
     if key not in _EVAL_CACHE:
         per_set, skipped = [], {}
@@ -362,6 +417,7 @@ def eval_items(suite: Suite, per_slice: int | None = None) -> tuple[Item, ...]:
                     raise
                 skipped[eval_set.slice] = str(error)
                 per_set.append(())
+            check_items(eval_set.scorer, per_set[-1], f"{eval_set.source.where} ({eval_set.slice})")  # before generation
         if all(eval_set.slice in skipped for eval_set in suite.eval_sets if eval_set.role == "target"):
             raise BenchError(f"suite {suite.name}: none of its target sets is available here ({'; '.join(skipped.values())})")
         _EVAL_CACHE[key] = tuple(per_set)
@@ -373,11 +429,17 @@ def eval_prompts(suite: Suite) -> frozenset[str]:
     return frozenset(item.prompt for item in eval_items(suite))
 
 
-def training_items(suite: Suite, train: TrainSet, n: int, seed: int) -> list[Item]:
+def training_items(suite: Suite, train: TrainSet, n: int, seed: int,
+                   exclude: frozenset[str] | None = None) -> list[Item]:
     """Items of one training set (n of them for generators; a file's rows, up to n, otherwise),
-    never an evaluation prompt of the suite, each with its scorer named in meta."""
-    family = suite.target_family
-    items = train.source.train_items(train.name, train.split, family, seed, n, eval_prompts(suite))
+    never an evaluation prompt of the suite (or of `exclude`, when given), each with its scorer named in meta."""
+    from tasks.suites.compat import check_items
+
+    if exclude is None:
+        family, exclude = suite.target_family, eval_prompts(suite)
+    else:  # `bench suites --check`: the evaluation sets that loaded, whatever the others' problems
+        family = next((s.family for s in suite.eval_sets if s.role == "target"), "")
+    items = train.source.train_items(train.name, train.split, family, seed, n, exclude)
     if train.difficulty:
         field_name, threshold, side = train.difficulty
         missing = [item.id for item in items if not isinstance(item.meta.get(field_name), (int, float))]
@@ -388,6 +450,7 @@ def training_items(suite: Suite, train: TrainSet, n: int, seed: int) -> list[Ite
         if not items:
             raise BenchError(f"suite {suite.path.name}, train: no {side} items (difficulty {field_name} "
                              f"{'<=' if side == 'easy' else '>'} {threshold})")
+    check_items(train.scorer, items[:n], train.source.where)
     if train.source.name == "generator":
         return items[:n]
     return [_for_training(item, train) for item in items[:n]]

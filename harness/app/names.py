@@ -1,0 +1,52 @@
+"""The names a user may type for a method, a backend or a suite, known without importing what they name.
+
+A usage error (`bench run --method nosuch`) must answer at once, but the registries that hold
+these names fill only when torch, transformers and every trainer are imported (seconds). These
+static lists answer first; tests/test_cli_startup.py checks that they equal the registries, so a
+method or backend added to a registry without its name here fails the tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from harness.core.errors import BenchError
+
+METHODS = ("dpo", "eps", "grpo", "l2sp", "pcr", "replay", "rps", "sft", "spot")  # trainers.TRAINERS
+BACKENDS = ("hf", "vllm")  # harness.backends.BACKENDS
+AUTO = "auto"  # harness.backends.auto.AUTO: the backend chosen for the work and the machine
+
+
+def check_method(name: str) -> None:
+    """BenchError, worded as the registry's own, for a method name no trainer registers."""
+    if name not in METHODS:
+        raise BenchError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+
+
+def check_backend(name: str, noun: str = "backend") -> None:
+    """BenchError, worded as `resolve_backend`'s, for a backend name that is neither auto nor registered."""
+    if name != AUTO and name not in BACKENDS:
+        raise BenchError(f"unknown {noun} {name!r}; known: {AUTO}, {', '.join(BACKENDS)}")
+
+
+def shipped_suite_names() -> list[str]:
+    """The shipped suites' names (tasks/suites/*.yaml), found without importing `tasks`, whose
+    import loads every task and reasoning-gym (≈ 0.8 s)."""
+    spec = importlib.util.find_spec("tasks")  # a top-level package: located, not executed
+    if spec is None or spec.origin is None:
+        return []
+    return sorted(path.stem for path in (Path(spec.origin).parent / "suites").glob("*.yaml"))
+
+
+def check_suite(reference: str) -> None:
+    """BenchError, worded as `tasks.suites.suite_file`'s, for a suite that is neither shipped nor a file."""
+    shipped = shipped_suite_names()
+    if reference in shipped:
+        return
+    path = Path(reference).expanduser()
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise BenchError(f"suite file {path} does not exist")
+        return
+    raise BenchError(f"unknown suite {reference!r}; shipped: {', '.join(shipped)} (or give a suite YAML file)")

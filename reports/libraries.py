@@ -1,0 +1,40 @@
+"""The libraries a run's suite used to make its items and judge its outputs (the report's
+provenance table lists these, not a fixed list): from run.json's `data_identity`
+(tasks/identity.py), or, for runs recorded without one, from what its sets' sources and
+scorers declare, at the versions its provenance recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.identity import libraries
+from tasks.scorers import SCORERS
+from tasks.sources import SOURCES
+
+BASE_LIBRARIES = ("torch", "transformers")  # every run's model code
+
+
+def suite_libraries(meta: dict[str, Any]) -> dict[str, str]:
+    """distribution → version of each library the run's sets used."""
+    identity = meta.get("data_identity")
+    if isinstance(identity, dict):
+        return libraries(identity)
+    names: set[str] = set()
+    for spec in (meta.get("suite_spec") or {}).get("sets", []):
+        if spec.get("source") in SOURCES:
+            names.update(SOURCES.get(spec["source"]).requires)
+        if spec.get("scorer") in SCORERS:
+            names.update(SCORERS.get(spec["scorer"]).requires)
+    recorded = (meta.get("provenance") or {}).get("packages") or {}
+    return {name: str(recorded.get(name, "–")) for name in sorted(names)}
+
+
+def library_rows(metas: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(library, its version in each run) for the base libraries, then every one any run's suite used."""
+    used = [suite_libraries(meta) for meta in metas]
+    names = list(BASE_LIBRARIES) + sorted({name for found in used for name in found} - set(BASE_LIBRARIES))
+    rows = []
+    for name in names:
+        values = [found.get(name) or ((meta.get("provenance") or {}).get("packages") or {}).get(name) for meta, found in zip(metas, used)]
+        rows.append((name, ["–" if value is None else str(value) for value in values]))
+    return rows
