@@ -41,11 +41,12 @@ def phase_shares(per_set: int, work: Path) -> list[str]:
     from harness.backends.hf import HFBackend
     from harness.evaluation.scoring import score_group
     from harness.store import RunStore, write_parquet_atomic
-    from tasks.suites import eval_items, load_suite
+    from tasks.suites import load_suite
+    from tasks.suites.items import load_eval_items
     from tests.chat_model import build_chat_model
 
     suite = load_suite("standard")
-    items = [item for item in eval_items(suite) if f"{item.task}/{item.level}" in OFFLINE_SETS]
+    items = [item for item in load_eval_items(suite).items if f"{item.task}/{item.level}" in OFFLINE_SETS]
     by_set: dict[str, list] = {}
     for item in items:
         by_set.setdefault(f"{item.task}/{item.level}", [])

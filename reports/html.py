@@ -53,6 +53,7 @@ details[open]{background:var(--soft)}summary{cursor:pointer}
 table.items{width:100%;background:#fff}table.items td{font-size:.82rem}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.82rem;white-space:pre-wrap;word-break:break-word}
 code.ok{background:#dafbe1;padding:0 .2rem;border-radius:3px}code.bad{background:#ffebe9;padding:0 .2rem;border-radius:3px}
+.parsed{margin-top:.2rem;font-size:.75rem;color:var(--muted)}
 pre{background:var(--soft);padding:.7rem;overflow:auto;font-size:.78rem;border-radius:6px}
 dl.families{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem;font-size:.9rem;margin:.4rem 0}dl.families dt{font-weight:600}dl.families dd{margin:0;color:var(--muted)}
 """

@@ -99,6 +99,7 @@ class ChainSum(Task):
         scorer = reasoning_gym.create_dataset("chain_sum", size=1, seed=0)
         scores = []
         for item, output in zip(items, outputs):
-            value = float(scorer.score_answer(final_answer(output), {"answer": item.answer}))
-            scores.append(Score(value, value >= 1.0))
+            answer = final_answer(output)
+            value = float(scorer.score_answer(answer, {"answer": item.answer}))
+            scores.append(Score(value, value >= 1.0, answer=answer))
         return scores

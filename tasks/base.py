@@ -41,6 +41,7 @@ class Score:
     score: float  # the task scorer's value in [0, 1] (partial credit where the scorer gives it)
     correct: bool  # exact success; what accuracies are computed from
     outcome: str = ""  # e.g. "wrong_answer", "timeout" for executed programs
+    answer: str = ""  # what the scorer parsed out of the output (the program it ran); "" when nothing
 
 
 class Task(ABC):

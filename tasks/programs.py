@@ -38,7 +38,7 @@ class ExpressionTask(Task):
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         jobs = [Job(program_source(out.strip()), test_source(item.meta["tests"])) for item, out in zip(items, outputs)]
         results = run_programs(jobs, PROGRAM_LIMITS)
-        return [Score(float(r.passed), r.passed, r.outcome.value) for r in results]
+        return [Score(float(r.passed), r.passed, r.outcome.value, job.program) for job, r in zip(jobs, results)]
 
 
 @TASKS.register("affine", "find a*x+b from three input/output pairs; graded by execution")

@@ -30,8 +30,9 @@ class Reverse(Task):
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         scorer = reasoning_gym.create_dataset("spell_backward", size=1, seed=0)
-        values = [float(scorer.score_answer(out.strip(), {"answer": item.answer})) for item, out in zip(items, outputs)]
-        return [Score(value, value >= 1.0) for value in values]
+        answers = [out.strip() for out in outputs]
+        values = [float(scorer.score_answer(answer, {"answer": item.answer})) for item, answer in zip(items, answers)]
+        return [Score(value, value >= 1.0, answer=answer) for value, answer in zip(values, answers)]
 
 
 @TASKS.register("sort_letters", "sort the letters of a random string")
@@ -48,4 +49,5 @@ class SortLetters(Task):
         return candidates
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        return [Score(float(out.strip() == item.answer), out.strip() == item.answer) for item, out in zip(items, outputs)]
+        return [Score(float(out.strip() == item.answer), out.strip() == item.answer, answer=out.strip())
+                for item, out in zip(items, outputs)]

@@ -11,11 +11,12 @@ import pytest
 import tasks  # noqa: F401  (registers the tasks)
 from harness.backends.auto import CPU_ENGINE_START_SECONDS, CPU_TOKENS_PER_SECOND, cpu_tokens_per_second, predicted_cpu_choice
 from tasks.base import get_task
-from tasks.suites import MICRO, eval_items
+from tasks.suites import load_suite
+from tasks.suites.items import load_eval_items
 
 ORGANISM, QWEN3_100M = sorted(CPU_TOKENS_PER_SECOND)
 # The default run: every micro-suite item at each of 7 checkpoints, at most max_new_tokens each.
-DEFAULT_RUN_TOKENS = 7 * sum(get_task(item.task).max_new_tokens for item in eval_items(MICRO))
+DEFAULT_RUN_TOKENS = 7 * sum(get_task(item.task).max_new_tokens for item in load_eval_items(load_suite("micro")).items)
 
 
 def test_rates_are_the_measured_ones_at_the_measured_sizes() -> None:

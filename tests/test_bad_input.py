@@ -119,7 +119,7 @@ def test_the_config_files_method_counts_unless_the_command_line_names_one(tmp_pa
     """`method:` in a config file picks the trainer (whose options are then checked); --method overrides it."""
     config = tmp_path / "c.yaml"
     config.write_text("method: grpo\noptions: {group_size: 1}\n")
-    rejected(cli("run", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "a")), "options.group_size (G) must be >= 2")
+    rejected(cli("run", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "a")), "options.group_size must be >= 2")
     rejected(cli("run", "--method", "sft", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "b")), "method sft takes no options")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 

@@ -44,7 +44,7 @@ def test_fingerprint_changes_with_any_setting() -> None:
         ("steps: -5\n", "steps must be positive"),
         ("steps: three\n", "steps must be int"),
         ("lr: true\n", "lr must be float"),
-        ("stage2_lr_ratio: 1.5\n", "stage2_lr_ratio must be in (0, 1]"),
+        ("stage2_lr_ratio: 0.5\n", "unknown setting 'stage2_lr_ratio'"),
         ("organism: 3\n", "organism must be a mapping"),
         ("organism:\n  layers: 3\n", "unknown setting 'organism.layers'"),
         ("model: /no/such/model\n", "is not a Hugging Face model folder"),

@@ -17,7 +17,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from harness.evaluation.gate import classify
 from harness.evaluation.scoring import aggregate
 from tasks.base import content_hash, get_task
-from tasks.suites import MICRO
+from tasks.suites import load_suite
 from tests.helpers import cli, rejected
 
 # One slice per family; the in-domain one is the suite's hard data, as in a real run.
@@ -25,7 +25,7 @@ SLICES = (("math", "chain_sum", "hard"), ("reasoning", "reverse", "easy"), ("cod
 
 
 def eval_items(n_per_slice: int) -> list:
-    return [item for _family, task, level in SLICES for item in get_task(task).items(level, n_per_slice, MICRO.eval_seed)]
+    return [item for _family, task, level in SLICES for item in get_task(task).items(level, n_per_slice, load_suite("micro").eval_seed)]
 
 
 def write_run(root: Path, correct: Mapping[int, np.ndarray], n_per_slice: int, method: str = "sft",

@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from harness.app.config import PRESETS
 from harness.evaluation.kl import KL_FILE, KL_PROMPTS, sample_from_start
 from harness.store import read_manifest
-from tasks.suites import load_suite, training_items
+from tasks.suites import load_suite
+from tasks.suites.items import load_eval_items, training_items
 from tasks.verify import max_new_tokens
 
 
@@ -44,7 +45,9 @@ def test_kl_to_start_is_zero_at_start_positive_later_and_matches_by_hand(smoke_r
     assert suite.hard is not None
     from harness.app.pipeline import rendered
 
-    items = rendered(training_items(suite, suite.hard, meta["config"]["train_examples"], meta["seed"]), suite.hard.prompt, tokenizer)
+    exclude = load_eval_items(suite).prompts
+    hard = training_items(suite, suite.hard, meta["config"]["train_examples"], meta["seed"], exclude)
+    items = rendered(hard, suite.hard.prompt, tokenizer)
     prompts = [item.prompt for item in items][:KL_PROMPTS]
     sequences = sample_from_start(start_dir, prompts, max(max_new_tokens(i) for i in items[:KL_PROMPTS]), meta["seed"])
     assert [p for p, _ in sequences] == [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]

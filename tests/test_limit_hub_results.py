@@ -64,7 +64,8 @@ def run_json(run: Path) -> dict:
 
 
 def test_limit_keeps_the_first_n_items_of_every_slice_and_is_recorded(sweep: Path) -> None:
-    from tasks.suites import eval_items, load_suite
+    from tasks.suites import load_suite
+    from tasks.suites.items import load_eval_items
 
     meta = run_json(sweep)
     assert meta["config"]["eval_per_slice"] == 2
@@ -73,7 +74,7 @@ def test_limit_keeps_the_first_n_items_of_every_slice_and_is_recorded(sweep: Pat
     per_slice = records.assign(slice=records.task + "/" + records.level).groupby(["step", "slice"]).item_id.nunique()
     assert set(per_slice) == {2} and len(per_slice) == 2 * len(MICRO_SLICES)
     first_two: dict[str, list[str]] = {}
-    for item in eval_items(load_suite("micro"), None):  # the whole sets, in order: --limit keeps the head of each
+    for item in load_eval_items(load_suite("micro")).items:  # the whole sets, in order: --limit keeps the head of each
         first_two.setdefault(f"{item.task}/{item.level}", []).append(item.id)
     stored = pd.read_parquet(sweep / "eval_items.parquet")
     assert sorted(stored.id) == sorted(i for ids in first_two.values() for i in ids[:2])

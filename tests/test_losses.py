@@ -12,6 +12,7 @@ import torch
 
 from harness.app.organism import OrganismConfig, build_model, build_tokenizer
 from harness.core.errors import BenchError
+from harness.core.options import check
 from trainers.dpo import DPOOptions, dpo_loss
 from trainers.grpo import GRPOOptions, clipped_surrogate, group_advantages, k3_kl
 from trainers.pcr import GradientMoments, PCROptions, resolve_conflict
@@ -47,7 +48,7 @@ def test_spot_delta_batch_mean_vs_all_rewards_with_unequal_batches() -> None:
     assert restored.add(torch.tensor([0.0])) == pytest.approx(batch_mean.add(torch.tensor([0.0])))
     assert SPoTOptions().delta == "batch_mean"
     with pytest.raises(BenchError, match="options.delta must be one of batch_mean, all_rewards"):
-        SPoTOptions(delta="median").validate()
+        check(SPoTOptions(delta="median"), "options.")
 
 
 def test_spot_bco_running_mean_and_loss_by_hand() -> None:
@@ -159,14 +160,14 @@ def test_gradient_moments_match_torch_var() -> None:
         (lambda: SPoTOptions(gamma=0.0), "gamma must be in (0, 1]"),
         (lambda: SPoTOptions(gamma=1.5), "gamma must be in (0, 1]"),
         (lambda: SPoTOptions(loss="mse"), "loss must be one of bco, bce"),
-        (lambda: GRPOOptions(group_size=1), "group_size (G) must be >= 2"),
+        (lambda: GRPOOptions(group_size=1), "group_size must be >= 2"),
         (lambda: GRPOOptions(beta=-0.01), "beta must be >= 0"),
         (lambda: PCROptions(prompts_per_step=1), "prompts_per_step must be >= 2"),
     ],
 )
 def test_invalid_method_options_are_rejected(options, message: str) -> None:
     with pytest.raises(BenchError, match=re.escape(message)):
-        options().validate()
+        check(options(), "options.")
 
 
 def test_all_pairs_of_small_cases_agree_with_recursive_lcs() -> None:

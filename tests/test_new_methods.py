@@ -60,7 +60,7 @@ def test_replay_batches_hold_the_replayed_share(fraction: float, replayed: int) 
     ctx = TrainContext(tokenizer, LoopConfig(8, 0.05, 0.0, 0.0, 1.0, 0, 0))
     trainer.setup(None, data, ctx)  # type: ignore[arg-type]
     assert replay_count(8, fraction) == replayed
-    (stage,) = trainer.stages(data, MethodSettings(4, 1e-3, 0.1, 0.5))
+    (stage,) = trainer.stages(data, MethodSettings(4, 1e-3))
     seen = {"F": 0, "H": 0, "E": 0}
     for _, batch in zip(range(5), trainer.batches(None, stage, ctx)):  # type: ignore[arg-type]
         rows = [tokenizer.decode(row[row != tokenizer.pad_token_id]) for row in batch["input_ids"]]

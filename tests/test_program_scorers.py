@@ -37,9 +37,10 @@ def test_code_is_taken_from_the_first_fence() -> None:
 def test_arc_items_per_test_output_are_judged_on_their_own_output() -> None:
     """rps-arc counts the 419 test outputs of the evaluation set: each item checks one of them."""
     from tasks.code_suites import arc_tasks
-    from tasks.suites import eval_items, load_suite
+    from tasks.suites import load_suite
+    from tasks.suites.items import load_eval_items
 
-    items = eval_items(load_suite("rps-arc"))
+    items = load_eval_items(load_suite("rps-arc")).items
     assert len(items) == 419
     two = next(task_id for task_id, task in sorted(arc_tasks("evaluation").items()) if len(task.test) == 2)
     first, second = [item for item in items if item.meta["arc_id"] == two]

@@ -119,7 +119,7 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
     mine = tmp_path / "claims.yaml"
     mine.write_text("- {claim: RPS forgets less than SFT, a: rps-half, b: sft, metric: ood_change, direction: greater}\n")
     arms = tmp_path / "arms.yaml"  # an arm: a labelled variant of a method
-    arms.write_text("rps-half: {method: rps, stage2_lr_ratio: 0.5}\n")
+    arms.write_text("rps-half: {method: rps, options: {stage2_lr_ratio: 0.5}}\n")
     command = ("study", "--methods", "sft", "--arms", str(arms), "--seeds", "0,1", "--preset", "smoke", "--jobs", "2", "--out", str(out),
                "--claims", str(mine), "-q")
     done = bench(*command)
@@ -128,7 +128,9 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
         meta = json.loads((out / name / "run.json").read_text())
         assert meta["stages"]["report"]["done"]
         assert (out / "logs" / f"{name}.log").is_file()
-        assert (meta["config"]["method"], meta["config"]["stage2_lr_ratio"]) == (("sft", 0.1) if name.startswith("sft") else ("rps", 0.5))
+        expected = ("sft", {}) if name.startswith("sft") else ("rps", {"stage2_lr_ratio": 0.5})
+        assert (meta["config"]["method"], meta["config"]["options"]) == expected
+        assert name.startswith("sft") or meta["method_options"]["stage2_lr_ratio"] == 0.5
     data = json.loads((out / "study.json").read_text())
     page = (out / "study.html").read_text()
     assert "<img" in page and "id=claims" in page
@@ -172,7 +174,7 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
     assert json.loads((out / "study.json").read_text()) == data
 
     # an arm whose settings changed since its runs were made: refused, not silently skipped and mixed in
-    arms.write_text("rps-half: {method: rps, stage2_lr_ratio: 0.4}\n")
+    arms.write_text("rps-half: {method: rps, options: {stage2_lr_ratio: 0.4}}\n")
     stale = bench(*command)
     assert stale.returncode != 0 and "hold runs with other settings than their arm's today" in stale.stderr
     assert json.loads((out / "study.json").read_text()) == data  # nothing re-written

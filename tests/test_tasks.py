@@ -10,31 +10,37 @@ import pytest
 import tasks.suites
 from tasks import content_hash, get_task
 from tasks.arithmetic import worked_steps
-from tasks.suites import MICRO, eval_items, foundation_items, generator_items, training_items
+from tasks.suites import load_suite
+from tasks.suites.items import foundation_items, generator_items, load_eval_items, training_items
+
+MICRO = load_suite("micro")
+
+
+def eval_items(suite: tasks.suites.Suite) -> tuple:
+    return load_eval_items(suite).items
 
 
 def test_eval_sets_are_fixed_and_large_enough() -> None:
     items = eval_items(MICRO)
-    tasks.suites._EVAL_CACHE.clear()
-    assert content_hash(items) == content_hash(eval_items(MICRO))  # rebuilt from scratch: same bytes
+    assert content_hash(items) == content_hash(eval_items(MICRO))  # loaded again from scratch: same bytes
     per_family = {family: sum(item.family == family for item in items) for family in MICRO.families}
     assert all(n >= 200 for n in per_family.values()), per_family
     assert len({item.id for item in items}) == len(items)
 
 
 def test_training_data_never_contains_an_evaluation_prompt() -> None:
-    eval_prompts = {item.prompt for item in eval_items(MICRO)}
+    eval_prompts = load_eval_items(MICRO).prompts
     for task, level, _weight in MICRO.foundation:
-        train = generator_items(MICRO, task, level, 3000, seed=0)
+        train = generator_items(MICRO, task, level, 3000, 0, eval_prompts)
         assert not eval_prompts & {item.prompt for item in train}, task
     for train_set in (MICRO.easy, MICRO.hard):
         assert train_set is not None
-        train = training_items(MICRO, train_set, 3000, seed=0)
+        train = training_items(MICRO, train_set, 3000, 0, eval_prompts)
         assert len(train) == 3000 and not eval_prompts & {item.prompt for item in train}, train_set.name
 
 
 def test_the_foundation_mix_follows_its_weights() -> None:
-    mix = foundation_items(MICRO, 5000, seed=0)
+    mix = foundation_items(MICRO, 5000, 0, load_eval_items(MICRO).prompts)
     total = sum(weight for _, _, weight in MICRO.foundation)
     for task, level, weight in MICRO.foundation:
         count = sum(item.task == task and item.level == level for item in mix)

@@ -14,7 +14,7 @@ from trainers.common import TRAINERS, MethodSettings, TrainingData, collate, cos
 
 EASY = [Item("e", "math", "chain_sum", "easy", "calc 1+2\n", "1+2=3#3", "3")]
 HARD = [Item("h", "math", "chain_sum", "hard", "calc 1+2+3+4\n", "1+2=3;3+3=6;6+4=10#10", "10")]
-SETTINGS = MethodSettings(steps=300, lr=1e-3, stage2_lr_ratio=0.1, stage1_fraction=0.5)
+SETTINGS = MethodSettings(steps=300, lr=1e-3)
 
 
 def test_cosine_schedule_warms_up_peaks_and_decays_to_the_floor() -> None:

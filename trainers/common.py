@@ -75,8 +75,6 @@ class MethodSettings:
 
     steps: int  # total post-training steps
     lr: float  # η, the peak learning rate
-    stage2_lr_ratio: float  # RPS: stage-2 lr = ratio · η (0.1 is the paper's 90% drop)
-    stage1_fraction: float  # share of steps spent in stage 1 (two-stage methods)
 
 
 class NoOptions:
@@ -198,9 +196,9 @@ def sft_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Te
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
 
 
-def two_stage(data: TrainingData, settings: MethodSettings, stage2_lr: float) -> list[Stage]:
-    """RPS/EPS curriculum: easy data at η, then hard data at `stage2_lr`."""
-    stage1_steps = round(settings.steps * settings.stage1_fraction)
+def two_stage(data: TrainingData, settings: MethodSettings, stage1_fraction: float, stage2_lr: float) -> list[Stage]:
+    """RPS/EPS curriculum: `stage1_fraction` of the steps on easy data at η, then hard data at `stage2_lr`."""
+    stage1_steps = round(settings.steps * stage1_fraction)
     return [
         Stage("easy", data.easy, stage1_steps, settings.lr),
         Stage("hard", data.hard, settings.steps - stage1_steps, stage2_lr),

@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
+from harness.core.options import option
 from tasks.base import Item
-from tasks.verify import check_reward_kind, max_new_tokens, rewards
+from tasks.verify import REWARD_KINDS, max_new_tokens, rewards
 from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, TrainingData, freeze_reference
 from trainers.policy import HELD_OUT_EVERY, HELD_OUT_MAX, PairTrainer, implicit_rewards_and_nll, pair_batch, reference_pairs, sample
 
@@ -58,33 +59,21 @@ STEP_ENDS = (";", "\n")  # where a worked step ends: the organism's chains, and 
 
 @dataclass(frozen=True)
 class DPOOptions:
-    beta: float = 0.1
-    pair_prompts: int = 1024  # hard training prompts sampled to find pairs
-    samples_per_prompt: int = 8
-    pairs_per_prompt: int = 4  # at most this many (correct, wrong) pairs from one prompt's samples
-    nll_weight: float = 1.0  # α: weight of the chosen completions' NLL (TRL's rpo_alpha); 0 = plain DPO
-    temperature: float = 1.0
-    pairs: str = "full"  # full: whole samples; first_step: both cut after the first step where they differ (Step-DPO's pairs)
-    reward: str = "verified"  # which samples are right: verified (every worked step, where the task can check) or answer
-    # start: pairs sampled once from the starting model (offline DPO); policy: sampled afresh from
-    # the current policy at every step (online DPO, Guo et al. 2024), `prompts_per_step` prompts a step
-    pairs_from: str = "policy"
-    prompts_per_step: int = 8
-
-    def validate(self) -> None:
-        if self.beta <= 0:
-            raise BenchError(f"options.beta must be positive, got {self.beta}")
-        if self.samples_per_prompt < 2:
-            raise BenchError(f"options.samples_per_prompt must be >= 2 to find a pair, got {self.samples_per_prompt}")
-        if self.nll_weight < 0:
-            raise BenchError(f"options.nll_weight must be >= 0, got {self.nll_weight}")
-        check_reward_kind(self.reward)
-        if self.pairs not in PAIR_KINDS:
-            raise BenchError(f"options.pairs must be one of {', '.join(PAIR_KINDS)}, got {self.pairs!r}")
-        if self.pairs_from not in PAIR_SOURCES:
-            raise BenchError(f"options.pairs_from must be one of {', '.join(PAIR_SOURCES)}, got {self.pairs_from!r}")
-        if self.pair_prompts <= 0 or self.temperature <= 0 or self.pairs_per_prompt <= 0 or self.prompts_per_step <= 0:
-            raise BenchError("options.pair_prompts, options.pairs_per_prompt, options.prompts_per_step and options.temperature must be positive")
+    beta: float = option(0.1, "β in r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)]", low=0, low_open=True)
+    pair_prompts: int = option(1024, "hard training prompts sampled to find pairs (pairs_from start; every 10th "
+                               "held out)", low=0, low_open=True)
+    samples_per_prompt: int = option(8, "samples of each prompt (a pair needs >= 2)", low=2)
+    pairs_per_prompt: int = option(4, "at most this many (correct, wrong) pairs from one prompt's samples",
+                                   low=0, low_open=True)
+    nll_weight: float = option(1.0, "α, weight of the chosen completions' NLL (TRL's rpo_alpha); 0 = plain DPO", low=0)
+    temperature: float = option(1.0, "sampling temperature of the pairs' samples", low=0, low_open=True)
+    pairs: str = option("full", "full: whole samples; first_step: both cut after the first step where they "
+                        "differ (Step-DPO)", choices=PAIR_KINDS)
+    reward: str = option("verified", "which samples are right: verified (every worked step, where the task can "
+                         "check) or answer", choices=REWARD_KINDS)
+    pairs_from: str = option("policy", "start: pairs sampled once from the starting model (offline DPO); policy: "
+                             "sampled afresh from the current policy at every step (online DPO)", choices=PAIR_SOURCES)
+    prompts_per_step: int = option(8, "prompts sampled per step with pairs_from policy", low=0, low_open=True)
 
 
 def prompt_pairs(item: Item, completions: Sequence[str], scores: Sequence[float], options: DPOOptions) -> list[tuple[str, str, str]]:

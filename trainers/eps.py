@@ -4,16 +4,19 @@
     stage 2: θ₂ = SFT(θ₁; D_hard, lr η)
 
 With the same seed, stage 1 is bit-identical to RPS's, so both share the stage-1 checkpoint.
-The stage-2 loss is RPS's options.stage2_loss (sft or dpo, trainers/rps.py).
+The stage-2 loss and the split are RPS's options.stage2_loss (sft or dpo) and options.stage1_fraction
+(trainers/rps.py); options.stage2_lr_ratio is RPS's alone.
 """
 
 from __future__ import annotations
 
 from trainers.common import TRAINERS, MethodSettings
-from trainers.rps import TwoStage
+from trainers.rps import TwoStage, TwoStageOptions
 
 
 @TRAINERS.register("eps", "RPS's control: the same easy → hard stages, both at η (no drop); stage-2 loss sft or dpo")
-class EPS(TwoStage):
+class EPS(TwoStage[TwoStageOptions]):
+    Options = TwoStageOptions
+
     def stage2_lr(self, settings: MethodSettings) -> float:
         return settings.lr

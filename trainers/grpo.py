@@ -35,32 +35,24 @@ import torch
 from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
-from tasks.verify import check_reward_kind, max_new_tokens, rewards
+from harness.core.options import option
+from tasks.verify import REWARD_KINDS, max_new_tokens, rewards
 from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, freeze_reference
 from trainers.policy import encode_completions, sample, token_logprobs
 
 
 @dataclass(frozen=True)
 class GRPOOptions:
-    group_size: int = 8  # G
-    prompts_per_step: int = 8  # groups per rollout (G · 8 = 64 completions)
-    beta: float = 0.04  # KL coefficient
-    clip_eps: float = 0.2
-    temperature: float = 1.0
-    updates_per_rollout: int = 1
-    advantage_eps: float = 1e-4
-    reward: str = "verified"  # R: verified (every worked step right, where the task can check) or answer (the final answer's score)
-
-    def validate(self) -> None:
-        if self.group_size < 2:
-            raise BenchError(f"options.group_size (G) must be >= 2 for a group-normalised advantage, got {self.group_size}")
-        if self.beta < 0:
-            raise BenchError(f"options.beta must be >= 0, got {self.beta}")
-        if not 0 < self.clip_eps < 1:
-            raise BenchError(f"options.clip_eps must be in (0, 1), got {self.clip_eps}")
-        check_reward_kind(self.reward)
-        if self.temperature <= 0 or self.prompts_per_step <= 0 or self.updates_per_rollout <= 0:
-            raise BenchError("options.temperature, options.prompts_per_step and options.updates_per_rollout must be positive")
+    group_size: int = option(8, "G, completions sampled per prompt (a group-normalised advantage needs >= 2)", low=2)
+    prompts_per_step: int = option(8, "prompts (groups) per rollout: G · 8 = 64 completions", low=0, low_open=True)
+    beta: float = option(0.04, "β, the coefficient of the k3 KL to π_ref", low=0)
+    clip_eps: float = option(0.2, "ε_c, the surrogate's clip: ρ in [1 − ε_c, 1 + ε_c]",
+                             low=0, high=1, low_open=True, high_open=True)
+    temperature: float = option(1.0, "sampling temperature of the rollouts", low=0, low_open=True)
+    updates_per_rollout: int = option(1, "optimiser steps on each rollout (1: fully on-policy)", low=0, low_open=True)
+    advantage_eps: float = option(1e-4, "ε in Â = (R − mean R) / (std R + ε)", low=0)
+    reward: str = option("verified", "R: verified (every worked step right, where the task can check) "
+                         "or answer (the final answer's score)", choices=REWARD_KINDS)
 
 
 GRPOOptionsT = TypeVar("GRPOOptionsT", bound=GRPOOptions)  # PCR extends GRPO's options

@@ -19,17 +19,13 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from harness.core.errors import BenchError
+from harness.core.options import option
 from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, sft_loss
 
 
 @dataclass(frozen=True)
 class L2SPOptions:
-    lam: float = 0.01  # λ, the strength of the pull towards θ₀
-
-    def validate(self) -> None:
-        if self.lam < 0:
-            raise BenchError(f"options.lam must be >= 0, got {self.lam}")
+    lam: float = option(0.01, "λ, the strength of the pull ½·λ·‖θ − θ₀‖² towards the starting weights", low=0)
 
 
 def l2sp_penalty(model: PreTrainedModel, start: dict[str, torch.Tensor], lam: float) -> torch.Tensor:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from harness.core.errors import BenchError
+from harness.core.options import option
 from trainers.common import TRAINERS, TrainContext
 from trainers.grpo import GRPO, GRPOOptions, grpo_terms
 
@@ -37,12 +37,10 @@ ASSUMPTIONS = (
 
 @dataclass(frozen=True)
 class PCROptions(GRPOOptions):
-    assumptions: tuple[str, ...] = ASSUMPTIONS
-
-    def validate(self) -> None:
-        super().validate()
-        if self.prompts_per_step < 2:
-            raise BenchError(f"options.prompts_per_step must be >= 2 for PCR (the gradient variance needs >= 2 micro-batches), got {self.prompts_per_step}")
+    # GRPO's, but PCR's gradient variance is taken across the groups: it needs >= 2 micro-batches
+    prompts_per_step: int = option(8, "prompts (groups, PCR's micro-batches) per rollout: the variance needs >= 2",
+                                   low=2)
+    assumptions: tuple[str, ...] = option(ASSUMPTIONS, "where the paper is silent, recorded in run.json (not a knob)")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import torch
 from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
+from harness.core.options import option
 from tasks.base import Item
 from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, mixed_batches
 
@@ -31,14 +32,10 @@ SOURCES = ("auto", "foundation", "easy")
 
 @dataclass(frozen=True)
 class ReplayOptions:
-    replay_fraction: float = 0.25  # ρ: share of every batch that is replayed data
-    source: str = "auto"  # foundation | easy | auto (foundation when the run has it, else easy)
-
-    def validate(self) -> None:
-        if not 0 <= self.replay_fraction < 1:
-            raise BenchError(f"options.replay_fraction must be in [0, 1), got {self.replay_fraction}")
-        if self.source not in SOURCES:
-            raise BenchError(f"options.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+    replay_fraction: float = option(0.25, "ρ, the share of every batch that is replayed data",
+                                    low=0, high=1, high_open=True)
+    source: str = option("auto", "the replayed data: foundation (the suite's pre-training mix), easy (the easy set) "
+                         "or auto (foundation when the run has it, else easy)", choices=SOURCES)
 
 
 def replay_count(batch_size: int, fraction: float) -> int:

@@ -1,7 +1,9 @@
 """RPS, Regressive Plasticity Schedule: easy data at η, then hard data at 0.1·η.
 
     stage 1: θ₁ = SFT(θ₀; D_easy, lr η)          cosine within the stage
-    stage 2: θ₂ = L₂(θ₁; D_hard, lr r·η), r = stage2_lr_ratio = 0.1 (the 90% drop)
+    stage 2: θ₂ = L₂(θ₁; D_hard, lr r·η), r = options.stage2_lr_ratio = 0.1 (the 90% drop)
+
+Stage 1 takes options.stage1_fraction (0.5) of the steps.
 
 The stage structure, not the loss, is the method (the author used DPO+LoRA on Qwen3-8B). The
 stage-2 loss L₂ is options.stage2_loss:
@@ -21,12 +23,13 @@ Add `lora:` to the run config for the author's DPO+LoRA. EPS (trainers/eps.py) i
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from transformers import PreTrainedModel
 
-from harness.core.errors import BenchError
+from harness.core.options import option
 from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, sft_loss, two_stage
 from trainers.dpo import PAIRS_FILE, DPOOptions, dpo_loss, dpo_pairs
 from trainers.policy import implicit_rewards_and_nll, pair_batches, reference_pairs, save_pairs
@@ -39,28 +42,32 @@ class DPOStageOptions(DPOOptions):
     """The dpo method's options with the DPO stage's defaults: offline pairs from the starting
     model (the only kind a stage can have, below) and plain DPO."""
 
-    pairs_from: str = "start"
-    nll_weight: float = 0.0
+    pairs_from: str = option("start", "the DPO stage's pairs are sampled once, from the starting model; "
+                             "only the dpo method samples pairs from the policy", choices=("start",))
+    nll_weight: float = option(0.0, "α, weight of the chosen completions' NLL (TRL's rpo_alpha); 0 = plain DPO", low=0)
 
 
 @dataclass(frozen=True)
 class TwoStageOptions:
-    stage2_loss: str = "sft"  # sft | dpo
-    dpo: DPOStageOptions = field(default_factory=DPOStageOptions)  # the pairs and β when stage2_loss is dpo
-
-    def validate(self) -> None:
-        if self.stage2_loss not in STAGE2_LOSSES:
-            raise BenchError(f"options.stage2_loss must be one of {', '.join(STAGE2_LOSSES)}, got {self.stage2_loss!r}")
-        self.dpo.validate()
-        if self.dpo.pairs_from != "start":
-            raise BenchError("options.dpo.pairs_from: the DPO stage's pairs are sampled once, from the starting model (start); "
-                             "only the dpo method samples pairs from the policy")
+    stage1_fraction: float = option(0.5, "share of the steps spent in stage 1, on the easy set", low=0, high=1,
+                                    low_open=True, high_open=True)
+    stage2_loss: str = option("sft", "stage 2's loss on the hard set: sft, or dpo on pairs of hard prompts",
+                              choices=STAGE2_LOSSES)
+    dpo: DPOStageOptions = option(default_factory=DPOStageOptions, help="the pairs and β when stage2_loss is dpo")
 
 
-class TwoStage(Trainer[TwoStageOptions]):
+@dataclass(frozen=True)
+class RPSOptions(TwoStageOptions):
+    stage2_lr_ratio: float = option(0.1, "r: stage 2 runs at r·η (0.1 is the paper's 90% drop)",
+                                    low=0, high=1, low_open=True)
+
+
+TwoStageOptionsT = TypeVar("TwoStageOptionsT", bound=TwoStageOptions)  # RPS adds its lr drop to the shared options
+
+
+class TwoStage(Trainer[TwoStageOptionsT]):
     """Easy set at η, then the hard set at `stage2_lr(settings)` with SFT or DPO."""
 
-    Options = TwoStageOptions
     # η for stage 1 (BENCHMARKS §11, organism A): at SFT's 3e-4, stage 2 at 0.1·η = 3e-5 gained +2.5 on hard
     # math (not significant); at 1e-3, stage 2 at 1e-4 learns (+16), as the method needs.
     default_lr = 1e-3
@@ -75,7 +82,7 @@ class TwoStage(Trainer[TwoStageOptions]):
             save_pairs(self.pairs, ctx.run_dir and ctx.run_dir / PAIRS_FILE)
 
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
-        easy, hard = two_stage(data, settings, stage2_lr=self.stage2_lr(settings))
+        easy, hard = two_stage(data, settings, self.options.stage1_fraction, stage2_lr=self.stage2_lr(settings))
         return [easy, Stage(hard.name, self.pairs, hard.steps, hard.peak_lr) if self.options.stage2_loss == "dpo" else hard]
 
     def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
@@ -92,6 +99,8 @@ class TwoStage(Trainer[TwoStageOptions]):
 
 
 @TRAINERS.register("rps", "two stages: easy set at η, then hard set at 0.1·η (90% lr drop); stage-2 loss sft or dpo")
-class RPS(TwoStage):
+class RPS(TwoStage[RPSOptions]):
+    Options = RPSOptions
+
     def stage2_lr(self, settings: MethodSettings) -> float:
-        return settings.stage2_lr_ratio * settings.lr
+        return self.options.stage2_lr_ratio * settings.lr

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from harness.core.errors import BenchError
+from harness.core.options import option
 from tasks.base import Item
 from tasks.verify import max_new_tokens, rewards
 from tasks.verify import rectify as oracle
@@ -52,27 +53,16 @@ DELTAS = ("batch_mean", "all_rewards")
 
 @dataclass(frozen=True)
 class SPoTOptions:
-    beta: float = 0.1
-    gamma: float = 0.6  # proximity filter threshold on the change ratio R
-    loss: str = "bco"  # "bco" (reward shift δ = running mean) or "bce" (δ = 0)
-    delta: str = "batch_mean"  # BCO's δ: running mean of batch means (TRL 0.20 bco_pair) or of all rewards
-    error_prompts: int = 2048  # hard training prompts answered to elicit errors
-    temperature: float = 0.0  # 0: the model's greedy (characteristic) errors
-    nll_weight: float = 1.0  # α: weight of NLL(y⁺) per token (TRL's rpo_alpha); 0 = the paper's loss (see the docstring)
-
-    def validate(self) -> None:
-        if self.beta <= 0:
-            raise BenchError(f"options.beta must be positive, got {self.beta}")
-        if self.nll_weight < 0:
-            raise BenchError(f"options.nll_weight must be >= 0, got {self.nll_weight}")
-        if not 0 < self.gamma <= 1:
-            raise BenchError(f"options.gamma must be in (0, 1], got {self.gamma}")
-        if self.loss not in LOSSES:
-            raise BenchError(f"options.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.delta not in DELTAS:
-            raise BenchError(f"options.delta must be one of {', '.join(DELTAS)}, got {self.delta!r}")
-        if self.error_prompts <= 0 or self.temperature < 0:
-            raise BenchError("options.error_prompts must be positive and options.temperature >= 0")
+    beta: float = option(0.1, "β, the implicit reward's scale", low=0, low_open=True)
+    gamma: float = option(0.6, "proximity filter: a pair is kept when its change ratio R <= γ",
+                          low=0, high=1, low_open=True)
+    loss: str = option("bco", "bco (reward shift δ = running mean) or bce (δ = 0)", choices=LOSSES)
+    delta: str = option("batch_mean", "BCO's δ: running mean of batch means (TRL 0.20 bco_pair) or of all rewards",
+                        choices=DELTAS)
+    error_prompts: int = option(2048, "hard training prompts answered to elicit errors", low=0, low_open=True)
+    temperature: float = option(0.0, "sampling temperature of the errors; 0: the model's greedy (characteristic) "
+                                "errors", low=0)
+    nll_weight: float = option(1.0, "α, weight of NLL(y⁺) per token (TRL's rpo_alpha); 0 = the paper's loss", low=0)
 
 
 def change_ratio(rejected: list[int], chosen: list[int]) -> float:

@@ -119,8 +119,16 @@ def base(
 
 
 @app.command()
-def methods() -> None:
-    """List the post-training methods with their default η and run length."""
+def methods(
+    options: Optional[str] = typer.Option(None, "--options", metavar="METHOD",
+                                          help="list METHOD's options: type, default, allowed values, help"),
+) -> None:
+    """List the post-training methods with their default η and run length; --options METHOD: its options."""
+    if options is not None:
+        from harness.app.methods import option_lines
+
+        typer.echo("\n".join(option_lines(options)))
+        return
     import trainers
 
     typer.echo(f"{'method':<6} {'η':>6} {'steps':>5}  description")
@@ -329,8 +337,15 @@ def silence_libraries() -> None:
         hf_logging.disable_progress_bar()
 
 
+NETWORK_COMMANDS = frozenset({"run", "eval", "suites", "study", "base", "wise-ft", "score"})  # may reach the Hugging Face hub
+
+
 def main() -> None:
     silence_libraries()
+    if NETWORK_COMMANDS & set(sys.argv[1:2]) and "--help" not in sys.argv:
+        from harness.app.offline import go_offline_without_network
+
+        go_offline_without_network()  # before any Hugging Face library is imported: they read it once
     try:
         # standalone_mode=False: typer *returns* an exit status instead of exiting (130 on Ctrl-C
         # outside `bench run`, or a command's typer.Exit(code)); pass it on.

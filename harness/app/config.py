@@ -20,6 +20,8 @@ import yaml
 from harness.app.names import check_backend, check_method, check_suite
 from harness.app.organism_config import OrganismConfig  # not harness.app.organism: usage errors answer before torch loads
 from harness.core.errors import BenchError
+from harness.core.options import build as _build
+from harness.core.options import option
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,6 @@ class RunConfig:
     # post-training
     steps: int | None = None  # post-training steps; None = the method's default (Trainer.default_steps)
     lr: float | None = None  # η; None = the method's default (Trainer.default_lr)
-    stage2_lr_ratio: float = 0.1  # RPS: stage 2 at ratio·η (a 90% drop)
-    stage1_fraction: float = 0.5  # RPS/EPS: share of steps on the easy set
     batch_size: int = 32
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.0
@@ -82,18 +82,13 @@ class LoraSettings:
     """`lora:`: train low-rank adapters ΔW = (alpha/r)·B·A on the `targets` modules (peft), the
     base weights frozen; every checkpoint is saved merged (W + ΔW), a full model like any other."""
 
-    r: int = 8
-    alpha: int = 16  # the scale is alpha/r
-    targets: tuple[str, ...] = ("q_proj", "v_proj")  # module names (the last part of the path, as peft matches them)
-    dropout: float = 0.0
+    r: int = option(8, "rank of the adapters A (r × in) and B (out × r)", low=0, low_open=True)
+    alpha: int = option(16, "the adapters' scale is alpha/r", low=0, low_open=True)
+    targets: tuple[str, ...] = option(("q_proj",
+                                      "v_proj"), "module names: the last part of the path, as peft matches them")
+    dropout: float = option(0.0, "dropout on the adapters' input", low=0, high=1, high_open=True)
 
     def validate(self) -> None:
-        if self.r <= 0:
-            raise BenchError(f"lora.r must be positive, got {self.r}")
-        if self.alpha <= 0:
-            raise BenchError(f"lora.alpha must be positive, got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise BenchError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         if not self.targets:
             raise BenchError("lora.targets must name at least one module, e.g. [q_proj, v_proj]")
 
@@ -102,7 +97,7 @@ def lora_settings(config: RunConfig) -> LoraSettings | None:
     """The config's `lora:` mapping as validated LoraSettings; None for full fine-tuning."""
     if config.lora is None:
         return None
-    settings = _build(LoraSettings, config.lora, "lora.")
+    settings: LoraSettings = _build(LoraSettings, config.lora, "lora.")
     settings.validate()
     return settings
 KEEP_CHECKPOINTS = ("all", "evaluated", "last")
@@ -187,55 +182,14 @@ def merge_settings(into: dict[str, Any], extra: dict[str, Any]) -> None:
             into[key] = value
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    """Instantiate a (nested) dataclass from a dict, rejecting unknown keys and wrong types."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise BenchError(f"unknown setting '{prefix}{unknown[0]}'; known: {', '.join(sorted(known))}")
-    kwargs: dict[str, Any] = {}
-    for name, value in values.items():
-        default = getattr(cls(), name)
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise BenchError(f"setting {prefix}{name} must be a mapping")
-            kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(f"{prefix}{name}", value, known[name].type)
-    return replace(cls(), **kwargs)
-
-
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """The value if it has the setting's type; a number must be finite (no nan or inf) and an
-    integer setting takes a whole float too (`steps: 1e3`)."""
-    text = str(annotation)
-    if value is None and "None" in text:
-        return None
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if number and text.startswith(("int", "float")) and not math.isfinite(value):
-        raise BenchError(f"setting {name} must be a finite number, got {value}")
-    if text.startswith("int") and number and float(value).is_integer():
-        return int(value)
-    if text.startswith("float") and number:
-        return float(value)
-    if text.startswith("str") and isinstance(value, str):
-        return value
-    if text.startswith("dict") and isinstance(value, dict):
-        return value
-    if text.startswith("tuple[str") and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    kind = "a list of names" if text.startswith("tuple[str") else text.split(" ")[0]
-    raise BenchError(f"setting {name} must be {kind}, got {value!r}")
-
-
 def method_options(options_class: type, values: dict[str, Any], method: str) -> object:
     """The method's Options dataclass from the config's `options` mapping, validated."""
     if not dataclasses.is_dataclass(options_class):
         if values:
             raise BenchError(f"method {method} takes no options, got {', '.join(sorted(values))}")
         return options_class()
-    options = _build(options_class, values, "options.")
-    check = getattr(options, "validate", None)
+    options = _build(options_class, values, "options.")  # unknown keys, types, choices and ranges
+    check = getattr(options, "validate", None)  # a rule across fields, where a method has one
     if check:
         check()
     return options
@@ -253,7 +207,7 @@ def validate(config: RunConfig) -> None:
     from harness.app.tracking import check_report_to
 
     check_report_to(config.report_to)
-    for item in fields(config):  # _coerce already refuses nan/inf; here for a RunConfig built in code
+    for item in fields(config):  # _build already refuses nan/inf; here for a RunConfig built in code
         value = getattr(config, item.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise BenchError(f"setting {item.name} must be a finite number, got {value}")
@@ -279,10 +233,6 @@ def validate(config: RunConfig) -> None:
         raise BenchError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {config.keep_checkpoints!r}")
     if config.eval_per_slice is not None and config.eval_per_slice <= 0:
         raise BenchError(f"eval_per_slice must be positive, got {config.eval_per_slice}")
-    if not 0 < config.stage2_lr_ratio <= 1:
-        raise BenchError(f"stage2_lr_ratio must be in (0, 1], got {config.stage2_lr_ratio}")
-    if not 0 < config.stage1_fraction < 1:
-        raise BenchError(f"stage1_fraction must be in (0, 1), got {config.stage1_fraction}")
     for name in ("warmup_fraction", "min_lr_ratio"):
         if not 0 <= getattr(config, name) < 1:
             raise BenchError(f"{name} must be in [0, 1), got {getattr(config, name)}")

@@ -30,7 +30,8 @@ from harness.core.errors import BenchError
 from harness.store import TRAIN_LOG_FILE, CheckpointRecord, RunStore, write_manifest
 from tasks.base import content_hash
 from tasks.identity import fingerprinted, suite_identity
-from tasks.suites import eval_items, load_suite
+from tasks.suites import load_suite
+from tasks.suites.items import load_eval_items
 
 
 def evaluate_sweep(paths: Sequence[Path], suite_ref: str, out: Path, steps: list[int] | None, base_model: Path | None, backend: str,
@@ -62,7 +63,8 @@ def evaluate_sweep(paths: Sequence[Path], suite_ref: str, out: Path, steps: list
     plan = check_data(out, fingerprint, data, fingerprint_of, refresh)
     if plan is None:
         RunStore.check_target(out, fingerprint)
-    items = eval_items(suite, per_slice)
+    evaluation = load_eval_items(suite, per_slice)
+    items = evaluation.items
     new_folder = not out.exists()
     tracking: Tracking | None = None
     try:
@@ -70,7 +72,8 @@ def evaluate_sweep(paths: Sequence[Path], suite_ref: str, out: Path, steps: list
         for item in items:
             by_slice.setdefault(f"{item.task}/{item.level}", []).append(item)
         metadata = {
-            "fingerprint": fingerprint, "method": label, "suite": suite.name, "suite_sha256": suite.sha256, "suite_spec": suite.to_summary(),
+            "fingerprint": fingerprint, "method": label, "suite": suite.name, "suite_sha256": suite.sha256,
+            "suite_spec": evaluation.summary(),
             "seed": seed, "config": identity, "backend": choice.name, "backend_reason": choice.reason,
             "eval_sets": {name: {"n": len(group), "sha256": content_hash(group)} for name, group in by_slice.items()},
             "eval_set_sha256": content_hash(items), "provenance": provenance.collect(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -72,7 +72,8 @@ def resolve_hub_id(reference: str, what: str = "model") -> HubModel:
     if _offline():
         state = f"cached at {cached} without weights" if cached is not None else "not in the local Hugging Face cache"
         raise BenchError(f"{what} {reference!r} is not a folder on this machine and the hub model is {state} ({_cache_dir()}); "
-                         "HF_HUB_OFFLINE=1 forbids downloading it: download it where there is network, or give a local folder")
+                         "offline (no network, or HF_HUB_OFFLINE=1), so it cannot be downloaded: download it where there is network, "
+                         "or give a local folder")
     return _download(repo_id, revision, reference, what)
 
 

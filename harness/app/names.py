@@ -3,7 +3,9 @@
 A usage error (`bench run --method nosuch`) must answer at once, but the registries that hold
 these names fill only when torch, transformers and every trainer are imported (seconds). These
 static lists answer first; tests/test_cli_startup.py checks that they equal the registries, so a
-method or backend added to a registry without its name here fails the tests.
+method or backend added to a registry without its name here fails the tests. A plugin's names
+(PLASTICITY_BENCH_PLUGINS, docs/extending.md) are asked of the registries themselves, which then
+import what they need: only for a name these lists lack, and only where plugins are named.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib.util
 from pathlib import Path
 
 from harness.core.errors import BenchError
+from harness.core.plugins import plugin_modules
 
 METHODS = ("dpo", "eps", "grpo", "l2sp", "pcr", "replay", "rps", "sft", "spot")  # trainers.TRAINERS
 BACKENDS = ("hf", "vllm")  # harness.backends.BACKENDS
@@ -20,14 +23,27 @@ AUTO = "auto"  # harness.backends.auto.AUTO: the backend chosen for the work and
 
 def check_method(name: str) -> None:
     """BenchError, worded as the registry's own, for a method name no trainer registers."""
-    if name not in METHODS:
+    if name not in METHODS and not _plugin_registers("method", name):
         raise BenchError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
 
 
 def check_backend(name: str, noun: str = "backend") -> None:
     """BenchError, worded as `resolve_backend`'s, for a backend name that is neither auto nor registered."""
-    if name != AUTO and name not in BACKENDS:
+    if name != AUTO and name not in BACKENDS and not _plugin_registers("backend", name):
         raise BenchError(f"unknown {noun} {name!r}; known: {AUTO}, {', '.join(BACKENDS)}")
+
+
+def _plugin_registers(kind: str, name: str) -> bool:
+    """Whether a plugin module registered `name` as a method or backend (imports the registry: slow)."""
+    if not plugin_modules():
+        return False
+    if kind == "method":
+        import trainers
+
+        return name in trainers.TRAINERS
+    from harness.backends import BACKENDS as REGISTERED
+
+    return name in REGISTERED
 
 
 def shipped_suite_names() -> list[str]:

@@ -24,7 +24,8 @@ from harness.app.organism_config import OrganismConfig
 from harness.core.errors import writing
 from harness.core.progress import progress_bar
 from harness.store import check_writable, save_checkpoint
-from tasks.suites import Suite, foundation_items
+from tasks.suites import Suite
+from tasks.suites.items import foundation_items, load_eval_items
 from trainers.common import LoopConfig, Stage, TrainContext, train
 from trainers.sft import SFT
 
@@ -91,7 +92,8 @@ def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) ->
     started = time.time()
     tokenizer = build_tokenizer()
     model = build_model(config, len(tokenizer))
-    mix = foundation_items(suite, config.pretrain_steps * config.batch_size, seed=config.seed)
+    exclude = load_eval_items(suite).prompts  # the organism never pre-trains on an evaluation prompt
+    mix = foundation_items(suite, config.pretrain_steps * config.batch_size, config.seed, exclude)
     stage = Stage("foundation", mix, config.pretrain_steps, config.lr)
     loop = LoopConfig(
         batch_size=config.batch_size, warmup_fraction=0.05, min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0, checkpoint_every=0, seed=config.seed

@@ -62,9 +62,10 @@ from tasks.base import Item, content_hash
 from tasks.identity import fingerprinted, suite_identity
 from tasks.prompting import PromptFormat, render
 from tasks.suites import SHIPPED as SHIPPED_SUITES
-from tasks.suites import EvalSet, Sampling, Suite, eval_items, load_suite, training_items
-from tasks.suites import foundation_items as suite_foundation_items
+from tasks.suites import EvalSet, Sampling, Suite, load_suite
 from tasks.suites.check import check_training
+from tasks.suites.items import EvalItems, load_eval_items, training_items
+from tasks.suites.items import foundation_items as suite_foundation_items
 from tasks.verify import max_new_tokens
 from trainers.common import (
     TRAINERS,
@@ -87,6 +88,7 @@ class PreparedRun:
     suite: Suite
     trainer: Trainer
     items: tuple[Item, ...]
+    evaluation: EvalItems  # the suite's evaluation items as loaded (`items` is its `.items`), the sets skipped here
     backend: BackendChoice  # config.backend resolved (auto → hf or vllm)
     rollouts: BackendChoice | None  # config.rollout_backend resolved; None when the method never samples
     refresh: Refresh | None = None  # --refresh on a folder whose data changed: what to redo (harness/app/refresh.py)
@@ -119,14 +121,16 @@ def prepare(config: RunConfig, out: Path, refresh: bool = False) -> PreparedRun:
     if plan is None:
         RunStore.check_target(out, run_fingerprint(config, suite, identity))
     check_disk_space(config, suite, out, rollouts)
-    items = eval_items(suite, config.eval_per_slice)
-    check_training(suite, config.train_examples, config.seed)  # training data and golds too, before anything is written
+    evaluation = load_eval_items(suite, config.eval_per_slice)
+    items = evaluation.items
+    # training data and golds too, before anything is written
+    check_training(suite, config.train_examples, config.seed, evaluation.prompts)
     if config.model is None:
         check_prompts_fit_organism(config.organism, suite, items)
     lora = lora_settings(config)
     if lora is not None:
         check_lora_targets(lora, config, suite)
-    return PreparedRun(config, out, suite, trainer, items, backend, rollouts, plan)
+    return PreparedRun(config, out, suite, trainer, items, evaluation, backend, rollouts, plan)
 
 
 def module_names(config: RunConfig, suite: Suite) -> set[str]:
@@ -283,7 +287,7 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
         "method": run.config.method,
         "suite": run.suite.name,
         "suite_sha256": run.suite.sha256,
-        "suite_spec": run.suite.to_summary(),
+        "suite_spec": run.evaluation.summary(),
         "seed": run.config.seed,
         "config": run.config.to_dict(),
         "base_model": str(base_model),
@@ -345,13 +349,16 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     assert run.suite.easy is not None and run.suite.hard is not None, "prepare() checks the suite can train"
     training_prompts = {f"{t.name}/{t.split}": t.prompt for t in (run.suite.easy, run.suite.hard)}
     note_chat_fallback(store, training_prompts, tokenizer, base_model, "training")
+    exclude = run.evaluation.prompts
     data = TrainingData(
-        easy=rendered(training_items(run.suite, run.suite.easy, config.train_examples, config.seed), run.suite.easy.prompt, tokenizer),
-        hard=rendered(training_items(run.suite, run.suite.hard, config.train_examples, config.seed), run.suite.hard.prompt, tokenizer),
+        easy=rendered(training_items(run.suite, run.suite.easy, config.train_examples, config.seed, exclude),
+                      run.suite.easy.prompt, tokenizer),
+        hard=rendered(training_items(run.suite, run.suite.hard, config.train_examples, config.seed, exclude),
+                      run.suite.hard.prompt, tokenizer),
         foundation=foundation_items(run) if run.trainer.needs_foundation else (),
     )
     assert config.lr is not None and config.steps is not None, "prepare() resolves the method's default η and steps"
-    settings = MethodSettings(config.steps, config.lr, config.stage2_lr_ratio, config.stage1_fraction)
+    settings = MethodSettings(config.steps, config.lr)
     loop = LoopConfig(
         config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed,
         config.grad_accum,
@@ -406,7 +413,7 @@ def foundation_items(run: PreparedRun) -> list[Item]:
     foundation = run.suite.foundation
     if run.config.model or not foundation:
         return []
-    return suite_foundation_items(run.suite, run.config.train_examples, seed=run.config.seed)
+    return suite_foundation_items(run.suite, run.config.train_examples, run.config.seed, run.evaluation.prompts)
 
 
 def kl_stage(store: RunStore, run: PreparedRun, base_model: Path) -> dict:
@@ -417,7 +424,8 @@ def kl_stage(store: RunStore, run: PreparedRun, base_model: Path) -> dict:
     if missing:  # a run made before KL existed, whose model folders `keep_checkpoints: last` already pruned
         return {"skipped": f"model folders of steps {', '.join(map(str, missing))} were pruned"}
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    items = rendered(training_items(run.suite, run.suite.hard, run.config.train_examples, run.config.seed), run.suite.hard.prompt, tokenizer)
+    hard = training_items(run.suite, run.suite.hard, run.config.train_examples, run.config.seed, run.evaluation.prompts)
+    items = rendered(hard, run.suite.hard.prompt, tokenizer)
     prompts = items[:KL_PROMPTS]
     frame = kl_to_start(store, [item.prompt for item in prompts], max(max_new_tokens(item) for item in prompts), run.config.seed,
                         lambda path: path if path.is_absolute() else store.root / path)
@@ -474,15 +482,17 @@ def check_disk_space(config: RunConfig, suite: Suite, out: Path, rollouts: Backe
 
     Estimate: each checkpoint is a model folder (the model's weights), and each training state
     kept beside one is about twice that (AdamW's two moments); `all` keeps a state per
-    checkpoint, `evaluated` and `last` at most two at a time. A vLLM rollout engine adds one more
-    copy of the weights. What an earlier attempt already wrote there counts as written.
+    checkpoint, `evaluated` and `last` at most two at a time. A rollout engine that does not
+    sample the policy in memory (vLLM) adds one more copy of the weights. What an earlier attempt
+    already wrote there counts as written.
     """
     assert config.steps is not None, "prepare() resolves the method's default steps first"
     model_bytes = model_size_bytes(config, suite)
     every = config.checkpoint_every
     checkpoints = 1 + (config.steps // every if every else 0) + 2  # the start, the periodic ones, up to two stage ends
     states = checkpoints if config.keep_checkpoints == "all" else 2
-    need = model_bytes * (checkpoints + 2 * states + (1 if rollouts and rollouts.name != "hf" else 0))
+    engine_copy = rollouts is not None and not BACKENDS.get(rollouts.name).capabilities.policy_in_memory
+    need = model_bytes * (checkpoints + 2 * states + (1 if engine_copy else 0))
     need = math.ceil(need * 1.1) + 2**20  # tokenizer files, generations, tables
     written = sum(f.stat().st_size for f in (out / "checkpoints").rglob("*") if f.is_file()) if (out / "checkpoints").is_dir() else 0
     parent = out.absolute()
@@ -595,7 +605,7 @@ def generation_groups(suite: Suite, items: list[Item]) -> dict[tuple[str, Sampli
 def write_prompts(store: RunStore, suite: Suite, items: list[Item], model_dir: Path, seed: int = 0) -> dict[str, str]:
     """Render every evaluation prompt once, with the model's own tokenizer, and keep them in the
     run folder (`prompts.parquet`), so a reader can audit exactly what the model saw. lm-eval
-    sets: the prompt lm-eval itself sends (its own rendering and few-shot draw at `seed`)."""
+    sets (sources that `runs_itself`): the prompt lm-eval sends (its own rendering and few-shot draw at `seed`)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     by_set: dict[str, list[Item]] = {}
     for item in items:
@@ -603,7 +613,7 @@ def write_prompts(store: RunStore, suite: Suite, items: list[Item], model_dir: P
     prompts: dict[str, str] = {}
     for slice_, set_items in by_set.items():
         eval_set = suite.eval_set(slice_)
-        if eval_set.source.name == "lmeval":
+        if eval_set.source.runs_itself:
             prompts.update(lmeval_prompts(eval_set, set_items, seed))
             continue
         for item in rendered(set_items, eval_set.prompt, tokenizer):
@@ -611,12 +621,12 @@ def write_prompts(store: RunStore, suite: Suite, items: list[Item], model_dir: P
     store.write_table(PROMPTS_FILE, pd.DataFrame({"item_id": list(prompts), "prompt": list(prompts.values())}))
     limit = context_length(read_model_config(model_dir))
     for slice_, set_items in by_set.items():
-        if suite.eval_set(slice_).source.name == "lmeval":
+        if suite.eval_set(slice_).source.runs_itself:
             continue  # lm-eval's own budget (max_gen_toks) is checked per request by the adapter
         lengths = [len(tokenizer.encode(prompts[item.id], add_special_tokens=False)) for item in set_items]
         check_prompts_fit(lengths, suite.eval_set(slice_).sampling.max_new_tokens, limit, f"evaluation set {slice_} on model {model_dir}")
     # after the checks (a refused run says only why); lm-eval sets are left out: lm-eval renders their prompts itself
-    own = {slice_: suite.eval_set(slice_).prompt for slice_ in by_set if suite.eval_set(slice_).source.name != "lmeval"}
+    own = {slice_: suite.eval_set(slice_).prompt for slice_ in by_set if not suite.eval_set(slice_).source.runs_itself}
     note_chat_fallback(store, own, tokenizer, model_dir)
     return prompts
 
@@ -644,7 +654,7 @@ def generate_stage(store: RunStore, suite: Suite, backend_choice: BackendChoice,
                 rows: list[dict[str, Any]] = []
                 for (_task, _), group in groups.items():
                     eval_set = eval_set_of(suite, group[0])
-                    if eval_set.source.name == "lmeval":
+                    if eval_set.source.runs_itself:
                         rows += lmeval_generations(backend, model_dir, eval_set, group, seed)
                         continue
                     sampling = eval_set.sampling

@@ -9,6 +9,9 @@ Usage::
 
     TRAINERS.get("sft")   # -> SFT; an unknown name raises BenchError listing the known ones
     SFT.name              # -> "sft": the registered name is written once, at registration
+
+A registry asked for a name first imports the plugin modules PLASTICITY_BENCH_PLUGINS lists
+(harness/core/plugins.py), so a class registered outside the project is found like any other.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from harness.core.errors import BenchError
+from harness.core.plugins import load_plugins
 
 T = TypeVar("T")
 
@@ -46,15 +50,18 @@ class Registry(Generic[T]):
         return decorate
 
     def get(self, name: str) -> T:
+        load_plugins()
         if name not in self._entries:
             raise BenchError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
         return self._entries[name].obj
 
     def names(self) -> list[str]:
+        load_plugins()
         return sorted(self._entries)
 
     def __iter__(self) -> Iterator[Entry[T]]:
         return iter(self._entries[name] for name in self.names())
 
     def __contains__(self, name: object) -> bool:
+        load_plugins()
         return name in self._entries

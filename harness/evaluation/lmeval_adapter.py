@@ -17,8 +17,7 @@ distribution) and it would start a second engine per checkpoint.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,25 +168,11 @@ def evaluate_documents(backend: GenerationBackend, model_dir: Path, reference: s
     already loaded in `backend`: lm-eval's logged samples, one per document and filter (its
     arguments, raw and filtered responses, and every per-document metric). harness.evaluation.lmeval_sets
     turns them into stored generations."""
-    with quiet_tqdm():  # lm-eval draws its own bars per task and checkpoint; ours already show progress
-        output = simple_evaluate(
-            model=BackendLM(backend, Path(model_dir), seed=seed), tasks=[reference], task_manager=task_manager([reference]), limit=limit,
-            log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-            verbosity="ERROR",
-        )
+    # lm-eval's own progress bars are hidden by TQDM_DISABLE, which the CLI sets before tqdm is imported
+    output = simple_evaluate(
+        model=BackendLM(backend, Path(model_dir), seed=seed), tasks=[reference], task_manager=task_manager([reference]), limit=limit,
+        log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        verbosity="ERROR",
+    )
     (samples,) = output["samples"].values()
     return list(samples)
-
-
-@contextmanager
-def quiet_tqdm() -> Iterator[None]:
-    """tqdm reads TQDM_DISABLE when a bar is made: bars made inside stay hidden, ours outside do not."""
-    before = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = before

@@ -19,6 +19,10 @@ edited output gets its own verdict) go through the task's own filters and `proce
 in lm-eval's evaluator. Where an edited output cannot change the verdict (multiple choice and the
 other log-likelihood tasks: the verdict comes from stored log-likelihoods; sampled repeats) or
 the task cannot be rebuilt, the stored scores stay and one line on stderr says so per set.
+
+Each Score's answer is what lm-eval's filters made of the response (for the set's metric's
+filter, e.g. the number a `strict-match` regex took out of a completion); for multiple choice and
+the other log-likelihood tasks, the chosen option's text; empty where nothing was re-filtered.
 """
 
 from __future__ import annotations
@@ -116,15 +120,13 @@ def contexts(reference: str | dict[str, Any], limit: int, seed: int) -> dict[int
 def prepared_task(reference: str | dict[str, Any], seed: int, limit: int | None = None) -> tuple[Any, tuple[Any, ...]]:
     """The task and its requests (lm-eval `Instance`s) for the first `limit` documents, built as
     lm-eval's evaluator builds them."""
-    from harness.evaluation.lmeval_adapter import quiet_tqdm
     from tasks.sources.lmeval import build_task
 
     task = build_task(reference, "lm-eval task")
     if task.get_config("num_fewshot") is None:  # simple_evaluate's default when the task names none
         task.set_config(key="num_fewshot", value=0)
     task.set_fewshot_seed(seed=seed)
-    with quiet_tqdm():
-        task.build_all_requests(limit=limit, rank=0, world_size=1)
+    task.build_all_requests(limit=limit, rank=0, world_size=1)  # its bar: hidden by the CLI's TQDM_DISABLE
     return task, tuple(task.instances)
 
 
@@ -158,14 +160,17 @@ def score_lmeval(
     edited = sum(output != s["output"] for output, s in zip(outputs, stored))
     output_type = items[0].meta["lmeval_output_type"]
     use_outputs = output_type == "generate_until" and all(len(s["resps"][0]) == 1 for s in stored)
+    chosen = ["" if output_type == "generate_until" else str(s["output"]) for s in stored]  # a chosen option's text
+    filtered: list[dict[str, Any]] = [{} for _ in items]
     try:
-        metrics = recompute(items, outputs if use_outputs else None, stored)
+        metrics = recompute(items, outputs if use_outputs else None, stored, filtered)
     except Exception as error:  # anything lm-eval raises while rebuilding: the stored scores stand, said once
         reason = (
             f"its lm-eval task cannot be rebuilt here ({first_line(error)}), so its generation-time scores are kept"
         )
-        return verdicts(kept), [json.dumps(s["metrics"], sort_keys=True) for s in stored], Note(reason, edited)
+        return verdicts(kept, chosen), [json.dumps(s["metrics"], sort_keys=True) for s in stored], Note(reason, edited)
     key = items[0].meta["lmeval_metric"]
+    answers = chosen if output_type != "generate_until" else [filtered_answer(f, key) for f in filtered]
     note: Note | None = None
     if edited and not use_outputs:
         how = (
@@ -174,12 +179,23 @@ def score_lmeval(
             else "from lm-eval's sampled responses"
         )
         note = Note(f"lm-eval's verdicts of this {output_type} task come {how}, not from the output text", edited)
-    return verdicts([float(m[key]) for m in metrics]), [json.dumps(m, sort_keys=True) for m in metrics], note
+    return verdicts([float(m[key]) for m in metrics], answers), [json.dumps(m, sort_keys=True) for m in metrics], note
 
 
-def recompute(items: list[Item], outputs: list[str] | None, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def filtered_answer(filtered: dict[str, Any], metric_key: str) -> str:
+    """The filtered response of the metric's filter (`metric,filter`; else the first filter), as text."""
+    name = metric_key.split(",", 1)[1] if "," in metric_key else next(iter(filtered), "")
+    value = filtered.get(name, "")
+    return value if isinstance(value, str) else json.dumps(plain(value))
+
+
+def recompute(
+    items: list[Item], outputs: list[str] | None, stored: list[dict[str, Any]],
+    filtered: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Every metric per item, by lm-eval's own filters and process_results, from the stored
-    responses; `outputs` replace a generate_until task's completions."""
+    responses; `outputs` replace a generate_until task's completions. `filtered`, when given,
+    receives each item's filtered response (of its first request) per filter."""
     reference = items[0].meta["lmeval_reference"]
     docs = {int(item.meta["lmeval_doc_id"]): index for index, item in enumerate(items)}
     task, every = cached_task(json.dumps(reference, sort_keys=True), max(docs) + 1)
@@ -202,6 +218,8 @@ def recompute(items: list[Item], outputs: list[str] | None, stored: list[dict[st
     for doc_id, requests in per_doc.items():
         requests.sort(key=lambda inst: inst.idx)
         for name in requests[0].filtered_resps:
+            if filtered is not None:
+                filtered[docs[doc_id]][name] = requests[0].filtered_resps[name]
             values = task.process_results(requests[0].doc, [inst.filtered_resps[name] for inst in requests])
             metrics[docs[doc_id]].update({f"{metric},{name}": plain(value) for metric, value in values.items()})
     missing = [items[index].id for doc_id, index in docs.items() if doc_id not in per_doc]
@@ -218,8 +236,8 @@ def cached_task(reference_json: str, limit: int) -> tuple[Any, tuple[Any, ...]]:
     )  # the few-shot draw changes contexts, not verdicts
 
 
-def verdicts(values: Sequence[float]) -> list[Score]:
-    return [Score(value, value >= 1.0, "") for value in values]
+def verdicts(values: Sequence[float], answers: Sequence[str] | None = None) -> list[Score]:
+    return [Score(value, value >= 1.0, "", answer) for value, answer in zip(values, answers or [""] * len(values))]
 
 
 def metric_means(records: pd.DataFrame) -> str:

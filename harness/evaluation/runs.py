@@ -157,7 +157,7 @@ def suite_summary(meta: dict[str, Any]) -> dict[str, Any]:
         return dict(meta["suite_spec"])
     from tasks.suites import load_suite
 
-    return load_suite(meta.get("suite", "micro")).to_summary()
+    return load_suite(meta.get("suite", "micro")).to_summary(skipped={})  # the micro suite has no optional sets
 
 
 def roles_of(meta: dict[str, Any]) -> dict[str, str]:
@@ -182,10 +182,11 @@ def family_order_of(meta: dict[str, Any]) -> list[str]:
 
 def per_item(records: pd.DataFrame) -> pd.DataFrame:
     """One row per item and step: accuracy = mean correct over its samples (avg@n), score = mean
-    graded score, correct = whether most samples were right, output = the first sample's."""
+    graded score, correct = whether most samples were right, output (and answer) = the first sample's."""
     if "sample" not in records or int(records["sample"].max()) == 0:
         return records.assign(accuracy=records.correct.astype(float))
-    keys = [c for c in records.columns if c not in ("sample", "output", "score", "correct", "outcome")]
+    keys = [c for c in records.columns if c not in ("sample", "output", "score", "correct", "outcome", "answer")]
     grouped = records.sort_values("sample").groupby(keys, sort=False)
-    out = grouped.agg(output=("output", "first"), score=("score", "mean"), accuracy=("correct", "mean"), outcome=("outcome", "first")).reset_index()
+    firsts = {column: (column, "first") for column in ("output", "outcome", "answer") if column in records}
+    out = grouped.agg(score=("score", "mean"), accuracy=("correct", "mean"), **firsts).reset_index()
     return out.assign(correct=out.accuracy >= 0.5)

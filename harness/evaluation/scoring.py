@@ -33,8 +33,9 @@ from tasks.scorers import SCORERS, get_scorer
 
 ALL = "all"  # the slice name of a whole family
 # metrics: every per-document metric of an lm-eval set (JSON; "" for other sets: harness/evaluation/lmeval_sets.py)
+# answer: what the scorer parsed out of the output (Score.answer; "" when nothing could be parsed)
 RECORD_COLUMNS = ["item_id", "step", "family", "task", "level", "output", "score", "correct", "outcome", "sample",
-                  "metrics"]
+                  "metrics", "answer"]
 RAN_TO_COMPLETION = ("pass", "wrong_answer")  # sandbox outcomes of a program that ran, right or wrong
 
 
@@ -67,7 +68,7 @@ def score_run(store: RunStore) -> pd.DataFrame:
         frames.append(group.assign(
             family=[it.family for it in group_items], task=[it.task for it in group_items], level=[it.level for it in group_items],
             score=[s.score for s in scores], correct=[s.correct for s in scores], outcome=[s.outcome for s in scores],
-            metrics=metrics,
+            metrics=metrics, answer=[s.answer for s in scores],
         ))
     for slice_, note in notes.items():
         if note.edited or note.always:

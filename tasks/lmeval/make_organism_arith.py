@@ -13,7 +13,8 @@ from pathlib import Path
 
 import tasks  # noqa: F401  (registers the tasks)
 from tasks.arithmetic import ANSWER_MARK
-from tasks.suites import MICRO, eval_items
+from tasks.suites import load_suite
+from tasks.suites.items import load_eval_items
 
 N_ITEMS = 40
 OUT = Path(__file__).with_name("organism_arith.jsonl")
@@ -32,7 +33,7 @@ def to_record(index: int, item) -> dict:
 
 
 def main() -> None:
-    chosen = [item for item in eval_items(MICRO) if (item.task, item.level) == ("chain_sum", "easy")][:N_ITEMS]
+    chosen = [item for item in load_eval_items(load_suite("micro")).items if (item.task, item.level) == ("chain_sum", "easy")][:N_ITEMS]
     OUT.write_text("".join(json.dumps(to_record(i, item)) + "\n" for i, item in enumerate(chosen)))
     print(f"wrote {len(chosen)} items to {OUT}")
 

@@ -2,8 +2,8 @@
 
 Speaks JSON lines. A request on stdin is a list of jobs ``[[<prepared gold>, <model output>], ...]``.
 Replies on stdout: ``{"ready": true}`` once at start (or ``{"fatal": <message>}``), then per job,
-in order, ``{"v": <outcome>}``; a gold not seen before is parsed first, between ``{"gold":
-"start"}`` and ``{"gold": "done"}``. Each reply is flushed at once: the parent times every step
+in order, ``{"v": <outcome>, "a": <the text math-verify extracted from the output>}``; a gold not
+seen before is parsed first, between ``{"gold": "start"}`` and ``{"gold": "done"}``. Each reply is flushed at once: the parent times every step
 (a gold's parse; each output's parse + verify) and kills this process when one overruns, because
 math-verify's own timeout (``signal.alarm``) cannot interrupt work stuck inside C code such as a
 huge integer power. So math-verify's timeouts are off here (None).
@@ -67,8 +67,9 @@ def main() -> None:
                 golds[gold_text] = gold
                 reply({"gold": "done"})
             if not gold:
-                reply({"v": "gold_unparsed"})
+                reply({"v": "gold_unparsed", "a": ""})
                 continue
+            parsed = []
             try:
                 parsed = parse(output, parsing_timeout=None)
                 if not parsed:
@@ -79,7 +80,7 @@ def main() -> None:
                     outcome = "wrong_answer"
             except Exception:  # noqa: BLE001 (math-verify catches its own; anything left is a wrong answer)
                 outcome = "error"
-            reply({"v": outcome})
+            reply({"v": outcome, "a": str(parsed[-1]) if parsed else ""})
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ A bare capital inside prose (``I think...``) is never read as a choice: ``I`` is
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 from harness.core.errors import BenchError
 from harness.core.items import Item
 from tasks.base import Score
-from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary, check_batch
+from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary
 
 LETTERS = "ABCDEFGHIJ"
 _STATED = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:is\s*)?:?\s*[(\[]?\s*([A-J])\b(?![^\s.,;:!?)\]])", re.IGNORECASE)
@@ -73,12 +72,8 @@ class MultipleChoice(Scorer):
             return f"it has no gold letter A-J (answer {item.answer[:40]!r}, meta label {item.meta.get('label')!r})"
         return None
 
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        check_batch(items, outputs)
-        scores = []
-        for item, output in zip(items, outputs):
-            gold = gold_letter(item)
-            got = chosen_letter(output)
-            correct = got == gold
-            scores.append(binary(correct, CORRECT if correct else NO_ANSWER if got is None else WRONG_ANSWER))
-        return scores
+    def check(self, item: Item, output: str) -> Score:
+        gold = gold_letter(item)
+        got = chosen_letter(output)
+        correct = got == gold
+        return binary(correct, CORRECT if correct else NO_ANSWER if got is None else WRONG_ANSWER, got or "")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from harness.core.items import Item
 from tasks.base import Score
-from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary, check_batch
+from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary
 
 
 def normalise(text: str) -> str:
@@ -18,11 +16,7 @@ def normalise(text: str) -> str:
 class ExactMatch(Scorer):
     needs = frozenset({"answer"})
 
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        check_batch(items, outputs)
-        scores = []
-        for item, output in zip(items, outputs):
-            got = normalise(output)
-            correct = got == normalise(item.answer)
-            scores.append(binary(correct, CORRECT if correct else WRONG_ANSWER if got else NO_ANSWER))
-        return scores
+    def check(self, item: Item, output: str) -> Score:
+        got = normalise(output)
+        correct = got == normalise(item.answer)
+        return binary(correct, CORRECT if correct else WRONG_ANSWER if got else NO_ANSWER, got)

@@ -11,15 +11,14 @@ Everything comes from the item's meta (tasks/sources/mbpp.py): re-scoring reads 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from harness.core.errors import BenchError
 from harness.core.items import Item
-from harness.sandbox import Job, run_programs
-from tasks.base import Score
-from tasks.scorers.base import SCORERS, Scorer, check_batch
-from tasks.scorers.programs import extract_code, scores
+from harness.sandbox import Job
+from tasks.scorers.base import SCORERS, ProgramScorer
+from tasks.scorers.programs import extract_code
 
 
 def mbpp_test(meta: Mapping[str, Any]) -> str:
@@ -35,8 +34,7 @@ def mbpp_program(meta: Mapping[str, Any], output: str) -> str:
 
 
 @SCORERS.register("mbpp", "MBPP: the problem's asserts pass against the program (sandboxed)")
-class MBPPScorer(Scorer):
-    executes_programs = True
+class MBPPScorer(ProgramScorer):
     needs_meta = frozenset({"test_list"})
 
     @classmethod
@@ -55,11 +53,8 @@ class MBPPScorer(Scorer):
             return f"its tests are not valid Python ({error.msg}, line {error.lineno})"
         return None
 
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        check_batch(items, outputs)
-        jobs = []
-        for item, output in zip(items, outputs):
-            if not item.meta.get("test_list"):
-                raise BenchError(f"item {item.id} has no `test_list` in its meta: the mbpp scorer runs an MBPP problem's asserts")
-            jobs.append(Job(mbpp_program(item.meta, output), mbpp_test(item.meta)))
-        return scores(run_programs(jobs))
+    def job(self, item: Item, output: str) -> Job:
+        if not item.meta.get("test_list"):
+            raise BenchError(f"item {item.id} has no `test_list` in its meta: "
+                             "the mbpp scorer runs an MBPP problem's asserts")
+        return Job(mbpp_program(item.meta, output), mbpp_test(item.meta))

@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 
 from harness.core.errors import BenchError
 from harness.core.items import Item
 from tasks.base import Score
-from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary, check_batch
+from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary
 
 RELATIVE_TOLERANCE = 1e-6
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _NUMBER = re.compile(r"(?:(?<![\w)])-)?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
-def last_number(text: str) -> float | None:
-    """The last number in `text`, or None."""
+def last_number_text(text: str) -> str | None:
+    """The last number in `text` as written (thousands separators removed), or None."""
     text = _THOUSANDS.sub("", text.replace("\u2212", "-"))  # also read the Unicode minus sign
     numbers = _NUMBER.findall(text)
-    return float(numbers[-1]) if numbers else None
+    return numbers[-1] if numbers else None
+
+
+def last_number(text: str) -> float | None:
+    """The last number in `text`, or None."""
+    number = last_number_text(text)
+    return None if number is None else float(number)
 
 
 @SCORERS.register("numeric", "last number in the output equals the gold number (relative tolerance 1e-6)")
@@ -38,14 +43,11 @@ class Numeric(Scorer):
     def item_problem(cls, item: Item) -> str | None:
         return None if last_number(item.answer) is not None else f"its gold answer {item.answer[:60]!r} has no number"
 
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        check_batch(items, outputs)
-        scores = []
-        for item, output in zip(items, outputs):
-            gold = last_number(item.answer)
-            if gold is None:
-                raise BenchError(f"numeric scorer: item {item.id}'s gold answer {item.answer!r} has no number")
-            got = last_number(output)
-            correct = got is not None and math.isclose(got, gold, rel_tol=RELATIVE_TOLERANCE)
-            scores.append(binary(correct, CORRECT if correct else NO_ANSWER if got is None else WRONG_ANSWER))
-        return scores
+    def check(self, item: Item, output: str) -> Score:
+        gold = last_number(item.answer)
+        if gold is None:
+            raise BenchError(f"numeric scorer: item {item.id}'s gold answer {item.answer!r} has no number")
+        text = last_number_text(output)
+        got = None if text is None else float(text)
+        correct = got is not None and math.isclose(got, gold, rel_tol=RELATIVE_TOLERANCE)
+        return binary(correct, CORRECT if correct else NO_ANSWER if got is None else WRONG_ANSWER, text or "")

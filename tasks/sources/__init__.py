@@ -2,7 +2,8 @@
 
 A suite YAML names a source per evaluation or training set (`source: {kind: file, path: ...}`);
 the kind picks a class here, its other keys are that class's options, checked before anything
-runs. A new kind of source is one file in this package plus its import below.
+runs. A new kind of source is one file plus one registration line: in this package, its import
+below; anywhere else, a module named in PLASTICITY_BENCH_PLUGINS (docs/extending.md).
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ class Source(ABC):
     prompt_settings: ClassVar[frozenset[str] | None] = None
     sampling_settings: ClassVar[frozenset[str] | None] = None
     requires: ClassVar[tuple[str, ...]] = ()  # distributions whose version decides the items (in the run's identity)
+    # What the run asks of a source instead of its kind's name:
+    # `generated_per_seed`: the items are made from a seed, as many as asked (a generator task), not read;
+    #   a training set draws fresh ones per run seed, and they carry their own verifier (tasks/verify.py).
+    # `runs_itself`: an outside evaluation harness renders the prompts, generates through the run's backend
+    #   and scores each item while generating (lm-eval: the source has `task_reference()`); the pipeline
+    #   neither renders its prompts nor checks their length, and its records come from that harness.
+    generated_per_seed: ClassVar[bool] = False
+    runs_itself: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any], where: str, base_dir: Path) -> None:
         self.options = dict(options)
@@ -74,6 +83,11 @@ class Source(ABC):
 
     def max_new_tokens(self) -> int:
         return self.default_max_new_tokens
+
+    def set_name(self) -> tuple[str, str] | None:
+        """The (name, split) a set of this source takes where the suite names none (None: `set<i>`/`test`
+        for an evaluation set, `train-<side>`/`<side>` for a training set)."""
+        return None
 
     def provided_meta(self) -> frozenset[str]:
         """The item.meta keys every item of this set carries (a source whose meta the suite names overrides it)."""

@@ -16,6 +16,7 @@ class Generator(Source):
     required = ("task", "level")
     default_scorer = "task"
     provides = frozenset({"answer", "generator_task"})
+    generated_per_seed = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,3 +55,6 @@ class Generator(Source):
 
     def max_new_tokens(self) -> int:
         return get_task(self.task).max_new_tokens
+
+    def set_name(self) -> tuple[str, str]:
+        return self.task, self.level

@@ -31,6 +31,7 @@ class LMEvalTask(Source):
     provides, meta_keys = frozenset({"lmeval_scores"}), frozenset({"lmeval_doc_id", "lmeval_task"})  # scored by lm-eval only
     prompt_settings = sampling_settings = frozenset()  # lm-eval renders its own prompt and uses the task's generation kwargs
     requires = ("lm-eval", "datasets")
+    runs_itself = True  # lm-eval renders, generates through the run's engine and scores (evaluation/lmeval_sets.py)
 
     def task_reference(self) -> str | dict[str, Any]:
         """What lm-eval is given: a built-in task name, or the config of a local YAML."""

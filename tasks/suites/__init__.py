@@ -22,6 +22,9 @@
     # or one set split by a difficulty field:  train: {source: {...}, difficulty: {field: level, threshold: 3}}
 
 Shipped suites live beside this file (`bench suites` lists them); a user's suite is a path.
+This module is the schema: parsing a suite checks every key, source option and scorer but reads
+no data. Loading the items is the explicit next step (tasks/suites/items.py: `load_eval_items`
+returns the items and the optional sets it skipped).
 Every training item carries a verifiable answer (GRPO/PCR reward it, DPO labels samples, SPoT's
 oracle checks corrections) and no training prompt is an evaluation prompt.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -39,7 +42,6 @@ from typing import Any, TypeVar
 import yaml
 
 from harness.core.errors import BenchError
-from harness.core.items import Item
 from tasks.sources import SOURCES, Source
 
 SHIPPED = Path(__file__).resolve().parent
@@ -117,20 +119,9 @@ class Suite:
         raise BenchError(f"suite {self.name} has no evaluation set {slice_!r}")
 
     @property
-    def available_sets(self) -> list[EvalSet]:
-        """The sets with items here: optional sets whose data is missing are left out (`eval_items` decides)."""
-        eval_items(self)
-        return [s for s in self.eval_sets if s.slice not in SKIPPED.get(self.sha256, {})]
-
-    @property
-    def skipped(self) -> dict[str, str]:
-        """slice → why an optional set was left out."""
-        eval_items(self)
-        return dict(SKIPPED.get(self.sha256, {}))
-
-    @property
     def target_sets(self) -> list[EvalSet]:
-        return [s for s in self.available_sets if s.role == "target"]
+        """The sets the suite declares as targets (`role: target`), whether or not their data is here."""
+        return [s for s in self.eval_sets if s.role == "target"]
 
     @property
     def target_family(self) -> str:
@@ -140,15 +131,19 @@ class Suite:
     def target_slice(self) -> str:
         return self.target_sets[0].slice
 
-    def to_summary(self) -> dict[str, Any]:
-        """What run.json records: enough for reports, compare and gate to need no suite file."""
+    def to_summary(self, skipped: Mapping[str, str]) -> dict[str, Any]:
+        """What run.json records: enough for reports, compare and gate to need no suite file.
+        `skipped` (slice → why; `EvalItems.skipped`): the optional sets without items here, left
+        out of the sets, so the target named is the first one the run has items of."""
+        available = [s for s in self.eval_sets if s.slice not in skipped]
+        target = next(s for s in available if s.role == "target")
         return {
             "name": self.name, "sha256": self.sha256, "path": str(self.path), "families": self.families,
             "family_order": list(self.families),  # run.json sorts keys: the order is kept here
-            "target_family": self.target_family, "target_slice": self.target_slice,
+            "target_family": target.family, "target_slice": target.slice,
             "sets": [{"slice": s.slice, "family": s.family, "role": s.role, "scorer": s.scorer, "source": s.source.name,
-                      "samples": s.sampling.n, "published": s.published} for s in self.available_sets],
-            "skipped": self.skipped,
+                      "samples": s.sampling.n, "published": s.published} for s in available],
+            "skipped": dict(skipped),
         }
 
 
@@ -269,9 +264,9 @@ def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -
         raise BenchError(f"{where}: must be a mapping")
     check_keys(raw, SET_KEYS, where)
     source = parse_source(raw.get("source"), where, path)
-    generated = source.name == "generator"
-    name = str(raw.get("name") or (source.options["task"] if generated else f"set{index}"))
-    split = str(raw.get("split") or (source.options["level"] if generated else "test"))
+    own = source.set_name()
+    name = str(raw.get("name") or (own[0] if own else f"set{index}"))
+    split = str(raw.get("split") or (own[1] if own else "test"))
     if "/" in name or "/" in split:
         raise BenchError(f"{where}: name and split may not contain '/'")
     family = raw.get("family")
@@ -385,81 +380,13 @@ def train_set(raw: Any, where: str, path: Path, prompt: dict[str, Any], difficul
     budget_given = {"max_new_tokens": raw["max_new_tokens"]} if "max_new_tokens" in raw else None
     refuse_unhonoured(source, {"prompt": raw.get("prompt"), "sampling": budget_given}, where)
     ignored = ignored_defaults(source, {"prompt": prompt})  # the suite's and the train section's prompt
-    generated = source.name == "generator"
-    name = str(raw.get("name") or (source.options["task"] if generated else f"train-{side}"))
-    split = str(source.options["level"] if generated else side)
+    own = source.set_name()
+    name = str(raw.get("name") or (own[0] if own else f"train-{side}"))
+    split = own[1] if own else side
     set_prompt = {**prompt, **(raw.get("prompt") or {})}
     check_prompt(set_prompt, where)
     budget = int(_number(raw.get("max_new_tokens", source.max_new_tokens()), f"{where}: max_new_tokens", 1))
     return TrainSet(name, split, source, str(scorer), set_prompt, difficulty, budget, ignored)
-
-
-# ---------------------------------------------------------------- items
-
-_EVAL_CACHE: dict[tuple[str, str], tuple[tuple[Item, ...], ...]] = {}
-SKIPPED: dict[str, dict[str, str]] = {}  # suite sha256 → {slice: why an optional set has no items here}
-
-
-def eval_items(suite: Suite, per_slice: int | None = None) -> tuple[Item, ...]:
-    """The suite's evaluation items, set by set; `per_slice` keeps the first n of each (smoke runs).
-    An optional set whose data is not available is skipped (see `Suite.skipped`); any other
-    problem is a one-line BenchError."""
-    from tasks.suites.compat import check_items
-
-    key = (suite.sha256, str(suite.path))
-    if key not in _EVAL_CACHE:
-        per_set, skipped = [], {}
-        for eval_set in suite.eval_sets:
-            try:
-                per_set.append(tuple(eval_set.source.eval_items(eval_set.name, eval_set.split, eval_set.family, suite.eval_seed)))
-            except BenchError as error:
-                if not eval_set.optional:
-                    raise
-                skipped[eval_set.slice] = str(error)
-                per_set.append(())
-            check_items(eval_set.scorer, per_set[-1], f"{eval_set.source.where} ({eval_set.slice})")  # before generation
-        if all(eval_set.slice in skipped for eval_set in suite.eval_sets if eval_set.role == "target"):
-            raise BenchError(f"suite {suite.name}: none of its target sets is available here ({'; '.join(skipped.values())})")
-        _EVAL_CACHE[key] = tuple(per_set)
-        SKIPPED[suite.sha256] = skipped
-    return tuple(item for items in _EVAL_CACHE[key] for item in items[: per_slice or len(items)])
-
-
-def eval_prompts(suite: Suite) -> frozenset[str]:
-    return frozenset(item.prompt for item in eval_items(suite))
-
-
-def training_items(suite: Suite, train: TrainSet, n: int, seed: int,
-                   exclude: frozenset[str] | None = None) -> list[Item]:
-    """Items of one training set (n of them for generators; a file's rows, up to n, otherwise),
-    never an evaluation prompt of the suite (or of `exclude`, when given), each with its scorer named in meta."""
-    from tasks.suites.compat import check_items
-
-    if exclude is None:
-        family, exclude = suite.target_family, eval_prompts(suite)
-    else:  # `bench suites --check`: the evaluation sets that loaded, whatever the others' problems
-        family = next((s.family for s in suite.eval_sets if s.role == "target"), "")
-    items = train.source.train_items(train.name, train.split, family, seed, n, exclude)
-    if train.difficulty:
-        field_name, threshold, side = train.difficulty
-        missing = [item.id for item in items if not isinstance(item.meta.get(field_name), (int, float))]
-        if missing:
-            raise BenchError(f"suite {suite.path.name}, train: item {missing[0]} has no numeric meta field {field_name!r} "
-                             f"(list it under the source's `meta`)")
-        items = [item for item in items if (item.meta[field_name] <= threshold) == (side == "easy")]
-        if not items:
-            raise BenchError(f"suite {suite.path.name}, train: no {side} items (difficulty {field_name} "
-                             f"{'<=' if side == 'easy' else '>'} {threshold})")
-    check_items(train.scorer, items[:n], train.source.where)
-    if train.source.name == "generator":
-        return items[:n]
-    return [_for_training(item, train) for item in items[:n]]
-
-
-def _for_training(item: Item, train: TrainSet) -> Item:
-    """The item with what trainers ask of it (tasks/verify.py): its verifier and sampling budget."""
-    meta = {**item.meta, "scorer": train.scorer, "max_new_tokens": train.max_new_tokens}
-    return Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer, meta)
 
 
 def parse_foundation(raw: Any, where: str) -> tuple[tuple[str, str, float], ...]:
@@ -473,22 +400,3 @@ def parse_foundation(raw: Any, where: str) -> tuple[tuple[str, str, float], ...]
             raise BenchError(f"{where}: foundation weight must be a positive number, got {weight!r} in {entry!r}")
         entries.append((str(entry[0]), str(entry[1]), float(weight)))
     return tuple(entries)
-
-
-def foundation_items(suite: Suite, n: int, seed: int) -> list[Item]:
-    """About n items of the suite's `foundation:` mix, each (task, level) in proportion to its
-    weight, drawn at `seed`: what the organism pre-trains on and what replay replays."""
-    total = sum(weight for _, _, weight in suite.foundation)
-    return [item for task, level, weight in suite.foundation
-            for item in generator_items(suite, task, level, max(1, round(n * weight / total)), seed=seed)]
-
-
-def generator_items(suite: Suite, task: str, level: str, n: int, seed: int) -> list[Item]:
-    """n training items of a generator task (the organism's pre-training mix), never an evaluation prompt."""
-    from tasks.sources.generator import Generator
-
-    source = Generator({"task": task, "level": level}, f"suite {suite.name}, foundation", suite.path.parent)
-    return source.train_items(task, level, "", seed, n, eval_prompts(suite))
-
-
-MICRO = load_suite("micro")

@@ -20,8 +20,9 @@ import yaml
 from harness.core.errors import BenchError
 from harness.core.items import Item
 from tasks.base import TASKS, get_task
-from tasks.suites import EvalSet, Suite, TrainSet, _load, parse_suite, suite_file, training_items
+from tasks.suites import EvalSet, Suite, TrainSet, _load, parse_suite, suite_file
 from tasks.suites.compat import check_items, unique
+from tasks.suites.items import training_items
 
 GENERATED_PROBE = 16  # training items a generator source is asked for: it makes as many as a run wants
 
@@ -100,7 +101,7 @@ def check_eval_set(suite: Suite, eval_set: EvalSet, report: SuiteCheck) -> list[
 
 
 def check_train_set(suite: Suite, train: TrainSet, side: str, exclude: frozenset[str], report: SuiteCheck) -> None:
-    generated = train.source.name == "generator"
+    generated = train.source.generated_per_seed
     try:
         items = training_items(suite, train, GENERATED_PROBE if generated else sys.maxsize, 0, exclude)
         count, status = ("generated" if generated else str(len(items))), "ok"
@@ -124,12 +125,14 @@ def foundation_problems(suite: Suite) -> list[str]:
     return problems
 
 
-def check_training(suite: Suite, n: int, seed: int) -> None:
+def check_training(suite: Suite, n: int, seed: int, exclude: frozenset[str]) -> None:
     """What `bench run` checks before it writes anything, beyond the evaluation sets: the training
-    sets' items (data, difficulty split, golds) and the pre-training mix; the first problem is raised."""
+    sets' items (data, difficulty split, golds; none of `exclude`, the evaluation prompts) and the
+    pre-training mix; the first problem is raised."""
     for train in (suite.easy, suite.hard):
         if train is not None:
-            training_items(suite, train, min(n, GENERATED_PROBE) if train.source.name == "generator" else n, seed)
+            probe = min(n, GENERATED_PROBE) if train.source.generated_per_seed else n
+            training_items(suite, train, probe, seed, exclude)
     problems = foundation_problems(suite)
     if problems:
         raise BenchError(problems[0])
