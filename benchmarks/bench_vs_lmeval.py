@@ -84,7 +84,8 @@ def stand_in_vllm_distribution(work: Path) -> Path:
 
 def lmeval_loop(checkpoints: list[Path], backend: str, out: Path, work: Path) -> float:
     """One `lm_eval` process per checkpoint, as a user's shell loop would run it."""
-    env = {**os.environ, "TQDM_DISABLE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # no TQDM_DISABLE here: vLLM's own progress bar divides by its elapsed time, 0 when tqdm is disabled
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     if backend == "vllm":
         env["PYTHONPATH"] = os.pathsep.join([str(stand_in_vllm_distribution(work)), env.get("PYTHONPATH", "")])
         env["VLLM_TARGET_DEVICE"] = "cpu"  # vLLM finds its CPU platform from "cpu" in its version, which the stand-in lacks

@@ -1,36 +1,56 @@
 """The names a user may type for a method, a backend or a suite, known without importing what they name.
 
 A usage error (`bench run --method nosuch`) must answer at once, but the registries that hold
-these names fill only when torch, transformers and every trainer are imported (seconds). These
-static lists answer first; tests/test_cli_startup.py checks that they equal the registries, so a
-method or backend added to a registry without its name here fails the tests. A plugin's names
-(PLASTICITY_BENCH_PLUGINS, docs/extending.md) are asked of the registries themselves, which then
-import what they need: only for a name these lists lack, and only where plugins are named.
+these names fill only when torch, transformers and every trainer are imported (seconds). So the
+names are read from the registration lines themselves (`@TRAINERS.register("name", …)` in
+trainers/, `@BACKENDS.register("name", …)` in harness/backends/), as text, without executing
+them: a new method or backend is still one file plus its decorator. tests/test_cli_startup.py
+checks that what is read equals the registries. A plugin's names (PLASTICITY_BENCH_PLUGINS,
+docs/extending.md) are asked of the registries themselves, which then import what they need:
+only for a name not found here, and only where plugins are named.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
+from functools import cache
 from pathlib import Path
 
 from harness.core.errors import BenchError
 from harness.core.plugins import plugin_modules
 
-METHODS = ("dpo", "eps", "grpo", "l2sp", "pcr", "replay", "rps", "sft", "spot")  # trainers.TRAINERS
-BACKENDS = ("hf", "vllm")  # harness.backends.BACKENDS
 AUTO = "auto"  # harness.backends.auto.AUTO: the backend chosen for the work and the machine
+
+
+@cache
+def registered_names(package: str, registry: str) -> tuple[str, ...]:
+    """The names registered by `@REGISTRY.register("name", …)` lines in the package's own files, sorted."""
+    spec = importlib.util.find_spec(package)  # located, not executed (a parent package is imported: harness is light)
+    if spec is None or spec.origin is None:
+        return ()
+    pattern = re.compile(rf'@{registry}\.register\(\s*"([^"]+)"')
+    return tuple(sorted({name for path in Path(spec.origin).parent.glob("*.py") for name in pattern.findall(path.read_text())}))
+
+
+def method_names() -> tuple[str, ...]:
+    return registered_names("trainers", "TRAINERS")
+
+
+def backend_names() -> tuple[str, ...]:
+    return registered_names("harness.backends", "BACKENDS")
 
 
 def check_method(name: str) -> None:
     """BenchError, worded as the registry's own, for a method name no trainer registers."""
-    if name not in METHODS and not _plugin_registers("method", name):
-        raise BenchError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    if name not in method_names() and not _plugin_registers("method", name):
+        raise BenchError(f"unknown method {name!r}; known: {', '.join(method_names())}")
 
 
 def check_backend(name: str, noun: str = "backend") -> None:
     """BenchError, worded as `resolve_backend`'s, for a backend name that is neither auto nor registered."""
-    if name != AUTO and name not in BACKENDS and not _plugin_registers("backend", name):
-        raise BenchError(f"unknown {noun} {name!r}; known: {AUTO}, {', '.join(BACKENDS)}")
+    if name != AUTO and name not in backend_names() and not _plugin_registers("backend", name):
+        raise BenchError(f"unknown {noun} {name!r}; known: {AUTO}, {', '.join(backend_names())}")
 
 
 def _plugin_registers(kind: str, name: str) -> bool:
