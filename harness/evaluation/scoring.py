@@ -59,7 +59,7 @@ def score_run(store: RunStore) -> pd.DataFrame:
     for (slice_, _step), group in generations.assign(slice=slices).groupby(["slice", "step"], sort=True):
         group_items = [items[i] for i in group.item_id]
         metrics = [""] * len(group)
-        if scorers.get(slice_) == "lmeval":  # re-scored by lm-eval's own code from the stored data
+        if SCORERS.get(scorers.get(slice_, "task")).scored_with_its_source:  # lm-eval's own code, from the stored data
             scores, metrics, note = score_lmeval(group_items, list(group.output), group)
             if note is not None:
                 notes.setdefault(slice_, Note(note.reason, always=note.always)).edited += note.edited

@@ -36,6 +36,7 @@ class Scorer(ABC):
 
     name: ClassVar[str]
     executes_programs: ClassVar[bool] = False  # outcomes are the sandbox's: reliability applies
+    scored_with_its_source: ClassVar[bool] = False  # the source's own harness scores (lm-eval): re-scored from its stored data
     # What the scorer reads of an item, matched against the source's declaration (`Source.provides`,
     # `Source.provided_meta`) when a suite is read: a mismatch is refused before any generation.
     needs: ClassVar[frozenset[str]] = frozenset()  # capabilities (tasks.sources.CAPABILITIES)

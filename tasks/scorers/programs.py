@@ -125,6 +125,7 @@ class LMEvalScorer(Scorer):
 
     needs = frozenset({"lmeval_scores"})
     requires = ("lm-eval",)
+    scored_with_its_source = True
 
     def check(self, item: Item, output: str) -> Score:
         raise BenchError("lm-eval sets are scored by lm-eval while generating; re-generate the run to re-score them")
