@@ -1,4 +1,4 @@
-"""What a command used to do silently, with exit 0, and now says: one `error:` line and exit 2 where
+"""Inputs a user must hear about: one `error:` line and exit 2 where
 going on would score against something the user did not mean, one `warning:` line where the work
 is sound but a reader must know how it was done. Every case through the real `bench` CLI.
 

@@ -161,7 +161,7 @@ def suite_summary(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def roles_of(meta: dict[str, Any]) -> dict[str, str]:
-    """slice → role (target / held-out) of a run's sets; {} for a run made before suites were data
+    """slice → role (target / held-out) of a run's sets; {} for a run.json without a suite summary
     whose suite is not shipped (nothing is then split by role)."""
     from tasks.suites import shipped_suites
 
