@@ -45,15 +45,32 @@ BOOTSTRAP = 4000
 
 def run_study(out: Path, seeds: str, jobs: int, methods: str) -> float:
     started = time.time()
-    command = [sys.executable, "-m", "harness.app.cli", "study", "--methods", methods, "--arms", str(ARMS), "--claims", str(CLAIMS),
-               "--seeds", seeds, "--jobs", str(jobs), "--out", str(out), "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "plasticity_bench.harness.app.cli",
+        "study",
+        "--methods",
+        methods,
+        "--arms",
+        str(ARMS),
+        "--claims",
+        str(CLAIMS),
+        "--seeds",
+        seeds,
+        "--jobs",
+        str(jobs),
+        "--out",
+        str(out),
+        "-q",
+    ]
     subprocess.run(command, check=True, cwd=ROOT)
     return time.time() - started
 
 
 @functools.cache  # (b) and the resolution table read each run more than once
 def load_run(folder: Path):  # -> reports.data.RunData
-    from reports.data import load_runs
+    from plasticity_bench.reports.data import load_runs
 
     [run] = load_runs([folder])
     return run
@@ -62,7 +79,7 @@ def load_run(folder: Path):  # -> reports.data.RunData
 @functools.cache
 def curves(folder: Path) -> pd.DataFrame:
     """Per checkpoint of one run: gain, held-out change and KL(π₀‖π)."""
-    from reports.tables import gain_and_forgetting
+    from plasticity_bench.reports.tables import gain_and_forgetting
 
     run = load_run(folder)
     frame = gain_and_forgetting(run)
@@ -72,7 +89,7 @@ def curves(folder: Path) -> pd.DataFrame:
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
-    from harness.evaluation.claims import t975
+    from plasticity_bench.harness.evaluation.claims import t975
 
     mean = float(np.mean(values))
     if len(values) < 2:
@@ -101,18 +118,32 @@ def matched_gain(study: dict, a: str = "grpo", b: str = "sft") -> dict:
         reachable = theirs.gain.min() <= gain <= theirs.gain.max()
         at_gain = float(np.interp(gain, theirs.gain, theirs.ood_change))
         differences.append(change - at_gain)
-        detail.append({"seed": run["seed"], "gain": gain, f"{a}_change": change, f"{b}_change_at_gain": at_gain, "within_curve": bool(reachable)})
+        detail.append(
+            {
+                "seed": run["seed"],
+                "gain": gain,
+                f"{a}_change": change,
+                f"{b}_change_at_gain": at_gain,
+                "within_curve": bool(reachable),
+            }
+        )
     mean, low, high = t_interval(differences)
     _, gain_low, _ = t_interval([d["gain"] for d in detail])
     if not gain_low > 0:  # no gain to match: the comparison says nothing about forgetting at a gain
-        return {"difference": mean, "low": low, "high": high, "verdict": f"not meaningful ({a} does not gain on the target)", "seeds": detail}
+        return {
+            "difference": mean,
+            "low": low,
+            "high": high,
+            "verdict": f"not meaningful ({a} does not gain on the target)",
+            "seeds": detail,
+        }
     return {"difference": mean, "low": low, "high": high, "verdict": verdict(low, high, True), "seeds": detail}
 
 
 def target_change_on_first(folder: Path, n: int) -> tuple[float, float, float]:
     """The target slice's final − start change on its first n items (in evaluation-set order),
     with the paired 95% interval the run's report gives: (change, low, high) in points."""
-    from harness.evaluation.stats import PairedCounts, paired_difference_interval
+    from plasticity_bench.harness.evaluation.stats import PairedCounts, paired_difference_interval
 
     run = load_run(folder)
     task, level = run.target_slice.split("/")
@@ -128,8 +159,14 @@ def target_change_on_first(folder: Path, n: int) -> tuple[float, float, float]:
 def resolution_rows(study: dict, sizes: tuple[int, ...] = (200, 600)) -> list[str]:
     """Per arm: how many seeds gain beyond their own paired 95% interval when the target set is
     its first 200 items (the set of sessions 1–6) and when it is all 600, same runs."""
-    lines = ["| arm | " + " | ".join(f"seeds gaining, {'all' if n == max(sizes) else 'first'} {n} items (per-seed change [95%])" for n in sizes) + " |",
-             "|---|" + "---|" * len(sizes)]
+    lines = [
+        "| arm | "
+        + " | ".join(
+            f"seeds gaining, {'all' if n == max(sizes) else 'first'} {n} items (per-seed change [95%])" for n in sizes
+        )
+        + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
     for arm, entry in study["methods"].items():
         cells = []
         for n in sizes:
@@ -158,17 +195,31 @@ def kl_forgetting(study: dict) -> dict:
     rng = np.random.default_rng(0)
     draws = [rho([frames[i] for i in rng.integers(0, len(frames), len(frames))]) for _ in range(BOOTSTRAP)]
     low, high = (float(v) for v in np.nanpercentile(draws, [2.5, 97.5]))
-    return {"rho": rho(frames), "low": low, "high": high, "verdict": verdict(low, high, True), "points": int(sum(len(f) for f in frames)),
-            "runs": len(frames)}
+    return {
+        "rho": rho(frames),
+        "low": low,
+        "high": high,
+        "verdict": verdict(low, high, True),
+        "points": int(sum(len(f) for f in frames)),
+        "runs": len(frames),
+    }
 
 
 # Each method's own training objective (train_log.parquet column) and whether higher is better.
-OBJECTIVES = {"grpo": ("reward_mean", True), "pcr": ("reward_mean", True), "dpo": ("heldout_margin", True), "spot": ("heldout_margin", True)}
+OBJECTIVES = {
+    "grpo": ("reward_mean", True),
+    "pcr": ("reward_mean", True),
+    "dpo": ("heldout_margin", True),
+    "spot": ("heldout_margin", True),
+}
 
 
 def objective_rows(study: dict) -> list[str]:
     """Per arm: its objective over the first and last tenth of training, mean ± SE across seeds."""
-    lines = ["| arm | objective (train log) | first tenth of steps | last tenth of steps | change |", "|---|---|---|---|---|"]
+    lines = [
+        "| arm | objective (train log) | first tenth of steps | last tenth of steps | change |",
+        "|---|---|---|---|---|",
+    ]
     for arm, entry in study["methods"].items():
         method = json.loads((Path(entry["runs"][0]["folder"]) / "run.json").read_text())["config"]["method"]
         column, _ = OBJECTIVES.get(method, ("loss", False))
@@ -182,8 +233,10 @@ def objective_rows(study: dict) -> list[str]:
             lasts.append(float(log[column].iloc[-tenth:].mean()))
         changes = [b - a for a, b in zip(firsts, lasts)]
         mean, low, high = t_interval(changes)
-        lines.append(f"| {arm} | {column}{' (hard stage)' if method in ('rps', 'eps') else ''} | {np.mean(firsts):.3f} | {np.mean(lasts):.3f} | "
-                     f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
+        lines.append(
+            f"| {arm} | {column}{' (hard stage)' if method in ('rps', 'eps') else ''} | {np.mean(firsts):.3f} | {np.mean(lasts):.3f} | "
+            f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] |"
+        )
     return lines
 
 
@@ -196,9 +249,12 @@ def fmt_test(test: dict) -> str:
 
 def method_table(study: dict) -> list[str]:
     families = study["held_out_families"]
-    lines = ["| arm | seeds gaining (95%) | target start → final | target gain | easy-target change | "
-             + " | ".join(f"{f} change" for f in families) + " | KL to start |",
-             "|---|---|---|---|---|" + "---|" * len(families) + "---|"]
+    lines = [
+        "| arm | seeds gaining (95%) | target start → final | target gain | easy-target change | "
+        + " | ".join(f"{f} change" for f in families)
+        + " | KL to start |",
+        "|---|---|---|---|---|" + "---|" * len(families) + "---|",
+    ]
 
     def pm(entry: dict | None, digits: int = 1) -> str:
         if not entry or entry.get("mean") is None:
@@ -211,8 +267,11 @@ def method_table(study: dict) -> list[str]:
         gaining = sum(1 for r in entry["runs"] if r["metrics"].get("target_significant"))
         final = m["target_final"]["mean"]
         start = final - m["target_gain"]["mean"]
-        lines.append(f"| {arm} | {gaining}/{len(entry['runs'])} | {start:.1f} → {final:.1f} | {pm(m['target_gain'])} | {pm(m.get('same_skill_change'))} | "
-                     + " | ".join(pm(m.get(f"held_out:{f}")) for f in families) + f" | {pm(m.get('kl_to_start'), 2)} |")
+        lines.append(
+            f"| {arm} | {gaining}/{len(entry['runs'])} | {start:.1f} → {final:.1f} | {pm(m['target_gain'])} | {pm(m.get('same_skill_change'))} | "
+            + " | ".join(pm(m.get(f"held_out:{f}")) for f in families)
+            + f" | {pm(m.get('kl_to_start'), 2)} |"
+        )
     return lines
 
 
@@ -228,33 +287,62 @@ def main() -> None:
     study = json.loads((args.out / "study.json").read_text())
     matched, kl = matched_gain(study), kl_forgetting(study)
     claims = {c["claim"]: c for c in study["claims"]}
-    from harness.core.provenance import cpu_description
+    from plasticity_bench.harness.core.provenance import cpu_description
 
     cpu = cpu_description()
-    result = {"study": str(args.out), "seconds": round(seconds), "matched_gain": matched, "kl_forgetting": kl, "claims": study["claims"],
-              "machine": f"{platform.machine()}, {cpu['model'] or 'cpu'} (torch kernels: {cpu['torch_capability']}), {os.cpu_count()} cores"}
+    result = {
+        "study": str(args.out),
+        "seconds": round(seconds),
+        "matched_gain": matched,
+        "kl_forgetting": kl,
+        "claims": study["claims"],
+        "machine": f"{platform.machine()}, {cpu['model'] or 'cpu'} (torch kernels: {cpu['torch_capability']}), {os.cpu_count()} cores",
+    }
     RESULTS.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float))
 
-    lines = ["# Calibration and every method × seeds on the embedded default", "",
-             f"`python benchmarks/bench_calibration.py` (study folder {args.out}, seeds {args.seeds}, {args.jobs} jobs, "
-             f"{seconds / 60:.0f} min for the runs this invocation had to do; finished runs are skipped), {result['machine']}.", "",
-             "## Every arm: mean ± standard error across seeds (points)", "", *method_table(study), "",
-             "## Resolution: the same runs scored on the first 200 target items and on all 600", "",
-             "Each seed's target change with its own paired 95% interval; a seed gains when the interval lies above 0.", "",
-             *resolution_rows(study), "",
-             "## Each arm's own objective: first vs last tenth of its steps (mean over seeds; change with a 95% t interval)", "",
-             *objective_rows(study), "",
-             "## Claims (95% Welch interval of the difference of the means across seeds)", "",
-             "| claim | verdict | tests |", "|---|---|---|"]
+    lines = [
+        "# Calibration and every method × seeds on the embedded default",
+        "",
+        f"`python benchmarks/bench_calibration.py` (study folder {args.out}, seeds {args.seeds}, {args.jobs} jobs, "
+        f"{seconds / 60:.0f} min for the runs this invocation had to do; finished runs are skipped), {result['machine']}.",
+        "",
+        "## Every arm: mean ± standard error across seeds (points)",
+        "",
+        *method_table(study),
+        "",
+        "## Resolution: the same runs scored on the first 200 target items and on all 600",
+        "",
+        "Each seed's target change with its own paired 95% interval; a seed gains when the interval lies above 0.",
+        "",
+        *resolution_rows(study),
+        "",
+        "## Each arm's own objective: first vs last tenth of its steps (mean over seeds; change with a 95% t interval)",
+        "",
+        *objective_rows(study),
+        "",
+        "## Claims (95% Welch interval of the difference of the means across seeds)",
+        "",
+        "| claim | verdict | tests |",
+        "|---|---|---|",
+    ]
     for text, claim in claims.items():
-        lines.append(f"| {text} | **{claim['verdict']}** | " + "; ".join(fmt_test(t) for t in claim.get("tests", [])) + " |")
-    lines += ["", "## (b) needs two runs per comparison: computed here", "",
-              f"- GRPO's held-out change minus SFT's at GRPO's final target gain: {matched['difference']:+.1f} "
-              f"[{matched['low']:+.1f}, {matched['high']:+.1f}] points → **{matched['verdict']}** (positive: GRPO forgets less). Per seed: "
-              + "; ".join(f"seed {s['seed']}: gain {s['gain']:+.1f}, GRPO {s['grpo_change']:+.1f} vs SFT {s['sft_change_at_gain']:+.1f}"
-                          + ("" if s["within_curve"] else " (beyond SFT's curve: clamped)") for s in matched["seeds"]),
-              f"- Spearman ρ(KL(π₀‖π), forgetting) over {kl.get('points', 0)} checkpoints of {kl.get('runs', 0)} runs: {kl['rho']:+.2f} "
-              f"[{kl['low']:+.2f}, {kl['high']:+.2f}] (bootstrap over runs) → **{kl['verdict']}**"]
+        lines.append(
+            f"| {text} | **{claim['verdict']}** | " + "; ".join(fmt_test(t) for t in claim.get("tests", [])) + " |"
+        )
+    lines += [
+        "",
+        "## (b) needs two runs per comparison: computed here",
+        "",
+        f"- GRPO's held-out change minus SFT's at GRPO's final target gain: {matched['difference']:+.1f} "
+        f"[{matched['low']:+.1f}, {matched['high']:+.1f}] points → **{matched['verdict']}** (positive: GRPO forgets less). Per seed: "
+        + "; ".join(
+            f"seed {s['seed']}: gain {s['gain']:+.1f}, GRPO {s['grpo_change']:+.1f} vs SFT {s['sft_change_at_gain']:+.1f}"
+            + ("" if s["within_curve"] else " (beyond SFT's curve: clamped)")
+            for s in matched["seeds"]
+        ),
+        f"- Spearman ρ(KL(π₀‖π), forgetting) over {kl.get('points', 0)} checkpoints of {kl.get('runs', 0)} runs: {kl['rho']:+.2f} "
+        f"[{kl['low']:+.2f}, {kl['high']:+.2f}] (bootstrap over runs) → **{kl['verdict']}**",
+    ]
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -38,7 +38,12 @@ COMMANDS: tuple[tuple[str, int], ...] = (
 
 def time_once(tree: Path, command: str, scratch: Path) -> tuple[float, int]:
     """Wall seconds of one fresh `bench COMMAND` process from `tree`, and its exit status."""
-    argv = [sys.executable, "-m", "harness.app.cli", *command.replace("OUT", str(scratch / "out")).split()]
+    argv = [
+        sys.executable,
+        "-m",
+        "plasticity_bench.harness.app.cli",
+        *command.replace("OUT", str(scratch / "out")).split(),
+    ]
     env = {**os.environ, "PYTHONPATH": str(tree), "PLASTICITY_BENCH_CACHE": str(scratch / "cache")}
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True, timeout=300)
@@ -58,14 +63,19 @@ def table(trees: list[Path], runs: int) -> str:
                     elapsed, status = time_once(tree.resolve(), command, Path(scratch))
                     seconds[index].append(elapsed)
                     as_expected[index] &= status == expected
-            cells = [f"{statistics.median(s):.2f}" + ("" if ok else f" (exit ≠ {expected})") for s, ok in zip(seconds, as_expected)]
+            cells = [
+                f"{statistics.median(s):.2f}" + ("" if ok else f" (exit ≠ {expected})")
+                for s, ok in zip(seconds, as_expected)
+            ]
             lines.append(f"| `bench {command}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", type=Path, action="append", help="a source tree to time (repeatable) [default: this one]")
+    parser.add_argument(
+        "--tree", type=Path, action="append", help="a source tree to time (repeatable) [default: this one]"
+    )
     parser.add_argument("--runs", type=int, default=5, help="runs per command; the median is shown")
     args = parser.parse_args()
     print(table(args.tree or [ROOT], args.runs))

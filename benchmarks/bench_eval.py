@@ -36,13 +36,13 @@ OFFLINE_SETS = ("champ/test", "knights_knaves/test", "syllogism/test", "humaneva
 
 
 def phase_shares(per_set: int, work: Path) -> list[str]:
-    from harness.app.pipeline import eval_set_of, write_prompts
-    from harness.backends import SamplingParams
-    from harness.backends.hf import HFBackend
-    from harness.evaluation.scoring import score_group
-    from harness.store import RunStore, write_parquet_atomic
-    from tasks.suites import load_suite
-    from tasks.suites.items import load_eval_items
+    from plasticity_bench.harness.app.pipeline import eval_set_of, write_prompts
+    from plasticity_bench.harness.backends import SamplingParams
+    from plasticity_bench.harness.backends.hf import HFBackend
+    from plasticity_bench.harness.evaluation.scoring import score_group
+    from plasticity_bench.harness.store import RunStore, write_parquet_atomic
+    from plasticity_bench.tasks.suites import load_suite
+    from plasticity_bench.tasks.suites.items import load_eval_items
     from tests.chat_model import build_chat_model
 
     suite = load_suite("standard")
@@ -60,13 +60,17 @@ def phase_shares(per_set: int, work: Path) -> list[str]:
     started = time.perf_counter()
     prompts = write_prompts(store, suite, chosen, model)  # renders every prompt and checks the context
     timings["render"] = time.perf_counter() - started
-    backend = HFBackend(batch_size=2)  # ARC prompts run to ~13k character tokens: eager attention over them is memory-hungry
+    backend = HFBackend(
+        batch_size=2
+    )  # ARC prompts run to ~13k character tokens: eager attention over them is memory-hungry
     backend.load(model)
     rows, tokens = [], 0
     per_set_rows = []
     for slice_, group in by_set.items():
         sampling = eval_set_of(suite, group[0]).sampling
-        params = SamplingParams(min(sampling.max_new_tokens, 512), sampling.temperature, sampling.top_p, sampling.n, 0, sampling.stop)
+        params = SamplingParams(
+            min(sampling.max_new_tokens, 512), sampling.temperature, sampling.top_p, sampling.n, 0, sampling.stop
+        )
         t0 = time.perf_counter()
         outputs = backend.generate([prompts[item.id] for item in group], params)
         generate = time.perf_counter() - t0
@@ -78,7 +82,9 @@ def phase_shares(per_set: int, work: Path) -> list[str]:
         score_group(eval_set_of(suite, group[0]).scorer, group, texts, pd.DataFrame())
         score = time.perf_counter() - t0
         timings["score"] += score
-        per_set_rows.append(f"| {slice_} | {len(group)} | {eval_set_of(suite, group[0]).scorer} | {generate:.1f} | {score:.2f} |")
+        per_set_rows.append(
+            f"| {slice_} | {len(group)} | {eval_set_of(suite, group[0]).scorer} | {generate:.1f} | {score:.2f} |"
+        )
     t0 = time.perf_counter()
     store.write_generations(0, rows)
     write_parquet_atomic(pd.DataFrame(rows).assign(score=0.0), store.root / "records.parquet")
@@ -112,8 +118,28 @@ def sweep_ratio(run: Path, work: Path) -> list[str]:
 
     def bench_eval(paths: list[Path], step_list: list[str], out: Path) -> float:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "harness.app.cli", "eval", *map(str, paths), "--steps", ",".join(step_list), "--suite", "micro",
-                        "--backend", "vllm", "--out", str(out), "-q"], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "plasticity_bench.harness.app.cli",
+                "eval",
+                *map(str, paths),
+                "--steps",
+                ",".join(step_list),
+                "--suite",
+                "micro",
+                "--backend",
+                "vllm",
+                "--out",
+                str(out),
+                "-q",
+            ],
+            check=True,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
         return time.perf_counter() - started
 
     one = bench_eval(checkpoints, steps, work / "one-engine")
@@ -148,7 +174,16 @@ def main() -> None:
     parser.add_argument("--per-set", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        lines = ["# Evaluation-stage benchmark", "", "Made by `python benchmarks/bench_eval.py`.", "", "## Machine", "", *machine(), ""]
+        lines = [
+            "# Evaluation-stage benchmark",
+            "",
+            "Made by `python benchmarks/bench_eval.py`.",
+            "",
+            "## Machine",
+            "",
+            *machine(),
+            "",
+        ]
         lines += phase_shares(args.per_set, Path(tmp) / "phases") + [""]
         print("\n".join(lines), flush=True)
         if (args.run / "checkpoints").is_dir():

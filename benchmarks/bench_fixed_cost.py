@@ -39,7 +39,13 @@ PHASES = ("start-up", "engine start", "checkpoint swaps", "generation", "engine 
 
 
 def bench(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "harness.app.cli", *args], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def make_run(work: Path, env: dict[str, str]) -> Path:
@@ -48,7 +54,21 @@ def make_run(work: Path, env: dict[str, str]) -> Path:
     if not (run / "summary.json").is_file():
         config = work / "vllm-smoke.yaml"
         config.write_text(WIDENED)
-        bench("run", "--method", "sft", "--preset", "smoke", "-c", str(config), "--steps", str(STEPS), "--out", str(run), "-q", env=env)
+        bench(
+            "run",
+            "--method",
+            "sft",
+            "--preset",
+            "smoke",
+            "-c",
+            str(config),
+            "--steps",
+            str(STEPS),
+            "--out",
+            str(run),
+            "-q",
+            env=env,
+        )
     return run
 
 
@@ -60,7 +80,7 @@ def trace(report: Path, argv: list[str]) -> None:
     started = time.perf_counter()
     spent: dict[str, float] = {}
     marks: dict[str, float] = {}
-    from harness.backends import vllm_backend
+    from plasticity_bench.harness.backends import vllm_backend
 
     def timed(cls: type, name: str, phase: str) -> None:
         original: Callable[..., Any] = getattr(cls, name)
@@ -87,7 +107,7 @@ def trace(report: Path, argv: list[str]) -> None:
         report.write_text(json.dumps({"spent": spent, "marks": marks}))
 
     atexit.register(write)
-    from harness.app import cli
+    from plasticity_bench.harness.app import cli
 
     sys.modules["__main__"].main = cli.main  # type: ignore[attr-defined]  # the entry point, as in the `bench` script
     sys.argv = ["bench", *argv]
@@ -101,9 +121,29 @@ def sweep(run: Path, out: Path, env: dict[str, str]) -> dict[str, Any]:
     checkpoints = sorted(p for p in (run / "checkpoints").glob("step-*") if p.is_dir())
     steps = ",".join(str(int(p.name.split("-")[1])) for p in checkpoints)
     report = out.with_suffix(".json")
-    argv = ["eval", *map(str, checkpoints), "--steps", steps, "--suite", "micro", "--backend", "vllm", "--limit", "4", "--out", str(out), "-q"]
+    argv = [
+        "eval",
+        *map(str, checkpoints),
+        "--steps",
+        steps,
+        "--suite",
+        "micro",
+        "--backend",
+        "vllm",
+        "--limit",
+        "4",
+        "--out",
+        str(out),
+        "-q",
+    ]
     began = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--trace", str(report), "--", *argv], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, __file__, "--trace", str(report), "--", *argv],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - began
     traced = json.loads(report.read_text())
     spent, marks = traced["spent"], traced["marks"]
@@ -126,22 +166,33 @@ def table(results: list[dict[str, Any]], label: str) -> str:
     for phase in PHASES:
         seconds = statistics.median(r["phases"][phase] for r in results)
         lines.append(f"| {phase} | {seconds:.1f} | {100 * seconds / wall:.0f} % |")
-    lines.append(f"| **wall** ({results[0]['checkpoints']} checkpoints, median of {len(results)}) | **{wall:.1f}** | 100 % |")
+    lines.append(
+        f"| **wall** ({results[0]['checkpoints']} checkpoints, median of {len(results)}) | **{wall:.1f}** | 100 % |"
+    )
     return "\n".join(lines)
 
 
 def main() -> None:
     if "--trace" in sys.argv:  # the traced child: --trace REPORT -- ARGV...
         split = sys.argv.index("--")
-        trace(Path(sys.argv[sys.argv.index("--trace") + 1]), sys.argv[split + 1:])
+        trace(Path(sys.argv[sys.argv.index("--trace") + 1]), sys.argv[split + 1 :])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bench-fixed-cost"), help="scratch folder (the sweep's run is kept for reuse)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/bench-fixed-cost"),
+        help="scratch folder (the sweep's run is kept for reuse)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="sweeps to time; medians are shown")
     parser.add_argument("--label", default="this tree", help="names the table's column (e.g. before, after)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(args.work / "cache"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "PLASTICITY_BENCH_CACHE": str(args.work / "cache"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
     run = make_run(args.work, env)
     results = []
     for index in range(args.runs):

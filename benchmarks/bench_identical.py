@@ -65,10 +65,19 @@ class RunFailed(Exception):
 def cli(tree: Path, *args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
     """`python -m harness.app.cli ARGS` with TREE's code: cwd and PYTHONPATH are the tree, which
     sys.path puts ahead of the editable install's finder (appended to sys.meta_path)."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           **env_extra}
-    done = subprocess.run([sys.executable, "-m", "harness.app.cli", *args], cwd=tree, env=env,
-                          capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        **env_extra,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
         raise RunFailed(lines[-1])
@@ -79,8 +88,9 @@ def check_imports_from(tree: Path) -> None:
     """Guard the premise: in TREE, `import harness` must load TREE's harness, not the install's."""
     code = "import harness, tasks, trainers, reports; print(*(m.__file__ for m in (harness, tasks, trainers, reports)))"
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    files = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, check=True, capture_output=True,
-                           text=True).stdout.split()
+    files = subprocess.run(
+        [sys.executable, "-c", code], cwd=tree, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
     outside = [f for f in files if not Path(f).resolve().is_relative_to(tree.resolve())]
     if outside:
         raise SystemExit(f"{tree}: imports code from elsewhere: {outside}")
@@ -96,7 +106,9 @@ def runs(methods: list[str], default: bool, work: Path) -> list[tuple[str, list[
             config = work / f"{method}-smoke.yaml"
             config.parent.mkdir(parents=True, exist_ok=True)
             config.write_text(settings)
-            plan.append((f"{method} (smoke, {what})", ["run", "--method", method, "--preset", "smoke", "-c", str(config)]))
+            plan.append(
+                (f"{method} (smoke, {what})", ["run", "--method", method, "--preset", "smoke", "-c", str(config)])
+            )
     return plan
 
 
@@ -104,8 +116,7 @@ def folder_name(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
-def make_runs(tree: Path, base: Path, plan: list[tuple[str, list[str]]], cache: dict[str, str],
-              reuse: bool) -> None:
+def make_runs(tree: Path, base: Path, plan: list[tuple[str, list[str]]], cache: dict[str, str], reuse: bool) -> None:
     for label, args in plan:
         out = base / folder_name(label)
         done_marker = out.with_name(out.name + ".done")
@@ -130,8 +141,11 @@ def final_weights(run: Path) -> dict[str, str]:
     if not folders:
         return {}
     last = folders[-1]
-    return {f"{last.name}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted(last.iterdir()) if f.suffix in WEIGHT_SUFFIXES}
+    return {
+        f"{last.name}/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(last.iterdir())
+        if f.suffix in WEIGHT_SUFFIXES
+    }
 
 
 def same_table(before: Path, after: Path) -> tuple[bool, str]:
@@ -187,9 +201,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-identical")
     parser.add_argument("--methods", nargs="*", help="smoke runs of these methods (default: all `bench methods`)")
     parser.add_argument("--no-default", action="store_true", help="skip the default `bench run --method rps`")
-    parser.add_argument("--side", choices=("before", "after", "both", "compare"), default="both",
-                        help="make only REV's runs (before), only the working tree's (after), or both and compare; "
-                             "compare: only compare the runs earlier calls made")
+    parser.add_argument(
+        "--side",
+        choices=("before", "after", "both", "compare"),
+        default="both",
+        help="make only REV's runs (before), only the working tree's (after), or both and compare; "
+        "compare: only compare the runs earlier calls made",
+    )
     parser.add_argument("--cache", help="organism cache shared by both trees (default: PLASTICITY_BENCH_CACHE)")
     args = parser.parse_args()
 

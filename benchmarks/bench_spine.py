@@ -23,13 +23,37 @@ RESULTS = ROOT / "benchmarks" / "results" / "spine.md"
 def bench_run(method: str, seed: int, out: Path, cache: Path) -> float:
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(cache)}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness.app.cli", "run", "--method", method, "--seed", str(seed), "--out", str(out), "-q"],
-                   check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plasticity_bench.harness.app.cli",
+            "run",
+            "--method",
+            method,
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "-q",
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     import torch
 
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, {platform.system()}"
@@ -55,9 +79,16 @@ def main() -> None:
         results[method] = summary_rows(work / method)
         lines.append(f"| `bench run --method {method}` warm (organism cached) | {seconds:.0f} |")
     organism = json.loads(next((cache / "organisms").glob("*/organism.json")).read_text())
-    lines += ["", f"Organism: {organism['parameters']:,} parameters, pre-trained in {organism['pretrain_seconds']} s.", ""]
+    lines += [
+        "",
+        f"Organism: {organism['parameters']:,} parameters, pre-trained in {organism['pretrain_seconds']} s.",
+        "",
+    ]
     keys = ["math/chain_sum/hard", "math/chain_sum/easy", "reasoning/all", "code/all"]
-    lines += ["| method | " + " | ".join(f"{k}: start → final (change ± 95% CI)" for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [
+        "| method | " + " | ".join(f"{k}: start → final (change ± 95% CI)" for k in keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
     for method, rows in results.items():
         cells = []
         for key in keys:

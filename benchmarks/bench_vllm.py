@@ -44,7 +44,14 @@ def machine() -> list[str]:
     import transformers
     import vllm
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
         f"- CPU: {cpu}, `nproc` = {os.cpu_count()}, no GPU; {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB RAM",
@@ -58,8 +65,25 @@ def make_smoke_run(work: Path) -> Path:
     config.write_text("organism: {hidden_size: 64, num_heads: 2, num_kv_heads: 1}\nsteps: 6\ncheckpoint_every: 1\n")
     out = work / "run"
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(work / "cache")}
-    subprocess.run([sys.executable, "-m", "harness.app.cli", "run", "--preset", "smoke", "-c", str(config), "--out", str(out), "-q"],
-                   check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plasticity_bench.harness.app.cli",
+            "run",
+            "--preset",
+            "smoke",
+            "-c",
+            str(config),
+            "--out",
+            str(out),
+            "-q",
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     return out
 
 
@@ -72,8 +96,8 @@ def prompts_by_task(items) -> dict[str, list]:
 
 def generate_all(backend, by_task: dict[str, list]) -> dict[str, str]:
     """Greedy outputs for every item, requests shaped as the pipeline's generate_stage shapes them."""
-    from harness.backends.base import SamplingParams
-    from tasks.base import get_task
+    from plasticity_bench.harness.backends.base import SamplingParams
+    from plasticity_bench.tasks.base import get_task
 
     outputs = {}
     for task_name, items in by_task.items():
@@ -103,10 +127,10 @@ class SweepResult:
 
 
 def sweep(run: Path, per_slice: int, with_hf: bool) -> SweepResult:
-    from harness.backends.vllm_backend import VLLMBackend
-    from harness.store import RunStore, read_manifest
-    from tasks.suites import load_suite
-    from tasks.suites.items import load_eval_items
+    from plasticity_bench.harness.backends.vllm_backend import VLLMBackend
+    from plasticity_bench.harness.store import RunStore, read_manifest
+    from plasticity_bench.tasks.suites import load_suite
+    from plasticity_bench.tasks.suites.items import load_eval_items
 
     checkpoints = [run / record.path for record in read_manifest(run / "checkpoints")]
     items = load_eval_items(load_suite("micro"), per_slice).items if per_slice else tuple(RunStore(run).items())
@@ -146,16 +170,30 @@ def sweep(run: Path, per_slice: int, with_hf: bool) -> SweepResult:
         hf_seconds, by_hf = hf_sweep(checkpoints, by_task, threads=None)
         hf_one_thread_seconds, _ = hf_sweep(checkpoints, by_task, threads=1)
         same = sum(a[key] == b[key] for a, b in zip(reused, by_hf) for key in a)
-    return SweepResult(run, len(checkpoints), len(items), reuse_seconds, fresh_seconds, hf_seconds, hf_one_thread_seconds,
-                       (same, len(items) * len(checkpoints)), reuse_start, swaps, starts, reused == fresh)
+    return SweepResult(
+        run,
+        len(checkpoints),
+        len(items),
+        reuse_seconds,
+        fresh_seconds,
+        hf_seconds,
+        hf_one_thread_seconds,
+        (same, len(items) * len(checkpoints)),
+        reuse_start,
+        swaps,
+        starts,
+        reused == fresh,
+    )
 
 
-def hf_sweep(checkpoints: list[Path], by_task: dict[str, list], threads: int | None) -> tuple[float, list[dict[str, str]]]:
+def hf_sweep(
+    checkpoints: list[Path], by_task: dict[str, list], threads: int | None
+) -> tuple[float, list[dict[str, str]]]:
     """The hf backend as the pipeline uses it (one object, load per checkpoint), with torch's
     default thread count or `threads` (vLLM's CPU worker computes on one thread by default)."""
     import torch
 
-    from harness.backends.hf import HFBackend
+    from plasticity_bench.harness.backends.hf import HFBackend
 
     default_threads = torch.get_num_threads()
     torch.set_num_threads(threads or default_threads)
@@ -193,11 +231,11 @@ class AgreementResult:
 def agreement(model: Path) -> AgreementResult:
     import torch
 
-    from harness.backends.hf import HFBackend
-    from harness.backends.vllm_backend import VLLMBackend
-    from tasks.base import get_task
-    from tasks.suites import load_suite
-    from tasks.suites.items import load_eval_items
+    from plasticity_bench.harness.backends.hf import HFBackend
+    from plasticity_bench.harness.backends.vllm_backend import VLLMBackend
+    from plasticity_bench.tasks.base import get_task
+    from plasticity_bench.tasks.suites import load_suite
+    from plasticity_bench.tasks.suites.items import load_eval_items
 
     items = load_eval_items(load_suite("micro")).items
     by_task = prompts_by_task(items)
@@ -229,16 +267,23 @@ def agreement(model: Path) -> AgreementResult:
         prefix = tokenizer.encode(item.prompt, add_special_tokens=False) + a[:position]
         with torch.inference_mode():
             logprobs = torch.log_softmax(hf.model(torch.tensor([prefix])).logits[0, -1].float(), dim=-1)
-        disagreements.append(Disagreement(item.id, name, position, float(logprobs[a[position]] - logprobs[b[position]])))
+        disagreements.append(
+            Disagreement(item.id, name, position, float(logprobs[a[position]] - logprobs[b[position]]))
+        )
 
     accuracy = {}
     for task_name, task_items in by_task.items():
         task = get_task(task_name)
         for level in sorted({item.level for item in task_items}):
             chosen = [item for item in task_items if item.level == level]
-            scores = [sum(s.correct for s in task.score(chosen, [out[item.id] for item in chosen])) / len(chosen) * 100 for out in (hf_out, vllm_out)]
+            scores = [
+                sum(s.correct for s in task.score(chosen, [out[item.id] for item in chosen])) / len(chosen) * 100
+                for out in (hf_out, vllm_out)
+            ]
             accuracy[f"{task_name}/{level}"] = (scores[0], scores[1])
-    return AgreementResult({k: (v[0], v[1]) for k, v in per_slice.items()}, accuracy, disagreements, hf_seconds, vllm_seconds)
+    return AgreementResult(
+        {k: (v[0], v[1]) for k, v in per_slice.items()}, accuracy, disagreements, hf_seconds, vllm_seconds
+    )
 
 
 # ---------------------------------------------------------------- 3. throughput
@@ -249,13 +294,24 @@ def build_random_qwen3(folder: Path, hidden: int, layers: int, heads: int, kv_he
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from harness.app.organism import build_tokenizer
+    from plasticity_bench.harness.app.organism import build_tokenizer
 
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=hidden // heads, max_position_embeddings=256,
-                         tie_word_embeddings=False, bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=hidden // heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = Qwen3ForCausalLM(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -272,7 +328,13 @@ def hf_tokens_per_second(model_dir: Path, prompts: list[str], new_tokens: int) -
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.inference_mode():
         started = time.perf_counter()
-        output = model.generate(**encoded, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        output = model.generate(
+            **encoded,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         seconds = time.perf_counter() - started
     generated = output.shape[1] - encoded["input_ids"].shape[1]
     assert generated == new_tokens
@@ -286,7 +348,9 @@ def vllm_tokens_per_second(backend, prompts: list[str], new_tokens: int) -> floa
     token_ids = [backend.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
     sampling = vllm.SamplingParams(max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True, temperature=0.0)
     started = time.perf_counter()
-    outputs = backend.llm.generate([vllm.TokensPrompt(prompt_token_ids=ids) for ids in token_ids], sampling, use_tqdm=False)
+    outputs = backend.llm.generate(
+        [vllm.TokensPrompt(prompt_token_ids=ids) for ids in token_ids], sampling, use_tqdm=False
+    )
     seconds = time.perf_counter() - started
     generated = sum(len(o.outputs[0].token_ids) for o in outputs)
     assert generated == len(prompts) * new_tokens
@@ -303,10 +367,12 @@ class ThroughputRow:
     vllm_all_cores: list[float]
 
 
-def throughput(model_dir: Path, label: str, parameters: int, prompts: list[str], new_tokens: int, repeats: int) -> ThroughputRow:
+def throughput(
+    model_dir: Path, label: str, parameters: int, prompts: list[str], new_tokens: int, repeats: int
+) -> ThroughputRow:
     import torch
 
-    from harness.backends.vllm_backend import VLLMBackend
+    from plasticity_bench.harness.backends.vllm_backend import VLLMBackend
 
     row = ThroughputRow(label, parameters, [], [], [], [])
     default_threads = torch.get_num_threads()
@@ -338,7 +404,9 @@ def ratio_bound(sweeps: list[SweepResult]) -> list[str]:
     (slower than G: a new engine's first batches pay for allocation and kernel set-up). The ratio
     kF / (S + kG) is below k and approaches F/G only as k grows."""
     start = statistics.median(s.reuse_start_seconds for s in sweeps)
-    generation = statistics.median((s.reuse_seconds - s.reuse_start_seconds - sum(s.swap_seconds)) / s.checkpoints for s in sweeps)
+    generation = statistics.median(
+        (s.reuse_seconds - s.reuse_start_seconds - sum(s.swap_seconds)) / s.checkpoints for s in sweeps
+    )
     fresh = statistics.median(s.fresh_seconds / s.checkpoints for s in sweeps)
     fresh_start = statistics.median(t for s in sweeps for t in s.fresh_start_seconds)
     projected = {k: k * fresh / (start + k * generation) for k in (7, 13, 25, 50)}
@@ -353,8 +421,17 @@ def ratio_bound(sweeps: list[SweepResult]) -> list[str]:
     ]
 
 
-def report(lines_machine: list[str], per_slice: int, sweeps: list[SweepResult], agreed: AgreementResult, organism: Path,
-           rows: list[ThroughputRow], batch: int, new_tokens: int, seconds: float) -> str:
+def report(
+    lines_machine: list[str],
+    per_slice: int,
+    sweeps: list[SweepResult],
+    agreed: AgreementResult,
+    organism: Path,
+    rows: list[ThroughputRow],
+    batch: int,
+    new_tokens: int,
+    seconds: float,
+) -> str:
     first = sweeps[0]  # the run the hf backend was also timed on
     runs = " ".join(f"--run {s.run}" for s in sweeps)
     lines = [
@@ -436,8 +513,10 @@ def report(lines_machine: list[str], per_slice: int, sweeps: list[SweepResult], 
     for row in rows:
         hf, hf1, vl, vl2 = (statistics.median(x) for x in (row.hf, row.hf_one_thread, row.vllm, row.vllm_all_cores))
         fmt = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
-        lines.append(f"| {row.model} | {row.parameters / 1e6:.2f}M | **{hf:.0f}** ({fmt(row.hf)}) | **{hf1:.0f}** ({fmt(row.hf_one_thread)}) "
-                     f"| **{vl:.0f}** ({fmt(row.vllm)}) | **{vl2:.0f}** ({fmt(row.vllm_all_cores)}) | {max(vl, vl2) / max(hf, hf1):.2f} |")
+        lines.append(
+            f"| {row.model} | {row.parameters / 1e6:.2f}M | **{hf:.0f}** ({fmt(row.hf)}) | **{hf1:.0f}** ({fmt(row.hf_one_thread)}) "
+            f"| **{vl:.0f}** ({fmt(row.vllm)}) | **{vl2:.0f}** ({fmt(row.vllm_all_cores)}) | {max(vl, vl2) / max(hf, hf1):.2f} |"
+        )
     lines += ["", *auto_rule_notes(first, rows), "", "## Machine", "", *lines_machine, ""]
     return "\n".join(lines)
 
@@ -451,8 +530,11 @@ def auto_rule_notes(swept: SweepResult, rows: list[ThroughputRow]) -> list[str]:
         "",
         f"- transformers with torch's default thread count took {swept.hf_seconds:.0f} s for the run's generate stage, with one "
         f"thread {swept.hf_one_thread_seconds:.0f} s"
-        + (": when other processes hold the cores, its OpenMP threads wait for each other at every operation. "
-           if swept.hf_seconds > swept.hf_one_thread_seconds else " (on a loaded machine the order flips: torch's threads wait for each other). ")
+        + (
+            ": when other processes hold the cores, its OpenMP threads wait for each other at every operation. "
+            if swept.hf_seconds > swept.hf_one_thread_seconds
+            else " (on a loaded machine the order flips: torch's threads wait for each other). "
+        )
         + "vLLM's CPU worker computes on one thread (one core reserved for its scheduler)"
         + ("; giving it both cores made it slower here." if two_cores_slower else "."),
         f"- For this run ({swept.checkpoints} checkpoints x {swept.items} items) vLLM took {swept.reuse_seconds:.0f} s, "
@@ -468,9 +550,19 @@ def auto_rule_notes(swept: SweepResult, rows: list[ThroughputRow]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run", type=Path, action="append", help="a run folder to sweep (repeat for several; the first is also timed with hf)")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        help="a run folder to sweep (repeat for several; the first is also timed with hf)",
+    )
     parser.add_argument("--organism", type=Path, default=DEFAULT_ORGANISM if DEFAULT_ORGANISM.is_dir() else None)
-    parser.add_argument("--items-per-slice", type=int, default=0, help="items per slice in the sweep (0 = the run's own evaluation sets)")
+    parser.add_argument(
+        "--items-per-slice",
+        type=int,
+        default=0,
+        help="items per slice in the sweep (0 = the run's own evaluation sets)",
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -484,13 +576,19 @@ def main() -> None:
     sweeps = []
     for index, run in enumerate(runs):
         sweeps.append(sweep(run, args.items_per_slice, with_hf=index == 0))
-        print(f"sweep {run}: reuse {sweeps[-1].reuse_seconds:.1f} s, fresh {sweeps[-1].fresh_seconds:.1f} s, identical {sweeps[-1].identical}", flush=True)
+        print(
+            f"sweep {run}: reuse {sweeps[-1].reuse_seconds:.1f} s, fresh {sweeps[-1].fresh_seconds:.1f} s, identical {sweeps[-1].identical}",
+            flush=True,
+        )
     agreed = agreement(organism)
-    print(f"agreement: {sum(s for s, _ in agreed.per_slice.values())}/{sum(n for _, n in agreed.per_slice.values())}", flush=True)
+    print(
+        f"agreement: {sum(s for s, _ in agreed.per_slice.values())}/{sum(n for _, n in agreed.per_slice.values())}",
+        flush=True,
+    )
 
-    import tasks  # noqa: F401
-    from tasks.suites import load_suite
-    from tasks.suites.items import load_eval_items
+    import plasticity_bench.tasks  # noqa: F401
+    from plasticity_bench.tasks.suites import load_suite
+    from plasticity_bench.tasks.suites.items import load_eval_items
 
     micro = load_eval_items(load_suite("micro")).items
     prompts = [item.prompt for item in micro][:: max(1, len(micro) // args.batch)][: args.batch]
@@ -498,16 +596,30 @@ def main() -> None:
     big_parameters = build_random_qwen3(big, hidden=768, layers=16, heads=12, kv_heads=4, intermediate=2048)
     from transformers import AutoConfig
 
-    from harness.backends.checkpoint import count_parameters
+    from plasticity_bench.harness.backends.checkpoint import count_parameters
 
     organism_config = AutoConfig.from_pretrained(organism)
     organism_label = f"organism ({organism_config.num_hidden_layers} layers, width {organism_config.hidden_size})"
     rows = [throughput(organism, organism_label, count_parameters(organism), prompts, args.new_tokens, args.repeats)]
     print(f"throughput organism: {rows[-1]}", flush=True)
-    rows.append(throughput(big, "random-init Qwen3 (16 layers, width 768)", big_parameters, prompts, args.new_tokens, args.repeats))
+    rows.append(
+        throughput(
+            big, "random-init Qwen3 (16 layers, width 768)", big_parameters, prompts, args.new_tokens, args.repeats
+        )
+    )
     print(f"throughput 100M: {rows[-1]}", flush=True)
 
-    text = report(lines_machine, args.items_per_slice, sweeps, agreed, organism, rows, args.batch, args.new_tokens, time.perf_counter() - started)
+    text = report(
+        lines_machine,
+        args.items_per_slice,
+        sweeps,
+        agreed,
+        organism,
+        rows,
+        args.batch,
+        args.new_tokens,
+        time.perf_counter() - started,
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
     print(text)

@@ -50,14 +50,19 @@ eval:
   - name: {TASK}
     family: math
     role: target
-    source: {{kind: lmeval, task: {TASK_DIR / (TASK + '.yaml')}}}
+    source: {{kind: lmeval, task: {TASK_DIR / (TASK + ".yaml")}}}
 """
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "harness.app.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
     if done.returncode:
         raise SystemExit(f"bench {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -88,17 +93,41 @@ def lmeval_loop(checkpoints: list[Path], backend: str, out: Path, work: Path) ->
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     if backend == "vllm":
         env["PYTHONPATH"] = os.pathsep.join([str(stand_in_vllm_distribution(work)), env.get("PYTHONPATH", "")])
-        env["VLLM_TARGET_DEVICE"] = "cpu"  # vLLM finds its CPU platform from "cpu" in its version, which the stand-in lacks
+        env["VLLM_TARGET_DEVICE"] = (
+            "cpu"  # vLLM finds its CPU platform from "cpu" in its version, which the stand-in lacks
+        )
         model_args = "dtype=float32,enforce_eager=True,max_model_len=256"
     else:
         model_args = "dtype=float32"
     started = time.perf_counter()
     for checkpoint in checkpoints:
         done = subprocess.run(
-            [sys.executable, "-m", "lm_eval", "--model", backend, "--model_args", f"pretrained={checkpoint},{model_args}",
-             "--tasks", TASK, "--include_path", str(TASK_DIR), "--log_samples", "--output_path", str(out / checkpoint.name),
-             "--seed", "0", "--batch_size", "auto" if backend == "vllm" else "64", *(["--device", "cpu"] if backend == "hf" else [])],
-            capture_output=True, text=True, cwd=TASK_DIR, env=env)  # the task's data_files are relative to its folder
+            [
+                sys.executable,
+                "-m",
+                "lm_eval",
+                "--model",
+                backend,
+                "--model_args",
+                f"pretrained={checkpoint},{model_args}",
+                "--tasks",
+                TASK,
+                "--include_path",
+                str(TASK_DIR),
+                "--log_samples",
+                "--output_path",
+                str(out / checkpoint.name),
+                "--seed",
+                "0",
+                "--batch_size",
+                "auto" if backend == "vllm" else "64",
+                *(["--device", "cpu"] if backend == "hf" else []),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=TASK_DIR,
+            env=env,
+        )  # the task's data_files are relative to its folder
         if done.returncode:
             raise SystemExit(f"lm_eval on {checkpoint} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -153,31 +182,57 @@ def main() -> None:
     checkpoints = make_sweep(work)
     suite = work / "suite.yaml"
     suite.write_text(SUITE)
-    lines = ["| backend | checkpoints | `bench eval` (s) | lm-eval loop (s) | loop / bench eval | documents compared | outputs differ | scores differ |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| backend | checkpoints | `bench eval` (s) | lm-eval loop (s) | loop / bench eval | documents compared | outputs differ | scores differ |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for backend in args.backends.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             chosen = pick(checkpoints, size)
             steps = [int(c.name.split("-")[1]) for c in chosen]
             run = work / f"bench-{backend}-{size}"
             shutil.rmtree(run, ignore_errors=True)  # a finished folder would make the timed run a no-op
-            ours = bench("eval", *map(str, chosen), "--steps", ",".join(map(str, steps)), "--suite", str(suite), "--out", str(run),
-                         "--backend", backend, "-q")
+            ours = bench(
+                "eval",
+                *map(str, chosen),
+                "--steps",
+                ",".join(map(str, steps)),
+                "--suite",
+                str(suite),
+                "--out",
+                str(run),
+                "--backend",
+                backend,
+                "-q",
+            )
             out = work / f"lmeval-{backend}-{size}"
             shutil.rmtree(out, ignore_errors=True)
             theirs = lmeval_loop(chosen, backend, out, work)
             compared, output_diffs, score_diffs = compare(run, out, chosen, steps)
-            lines.append(f"| {backend} | {size} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f}× | {compared} | {output_diffs} | {score_diffs} |")
+            lines.append(
+                f"| {backend} | {size} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f}× | {compared} | {output_diffs} | {score_diffs} |"
+            )
             print(lines[-1], flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    text = "\n".join([
-        "# `bench eval` vs lm-eval's CLI once per checkpoint", "",
-        f"Machine: {cpu}, {os.cpu_count()} cores; lm-eval {metadata.version('lm-eval')}, vllm-cpu {metadata.version('vllm-cpu')}. "
-        f"Task: {TASK} (40 generate_until documents), checkpoints of a smoke SFT run (width 64). "
-        "Each row is one adjacent pair: `bench eval` of the whole sweep, then one `lm_eval` process per checkpoint.", "",
-        *lines, "",
-    ])
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    text = "\n".join(
+        [
+            "# `bench eval` vs lm-eval's CLI once per checkpoint",
+            "",
+            f"Machine: {cpu}, {os.cpu_count()} cores; lm-eval {metadata.version('lm-eval')}, vllm-cpu {metadata.version('vllm-cpu')}. "
+            f"Task: {TASK} (40 generate_until documents), checkpoints of a smoke SFT run (width 64). "
+            "Each row is one adjacent pair: `bench eval` of the whole sweep, then one `lm_eval` process per checkpoint.",
+            "",
+            *lines,
+            "",
+        ]
+    )
     RESULTS.write_text(text)
     print(text)
 

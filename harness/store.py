@@ -36,9 +36,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.core.errors import BenchError
-from harness.core.interrupt import uninterruptible
-from harness.core.items import Item
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.interrupt import uninterruptible
+from plasticity_bench.harness.core.items import Item
 
 RUN_FILE = "run.json"
 ITEMS_FILE = "eval_items.parquet"
@@ -92,7 +92,9 @@ class CheckpointRecord:
 
 
 def write_manifest(checkpoint_dir: Path, records: Sequence[CheckpointRecord]) -> None:
-    write_atomic(checkpoint_dir / MANIFEST, lambda tmp: tmp.write_text(json.dumps([r.to_dict() for r in records], indent=2)))
+    write_atomic(
+        checkpoint_dir / MANIFEST, lambda tmp: tmp.write_text(json.dumps([r.to_dict() for r in records], indent=2))
+    )
 
 
 def read_manifest(checkpoint_dir: Path) -> list[CheckpointRecord]:
@@ -165,7 +167,9 @@ class RunStore:
             except json.JSONDecodeError:
                 existing = None
             if existing != fingerprint:
-                raise BenchError(f"output folder {root} already holds a different run; choose another --out or delete it")
+                raise BenchError(
+                    f"output folder {root} already holds a different run; choose another --out or delete it"
+                )
         elif any(not cls.unfinished_creation(path) for path in root.iterdir()):
             raise BenchError(f"output folder {root} is not empty and holds no run; choose another --out")
         check_writable(root)
@@ -253,9 +257,13 @@ def check_writable(root: Path) -> None:
     if not place.is_dir():
         raise BenchError(f"cannot create {root}: {place} is a file, not a folder")
     if os.statvfs(place).f_flag & os.ST_RDONLY:
-        raise BenchError(f"cannot write {root}: {place} is on a read-only filesystem; choose a place on a writable filesystem")
+        raise BenchError(
+            f"cannot write {root}: {place} is on a read-only filesystem; choose a place on a writable filesystem"
+        )
     if not os.access(place, os.W_OK | os.X_OK):
-        raise BenchError(f"cannot write {root}: permission denied on {place}; check its permissions or choose another place")
+        raise BenchError(
+            f"cannot write {root}: permission denied on {place}; check its permissions or choose another place"
+        )
 
 
 def items_frame(items: Sequence[Item]) -> pd.DataFrame:

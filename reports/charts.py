@@ -16,10 +16,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from harness.evaluation.scoring import ALL  # noqa: E402
-from harness.evaluation.stats import pareto_front, wilson_interval  # noqa: E402
-from reports.data import RunData, display_name  # noqa: E402
-from reports.tables import gain_and_forgetting  # noqa: E402
+from plasticity_bench.harness.evaluation.scoring import ALL  # noqa: E402
+from plasticity_bench.harness.evaluation.stats import pareto_front, wilson_interval  # noqa: E402
+from plasticity_bench.reports.data import RunData, display_name  # noqa: E402
+from plasticity_bench.reports.tables import gain_and_forgetting  # noqa: E402
 
 # Colour-blind-safe (Okabe–Ito), one per run in the order given on the command line.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -44,8 +44,10 @@ def curve_panels(run: RunData) -> list[tuple[str, str, str]]:
     family = run.target_family
     panels = [(family, run.target_slice, f"{display_name(family, run.target_slice)} — in-domain target")]
     held_out = set(run.same_skill_slices)  # role: held-out beside the target: its drop is forgetting
-    panels += [(family, s, f"{display_name(family, s)} — {'held-out, same skill' if s in held_out else 'in-domain'}")
-               for s in others]
+    panels += [
+        (family, s, f"{display_name(family, s)} — {'held-out, same skill' if s in held_out else 'in-domain'}")
+        for s in others
+    ]
     panels += [(other, ALL, f"{other} — out of domain") for other in run.out_of_domain_families]
     return panels
 
@@ -65,11 +67,16 @@ def forgetting_curves(runs: Sequence[RunData]) -> bytes:
     fig, axes = plt.subplots(rows, columns, figsize=(10.6, (3.3 if columns < 3 else 3.0) * rows), squeeze=False)
     steps = sorted({step for run in runs for step in run.steps})
     for position, (ax, (family, slice_, title)) in enumerate(zip(axes.flat, panels)):
-        all_series = [run.aggregates[(run.aggregates.family == family) & (run.aggregates.slice == slice_)].sort_values("step") for run in runs]
+        all_series = [
+            run.aggregates[(run.aggregates.family == family) & (run.aggregates.slice == slice_)].sort_values("step")
+            for run in runs
+        ]
         starts = {float(series.score.iloc[0]) for series in all_series}
         for index, (run, series) in enumerate(zip(runs, all_series)):
             colour = run_colour(index)
-            bands = np.array([wilson_interval(round(s * n / 100), int(n)) for s, n in zip(series.score, series.n)]) * 100
+            bands = (
+                np.array([wilson_interval(round(s * n / 100), int(n)) for s, n in zip(series.score, series.n)]) * 100
+            )
             ax.fill_between(series.step, bands[:, 0], bands[:, 1], color=colour, alpha=0.13, lw=0)
             ax.plot(series.step, series.score, "-o", color=colour, ms=3.5, lw=1.8)
             if len(starts) > 1:  # runs from different starting models: each its own reference
@@ -91,12 +98,18 @@ def forgetting_curves(runs: Sequence[RunData]) -> bytes:
             ax.set_ylabel("accuracy (%)")
         if position + columns >= len(panels):  # the lowest panel of its column
             ax.set_xlabel("training step")
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=run_colour(i), marker="o", ms=4, lw=1.8, label=run.label) for i, run in enumerate(runs)]
-    handles += [Line2D([], [], color="#555", ls=":", label="starting score"),
-                Line2D([], [], color="#555", ls="-.", lw=0.8, label="stage boundary")]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9)
+    handles = [
+        Line2D([], [], color=run_colour(i), marker="o", ms=4, lw=1.8, label=run.label) for i, run in enumerate(runs)
+    ]
+    handles += [
+        Line2D([], [], color="#555", ls=":", label="starting score"),
+        Line2D([], [], color="#555", ls="-.", lw=0.8, label="stage boundary"),
+    ]
+    fig.legend(
+        handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the legend on top
     return png_bytes(fig)
 
@@ -124,10 +137,18 @@ def gain_vs_forgetting(runs: Sequence[RunData]) -> bytes:
         ax.plot(points.gain, points.ood_change, "-", color=colour, lw=0.9, alpha=0.45)
         ax.scatter(points.gain, points.ood_change, color=colour, s=22, zorder=3, label=run.label)
         front = pareto_front(list(zip(points.gain, points.ood_change)))
-        ax.plot(points.gain.iloc[front], points.ood_change.iloc[front], "--", color=colour, lw=2.2, alpha=0.85, zorder=2)
+        ax.plot(
+            points.gain.iloc[front], points.ood_change.iloc[front], "--", color=colour, lw=2.2, alpha=0.85, zorder=2
+        )
         final = points.iloc[-1]
-        ax.annotate(f"step {int(final.step)}", (final.gain, final.ood_change), textcoords="offset points", xytext=(6, -10),
-                    fontsize=8, color=colour)
+        ax.annotate(
+            f"step {int(final.step)}",
+            (final.gain, final.ood_change),
+            textcoords="offset points",
+            xytext=(6, -10),
+            fontsize=8,
+            color=colour,
+        )
     ax.scatter([0], [0], marker="*", s=160, color="black", zorder=4, label="start")
     ax.set_xlim(*_padded_range([v for p in all_points for v in p.gain]))
     ax.set_ylim(*_padded_range([v for p in all_points for v in p.ood_change]))
@@ -183,7 +204,11 @@ def smoothed(values: pd.Series, window: int) -> pd.Series:
 def training_curves(runs: Sequence[RunData]) -> bytes | None:
     """Each method's own objectives vs step from its training log: faint per step, bold smoothed
     over 5% of the steps. None when no run has a training log."""
-    logs = [(index, run.label, run.train_log) for index, run in enumerate(runs) if run.train_log is not None and len(run.train_log)]
+    logs = [
+        (index, run.label, run.train_log)
+        for index, run in enumerate(runs)
+        if run.train_log is not None and len(run.train_log)
+    ]
     panels = [(column, title) for column, title in TRAINING_OBJECTIVES if any(column in log for _, _, log in logs)]
     if not panels:
         return None
@@ -202,9 +227,11 @@ def training_curves(runs: Sequence[RunData]) -> bytes | None:
         ax.grid(alpha=0.25)
         ax.spines[["top", "right"]].set_visible(False)
         ax.set_xlabel("training step")
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=run_colour(i), lw=1.8, label=label) for i, label, _ in logs]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9)
+    fig.legend(
+        handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     return png_bytes(fig)

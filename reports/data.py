@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness.evaluation.kl import read_kl
-from harness.evaluation.roles import held_out_families
-from harness.evaluation.roles import same_skill_slices as same_skill_of
-from harness.evaluation.runs import (
+from plasticity_bench.harness.evaluation.kl import read_kl
+from plasticity_bench.harness.evaluation.roles import held_out_families
+from plasticity_bench.harness.evaluation.roles import same_skill_slices as same_skill_of
+from plasticity_bench.harness.evaluation.runs import (
     check_same_items,
     families_in_order,
     per_item,
@@ -22,8 +22,16 @@ from harness.evaluation.runs import (
     roles_of,
     suite_summary,
 )
-from harness.evaluation.scoring import ALL
-from harness.store import AGGREGATES_FILE, ITEMS_FILE, MANIFEST, TRAIN_LOG_FILE, CheckpointRecord, RunStore, read_manifest
+from plasticity_bench.harness.evaluation.scoring import ALL
+from plasticity_bench.harness.store import (
+    AGGREGATES_FILE,
+    ITEMS_FILE,
+    MANIFEST,
+    TRAIN_LOG_FILE,
+    CheckpointRecord,
+    RunStore,
+    read_manifest,
+)
 
 
 def read_checkpoints(root: Path) -> tuple[CheckpointRecord, ...]:
@@ -139,6 +147,17 @@ def load_runs(run_dirs: Sequence[Path]) -> list[RunData]:
     runs = []
     for (root, meta, records, aggregates, _), method in zip(loaded, methods):
         label = method if methods.count(method) == 1 else f"{method} ({root.name})"
-        runs.append(RunData(root, label, meta, aggregates, per_item(records), pd.read_parquet(root / ITEMS_FILE), read_checkpoints(root),
-                            read_kl(root), read_train_log(root)))
+        runs.append(
+            RunData(
+                root,
+                label,
+                meta,
+                aggregates,
+                per_item(records),
+                pd.read_parquet(root / ITEMS_FILE),
+                read_checkpoints(root),
+                read_kl(root),
+                read_train_log(root),
+            )
+        )
     return runs

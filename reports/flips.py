@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from reports.data import RunData
+from plasticity_bench.reports.data import RunData
 
 SHOWN_PER_DIRECTION = 8  # per family and direction; the rest is counted, not shown
 LOST, GAINED = "right → wrong", "wrong → right"
@@ -52,8 +52,10 @@ def flips_table_html(flips: pd.DataFrame, start_step: int, final_step: int) -> s
     )
     more = len(flips) - len(shown)
     rest = f"<p class=note>… and {more} more not shown.</p>" if more else ""
-    return (f"<table class=items><thead><tr><th>slice</th><th>prompt</th><th>expected</th><th>output at step {start_step}</th>"
-            f"<th>output at step {final_step}</th></tr></thead><tbody>{rows}</tbody></table>{rest}")
+    return (
+        f"<table class=items><thead><tr><th>slice</th><th>prompt</th><th>expected</th><th>output at step {start_step}</th>"
+        f"<th>output at step {final_step}</th></tr></thead><tbody>{rows}</tbody></table>{rest}"
+    )
 
 
 def flips_html(runs: Sequence[RunData]) -> str:
@@ -66,7 +68,8 @@ def flips_html(runs: Sequence[RunData]) -> str:
             lost, gained = in_family[in_family.direction == LOST], in_family[in_family.direction == GAINED]
             sections = "".join(
                 f"<h4>{direction} ({len(group)})</h4>{flips_table_html(group, run.start_step, run.final_step)}"
-                for direction, group in ((LOST, lost), (GAINED, gained)) if len(group)
+                for direction, group in ((LOST, lost), (GAINED, gained))
+                if len(group)
             )
             parts.append(
                 f"<details class=flips><summary><b>{html.escape(family)}</b>: "

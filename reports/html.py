@@ -16,13 +16,13 @@ from typing import Any
 
 import pandas as pd
 
-from harness.evaluation.runs import cpu_text
-from harness.store import REPORT_FILE, RunStore, write_atomic, write_json_atomic
-from reports.charts import forgetting_curves, gain_vs_forgetting, kl_curves, training_curves
-from reports.data import RunData, display_name, load_runs
-from reports.flips import SHOWN_PER_DIRECTION, flips_html
-from reports.libraries import library_rows
-from reports.tables import change_table, results_table_html, summary_table_html
+from plasticity_bench.harness.evaluation.runs import cpu_text
+from plasticity_bench.harness.store import REPORT_FILE, RunStore, write_atomic, write_json_atomic
+from plasticity_bench.reports.charts import forgetting_curves, gain_vs_forgetting, kl_curves, training_curves
+from plasticity_bench.reports.data import RunData, display_name, load_runs
+from plasticity_bench.reports.flips import SHOWN_PER_DIRECTION, flips_html
+from plasticity_bench.reports.libraries import library_rows
+from plasticity_bench.reports.tables import change_table, results_table_html, summary_table_html
 
 CURVES_FILE = "forgetting_curves.png"
 SUMMARY_FILE = "summary.json"
@@ -70,6 +70,7 @@ def _short(value: Any, length: int = 12) -> str:
 
 def provenance_html(runs: Sequence[RunData]) -> str:
     """Side by side what each run was made with; everything else from run.json in full below."""
+
     def row(name: str, values: Sequence[str]) -> str:
         return f"<tr><th>{html.escape(name)}</th>{''.join(f'<td>{v}</td>' for v in values)}</tr>"
 
@@ -87,28 +88,40 @@ def provenance_html(runs: Sequence[RunData]) -> str:
         return ["–" if (value := field(run, *path)) is None else html.escape(str(value)) for run in runs]
 
     rows = [
-        row("method", [html.escape(r.label) for r in runs]), row("run folder", [html.escape(str(r.root)) for r in runs]),
-        row("seed", plain("seed")), row("suite", plain("suite")), row("backend", plain("backend")),
+        row("method", [html.escape(r.label) for r in runs]),
+        row("run folder", [html.escape(str(r.root)) for r in runs]),
+        row("seed", plain("seed")),
+        row("suite", plain("suite")),
+        row("backend", plain("backend")),
         row("base model", [_short(field(r, "base_model"), 40) for r in runs]),
         row("base model weights sha256", [_short(field(r, "base_model_sha256")) for r in runs]),
         row("CPU (torch kernels)", [html.escape(cpu_text(r.meta) or "–") for r in runs]),
         row("eval-set sha256", [_short(field(r, "eval_set_sha256")) for r in runs]),
-        row("fingerprint", plain("fingerprint")), row("git revision", [git(r) for r in runs]),
-        row("created", plain("created")), row("python", plain("provenance", "python")),
-        *(row(package, [html.escape(v) for v in versions]) for package, versions in library_rows([r.meta for r in runs])),
+        row("fingerprint", plain("fingerprint")),
+        row("git revision", [git(r) for r in runs]),
+        row("created", plain("created")),
+        row("python", plain("provenance", "python")),
+        *(
+            row(package, [html.escape(v) for v in versions])
+            for package, versions in library_rows([r.meta for r in runs])
+        ),
     ]
     header = "<tr><th></th>" + "".join(f"<th>{html.escape(r.label)}</th>" for r in runs) + "</tr>"
     eval_sets = runs[0].meta["eval_sets"]
-    sets = "".join(f"<tr><td>{html.escape(name)}</td><td>{spec['n']}</td><td><code>{html.escape(spec['sha256'])}</code></td></tr>"
-                   for name, spec in sorted(eval_sets.items()))
+    sets = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{spec['n']}</td><td><code>{html.escape(spec['sha256'])}</code></td></tr>"
+        for name, spec in sorted(eval_sets.items())
+    )
     full = "".join(
         f"<details><summary>{html.escape(r.label)}: full run.json (config, packages, machine)</summary>"
         f"<pre>{html.escape(json.dumps({k: v for k, v in r.meta.items() if k != 'stages'}, indent=2, sort_keys=True, default=str))}</pre></details>"
         for r in runs
     )
-    return (f"<table class=provenance><thead>{header}</thead><tbody>{''.join(rows)}</tbody></table>"
-            f"<h3>Evaluation sets</h3><table class=evalsets><thead><tr><th>slice</th><th>items</th><th>sha256</th></tr></thead>"
-            f"<tbody>{sets}</tbody></table>{full}")
+    return (
+        f"<table class=provenance><thead>{header}</thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<h3>Evaluation sets</h3><table class=evalsets><thead><tr><th>slice</th><th>items</th><th>sha256</th></tr></thead>"
+        f"<tbody>{sets}</tbody></table>{full}"
+    )
 
 
 def published_html(runs: Sequence[RunData]) -> str:
@@ -122,28 +135,41 @@ def published_html(runs: Sequence[RunData]) -> str:
                 final = agg[(agg.slice == spec["slice"]) & (agg.step == run.final_step)]
                 if len(final):
                     row = final.iloc[0]
-                    extra = f", reliability {row.reliability:.1f}" if "reliability" in row and pd.notna(row.reliability) else ""
+                    extra = (
+                        f", reliability {row.reliability:.1f}"
+                        if "reliability" in row and pd.notna(row.reliability)
+                        else ""
+                    )
                     ours.append(f"{html.escape(run.label)}: {row.score:.1f}{extra}")
-            rows.append(f"<tr><td>{html.escape(spec['slice'])}</td><td>{html.escape(label)}</td><td>{value:.1f}</td><td>{'; '.join(ours)}</td></tr>")
+            rows.append(
+                f"<tr><td>{html.escape(spec['slice'])}</td><td>{html.escape(label)}</td><td>{value:.1f}</td><td>{'; '.join(ours)}</td></tr>"
+            )
     if not rows:
         return ""
-    return ("<h2 id=published>Published numbers</h2><p class=note>What the paper reported for this suite's sets, beside this run's final "
-            "checkpoint (points). Models, budgets and prompts may differ: see the suite file.</p><table class=published><thead><tr><th>set</th>"
-            f"<th>published</th><th>value</th><th>this run (final)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return (
+        "<h2 id=published>Published numbers</h2><p class=note>What the paper reported for this suite's sets, beside this run's final "
+        "checkpoint (points). Models, budgets and prompts may differ: see the suite file.</p><table class=published><thead><tr><th>set</th>"
+        f"<th>published</th><th>value</th><th>this run (final)</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def kl_html(runs: Sequence[RunData]) -> str:
     """KL(π₀‖π_step) per checkpoint, one line per run; a note for runs without it."""
     missing = [r.label for r in runs if r.kl is None]
-    note = (f" Not computed for {html.escape(', '.join(missing))}: a run scored with <code>bench eval</code> has no training data to measure it on "
-            "(for a <code>bench run</code>, run.json's <code>stages.kl</code> says why)."
-            if missing else "")
+    note = (
+        f" Not computed for {html.escape(', '.join(missing))}: a run scored with <code>bench eval</code> has no training data to measure it on "
+        "(for a <code>bench run</code>, run.json's <code>stages.kl</code> says why)."
+        if missing
+        else ""
+    )
     png = kl_curves(runs)
     figure = f"<figure>{_image(png, 'KL to start vs training step, one line per run')}</figure>" if png else ""
-    return ("<h2 id=kl>KL to start</h2><p class=note>KL(π₀‖π_step) on the training distribution: the starting model samples one completion "
-            "for each of up to 64 hard training prompts (temperature 1), and each checkpoint's KL is the mean over those sequences of "
-            "Σ_t [log π₀ − log π] over their tokens (nats per sequence; 0 at the start). RL's Razor (arXiv 2509.04259) finds forgetting "
-            f"tracks it.{note}</p>{figure}")
+    return (
+        "<h2 id=kl>KL to start</h2><p class=note>KL(π₀‖π_step) on the training distribution: the starting model samples one completion "
+        "for each of up to 64 hard training prompts (temperature 1), and each checkpoint's KL is the mean over those sequences of "
+        "Σ_t [log π₀ − log π] over their tokens (nats per sequence; 0 at the start). RL's Razor (arXiv 2509.04259) finds forgetting "
+        f"tracks it.{note}</p>{figure}"
+    )
 
 
 def training_html(runs: Sequence[RunData]) -> str:
@@ -151,20 +177,27 @@ def training_html(runs: Sequence[RunData]) -> str:
     the trainer optimised what it optimises, beside what the evaluation sets say it learned."""
     png = training_curves(runs)
     if png is None:
-        return ("<h2 id=training>Training objectives</h2><p class=note>No training log: these runs were scored with "
-                "<code>bench eval</code>, not trained here.</p>")
-    return ("<h2 id=training>Training objectives</h2><p class=note>What each trainer optimises, per step, from <code>train_log.parquet</code>: "
-            "faint, every step; bold, a rolling mean over 5% of the steps. The rollout reward is measured on the policy's own samples "
-            "(at the trainer's temperature), the held-out margin on preference pairs the trainer never trained on.</p>"
-            f"<figure>{_image(png, 'training objectives vs step, one line per run')}</figure>")
+        return (
+            "<h2 id=training>Training objectives</h2><p class=note>No training log: these runs were scored with "
+            "<code>bench eval</code>, not trained here.</p>"
+        )
+    return (
+        "<h2 id=training>Training objectives</h2><p class=note>What each trainer optimises, per step, from <code>train_log.parquet</code>: "
+        "faint, every step; bold, a rolling mean over 5% of the steps. The rollout reward is measured on the policy's own samples "
+        "(at the trainer's temperature), the held-out margin on preference pairs the trainer never trained on.</p>"
+        f"<figure>{_image(png, 'training objectives vs step, one line per run')}</figure>"
+    )
 
 
 def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_png: bytes) -> str:
     first = runs[0]
     n_items = sum(spec["n"] for spec in first.meta["eval_sets"].values())
     target = display_name(first.target_family, first.target_slice)
-    families = "".join(f"<dt>{html.escape(f)}</dt><dd>{html.escape(d or ('post-training target' if f == first.target_family else 'held out'))}</dd>"
-                       for f, d in first.family_descriptions.items() if f in set(first.aggregates.family))
+    families = "".join(
+        f"<dt>{html.escape(f)}</dt><dd>{html.escape(d or ('post-training target' if f == first.target_family else 'held out'))}</dd>"
+        for f, d in first.family_descriptions.items()
+        if f in set(first.aggregates.family)
+    )
     methods = ", ".join(html.escape(r.label) for r in runs)
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
@@ -222,5 +255,7 @@ def write_report(stores: Sequence[RunStore], out: Path) -> Path:
         write_json_atomic(runs[0].root / SUMMARY_FILE, tables[0].to_dict("records"))
     out.parent.mkdir(parents=True, exist_ok=True)
     page = page_html(runs, tables, curves)
-    write_atomic(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))  # as its <meta charset> says, whatever the locale
+    write_atomic(
+        out, lambda tmp: tmp.write_text(page, encoding="utf-8")
+    )  # as its <meta charset> says, whatever the locale
     return out

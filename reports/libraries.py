@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.identity import libraries
-from tasks.scorers import SCORERS
-from tasks.sources import SOURCES
+from plasticity_bench.tasks.identity import libraries
+from plasticity_bench.tasks.scorers import SCORERS
+from plasticity_bench.tasks.sources import SOURCES
 
 BASE_LIBRARIES = ("torch", "transformers")  # every run's model code
 
@@ -35,6 +35,9 @@ def library_rows(metas: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     names = list(BASE_LIBRARIES) + sorted({name for found in used for name in found} - set(BASE_LIBRARIES))
     rows = []
     for name in names:
-        values = [found.get(name) or ((meta.get("provenance") or {}).get("packages") or {}).get(name) for meta, found in zip(metas, used)]
+        values = [
+            found.get(name) or ((meta.get("provenance") or {}).get("packages") or {}).get(name)
+            for meta, found in zip(metas, used)
+        ]
         rows.append((name, ["–" if value is None else str(value) for value in values]))
     return rows

@@ -30,16 +30,24 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from harness.evaluation.claims import Claim, evaluate_claims, mean_and_stderr
-from harness.evaluation.scoring import ALL
-from harness.store import write_atomic, write_json_atomic
-from reports.charts import png_bytes, run_colour, training_curves
-from reports.data import RunData, display_name, load_runs
-from reports.html import STYLE, _image
-from reports.tables import change_table, final_kl, gain_and_forgetting
+from plasticity_bench.harness.evaluation.claims import Claim, evaluate_claims, mean_and_stderr
+from plasticity_bench.harness.evaluation.scoring import ALL
+from plasticity_bench.harness.store import write_atomic, write_json_atomic
+from plasticity_bench.reports.charts import png_bytes, run_colour, training_curves
+from plasticity_bench.reports.data import RunData, display_name, load_runs
+from plasticity_bench.reports.html import STYLE, _image
+from plasticity_bench.reports.tables import change_table, final_kl, gain_and_forgetting
 
 STUDY_HTML, STUDY_JSON = "study.html", "study.json"
-METRICS = ("target_gain", "target_final", "target_significant", "same_skill_change", "ood_change", "kl_to_start", "target_roughness")
+METRICS = (
+    "target_gain",
+    "target_final",
+    "target_significant",
+    "same_skill_change",
+    "ood_change",
+    "kl_to_start",
+    "target_roughness",
+)
 
 
 def roughness(scores: Sequence[float]) -> float:
@@ -58,11 +66,13 @@ def run_metrics(run: RunData) -> dict[str, float]:
     kl = final_kl(run)
     same_skill = table[table.slice.isin(run.same_skill_slices)]  # by role: the held-out sets beside the target
     metrics = {
-        "target_gain": float(target.change), "target_final": float(target.final),
+        "target_gain": float(target.change),
+        "target_final": float(target.final),
         "target_significant": float(target.change_lo > 0),
         "same_skill_change": float(same_skill.change.mean()) if len(same_skill) else float("nan"),
         "ood_change": float(gain_and_forgetting(run).ood_change.iloc[-1]),
-        "kl_to_start": float("nan") if kl is None else kl, "target_roughness": roughness(list(curve)),
+        "kl_to_start": float("nan") if kl is None else kl,
+        "target_roughness": roughness(list(curve)),
     }
     for family in run.out_of_domain_families:
         row = table[(table.family == family) & (table.slice == ALL)].iloc[0]
@@ -74,7 +84,9 @@ def _clean(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def study_data(run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Sequence[Claim]) -> tuple[dict[str, Any], dict[str, list[RunData]]]:
+def study_data(
+    run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Sequence[Claim]
+) -> tuple[dict[str, Any], dict[str, list[RunData]]]:
     """study.json's content and the loaded runs per method. run_dirs: method → [(seed, folder)]."""
     flat = [(method, seed, folder) for method, runs in run_dirs.items() for seed, folder in runs]
     loaded = load_runs([folder for _, _, folder in flat])  # scored, complete, same items
@@ -85,13 +97,19 @@ def study_data(run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Seque
         by_method.setdefault(method, []).append(run)
         entry = methods.setdefault(method, {"runs": [], "metrics": {}})
         metrics = run_metrics(run)
-        entry["runs"].append({"seed": seed, "folder": str(folder), "metrics": {k: _clean(v) for k, v in metrics.items()}})
+        entry["runs"].append(
+            {"seed": seed, "folder": str(folder), "metrics": {k: _clean(v) for k, v in metrics.items()}}
+        )
         for name, value in metrics.items():
             values.setdefault(method, {}).setdefault(name, []).append(value)
     for method, entry in methods.items():
         for name, seeds in values[method].items():
             mean, stderr = mean_and_stderr(seeds)
-            entry["metrics"][name] = {"mean": _clean(mean), "stderr": _clean(stderr), "seeds": len([v for v in seeds if not math.isnan(v)])}
+            entry["metrics"][name] = {
+                "mean": _clean(mean),
+                "stderr": _clean(stderr),
+                "seeds": len([v for v in seeds if not math.isnan(v)]),
+            }
     first = loaded[0]
     results = evaluate_claims(claims, values)
     for result in results:
@@ -99,8 +117,11 @@ def study_data(run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Seque
             for key in ("difference", "low", "high"):
                 test[key] = _clean(test[key])
     data = {
-        "suite": first.meta["suite"], "target": display_name(first.target_family, first.target_slice),
-        "held_out_families": first.out_of_domain_families, "methods": methods, "claims": results,
+        "suite": first.meta["suite"],
+        "target": display_name(first.target_family, first.target_slice),
+        "held_out_families": first.out_of_domain_families,
+        "methods": methods,
+        "claims": results,
     }
     return data, by_method
 
@@ -109,14 +130,21 @@ def seed_band_curves(by_method: Mapping[str, Sequence[RunData]]) -> bytes:
     """Accuracy vs step per panel (target slice, each held-out family): per method the mean across
     seeds, with a ±1 standard-error band."""
     first = next(iter(by_method.values()))[0]
-    panels = [(first.target_family, first.target_slice, f"{display_name(first.target_family, first.target_slice)} — target")]
+    panels = [
+        (first.target_family, first.target_slice, f"{display_name(first.target_family, first.target_slice)} — target")
+    ]
     panels += [(family, ALL, f"{family} — held out") for family in first.out_of_domain_families]
     columns = min(len(panels), 2)
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(10.6, 3.3 * rows), squeeze=False)
     for ax, (family, slice_, title) in zip(axes.flat, panels):
         for index, (method, runs) in enumerate(by_method.items()):
-            curves = [r.aggregates[(r.aggregates.family == family) & (r.aggregates.slice == slice_)].set_index("step").score.sort_index() for r in runs]
+            curves = [
+                r.aggregates[(r.aggregates.family == family) & (r.aggregates.slice == slice_)]
+                .set_index("step")
+                .score.sort_index()
+                for r in runs
+            ]
             frame = pd.concat(curves, axis=1)
             mean = frame.mean(axis=1)
             stderr = frame.std(axis=1, ddof=1) / math.sqrt(frame.shape[1]) if frame.shape[1] > 1 else mean * 0
@@ -130,10 +158,12 @@ def seed_band_curves(by_method: Mapping[str, Sequence[RunData]]) -> bytes:
         ax.spines[["top", "right"]].set_visible(False)
         ax.set_xlabel("training step")
         ax.set_ylabel("accuracy (%)")
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9)
+    fig.legend(
+        handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=9
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     return png_bytes(fig)
 
@@ -160,25 +190,35 @@ def _interval(test: Mapping[str, Any]) -> str:
 
 def study_html(data: Mapping[str, Any], curves_png: bytes, training_png: bytes | None = None) -> str:
     families = data["held_out_families"]
-    head = ("<tr><th>method</th><th>seeds</th><th>target gain</th><th>seeds gaining (95%)</th><th>same-skill change</th><th>held-out change (mean)</th>"
-            + "".join(f"<th>{html.escape(f)} change</th>" for f in families) + "<th>KL to start</th><th>target roughness</th></tr>")
+    head = (
+        "<tr><th>method</th><th>seeds</th><th>target gain</th><th>seeds gaining (95%)</th><th>same-skill change</th><th>held-out change (mean)</th>"
+        + "".join(f"<th>{html.escape(f)} change</th>" for f in families)
+        + "<th>KL to start</th><th>target roughness</th></tr>"
+    )
     body = []
     for method, entry in data["methods"].items():
         m = entry["metrics"]
-        body.append(f"<tr data-method='{html.escape(method)}'><td>{html.escape(method)}</td><td>{len(entry['runs'])}</td>"
-                    f"<td>{_pm(m.get('target_gain'))}</td><td>{_significant_seeds(entry)}</td><td>{_pm(m.get('same_skill_change'))}</td>"
-                    f"<td>{_pm(m.get('ood_change'))}</td>"
-                    + "".join(f"<td>{_pm(m.get(f'held_out:{f}'))}</td>" for f in families)
-                    + f"<td>{_pm(m.get('kl_to_start'), 3)}</td><td>{_pm(m.get('target_roughness'))}</td></tr>")
+        body.append(
+            f"<tr data-method='{html.escape(method)}'><td>{html.escape(method)}</td><td>{len(entry['runs'])}</td>"
+            f"<td>{_pm(m.get('target_gain'))}</td><td>{_significant_seeds(entry)}</td><td>{_pm(m.get('same_skill_change'))}</td>"
+            f"<td>{_pm(m.get('ood_change'))}</td>"
+            + "".join(f"<td>{_pm(m.get(f'held_out:{f}'))}</td>" for f in families)
+            + f"<td>{_pm(m.get('kl_to_start'), 3)}</td><td>{_pm(m.get('target_roughness'))}</td></tr>"
+        )
     claims = []
     for claim in data["claims"]:
         if claim["verdict"] == "not run":
             detail = f"not run: {html.escape(', '.join(claim['missing']))} not in this study"
         else:
-            detail = "<br>".join(f"{html.escape(t['metric'])}: {html.escape(claim['a'])} {'>' if t['direction'] == 'greater' else '<'} "
-                                 f"{html.escape(str(t['versus']))}: {_interval(t)} → {t['verdict']}" for t in claim["tests"])
-        claims.append(f"<tr data-verdict='{html.escape(claim['verdict'])}'><td>{html.escape(claim['claim'])}</td>"
-                      f"<td><b>{html.escape(claim['verdict'])}</b></td><td>{detail}</td></tr>")
+            detail = "<br>".join(
+                f"{html.escape(t['metric'])}: {html.escape(claim['a'])} {'>' if t['direction'] == 'greater' else '<'} "
+                f"{html.escape(str(t['versus']))}: {_interval(t)} → {t['verdict']}"
+                for t in claim["tests"]
+            )
+        claims.append(
+            f"<tr data-verdict='{html.escape(claim['verdict'])}'><td>{html.escape(claim['claim'])}</td>"
+            f"<td><b>{html.escape(claim['verdict'])}</b></td><td>{detail}</td></tr>"
+        )
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
 <title>plasticity-bench study</title><style>{STYLE}</style></head>
@@ -208,9 +248,11 @@ is supported when all its tests are, contradicted when any is.</p>
 def training_section(png: bytes | None) -> str:
     if png is None:
         return ""
-    return ("<h2 id=training>Training objectives</h2><p class=note>Each method's own objective per step, from its first seed's "
-            "<code>train_log.parquet</code> (faint: every step; bold: rolling mean over 5% of the steps).</p>"
-            f"<figure>{_image(png, 'training objectives vs step, one line per method (first seed)')}</figure>")
+    return (
+        "<h2 id=training>Training objectives</h2><p class=note>Each method's own objective per step, from its first seed's "
+        "<code>train_log.parquet</code> (faint: every step; bold: rolling mean over 5% of the steps).</p>"
+        f"<figure>{_image(png, 'training objectives vs step, one line per method (first seed)')}</figure>"
+    )
 
 
 def first_seed_runs(by_method: Mapping[str, Sequence[RunData]]) -> list[RunData]:
@@ -218,7 +260,9 @@ def first_seed_runs(by_method: Mapping[str, Sequence[RunData]]) -> list[RunData]
     return [dataclasses.replace(runs[0], label=method) for method, runs in by_method.items() if runs]
 
 
-def write_study(out: Path, run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Sequence[Claim]) -> tuple[Path, Path]:
+def write_study(
+    out: Path, run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Sequence[Claim]
+) -> tuple[Path, Path]:
     """study.html and study.json in `out`."""
     data, by_method = study_data(run_dirs, claims)
     page = study_html(data, seed_band_curves(by_method), training_curves(first_seed_runs(by_method)))

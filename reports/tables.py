@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from harness.evaluation.roles import HELD_OUT, group_role
-from harness.evaluation.scoring import ALL
-from harness.evaluation.stats import PairedCounts, paired_difference_interval
-from reports.data import RunData, display_name, family_order
+from plasticity_bench.harness.evaluation.roles import HELD_OUT, group_role
+from plasticity_bench.harness.evaluation.scoring import ALL
+from plasticity_bench.harness.evaluation.stats import PairedCounts, paired_difference_interval
+from plasticity_bench.reports.data import RunData, display_name, family_order
 
 STAGE_TIMES = ("train", "generate", "score")
 
@@ -26,7 +26,9 @@ def headline_rows(aggregates: pd.DataFrame, target_family: str, families: list[s
     rows = aggregates[chosen]
     family_rank = {family: i for i, family in enumerate(family_order(aggregates, families))}
     ranked = rows.assign(family_rank=rows.family.map(family_rank), is_slice=rows.slice != ALL)
-    return ranked.sort_values(["family_rank", "is_slice", "slice", "step"], ignore_index=True).drop(columns=["family_rank", "is_slice"])
+    return ranked.sort_values(["family_rank", "is_slice", "slice", "step"], ignore_index=True).drop(
+        columns=["family_rank", "is_slice"]
+    )
 
 
 def change_table(run: RunData) -> pd.DataFrame:
@@ -40,19 +42,32 @@ def change_table(run: RunData) -> pd.DataFrame:
     start = records[records.step == run.start_step].set_index("item_id").sort_index()
     final = records[records.step == run.final_step].set_index("item_id").loc[start.index]
     rows = []
-    for (family, slice_), group in headline_rows(run.aggregates, run.target_family, run.family_order()).groupby(["family", "slice"], sort=False):
+    for (family, slice_), group in headline_rows(run.aggregates, run.target_family, run.family_order()).groupby(
+        ["family", "slice"], sort=False
+    ):
         first, last = group.iloc[0], group.iloc[-1]
         in_group = (start.family == family) & ((start.slice == slice_) | (slice_ == ALL))
         counts = PairedCounts.from_outcomes(start.correct[in_group], final.correct[in_group])
         low, high = paired_difference_interval(counts)
         best = group.loc[group.score.idxmax()]
-        rows.append({
-            "family": family, "slice": slice_, "n": int(last.n),
-            "start": float(first.score), "final": float(last.score), "best": float(best.score), "best_step": int(best.step),
-            "change": float(last.score - first.score), "change_lo": 100 * low, "change_hi": 100 * high,
-            "significant": low > 0 or high < 0, "lost": counts.lost, "gained": counts.gained,
-            **row_role(run, family, slice_),
-        })
+        rows.append(
+            {
+                "family": family,
+                "slice": slice_,
+                "n": int(last.n),
+                "start": float(first.score),
+                "final": float(last.score),
+                "best": float(best.score),
+                "best_step": int(best.step),
+                "change": float(last.score - first.score),
+                "change_lo": 100 * low,
+                "change_hi": 100 * high,
+                "significant": low > 0 or high < 0,
+                "lost": counts.lost,
+                "gained": counts.gained,
+                **row_role(run, family, slice_),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -69,16 +84,21 @@ def gain_and_forgetting(run: RunData) -> pd.DataFrame:
     out-of-domain (held-out) families vs start (each family weighs the same, whatever its size) and
     the mean change of the held-out sets beside a target (`same_skill_change`; NaN when there are none)."""
     agg = run.aggregates
-    target = agg[(agg.family == run.target_family) & (agg.slice == run.target_slice)].set_index("step").score.sort_index()
+    target = (
+        agg[(agg.family == run.target_family) & (agg.slice == run.target_slice)].set_index("step").score.sort_index()
+    )
     whole = agg[agg.slice == ALL].pivot(index="step", columns="family", values="score").sort_index()
     ood = whole[run.out_of_domain_families]
     same_skill = agg[agg.slice.isin(run.same_skill_slices)]
     sliced = same_skill.pivot(index="step", columns="slice", values="score").reindex(target.index)
-    return pd.DataFrame({
-        "step": target.index, "gain": (target - target.iloc[0]).to_numpy(),
-        "ood_change": (ood - ood.iloc[0]).mean(axis=1).to_numpy(),
-        "same_skill_change": (sliced - sliced.iloc[0]).mean(axis=1).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "step": target.index,
+            "gain": (target - target.iloc[0]).to_numpy(),
+            "ood_change": (ood - ood.iloc[0]).mean(axis=1).to_numpy(),
+            "same_skill_change": (sliced - sliced.iloc[0]).mean(axis=1).to_numpy(),
+        }
+    )
 
 
 def final_kl(run: RunData) -> float | None:
@@ -124,10 +144,12 @@ def interval_bar(change: float, low: float, high: float, scale: float) -> str:
         return width / 2 + (width / 2 - 4) * max(-1.0, min(1.0, value / scale))
 
     colour = {"up": "#1a7f37", "down": "#c62828"}.get(_change_class(low, high), "#777")
-    return (f"<svg class=bar width={width} height={height} viewBox='0 0 {width} {height}' role=img aria-label='change {change:+.1f}'>"
-            f"<line x1={width / 2} x2={width / 2} y1=0 y2={height} stroke='#bbb'/>"
-            f"<line x1={x(low):.1f} x2={x(high):.1f} y1={height / 2} y2={height / 2} stroke='{colour}' stroke-width=3 stroke-linecap=round/>"
-            f"<circle cx={x(change):.1f} cy={height / 2} r=3.5 fill='{colour}' stroke=white/></svg>")
+    return (
+        f"<svg class=bar width={width} height={height} viewBox='0 0 {width} {height}' role=img aria-label='change {change:+.1f}'>"
+        f"<line x1={width / 2} x2={width / 2} y1=0 y2={height} stroke='#bbb'/>"
+        f"<line x1={x(low):.1f} x2={x(high):.1f} y1={height / 2} y2={height / 2} stroke='{colour}' stroke-width=3 stroke-linecap=round/>"
+        f"<circle cx={x(change):.1f} cy={height / 2} r=3.5 fill='{colour}' stroke=white/></svg>"
+    )
 
 
 def bar_scale(tables: Sequence[pd.DataFrame]) -> float:
@@ -139,18 +161,25 @@ def bar_scale(tables: Sequence[pd.DataFrame]) -> float:
 def results_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) -> str:
     """Family × method: one group of rows per family/slice, one row per run."""
     scale = bar_scale(tables)
-    head = ("<tr><th>method</th><th>n</th><th>start</th><th>final</th><th>best</th><th>at step</th>"
-            f"<th>change</th><th>95% CI</th><th title='items right→wrong / wrong→right'>lost / gained</th>"
-            f"<th class=scale>−{scale:.0f} · 0 · +{scale:.0f}</th></tr>")
+    head = (
+        "<tr><th>method</th><th>n</th><th>start</th><th>final</th><th>best</th><th>at step</th>"
+        f"<th>change</th><th>95% CI</th><th title='items right→wrong / wrong→right'>lost / gained</th>"
+        f"<th class=scale>−{scale:.0f} · 0 · +{scale:.0f}</th></tr>"
+    )
     body = []
     keys = tables[0][["family", "slice"]].itertuples(index=False)
     for family, slice_ in keys:
         target = family == runs[0].target_family and slice_ == runs[0].target_slice
         name = display_name(family, slice_)
-        tag = (" <span class=tag>in-domain target</span>" if target
-               else " <span class='tag ood'>held-out: its drop is forgetting</span>"
-               if slice_ in runs[0].same_skill_slices
-               else " <span class='tag ood'>out of domain</span>" if family in runs[0].out_of_domain_families else "")
+        tag = (
+            " <span class=tag>in-domain target</span>"
+            if target
+            else " <span class='tag ood'>held-out: its drop is forgetting</span>"
+            if slice_ in runs[0].same_skill_slices
+            else " <span class='tag ood'>out of domain</span>"
+            if family in runs[0].out_of_domain_families
+            else ""
+        )
         body.append(f"<tr class=group><th colspan=10>{html.escape(name)}{tag}</th></tr>")
         for run, table in zip(runs, tables):
             r = table[(table.family == family) & (table.slice == slice_)].iloc[0]
@@ -169,11 +198,20 @@ def summary_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
     """One row per run: the in-domain gain, the mean out-of-domain change, the same-skill change
     (held-out sets beside the target: shown when a run has any), and what it cost."""
     same_skill = any(run.same_skill_slices for run in runs)
-    same_skill_head = ("<th title='mean change of the held-out sets in the target&#39;s own family (role: held-out): "
-                       "forgetting of the trained skill'>same-skill change</th>") if same_skill else ""
-    head = ("<tr><th>method</th><th>in-domain gain</th><th>95% CI</th><th>out-of-domain change</th>" + same_skill_head +
-            "<th title='KL(π₀‖π) at the final checkpoint, nats per sequence, on the hard training prompts'>KL to start</th>"
-            "<th>training steps</th><th>examples seen</th><th>train</th><th>generate</th><th>score</th><th>total time</th></tr>")
+    same_skill_head = (
+        (
+            "<th title='mean change of the held-out sets in the target&#39;s own family (role: held-out): "
+            "forgetting of the trained skill'>same-skill change</th>"
+        )
+        if same_skill
+        else ""
+    )
+    head = (
+        "<tr><th>method</th><th>in-domain gain</th><th>95% CI</th><th>out-of-domain change</th>"
+        + same_skill_head
+        + "<th title='KL(π₀‖π) at the final checkpoint, nats per sequence, on the hard training prompts'>KL to start</th>"
+        "<th>training steps</th><th>examples seen</th><th>train</th><th>generate</th><th>score</th><th>total time</th></tr>"
+    )
     body = []
     for run, table in zip(runs, tables):
         target = table[(table.family == run.target_family) & (table.slice == run.target_slice)].iloc[0]
@@ -193,4 +231,3 @@ def summary_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
             + f"<td>{_duration(sum(known) if known else None)}</td></tr>"
         )
     return f"<table class='summary numbers'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
-

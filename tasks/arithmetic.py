@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import reasoning_gym
 
-from tasks.base import TASKS, Candidate, Item, Score, Task
+from plasticity_bench.tasks.base import TASKS, Candidate, Item, Score, Task
 
 # level -> (min_terms, max_terms). Hard items need longer chains than the foundation mix shows.
 TERMS_BY_LEVEL: dict[str, tuple[int, int]] = {"easy": (2, 3), "hard": (4, 5)}
@@ -75,8 +75,13 @@ class ChainSum(Task):
     def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:
         min_terms, max_terms = TERMS_BY_LEVEL[level]
         dataset = reasoning_gym.create_dataset(
-            "chain_sum", size=n, seed=rng.randrange(2**31), min_terms=min_terms, max_terms=max_terms,
-            min_digits=1, max_digits=1,
+            "chain_sum",
+            size=n,
+            seed=rng.randrange(2**31),
+            min_terms=min_terms,
+            max_terms=max_terms,
+            min_digits=1,
+            max_digits=1,
         )
         candidates = []
         for entry in dataset:
@@ -84,7 +89,9 @@ class ChainSum(Task):
             steps, total = worked_steps(expression)
             assert str(total) == entry["answer"], (expression, entry["answer"])
             prompt = f"calc {expression.replace(' ', '')}\n"
-            candidates.append(Candidate(prompt, f"{steps}{ANSWER_MARK}{total}", entry["answer"], {"expression": expression}))
+            candidates.append(
+                Candidate(prompt, f"{steps}{ANSWER_MARK}{total}", entry["answer"], {"expression": expression})
+            )
         return candidates
 
     def rectify(self, item: Item, output: str) -> str | None:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
-from harness.core.items import Item
-from harness.core.registry import Registry
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.harness.core.registry import Registry
 
 # family -> what it stands for in the report. The in-domain family is the one post-training targets.
 FAMILIES: dict[str, str] = {

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.sandbox import ExecutionResult, Job, SandboxLimits, run_programs
-from harness.sandbox.passk import pass_at_k, reliability
+from plasticity_bench.harness.sandbox import ExecutionResult, Job, SandboxLimits, run_programs
+from plasticity_bench.harness.sandbox.passk import pass_at_k, reliability
 
 __all__ = [
     "SuiteDataMissing",
@@ -327,25 +327,86 @@ def evalplus_problems(dataset: str) -> dict[str, dict[str, Any]]:
 # Any other problem, a user's "Mbpp/2" included, is taken exactly as its file says.
 _EVALPLUS_OWN = {
     "humaneval": {"HumanEval/32": "find_zero"},
-    "mbpp": {f"Mbpp/{number}": name for number, name in {
-        2: "similar_elements", 7: "find_char_long", 63: "max_difference", 64: "subject_marks", 70: "get_equal",
-        75: "find_tuples", 94: "index_minimum", 106: "add_lists", 111: "common_in_nested_lists", 115: "empty_dit",
-        116: "tuple_to_int", 120: "max_product_tuple", 124: "angle_complex", 132: "tup_string", 140: "extract_singly",
-        143: "find_lists", 164: "are_equivalent", 222: "check_type", 232: "larg_nnum", 237: "check_occurences",
-        249: "intersection_array", 250: "count_X", 252: "convert", 259: "maximize_elements", 261: "division_elements",
-        272: "rear_extract", 273: "substract_elements", 278: "count_first_elements", 295: "sum_div",
-        299: "max_aggregate", 307: "colon_tuplex", 394: "check_distinct", 399: "bitwise_xor", 400: "extract_freq",
-        401: "add_nested_tuples", 405: "check_tuplex", 409: "min_product_tuple", 413: "extract_nth_element",
-        417: "group_tuples", 421: "concatenate_tuple", 424: "extract_rear", 429: "and_tuples",
-        438: "count_bidirectional", 444: "trim_tuple", 445: "index_multiplication", 446: "count_Occurrence",
-        470: "add_pairwise", 473: "tuple_intersection", 558: "digit_distance_nums", 560: "union_elements",
-        579: "find_dissimilar", 580: "extract_even", 581: "surface_Area", 596: "tuple_size", 614: "cummulative_sum",
-        615: "average_tuple", 616: "tuple_modulo", 617: "min_Jumps", 630: "get_coordinates",
-        720: "add_dict_to_tuple", 722: "filter_data", 726: "multiply_elements", 737: "check_str",
-        740: "tuple_to_dict", 744: "check_none", 750: "add_tuple", 753: "min_k", 763: "find_min_diff",
-        769: "Diff", 780: "find_combinations", 787: "text_match_three", 791: "remove_nested",
-        794: "text_starta_endb", 808: "check_K", 809: "check_smaller",
-    }.items()},
+    "mbpp": {
+        f"Mbpp/{number}": name
+        for number, name in {
+            2: "similar_elements",
+            7: "find_char_long",
+            63: "max_difference",
+            64: "subject_marks",
+            70: "get_equal",
+            75: "find_tuples",
+            94: "index_minimum",
+            106: "add_lists",
+            111: "common_in_nested_lists",
+            115: "empty_dit",
+            116: "tuple_to_int",
+            120: "max_product_tuple",
+            124: "angle_complex",
+            132: "tup_string",
+            140: "extract_singly",
+            143: "find_lists",
+            164: "are_equivalent",
+            222: "check_type",
+            232: "larg_nnum",
+            237: "check_occurences",
+            249: "intersection_array",
+            250: "count_X",
+            252: "convert",
+            259: "maximize_elements",
+            261: "division_elements",
+            272: "rear_extract",
+            273: "substract_elements",
+            278: "count_first_elements",
+            295: "sum_div",
+            299: "max_aggregate",
+            307: "colon_tuplex",
+            394: "check_distinct",
+            399: "bitwise_xor",
+            400: "extract_freq",
+            401: "add_nested_tuples",
+            405: "check_tuplex",
+            409: "min_product_tuple",
+            413: "extract_nth_element",
+            417: "group_tuples",
+            421: "concatenate_tuple",
+            424: "extract_rear",
+            429: "and_tuples",
+            438: "count_bidirectional",
+            444: "trim_tuple",
+            445: "index_multiplication",
+            446: "count_Occurrence",
+            470: "add_pairwise",
+            473: "tuple_intersection",
+            558: "digit_distance_nums",
+            560: "union_elements",
+            579: "find_dissimilar",
+            580: "extract_even",
+            581: "surface_Area",
+            596: "tuple_size",
+            614: "cummulative_sum",
+            615: "average_tuple",
+            616: "tuple_modulo",
+            617: "min_Jumps",
+            630: "get_coordinates",
+            720: "add_dict_to_tuple",
+            722: "filter_data",
+            726: "multiply_elements",
+            737: "check_str",
+            740: "tuple_to_dict",
+            744: "check_none",
+            750: "add_tuple",
+            753: "min_k",
+            763: "find_min_diff",
+            769: "Diff",
+            780: "find_combinations",
+            787: "text_match_three",
+            791: "remove_nested",
+            794: "text_starta_endb",
+            808: "check_K",
+            809: "check_smaller",
+        }.items()
+    },
 }
 EVALPLUS_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol")
 
@@ -378,8 +439,11 @@ def read_evalplus_file(dataset: str, path: Path) -> dict[str, dict[str, Any]]:
         if not str(row["entry_point"]).isidentifier():
             raise ValueError(f"{path} line {number}: entry_point {row['entry_point']!r} is not a Python name")
         if dataset == "mbpp" and evalplus_own(dataset, task_id, row["entry_point"]):
-            row = {**row, "base_input": mbpp_deserialize_inputs(task_id, row["base_input"]),
-                   "plus_input": mbpp_deserialize_inputs(task_id, row["plus_input"])}
+            row = {
+                **row,
+                "base_input": mbpp_deserialize_inputs(task_id, row["base_input"]),
+                "plus_input": mbpp_deserialize_inputs(task_id, row["plus_input"]),
+            }
         problems[task_id] = row
     if not problems:
         raise ValueError(f"{path} holds no problems")
@@ -414,9 +478,14 @@ def evalplus_cases(dataset: str, problem: Mapping[str, Any], include_plus: bool 
         codec, cases = "marshal", marshal.dumps((inputs, expected))
     except ValueError:  # an expected output marshal cannot encode (inputs always can: they cross over)
         codec, cases = "pickle", pickle.dumps((inputs, expected))
-    return {"dataset": dataset, "entry_point": problem["entry_point"], "atol": problem["atol"], "codec": codec,
-            "cases": base64.b64encode(cases).decode("ascii"),
-            "special_oracles": evalplus_own(dataset, str(problem["task_id"]), problem["entry_point"])}
+    return {
+        "dataset": dataset,
+        "entry_point": problem["entry_point"],
+        "atol": problem["atol"],
+        "codec": codec,
+        "cases": base64.b64encode(cases).decode("ascii"),
+        "special_oracles": evalplus_own(dataset, str(problem["task_id"]), problem["entry_point"]),
+    }
 
 
 def evalplus_test_from_cases(cases: Mapping[str, Any]) -> str:

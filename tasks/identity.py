@@ -23,10 +23,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import BenchError
-from tasks.scorers import SCORERS
-from tasks.sources import Source
-from tasks.suites import Suite
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.tasks.scorers import SCORERS
+from plasticity_bench.tasks.sources import Source
+from plasticity_bench.tasks.suites import Suite
 
 NOT_INSTALLED = "not installed"
 NOT_RECORDED = "(not recorded)"
@@ -73,24 +73,36 @@ def set_identity(source: Source, scorer: str, optional: bool = False) -> dict[st
         if not optional:
             raise
         files = {}
-    return {"files": dict(sorted(files.items())), "source_packages": versions(source.requires),
-            "scorer_packages": versions(SCORERS.get(scorer).requires)}
+    return {
+        "files": dict(sorted(files.items())),
+        "source_packages": versions(source.requires),
+        "scorer_packages": versions(SCORERS.get(scorer).requires),
+    }
 
 
 def suite_identity(suite: Suite, training: bool) -> dict[str, Any]:
     """Every evaluation set's identity, and the training sets' where the run trains (`bench run`)."""
-    identity: dict[str, Any] = {"eval": {s.slice: set_identity(s.source, s.scorer, s.optional) for s in suite.eval_sets}}
+    identity: dict[str, Any] = {
+        "eval": {s.slice: set_identity(s.source, s.scorer, s.optional) for s in suite.eval_sets}
+    }
     if training:
-        identity["train"] = {side: set_identity(train.source, train.scorer)
-                             for side, train in (("easy", suite.easy), ("hard", suite.hard)) if train is not None}
+        identity["train"] = {
+            side: set_identity(train.source, train.scorer)
+            for side, train in (("easy", suite.easy), ("hard", suite.hard))
+            if train is not None
+        }
     return identity
 
 
 def fingerprinted(identity: dict[str, Any]) -> dict[str, Any]:
     """What a fingerprint adds for `identity`: nothing when no set reads a file or needs a library
     (the micro suite), so such runs keep the fingerprint they had before identities were recorded."""
-    used = any(spec[key] for group in identity.values() for spec in group.values()
-               for key in ("files", "source_packages", "scorer_packages"))
+    used = any(
+        spec[key]
+        for group in identity.values()
+        for spec in group.values()
+        for key in ("files", "source_packages", "scorer_packages")
+    )
     return {"data_identity": identity} if used else {}
 
 
@@ -120,10 +132,18 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
             where = f"{kind} {name}"
             data_scope = "train" if group == "train" else "eval"
             found += [Change(data_scope, text) for text in file_changes(where, before.get("files", {}), after["files"])]
-            found += [Change(data_scope, text) for text in package_changes(where, "library", before.get("source_packages", {}),
-                                                                          after["source_packages"])]
-            found += [Change("train" if group == "train" else "score", text)
-                      for text in package_changes(where, "scorer library", before.get("scorer_packages", {}), after["scorer_packages"])]
+            found += [
+                Change(data_scope, text)
+                for text in package_changes(
+                    where, "library", before.get("source_packages", {}), after["source_packages"]
+                )
+            ]
+            found += [
+                Change("train" if group == "train" else "score", text)
+                for text in package_changes(
+                    where, "scorer library", before.get("scorer_packages", {}), after["scorer_packages"]
+                )
+            ]
     return sorted(found, key=lambda change: SCOPES.index(change.scope))
 
 
@@ -137,8 +157,11 @@ def file_changes(where: str, before: dict[str, str], after: dict[str, str]) -> l
 
 
 def package_changes(where: str, what: str, before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return [f"{where}: {what} {name} {before.get(name, NOT_RECORDED)} → {after.get(name, NOT_RECORDED)}"
-            for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)]
+    return [
+        f"{where}: {what} {name} {before.get(name, NOT_RECORDED)} → {after.get(name, NOT_RECORDED)}"
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    ]
 
 
 def short(sha: str | None) -> str:

@@ -13,8 +13,8 @@ import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.sandbox import Job, SandboxLimits, run_programs
-from tasks.base import TASKS, Candidate, Item, Score, Task
+from plasticity_bench.harness.sandbox import Job, SandboxLimits, run_programs
+from plasticity_bench.tasks.base import TASKS, Candidate, Item, Score, Task
 
 # Tight limits: a correct answer here is one arithmetic or string expression.
 PROGRAM_LIMITS = SandboxLimits(cpu_seconds=1.0, wall_seconds=3.0, memory_mb=256)
@@ -43,7 +43,6 @@ class ExpressionTask(Task):
 
 @TASKS.register("affine", "find a*x+b from three input/output pairs; graded by execution")
 class Affine(ExpressionTask):
-
     def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:
         candidates = []
         for _ in range(n):
@@ -76,7 +75,6 @@ def _random_word(rng: random.Random) -> str:
 
 @TASKS.register("string_fn", "identify a string function from two examples; graded by execution")
 class StringFunction(ExpressionTask):
-
     def make(self, rng: random.Random, level: str, n: int) -> list[Candidate]:
         candidates = []
         for _ in range(n):

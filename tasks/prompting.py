@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,14 @@ class PromptFormat:
             _expect("enable_thinking", self.enable_thinking, bool)
         _expect("question_template", self.question_template, str)
         if not isinstance(self.fewshot, tuple) or not all(
-            isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(turn, str) for turn in pair) for pair in self.fewshot
+            isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(turn, str) for turn in pair)
+            for pair in self.fewshot
         ):
             raise BenchError("prompt: fewshot must be a list of [user, assistant] pairs of strings")
         if self.enable_thinking is not None and not self.chat:
-            raise BenchError("prompt: enable_thinking needs chat mode (raw text has no chat template to pass it to); drop it or set chat: true")
+            raise BenchError(
+                "prompt: enable_thinking needs chat mode (raw text has no chat template to pass it to); drop it or set chat: true"
+            )
         _check_template(self.question_template)
 
     @classmethod
@@ -100,10 +103,14 @@ def _fewshot_pairs(raw: Any) -> tuple[tuple[str, str], ...]:
     for n, pair in enumerate(raw):
         if isinstance(pair, Mapping):
             if set(pair) != {"user", "assistant"}:
-                raise BenchError(f"prompt: fewshot example {n} must have exactly the keys user and assistant, got {sorted(map(str, pair))}")
+                raise BenchError(
+                    f"prompt: fewshot example {n} must have exactly the keys user and assistant, got {sorted(map(str, pair))}"
+                )
             pair = (pair["user"], pair["assistant"])
         if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(isinstance(turn, str) for turn in pair):
-            raise BenchError(f"prompt: fewshot example {n} must be a [user, assistant] pair of strings, got {_short(pair)}")
+            raise BenchError(
+                f"prompt: fewshot example {n} must be a [user, assistant] pair of strings, got {_short(pair)}"
+            )
         pairs.append((pair[0], pair[1]))
     return tuple(pairs)
 
@@ -117,7 +124,9 @@ def _check_template(template: str) -> None:
             f"prompt: question_template {_short(template)} is not a valid format string ({error}); write a literal brace as {{{{ or }}}}"
         ) from None
     if any(name == "" or name[0].isdigit() for name in names):
-        raise BenchError(f"prompt: question_template {_short(template)} has a positional field; name it, e.g. {{prompt}}")
+        raise BenchError(
+            f"prompt: question_template {_short(template)} has a positional field; name it, e.g. {{prompt}}"
+        )
 
 
 def question(fmt: PromptFormat, item: Item) -> str:
@@ -128,9 +137,13 @@ def question(fmt: PromptFormat, item: Item) -> str:
         return fmt.question_template.format_map({**item.meta, "prompt": item.prompt})
     except KeyError as error:
         known = ", ".join(["prompt", *sorted(map(str, item.meta))])
-        raise BenchError(f"prompt: question_template field {{{error.args[0]}}} is not in item {item.id} (fields: {known})") from None
+        raise BenchError(
+            f"prompt: question_template field {{{error.args[0]}}} is not in item {item.id} (fields: {known})"
+        ) from None
     except (IndexError, AttributeError, ValueError) as error:
-        raise BenchError(f"prompt: question_template {_short(fmt.question_template)} cannot be filled from item {item.id}: {error}") from None
+        raise BenchError(
+            f"prompt: question_template {_short(fmt.question_template)} cannot be filled from item {item.id}: {error}"
+        ) from None
 
 
 def messages(fmt: PromptFormat, item: Item) -> list[dict[str, str]]:
@@ -149,11 +162,15 @@ def render(fmt: PromptFormat, item: Item, tokenizer: Any) -> str:
         return head + shots + question(fmt, item)
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "") or "this model"
-        raise BenchError(f"the tokenizer of {name} has no chat template: set `prompt: {{chat: false}}` in the suite to prompt it with raw text")
+        raise BenchError(
+            f"the tokenizer of {name} has no chat template: set `prompt: {{chat: false}}` in the suite to prompt it with raw text"
+        )
     thinking = {} if fmt.enable_thinking is None else {"enable_thinking": fmt.enable_thinking}
     text = tokenizer.apply_chat_template(messages(fmt, item), tokenize=False, add_generation_prompt=True, **thinking)
     if not isinstance(text, str):  # tokenize=False returns the string; anything else is a tokenizer we do not know
-        raise BenchError(f"the chat template of {getattr(tokenizer, 'name_or_path', 'this model')} did not render to text (got {type(text).__name__})")
+        raise BenchError(
+            f"the chat template of {getattr(tokenizer, 'name_or_path', 'this model')} did not render to text (got {type(text).__name__})"
+        )
     return text
 
 

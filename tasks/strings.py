@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import reasoning_gym
 
-from tasks.base import TASKS, Candidate, Item, Score, Task
+from plasticity_bench.tasks.base import TASKS, Candidate, Item, Score, Task
 
 
 @TASKS.register("reverse", "spell a word backward (reasoning-gym spell_backward)")
@@ -26,7 +26,10 @@ class Reverse(Task):
         dataset = reasoning_gym.create_dataset(
             "spell_backward", size=n, seed=rng.randrange(2**31), min_word_len=3, max_word_len=6
         )
-        return [Candidate(f"rev {e['metadata']['word']}\n", e["answer"], e["answer"], {"word": e["metadata"]["word"]}) for e in dataset]
+        return [
+            Candidate(f"rev {e['metadata']['word']}\n", e["answer"], e["answer"], {"word": e["metadata"]["word"]})
+            for e in dataset
+        ]
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         scorer = reasoning_gym.create_dataset("spell_backward", size=1, seed=0)
@@ -49,5 +52,7 @@ class SortLetters(Task):
         return candidates
 
     def score(self, items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
-        return [Score(float(out.strip() == item.answer), out.strip() == item.answer, answer=out.strip())
-                for item, out in zip(items, outputs)]
+        return [
+            Score(float(out.strip() == item.answer), out.strip() == item.answer, answer=out.strip())
+            for item, out in zip(items, outputs)
+        ]

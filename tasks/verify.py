@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.base import TASKS, Score, Task, get_task
-from tasks.scorers import get_scorer
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import TASKS, Score, Task, get_task
+from plasticity_bench.tasks.scorers import get_scorer
 
 DEFAULT_MAX_NEW_TOKENS = 512
 
@@ -33,7 +33,9 @@ def reward_scores(items: Sequence[Item], outputs: Sequence[str]) -> list[Score]:
         by_scorer.setdefault(scorer_name(item), []).append(index)
     scores: list[Score | None] = [None] * len(items)
     for name, indices in by_scorer.items():
-        for i, score in zip(indices, get_scorer(name).score_generations([items[i] for i in indices], [outputs[i] for i in indices])):
+        for i, score in zip(
+            indices, get_scorer(name).score_generations([items[i] for i in indices], [outputs[i] for i in indices])
+        ):
             scores[i] = score
     return [s for s in scores if s is not None]
 

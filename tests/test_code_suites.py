@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.sandbox import ExecutionResult, Outcome, SandboxLimits, run_programs
-from harness.sandbox.passk import mean_pass_at_k, pass_at_k, reliability
-from tasks import code_suites
-from tasks.code_suites import SuiteDataMissing
+from plasticity_bench.harness.sandbox import ExecutionResult, Outcome, SandboxLimits, run_programs
+from plasticity_bench.harness.sandbox.passk import mean_pass_at_k, pass_at_k, reliability
+from plasticity_bench.tasks import code_suites
+from plasticity_bench.tasks.code_suites import SuiteDataMissing
 
 FAST = SandboxLimits(cpu_seconds=1, wall_seconds=2)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.app.config import RunConfig, load_config
-from harness.core.errors import BenchError
+from plasticity_bench.harness.app.config import RunConfig, load_config
+from plasticity_bench.harness.core.errors import BenchError
 
 
 def test_precedence_preset_then_file_then_overrides(tmp_path: Path) -> None:
@@ -20,9 +20,13 @@ def test_precedence_preset_then_file_then_overrides(tmp_path: Path) -> None:
     assert config.seed == RunConfig().seed  # None overrides mean "not given"
 
 
-@pytest.mark.parametrize(("method", "steps", "expected"), [("rps", None, 300), ("grpo", None, 600), ("pcr", None, 600), ("grpo", 50, 50)])
-def test_unset_steps_resolve_to_the_methods_own_run_length(tmp_path: Path, method: str, steps: int | None, expected: int) -> None:
-    from harness.app.pipeline import prepare
+@pytest.mark.parametrize(
+    ("method", "steps", "expected"), [("rps", None, 300), ("grpo", None, 600), ("pcr", None, 600), ("grpo", 50, 50)]
+)
+def test_unset_steps_resolve_to_the_methods_own_run_length(
+    tmp_path: Path, method: str, steps: int | None, expected: int
+) -> None:
+    from plasticity_bench.harness.app.pipeline import prepare
 
     prepared = prepare(load_config(overrides={"method": method, "steps": steps}), tmp_path / "run")
     assert prepared.config.steps == expected and prepared.config.lr is not None

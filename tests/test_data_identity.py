@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.app.refresh import check_data
-from harness.core.errors import BenchError
-from tasks.identity import fingerprinted
+from plasticity_bench.harness.app.refresh import check_data
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.tasks.identity import fingerprinted
 from tests.chat_model import build_chat_model
 from tests.suite_files import GSM8K_ROWS, MATH500_ROWS, write_jsonl
 
@@ -58,8 +58,11 @@ def sha256(path: Path) -> str:
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes | None]]:
     """Every file of the folder: its mtime, and its bytes where small (run.json and the tables)."""
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.stat().st_size < 1 << 20 else None)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.stat().st_size < 1 << 20 else None)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def one_line(stderr: str) -> str:
@@ -74,7 +77,9 @@ def scored(tmp_path_factory: pytest.TempPathFactory, bench) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("identity")
     paths = {"suite": write_identity_suite(root / "suite"), "model": build_chat_model(root / "model", head_dim=16)}
     paths["run"] = root / "eval"
-    done = bench("eval", str(paths["model"]), "--steps", "0", "--suite", str(paths["suite"]), "--out", str(paths["run"]), "-q")
+    done = bench(
+        "eval", str(paths["model"]), "--steps", "0", "--suite", str(paths["suite"]), "--out", str(paths["run"]), "-q"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return paths
 
@@ -95,7 +100,9 @@ def test_run_json_records_each_sets_file_hashes_and_libraries(scored: dict[str, 
     assert "train" not in meta["data_identity"]  # bench eval trains on nothing
     report = (scored["run"] / "report.html").read_text()
     assert "<th>math-verify</th>" in report and "<th>datasets</th>" in report
-    assert "<th>reasoning-gym</th>" not in report and "<th>evalplus</th>" not in report  # libraries this suite does not use
+    assert (
+        "<th>reasoning-gym</th>" not in report and "<th>evalplus</th>" not in report
+    )  # libraries this suite does not use
 
 
 def test_edited_gold_answer_is_refused_then_refreshed(scored: dict[str, Path], bench, tmp_path: Path) -> None:
@@ -126,15 +133,19 @@ def test_edited_gold_answer_is_refused_then_refreshed(scored: dict[str, Path], b
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((out / "run.json").read_text())
     assert meta["data_identity"]["eval"]["qa/test"]["files"]["qa.jsonl"] == new_sha
-    assert meta["refreshed"][-1]["redone"] == ["generate", "score", "report"] and "qa/test" in meta["refreshed"][-1]["changes"][0]
+    assert (
+        meta["refreshed"][-1]["redone"] == ["generate", "score", "report"]
+        and "qa/test" in meta["refreshed"][-1]["changes"][0]
+    )
     assert pd.read_parquet(out / "eval_items.parquet").set_index("id").loc[target.item_id, "answer"] == target.output
     again = pd.read_parquet(out / "records.parquet").set_index(["item_id", "sample"]).loc[(target.item_id, 0)]
     assert again.output == target.output and bool(again.correct)  # scored against the new gold answer
 
     unchanged = snapshot(out)
     assert bench(*args).returncode == 0  # the same data again: nothing to redo
-    assert {name: mtime for name, (mtime, _) in snapshot(out).items() if name.startswith("generations/")} == \
-        {name: mtime for name, (mtime, _) in unchanged.items() if name.startswith("generations/")}
+    assert {name: mtime for name, (mtime, _) in snapshot(out).items() if name.startswith("generations/")} == {
+        name: mtime for name, (mtime, _) in unchanged.items() if name.startswith("generations/")
+    }
 
 
 def test_changed_scorer_library_is_refused_then_rescored(scored: dict[str, Path], bench, tmp_path: Path) -> None:
@@ -143,7 +154,9 @@ def test_changed_scorer_library_is_refused_then_rescored(scored: dict[str, Path]
     installed = meta["data_identity"]["eval"]["sums/test"]["scorer_packages"]["math-verify"]
     # the folder as a run scored by an older math-verify would have left it
     meta["data_identity"]["eval"]["sums/test"]["scorer_packages"]["math-verify"] = "0.0.1"
-    meta["fingerprint"] = hashlib.sha256(json.dumps({**meta["config"], **fingerprinted(meta["data_identity"])}, sort_keys=True).encode()).hexdigest()[:16]
+    meta["fingerprint"] = hashlib.sha256(
+        json.dumps({**meta["config"], **fingerprinted(meta["data_identity"])}, sort_keys=True).encode()
+    ).hexdigest()[:16]
     (out / "run.json").write_text(json.dumps(meta))
     generations = snapshot(out / "generations")
     args = ("eval", str(scored["model"]), "--steps", "0", "--suite", str(suite), "--out", str(out), "-q")
@@ -163,13 +176,22 @@ def test_changed_scorer_library_is_refused_then_rescored(scored: dict[str, Path]
 
 def test_a_changed_package_version_in_run_json_is_refused(tmp_path: Path) -> None:
     def identity(version: str) -> dict:
-        return {"eval": {"gsm8k/test": {"files": {"gsm8k.jsonl": "a" * 64}, "source_packages": {"datasets": "5.2.0"},
-                                        "scorer_packages": {"math-verify": version}}}}
+        return {
+            "eval": {
+                "gsm8k/test": {
+                    "files": {"gsm8k.jsonl": "a" * 64},
+                    "source_packages": {"datasets": "5.2.0"},
+                    "scorer_packages": {"math-verify": version},
+                }
+            }
+        }
 
     def fingerprint_of(data: dict) -> str:
         return hashlib.sha256(json.dumps(fingerprinted(data), sort_keys=True).encode()).hexdigest()[:16]
 
-    (tmp_path / "run.json").write_text(json.dumps({"fingerprint": fingerprint_of(identity("0.8.0")), "data_identity": identity("0.8.0")}))
+    (tmp_path / "run.json").write_text(
+        json.dumps({"fingerprint": fingerprint_of(identity("0.8.0")), "data_identity": identity("0.8.0")})
+    )
     new = identity("0.9.0")
     with pytest.raises(BenchError, match="evaluation set gsm8k/test: scorer library math-verify 0.8.0 → 0.9.0"):
         check_data(tmp_path, fingerprint_of(new), new, fingerprint_of, refresh=False)
@@ -179,7 +201,10 @@ def test_a_changed_package_version_in_run_json_is_refused(tmp_path: Path) -> Non
     with pytest.raises(BenchError, match="other settings"):
         check_data(tmp_path, "0" * 16, new, lambda data: "1" * 16, refresh=True)
     # the same identity: nothing to say here (RunStore.check_target decides as before)
-    assert check_data(tmp_path, fingerprint_of(identity("0.8.0")), identity("0.8.0"), fingerprint_of, refresh=False) is None
+    assert (
+        check_data(tmp_path, fingerprint_of(identity("0.8.0")), identity("0.8.0"), fingerprint_of, refresh=False)
+        is None
+    )
     # a run recorded without an identity (an older harness), otherwise the same: refused, --refresh records it
     (tmp_path / "run.json").write_text(json.dumps({"fingerprint": fingerprint_of({})}))
     with pytest.raises(BenchError, match="recorded without the hashes of its data files"):
@@ -199,11 +224,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory, bench, scored: dict[str, P
 
 
 def run_args(model: Path, paths: dict[str, Path]) -> tuple[str, ...]:
-    return ("run", "--model", str(model), "--suite", str(paths["suite"]), "--method", "sft", "--preset", "smoke",
-            "--out", str(paths["run"]), "-q")
+    return (
+        "run",
+        "--model",
+        str(model),
+        "--suite",
+        str(paths["suite"]),
+        "--method",
+        "sft",
+        "--preset",
+        "smoke",
+        "--out",
+        str(paths["run"]),
+        "-q",
+    )
 
 
-def test_edited_training_file_redoes_the_run_from_the_start(trained: dict[str, Path], scored: dict[str, Path], bench) -> None:
+def test_edited_training_file_redoes_the_run_from_the_start(
+    trained: dict[str, Path], scored: dict[str, Path], bench
+) -> None:
     meta = json.loads((trained["run"] / "run.json").read_text())
     hard = trained["suite"].parent / "hard.jsonl"
     assert meta["data_identity"]["train"]["hard"]["files"] == {"hard.jsonl": sha256(hard)}
@@ -223,7 +262,9 @@ def test_edited_training_file_redoes_the_run_from_the_start(trained: dict[str, P
     assert done.returncode == 0, done.stderr[-3000:]
     assert "redone from the start" in done.stderr
     meta = json.loads((trained["run"] / "run.json").read_text())
-    assert meta["refreshed"][-1]["redone"][0] == "train" and meta["data_identity"]["train"]["hard"]["files"]["hard.jsonl"] == sha256(hard)
+    assert meta["refreshed"][-1]["redone"][0] == "train" and meta["data_identity"]["train"]["hard"]["files"][
+        "hard.jsonl"
+    ] == sha256(hard)
     assert meta["stages"]["train"]["resumed_from_step"] == 0
     start = before["checkpoints/step-000002/model.safetensors"][0]
     retrained = snapshot(trained["run"])

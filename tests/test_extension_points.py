@@ -47,12 +47,25 @@ def test_each_plugin_is_one_file_with_one_registration_line_and_the_project_neve
 
 
 @pytest.mark.e2e
-def test_a_plugin_source_and_backend_run_through_bench_run(bench, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plugin_source_and_backend_run_through_bench_run(
+    bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     suite, out = write_toy_suite(tmp_path), tmp_path / "run"
     monkeypatch.setenv("PLASTICITY_BENCH_PLUGINS", PLUGINS)
-    done = bench("run", "--suite", str(suite), "--preset", "smoke", "--method", "sft", "--backend", "toy",
-                 "--out", str(out), "-q")
+    done = bench(
+        "run",
+        "--suite",
+        str(suite),
+        "--preset",
+        "smoke",
+        "--method",
+        "sft",
+        "--backend",
+        "toy",
+        "--out",
+        str(out),
+        "-q",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((out / "run.json").read_text())
     assert meta["backend"] == "toy"
@@ -72,8 +85,9 @@ def test_a_plugin_source_and_backend_run_through_bench_run(bench, tmp_path: Path
     assert (target.score == 100.0).all() and len(target) == records.step.nunique()  # points
 
 
-def test_without_the_plugins_the_names_are_unknown_in_one_line(bench, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_plugins_the_names_are_unknown_in_one_line(
+    bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     suite = write_toy_suite(tmp_path)
     monkeypatch.delenv("PLASTICITY_BENCH_PLUGINS", raising=False)
     done = bench("run", "--suite", str(suite), "--preset", "smoke", "--out", str(tmp_path / "a"))
@@ -84,13 +98,16 @@ def test_without_the_plugins_the_names_are_unknown_in_one_line(bench, tmp_path: 
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_a_plugin_module_that_cannot_be_imported_is_one_line(bench, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plugin_module_that_cannot_be_imported_is_one_line(
+    bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PLASTICITY_BENCH_PLUGINS", "tests.plugins.toy_source,no_such_plugin_module")
     done = bench("run", "--suite", str(write_toy_suite(tmp_path)), "--preset", "smoke", "--out", str(tmp_path / "run"))
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip() == ("error: PLASTICITY_BENCH_PLUGINS: cannot import plugin module "
-                                   "'no_such_plugin_module' (No module named 'no_such_plugin_module')")
+    assert done.stderr.strip() == (
+        "error: PLASTICITY_BENCH_PLUGINS: cannot import plugin module "
+        "'no_such_plugin_module' (No module named 'no_such_plugin_module')"
+    )
     assert not (tmp_path / "run").exists()
 
 

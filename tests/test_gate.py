@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from statsmodels.stats.contingency_tables import mcnemar
 
-from harness.evaluation.gate import classify
-from harness.evaluation.scoring import aggregate
-from tasks.base import content_hash, get_task
-from tasks.suites import load_suite
+from plasticity_bench.harness.evaluation.gate import classify
+from plasticity_bench.harness.evaluation.scoring import aggregate
+from plasticity_bench.tasks.base import content_hash, get_task
+from plasticity_bench.tasks.suites import load_suite
 from tests.helpers import cli, rejected
 
 # One slice per family; the in-domain one is the suite's hard data, as in a real run.
@@ -25,38 +25,82 @@ SLICES = (("math", "chain_sum", "hard"), ("reasoning", "reverse", "easy"), ("cod
 
 
 def eval_items(n_per_slice: int) -> list:
-    return [item for _family, task, level in SLICES for item in get_task(task).items(level, n_per_slice, load_suite("micro").eval_seed)]
+    return [
+        item
+        for _family, task, level in SLICES
+        for item in get_task(task).items(level, n_per_slice, load_suite("micro").eval_seed)
+    ]
 
 
-def write_run(root: Path, correct: Mapping[int, np.ndarray], n_per_slice: int, method: str = "sft",
-              suite: str = "micro", stage_of_step: Mapping[int, str] | None = None) -> Path:
+def write_run(
+    root: Path,
+    correct: Mapping[int, np.ndarray],
+    n_per_slice: int,
+    method: str = "sft",
+    suite: str = "micro",
+    stage_of_step: Mapping[int, str] | None = None,
+) -> Path:
     """A scored run whose item i is right at checkpoint `step` iff correct[step][i] (items ordered
     as `eval_items`). Graded score = correctness, outputs say which."""
     items = eval_items(n_per_slice)
     root.mkdir(parents=True)
     frame = pd.DataFrame([{**item.to_dict(), "meta": json.dumps(item.meta)} for item in items])
     frame.to_parquet(root / "eval_items.parquet", index=False)
-    records = pd.concat([pd.DataFrame({
-        "item_id": [i.id for i in items], "step": step, "family": [i.family for i in items], "task": [i.task for i in items],
-        "level": [i.level for i in items], "output": [i.answer if ok else "?" for i, ok in zip(items, right)],
-        "score": right.astype(float), "correct": right.astype(bool), "outcome": "",
-    }) for step, right in sorted(correct.items())], ignore_index=True)
+    records = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "item_id": [i.id for i in items],
+                    "step": step,
+                    "family": [i.family for i in items],
+                    "task": [i.task for i in items],
+                    "level": [i.level for i in items],
+                    "output": [i.answer if ok else "?" for i, ok in zip(items, right)],
+                    "score": right.astype(float),
+                    "correct": right.astype(bool),
+                    "outcome": "",
+                }
+            )
+            for step, right in sorted(correct.items())
+        ],
+        ignore_index=True,
+    )
     records.to_parquet(root / "records.parquet", index=False)
     aggregate(records).to_parquet(root / "aggregates.parquet", index=False)
     steps = sorted(correct)
     stages = stage_of_step or {}
-    manifest = [{"step": s, "stage": "start" if s == 0 else stages.get(s, "hard"), "lr": 0.0, "loss": None, "examples_seen": 32 * s,
-                 "path": f"checkpoints/step-{s:06d}"} for s in steps]
+    manifest = [
+        {
+            "step": s,
+            "stage": "start" if s == 0 else stages.get(s, "hard"),
+            "lr": 0.0,
+            "loss": None,
+            "examples_seen": 32 * s,
+            "path": f"checkpoints/step-{s:06d}",
+        }
+        for s in steps
+    ]
     (root / "checkpoints").mkdir()
     (root / "checkpoints" / "manifest.json").write_text(json.dumps(manifest))
-    by_slice = {f"{task}/{level}": [i for i in items if i.task == task and i.level == level] for _f, task, level in SLICES}
+    by_slice = {
+        f"{task}/{level}": [i for i in items if i.task == task and i.level == level] for _f, task, level in SLICES
+    }
     meta = {
-        "fingerprint": f"{method}-{n_per_slice}", "method": method, "suite": suite, "seed": 0, "backend": "hf",
-        "config": {"method": method, "steps": steps[-1]}, "base_model": "/organisms/synthetic",
+        "fingerprint": f"{method}-{n_per_slice}",
+        "method": method,
+        "suite": suite,
+        "seed": 0,
+        "backend": "hf",
+        "config": {"method": method, "steps": steps[-1]},
+        "base_model": "/organisms/synthetic",
         "eval_sets": {name: {"n": len(group), "sha256": content_hash(group)} for name, group in by_slice.items()},
-        "eval_set_sha256": content_hash(items), "created": "2026-01-01T00:00:00+0000",
+        "eval_set_sha256": content_hash(items),
+        "created": "2026-01-01T00:00:00+0000",
         "provenance": {"python": "3.11", "packages": {"torch": "2.13.0"}, "git": {"commit": "0" * 40, "dirty": False}},
-        "stages": {name: {"done": True, "seconds": seconds} for name, seconds in (("train", 30.5), ("generate", 9.8), ("score", 4.1), ("report", 1.0))},
+        "stages": {
+            name: {"done": True, "seconds": seconds}
+            for name, seconds in (("train", 30.5), ("generate", 9.8), ("score", 4.1), ("report", 1.0))
+        },
     }
     (root / "run.json").write_text(json.dumps(meta))
     return root
@@ -83,8 +127,11 @@ def pair_400(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
     start = baseline_outcomes(400, seed=9)
     base = baseline_outcomes(400)
     worse = flipped(base, 1, 400, 40)
-    return (write_run(root / "base", {0: start, 100: base}, 400), write_run(root / "same", {0: start, 100: base}, 400, method="rps"),
-            write_run(root / "worse", {0: start, 100: worse}, 400, method="eps"))
+    return (
+        write_run(root / "base", {0: start, 100: base}, 400),
+        write_run(root / "same", {0: start, 100: base}, 400, method="rps"),
+        write_run(root / "worse", {0: start, 100: worse}, 400, method="eps"),
+    )
 
 
 def _verdicts(report: dict) -> dict[str, str]:
@@ -93,11 +140,17 @@ def _verdicts(report: dict) -> dict[str, str]:
 
 def test_a_ten_point_drop_on_400_items_is_a_regression(bench, pair_400, tmp_path: Path) -> None:
     base, _same, worse = pair_400
-    done = bench("gate", "--baseline", str(base), "--candidate", str(worse), "--json", str(tmp_path / "verdict.json"))  # end to end
+    done = bench(
+        "gate", "--baseline", str(base), "--candidate", str(worse), "--json", str(tmp_path / "verdict.json")
+    )  # end to end
     assert done.returncode == 1, done.stderr
     report = json.loads((tmp_path / "verdict.json").read_text())
     assert report["verdict"] == "regression" and report["exit_status"] == 1
-    assert _verdicts(report) == {"math": "no detectable change", "reasoning": "regression", "code": "no detectable change"}
+    assert _verdicts(report) == {
+        "math": "no detectable change",
+        "reasoning": "regression",
+        "code": "no detectable change",
+    }
     reasoning = next(f for f in report["families"] if f["family"] == "reasoning")
     assert reasoning["change"] == pytest.approx(-10.0) and (reasoning["lost"], reasoning["gained"]) == (40, 0)
     assert reasoning["interval"][1] < -5.0
@@ -119,10 +172,14 @@ def test_a_drop_within_the_allowed_one_passes(pair_400) -> None:
     assert done.returncode == 0, done.stderr
     assert _verdicts(json.loads(done.stdout))["reasoning"] == "no detectable change"
     # -10 [-13, -7] straddles -11 and the estimate is within it: cannot be told
-    within = cli("gate", "-b", str(base), "-c", str(worse), "--max-drop", "2", "--max-drop", "reasoning=11", "--json", "-")
+    within = cli(
+        "gate", "-b", str(base), "-c", str(worse), "--max-drop", "2", "--max-drop", "reasoning=11", "--json", "-"
+    )
     assert within.returncode == 0 and _verdicts(json.loads(within.stdout))["reasoning"] == "inconclusive"
     # against 8, the same interval straddles -8 too, but the drop is significant and its estimate beyond 8: a regression
-    beyond = cli("gate", "-b", str(base), "-c", str(worse), "--max-drop", "2", "--max-drop", "reasoning=8", "--json", "-")
+    beyond = cli(
+        "gate", "-b", str(base), "-c", str(worse), "--max-drop", "2", "--max-drop", "reasoning=8", "--json", "-"
+    )
     assert beyond.returncode == 1 and _verdicts(json.loads(beyond.stdout))["reasoning"] == "regression"
 
 
@@ -140,11 +197,17 @@ def test_a_significant_drop_beyond_the_allowed_one_fails(tmp_path: Path) -> None
     assert done.returncode == 1, done.stdout + done.stderr
     report = json.loads((tmp_path / "v.json").read_text())
     math = report["families"][0]
-    assert math["family"] == "math" and (math["lost"], math["gained"]) == (20, 4) and math["change"] == pytest.approx(-8.0)
+    assert (
+        math["family"] == "math" and (math["lost"], math["gained"]) == (20, 4) and math["change"] == pytest.approx(-8.0)
+    )
     assert math["mcnemar_exact_p"] == pytest.approx(0.0015, abs=1e-4)
     assert math["interval"][0] < -5 < math["interval"][1] < 0
     assert report["verdict"] == "regression"
-    assert _verdicts(report) == {"math": "regression", "reasoning": "no detectable change", "code": "no detectable change"}
+    assert _verdicts(report) == {
+        "math": "regression",
+        "reasoning": "no detectable change",
+        "code": "no detectable change",
+    }
     assert "FAIL: regression in math" in done.stdout and "hi < 0 and change < -D" in done.stdout
 
 
@@ -187,7 +250,7 @@ def test_compare_paired_test_matches_statsmodels(pair_400, tmp_path: Path) -> No
     rows = {r["family"]: r for r in json.loads((tmp_path / "c.json").read_text())["families"]}
     before, after = baseline_outcomes(400), flipped(baseline_outcomes(400), 1, 400, 40)
     for index, (family, *_slice) in enumerate(SLICES):
-        a, b = before[index * 400:(index + 1) * 400], after[index * 400:(index + 1) * 400]
+        a, b = before[index * 400 : (index + 1) * 400], after[index * 400 : (index + 1) * 400]
         table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
         assert rows[family]["mcnemar_exact_p"] == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-9, abs=1e-300)
         assert rows[family]["change"] == pytest.approx(100 * (b.mean() - a.mean()))
@@ -237,7 +300,11 @@ def test_a_run_missing_records_at_its_final_step(pair_400, tmp_path: Path) -> No
     shutil.copytree(same, partial)
     records = pd.read_parquet(partial / "records.parquet")
     records.iloc[:-10].to_parquet(partial / "records.parquet", index=False)
-    rejected(cli("compare", str(base), str(partial)), "1190 records for 1190 of its 1200 evaluation items at step 100", "re-score")
+    rejected(
+        cli("compare", str(base), str(partial)),
+        "1190 records for 1190 of its 1200 evaluation items at step 100",
+        "re-score",
+    )
 
 
 def test_runs_on_different_item_sets_or_suites(pair_400, tmp_path: Path) -> None:
@@ -245,7 +312,9 @@ def test_runs_on_different_item_sets_or_suites(pair_400, tmp_path: Path) -> None
     smaller = write_run(tmp_path / "small", {0: baseline_outcomes(20), 10: baseline_outcomes(20)}, 20)
     rejected(cli("gate", "-b", str(base), "-c", str(smaller)), "different item sets", "eval-set sha256")
     rejected(cli("compare", str(base), str(smaller)), "different item sets")
-    other_suite = write_run(tmp_path / "other", {0: baseline_outcomes(400), 10: baseline_outcomes(400)}, 400, suite="mega")
+    other_suite = write_run(
+        tmp_path / "other", {0: baseline_outcomes(400), 10: baseline_outcomes(400)}, 400, suite="mega"
+    )
     rejected(cli("compare", str(base), str(other_suite)), "different suites (micro vs mega)")
     baseline = tmp_path / "small.json"
     assert cli("export-baseline", str(smaller), "-o", str(baseline)).returncode == 0
@@ -256,11 +325,17 @@ def test_bad_baseline_files_and_options(pair_400, tmp_path: Path) -> None:
     base, same, _worse = pair_400
     (tmp_path / "notes.json").write_text('{"hello": 1}')
     (tmp_path / "broken.json").write_text("{not json")
-    rejected(cli("gate", "-b", str(tmp_path / "notes.json"), "-c", str(same)), "is not a baseline file", "export-baseline")
+    rejected(
+        cli("gate", "-b", str(tmp_path / "notes.json"), "-c", str(same)), "is not a baseline file", "export-baseline"
+    )
     rejected(cli("gate", "-b", str(tmp_path / "broken.json"), "-c", str(same)), "is not a baseline file (not JSON")
     rejected(cli("gate", "-b", str(tmp_path / "missing"), "-c", str(same)), "does not exist")
     rejected(cli("gate", "-b", str(tmp_path), "-c", str(same)), "is not a run folder")
-    rejected(cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "maths=2"), "no family 'maths'", "math, reasoning, code")
+    rejected(
+        cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "maths=2"),
+        "no family 'maths'",
+        "math, reasoning, code",
+    )
     rejected(cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "math=lots"), "is not POINTS or FAMILY=POINTS")
     rejected(cli("gate", "-b", str(base), "-c", str(same), "--max-drop", "-1"), "must be a number of points >= 0")
     rejected(cli("compare", str(base), str(same), "--step-b", "7"), "has no scored step 7", "0, 100")

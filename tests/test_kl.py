@@ -11,12 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.app.config import PRESETS
-from harness.evaluation.kl import KL_FILE, KL_PROMPTS, sample_from_start
-from harness.store import read_manifest
-from tasks.suites import load_suite
-from tasks.suites.items import load_eval_items, training_items
-from tasks.verify import max_new_tokens
+from plasticity_bench.harness.app.config import PRESETS
+from plasticity_bench.harness.evaluation.kl import KL_FILE, KL_PROMPTS, sample_from_start
+from plasticity_bench.harness.store import read_manifest
+from plasticity_bench.tasks.suites import load_suite
+from plasticity_bench.tasks.suites.items import load_eval_items, training_items
+from plasticity_bench.tasks.verify import max_new_tokens
 
 
 def independent_sequence_logprob(model, prompt_ids: list[int], target_ids: list[int]) -> float:
@@ -43,7 +43,7 @@ def test_kl_to_start_is_zero_at_start_positive_later_and_matches_by_hand(smoke_r
     tokenizer = AutoTokenizer.from_pretrained(start_dir)
     suite = load_suite(meta["suite"])
     assert suite.hard is not None
-    from harness.app.pipeline import rendered
+    from plasticity_bench.harness.app.pipeline import rendered
 
     exclude = load_eval_items(suite).prompts
     hard = training_items(suite, suite.hard, meta["config"]["train_examples"], meta["seed"], exclude)
@@ -53,7 +53,9 @@ def test_kl_to_start_is_zero_at_start_positive_later_and_matches_by_hand(smoke_r
     assert [p for p, _ in sequences] == [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     start = AutoModelForCausalLM.from_pretrained(start_dir).eval()
     final = AutoModelForCausalLM.from_pretrained(final_dir).eval()
-    by_hand = [independent_sequence_logprob(start, p, c) - independent_sequence_logprob(final, p, c) for p, c in sequences]
+    by_hand = [
+        independent_sequence_logprob(start, p, c) - independent_sequence_logprob(final, p, c) for p, c in sequences
+    ]
     assert kl.n.iloc[-1] == len(prompts)
     assert kl.kl.iloc[-1] == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-4, abs=1e-6)
 
@@ -69,7 +71,7 @@ def test_report_notes_runs_without_kl() -> None:
     """`bench eval` runs have no training data, so no kl_to_start.parquet: the report says so and draws no KL chart."""
     from types import SimpleNamespace
 
-    from reports.html import kl_html
+    from plasticity_bench.reports.html import kl_html
 
     page = kl_html([SimpleNamespace(label="eval", kl=None)])  # type: ignore[list-item]
     assert "Not computed for eval" in page and "<img" not in page
@@ -81,7 +83,7 @@ def test_report_notes_runs_without_a_training_log() -> None:
     """`bench eval` runs were not trained here: the training section says so instead of drawing an empty chart."""
     from types import SimpleNamespace
 
-    from reports.html import training_html
+    from plasticity_bench.reports.html import training_html
 
     assert "No training log" in training_html([SimpleNamespace(label="eval", train_log=None)])  # type: ignore[list-item]
     log = pd.DataFrame({"step": [1, 2, 3], "loss": [0.9, 0.7, 0.6], "reward_mean": [0.1, 0.2, 0.3]})

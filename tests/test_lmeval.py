@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.base import SamplingParams
-from harness.backends.hf import HFBackend
-from harness.core.errors import BenchError
-from tasks.base import get_task
+from plasticity_bench.harness.backends.base import SamplingParams
+from plasticity_bench.harness.backends.hf import HFBackend
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.tasks.base import get_task
 
 LMEVAL_MISSING = "lm-eval is not installed: pip install -e '.[cpu]' (it is in the cpu and gpu extras)"
 
@@ -31,12 +31,16 @@ def hf_backend(smoke_run: Path) -> HFBackend:
     return backend
 
 
-def test_local_yaml_tasks_score_the_backends_own_completions(hf_backend: HFBackend, smoke_run: Path, monkeypatch, tmp_path: Path) -> None:
-    from harness.evaluation.lmeval_adapter import evaluate_checkpoint
+def test_local_yaml_tasks_score_the_backends_own_completions(
+    hf_backend: HFBackend, smoke_run: Path, monkeypatch, tmp_path: Path
+) -> None:
+    from plasticity_bench.harness.evaluation.lmeval_adapter import evaluate_checkpoint
 
     monkeypatch.chdir(tmp_path)  # data files resolve against the YAML's folder, not the working directory
     model = smoke_run / "checkpoints" / "step-000004"
-    output = evaluate_checkpoint(hf_backend, model, ["organism_arith", "organism_arith_choice"], limit=12, log_samples=True)
+    output = evaluate_checkpoint(
+        hf_backend, model, ["organism_arith", "organism_arith_choice"], limit=12, log_samples=True
+    )
     results = output["results"]
     assert results["organism_arith"]["sample_len"] == 12 and results["organism_arith_choice"]["sample_len"] == 12
     samples = sorted(output["samples"]["organism_arith"], key=lambda s: s["doc_id"])
@@ -44,29 +48,35 @@ def test_local_yaml_tasks_score_the_backends_own_completions(hf_backend: HFBacke
     assert [s["resps"][0][0] for s in samples] == [d[0] for d in direct]
     # exact_match agrees with the harness's own chain_sum scorer on the same completions
     items = [_item(s["doc"]) for s in samples]
-    harness_accuracy = sum(score.correct for score in get_task("chain_sum").score(items, [d[0] for d in direct])) / len(items)
+    harness_accuracy = sum(score.correct for score in get_task("chain_sum").score(items, [d[0] for d in direct])) / len(
+        items
+    )
     assert results["organism_arith"]["exact_match,final_answer"] == pytest.approx(harness_accuracy)
 
 
 def _item(doc: dict):
-    from tasks.base import Item
+    from plasticity_bench.tasks.base import Item
 
     return Item(doc["id"], "math", "chain_sum", "easy", doc["prompt"], doc["target"], doc["answer"], {})
 
 
 def test_loglikelihoods_follow_the_chain_rule(hf_backend: HFBackend) -> None:
     context = "calc 4+7-9\n"
-    (whole, _), (first, _), (second, _) = hf_backend.loglikelihoods([(context, "4+7"), (context, "4+"), (context + "4+", "7")])
+    (whole, _), (first, _), (second, _) = hf_backend.loglikelihoods(
+        [(context, "4+7"), (context, "4+"), (context + "4+", "7")]
+    )
     assert whole == pytest.approx(first + second, abs=1e-4)
-    (empty_context, _), = hf_backend.loglikelihoods([("", "calc")])
+    ((empty_context, _),) = hf_backend.loglikelihoods([("", "calc")])
     assert empty_context < 0
 
 
 def test_generation_settings_map_to_sampling_params(hf_backend: HFBackend, smoke_run: Path) -> None:
-    from harness.evaluation.lmeval_adapter import BackendLM
+    from plasticity_bench.harness.evaluation.lmeval_adapter import BackendLM
 
     lm = BackendLM(hf_backend, smoke_run / "checkpoints" / "step-000004", seed=3)
-    assert lm._sampling_params("calc 1+2\n", {"until": "\n", "max_gen_toks": 20}) == SamplingParams(20, 0.0, 1.0, 1, 3, ("\n",))
+    assert lm._sampling_params("calc 1+2\n", {"until": "\n", "max_gen_toks": 20}) == SamplingParams(
+        20, 0.0, 1.0, 1, 3, ("\n",)
+    )
     sampled = lm._sampling_params("abc", {"do_sample": True, "temperature": 0.7, "top_p": 0.9})
     assert (sampled.temperature, sampled.top_p, sampled.max_new_tokens) == (0.7, 0.9, 125)  # 256 asked, 128 - 3 left
     with pytest.raises(BenchError, match="top_k"):
@@ -77,21 +87,23 @@ def test_generation_settings_map_to_sampling_params(hf_backend: HFBackend, smoke
 
 def test_task_config_resolves_local_data_files_and_passes_other_names_through() -> None:
     require_lmeval()
-    from tasks.sources.lmeval import LOCAL_TASKS, task_config
+    from plasticity_bench.tasks.sources.lmeval import LOCAL_TASKS, task_config
 
     config = task_config("organism_arith")
     data = Path(config["dataset_kwargs"]["data_files"]["test"])
     assert data.is_absolute() and data == LOCAL_TASKS / "organism_arith.jsonl"
     assert len(data.read_text().splitlines()) == 40
-    assert all(set(json.loads(line)) >= {"prompt", "answer", "choices", "label"} for line in data.read_text().splitlines())
+    assert all(
+        set(json.loads(line)) >= {"prompt", "answer", "choices", "label"} for line in data.read_text().splitlines()
+    )
     assert task_config("hellaswag") == "hellaswag"
 
 
 def test_backends_without_loglikelihoods_say_so() -> None:
     """The adapter asks the backend's declared capabilities, not its name: a backend that declares
     no log-likelihoods is refused with a one-line error naming those that can."""
-    from harness.backends import GenerationBackend
-    from harness.evaluation.lmeval_adapter import backend_loglikelihoods
+    from plasticity_bench.harness.backends import GenerationBackend
+    from plasticity_bench.harness.evaluation.lmeval_adapter import backend_loglikelihoods
 
     class GenerateOnly(GenerationBackend):
         name = "generate-only"
@@ -101,7 +113,9 @@ def test_backends_without_loglikelihoods_say_so() -> None:
         def generate(self, prompts, params):  # type: ignore[no-untyped-def]
             return [[""] for _ in prompts]
 
-    with pytest.raises(BenchError, match="backend 'generate-only' cannot score log-likelihoods.*use one that can \\(hf"):
+    with pytest.raises(
+        BenchError, match="backend 'generate-only' cannot score log-likelihoods.*use one that can \\(hf"
+    ):
         backend_loglikelihoods(GenerateOnly(), [("a", "b")])
     with pytest.raises(BenchError, match="the hf backend has no model loaded"):
         HFBackend(device="cpu").loglikelihoods([("a", "b")])

@@ -63,7 +63,12 @@ eval:
 def run_cli(cache: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(cache), **OFFLINE}
     return subprocess.run(
-        [sys.executable, "-m", "harness.app.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900
+        [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=900,
     )
 
 
@@ -154,7 +159,7 @@ def test_stored_documents_agree_with_lm_evals_own_hf_model(sweep: dict[str, Path
     per-choice log-likelihoods and per-document metrics as the run stored."""
     from lm_eval import simple_evaluate
 
-    from tasks.sources.lmeval import task_config, task_manager
+    from plasticity_bench.tasks.sources.lmeval import task_config, task_manager
 
     configs = [task_config("organism_arith"), task_config(str(sweep["suite"].parent / "my_choice.yaml"))]
     output = simple_evaluate(

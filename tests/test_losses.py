@@ -10,20 +10,22 @@ from functools import cache
 import pytest
 import torch
 
-from harness.app.organism import OrganismConfig, build_model, build_tokenizer
-from harness.core.errors import BenchError
-from harness.core.options import check
-from trainers.dpo import DPOOptions, dpo_loss
-from trainers.grpo import GRPOOptions, clipped_surrogate, group_advantages, k3_kl
-from trainers.pcr import GradientMoments, PCROptions, resolve_conflict
-from trainers.policy import encode_completions, sequence_logprobs
-from trainers.spot import RunningMean, SPoTOptions, change_ratio, spot_loss
+from plasticity_bench.harness.app.organism import OrganismConfig, build_model, build_tokenizer
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.options import check
+from plasticity_bench.trainers.dpo import DPOOptions, dpo_loss
+from plasticity_bench.trainers.grpo import GRPOOptions, clipped_surrogate, group_advantages, k3_kl
+from plasticity_bench.trainers.pcr import GradientMoments, PCROptions, resolve_conflict
+from plasticity_bench.trainers.policy import encode_completions, sequence_logprobs
+from plasticity_bench.trainers.spot import RunningMean, SPoTOptions, change_ratio, spot_loss
 
 
 def test_dpo_loss_by_hand() -> None:
     # r⁺ − r⁻ = 0.5  →  −log σ(0.5) = log(1 + e^−0.5)
     assert dpo_loss(torch.tensor([0.3]), torch.tensor([-0.2])).item() == pytest.approx(math.log1p(math.exp(-0.5)))
-    assert dpo_loss(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0])).item() == pytest.approx((math.log(2) + math.log1p(math.exp(-1))) / 2)
+    assert dpo_loss(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0])).item() == pytest.approx(
+        (math.log(2) + math.log1p(math.exp(-1))) / 2
+    )
 
 
 def test_spot_delta_batch_mean_vs_all_rewards_with_unequal_batches() -> None:
@@ -59,7 +61,9 @@ def test_spot_bco_running_mean_and_loss_by_hand() -> None:
     expected = math.log1p(math.exp(-0.5)) + math.log1p(math.exp(-1.5))  # −log σ(0.5) − log σ(1.5)
     assert spot_loss(torch.tensor([1.0]), torch.tensor([-1.0]), 0.5).item() == pytest.approx(expected)
     # SPoT-BCE is δ = 0: symmetric in the two rewards' signs
-    assert spot_loss(torch.tensor([2.0]), torch.tensor([-2.0]), 0.0).item() == pytest.approx(2 * math.log1p(math.exp(-2)))
+    assert spot_loss(torch.tensor([2.0]), torch.tensor([-2.0]), 0.0).item() == pytest.approx(
+        2 * math.log1p(math.exp(-2))
+    )
 
 
 @cache
@@ -71,7 +75,9 @@ def _lcs_recursive(a: str, b: str) -> int:
     return max(_lcs_recursive(a[1:], b), _lcs_recursive(a, b[1:]))
 
 
-@pytest.mark.parametrize(("rejected", "chosen"), [("abcd", "abed"), ("5+6=11#11", "5+6=11;11+3=14#14"), ("xyz", "abc"), ("aaaa", "aa")])
+@pytest.mark.parametrize(
+    ("rejected", "chosen"), [("abcd", "abed"), ("5+6=11#11", "5+6=11;11+3=14#14"), ("xyz", "abc"), ("aaaa", "aa")]
+)
 def test_change_ratio_is_one_minus_lcs_over_chosen_length(rejected: str, chosen: str) -> None:
     ids = lambda s: [ord(c) for c in s]  # noqa: E731
     assert change_ratio(ids(rejected), ids(chosen)) == pytest.approx(1 - _lcs_recursive(rejected, chosen) / len(chosen))
@@ -96,7 +102,9 @@ def test_clipped_surrogate_by_hand() -> None:
 
 def test_k3_is_an_unbiased_kl_estimator() -> None:
     # By hand: π = 0.5, π_ref = 0.25 → 0.5 − log 0.5 − 1
-    assert k3_kl(torch.log(torch.tensor(0.5)), torch.log(torch.tensor(0.25))).item() == pytest.approx(0.5 - math.log(0.5) - 1)
+    assert k3_kl(torch.log(torch.tensor(0.5)), torch.log(torch.tensor(0.25))).item() == pytest.approx(
+        0.5 - math.log(0.5) - 1
+    )
     # Exactly, over a categorical distribution: E_{y~π}[k3] = KL(π ‖ π_ref)
     pi, ref = torch.tensor([0.6, 0.3, 0.1]), torch.tensor([0.2, 0.5, 0.3])
     expectation = (pi * k3_kl(pi.log(), ref.log())).sum()
@@ -105,7 +113,9 @@ def test_k3_is_an_unbiased_kl_estimator() -> None:
 
 def test_sequence_logprob_sums_completion_tokens_only() -> None:
     tokenizer = build_tokenizer()
-    model = build_model(OrganismConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64), len(tokenizer)).eval()
+    model = build_model(
+        OrganismConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64), len(tokenizer)
+    ).eval()
     prompt, completion = "calc 1+2\n", "1+2=3#3"
     with torch.no_grad():
         got = sequence_logprobs(model, encode_completions(tokenizer, [prompt], [completion]))[0]
@@ -172,11 +182,13 @@ def test_invalid_method_options_are_rejected(options, message: str) -> None:
 
 def test_all_pairs_of_small_cases_agree_with_recursive_lcs() -> None:
     for a, b in itertools.product(["", "a", "ab", "ba", "abc"], ["a", "ab", "cab"]):
-        assert change_ratio([ord(c) for c in a], [ord(c) for c in b]) == pytest.approx(1 - _lcs_recursive(a, b) / len(b))
+        assert change_ratio([ord(c) for c in a], [ord(c) for c in b]) == pytest.approx(
+            1 - _lcs_recursive(a, b) / len(b)
+        )
 
 
 def test_held_out_pairs_are_whole_prompts_every_tenth_at_most_64() -> None:
-    from trainers.policy import held_out_flags
+    from plasticity_bench.trainers.policy import held_out_flags
 
     prompts = [f"p{i // 2}" for i in range(60)]  # 30 prompts, two pairs each
     flags = held_out_flags(prompts)
@@ -188,36 +200,67 @@ def test_held_out_pairs_are_whole_prompts_every_tenth_at_most_64() -> None:
 
 
 def test_dpo_pairs_per_prompt_pairs_each_wrong_sample_with_the_right_ones_in_turn() -> None:
-    from harness.core.items import Item
-    from trainers.dpo import prompt_pairs
+    from plasticity_bench.harness.core.items import Item
+    from plasticity_bench.trainers.dpo import prompt_pairs
 
     item = Item("i", "math", "chain_sum", "hard", "calc 1+1\n", "1+1=2#2", "2", {})
     samples = ["w1", "r1", "w2", "w3", "r2", "w4", "w5", "w6"]
     scores = [1.0 if c.startswith("r") else 0.0 for c in samples]
     pairs = prompt_pairs(item, samples, scores, DPOOptions(pairs_per_prompt=4))
-    assert [(chosen, rejected) for _, chosen, rejected in pairs] == [("r1", "w1"), ("r2", "w2"), ("r1", "w3"), ("r2", "w4")]
+    assert [(chosen, rejected) for _, chosen, rejected in pairs] == [
+        ("r1", "w1"),
+        ("r2", "w2"),
+        ("r1", "w3"),
+        ("r2", "w4"),
+    ]
     assert [(c, r) for _, c, r in prompt_pairs(item, samples, scores, DPOOptions(pairs_per_prompt=1))] == [("r1", "w1")]
     assert prompt_pairs(item, samples, [0.0] * len(samples), DPOOptions()) == []  # no right sample: no pair
 
 
-@pytest.mark.parametrize(("chosen", "rejected", "cut"), [
-    ("7-4=3;3-7=-4;-4+0=-4#-4", "7-4=2;2-7=-5;-5+0=-6#-6", ("7-4=3;", "7-4=2;")),  # wrong at step 1: its sound-looking rest is dropped
-    ("7-4=3;3-7=-4;-4+0=-4#-4", "7-4=3;3-7=-4;-4+0=-3#-3", ("7-4=3;3-7=-4;-4+0=-4#-4", "7-4=3;3-7=-4;-4+0=-3#-3")),  # last step: whole
-    ("7-4=3;3-7=-4#-4", "7-4=3#3", ("7-4=3;", "7-4=3#3")),  # the wrong one stopped early: it stays whole, the right one is cut
-    ("x = 1\ny = 2\nanswer 3\n", "x = 1\ny = 5\nanswer 6\n", ("x = 1\ny = 2\n", "x = 1\ny = 5\n")),  # a real model's lines
-])
-def test_first_step_pairs_end_after_the_first_step_that_differs(chosen: str, rejected: str, cut: tuple[str, str]) -> None:
-    from trainers.dpo import through_first_differing_step
+@pytest.mark.parametrize(
+    ("chosen", "rejected", "cut"),
+    [
+        (
+            "7-4=3;3-7=-4;-4+0=-4#-4",
+            "7-4=2;2-7=-5;-5+0=-6#-6",
+            ("7-4=3;", "7-4=2;"),
+        ),  # wrong at step 1: its sound-looking rest is dropped
+        (
+            "7-4=3;3-7=-4;-4+0=-4#-4",
+            "7-4=3;3-7=-4;-4+0=-3#-3",
+            ("7-4=3;3-7=-4;-4+0=-4#-4", "7-4=3;3-7=-4;-4+0=-3#-3"),
+        ),  # last step: whole
+        (
+            "7-4=3;3-7=-4#-4",
+            "7-4=3#3",
+            ("7-4=3;", "7-4=3#3"),
+        ),  # the wrong one stopped early: it stays whole, the right one is cut
+        (
+            "x = 1\ny = 2\nanswer 3\n",
+            "x = 1\ny = 5\nanswer 6\n",
+            ("x = 1\ny = 2\n", "x = 1\ny = 5\n"),
+        ),  # a real model's lines
+    ],
+)
+def test_first_step_pairs_end_after_the_first_step_that_differs(
+    chosen: str, rejected: str, cut: tuple[str, str]
+) -> None:
+    from plasticity_bench.trainers.dpo import through_first_differing_step
 
     assert through_first_differing_step(chosen, rejected) == cut
 
 
 def test_a_cut_completion_is_encoded_without_eos() -> None:
-    from trainers.policy import PreferencePair, pair_batch
+    from plasticity_bench.trainers.policy import PreferencePair, pair_batch
 
     tokenizer = build_tokenizer()
-    batch = pair_batch(tokenizer, [PreferencePair("calc 1+1\n", "1+1=2;", "1+1=3;", chosen_whole=False, rejected_whole=False),
-                                   PreferencePair("calc 1+1\n", "1+1=2#2", "1+1=3#3")])
+    batch = pair_batch(
+        tokenizer,
+        [
+            PreferencePair("calc 1+1\n", "1+1=2;", "1+1=3;", chosen_whole=False, rejected_whole=False),
+            PreferencePair("calc 1+1\n", "1+1=2#2", "1+1=3#3"),
+        ],
+    )
     chosen_labels = [[t for t in row if t != -100] for row in batch["chosen_labels"].tolist()]
     assert chosen_labels[0][-1] != tokenizer.eos_token_id and chosen_labels[1][-1] == tokenizer.eos_token_id
     assert tokenizer.decode(chosen_labels[0]) == "1+1=2;"

@@ -17,39 +17,78 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.core.items import Item
-from tasks.scorers import get_scorer
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.scorers import get_scorer
 from tests.chat_model import build_chat_model
 
 # Hand-written MBPP problems: the task, a reference solution and its asserts (MBPP's jsonl shape).
 MBPP_ROWS = [
-    {"task_id": 11, "text": "Write a function to add two integers.", "code": "def add(a, b):\n    return a + b\n",
-     "test_list": ["assert add(1, 2) == 3", "assert add(-4, 4) == 0", "assert add(10, 5) == 15"]},
-    {"task_id": 12, "text": "Write a function to reverse a list.", "code": "def rev(xs):\n    return xs[::-1]\n",
-     "test_list": ["assert rev([1, 2, 3]) == [3, 2, 1]", "assert rev([]) == []"], "test_setup_code": ""},
-    {"task_id": 13, "text": "Write a function for the area of a circle of radius r.",
-     "code": "def area(r):\n    return math.pi * r * r\n",
-     "test_list": ["assert math.isclose(area(1), 3.14159, rel_tol=1e-3)", "assert math.isclose(area(2), 12.566, rel_tol=1e-3)"],
-     "test_imports": ["import math"]},
-    {"task_id": 14, "text": "Write a function that counts the vowels of a word.",
-     "code": "def vowels(word):\n    return sum(c in VOWELS for c in word)\n",
-     "test_setup_code": "VOWELS = 'aeiou'",
-     "test_list": ["assert vowels('banana') == 3", "assert vowels(VOWELS) == 5"]},
+    {
+        "task_id": 11,
+        "text": "Write a function to add two integers.",
+        "code": "def add(a, b):\n    return a + b\n",
+        "test_list": ["assert add(1, 2) == 3", "assert add(-4, 4) == 0", "assert add(10, 5) == 15"],
+    },
+    {
+        "task_id": 12,
+        "text": "Write a function to reverse a list.",
+        "code": "def rev(xs):\n    return xs[::-1]\n",
+        "test_list": ["assert rev([1, 2, 3]) == [3, 2, 1]", "assert rev([]) == []"],
+        "test_setup_code": "",
+    },
+    {
+        "task_id": 13,
+        "text": "Write a function for the area of a circle of radius r.",
+        "code": "def area(r):\n    return math.pi * r * r\n",
+        "test_list": [
+            "assert math.isclose(area(1), 3.14159, rel_tol=1e-3)",
+            "assert math.isclose(area(2), 12.566, rel_tol=1e-3)",
+        ],
+        "test_imports": ["import math"],
+    },
+    {
+        "task_id": 14,
+        "text": "Write a function that counts the vowels of a word.",
+        "code": "def vowels(word):\n    return sum(c in VOWELS for c in word)\n",
+        "test_setup_code": "VOWELS = 'aeiou'",
+        "test_list": ["assert vowels('banana') == 3", "assert vowels(VOWELS) == 5"],
+    },
 ]
 
 # MBPP+ problems in evalplus's format under real MBPP+ ids (Mbpp/2 is similar_elements, Mbpp/124
 # angle_complex, Mbpp/252 convert there): evalplus's loader would turn these lists into tuples and
 # these strings into complex numbers. Here each problem is the user's own.
 EVALPLUS_ROWS = [
-    {"task_id": "Mbpp/2", "prompt": '"""\nWrite a function that returns a list reversed.\n"""\n',
-     "canonical_solution": "def reverse_list(xs):\n    return xs[::-1]\n", "entry_point": "reverse_list", "contract": "",
-     "base_input": [[[1, 2, 3]], [[4]]], "plus_input": [[[5, 6, 7, 8]]], "atol": 0},
-    {"task_id": "Mbpp/124", "prompt": '"""\nWrite a function that joins two strings.\n"""\n',
-     "canonical_solution": "def join(a, b):\n    return a + b\n", "entry_point": "join", "contract": "",
-     "base_input": [["1", "2"], ["ab", "c"]], "plus_input": [], "atol": 0},
-    {"task_id": "Mbpp/252", "prompt": '"""\nWrite a function that returns the length of a string.\n"""\n',
-     "canonical_solution": "def size(s):\n    return len(s)\n", "entry_point": "size", "contract": "",
-     "base_input": [["1+2j"], ["abc"]], "plus_input": [[""]], "atol": 0},
+    {
+        "task_id": "Mbpp/2",
+        "prompt": '"""\nWrite a function that returns a list reversed.\n"""\n',
+        "canonical_solution": "def reverse_list(xs):\n    return xs[::-1]\n",
+        "entry_point": "reverse_list",
+        "contract": "",
+        "base_input": [[[1, 2, 3]], [[4]]],
+        "plus_input": [[[5, 6, 7, 8]]],
+        "atol": 0,
+    },
+    {
+        "task_id": "Mbpp/124",
+        "prompt": '"""\nWrite a function that joins two strings.\n"""\n',
+        "canonical_solution": "def join(a, b):\n    return a + b\n",
+        "entry_point": "join",
+        "contract": "",
+        "base_input": [["1", "2"], ["ab", "c"]],
+        "plus_input": [],
+        "atol": 0,
+    },
+    {
+        "task_id": "Mbpp/252",
+        "prompt": '"""\nWrite a function that returns the length of a string.\n"""\n',
+        "canonical_solution": "def size(s):\n    return len(s)\n",
+        "entry_point": "size",
+        "contract": "",
+        "base_input": [["1+2j"], ["abc"]],
+        "plus_input": [[""]],
+        "atol": 0,
+    },
 ]
 
 SUITE = """name: my-code
@@ -96,16 +135,31 @@ def fenced(code: str) -> str:
 
 # What each problem is answered with, and whether that answer is right.
 ANSWERS: dict[str, list[tuple[str, bool]]] = {
-    "11": [(fenced(MBPP_ROWS[0]["code"]), True), ("def add(a, b):\n    return a - b\n", False),
-           (HOSTILE["always-equal"], False), (HOSTILE["early-exit"], False), (HOSTILE["lying-print"], False)],
+    "11": [
+        (fenced(MBPP_ROWS[0]["code"]), True),
+        ("def add(a, b):\n    return a - b\n", False),
+        (HOSTILE["always-equal"], False),
+        (HOSTILE["early-exit"], False),
+        (HOSTILE["lying-print"], False),
+    ],
     "12": [("def rev(xs):\n    return list(reversed(xs))\n", True), ("def rev(xs):\n    return xs\n", False)],
-    "13": [("import math\n\ndef area(r):\n    return math.pi * r ** 2\n", True), ("def area(r):\n    return 3 * r * r\n", False)],
-    "14": [("def vowels(word):\n    return sum(c in 'aeiou' for c in word)\n", True),
-           ("def vowels(word):\n    return len(word)\n", False)],
+    "13": [
+        ("import math\n\ndef area(r):\n    return math.pi * r ** 2\n", True),
+        ("def area(r):\n    return 3 * r * r\n", False),
+    ],
+    "14": [
+        ("def vowels(word):\n    return sum(c in 'aeiou' for c in word)\n", True),
+        ("def vowels(word):\n    return len(word)\n", False),
+    ],
     # Right for the user's inputs as written (lists, strings), wrong had they become tuples / complex numbers.
-    "Mbpp/2": [("def reverse_list(xs):\n    return list(reversed(xs))\n", True),
-               ("def reverse_list(xs):\n    return xs\n", False)],
-    "Mbpp/124": [(fenced("def join(a, b):\n    return f'{a}{b}'\n"), True), ("def join(a, b):\n    return b + a\n", False)],
+    "Mbpp/2": [
+        ("def reverse_list(xs):\n    return list(reversed(xs))\n", True),
+        ("def reverse_list(xs):\n    return xs\n", False),
+    ],
+    "Mbpp/124": [
+        (fenced("def join(a, b):\n    return f'{a}{b}'\n"), True),
+        ("def join(a, b):\n    return b + a\n", False),
+    ],
     "Mbpp/252": [("def size(s):\n    return sum(1 for _ in s)\n", True), ("def size(s):\n    return 3\n", False)],
 }
 
@@ -144,14 +198,19 @@ def verdicts(run: Path) -> dict[str, bool]:
 
 
 @pytest.mark.e2e
-def test_user_mbpp_and_evalplus_sets_score_as_their_files_say_and_rescore_without_them(code_run: dict[str, Path], bench) -> None:
+def test_user_mbpp_and_evalplus_sets_score_as_their_files_say_and_rescore_without_them(
+    code_run: dict[str, Path], bench
+) -> None:
     run = code_run["run"]
     items = pd.read_parquet(run / "eval_items.parquet")
     assert sorted(json.loads(m)["task_id"] for m in items.meta) == sorted(ANSWERS)
     mine = items[items.task == "mine"].set_index("id")
     first = mine[mine.meta.map(lambda m: json.loads(m)["task_id"]) == "11"].iloc[0]
     # The prompt: the task and its first test only; the reference solution is the target.
-    assert first.prompt == "Write a function to add two integers.\nYour code should pass this test:\n\nassert add(1, 2) == 3\n"
+    assert (
+        first.prompt
+        == "Write a function to add two integers.\nYour code should pass this test:\n\nassert add(1, 2) == 3\n"
+    )
     assert first.target == MBPP_ROWS[0]["code"]
 
     expected = answer_run(run)
@@ -180,7 +239,12 @@ def test_user_mbpp_and_evalplus_sets_score_as_their_files_say_and_rescore_withou
 def test_mbpp_scorer_runs_the_asserts_in_the_checker_not_in_the_program() -> None:
     """The scorer alone, on one problem: an answer that redefines what the test relies on
     (`VOWELS`, the test's own `math`) or forges its result cannot pass."""
-    meta = {"task_id": "14", "test_list": MBPP_ROWS[3]["test_list"], "test_setup_code": "VOWELS = 'aeiou'", "test_imports": []}
+    meta = {
+        "task_id": "14",
+        "test_list": MBPP_ROWS[3]["test_list"],
+        "test_setup_code": "VOWELS = 'aeiou'",
+        "test_imports": [],
+    }
     item = Item("mine-14", "mine", "mine", "test", "...", "", "", meta)
     outputs = [
         "def vowels(word):\n    return sum(c in 'aeiou' for c in word)\n",
@@ -204,18 +268,29 @@ def test_mbpp_scorer_runs_the_asserts_in_the_checker_not_in_the_program() -> Non
 def test_malformed_mbpp_rows_are_one_line_errors(tmp_path: Path, bench, row: dict, fragment: str) -> None:
     write_jsonl(tmp_path / "data" / "mine.jsonl", [row])
     (tmp_path / "suite.yaml").write_text(SUITE.split("  - name: plus")[0])
-    done = bench("eval", str(tmp_path / "no-model"), "--steps", "0", "--suite", str(tmp_path / "suite.yaml"),
-                 "--out", str(tmp_path / "run"), "-q")
+    done = bench(
+        "eval",
+        str(tmp_path / "no-model"),
+        "--steps",
+        "0",
+        "--suite",
+        str(tmp_path / "suite.yaml"),
+        "--out",
+        str(tmp_path / "run"),
+        "-q",
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert fragment in done.stderr and "Traceback" not in done.stderr
 
 
 def test_loading_an_evalplus_set_leaves_the_environment_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.sources import SOURCES
+    from plasticity_bench.tasks.sources import SOURCES
 
     monkeypatch.delenv("MBPP_OVERRIDE_PATH", raising=False)
     path = write_jsonl(tmp_path / "plus.jsonl", EVALPLUS_ROWS)
-    items = SOURCES.get("evalplus")({"dataset": "mbpp", "path": str(path)}, "test", tmp_path).eval_items("plus", "test", "plus", 0)
+    items = SOURCES.get("evalplus")({"dataset": "mbpp", "path": str(path)}, "test", tmp_path).eval_items(
+        "plus", "test", "plus", 0
+    )
     assert "MBPP_OVERRIDE_PATH" not in os.environ
     assert [item.meta["evalplus_cases"]["special_oracles"] for item in items] == [False, False, False]
     outputs = [answers[0][0] for answers in (ANSWERS["Mbpp/2"], ANSWERS["Mbpp/124"], ANSWERS["Mbpp/252"])]
@@ -224,7 +299,7 @@ def test_loading_an_evalplus_set_leaves_the_environment_alone(tmp_path: Path, mo
 
 def test_humaneval_and_arc_items_carry_their_tests(tmp_path: Path) -> None:
     """Every code kind re-scores from the run folder: HumanEval's check and ARC's test grids are in the meta."""
-    from tasks.sources import SOURCES
+    from plasticity_bench.tasks.sources import SOURCES
 
     humaneval = SOURCES.get("humaneval")({"n": 2}, "test", tmp_path).eval_items("he", "test", "code", 0)
     assert all("def check(" in item.meta["humaneval_test"] for item in humaneval)
@@ -233,7 +308,10 @@ def test_humaneval_and_arc_items_carry_their_tests(tmp_path: Path) -> None:
     # A "program" that answers each test input from a table of the stored outputs passes only if the meta is what is tested.
     table = {json.dumps(grid_in): grid_out for grid_in, grid_out in pairs}
     program = f"import json\nTABLE = {table!r}\ndef transform(grid):\n    return TABLE[json.dumps(grid)]\n"
-    assert [s.correct for s in get_scorer("arc_program").score(arc * 2, [program, "def transform(grid):\n    return grid\n"])] == [True, False]
+    assert [
+        s.correct
+        for s in get_scorer("arc_program").score(arc * 2, [program, "def transform(grid):\n    return grid\n"])
+    ] == [True, False]
 
 
 FILE_SUITE = """name: as-file
@@ -251,8 +329,17 @@ def test_a_file_set_scored_by_mbpp_refuses_a_row_without_asserts_before_generati
     rows = [{**row, "test_list": row["test_list"][0]} for row in MBPP_ROWS[:2]]  # a string, not a list
     write_jsonl(tmp_path / "data" / "mine.jsonl", rows)
     (tmp_path / "suite.yaml").write_text(FILE_SUITE)
-    done = bench("eval", str(tmp_path / "no-model"), "--steps", "0", "--suite", str(tmp_path / "suite.yaml"),
-                 "--out", str(tmp_path / "run"), "-q")
+    done = bench(
+        "eval",
+        str(tmp_path / "no-model"),
+        "--steps",
+        "0",
+        "--suite",
+        str(tmp_path / "suite.yaml"),
+        "--out",
+        str(tmp_path / "run"),
+        "-q",
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "scorer mbpp cannot score item" in done.stderr and "test_list" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
@@ -261,25 +348,32 @@ def test_a_file_set_scored_by_mbpp_refuses_a_row_without_asserts_before_generati
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"canonical_solution": "def reverse_list(xs):\n    return xs.nope()\n"}, "Mbpp/2: the canonical solution fails"),
+        (
+            {"canonical_solution": "def reverse_list(xs):\n    return xs.nope()\n"},
+            "Mbpp/2: the canonical solution fails",
+        ),
         ({"entry_point": "not a name"}, "is not a Python name"),
     ],
 )
 def test_a_broken_evalplus_file_is_one_line_naming_the_problem(tmp_path: Path, change: dict, fragment: str) -> None:
-    from harness.core.errors import BenchError
-    from tasks.sources import SOURCES
+    from plasticity_bench.harness.core.errors import BenchError
+    from plasticity_bench.tasks.sources import SOURCES
 
     path = write_jsonl(tmp_path / "plus.jsonl", [{**EVALPLUS_ROWS[0], **change}])
     with pytest.raises(BenchError, match=fragment) as error:
-        SOURCES.get("evalplus")({"dataset": "mbpp", "path": str(path)}, "suite s.yaml, eval set 1", tmp_path).eval_items("p", "test", "p", 0)
+        SOURCES.get("evalplus")(
+            {"dataset": "mbpp", "path": str(path)}, "suite s.yaml, eval set 1", tmp_path
+        ).eval_items("p", "test", "p", 0)
     assert "\n" not in str(error.value)
 
 
 def test_an_evalplus_row_missing_a_field_is_one_line(tmp_path: Path) -> None:
-    from harness.core.errors import BenchError
-    from tasks.sources import SOURCES
+    from plasticity_bench.harness.core.errors import BenchError
+    from plasticity_bench.tasks.sources import SOURCES
 
     row = {key: value for key, value in EVALPLUS_ROWS[0].items() if key != "plus_input"}
     path = write_jsonl(tmp_path / "plus.jsonl", [row])
     with pytest.raises(BenchError, match="line 1: an evalplus problem needs plus_input"):
-        SOURCES.get("evalplus")({"dataset": "mbpp", "path": str(path)}, "suite s.yaml, eval set 1", tmp_path).eval_items("p", "test", "p", 0)
+        SOURCES.get("evalplus")(
+            {"dataset": "mbpp", "path": str(path)}, "suite s.yaml, eval set 1", tmp_path
+        ).eval_items("p", "test", "p", 0)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.core.options import declaration, describe
+from plasticity_bench.harness.core.options import declaration, describe
+from plasticity_bench.trainers import TRAINERS
+from plasticity_bench.trainers.grpo import GRPOOptions
+from plasticity_bench.trainers.rps import RPSOptions
 from tests.helpers import cli, rejected
-from trainers import TRAINERS
-from trainers.grpo import GRPOOptions
-from trainers.rps import RPSOptions
 
 
 def option_rows(stdout: str) -> dict[str, list[str]]:
@@ -70,39 +70,50 @@ def test_method_without_options_and_unknown_method() -> None:
     assert plain.returncode == 0 and plain.stdout.splitlines()[0].split() == ["method", "η", "steps", "description"]
 
 
-@pytest.mark.parametrize(("method", "options", "fragments"), [
-    ("grpo", "{clip_eps: 1.5}", ("options.clip_eps must be in (0, 1), got 1.5",)),
-    ("grpo", "{reward: partial}", ("options.reward must be one of verified, answer, got 'partial'",)),
-    ("grpo", "{group_size: many}", ("setting options.group_size must be int, got 'many'",)),
-    ("spot", "{gamma: 0}", ("options.gamma must be in (0, 1], got 0.0",)),
-    ("spot", "{loss: mse}", ("options.loss must be one of bco, bce, got 'mse'",)),
-    ("spot", "{error_prompts: [1]}", ("setting options.error_prompts must be int",)),
-    ("rps", "{stage2_lr_ratio: 0}", ("options.stage2_lr_ratio must be in (0, 1], got 0.0",)),
-    ("rps", "{stage1_fraction: 1}", ("options.stage1_fraction must be in (0, 1), got 1.0",)),
-    ("rps", "{dpo: {pairs_from: policy}}", ("options.dpo.pairs_from must be one of start, got 'policy'",)),
-    ("eps", "{stage2_lr_ratio: 0.2}", ("unknown setting 'options.stage2_lr_ratio'", "stage1_fraction")),
-])
-def test_bad_option_values_are_one_line_exit_2(tmp_path: Path, method: str, options: str, fragments: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("method", "options", "fragments"),
+    [
+        ("grpo", "{clip_eps: 1.5}", ("options.clip_eps must be in (0, 1), got 1.5",)),
+        ("grpo", "{reward: partial}", ("options.reward must be one of verified, answer, got 'partial'",)),
+        ("grpo", "{group_size: many}", ("setting options.group_size must be int, got 'many'",)),
+        ("spot", "{gamma: 0}", ("options.gamma must be in (0, 1], got 0.0",)),
+        ("spot", "{loss: mse}", ("options.loss must be one of bco, bce, got 'mse'",)),
+        ("spot", "{error_prompts: [1]}", ("setting options.error_prompts must be int",)),
+        ("rps", "{stage2_lr_ratio: 0}", ("options.stage2_lr_ratio must be in (0, 1], got 0.0",)),
+        ("rps", "{stage1_fraction: 1}", ("options.stage1_fraction must be in (0, 1), got 1.0",)),
+        ("rps", "{dpo: {pairs_from: policy}}", ("options.dpo.pairs_from must be one of start, got 'policy'",)),
+        ("eps", "{stage2_lr_ratio: 0.2}", ("unknown setting 'options.stage2_lr_ratio'", "stage1_fraction")),
+    ],
+)
+def test_bad_option_values_are_one_line_exit_2(
+    tmp_path: Path, method: str, options: str, fragments: tuple[str, ...]
+) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"options: {options}\n")
     out = tmp_path / "run"
-    rejected(cli("run", "--method", method, "--preset", "smoke", "--config", str(config), "--out", str(out)), *fragments)
+    rejected(
+        cli("run", "--method", method, "--preset", "smoke", "--config", str(config), "--out", str(out)), *fragments
+    )
     assert not out.exists()
 
 
 def test_bad_lora_value_uses_the_same_check(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("lora: {dropout: 1}\n")
-    rejected(cli("run", "--method", "sft", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "run")),
-             "lora.dropout must be in [0, 1), got 1.0")
+    rejected(
+        cli("run", "--method", "sft", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "run")),
+        "lora.dropout must be in [0, 1), got 1.0",
+    )
 
 
 def test_stage2_lr_ratio_is_refused_at_top_level(bench, tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("stage2_lr_ratio: 0.2\n")
     out = tmp_path / "run"
-    rejected(bench("run", "--method", "rps", "--preset", "smoke", "--config", str(config), "--out", str(out)),
-             "unknown setting 'stage2_lr_ratio'")
+    rejected(
+        bench("run", "--method", "rps", "--preset", "smoke", "--config", str(config), "--out", str(out)),
+        "unknown setting 'stage2_lr_ratio'",
+    )
     assert not out.exists()
 
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.store import read_manifest
+from plasticity_bench.harness.store import read_manifest
+from plasticity_bench.trainers.common import TRAINERS
+from plasticity_bench.trainers.policy import held_out_flags
 from tests.helpers import cli, rejected
-from trainers.common import TRAINERS
-from trainers.policy import held_out_flags
 
 METHOD_METRICS = {
     "dpo": {"reward_margin", "pair_accuracy"},
@@ -97,7 +97,9 @@ def test_method_runs_end_to_end(bench, tmp_path: Path, method: str) -> None:
         ("eps", "dpo: {gamma: 1}", "unknown setting 'options.dpo.gamma'"),
     ],
 )
-def test_invalid_method_options_exit_2_and_write_nothing(tmp_path: Path, method: str, options: str, message: str) -> None:
+def test_invalid_method_options_exit_2_and_write_nothing(
+    tmp_path: Path, method: str, options: str, message: str
+) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"options:\n  {options}\n")
     out = tmp_path / "run"
@@ -109,7 +111,10 @@ def test_empty_rectified_set_is_a_clear_error(bench, tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("options:\n  gamma: 0.000001\n")  # no wrong answer is that close to its correction
     out = tmp_path / "run"
-    rejected(bench("run", "--method", "spot", "--preset", "smoke", "--config", str(config), "--out", str(out), "-q"), "empty rectified set")
+    rejected(
+        bench("run", "--method", "spot", "--preset", "smoke", "--config", str(config), "--out", str(out), "-q"),
+        "empty rectified set",
+    )
     assert not out.exists()
 
 
@@ -118,7 +123,9 @@ def test_dpo_first_step_pairs_end_to_end(bench, tmp_path: Path) -> None:
     where the two differ, saves which completions were cut, and trains on them."""
     config = tmp_path / "c.yaml"
     config.write_text("options: {pairs: full, reward: answer, pairs_from: start}\n")
-    full = bench("run", "--method", "dpo", "--preset", "smoke", "-c", str(config), "--out", str(tmp_path / "full"), "-q")
+    full = bench(
+        "run", "--method", "dpo", "--preset", "smoke", "-c", str(config), "--out", str(tmp_path / "full"), "-q"
+    )
     assert full.returncode == 0, full.stderr[-3000:]
     config.write_text("options: {pairs: first_step, reward: answer, pairs_from: start}\n")
     out = tmp_path / "step"
@@ -134,7 +141,6 @@ def test_dpo_first_step_pairs_end_to_end(bench, tmp_path: Path) -> None:
         for text, is_whole in ((pair.chosen, pair.chosen_whole), (pair.rejected, pair.rejected_whole)):
             assert is_whole or text.endswith((";", "\n"))
     assert pd.read_parquet(out / "train_log.parquet").loss.notna().all()
-
 
 
 def test_dpo_online_pairs_come_from_the_policy_at_every_step(bench, tmp_path: Path) -> None:

@@ -14,14 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.app.organism import build_tokenizer
-from harness.core.items import Item
-from harness.store import read_manifest
+from plasticity_bench.harness.app.organism import build_tokenizer
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.harness.store import read_manifest
+from plasticity_bench.trainers.common import LoopConfig, MethodSettings, Stage, TrainContext, TrainingData, mixed_picks
+from plasticity_bench.trainers.l2sp import l2sp_penalty
+from plasticity_bench.trainers.replay import Replay, ReplayOptions, replay_count
 from tests.conftest import ROOT
 from tests.helpers import cli, rejected
-from trainers.common import LoopConfig, MethodSettings, Stage, TrainContext, TrainingData, mixed_picks
-from trainers.l2sp import l2sp_penalty
-from trainers.replay import Replay, ReplayOptions, replay_count
 
 LORA = "lora: {r: 8, alpha: 16, targets: [q_proj, v_proj], dropout: 0.0}\n"
 WEIGHTS = "model.safetensors"
@@ -81,7 +81,7 @@ def test_replay_without_a_foundation_mix_falls_back_to_easy_or_refuses() -> None
     auto = Replay(ReplayOptions())
     auto.setup(None, data, ctx)  # type: ignore[arg-type]
     assert auto.source == "easy"
-    from harness.core.errors import BenchError
+    from plasticity_bench.harness.core.errors import BenchError
 
     with pytest.raises(BenchError, match="source foundation needs"):
         Replay(ReplayOptions(source="foundation")).setup(None, data, ctx)  # type: ignore[arg-type]
@@ -150,9 +150,25 @@ def test_lora_changes_only_the_targeted_weights(sft_lora: Path) -> None:
     assert 0 < train["trained_parameters"] < train["parameters"] / 4
 
 
-def test_lora_run_resumes_byte_identically(bench, bench_cache: Path, sft_lora: Path, lora_config: Path, tmp_path: Path) -> None:
+def test_lora_run_resumes_byte_identically(
+    bench, bench_cache: Path, sft_lora: Path, lora_config: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "harness.app.cli", "run", "--method", "sft", "--preset", "smoke", "--config", str(lora_config), "--out", str(out), "-q"]
+    args = [
+        sys.executable,
+        "-m",
+        "plasticity_bench.harness.app.cli",
+        "run",
+        "--method",
+        "sft",
+        "--preset",
+        "smoke",
+        "--config",
+        str(lora_config),
+        "--out",
+        str(out),
+        "-q",
+    ]
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache), "PLASTICITY_BENCH_KILL_AT": "step:3"}
     killed = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert killed.returncode == -9, killed.stderr
@@ -170,7 +186,9 @@ def test_grpo_with_lora_completes(bench, lora_config: Path, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert [r.step for r in read_manifest(out / "checkpoints")] == [0, 2, 4]
     start, final = weights(out, 0), weights(out, 4)
-    assert all(torch.equal(start[name], final[name]) for name in start if not name.endswith(("q_proj.weight", "v_proj.weight")))
+    assert all(
+        torch.equal(start[name], final[name]) for name in start if not name.endswith(("q_proj.weight", "v_proj.weight"))
+    )
 
 
 @pytest.mark.parametrize(
@@ -185,7 +203,10 @@ def test_grpo_with_lora_completes(bench, lora_config: Path, tmp_path: Path) -> N
 def test_bad_lora_settings_exit_2_and_write_nothing(tmp_path: Path, lora: str, message: str) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"lora: {lora}\n")
-    rejected(cli("run", "--method", "sft", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "run")), message)
+    rejected(
+        cli("run", "--method", "sft", "--preset", "smoke", "--config", str(config), "--out", str(tmp_path / "run")),
+        message,
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -205,7 +226,10 @@ def test_wise_ft_interpolates_a_run_and_scores_the_curve(bench, sft_lora: Path, 
     for name in start:
         torch.testing.assert_close(middle[name], 0.5 * start[name] + 0.5 * final[name], rtol=0, atol=1e-7)
     meta = json.loads((out / "run.json").read_text())
-    assert meta["wise_ft"]["alphas"] == {"0": 0.0, "250": 0.25, "500": 0.5, "1000": 1.0} and meta["wise_ft"]["from_step"] == 4
+    assert (
+        meta["wise_ft"]["alphas"] == {"0": 0.0, "250": 0.25, "500": 0.5, "1000": 1.0}
+        and meta["wise_ft"]["from_step"] == 4
+    )
     assert meta["method"] == "sft+wise-ft"
     assert json.loads((out / "interpolated" / "step-000250" / "wise_ft.json").read_text())["alpha"] == 0.25
 
@@ -240,7 +264,9 @@ def test_rps_with_a_dpo_stage_two(bench, tmp_path: Path) -> None:
     assert len(easy) == len(hard) == 2
     assert easy.reward_margin.isna().all() and hard.reward_margin.notna().all()  # SFT, then DPO
     assert hard.lr.iloc[0] == pytest.approx(1e-4)  # 0.1·η
-    assert hard.loss.iloc[0] == pytest.approx(0.6931, abs=0.01)  # −log σ(0) at the first DPO step: θ₁ ≈ θ₀ = π_ref on the tiny run
+    assert hard.loss.iloc[0] == pytest.approx(
+        0.6931, abs=0.01
+    )  # −log σ(0) at the first DPO step: θ₁ ≈ θ₀ = π_ref on the tiny run
     pairs = pd.read_parquet(out / "preference_pairs.parquet")
     assert len(pairs) > 0 and {"chosen_whole", "rejected_whole"} <= set(pairs.columns)  # options.dpo's first_step pairs
     assert not pairs.duplicated(["prompt", "chosen", "rejected"]).any()
@@ -252,10 +278,14 @@ def test_lora_left_unset_keeps_old_fingerprints() -> None:
     import hashlib
     from dataclasses import asdict, replace
 
-    from harness.app.config import RunConfig
+    from plasticity_bench.harness.app.config import RunConfig
 
     config = RunConfig()
     # a RunConfig without `lora` (and `device`, `grad_accum`, `report_to`, `model_hub`, left out at their defaults)
-    before = {k: v for k, v in asdict(config).items() if k not in ("keep_checkpoints", "lora", "device", "grad_accum", "report_to", "model_hub")}
+    before = {
+        k: v
+        for k, v in asdict(config).items()
+        if k not in ("keep_checkpoints", "lora", "device", "grad_accum", "report_to", "model_hub")
+    }
     assert config.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert replace(config, lora={"r": 4}).fingerprint() != config.fingerprint()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.core.errors import BenchError
-from trainers.device import Placement, choose_placement, to_device
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.trainers.device import Placement, choose_placement, to_device
 
 
 def test_cpu_trains_in_fp32() -> None:
@@ -17,7 +17,9 @@ def test_cpu_trains_in_fp32() -> None:
 
 def test_a_gpu_trains_there_in_bf16_where_supported() -> None:
     assert choose_placement("auto", cuda_available=True, bf16_supported=True) == Placement("cuda", torch.bfloat16)
-    assert choose_placement("cuda", cuda_available=True, bf16_supported=False) == Placement("cuda", None)  # e.g. a V100: fp32
+    assert choose_placement("cuda", cuda_available=True, bf16_supported=False) == Placement(
+        "cuda", None
+    )  # e.g. a V100: fp32
     assert "bf16" in Placement("cuda", torch.bfloat16).describe() and "fp32" in Placement("cpu", None).describe()
 
 
@@ -37,17 +39,23 @@ def test_cpu_batches_stay_put_and_autocast_is_off() -> None:
 
 def test_gradient_accumulation_gives_the_whole_batchs_update() -> None:
     """Two micro-batches of equally long rows step the weights as the whole batch does."""
-    from harness.app.organism import OrganismConfig, build_model, build_tokenizer
-    from harness.core.items import Item
-    from trainers.common import LoopConfig, TrainContext, collate, encode, micro_batches
-    from trainers.sft import SFT
+    from plasticity_bench.harness.app.organism import OrganismConfig, build_model, build_tokenizer
+    from plasticity_bench.harness.core.items import Item
+    from plasticity_bench.trainers.common import LoopConfig, TrainContext, collate, encode, micro_batches
+    from plasticity_bench.trainers.sft import SFT
 
     tokenizer = build_tokenizer()
-    rows = [encode(tokenizer, Item("", "", "", "", f"calc {a}+{b}\n", f"{a}+{b}={a + b}#{a + b}", "")) for a, b in [(1, 2), (3, 4), (5, 1), (2, 2)]]
+    rows = [
+        encode(tokenizer, Item("", "", "", "", f"calc {a}+{b}\n", f"{a}+{b}={a + b}#{a + b}", ""))
+        for a, b in [(1, 2), (3, 4), (5, 1), (2, 2)]
+    ]
     batch = collate(rows, tokenizer.pad_token_id)
     weights = []
     for accum in (1, 2):
-        model = build_model(OrganismConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64), len(tokenizer))
+        model = build_model(
+            OrganismConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64),
+            len(tokenizer),
+        )
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         ctx = TrainContext(tokenizer, LoopConfig(4, 0.0, 0.0, 0.0, 1e9, 0, 0, accum))
         metrics = SFT().update(model, batch, optimizer, ctx)
@@ -66,7 +74,18 @@ def test_a_run_records_where_it_trained_and_accumulates(tmp_path) -> None:
     from tests.helpers import cli
 
     out = tmp_path / "run"
-    done = cli("run", "--method", "sft", "--preset", "smoke", "--out", str(out), "-q", "-c", str(_config(tmp_path, "grad_accum: 2\ndevice: cpu\n")))
+    done = cli(
+        "run",
+        "--method",
+        "sft",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "-q",
+        "-c",
+        str(_config(tmp_path, "grad_accum: 2\ndevice: cpu\n")),
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "run.json").read_text())["training_device"] == "cpu (fp32, fp32 weights)"
 

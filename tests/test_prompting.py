@@ -14,10 +14,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.app.organism import build_tokenizer
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.prompting import PromptFormat, render, strip_thinking
+from plasticity_bench.harness.app.organism import build_tokenizer
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.prompting import PromptFormat, render, strip_thinking
 from tests.chat_model import build_chat_model
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
@@ -48,7 +48,10 @@ def one_line_error(excinfo: pytest.ExceptionInfo[BenchError], *fragments: str) -
 def test_chat_model_loads_and_generates(chat_folder: Path, chat_tokenizer) -> None:
     model: Any = AutoModelForCausalLM.from_pretrained(chat_folder)  # generate()'s declared self type confuses mypy
     im_end = chat_tokenizer.convert_tokens_to_ids("<|im_end|>")
-    assert chat_tokenizer.eos_token == "<|im_end|>" and model.generation_config.eos_token_id == im_end == model.config.eos_token_id
+    assert (
+        chat_tokenizer.eos_token == "<|im_end|>"
+        and model.generation_config.eos_token_id == im_end == model.config.eos_token_id
+    )
     assert model.config.head_dim == 32 and model.config.vocab_size == len(chat_tokenizer)
     for token in ("<|im_start|>", "<|im_end|>", "<think>", "</think>"):
         assert chat_tokenizer.tokenize(f"a{token}b") == ["a", token, "b"]
@@ -86,10 +89,14 @@ def expected_messages(system: str | None, fewshot: tuple[tuple[str, str], ...], 
 @pytest.mark.parametrize("thinking", [None, True, False])
 @pytest.mark.parametrize("system", [None, "Answer with the number only."])
 @pytest.mark.parametrize("fewshot", [(), FEWSHOT])
-def test_chat_render_equals_apply_chat_template(chat_tokenizer, thinking: bool | None, system: str | None, fewshot) -> None:
+def test_chat_render_equals_apply_chat_template(
+    chat_tokenizer, thinking: bool | None, system: str | None, fewshot
+) -> None:
     fmt = PromptFormat(system=system, fewshot=fewshot, enable_thinking=thinking)
     kwargs = {} if thinking is None else {"enable_thinking": thinking}
-    expected = chat_tokenizer.apply_chat_template(expected_messages(system, fewshot, ITEM.prompt), tokenize=False, add_generation_prompt=True, **kwargs)
+    expected = chat_tokenizer.apply_chat_template(
+        expected_messages(system, fewshot, ITEM.prompt), tokenize=False, add_generation_prompt=True, **kwargs
+    )
     text = render(fmt, ITEM, chat_tokenizer)
     assert text == expected
     assert text.startswith("<|im_start|>system\n" if system else "<|im_start|>user\n")
@@ -169,7 +176,12 @@ def test_strip_thinking(output: str, answer: str) -> None:
 
 def test_thinking_text_is_never_passed_on() -> None:
     assert strip_thinking("<think>the answer is 7</think>\n\n5") == "5"
-    for output in ("<think>the answer is 7</think>5", "<think>the answer is 7", "the answer is 7</think>5", "<think><think>the answer is 7</think></think>5"):
+    for output in (
+        "<think>the answer is 7</think>5",
+        "<think>the answer is 7",
+        "the answer is 7</think>5",
+        "<think><think>the answer is 7</think></think>5",
+    ):
         assert "7" not in strip_thinking(output), output
 
 

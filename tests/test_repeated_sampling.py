@@ -11,14 +11,28 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from harness.evaluation.scoring import aggregate, clustered_stderr
+from plasticity_bench.harness.evaluation.scoring import aggregate, clustered_stderr
 
 
 def records(correct: np.ndarray) -> pd.DataFrame:
     """items × samples correctness → records of one step, family and slice."""
     items, samples = correct.shape
-    rows = [{"item_id": f"i{i:03d}", "step": 0, "family": "math", "task": "set", "level": "test", "output": "", "score": float(correct[i, k]),
-             "correct": bool(correct[i, k]), "outcome": "", "sample": k} for i in range(items) for k in range(samples)]
+    rows = [
+        {
+            "item_id": f"i{i:03d}",
+            "step": 0,
+            "family": "math",
+            "task": "set",
+            "level": "test",
+            "output": "",
+            "score": float(correct[i, k]),
+            "correct": bool(correct[i, k]),
+            "outcome": "",
+            "sample": k,
+        }
+        for i in range(items)
+        for k in range(samples)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -35,7 +49,9 @@ def test_clustered_error_equals_statsmodels_cluster_robust_ols(samples: int) -> 
     assert row.stderr == pytest.approx(100 * fit.bse[0], rel=1e-9)
     naive = 100 * math.sqrt(y.mean() * (1 - y.mean()) / y.size)  # treating samples as independent understates it
     assert row.stderr > naive
-    expected_pass = np.mean([1.0 - math.comb(samples - c, samples) / math.comb(samples, samples) for c in correct.sum(axis=1)])
+    expected_pass = np.mean(
+        [1.0 - math.comb(samples - c, samples) / math.comb(samples, samples) for c in correct.sum(axis=1)]
+    )
     assert row.pass_at_n == pytest.approx(100 * expected_pass) and row.samples == samples
 
 

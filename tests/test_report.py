@@ -35,9 +35,21 @@ STEPS = (0, 50, 100, 150, 200, 250, 300)
 
 # Accuracy (%) per checkpoint in STEPS, per family, shaped like the embedded organism's real runs.
 TRAJECTORIES = {
-    "sft": {"math": (5, 16, 50, 66, 82, 87, 87), "reasoning": (97, 86, 74, 69, 64, 62, 62), "code": (88, 40, 32, 32, 29, 30, 30)},
-    "rps": {"math": (5, 8, 6, 6, 4, 5, 4), "reasoning": (97, 98, 97, 97, 97, 97, 96), "code": (88, 74, 71, 71, 72, 67, 67)},
-    "eps": {"math": (5, 8, 6, 6, 26, 47, 58), "reasoning": (97, 98, 97, 97, 66, 63, 63), "code": (88, 74, 71, 71, 30, 26, 26)},
+    "sft": {
+        "math": (5, 16, 50, 66, 82, 87, 87),
+        "reasoning": (97, 86, 74, 69, 64, 62, 62),
+        "code": (88, 40, 32, 32, 29, 30, 30),
+    },
+    "rps": {
+        "math": (5, 8, 6, 6, 4, 5, 4),
+        "reasoning": (97, 98, 97, 97, 97, 97, 96),
+        "code": (88, 74, 71, 71, 72, 67, 67),
+    },
+    "eps": {
+        "math": (5, 8, 6, 6, 26, 47, 58),
+        "reasoning": (97, 98, 97, 97, 66, 63, 63),
+        "code": (88, 74, 71, 71, 30, 26, 26),
+    },
 }
 N_PER_SLICE = 100
 
@@ -45,8 +57,18 @@ N_PER_SLICE = 100
 class Chromium:
     """A headless Chromium and one page, spoken to in DevTools-protocol messages over a pipe."""
 
-    FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    )
 
     def __init__(self, binary: str) -> None:
         self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
@@ -54,7 +76,10 @@ class Chromium:
         self.replies, replies_write = os.pipe()
         # The protocol pipe is fds 3 (browser reads) and 4 (browser writes). Copies at fd >= 10
         # first, so dup2 never lands on its own fd (which would keep it close-on-exec).
-        high_read, high_write = fcntl.fcntl(commands_read, fcntl.F_DUPFD, 10), fcntl.fcntl(replies_write, fcntl.F_DUPFD, 10)
+        high_read, high_write = (
+            fcntl.fcntl(commands_read, fcntl.F_DUPFD, 10),
+            fcntl.fcntl(replies_write, fcntl.F_DUPFD, 10),
+        )
 
         def onto_fds_3_and_4() -> None:
             os.dup2(high_read, 3)
@@ -62,7 +87,10 @@ class Chromium:
 
         self.process = subprocess.Popen(
             [binary, *self.FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-pipe", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=False,
             preexec_fn=onto_fds_3_and_4,
         )
         for fd in (commands_read, replies_write, high_read, high_write):
@@ -87,7 +115,12 @@ class Chromium:
 
     def send(self, method: str, page: bool = False, timeout: float = 60, **params: Any) -> dict[str, Any]:
         self.last_id += 1
-        message = {"id": self.last_id, "method": method, "params": params, **({"sessionId": self.session} if page else {})}
+        message = {
+            "id": self.last_id,
+            "method": method,
+            "params": params,
+            **({"sessionId": self.session} if page else {}),
+        }
         os.write(self.commands, json.dumps(message).encode() + b"\0")
         deadline = time.monotonic() + timeout
         while True:
@@ -100,7 +133,9 @@ class Chromium:
 
     def open(self, path: Path, timeout: float = 60) -> None:
         self.events.clear()
-        self.send("Emulation.setDeviceMetricsOverride", page=True, width=WIDTH, height=900, deviceScaleFactor=1, mobile=False)
+        self.send(
+            "Emulation.setDeviceMetricsOverride", page=True, width=WIDTH, height=900, deviceScaleFactor=1, mobile=False
+        )
         self.send("Page.navigate", page=True, url=path.resolve().as_uri())
         deadline = time.monotonic() + timeout
         while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
@@ -127,7 +162,14 @@ class Chromium:
     def screenshot(self, out: Path) -> None:
         """The whole page, top to bottom, at the emulated width."""
         height = int(self.send("Page.getLayoutMetrics", page=True)["cssContentSize"]["height"])
-        self.send("Emulation.setDeviceMetricsOverride", page=True, width=WIDTH, height=height, deviceScaleFactor=1, mobile=False)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            page=True,
+            width=WIDTH,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         png = self.send("Page.captureScreenshot", page=True, format="png", captureBeyondViewport=True)["data"]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(base64.b64decode(png))
@@ -169,7 +211,9 @@ def trajectory_run(root: Path, method: str) -> Path:
     difficulty = np.concatenate([rng.permutation(N_PER_SLICE) / N_PER_SLICE for _slice in SLICES])
     correct = {}
     for index, step in enumerate(STEPS):
-        accuracy = np.concatenate([np.full(N_PER_SLICE, TRAJECTORIES[method][family][index] / 100) for family, *_ in SLICES])
+        accuracy = np.concatenate(
+            [np.full(N_PER_SLICE, TRAJECTORIES[method][family][index] / 100) for family, *_ in SLICES]
+        )
         correct[step] = difficulty < accuracy
     stages = {step: ("hard" if method == "sft" or step > 150 else "easy") for step in STEPS}
     return write_run(root / method, correct, N_PER_SLICE, method=method, stage_of_step=stages)
@@ -200,16 +244,23 @@ def expected_rows(run: Path) -> dict[tuple[str, str], dict[str, str]]:
     first, last = records.step.min(), records.step.max()
     paired = records[records.step == first].merge(records[records.step == last], on="item_id", suffixes=("", "_final"))
     slices_per_family = agg[agg.slice != "all"].groupby("family").slice.nunique()
-    shown = (agg.slice == "all") | agg.family.map(lambda family: slices_per_family.get(family, 0) > 1)  # every family's slices, if several
+    shown = (agg.slice == "all") | agg.family.map(
+        lambda family: slices_per_family.get(family, 0) > 1
+    )  # every family's slices, if several
     rows = {}
     for (family, slice_), group in agg[shown].groupby(["family", "slice"]):
         group = group.sort_values("step")
-        in_group = paired[(paired.family == family) & ((slice_ == "all") | (paired.task + "/" + paired.level == slice_))]
+        in_group = paired[
+            (paired.family == family) & ((slice_ == "all") | (paired.task + "/" + paired.level == slice_))
+        ]
         lost = int((in_group.correct & ~in_group.correct_final).sum())
         gained = int((~in_group.correct & in_group.correct_final).sum())
         rows[family, slice_] = {
-            "n": str(group.n.iloc[-1]), "start": f"{group.score.iloc[0]:.1f}", "final": f"{group.score.iloc[-1]:.1f}",
-            "best": f"{group.score.max():.1f}", "change": f"{group.score.iloc[-1] - group.score.iloc[0]:+.1f}",
+            "n": str(group.n.iloc[-1]),
+            "start": f"{group.score.iloc[0]:.1f}",
+            "final": f"{group.score.iloc[-1]:.1f}",
+            "best": f"{group.score.max():.1f}",
+            "change": f"{group.score.iloc[-1] - group.score.iloc[0]:+.1f}",
             "lost / gained": f"{lost} / {gained}",
         }
     return rows
@@ -220,9 +271,15 @@ def check_page(browser: Chromium, page: Path, runs: Sequence[Path], screenshot: 
     facts = browser.evaluate(PAGE_FACTS)
     browser.screenshot(screenshot)
     assert browser.errors() == []
-    charts = 2 + any((Path(run) / "kl_to_start.parquet").is_file() for run in runs)  # the KL-to-start chart when a run has it
-    charts += any((Path(run) / "train_log.parquet").is_file() for run in runs)  # and the training objectives when one was trained here
-    assert len(facts["images"]) == charts and all(i["complete"] and i["width"] > 600 and i["height"] > 300 and i["inline"] for i in facts["images"])
+    charts = 2 + any(
+        (Path(run) / "kl_to_start.parquet").is_file() for run in runs
+    )  # the KL-to-start chart when a run has it
+    charts += any(
+        (Path(run) / "train_log.parquet").is_file() for run in runs
+    )  # and the training objectives when one was trained here
+    assert len(facts["images"]) == charts and all(
+        i["complete"] and i["width"] > 600 and i["height"] > 300 and i["inline"] for i in facts["images"]
+    )
     assert facts["external"] == [] and facts["fetched"] == []  # self-contained: nothing to fetch
     assert facts["overflow"] <= 0, "the page is wider than the window"
     assert screenshot.stat().st_size > 50_000

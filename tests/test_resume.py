@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.core.interrupt import Interrupted, stop_on_signals, uninterruptible
-from harness.store import read_manifest
+from plasticity_bench.harness.core.interrupt import Interrupted, stop_on_signals, uninterruptible
+from plasticity_bench.harness.store import read_manifest
 from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 
@@ -37,8 +37,14 @@ LONG = "steps: 600\ncheckpoint_every: 150\n"
 ONLINE_DPO = "options: {reward: answer, prompts_per_step: 32}\n"
 
 
-def run_cli(cache: Path, out: Path, method: str, config: Path | None, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(cache), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+def run_cli(
+    cache: Path, out: Path, method: str, config: Path | None, kill_at: str | None = None
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PLASTICITY_BENCH_CACHE": str(cache),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
     env.pop("PLASTICITY_BENCH_KILL_AT", None)
     if kill_at:
         env["PLASTICITY_BENCH_KILL_AT"] = kill_at
@@ -46,16 +52,33 @@ def run_cli(cache: Path, out: Path, method: str, config: Path | None, kill_at: s
 
 
 def command(method: str, out: Path, config: Path | None) -> list[str]:
-    return [sys.executable, "-m", "harness.app.cli", "run", "--method", method, "--preset", "smoke", "--out", str(out), "-q",
-            *(["--config", str(config)] if config else [])]
+    return [
+        sys.executable,
+        "-m",
+        "plasticity_bench.harness.app.cli",
+        "run",
+        "--method",
+        method,
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "-q",
+        *(["--config", str(config)] if config else []),
+    ]
 
 
 @pytest.fixture(scope="module")
 def configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | None]:
     folder = tmp_path_factory.mktemp("configs")
     files: dict[str, Path | None] = {"smoke": None}
-    for name, text in {"mid_rollout": MID_ROLLOUT, "long": LONG, "online_dpo": ONLINE_DPO, "evaluated": "keep_checkpoints: evaluated\n",
-                       "last": "keep_checkpoints: last\n"}.items():
+    for name, text in {
+        "mid_rollout": MID_ROLLOUT,
+        "long": LONG,
+        "online_dpo": ONLINE_DPO,
+        "evaluated": "keep_checkpoints: evaluated\n",
+        "last": "keep_checkpoints: last\n",
+    }.items():
         files[name] = folder / f"{name}.yaml"
         files[name].write_text(text)  # type: ignore[union-attr]
     return files
@@ -81,7 +104,9 @@ def reference(bench_cache: Path, configs: dict[str, Path | None], tmp_path_facto
 def assert_same_run(expected: Path, actual: Path) -> None:
     """Byte-identical final weights, training log and per-item records."""
     final = read_manifest(expected / "checkpoints")[-1]
-    assert [r.to_dict() for r in read_manifest(actual / "checkpoints")] == [r.to_dict() for r in read_manifest(expected / "checkpoints")]
+    assert [r.to_dict() for r in read_manifest(actual / "checkpoints")] == [
+        r.to_dict() for r in read_manifest(expected / "checkpoints")
+    ]
     for name in (f"{final.path}/model.safetensors", "train_log.parquet", "records.parquet"):
         assert (expected / name).read_bytes() == (actual / name).read_bytes(), name
 
@@ -108,7 +133,9 @@ KILLS = [
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("kill", KILLS, ids=lambda k: f"{k.method}-{k.config}-{k.point}")
-def test_kill_9_during_training_resumes_to_identical_results(bench_cache: Path, configs, reference, tmp_path: Path, kill: Kill) -> None:
+def test_kill_9_during_training_resumes_to_identical_results(
+    bench_cache: Path, configs, reference, tmp_path: Path, kill: Kill
+) -> None:
     expected = reference(kill.method, kill.config)
     out = tmp_path / "run"
     killed = run_cli(bench_cache, out, kill.method, configs[kill.config], kill_at=kill.point)
@@ -128,18 +155,33 @@ def test_kill_9_during_training_resumes_to_identical_results(bench_cache: Path, 
     killed_after = int(kill.point.split(":")[1])
     assert train["resumed_from_step"] == kill.resumed_from
     assert train["steps_run"] == total - kill.resumed_from
-    assert killed_after - kill.resumed_from <= json.loads((out / "run.json").read_text())["config"]["checkpoint_every"]  # redid at most one interval
+    assert (
+        killed_after - kill.resumed_from <= json.loads((out / "run.json").read_text())["config"]["checkpoint_every"]
+    )  # redid at most one interval
     assert leftovers(out) == []
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_training_with_one_line_and_the_rerun_matches(bench_cache: Path, configs, reference, tmp_path: Path, signum: int, status: int) -> None:
+def test_a_signal_stops_training_with_one_line_and_the_rerun_matches(
+    bench_cache: Path, configs, reference, tmp_path: Path, signum: int, status: int
+) -> None:
     expected = reference("rps", "long")
     out = tmp_path / "run"
-    env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "PLASTICITY_BENCH_CACHE": str(bench_cache),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
     env.pop("PLASTICITY_BENCH_KILL_AT", None)
-    process = subprocess.Popen(command("rps", out, configs["long"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    process = subprocess.Popen(
+        command("rps", out, configs["long"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     manifest = out / "checkpoints" / "manifest.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:  # wait for the first checkpoint after the start
@@ -166,35 +208,58 @@ def test_a_signal_stops_training_with_one_line_and_the_rerun_matches(bench_cache
 
 
 @pytest.mark.e2e
-def test_keep_checkpoints_prunes_training_state_and_folders_without_changing_results(bench_cache: Path, configs, reference) -> None:
+def test_keep_checkpoints_prunes_training_state_and_folders_without_changing_results(
+    bench_cache: Path, configs, reference
+) -> None:
     everything = reference("rps", "smoke")
-    assert sorted(p.name for p in (everything / "checkpoints").glob("*.trainer_state.pt")) == ["step-000002.trainer_state.pt", "step-000004.trainer_state.pt"]
+    assert sorted(p.name for p in (everything / "checkpoints").glob("*.trainer_state.pt")) == [
+        "step-000002.trainer_state.pt",
+        "step-000004.trainer_state.pt",
+    ]
     evaluated, last = reference("rps", "evaluated"), reference("rps", "last")
     for run in (evaluated, last):
         assert (run / "records.parquet").read_bytes() == (everything / "records.parquet").read_bytes()
         assert not list((run / "checkpoints").glob("*.trainer_state.pt"))
-    assert sorted(p.name for p in (evaluated / "checkpoints").iterdir()) == ["manifest.json", "step-000000", "step-000002", "step-000004"]
+    assert sorted(p.name for p in (evaluated / "checkpoints").iterdir()) == [
+        "manifest.json",
+        "step-000000",
+        "step-000002",
+        "step-000004",
+    ]
     assert sorted(p.name for p in (last / "checkpoints").iterdir()) == ["manifest.json", "step-000000", "step-000004"]
-    assert [r.step for r in read_manifest(last / "checkpoints")] == [0, 2, 4]  # every checkpoint is still scored and listed
+    assert [r.step for r in read_manifest(last / "checkpoints")] == [
+        0,
+        2,
+        4,
+    ]  # every checkpoint is still scored and listed
     # a storage setting, not the experiment: the same fingerprint as `all`
-    assert json.loads((last / "run.json").read_text())["fingerprint"] == json.loads((everything / "run.json").read_text())["fingerprint"]
+    assert (
+        json.loads((last / "run.json").read_text())["fingerprint"]
+        == json.loads((everything / "run.json").read_text())["fingerprint"]
+    )
 
 
 # ---------------------------------------------------------------- in process
 
 
-def test_a_run_the_disk_cannot_hold_is_refused_before_anything_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_the_disk_cannot_hold_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=4096))
     out = tmp_path / "deep" / "run"
-    rejected(cli("run", "--method", "rps", "--preset", "smoke", "--out", str(out)), "not enough disk space", "keep_checkpoints")
+    rejected(
+        cli("run", "--method", "rps", "--preset", "smoke", "--out", str(out)),
+        "not enough disk space",
+        "keep_checkpoints",
+    )
     assert not (tmp_path / "deep").exists()
 
 
 def test_the_disk_estimate_scales_with_checkpoints_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.app.config import load_config
-    from harness.app.pipeline import check_disk_space, model_size_bytes
-    from tasks.suites import load_suite
+    from plasticity_bench.harness.app.config import load_config
+    from plasticity_bench.harness.app.pipeline import check_disk_space, model_size_bytes
+    from plasticity_bench.tasks.suites import load_suite
 
     config = load_config()  # the default organism: ≈ 1.26M float32 parameters
     assert 4_500_000 < model_size_bytes(config, load_suite(config.suite)) < 5_500_000
@@ -203,19 +268,24 @@ def test_the_disk_estimate_scales_with_checkpoints_kept(tmp_path: Path, monkeypa
     needs = {}
     for keep in ("all", "evaluated"):
         with pytest.raises(Exception, match=r"needs about ([\d,]+) MB") as refused:
-            check_disk_space(load_config(overrides={"keep_checkpoints": keep, "steps": 300}), load_suite(config.suite), tmp_path / "run", None)
+            check_disk_space(
+                load_config(overrides={"keep_checkpoints": keep, "steps": 300}),
+                load_suite(config.suite),
+                tmp_path / "run",
+                None,
+            )
         needs[keep] = int(re.search(r"needs about ([\d,]+) MB", str(refused.value)).group(1).replace(",", ""))  # type: ignore[union-attr]
     # 300 steps every 50: 9 checkpoints of ≈ 4.8 MB, each with ≈ 9.6 MB of optimizer state, or only 2 states kept
     assert 120 < needs["all"] < 160 and 50 < needs["evaluated"] < 80
 
 
 def test_ctrl_c_outside_a_run_exits_130_with_a_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.app.config
+    import plasticity_bench.harness.app.config
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(harness.app.config, "load_config", interrupted)
+    monkeypatch.setattr(plasticity_bench.harness.app.config, "load_config", interrupted)
     done = cli("base", "--preset", "smoke")
     assert done.returncode == 130 and done.stderr.strip() == "interrupted"
 
@@ -234,19 +304,28 @@ def test_a_signal_inside_an_uninterruptible_block_waits_for_its_end() -> None:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(1)
     assert stop.value.exit_status == 130
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # the previous handlers are back
+    assert (
+        signal.getsignal(signal.SIGINT),
+        signal.getsignal(signal.SIGTERM),
+    ) == before  # the previous handlers are back
 
 
 def test_batch_streams_restart_at_any_index() -> None:
-    from harness.app.organism import build_tokenizer
-    from tasks.base import Item
-    from trainers.common import batches
-    from trainers.policy import PreferencePair, pair_batches
+    from plasticity_bench.harness.app.organism import build_tokenizer
+    from plasticity_bench.tasks.base import Item
+    from plasticity_bench.trainers.common import batches
+    from plasticity_bench.trainers.policy import PreferencePair, pair_batches
 
     tokenizer = build_tokenizer()
-    items = [Item(str(i), "math", "chain_sum", "easy", f"calc {i}+1\n", f"{i}+1={i + 1}#{i + 1}", str(i + 1)) for i in range(9)]
+    items = [
+        Item(str(i), "math", "chain_sum", "easy", f"calc {i}+1\n", f"{i}+1={i + 1}#{i + 1}", str(i + 1))
+        for i in range(9)
+    ]
     pairs = [PreferencePair(f"p{i}", f"c{i}", f"r{i}", float(i), -float(i)) for i in range(7)]
-    for make in (lambda start: batches(tokenizer, items, 3, "0/easy", start), lambda start: pair_batches(tokenizer, pairs, 3, 0, start)):
+    for make in (
+        lambda start: batches(tokenizer, items, 3, "0/easy", start),
+        lambda start: pair_batches(tokenizer, pairs, 3, 0, start),
+    ):
         whole = make(0)
         stream = [next(whole) for _ in range(6)]
         for start in (1, 4):
@@ -263,15 +342,26 @@ def test_the_loop_resumes_bit_for_bit_and_needs_the_optimizer_state() -> None:
     import copy
     import io
 
-    from harness.app.organism import OrganismConfig, build_model, build_tokenizer
-    from tasks.base import Item
-    from trainers.common import Checkpoint, LoopConfig, Stage, TrainContext, train
-    from trainers.sft import SFT
+    from plasticity_bench.harness.app.organism import OrganismConfig, build_model, build_tokenizer
+    from plasticity_bench.tasks.base import Item
+    from plasticity_bench.trainers.common import Checkpoint, LoopConfig, Stage, TrainContext, train
+    from plasticity_bench.trainers.sft import SFT
 
     tokenizer = build_tokenizer()
-    items = [Item(str(i), "math", "chain_sum", "easy", f"calc {i}+1\n", f"{i}+1={i + 1}#{i + 1}", str(i + 1)) for i in range(8)]
+    items = [
+        Item(str(i), "math", "chain_sum", "easy", f"calc {i}+1\n", f"{i}+1={i + 1}#{i + 1}", str(i + 1))
+        for i in range(8)
+    ]
     stages = [Stage("easy", items, 3, 1e-2), Stage("hard", items[::-1], 3, 1e-3)]
-    loop = LoopConfig(batch_size=4, warmup_fraction=0.3, min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0, checkpoint_every=2, seed=0)
+    loop = LoopConfig(
+        batch_size=4,
+        warmup_fraction=0.3,
+        min_lr_ratio=0.1,
+        weight_decay=0.01,
+        grad_clip=1.0,
+        checkpoint_every=2,
+        seed=0,
+    )
     tiny = OrganismConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
     saved: dict[int, tuple[dict, bytes]] = {}
 
@@ -305,8 +395,8 @@ def test_the_loop_resumes_bit_for_bit_and_needs_the_optimizer_state() -> None:
 
 def test_a_folder_killed_while_being_created_is_not_refused(tmp_path: Path) -> None:
     """open_or_create writes eval_items.parquet, then run.json; a kill in between must not block the re-run."""
-    from harness.core.errors import BenchError
-    from harness.store import RunStore
+    from plasticity_bench.harness.core.errors import BenchError
+    from plasticity_bench.harness.store import RunStore
 
     (tmp_path / "eval_items.parquet").write_bytes(b"half")
     (tmp_path / "run.json.tmp").write_text("{")

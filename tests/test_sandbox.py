@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sandbox import (
+from plasticity_bench.harness.sandbox import (
     ExecutionResult,
     Outcome,
     SandboxError,
@@ -355,10 +355,14 @@ PROC_SCAN = """        seen = []
 
 
 def test_other_processes_are_invisible_in_proc() -> None:
-    program = """
+    program = (
+        """
         import os
-""" + PROC_SCAN + """        leaked = [cmdline for cmdline in seen if b"pytest" in cmdline]
+"""
+        + PROC_SCAN
+        + """        leaked = [cmdline for cmdline in seen if b"pytest" in cmdline]
     """
+    )
     result = run(program, "assert not leaked, leaked\n")
     if isolation_report()["private_proc"]:
         assert result.outcome is Outcome.PASS, result
@@ -546,7 +550,7 @@ def test_harness_survives_a_program_killing_its_own_supervisor() -> None:
 @pytest.mark.slow
 def test_without_kernel_protections_it_still_works_and_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine that allows no namespaces and no uid drop (non-root, user namespaces off)."""
-    from harness.sandbox import isolation, pool
+    from plasticity_bench.harness.sandbox import isolation, pool
 
     bare = isolation.Isolation(
         user_namespace=False,
@@ -562,7 +566,12 @@ def test_without_kernel_protections_it_still_works_and_says_what_is_missing(monk
     try:
         report = isolation_report()
         missing = (
-            "network_namespace", "pid_namespace", "read_only_filesystem", "private_proc", "process_limit", "socket_filter"
+            "network_namespace",
+            "pid_namespace",
+            "read_only_filesystem",
+            "private_proc",
+            "process_limit",
+            "socket_filter",
         )
         assert all(report[protection] is False for protection in missing)
         assert report["harness_protected_from_signals"] is False
@@ -603,8 +612,7 @@ SECRET_TEST = "assert f(4) == 987654321\n"
             "def f(x):\n    return Always('')\n"
         ),
         (  # hidden inside plain data
-            "class Always(list):\n    def __eq__(self, other):\n        return True\n"
-            "def f(x):\n    return [Always()]\n"
+            "class Always(list):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return [Always()]\n"
         ),
         "import unittest.mock\ndef f(x):\n    return unittest.mock.ANY\n",
     ],
@@ -838,8 +846,14 @@ def unprivileged_python() -> str | None:
         try:
             probe = subprocess.run(
                 [candidate, "-I", "-c", "import sys; print(sys.version_info >= (3, 10))"],
-                user=UNPRIVILEGED_UID, group=UNPRIVILEGED_UID, extra_groups=[],
-                capture_output=True, text=True, timeout=30, cwd="/", check=False,
+                user=UNPRIVILEGED_UID,
+                group=UNPRIVILEGED_UID,
+                extra_groups=[],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd="/",
+                check=False,
             )
         except OSError:
             continue
@@ -852,14 +866,16 @@ def run_as_unprivileged_harness(directory: Path, program: str, test: str) -> dic
     """The harness itself without root: a subprocess as uid 4242 (when we are root) calls
     run_program, which then confines attempts through an unprivileged user namespace."""
     script = directory / "unprivileged_harness.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from harness.sandbox import SandboxLimits, isolation_report, run_program
+        from plasticity_bench.harness.sandbox import SandboxLimits, isolation_report, run_program
         result = run_program({textwrap.dedent(program)!r}, {textwrap.dedent(test)!r}, SandboxLimits(site_packages=False))
         print(json.dumps({{"report": isolation_report(), "outcome": result.outcome.value, "detail": result.detail,
                           "output": result.output}}))
-    """))
+    """)
+    )
     script.chmod(0o644)
     if os.geteuid() != 0:
         command, switch = [sys.executable, "-I", str(script)], {}
@@ -875,13 +891,17 @@ def run_as_unprivileged_harness(directory: Path, program: str, test: str) -> dic
 
 
 def test_without_root_the_program_cannot_unmount_proc_to_see_the_host(public_tmp: Path) -> None:
-    program = """
+    program = (
+        """
         import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
         unmounted = libc.umount2(b"/proc", 2) == 0  # MNT_DETACH
         print("umount", unmounted, os.strerror(ctypes.get_errno()))
-""" + PROC_SCAN + """        host_visible = any(b"pytest" in cmdline for cmdline in seen)
+"""
+        + PROC_SCAN
+        + """        host_visible = any(b"pytest" in cmdline for cmdline in seen)
     """
+    )
     done = run_as_unprivileged_harness(public_tmp, program, "assert unmounted or host_visible\n")
     report = done["report"]
     if report["euid"] != 0 and not report["user_namespace"]:
@@ -915,7 +935,7 @@ def test_without_root_unix_sockets_of_the_host_cannot_be_reached(public_tmp: Pat
 def test_only_plain_data_crosses_the_channel() -> None:
     import numpy
 
-    from harness.sandbox.child import protocol
+    from plasticity_bench.harness.sandbox.child import protocol
 
     shared = [1, 2]
     assert protocol.is_plain([shared, shared, {"a": (1.5, None, 2j)}, {frozenset({b"x"})}, ...])
@@ -933,7 +953,7 @@ def test_only_plain_data_crosses_the_channel() -> None:
 def test_frames_survive_junk_and_floods_are_cut_off() -> None:
     import marshal
 
-    from harness.sandbox.child import protocol
+    from plasticity_bench.harness.sandbox.child import protocol
 
     data = b"junk" + protocol.frame(("value", 1)) + b"more junk" + protocol.frame(("loaded",))
     chunks = [data[i : i + 3] for i in range(0, len(data), 3)]  # frames split at every byte offset
@@ -952,7 +972,7 @@ def test_frames_survive_junk_and_floods_are_cut_off() -> None:
 def test_the_checker_notices_its_runner_die_even_if_a_child_holds_the_channel(
     pidfd: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.sandbox.child import checker
+    from plasticity_bench.harness.sandbox.child import checker
 
     if not pidfd:  # as on kernels before 5.3
         monkeypatch.setattr(checker, "_open_pidfd", lambda pid: None)

@@ -11,14 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.core.items import Item
-from harness.evaluation.scoring import RECORD_COLUMNS
-from tasks.arithmetic import final_answer
-from tasks.base import get_task
-from tasks.programs import ExpressionTask, program_source
-from tasks.scorers import get_scorer
-from tasks.scorers.base import without_thinking
-from tasks.scorers.symbolic import MathVerify
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.harness.evaluation.scoring import RECORD_COLUMNS
+from plasticity_bench.tasks.arithmetic import final_answer
+from plasticity_bench.tasks.base import get_task
+from plasticity_bench.tasks.programs import ExpressionTask, program_source
+from plasticity_bench.tasks.scorers import get_scorer
+from plasticity_bench.tasks.scorers.base import without_thinking
+from plasticity_bench.tasks.scorers.symbolic import MathVerify
 from tests.test_lmeval_sets import sweep  # noqa: F401  (the fixture: `bench eval` of an lm-eval suite)
 
 
@@ -96,7 +96,11 @@ def test_lmeval_answer_is_lm_evals_filtered_response(sweep: dict[str, Path]) -> 
 def test_numeric_answer_is_the_last_number_as_read() -> None:
     gold = item("1234")
     assert answers("numeric", gold, ["first 5, then 1,234.", "−7 left", "no number", "<think>9</think> 12"]) == [
-        "1234", "-7", "", "12"]
+        "1234",
+        "-7",
+        "",
+        "12",
+    ]
 
 
 def test_exact_match_answer_is_the_normalised_output() -> None:
@@ -106,7 +110,11 @@ def test_exact_match_answer_is_the_normalised_output() -> None:
 def test_multiple_choice_answer_is_the_chosen_letter() -> None:
     gold = item("C")
     assert answers("multiple_choice", gold, ["The answer is (c).", "B) because", "I think so", "\\boxed{D}"]) == [
-        "C", "B", "", "D"]
+        "C",
+        "B",
+        "",
+        "D",
+    ]
 
 
 def test_math_verify_answer_is_its_extraction() -> None:

@@ -8,13 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.base import Score
-from tasks.scorers import SCORERS, Scorer, get_scorer, symbolic
-from tasks.scorers.choice import chosen_letter
-from tasks.scorers.numeric import last_number
-from tasks.scorers.symbolic import MathVerify, prepare_gold, shared_pool
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import Score
+from plasticity_bench.tasks.scorers import SCORERS, Scorer, get_scorer, symbolic
+from plasticity_bench.tasks.scorers.choice import chosen_letter
+from plasticity_bench.tasks.scorers.numeric import last_number
+from plasticity_bench.tasks.scorers.symbolic import MathVerify, prepare_gold, shared_pool
 
 
 def item(answer: str, meta: dict | None = None, item_id: str = "i") -> Item:
@@ -89,7 +89,11 @@ EQUIVALENCES: list[tuple[str, str, str]] = [
     (r"\log_2 8", r"\boxed{3}", r"\boxed{4}"),
     (r"\infty", r"\boxed{\infty}", r"\boxed{-\infty}"),
     ("3+4i", r"\boxed{4i+3}", r"\boxed{3-4i}"),
-    (r"\begin{pmatrix}1\\2\end{pmatrix}", r"\boxed{\begin{pmatrix}1\\2\end{pmatrix}}", r"\boxed{\begin{pmatrix}2\\1\end{pmatrix}}"),
+    (
+        r"\begin{pmatrix}1\\2\end{pmatrix}",
+        r"\boxed{\begin{pmatrix}1\\2\end{pmatrix}}",
+        r"\boxed{\begin{pmatrix}2\\1\end{pmatrix}}",
+    ),
     (r"\text{(B)}", r"\boxed{B}", r"\boxed{C}"),
 ]
 
@@ -100,7 +104,11 @@ MATH_VERIFY_SURPRISES: list[tuple[str, str, str]] = [
     ("18", r"It costs \$18.", "no_answer"),
     ("1500", "1.5e3", "wrong_answer"),  # plain scientific notation in an output is read as 1.5
     ("i", r"\boxed{\sqrt{-1}}", "wrong_answer"),  # sqrt(-1) is not simplified to i
-    ("[1,2]", r"\boxed{1 \le x \le 2}", "wrong_answer"),  # an inequality is not an interval (allow_set_relation_comp=False)
+    (
+        "[1,2]",
+        r"\boxed{1 \le x \le 2}",
+        "wrong_answer",
+    ),  # an inequality is not an interval (allow_set_relation_comp=False)
     (r"\pi", r"\boxed{3.14159}", "wrong_answer"),  # compared at 6 decimal places
     (r"\text{hello}", "hello", "no_answer"),  # a word is not an answer
 ]
@@ -134,17 +142,20 @@ def test_math_verify_surprises_stay_as_documented(table_scores: list[Score], cas
     assert (got.correct, got.outcome) == (False, MATH_VERIFY_SURPRISES[case][2])
 
 
-@pytest.mark.parametrize(("answer", "prepared"), [
-    ("42", "$42$"),
-    (" 3/4 ", "$3/4$"),
-    (r"\frac{3}{4}", r"$\frac{3}{4}$"),
-    (r"\boxed{5}", r"\boxed{5}"),
-    ("$x+1$", "$x+1$"),
-    (r"\(x\)", r"\(x\)"),
-    (r"\$12.50", r"$\$12.50$"),  # an escaped dollar is not a delimiter
-    ("2.5e-3", r"$2.5\times 10^{-3}$"),
-    ("1E6", r"$1\times 10^{6}$"),
-])
+@pytest.mark.parametrize(
+    ("answer", "prepared"),
+    [
+        ("42", "$42$"),
+        (" 3/4 ", "$3/4$"),
+        (r"\frac{3}{4}", r"$\frac{3}{4}$"),
+        (r"\boxed{5}", r"\boxed{5}"),
+        ("$x+1$", "$x+1$"),
+        (r"\(x\)", r"\(x\)"),
+        (r"\$12.50", r"$\$12.50$"),  # an escaped dollar is not a delimiter
+        ("2.5e-3", r"$2.5\times 10^{-3}$"),
+        ("1E6", r"$1\times 10^{6}$"),
+    ],
+)
 def test_prepare_gold(answer: str, prepared: str) -> None:
     assert prepare_gold(answer) == prepared
 
@@ -154,7 +165,9 @@ def test_each_gold_is_parsed_once_and_then_cached() -> None:
     pool = shared_pool(2)
     before = pool.gold_parses
     golds = [r"\frac{7}{3}", "19"]
-    scores = scorer.score([item(golds[k % 2]) for k in range(200)], [r"\boxed{\frac{14}{6}}" if k % 2 == 0 else "19" for k in range(200)])
+    scores = scorer.score(
+        [item(golds[k % 2]) for k in range(200)], [r"\boxed{\frac{14}{6}}" if k % 2 == 0 else "19" for k in range(200)]
+    )
     assert all(s.correct for s in scores)
     assert pool.gold_parses - before <= len(golds) * pool.size  # 200 items: at most once per gold per worker
     after_first = pool.gold_parses
@@ -165,7 +178,9 @@ def test_each_gold_is_parsed_once_and_then_cached() -> None:
 
 def test_unparseable_gold_scores_wrong_with_its_own_outcome() -> None:
     assert [(s.correct, s.outcome) for s in score_pairs(get_scorer("math_verify"), [("", "5"), ("5", "")])] == [
-        (False, "gold_unparsed"), (False, "no_answer")]
+        (False, "gold_unparsed"),
+        (False, "no_answer"),
+    ]
 
 
 # A tower of powers hangs sympy inside one C-level integer power (signal.alarm could not stop it
@@ -174,13 +189,27 @@ PATHOLOGICAL = [r"\boxed{9^{9^{9^{9}}}}", "9^9^9", r"\boxed{" + r"\frac{1}{" * 5
 
 
 def mixed_batch() -> tuple[list[Item], list[str]]:
-    pairs = [("3/4", r"\boxed{0.75}"), ("5", PATHOLOGICAL[0]), ("42", "42"), ("5", PATHOLOGICAL[1]), ("7", "8"),
-             ("5", PATHOLOGICAL[2]), (r"\sqrt{2}", r"\boxed{\frac{2}{\sqrt{2}}}")]
+    pairs = [
+        ("3/4", r"\boxed{0.75}"),
+        ("5", PATHOLOGICAL[0]),
+        ("42", "42"),
+        ("5", PATHOLOGICAL[1]),
+        ("7", "8"),
+        ("5", PATHOLOGICAL[2]),
+        (r"\sqrt{2}", r"\boxed{\frac{2}{\sqrt{2}}}"),
+    ]
     return [item(gold, item_id=str(k)) for k, (gold, _) in enumerate(pairs)], [out for _, out in pairs]
 
 
-EXPECTED_MIXED = [(True, "correct"), (False, "timeout"), (True, "correct"), (False, "timeout"), (False, "wrong_answer"),
-                  (False, "timeout"), (True, "correct")]
+EXPECTED_MIXED = [
+    (True, "correct"),
+    (False, "timeout"),
+    (True, "correct"),
+    (False, "timeout"),
+    (False, "wrong_answer"),
+    (False, "timeout"),
+    (True, "correct"),
+]
 
 
 @pytest.mark.slow
@@ -221,7 +250,9 @@ def test_timeouts_work_from_a_worker_thread_as_from_the_main_thread() -> None:
 @pytest.mark.slow
 def test_concurrent_calls_from_two_threads_get_their_own_results() -> None:
     scorer = get_scorer("math_verify")
-    batches = [([item(str(n)) for n in range(k, k + 20)], [f"\\boxed{{{n}}}" for n in range(k, k + 20)]) for k in (0, 100)]
+    batches = [
+        ([item(str(n)) for n in range(k, k + 20)], [f"\\boxed{{{n}}}" for n in range(k, k + 20)]) for k in (0, 100)
+    ]
     with ThreadPoolExecutor(max_workers=2) as executor:
         results = list(executor.map(lambda batch: scorer.score(*batch), batches))
     assert all(s.correct for scores in results for s in scores)
@@ -240,7 +271,9 @@ def test_dead_workers_are_replaced() -> None:
     pool.slots[0] = symbolic._start_worker(0)  # one still starting (not ready) when it dies
     pool.slots[0].process.kill()
     pool.slots[0].process.wait()
-    assert [s.correct for s in scorer.score([item(str(k)) for k in range(8)], [str(k % 2) for k in range(8)])] == [k < 2 for k in range(8)]
+    assert [s.correct for s in scorer.score([item(str(k)) for k in range(8)], [str(k % 2) for k in range(8)])] == [
+        k < 2 for k in range(8)
+    ]
 
 
 @pytest.mark.slow
@@ -263,44 +296,60 @@ def test_empty_batch_and_length_mismatch() -> None:
 
 # ---- exact_match, numeric, multiple_choice ----
 
-@pytest.mark.parametrize(("gold", "output", "correct", "outcome"), [
-    ("Paris", "Paris", True, "correct"),
-    ("Paris", "  paris \n", True, "correct"),
-    ("New York City", "new   york\tcity", True, "correct"),
-    ("Paris", "Paris.", False, "wrong_answer"),
-    ("Paris", "London", False, "wrong_answer"),
-    ("New York", "NewYork", False, "wrong_answer"),
-    ("Paris", "   ", False, "no_answer"),
-])
+
+@pytest.mark.parametrize(
+    ("gold", "output", "correct", "outcome"),
+    [
+        ("Paris", "Paris", True, "correct"),
+        ("Paris", "  paris \n", True, "correct"),
+        ("New York City", "new   york\tcity", True, "correct"),
+        ("Paris", "Paris.", False, "wrong_answer"),
+        ("Paris", "London", False, "wrong_answer"),
+        ("New York", "NewYork", False, "wrong_answer"),
+        ("Paris", "   ", False, "no_answer"),
+    ],
+)
 def test_exact_match(gold: str, output: str, correct: bool, outcome: str) -> None:
     [got] = get_scorer("exact_match").score([item(gold)], [output])
     assert (got.correct, got.score, got.outcome) == (correct, float(correct), outcome)
 
 
-@pytest.mark.parametrize(("gold", "output", "correct", "outcome"), [
-    ("72", "Natalia sold 48/2 = 24 clips in May, so 48+24 = 72 in total.", True, "correct"),
-    ("72", "The answer is 72.", True, "correct"),
-    ("1,234", "She earns $1234", True, "correct"),
-    ("1234", "She earns $1,234.00 in total", True, "correct"),
-    ("#### 1,234,567", "1,234,567", True, "correct"),
-    ("-5", "The temperature drops to -5 degrees", True, "correct"),
-    ("0.5", "that is 1/2 = 0.5000001", True, "correct"),  # within 1e-6 relative
-    ("10", "It is 10.0", True, "correct"),
-    ("72", "48+24 = 72, so 73", False, "wrong_answer"),  # the last number counts
-    ("5", "10-5", True, "correct"),  # a dash between numbers is not a minus sign
-    ("-5", "10-5", False, "wrong_answer"),
-    ("0.5", "0.5001", False, "wrong_answer"),
-    ("4", "3,4", True, "correct"),  # a comma not followed by three digits separates numbers
-    ("72", "I don't know", False, "no_answer"),
-    ("72", "", False, "no_answer"),
-])
+@pytest.mark.parametrize(
+    ("gold", "output", "correct", "outcome"),
+    [
+        ("72", "Natalia sold 48/2 = 24 clips in May, so 48+24 = 72 in total.", True, "correct"),
+        ("72", "The answer is 72.", True, "correct"),
+        ("1,234", "She earns $1234", True, "correct"),
+        ("1234", "She earns $1,234.00 in total", True, "correct"),
+        ("#### 1,234,567", "1,234,567", True, "correct"),
+        ("-5", "The temperature drops to -5 degrees", True, "correct"),
+        ("0.5", "that is 1/2 = 0.5000001", True, "correct"),  # within 1e-6 relative
+        ("10", "It is 10.0", True, "correct"),
+        ("72", "48+24 = 72, so 73", False, "wrong_answer"),  # the last number counts
+        ("5", "10-5", True, "correct"),  # a dash between numbers is not a minus sign
+        ("-5", "10-5", False, "wrong_answer"),
+        ("0.5", "0.5001", False, "wrong_answer"),
+        ("4", "3,4", True, "correct"),  # a comma not followed by three digits separates numbers
+        ("72", "I don't know", False, "no_answer"),
+        ("72", "", False, "no_answer"),
+    ],
+)
 def test_numeric(gold: str, output: str, correct: bool, outcome: str) -> None:
     [got] = get_scorer("numeric").score([item(gold)], [output])
     assert (got.correct, got.score, got.outcome) == (correct, float(correct), outcome)
 
 
-@pytest.mark.parametrize(("text", "number"), [("a 1,234,567.5 b", 1234567.5), ("x=\u22123", -3.0), ("1e3 apples", 1000.0),
-                                              ("(2)-3", 3.0), ("none", None), (".5", 0.5)])
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("a 1,234,567.5 b", 1234567.5),
+        ("x=\u22123", -3.0),
+        ("1e3 apples", 1000.0),
+        ("(2)-3", 3.0),
+        ("none", None),
+        (".5", 0.5),
+    ],
+)
 def test_last_number(text: str, number: float | None) -> None:
     assert last_number(text) == number
 
@@ -310,41 +359,47 @@ def test_numeric_gold_without_a_number_is_a_bench_error() -> None:
         get_scorer("numeric").score([item("seventy")], ["70"])
 
 
-@pytest.mark.parametrize(("output", "letter"), [
-    ("B", "B"),
-    ("(B)", "B"),
-    ("B) foo", "B"),
-    ("B. because it is", "B"),
-    ("[C]", "C"),
-    ("The answer is B.", "B"),
-    ("Answer: b", "B"),
-    ("b", "B"),
-    ("answer: (D)", "D"),
-    ("The correct option is E", "E"),
-    ("I think the answer is (C) here", "C"),
-    ("Is it A? No: the answer is J", "J"),
-    (r"\boxed{F}", "F"),
-    ("Considering both, (A) is wrong and (G) fits", "G"),
-    ("I am not sure", None),  # "I" is a valid letter but not a choice in prose
-    ("A dog is an animal", None),
-    ("The answer is a bit unclear", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("output", "letter"),
+    [
+        ("B", "B"),
+        ("(B)", "B"),
+        ("B) foo", "B"),
+        ("B. because it is", "B"),
+        ("[C]", "C"),
+        ("The answer is B.", "B"),
+        ("Answer: b", "B"),
+        ("b", "B"),
+        ("answer: (D)", "D"),
+        ("The correct option is E", "E"),
+        ("I think the answer is (C) here", "C"),
+        ("Is it A? No: the answer is J", "J"),
+        (r"\boxed{F}", "F"),
+        ("Considering both, (A) is wrong and (G) fits", "G"),
+        ("I am not sure", None),  # "I" is a valid letter but not a choice in prose
+        ("A dog is an animal", None),
+        ("The answer is a bit unclear", None),
+        ("", None),
+    ],
+)
 def test_chosen_letter(output: str, letter: str | None) -> None:
     assert chosen_letter(output) == letter
 
 
-@pytest.mark.parametrize(("gold", "meta", "output", "correct", "outcome"), [
-    ("B", {}, "The answer is B.", True, "correct"),
-    ("b", {}, "(B)", True, "correct"),
-    ("(C)", {}, "C) 42", True, "correct"),
-    ("B", {}, "Answer: c", False, "wrong_answer"),
-    ("B", {}, "I cannot tell", False, "no_answer"),
-    ("", {"label": 2}, "Answer: C", True, "correct"),
-    ("", {"label": 2}, "Answer: B", False, "wrong_answer"),
-    ("", {"label": "3"}, "D", True, "correct"),
-    ("", {"label": 9}, "J", True, "correct"),
-])
+@pytest.mark.parametrize(
+    ("gold", "meta", "output", "correct", "outcome"),
+    [
+        ("B", {}, "The answer is B.", True, "correct"),
+        ("b", {}, "(B)", True, "correct"),
+        ("(C)", {}, "C) 42", True, "correct"),
+        ("B", {}, "Answer: c", False, "wrong_answer"),
+        ("B", {}, "I cannot tell", False, "no_answer"),
+        ("", {"label": 2}, "Answer: C", True, "correct"),
+        ("", {"label": 2}, "Answer: B", False, "wrong_answer"),
+        ("", {"label": "3"}, "D", True, "correct"),
+        ("", {"label": 9}, "J", True, "correct"),
+    ],
+)
 def test_multiple_choice(gold: str, meta: dict, output: str, correct: bool, outcome: str) -> None:
     [got] = get_scorer("multiple_choice").score([item(gold, meta)], [output])
     assert (got.correct, got.score, got.outcome) == (correct, float(correct), outcome)
@@ -356,6 +411,7 @@ def test_multiple_choice_without_a_gold_letter_is_a_bench_error() -> None:
 
 
 # ---- the registry ----
+
 
 def test_scorers_are_registered_by_name() -> None:
     for name in ("math_verify", "exact_match", "numeric", "multiple_choice"):

@@ -101,8 +101,9 @@ def test_a_base_that_is_not_step_0_says_which_model_is_the_start(bench, smoke_ru
     start, _middle, last = checkpoints(smoke_run)
     suite = write_suite(tmp_path / "suite")
     out = tmp_path / "eval"
-    done = bench("eval", str(start), "--steps", "0", "--base", str(last), "--suite", str(suite), "--out", str(out),
-                 "-q")
+    done = bench(
+        "eval", str(start), "--steps", "0", "--base", str(last), "--suite", str(suite), "--out", str(out), "-q"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     one_line(done.stderr, "warning", f"--base {last} is not the start: {start} has step 0")
     assert json.loads((out / "run.json").read_text())["base_model"] == str(start)
@@ -110,9 +111,13 @@ def test_a_base_that_is_not_step_0_says_which_model_is_the_start(bench, smoke_ru
 
 def test_chat_mode_without_a_chat_template_warns_and_is_recorded(swept) -> None:
     done, out = swept
-    one_line(done.stderr, "warning", "has no chat template",
-             "hard/test, easy/test, words/test: raw text with the system prompt as a first paragraph",
-             "chat: false")
+    one_line(
+        done.stderr,
+        "warning",
+        "has no chat template",
+        "hard/test, easy/test, words/test: raw text with the system prompt as a first paragraph",
+        "chat: false",
+    )
     fallback = json.loads((out / "run.json").read_text())["chat_fallback"]
     assert set(fallback["sets"]) == {"hard/test", "easy/test", "words/test"}
     prompts = pd.read_parquet(out / "prompts.parquet").prompt
@@ -142,10 +147,10 @@ def test_the_gate_fails_a_drop_the_targets_gain_hides(bench, tmp_path: Path, mon
     n = 400
     base = np.zeros(2 * n, dtype=bool)
     base[:240] = True  # easy 60 %
-    base[n: n + 160] = True  # hard 40 %
+    base[n : n + 160] = True  # hard 40 %
     worse = base.copy()
     worse[:40] = False  # easy −10 points
-    worse[n + 160: n + 240] = True  # hard +20 points
+    worse[n + 160 : n + 240] = True  # hard +20 points
     baseline = test_gate.write_run(tmp_path / "base", {0: base, 100: base}, n)
     candidate = test_gate.write_run(tmp_path / "cand", {0: base, 100: worse}, n, method="rps")
     done = bench("gate", "-b", str(baseline), "-c", str(candidate), "--json", str(tmp_path / "gate.json"))
@@ -161,16 +166,19 @@ def test_the_gate_fails_a_drop_the_targets_gain_hides(bench, tmp_path: Path, mon
 @pytest.mark.parametrize(
     ("easy", "fragments"),
     [
-        ([*EASY, {"q": EASY[0]["q"], "a": "4"}],
-         ("easy/test", "question '1+2=' appears twice with different answers, '3' and '4'")),
+        (
+            [*EASY, {"q": EASY[0]["q"], "a": "4"}],
+            ("easy/test", "question '1+2=' appears twice with different answers, '3' and '4'"),
+        ),
         ([*EASY[:2], {"q": "5+5=", "a": ""}], ("row 2", "'a' value is empty", "fields.answer")),
         ([*EASY[:2], {"q": "5+5="}], ("row 2", "'a' value (fields.answer) is missing (null)")),
         ([*EASY[:2], {"q": "   ", "a": "1"}], ("row 2", "'q' value is empty", "fields.prompt")),
     ],
     ids=["conflicting-answers", "empty-answer", "missing-answer", "blank-question"],
 )
-def test_bad_rows_of_a_data_file_are_one_error(bench, smoke_run: Path, tmp_path: Path, easy: list[dict],
-                                               fragments: tuple[str, ...]) -> None:
+def test_bad_rows_of_a_data_file_are_one_error(
+    bench, smoke_run: Path, tmp_path: Path, easy: list[dict], fragments: tuple[str, ...]
+) -> None:
     suite = write_suite(tmp_path / "suite", easy=easy)
     out = tmp_path / "eval"
     start = checkpoints(smoke_run)[0]
@@ -183,8 +191,9 @@ def test_bad_rows_of_a_data_file_are_one_error(bench, smoke_run: Path, tmp_path:
     [("4,2", "--steps must increase"), ("2,2", "duplicate step 2 in --steps"), ("-2,4", "step -2 is negative")],
     ids=["decreasing", "repeated", "negative"],
 )
-def test_steps_out_of_order_repeated_or_negative_are_one_error(bench, smoke_run: Path, tmp_path: Path, steps: str,
-                                                                fragment: str) -> None:
+def test_steps_out_of_order_repeated_or_negative_are_one_error(
+    bench, smoke_run: Path, tmp_path: Path, steps: str, fragment: str
+) -> None:
     first, second = checkpoints(smoke_run)[1:3]
     out = tmp_path / "eval"
     done = bench("eval", str(first), str(second), f"--steps={steps}", "--suite", "micro", "--out", str(out), "-q")

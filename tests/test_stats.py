@@ -1,4 +1,4 @@
-"""harness.evaluation.stats against independent implementations (scipy, statsmodels) and by simulation."""
+"""plasticity_bench.harness.evaluation.stats against independent implementations (scipy, statsmodels) and by simulation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from scipy.stats import binom, binomtest, bootstrap
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from harness.evaluation.stats import (
+from plasticity_bench.harness.evaluation.stats import (
     PairedCounts,
     mcnemar_exact_p,
     mcnemar_midp,
@@ -76,8 +76,14 @@ def test_paired_bootstrap_agrees_with_scipy() -> None:
     reference = rng.random(300).round(1)
     other = np.clip(reference - 0.05 + rng.normal(0, 0.2, 300), 0, 1)
     ours = paired_bootstrap(reference, other)
-    theirs = bootstrap((reference, other), lambda a, b: np.mean(b - a), paired=True, method="percentile",
-                       n_resamples=10_000, random_state=3).confidence_interval
+    theirs = bootstrap(
+        (reference, other),
+        lambda a, b: np.mean(b - a),
+        paired=True,
+        method="percentile",
+        n_resamples=10_000,
+        random_state=3,
+    ).confidence_interval
     assert ours.difference == pytest.approx(float(np.mean(other - reference)))
     assert (ours.low, ours.high) == pytest.approx((theirs.low, theirs.high), abs=0.004)
     assert ours.p_value < 0.01

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.core.errors import BenchError
-from harness.evaluation.claims import (
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.evaluation.claims import (
     CONTRADICTED,
     INCONCLUSIVE,
     NOT_RUN,
@@ -23,7 +23,7 @@ from harness.evaluation.claims import (
     mean_and_stderr,
     t975,
 )
-from reports.study import METRICS, roughness
+from plasticity_bench.reports.study import METRICS, roughness
 from tests.helpers import cli, rejected
 
 
@@ -47,27 +47,41 @@ def test_welch_interval_by_hand() -> None:
     assert (low, high) == pytest.approx((10 - 4.303 * math.sqrt(variance), 10 + 4.303 * math.sqrt(variance)))
 
 
-def claim(metric: str = "target_gain", direction: str = "greater", against_zero: bool = False, b: str | None = "b") -> Claim:
+def claim(
+    metric: str = "target_gain", direction: str = "greater", against_zero: bool = False, b: str | None = "b"
+) -> Claim:
     return Claim("a beats b", "a", b, (Check(metric, direction, against_zero),))
 
 
-@pytest.mark.parametrize(("a", "b", "direction", "verdict"), [
-    ([10.0, 11.0, 12.0], [1.0, 2.0, 3.0], "greater", SUPPORTED),      # clearly higher
-    ([10.0, 11.0, 12.0], [1.0, 2.0, 3.0], "less", CONTRADICTED),      # the claim says lower
-    ([1.0, 2.0, 3.0], [10.0, 11.0, 12.0], "greater", CONTRADICTED),
-    ([1.0, 5.0, 9.0], [2.0, 6.0, 8.0], "greater", INCONCLUSIVE),      # interval straddles 0
-    ([10.0], [1.0], "greater", INCONCLUSIVE),                         # one seed each: no interval
-])
+@pytest.mark.parametrize(
+    ("a", "b", "direction", "verdict"),
+    [
+        ([10.0, 11.0, 12.0], [1.0, 2.0, 3.0], "greater", SUPPORTED),  # clearly higher
+        ([10.0, 11.0, 12.0], [1.0, 2.0, 3.0], "less", CONTRADICTED),  # the claim says lower
+        ([1.0, 2.0, 3.0], [10.0, 11.0, 12.0], "greater", CONTRADICTED),
+        ([1.0, 5.0, 9.0], [2.0, 6.0, 8.0], "greater", INCONCLUSIVE),  # interval straddles 0
+        ([10.0], [1.0], "greater", INCONCLUSIVE),  # one seed each: no interval
+    ],
+)
 def test_verdicts_on_constructed_inputs(a: list[float], b: list[float], direction: str, verdict: str) -> None:
     [result] = evaluate_claims([claim(direction=direction)], {"a": {"target_gain": a}, "b": {"target_gain": b}})
     assert result["verdict"] == verdict and result["tests"][0]["verdict"] == verdict
 
 
 def test_claim_of_several_tests_and_against_zero_and_not_run() -> None:
-    metrics = {"a": {"target_gain": [5.0, 6.0, 7.0], "ood_change": [-1.0, -1.5, -2.0]},
-               "b": {"target_gain": [9.0, 9.5, 10.0], "ood_change": [-9.0, -10.0, -11.0]}}
-    both = Claim("a gains and forgets less than b", "a", "b", (Check("target_gain", "greater", True), Check("ood_change", "greater")))
-    mixed = Claim("a gains more and forgets less", "a", "b", (Check("target_gain", "greater"), Check("ood_change", "greater")))
+    metrics = {
+        "a": {"target_gain": [5.0, 6.0, 7.0], "ood_change": [-1.0, -1.5, -2.0]},
+        "b": {"target_gain": [9.0, 9.5, 10.0], "ood_change": [-9.0, -10.0, -11.0]},
+    }
+    both = Claim(
+        "a gains and forgets less than b",
+        "a",
+        "b",
+        (Check("target_gain", "greater", True), Check("ood_change", "greater")),
+    )
+    mixed = Claim(
+        "a gains more and forgets less", "a", "b", (Check("target_gain", "greater"), Check("ood_change", "greater"))
+    )
     missing = Claim("c beats a", "c", "a", (Check("target_gain", "greater"),))
     results = evaluate_claims([both, mixed, missing], metrics)
     assert [r["verdict"] for r in results] == [SUPPORTED, CONTRADICTED, NOT_RUN]
@@ -78,10 +92,13 @@ def test_shipped_claims_and_bad_claim_files(tmp_path: Path) -> None:
     shipped = load_claims(SHIPPED_CLAIMS, METRICS)
     assert [(c.a, c.b) for c in shipped] == [("rps", "eps"), ("spot", "sft"), ("pcr", "grpo")]
     bad = tmp_path / "bad.yaml"
-    for text, message in [("- {claim: x, a: rps, b: eps, metric: target_gain, direction: up}", "direction must be one of greater, less"),
-                          ("- {claim: x, a: rps, b: eps, metric: speed, direction: greater}", "unknown metric 'speed'"),
-                          ("- {claim: x, a: rps, metric: target_gain, direction: greater}", "needs `b`"),
-                          ("claim: x", "must be a list of claims"), ("- [", "not valid YAML")]:
+    for text, message in [
+        ("- {claim: x, a: rps, b: eps, metric: target_gain, direction: up}", "direction must be one of greater, less"),
+        ("- {claim: x, a: rps, b: eps, metric: speed, direction: greater}", "unknown metric 'speed'"),
+        ("- {claim: x, a: rps, metric: target_gain, direction: greater}", "needs `b`"),
+        ("claim: x", "must be a list of claims"),
+        ("- [", "not valid YAML"),
+    ]:
         bad.write_text(text)
         with pytest.raises(BenchError, match=message):
             load_claims(bad, METRICS)
@@ -94,11 +111,38 @@ def test_roughness() -> None:
 
 
 def test_study_usage_errors(tmp_path: Path) -> None:
-    rejected(cli("study", "--methods", "sft,magic", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "unknown method 'magic'")
-    rejected(cli("study", "--methods", "sft", "--seeds", "0,x", "--preset", "smoke", "--out", str(tmp_path / "s")), "--seeds must be comma-separated integers")
-    rejected(cli("study", "--methods", "sft,sft", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "--methods names one twice")
-    rejected(cli("study", "--methods", "sft", "--seeds", "0", "--jobs", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "--jobs must be at least 1")
-    rejected(cli("study", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), "needs --methods, --arms or both")
+    rejected(
+        cli("study", "--methods", "sft,magic", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")),
+        "unknown method 'magic'",
+    )
+    rejected(
+        cli("study", "--methods", "sft", "--seeds", "0,x", "--preset", "smoke", "--out", str(tmp_path / "s")),
+        "--seeds must be comma-separated integers",
+    )
+    rejected(
+        cli("study", "--methods", "sft,sft", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")),
+        "--methods names one twice",
+    )
+    rejected(
+        cli(
+            "study",
+            "--methods",
+            "sft",
+            "--seeds",
+            "0",
+            "--jobs",
+            "0",
+            "--preset",
+            "smoke",
+            "--out",
+            str(tmp_path / "s"),
+        ),
+        "--jobs must be at least 1",
+    )
+    rejected(
+        cli("study", "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")),
+        "needs --methods, --arms or both",
+    )
     arms = tmp_path / "arms.yaml"
     for text, message in [
         ("low: {lr: 1e-4}\n", "arm 'low' must be a mapping that names its method"),
@@ -110,18 +154,51 @@ def test_study_usage_errors(tmp_path: Path) -> None:
         ("{}\n", "names no arm"),
     ]:
         arms.write_text(text)
-        rejected(cli("study", "--methods", "sft", "--arms", str(arms), "--seeds", "0", "--preset", "smoke", "--out", str(tmp_path / "s")), message)
+        rejected(
+            cli(
+                "study",
+                "--methods",
+                "sft",
+                "--arms",
+                str(arms),
+                "--seeds",
+                "0",
+                "--preset",
+                "smoke",
+                "--out",
+                str(tmp_path / "s"),
+            ),
+            message,
+        )
     assert not (tmp_path / "s").exists()  # nothing written for bad input
 
 
 def test_study_end_to_end(bench, tmp_path: Path) -> None:
     out = tmp_path / "study"
     mine = tmp_path / "claims.yaml"
-    mine.write_text("- {claim: RPS forgets less than SFT, a: rps-half, b: sft, metric: ood_change, direction: greater}\n")
+    mine.write_text(
+        "- {claim: RPS forgets less than SFT, a: rps-half, b: sft, metric: ood_change, direction: greater}\n"
+    )
     arms = tmp_path / "arms.yaml"  # an arm: a labelled variant of a method
     arms.write_text("rps-half: {method: rps, options: {stage2_lr_ratio: 0.5}}\n")
-    command = ("study", "--methods", "sft", "--arms", str(arms), "--seeds", "0,1", "--preset", "smoke", "--jobs", "2", "--out", str(out),
-               "--claims", str(mine), "-q")
+    command = (
+        "study",
+        "--methods",
+        "sft",
+        "--arms",
+        str(arms),
+        "--seeds",
+        "0,1",
+        "--preset",
+        "smoke",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+        "--claims",
+        str(mine),
+        "-q",
+    )
     done = bench(*command)
     assert done.returncode == 0, done.stderr
     for name in ("sft-seed0", "sft-seed1", "rps-half-seed0", "rps-half-seed1"):
@@ -134,7 +211,9 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
     data = json.loads((out / "study.json").read_text())
     page = (out / "study.html").read_text()
     assert "<img" in page and "id=claims" in page
-    assert "alt='training objectives vs step, one line per method (first seed)'" in page  # each arm's own objective, charted
+    assert (
+        "alt='training objectives vs step, one line per method (first seed)'" in page
+    )  # each arm's own objective, charted
     for method in ("sft", "rps-half"):
         entry = data["methods"][method]
         assert [r["seed"] for r in entry["runs"]] == [0, 1]
@@ -155,7 +234,9 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
             assert run["metrics"]["ood_change"] == pytest.approx(sum(held) / len(data["held_out_families"]))
             assert run["metrics"]["kl_to_start"] == pytest.approx(meta["stages"]["kl"]["final_kl"])
         assert entry["metrics"]["target_gain"]["mean"] == pytest.approx(sum(gains) / 2)
-        assert entry["metrics"]["target_gain"]["stderr"] == pytest.approx(abs(gains[0] - gains[1]) / 2)  # sd/√2 of two values
+        assert entry["metrics"]["target_gain"]["stderr"] == pytest.approx(
+            abs(gains[0] - gains[1]) / 2
+        )  # sd/√2 of two values
         for family, values in held_out.items():
             assert entry["metrics"][f"held_out:{family}"]["mean"] == pytest.approx(sum(values) / 2)
     verdicts = {c["claim"]: c["verdict"] for c in data["claims"]}

@@ -17,7 +17,9 @@ from tests.suite_files import GSM8K_ROWS, LMEVAL_ROWS, LMEVAL_TASK, write_jsonl
 OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 ANSWER = "{field: answer, pattern: '####\\s*(.+?)\\s*$'}"
 FILE_SOURCE = f"{{kind: file, path: sums.jsonl, fields: {{prompt: question, answer: {ANSWER}}}}}"
-TRAIN_SET = f"{{source: {{kind: file, path: train.jsonl, fields: {{prompt: question, answer: {ANSWER}}}}}, scorer: numeric}}"
+TRAIN_SET = (
+    f"{{source: {{kind: file, path: train.jsonl, fields: {{prompt: question, answer: {ANSWER}}}}}, scorer: numeric}}"
+)
 TRAIN = f"train:\n  easy: {TRAIN_SET}\n  hard: {TRAIN_SET}\n"
 
 
@@ -72,19 +74,39 @@ def no_run_folder_left(*folders: Path) -> None:
 def test_program_scorer_on_a_file_set_is_refused_before_generation(tmp_path: Path, model: Path, scorer: str) -> None:
     suite = code_scored_suite(tmp_path, scorer)
     run_out, eval_out = tmp_path / "run", tmp_path / "eval"
-    for done in (cli("run", "--preset", "smoke", "--suite", str(suite), "--model", str(model), "--out", str(run_out)),
-                 cli("eval", str(model), "--steps", "0", "--suite", str(suite), "--out", str(eval_out))):
-        rejected(done, "eval set 2 (programs/test)", f"scorer {scorer} needs item meta", "source kind file",
-                 "scorers that fit source kind file")
+    for done in (
+        cli("run", "--preset", "smoke", "--suite", str(suite), "--model", str(model), "--out", str(run_out)),
+        cli("eval", str(model), "--steps", "0", "--suite", str(suite), "--out", str(eval_out)),
+    ):
+        rejected(
+            done,
+            "eval set 2 (programs/test)",
+            f"scorer {scorer} needs item meta",
+            "source kind file",
+            "scorers that fit source kind file",
+        )
     no_run_folder_left(run_out, eval_out)
 
 
 def test_evalplus_on_a_file_set_refused_then_the_corrected_suite_runs_into_the_same_folders(
-        bench, tmp_path: Path, model: Path) -> None:
+    bench, tmp_path: Path, model: Path
+) -> None:
     suite = code_scored_suite(tmp_path, "evalplus")
     run_out, eval_out = tmp_path / "run", tmp_path / "eval"
-    run = ("run", "--preset", "smoke", "--method", "sft", "--suite", str(suite), "--model", str(model),
-           "--out", str(run_out), "-q")
+    run = (
+        "run",
+        "--preset",
+        "smoke",
+        "--method",
+        "sft",
+        "--suite",
+        str(suite),
+        "--model",
+        str(model),
+        "--out",
+        str(run_out),
+        "-q",
+    )
     evaluate = ("eval", str(model), "--steps", "0", "--suite", str(suite), "--out", str(eval_out), "-q")
     for args in (run, evaluate):
         done = bench(*args)
@@ -106,23 +128,34 @@ def test_evalplus_on_a_file_set_refused_then_the_corrected_suite_runs_into_the_s
 def test_lmeval_set_settings_it_ignores_are_refused_and_defaults_are_not(tmp_path: Path, model: Path) -> None:
     write_data(tmp_path)
     suite = tmp_path / "suite.yaml"
-    lm_set = "{name: lm, family: sums, source: {kind: lmeval, task: my_local_sums.yaml}, sampling: {temperature: 0.7, n: 2}}"
+    lm_set = (
+        "{name: lm, family: sums, source: {kind: lmeval, task: my_local_sums.yaml}, sampling: {temperature: 0.7, n: 2}}"
+    )
     suite.write_text(f"name: mine\ndefaults: {{sampling: {{max_new_tokens: 8}}}}\neval:\n  - {TARGET}\n  - {lm_set}\n")
     out = tmp_path / "eval"
-    rejected(cli("eval", str(model), "--steps", "0", "--suite", str(suite), "--out", str(out), "-q"),
-             "eval set 2 (lm/test)", "source kind lmeval ignores sampling.n, sampling.temperature",
-             "honours no sampling setting")
+    rejected(
+        cli("eval", str(model), "--steps", "0", "--suite", str(suite), "--out", str(out), "-q"),
+        "eval set 2 (lm/test)",
+        "source kind lmeval ignores sampling.n, sampling.temperature",
+        "honours no sampling setting",
+    )
     no_run_folder_left(out)
 
 
 def test_gold_a_scorer_cannot_read_is_refused_before_generation(tmp_path: Path, model: Path) -> None:
     write_data(tmp_path)
-    write_jsonl(tmp_path / "sums.jsonl", [{"question": "1+1?", "answer": "#### 2"}, {"question": "Colour?", "answer": "#### blue"}])
+    write_jsonl(
+        tmp_path / "sums.jsonl",
+        [{"question": "1+1?", "answer": "#### 2"}, {"question": "Colour?", "answer": "#### blue"}],
+    )
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"name: mine\neval:\n  - {TARGET}\n")
     out = tmp_path / "eval"
-    rejected(cli("eval", str(model), "--steps", "0", "--suite", str(suite), "--out", str(out), "-q"),
-             "(sums/test): scorer numeric cannot score item", "'blue' has no number")
+    rejected(
+        cli("eval", str(model), "--steps", "0", "--suite", str(suite), "--out", str(out), "-q"),
+        "(sums/test): scorer numeric cannot score item",
+        "'blue' has no number",
+    )
     no_run_folder_left(out)
 
 
@@ -206,8 +239,15 @@ eval:
 
 def test_training_data_is_checked_before_bench_run_writes_anything(tmp_path: Path, model: Path) -> None:
     suite = code_scored_suite(tmp_path, "numeric")
-    suite.write_text(suite.read_text().replace("  hard: {source: {kind: file, path: train.jsonl", "  hard: {source: {kind: file, path: gone.jsonl"))
+    suite.write_text(
+        suite.read_text().replace(
+            "  hard: {source: {kind: file, path: train.jsonl", "  hard: {source: {kind: file, path: gone.jsonl"
+        )
+    )
     out = tmp_path / "run"
-    rejected(cli("run", "--preset", "smoke", "--suite", str(suite), "--model", str(model), "--out", str(out)),
-             "train.hard", "gone.jsonl does not exist")
+    rejected(
+        cli("run", "--preset", "smoke", "--suite", str(suite), "--model", str(model), "--out", str(out)),
+        "train.hard",
+        "gone.jsonl does not exist",
+    )
     no_run_folder_left(out)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.core.errors import BenchError
-from tasks.suites import load_suite
-from tasks.suites.items import load_eval_items, training_items
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.tasks.suites import load_suite
+from plasticity_bench.tasks.suites.items import load_eval_items, training_items
 from tests.conftest import ROOT
 
 SUITE = """name: own
@@ -85,14 +85,14 @@ def test_importing_and_parsing_suites_loads_no_item() -> None:
     loading the micro suite's items is what makes them."""
     script = """
 import json
-from tasks.sources import Source
-from tasks.sources.generator import Generator
+from plasticity_bench.tasks.sources import Source
+from plasticity_bench.tasks.sources.generator import Generator
 calls = []
 for cls in (Source, Generator):
     original = cls.eval_items
     cls.eval_items = lambda self, *a, _o=original, **k: calls.append(1) or _o(self, *a, **k)
-from tasks.suites import load_suite, shipped_suites
-from tasks.suites.items import load_eval_items
+from plasticity_bench.tasks.suites import load_suite, shipped_suites
+from plasticity_bench.tasks.suites.items import load_eval_items
 suites = [load_suite(name) for name in shipped_suites()]
 parsed = len(calls)
 load_eval_items(load_suite("micro"))

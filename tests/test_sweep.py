@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from harness.app.organism import OrganismConfig, build_model, build_tokenizer
-from harness.app.sweep import SweepPoint, discover_sweep, merge_adapter
-from harness.core.errors import BenchError
+from plasticity_bench.harness.app.organism import OrganismConfig, build_model, build_tokenizer
+from plasticity_bench.harness.app.sweep import SweepPoint, discover_sweep, merge_adapter
+from plasticity_bench.harness.core.errors import BenchError
 
 TINY = OrganismConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64, max_positions=32)
 LORA_TARGETS = ("q_proj", "v_proj")
@@ -55,11 +55,15 @@ def copy_model(source: Path, target: Path, trainer_step: int | None = None) -> P
     return target
 
 
-def save_adapter(base: Path, folder: Path, seed: int, base_name: str | None = "as-loaded", tokenizer: bool = True) -> Path:
+def save_adapter(
+    base: Path, folder: Path, seed: int, base_name: str | None = "as-loaded", tokenizer: bool = True
+) -> Path:
     """A LoRA adapter on q_proj/v_proj with random (non-zero) A and B, as if trained."""
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS)))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS))
+    )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -87,7 +91,11 @@ def test_training_folder_in_step_order_with_base_as_step_0(base: Path, tmp_path:
     sweep = discover_sweep([run], base_model=base, work_dir=tmp_path / "work")
     assert [point.step for point in sweep] == [0, 2, 4, 10]
     assert sweep[0] == SweepPoint(0, base, base, "model")
-    assert [point.model_dir for point in sweep[1:]] == [run / "checkpoint-2", run / "checkpoint-4", run / "checkpoint-10"]
+    assert [point.model_dir for point in sweep[1:]] == [
+        run / "checkpoint-2",
+        run / "checkpoint-4",
+        run / "checkpoint-10",
+    ]
     assert all(point.source == run and point.kind == "model" for point in sweep[1:])
     assert not (tmp_path / "work").exists()  # nothing to merge or link
 
@@ -100,7 +108,11 @@ def test_top_level_model_only_when_steps_says_so(base: Path, tmp_path: Path) -> 
     assert [point.step for point in discover_sweep([run], work_dir=tmp_path / "w")] == [2, 4]
     # a step no checkpoint has: the folder's own model is added there
     sweep = discover_sweep([run], steps=[5], work_dir=tmp_path / "w")
-    assert [(point.step, point.model_dir) for point in sweep] == [(2, run / "checkpoint-2"), (4, run / "checkpoint-4"), (5, run)]
+    assert [(point.step, point.model_dir) for point in sweep] == [
+        (2, run / "checkpoint-2"),
+        (4, run / "checkpoint-4"),
+        (5, run),
+    ]
     # the last checkpoint's step: the checkpoint stands for it, nothing is added
     assert [point.step for point in discover_sweep([run], steps=[4], work_dir=tmp_path / "w")] == [2, 4]
 
@@ -130,7 +142,10 @@ def test_checkpoint_without_tokenizer_gets_the_training_folders(base: Path, tmp_
     [point] = discover_sweep([run], work_dir=tmp_path / "work")
     assert point.model_dir == tmp_path / "work" / "linked" / "step-000003"
     assert (point.model_dir / "model.safetensors").resolve() == (checkpoint / "model.safetensors").resolve()
-    assert AutoTokenizer.from_pretrained(point.model_dir)("1+2").input_ids == AutoTokenizer.from_pretrained(base)("1+2").input_ids
+    assert (
+        AutoTokenizer.from_pretrained(point.model_dir)("1+2").input_ids
+        == AutoTokenizer.from_pretrained(base)("1+2").input_ids
+    )
 
 
 def test_architecture_check_ignores_dtype_name_and_version(base: Path, tmp_path: Path) -> None:
@@ -148,19 +163,29 @@ def test_architecture_check_ignores_dtype_name_and_version(base: Path, tmp_path:
 def test_lora_adapters_merge_to_base_plus_scaled_BA(base: Path, tmp_path: Path) -> None:
     adapters = [save_adapter(base, tmp_path / f"adapter-{step}", seed=step) for step in (1, 2)]
     sweep = discover_sweep(adapters, steps=[10, 20], work_dir=tmp_path / "work")  # base from adapter_config.json
-    assert [(point.step, point.kind, point.source) for point in sweep] == [(10, "lora", adapters[0]), (20, "lora", adapters[1])]
-    assert [point.model_dir for point in sweep] == [tmp_path / "work" / "merged" / "step-000010", tmp_path / "work" / "merged" / "step-000020"]
+    assert [(point.step, point.kind, point.source) for point in sweep] == [
+        (10, "lora", adapters[0]),
+        (20, "lora", adapters[1]),
+    ]
+    assert [point.model_dir for point in sweep] == [
+        tmp_path / "work" / "merged" / "step-000010",
+        tmp_path / "work" / "merged" / "step-000020",
+    ]
 
     before = weights(base)
     for point, adapter in zip(sweep, adapters):
         after = weights(point.model_dir)
         assert set(after) == set(before)  # a plain model: no lora_ tensors, no base_model. prefix
         changed = {name for name in before if not torch.equal(before[name], after[name])}
-        assert changed == {f"model.layers.{i}.self_attn.{target}.weight" for i in range(TINY.num_layers) for target in LORA_TARGETS}
+        assert changed == {
+            f"model.layers.{i}.self_attn.{target}.weight" for i in range(TINY.num_layers) for target in LORA_TARGETS
+        }
         lora = load_file(str(adapter / "adapter_model.safetensors"))
         prefix = "base_model.model.model.layers.1.self_attn.v_proj"
         delta = lora[f"{prefix}.lora_B.weight"] @ lora[f"{prefix}.lora_A.weight"] * (8 / 4)  # lora_alpha / r
-        torch.testing.assert_close(after["model.layers.1.self_attn.v_proj.weight"], before["model.layers.1.self_attn.v_proj.weight"] + delta)
+        torch.testing.assert_close(
+            after["model.layers.1.self_attn.v_proj.weight"], before["model.layers.1.self_attn.v_proj.weight"] + delta
+        )
         model = AutoModelForCausalLM.from_pretrained(point.model_dir)
         assert type(model).__name__ == "Qwen3ForCausalLM"
         assert AutoTokenizer.from_pretrained(point.model_dir).eos_token == "<|endoftext|>"
@@ -186,7 +211,10 @@ def test_explicit_base_wins_and_tokenizer_falls_back_to_it(base: Path, tmp_path:
     adapter = save_adapter(base, tmp_path / "checkpoint-5", seed=3, base_name="/gone/organism", tokenizer=False)
     [zero, five] = discover_sweep([adapter], base_model=base, work_dir=tmp_path / "w")
     assert (zero.step, zero.model_dir, five.step, five.kind) == (0, base, 5, "lora")
-    assert AutoTokenizer.from_pretrained(five.model_dir)("7").input_ids == AutoTokenizer.from_pretrained(base)("7").input_ids
+    assert (
+        AutoTokenizer.from_pretrained(five.model_dir)("7").input_ids
+        == AutoTokenizer.from_pretrained(base)("7").input_ids
+    )
 
 
 # ---------------------------------------------------------------- bad input: one line naming the problem
@@ -242,7 +270,9 @@ def test_lora_base_missing(base: Path, tmp_path: Path, named: str | None) -> Non
     adapter = save_adapter(base, tmp_path / "adapter", seed=0, base_name=named)
     with pytest.raises(BenchError) as error:
         discover_sweep([adapter], steps=[1], work_dir=tmp_path / "w")
-    assert_one_line_error(error, str(adapter), "--base", *([named, "nothing can be downloaded"] if named else ["names no base model"]))
+    assert_one_line_error(
+        error, str(adapter), "--base", *([named, "nothing can be downloaded"] if named else ["names no base model"])
+    )
     assert not (tmp_path / "w").exists()
 
 
@@ -306,8 +336,16 @@ class CharData(torch.utils.data.Dataset):
 
 def train(model, tokenizer, out: Path) -> None:
     args = TrainingArguments(
-        output_dir=str(out), max_steps=4, save_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
-        report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=100, seed=0,
+        output_dir=str(out),
+        max_steps=4,
+        save_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=100,
+        seed=0,
     )
     trainer = Trainer(model=model, args=args, train_dataset=CharData(tokenizer), processing_class=tokenizer)
     trainer.train()
@@ -333,7 +371,9 @@ def test_peft_trainer_sweep(base: Path, tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
     run = tmp_path / "lora-out"
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS)))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS))
+    )
     train(model, AutoTokenizer.from_pretrained(base), run)
     assert all((run / name / "adapter_config.json").is_file() for name in ("checkpoint-2", "checkpoint-4"))
     sweep = discover_sweep([run], base_model=base, work_dir=tmp_path / "work")
@@ -344,9 +384,15 @@ def test_peft_trainer_sweep(base: Path, tmp_path: Path) -> None:
         AutoModelForCausalLM.from_pretrained(point.model_dir)
         after = weights(point.model_dir)
         changed = {name for name in before if not torch.equal(before[name], after[name])}
-        assert changed == {f"model.layers.{i}.self_attn.{target}.weight" for i in range(TINY.num_layers) for target in LORA_TARGETS}
+        assert changed == {
+            f"model.layers.{i}.self_attn.{target}.weight" for i in range(TINY.num_layers) for target in LORA_TARGETS
+        }
         # peft's own merge of this checkpoint, for one layer
-        reference = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS)))
-        set_peft_model_state_dict(reference, load_file(str(run / f"checkpoint-{point.step}" / "adapter_model.safetensors")))
+        reference = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA_TARGETS))
+        )
+        set_peft_model_state_dict(
+            reference, load_file(str(run / f"checkpoint-{point.step}" / "adapter_model.safetensors"))
+        )
         merged = reference.merge_and_unload().state_dict()["model.layers.0.self_attn.q_proj.weight"]
         torch.testing.assert_close(after["model.layers.0.self_attn.q_proj.weight"], merged)

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-import tasks.suites
-from tasks import content_hash, get_task
-from tasks.arithmetic import worked_steps
-from tasks.suites import load_suite
-from tasks.suites.items import foundation_items, generator_items, load_eval_items, training_items
+import plasticity_bench.tasks.suites
+from plasticity_bench.tasks import content_hash, get_task
+from plasticity_bench.tasks.arithmetic import worked_steps
+from plasticity_bench.tasks.suites import load_suite
+from plasticity_bench.tasks.suites.items import foundation_items, generator_items, load_eval_items, training_items
 
 MICRO = load_suite("micro")
 
 
-def eval_items(suite: tasks.suites.Suite) -> tuple:
+def eval_items(suite: plasticity_bench.tasks.suites.Suite) -> tuple:
     return load_eval_items(suite).items
 
 
@@ -78,7 +78,9 @@ def test_program_outputs_are_executed_not_string_matched() -> None:
     a, b = item.answer.split("*x+")
     equivalent = f"{b}+x*{a}"  # different text, same function
     assert task.score([item], [equivalent])[0].correct
-    scores = task.score([item] * 4, ["while True: pass", "1/0", "sum(1 for _ in iter(int, 1))", "x*0"])  # a CPU loop that allocates nothing
+    scores = task.score(
+        [item] * 4, ["while True: pass", "1/0", "sum(1 for _ in iter(int, 1))", "x*0"]
+    )  # a CPU loop that allocates nothing
     assert [s.outcome for s in scores] == ["syntax_error", "runtime_error", "timeout", "wrong_answer"]
 
 
@@ -101,16 +103,19 @@ def test_the_600_item_target_set_begins_with_the_200_items_earlier_runs_were_sco
     assert content_hash(first_200) == MICRO_200_EVAL_SET_SHA256
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ("[chain_sum, easy, -1]", "foundation weight must be a positive number"),
-    ("[chain_sum, easy, heavy]", "foundation weight must be a positive number"),
-    ("[chain_sum]", "each foundation entry is [task, level] or [task, level, weight]"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("[chain_sum, easy, -1]", "foundation weight must be a positive number"),
+        ("[chain_sum, easy, heavy]", "foundation weight must be a positive number"),
+        ("[chain_sum]", "each foundation entry is [task, level] or [task, level, weight]"),
+    ],
+)
 def test_bad_foundation_entries_are_clear_errors(tmp_path: Path, entry: str, message: str) -> None:
-    from harness.core.errors import BenchError
-    from tasks.suites import load_suite
+    from plasticity_bench.harness.core.errors import BenchError
+    from plasticity_bench.tasks.suites import load_suite
 
-    text = (Path(tasks.suites.__file__).parent / "micro.yaml").read_text()
+    text = (Path(plasticity_bench.tasks.suites.__file__).parent / "micro.yaml").read_text()
     path = tmp_path / "suite.yaml"
     path.write_text(text.split("\nfoundation:")[0] + f"\nfoundation: [{entry}]\n")
     with pytest.raises(BenchError, match=re.escape(message)):
@@ -120,14 +125,28 @@ def test_bad_foundation_entries_are_clear_errors(tmp_path: Path, entry: str, mes
 def test_training_reward_checks_the_worked_steps_where_the_task_can() -> None:
     """The eval scorer grades the final answer; the RL/preference reward also needs every step
     right (chain_sum can check them), so a lucky answer from wrong steps earns nothing."""
-    from tasks.verify import reward_scores, rewards
+    from plasticity_bench.tasks.verify import reward_scores, rewards
 
     item = get_task("chain_sum").items("hard", 1, seed=3)[0]
     steps = item.target.split("#")[0].split(";")
-    wrong_first = re.sub(r"=(-?\d+)$", lambda m: f"={int(m.group(1)) + 1}", steps[0])  # 1 off in step 1, the rest as given
+    wrong_first = re.sub(
+        r"=(-?\d+)$", lambda m: f"={int(m.group(1)) + 1}", steps[0]
+    )  # 1 off in step 1, the rest as given
     lucky = ";".join([wrong_first, *steps[1:]]) + f"#{item.answer}"
-    outputs = [item.target, lucky, f"{item.target.split('#')[0]}#{int(item.answer) + 1}", " " + item.target.replace(";", "; ")]
-    assert [s.correct for s in reward_scores([item] * 4, outputs)] == [True, True, False, True]  # the scorer sees answers only
+    outputs = [
+        item.target,
+        lucky,
+        f"{item.target.split('#')[0]}#{int(item.answer) + 1}",
+        " " + item.target.replace(";", "; "),
+    ]
+    assert [s.correct for s in reward_scores([item] * 4, outputs)] == [
+        True,
+        True,
+        False,
+        True,
+    ]  # the scorer sees answers only
     assert rewards([item] * 4, outputs) == [1.0, 0.0, 0.0, 1.0]  # whitespace aside, the work must be right
     other = get_task("reverse").items("easy", 1, seed=3)[0]  # no work to check: the reward is the scorer's score
-    assert rewards([other, other], [other.target, "zz"]) == [s.score for s in reward_scores([other, other], [other.target, "zz"])]
+    assert rewards([other, other], [other.target, "zz"]) == [
+        s.score for s in reward_scores([other, other], [other.target, "zz"])
+    ]

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.app.config import RunConfig, load_config
-from harness.app.tracking import parse_report_to
-from harness.app.trainer_history import history_rows
+from plasticity_bench.harness.app.config import RunConfig, load_config
+from plasticity_bench.harness.app.tracking import parse_report_to
+from plasticity_bench.harness.app.trainer_history import history_rows
 from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 
@@ -139,32 +139,57 @@ def test_trainer_log_history_rows() -> None:
     ]
     assert history_rows(history) == [
         {"step": 1, "stage": "trainer", "loss": 2.5, "grad_norm": 1.0, "lr": 0.01, "epoch": 0.5},
-        {"step": 2, "stage": "trainer", "loss": 2.0, "grad_norm": 0.8, "lr": 0.005, "epoch": 1.0,
-         "eval_loss": 2.2, "eval_runtime": 0.1},
+        {
+            "step": 2,
+            "stage": "trainer",
+            "loss": 2.0,
+            "grad_norm": 0.8,
+            "lr": 0.005,
+            "epoch": 1.0,
+            "eval_loss": 2.2,
+            "eval_runtime": 0.1,
+        },
     ]
 
 
 def test_unknown_tracker_is_one_line_before_any_work(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    rejected(cli("run", "--preset", "smoke", "--out", str(out), "--report-to", "tensorboard,comet"),
-             "unknown tracker 'comet'", "tensorboard, wandb, mlflow")
+    rejected(
+        cli("run", "--preset", "smoke", "--out", str(out), "--report-to", "tensorboard,comet"),
+        "unknown tracker 'comet'",
+        "tensorboard, wandb, mlflow",
+    )
     config = tmp_path / "config.yaml"
     config.write_text("report_to: [wandb, neptune]\n")
     rejected(cli("run", "--preset", "smoke", "-c", str(config), "--out", str(out)), "unknown tracker 'neptune'")
     config.write_text("report_to: wandb\n")
     rejected(cli("run", "--preset", "smoke", "-c", str(config), "--out", str(out)), "report_to must be a list of names")
-    rejected(cli("eval", str(tmp_path), "--suite", "micro", "--out", str(out), "--report-to", "comet"),
-             "unknown tracker 'comet'")
+    rejected(
+        cli("eval", str(tmp_path), "--suite", "micro", "--out", str(out), "--report-to", "comet"),
+        "unknown tracker 'comet'",
+    )
     assert not out.exists()
 
 
 def test_missing_tracker_package_says_how_to_install_it(bench_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     # sys.modules["wandb"] = None is Python's own marker for "this module cannot be imported": a machine without wandb
-    hide_wandb = ("import sys; sys.modules['wandb'] = None; sys.argv[0] = 'bench'; "
-                  "from harness.app.cli import main; main()")
-    command = [sys.executable, "-c", hide_wandb, "run", "--preset", "smoke", "--out", str(out),
-               "--report-to", "tensorboard,wandb"]
+    hide_wandb = (
+        "import sys; sys.modules['wandb'] = None; sys.argv[0] = 'bench'; "
+        "from plasticity_bench.harness.app.cli import main; main()"
+    )
+    command = [
+        sys.executable,
+        "-c",
+        hide_wandb,
+        "run",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--report-to",
+        "tensorboard,wandb",
+    ]
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 2, done.stderr
@@ -183,8 +208,18 @@ def train_with_trainer(base: Path, out: Path) -> list[dict]:
     from tests.test_sweep import CharData
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    args = TrainingArguments(output_dir=str(out), max_steps=4, save_steps=2, logging_steps=1, learning_rate=1e-2,
-                             per_device_train_batch_size=4, report_to=[], use_cpu=True, disable_tqdm=True, seed=0)
+    args = TrainingArguments(
+        output_dir=str(out),
+        max_steps=4,
+        save_steps=2,
+        logging_steps=1,
+        learning_rate=1e-2,
+        per_device_train_batch_size=4,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
     model = AutoModelForCausalLM.from_pretrained(base)
     trainer = Trainer(model=model, args=args, train_dataset=CharData(tokenizer), processing_class=tokenizer)
     trainer.train()
@@ -193,19 +228,33 @@ def train_with_trainer(base: Path, out: Path) -> list[dict]:
 
 @pytest.mark.e2e
 def test_bench_eval_imports_the_trainers_log_history(bench, tmp_path: Path) -> None:
-    from harness.app.organism import OrganismConfig
+    from plasticity_bench.harness.app.organism import OrganismConfig
     from tests.test_sweep import save_organism
 
-    organism = OrganismConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
-                              max_positions=128)
+    organism = OrganismConfig(
+        hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64, max_positions=128
+    )
     base = save_organism(tmp_path / "base", organism)
     sweep = tmp_path / "trainer-out"
     history = train_with_trainer(base, sweep)
     trainer_losses = {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
     assert sorted(trainer_losses) == [1, 2, 3, 4]
     out = tmp_path / "eval"
-    done = bench("eval", str(sweep), "--base", str(base), "--suite", "micro", "--limit", "4", "--out", str(out),
-                 "--report-to", "tensorboard", "-q")
+    done = bench(
+        "eval",
+        str(sweep),
+        "--base",
+        str(base),
+        "--suite",
+        "micro",
+        "--limit",
+        "4",
+        "--out",
+        str(out),
+        "--report-to",
+        "tensorboard",
+        "-q",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     log = pd.read_parquet(out / "train_log.parquet")
@@ -225,8 +274,21 @@ def test_bench_eval_imports_the_trainers_log_history(bench, tmp_path: Path) -> N
 def test_steps_land_as_they_are_made_and_a_resumed_run_logs_them_all(bench_cache: Path, tmp_path: Path) -> None:
     """Killed (SIGKILL) after checkpoint 2: TensorBoard already holds steps 1-2; the resumed run logs 1-4."""
     out = tmp_path / "sft"
-    command = [sys.executable, "-m", "harness.app.cli", "run", "--method", "sft", "--preset", "smoke",
-               "--out", str(out), "--report-to", "tensorboard", "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "plasticity_bench.harness.app.cli",
+        "run",
+        "--method",
+        "sft",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--report-to",
+        "tensorboard",
+        "-q",
+    ]
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache), "OMP_NUM_THREADS": "1"}
     kill = {**env, "PLASTICITY_BENCH_KILL_AT": "checkpoint:2"}
     killed = subprocess.run(command, capture_output=True, text=True, env=kill, cwd=ROOT, timeout=600)

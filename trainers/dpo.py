@@ -43,12 +43,27 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from harness.core.errors import BenchError
-from harness.core.options import option
-from tasks.base import Item
-from tasks.verify import REWARD_KINDS, max_new_tokens, rewards
-from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, TrainingData, freeze_reference
-from trainers.policy import HELD_OUT_EVERY, HELD_OUT_MAX, PairTrainer, implicit_rewards_and_nll, pair_batch, reference_pairs, sample
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.options import option
+from plasticity_bench.tasks.base import Item
+from plasticity_bench.tasks.verify import REWARD_KINDS, max_new_tokens, rewards
+from plasticity_bench.trainers.common import (
+    TRAINERS,
+    MethodSettings,
+    Stage,
+    TrainContext,
+    TrainingData,
+    freeze_reference,
+)
+from plasticity_bench.trainers.policy import (
+    HELD_OUT_EVERY,
+    HELD_OUT_MAX,
+    PairTrainer,
+    implicit_rewards_and_nll,
+    pair_batch,
+    reference_pairs,
+    sample,
+)
 
 PAIRS_FILE = "preference_pairs.parquet"
 PAIR_KINDS = ("full", "first_step")
@@ -60,36 +75,64 @@ STEP_ENDS = (";", "\n")  # where a worked step ends: the organism's chains, and 
 @dataclass(frozen=True)
 class DPOOptions:
     beta: float = option(0.1, "β in r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)]", low=0, low_open=True)
-    pair_prompts: int = option(1024, "hard training prompts sampled to find pairs (pairs_from start; every 10th "
-                               "held out)", low=0, low_open=True)
+    pair_prompts: int = option(
+        1024,
+        "hard training prompts sampled to find pairs (pairs_from start; every 10th held out)",
+        low=0,
+        low_open=True,
+    )
     samples_per_prompt: int = option(8, "samples of each prompt (a pair needs >= 2)", low=2)
-    pairs_per_prompt: int = option(4, "at most this many (correct, wrong) pairs from one prompt's samples",
-                                   low=0, low_open=True)
+    pairs_per_prompt: int = option(
+        4, "at most this many (correct, wrong) pairs from one prompt's samples", low=0, low_open=True
+    )
     nll_weight: float = option(1.0, "α, weight of the chosen completions' NLL (TRL's rpo_alpha); 0 = plain DPO", low=0)
     temperature: float = option(1.0, "sampling temperature of the pairs' samples", low=0, low_open=True)
-    pairs: str = option("full", "full: whole samples; first_step: both cut after the first step where they "
-                        "differ (Step-DPO)", choices=PAIR_KINDS)
-    reward: str = option("verified", "which samples are right: verified (every worked step, where the task can "
-                         "check) or answer", choices=REWARD_KINDS)
-    pairs_from: str = option("policy", "start: pairs sampled once from the starting model (offline DPO); policy: "
-                             "sampled afresh from the current policy at every step (online DPO)", choices=PAIR_SOURCES)
+    pairs: str = option(
+        "full",
+        "full: whole samples; first_step: both cut after the first step where they differ (Step-DPO)",
+        choices=PAIR_KINDS,
+    )
+    reward: str = option(
+        "verified",
+        "which samples are right: verified (every worked step, where the task can check) or answer",
+        choices=REWARD_KINDS,
+    )
+    pairs_from: str = option(
+        "policy",
+        "start: pairs sampled once from the starting model (offline DPO); policy: "
+        "sampled afresh from the current policy at every step (online DPO)",
+        choices=PAIR_SOURCES,
+    )
     prompts_per_step: int = option(8, "prompts sampled per step with pairs_from policy", low=0, low_open=True)
 
 
-def prompt_pairs(item: Item, completions: Sequence[str], scores: Sequence[float], options: DPOOptions) -> list[tuple[str, str, str]]:
+def prompt_pairs(
+    item: Item, completions: Sequence[str], scores: Sequence[float], options: DPOOptions
+) -> list[tuple[str, str, str]]:
     """(prompt, chosen, rejected) from one prompt's rewarded samples: each wrong sample (in sampling
     order, at most `pairs_per_prompt`) paired with the right ones in turn; none without a right one."""
     right = [c for c, s in zip(completions, scores) if s >= 1.0]
     wrong = [c for c, s in zip(completions, scores) if s < 1.0]
-    return [(item.prompt, right[j % len(right)], rejected) for j, rejected in enumerate(wrong[: options.pairs_per_prompt] if right else [])]
+    return [
+        (item.prompt, right[j % len(right)], rejected)
+        for j, rejected in enumerate(wrong[: options.pairs_per_prompt] if right else [])
+    ]
 
 
-def sampled_pairs(model: PreTrainedModel, ctx: TrainContext, items: Sequence[Item], options: DPOOptions, seed: int
-                  ) -> tuple[list[tuple[str, str, str]], list[float]]:
+def sampled_pairs(
+    model: PreTrainedModel, ctx: TrainContext, items: Sequence[Item], options: DPOOptions, seed: int
+) -> tuple[list[tuple[str, str, str]], list[float]]:
     """The model, as it is now, samples `samples_per_prompt` completions of each item's prompt:
     the (prompt, chosen, rejected) pairs they give (`prompt_pairs`) and every sample's reward."""
-    samples = sample(model, ctx, [i.prompt for i in items], options.samples_per_prompt, max(max_new_tokens(i) for i in items),
-                     options.temperature, seed)
+    samples = sample(
+        model,
+        ctx,
+        [i.prompt for i in items],
+        options.samples_per_prompt,
+        max(max_new_tokens(i) for i in items),
+        options.temperature,
+        seed,
+    )
     pairs: list[tuple[str, str, str]] = []
     scores: list[float] = []
     for item, completions in zip(items, samples):
@@ -99,8 +142,9 @@ def sampled_pairs(model: PreTrainedModel, ctx: TrainContext, items: Sequence[Ite
     return pairs, scores
 
 
-def cut_pairs(pairs: Sequence[tuple[str, str, str]], options: DPOOptions
-              ) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
+def cut_pairs(
+    pairs: Sequence[tuple[str, str, str]], options: DPOOptions
+) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
     """The pairs as `options.pairs` asks (cut through their first differing step, or whole), with
     (chosen's, rejected's) flags of which completions are whole."""
     prompts, chosen, rejected = [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]
@@ -123,8 +167,9 @@ def through_first_differing_step(chosen: str, rejected: str) -> tuple[str, str]:
     return through_step(chosen), through_step(rejected)
 
 
-def first_step_pairs(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]
-                     ) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
+def first_step_pairs(
+    prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]
+) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
     """The pairs cut through their first differing step, once each (samples that err alike cut
     to the same pair), with (chosen's, rejected's) flags: whether each completion was left whole."""
     unique: dict[tuple[str, str, str], tuple[bool, bool]] = {}
@@ -132,19 +177,27 @@ def first_step_pairs(prompts: Sequence[str], chosen: Sequence[str], rejected: Se
         cut_plus, cut_minus = through_first_differing_step(y_plus, y_minus)
         unique.setdefault((prompt, cut_plus, cut_minus), (cut_plus == y_plus, cut_minus == y_minus))
     keys, flags = list(unique), list(unique.values())
-    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], ([f[0] for f in flags], [f[1] for f in flags])
+    return (
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        ([f[0] for f in flags], [f[1] for f in flags]),
+    )
 
 
-def dpo_pairs(model: PreTrainedModel, ctx: TrainContext, hard: Sequence[Item], options: DPOOptions, method: str
-              ) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
+def dpo_pairs(
+    model: PreTrainedModel, ctx: TrainContext, hard: Sequence[Item], options: DPOOptions, method: str
+) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
     """The pairs `options` ask for (DPO's, and RPS/EPS's DPO stage): the starting model samples
     the first `pair_prompts` hard prompts (`sampled_pairs`), then the pairs are cut with `pairs:
     first_step`; with (chosen's, rejected's) flags of which completions are whole. BenchError when no prompt gives a pair."""
     items = list(hard[: options.pair_prompts])
     pairs, _scores = sampled_pairs(model, ctx, items, options, ctx.loop.seed)
     if not pairs:
-        raise BenchError(f"{method}: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; "
-                         "raise options.samples_per_prompt or options.pair_prompts")
+        raise BenchError(
+            f"{method}: no preference pairs: none of {len(items)} prompts had both a correct and a wrong sample; "
+            "raise options.samples_per_prompt or options.pair_prompts"
+        )
     return cut_pairs(pairs, options)
 
 
@@ -176,21 +229,44 @@ class DPO(PairTrainer[DPOOptions]):
             return
         ctx.reference = freeze_reference(model)
         held = list(data.hard[: self.options.pair_prompts : HELD_OUT_EVERY])
-        prompts, chosen, rejected, whole = cut_pairs(sampled_pairs(model, ctx, held, self.options, ctx.loop.seed)[0], self.options)
+        prompts, chosen, rejected, whole = cut_pairs(
+            sampled_pairs(model, ctx, held, self.options, ctx.loop.seed)[0], self.options
+        )
         keep = slice(0, HELD_OUT_MAX)  # none at all is allowed: the held-out metrics are then not logged
-        self.make_pairs(model, ctx, prompts[keep], chosen[keep], rejected[keep], saved_as, whole=(whole[0][keep], whole[1][keep]),
-                        held_out=[True] * len(prompts[keep]))
+        self.make_pairs(
+            model,
+            ctx,
+            prompts[keep],
+            chosen[keep],
+            rejected[keep],
+            saved_as,
+            whole=(whole[0][keep], whole[1][keep]),
+            held_out=[True] * len(prompts[keep]),
+        )
         self.held_out_prompts = frozenset(item.prompt for item in held)
 
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         if not self.online:
             return super().stages(data, settings)
-        return [Stage("hard", [item for item in data.hard if item.prompt not in self.held_out_prompts], settings.steps, settings.lr)]
+        return [
+            Stage(
+                "hard",
+                [item for item in data.hard if item.prompt not in self.held_out_prompts],
+                settings.steps,
+                settings.lr,
+            )
+        ]
 
-    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-        return self.online_batches(model, stage, ctx, start) if self.online else super().batches(model, stage, ctx, start)
+    def batches(
+        self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        return (
+            self.online_batches(model, stage, ctx, start) if self.online else super().batches(model, stage, ctx, start)
+        )
 
-    def online_batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int) -> Iterator[dict[str, torch.Tensor]]:
+    def online_batches(
+        self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """Step k's pairs, sampled from the policy as it is at step k: `prompts_per_step` prompts,
         `samples_per_prompt` samples each, paired as offline; a draw that gives no pair is followed
         by another. Each draw is seeded by (seed, k, draw) alone, so resuming at any step replays nothing."""
@@ -204,17 +280,29 @@ class DPO(PairTrainer[DPOOptions]):
                 if found:
                     break
             else:
-                raise BenchError(f"dpo: step {step}: none of {MAX_DRAWS} draws of {options.prompts_per_step} prompts gave a preference pair; "
-                                 "raise options.samples_per_prompt or options.prompts_per_step")
+                raise BenchError(
+                    f"dpo: step {step}: none of {MAX_DRAWS} draws of {options.prompts_per_step} prompts gave a preference pair; "
+                    "raise options.samples_per_prompt or options.prompts_per_step"
+                )
             prompts, chosen, rejected, whole = cut_pairs(found, options)
             pairs = reference_pairs(ctx.reference, ctx.tokenizer, prompts, chosen, rejected, whole)
-            yield {**pair_batch(ctx.tokenizer, pairs), "examples": torch.tensor(len(pairs)),
-                   "reward_mean": torch.tensor(sum(scores) / len(scores))}
+            yield {
+                **pair_batch(ctx.tokenizer, pairs),
+                "examples": torch.tensor(len(pairs)),
+                "reward_mean": torch.tensor(sum(scores) / len(scores)),
+            }
 
     def loss(self, model, batch):
         r_chosen, r_rejected, nll = implicit_rewards_and_nll(model, batch, self.options.beta)
-        metrics = {"reward_margin": (r_chosen - r_rejected).mean().item(), "pair_accuracy": (r_chosen > r_rejected).float().mean().item(),
-                   "chosen_nll": nll.item()}
+        metrics = {
+            "reward_margin": (r_chosen - r_rejected).mean().item(),
+            "pair_accuracy": (r_chosen > r_rejected).float().mean().item(),
+            "chosen_nll": nll.item(),
+        }
         if "examples" in batch:  # online: the pairs this step found, and the mean reward of the samples they came from
-            metrics |= {"examples": int(batch["examples"]), "pairs": int(batch["examples"]), "reward_mean": float(batch["reward_mean"])}
+            metrics |= {
+                "examples": int(batch["examples"]),
+                "pairs": int(batch["examples"]),
+                "reward_mean": float(batch["reward_mean"]),
+            }
         return dpo_loss(r_chosen, r_rejected) + self.options.nll_weight * nll, metrics

@@ -10,8 +10,8 @@ The stage-2 loss and the split are RPS's options.stage2_loss (sft or dpo) and op
 
 from __future__ import annotations
 
-from trainers.common import TRAINERS, MethodSettings
-from trainers.rps import TwoStage, TwoStageOptions
+from plasticity_bench.trainers.common import TRAINERS, MethodSettings
+from plasticity_bench.trainers.rps import TwoStage, TwoStageOptions
 
 
 @TRAINERS.register("eps", "RPS's control: the same easy → hard stages, both at η (no drop); stage-2 loss sft or dpo")

@@ -34,11 +34,19 @@ from typing import Any, TypeVar
 import torch
 from transformers import PreTrainedModel
 
-from harness.core.errors import BenchError
-from harness.core.options import option
-from tasks.verify import REWARD_KINDS, max_new_tokens, rewards
-from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, freeze_reference
-from trainers.policy import encode_completions, sample, token_logprobs
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.options import option
+from plasticity_bench.tasks.verify import REWARD_KINDS, max_new_tokens, rewards
+from plasticity_bench.trainers.common import (
+    TRAINERS,
+    MethodSettings,
+    Stage,
+    TrainContext,
+    Trainer,
+    TrainingData,
+    freeze_reference,
+)
+from plasticity_bench.trainers.policy import encode_completions, sample, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -46,13 +54,17 @@ class GRPOOptions:
     group_size: int = option(8, "G, completions sampled per prompt (a group-normalised advantage needs >= 2)", low=2)
     prompts_per_step: int = option(8, "prompts (groups) per rollout: G · 8 = 64 completions", low=0, low_open=True)
     beta: float = option(0.04, "β, the coefficient of the k3 KL to π_ref", low=0)
-    clip_eps: float = option(0.2, "ε_c, the surrogate's clip: ρ in [1 − ε_c, 1 + ε_c]",
-                             low=0, high=1, low_open=True, high_open=True)
+    clip_eps: float = option(
+        0.2, "ε_c, the surrogate's clip: ρ in [1 − ε_c, 1 + ε_c]", low=0, high=1, low_open=True, high_open=True
+    )
     temperature: float = option(1.0, "sampling temperature of the rollouts", low=0, low_open=True)
     updates_per_rollout: int = option(1, "optimiser steps on each rollout (1: fully on-policy)", low=0, low_open=True)
     advantage_eps: float = option(1e-4, "ε in Â = (R − mean R) / (std R + ε)", low=0)
-    reward: str = option("verified", "R: verified (every worked step right, where the task can check) "
-                         "or answer (the final answer's score)", choices=REWARD_KINDS)
+    reward: str = option(
+        "verified",
+        "R: verified (every worked step right, where the task can check) or answer (the final answer's score)",
+        choices=REWARD_KINDS,
+    )
 
 
 GRPOOptionsT = TypeVar("GRPOOptionsT", bound=GRPOOptions)  # PCR extends GRPO's options
@@ -65,7 +77,9 @@ def group_advantages(group_rewards: torch.Tensor, eps: float) -> torch.Tensor:
     return (group_rewards - mean) / (std + eps)
 
 
-def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def clipped_surrogate(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per token: min(ρÂ, clip(ρ, 1±ε)Â), and whether the clip was active (for the clip fraction)."""
     ratio = torch.exp(logp - old_logp)
     advantages = advantages.unsqueeze(-1)
@@ -83,13 +97,21 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def grpo_terms(model: PreTrainedModel, batch: dict[str, torch.Tensor], options: GRPOOptions) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+def grpo_terms(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], options: GRPOOptions
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """(L_pla, β·KL, metrics) for a rollout batch: the two terms PCR treats separately."""
     logp, mask = token_logprobs(model, batch)
-    old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()  # one update per rollout: π_old is π_θ (ρ ≡ 1)
+    old_logp = (
+        batch["old_logp"] if "old_logp" in batch else logp.detach()
+    )  # one update per rollout: π_old is π_θ (ρ ≡ 1)
     surrogate, clipped = clipped_surrogate(logp, old_logp, batch["advantages"], options.clip_eps)
     kl = k3_kl(logp, batch["ref_logp"])
-    metrics = {"reward_mean": float(batch["reward_mean"]), "kl": masked_mean(kl, mask).item(), "clip_fraction": masked_mean(clipped.float(), mask).item()}
+    metrics = {
+        "reward_mean": float(batch["reward_mean"]),
+        "kl": masked_mean(kl, mask).item(),
+        "clip_fraction": masked_mean(clipped.float(), mask).item(),
+    }
     return -masked_mean(surrogate, mask), options.beta * masked_mean(kl, mask), metrics
 
 
@@ -108,7 +130,9 @@ class GRPO(Trainer[GRPOOptionsT]):
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         return [Stage("hard", data.hard, settings.steps, settings.lr)]
 
-    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    def batches(
+        self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """Rollouts from the current policy, each yielded `updates_per_rollout` times.
 
         Rollout k samples prompts from a seeded stream and completions with seed `seed·100003 + k`,
@@ -124,7 +148,9 @@ class GRPO(Trainer[GRPOOptionsT]):
             items = [stage.items[rng.randrange(len(stage.items))] for _ in range(options.prompts_per_step)]
             if rollout == first and offset:
                 if self.rollout is None or self.rollout[0] != rollout:
-                    raise BenchError(f"grpo: resuming between two updates of rollout {rollout}, but the saved training state does not hold it")
+                    raise BenchError(
+                        f"grpo: resuming between two updates of rollout {rollout}, but the saved training state does not hold it"
+                    )
                 batch = self.rollout[1]
             else:
                 batch = self.rollout_batch(model, items, ctx, rollout)
@@ -132,14 +158,26 @@ class GRPO(Trainer[GRPOOptionsT]):
             for update in range(offset if rollout == first else 0, options.updates_per_rollout):
                 yield {**batch, "examples": torch.tensor(batch["input_ids"].shape[0] if update == 0 else 0)}
 
-    def rollout_batch(self, model: PreTrainedModel, items: list, ctx: TrainContext, rollout: int) -> dict[str, torch.Tensor]:
+    def rollout_batch(
+        self, model: PreTrainedModel, items: list, ctx: TrainContext, rollout: int
+    ) -> dict[str, torch.Tensor]:
         """Sample G completions per prompt, reward them, and compute π_old's and π_ref's log-probs and Â."""
         options = self.options
         max_tokens = max(max_new_tokens(item) for item in items)
-        groups = sample(model, ctx, [i.prompt for i in items], options.group_size, max_tokens, options.temperature, seed=ctx.loop.seed * 100_003 + rollout)
+        groups = sample(
+            model,
+            ctx,
+            [i.prompt for i in items],
+            options.group_size,
+            max_tokens,
+            options.temperature,
+            seed=ctx.loop.seed * 100_003 + rollout,
+        )
         flat_items = [item for item in items for _ in range(options.group_size)]
         completions = [c for group in groups for c in group]
-        group_rewards = torch.tensor(rewards(flat_items, completions, options.reward)).view(len(items), options.group_size)
+        group_rewards = torch.tensor(rewards(flat_items, completions, options.reward)).view(
+            len(items), options.group_size
+        )
         batch = encode_completions(ctx.tokenizer, [i.prompt for i in flat_items], completions)
         assert ctx.reference is not None, "setup() freezes the reference"
         with torch.no_grad():

@@ -19,8 +19,16 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from harness.core.options import option
-from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, sft_loss
+from plasticity_bench.harness.core.options import option
+from plasticity_bench.trainers.common import (
+    TRAINERS,
+    MethodSettings,
+    Stage,
+    TrainContext,
+    Trainer,
+    TrainingData,
+    sft_loss,
+)
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from harness.core.options import option
-from trainers.common import TRAINERS, TrainContext
-from trainers.grpo import GRPO, GRPOOptions, grpo_terms
+from plasticity_bench.harness.core.options import option
+from plasticity_bench.trainers.common import TRAINERS, TrainContext
+from plasticity_bench.trainers.grpo import GRPO, GRPOOptions, grpo_terms
 
 ASSUMPTIONS = (
     "micro-batch = one prompt's group; variance across groups",
@@ -38,8 +38,9 @@ ASSUMPTIONS = (
 @dataclass(frozen=True)
 class PCROptions(GRPOOptions):
     # GRPO's, but PCR's gradient variance is taken across the groups: it needs >= 2 micro-batches
-    prompts_per_step: int = option(8, "prompts (groups, PCR's micro-batches) per rollout: the variance needs >= 2",
-                                   low=2)
+    prompts_per_step: int = option(
+        8, "prompts (groups, PCR's micro-batches) per rollout: the variance needs >= 2", low=2
+    )
     assumptions: tuple[str, ...] = option(ASSUMPTIONS, "where the paper is silent, recorded in run.json (not a knob)")
 
 
@@ -101,7 +102,13 @@ class GradientMoments:
 class PCR(GRPO[PCROptions]):
     Options = PCROptions
 
-    def update(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, ctx: TrainContext) -> dict[str, float]:
+    def update(
+        self,
+        model: PreTrainedModel,
+        batch: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        ctx: TrainContext,
+    ) -> dict[str, float]:
         options = self.options
         params = [p for p in model.parameters() if p.requires_grad]
         plasticity, stability = GradientMoments(params), GradientMoments(params)
@@ -120,8 +127,10 @@ class PCR(GRPO[PCROptions]):
         for block in mlp_blocks(model):
             indices = [index[id(p)] for p in block]
             resolution = resolve_conflict(
-                torch.cat([plasticity.mean(i).flatten() for i in indices]), torch.cat([stability.mean(i).flatten() for i in indices]),
-                plasticity.trace_variance(indices), stability.trace_variance(indices),
+                torch.cat([plasticity.mean(i).flatten() for i in indices]),
+                torch.cat([stability.mean(i).flatten() for i in indices]),
+                plasticity.trace_variance(indices),
+                stability.trace_variance(indices),
             )
             offset = 0
             for i in indices:
@@ -140,5 +149,11 @@ class PCR(GRPO[PCROptions]):
         conflicts = [a > 0 for a in alphas]
         per_block = {f"cos_block{b}": c for b, c in enumerate(cosines)}
         alpha_mean = sum(alphas) / max(1, sum(conflicts))
-        return {"loss": total_loss / plasticity.count, **metrics, "examples": int(batch["examples"]),
-                "conflict_rate": sum(conflicts) / max(1, len(conflicts)), "alpha": alpha_mean, **per_block}
+        return {
+            "loss": total_loss / plasticity.count,
+            **metrics,
+            "examples": int(batch["examples"]),
+            "conflict_rate": sum(conflicts) / max(1, len(conflicts)),
+            "alpha": alpha_mean,
+            **per_block,
+        }

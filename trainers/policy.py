@@ -15,18 +15,34 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.backends.base import SamplingParams
-from tasks.base import Item
-from trainers.common import MethodSettings, OptionsT, Stage, TrainContext, Trainer, TrainingData, collate, encode, to_device
+from plasticity_bench.harness.backends.base import SamplingParams
+from plasticity_bench.tasks.base import Item
+from plasticity_bench.trainers.common import (
+    MethodSettings,
+    OptionsT,
+    Stage,
+    TrainContext,
+    Trainer,
+    TrainingData,
+    collate,
+    encode,
+    to_device,
+)
 
 
 def encode_completions(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str], whole: Sequence[bool] | None = None
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    whole: Sequence[bool] | None = None,
 ) -> dict[str, torch.Tensor]:
     """A right-padded batch of prompt+completion+EOS with the prompt and padding masked in labels;
     a completion marked not `whole` is a prefix (cut at a step) and gets no EOS."""
     ends = whole if whole is not None else [True] * len(completions)
-    rows = [encode(tokenizer, Item("", "", "", "", prompt, completion, ""), eos) for prompt, completion, eos in zip(prompts, completions, ends)]
+    rows = [
+        encode(tokenizer, Item("", "", "", "", prompt, completion, ""), eos)
+        for prompt, completion, eos in zip(prompts, completions, ends)
+    ]
     return collate(rows, tokenizer.pad_token_id)
 
 
@@ -34,7 +50,9 @@ def token_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tu
     """(log π(y_t | x, y_<t), mask) for every label position, shape [B, T−1]; mask marks completion tokens.
     The batch is moved to the model's device (a no-op on the CPU)."""
     device = model.device
-    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits[:, :-1]
+    logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits[
+        :, :-1
+    ]
     labels = batch["labels"][:, 1:].to(device)
     mask = labels != -100
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -49,7 +67,11 @@ def sequence_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) ->
 
 @torch.no_grad()
 def reference_logprobs(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    batch_size: int = 64,
     whole: Sequence[bool] | None = None,
 ) -> list[float]:
     """log π(y|x) under a frozen model, computed once (so π_ref need not stay in memory)."""
@@ -62,10 +84,20 @@ def reference_logprobs(
 
 
 @torch.no_grad()
-def sample(model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], n: int, max_new_tokens: int, temperature: float, seed: int) -> list[list[str]]:
+def sample(
+    model: PreTrainedModel,
+    ctx: TrainContext,
+    prompts: Sequence[str],
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+) -> list[list[str]]:
     """n completions per prompt from the model as it is now (temperature 0 = greedy), through the
     run's rollout sampler (the policy in memory, or a vLLM engine synced to it)."""
-    return ctx.sampler.sample(model, ctx.tokenizer, prompts, SamplingParams(max_new_tokens, temperature=temperature, n=n, seed=seed))
+    return ctx.sampler.sample(
+        model, ctx.tokenizer, prompts, SamplingParams(max_new_tokens, temperature=temperature, n=n, seed=seed)
+    )
 
 
 @dataclass(frozen=True)
@@ -82,7 +114,11 @@ class PreferencePair:
 
 
 def reference_pairs(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    chosen: Sequence[str],
+    rejected: Sequence[str],
     whole: tuple[Sequence[bool], Sequence[bool]] | None = None,
 ) -> list[PreferencePair]:
     """The pairs with π_ref's log-probs of both completions (`model` is π_ref), computed once.
@@ -159,9 +195,16 @@ class PairTrainer(Trainer[OptionsT]):
     samples_policy = True
 
     def make_pairs(
-        self, model: PreTrainedModel, ctx: TrainContext, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
-        saved_as: Path | None, extra: dict[str, Sequence] | None = None,
-        whole: tuple[Sequence[bool], Sequence[bool]] | None = None, held_out: Sequence[bool] | None = None,
+        self,
+        model: PreTrainedModel,
+        ctx: TrainContext,
+        prompts: Sequence[str],
+        chosen: Sequence[str],
+        rejected: Sequence[str],
+        saved_as: Path | None,
+        extra: dict[str, Sequence] | None = None,
+        whole: tuple[Sequence[bool], Sequence[bool]] | None = None,
+        held_out: Sequence[bool] | None = None,
     ) -> None:
         """Build the pairs with π_ref's log-probs (`reference_pairs`), split off the held-out ones
         (`held_out`; default `held_out_flags`), save all of them (column `held_out`)."""
@@ -170,10 +213,18 @@ class PairTrainer(Trainer[OptionsT]):
         self.pairs = [p for p, held in zip(pairs, flags) if not held]
         self.held_out = [p for p, held in zip(pairs, flags) if held]
         # encoded and placed once: every step scores the same held-out batch
-        self.held_out_batch = to_device(pair_batch(ctx.tokenizer, self.held_out), ctx.placement.device) if self.held_out else None
+        self.held_out_batch = (
+            to_device(pair_batch(ctx.tokenizer, self.held_out), ctx.placement.device) if self.held_out else None
+        )
         save_pairs(pairs, saved_as, {**(extra or {}), "held_out": flags})
 
-    def update(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, ctx: TrainContext) -> dict[str, float]:
+    def update(
+        self,
+        model: PreTrainedModel,
+        batch: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        ctx: TrainContext,
+    ) -> dict[str, float]:
         metrics = super().update(model, batch, optimizer, ctx)
         if self.held_out_batch is not None:
             with torch.no_grad(), ctx.placement.autocast():
@@ -185,19 +236,26 @@ class PairTrainer(Trainer[OptionsT]):
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         return [Stage("hard", self.pairs, settings.steps, settings.lr)]
 
-    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    def batches(
+        self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
         return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed, start)
 
 
-def implicit_rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def implicit_rewards(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """r(x,y) = β·[log π_θ(y|x) − log π_ref(y|x)] for the chosen and the rejected completions."""
     r_chosen, r_rejected, _nll = implicit_rewards_and_nll(model, batch, beta)
     return r_chosen, r_rejected
 
 
-def implicit_rewards_and_nll(model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def implicit_rewards_and_nll(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], beta: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(r(x,y⁺), r(x,y⁻), NLL(y⁺)): the implicit rewards and the chosen completions' negative
     log-likelihood per token, averaged over the batch's chosen tokens (TRL's `rpo_alpha` term)."""
+
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k: batch[f"{prefix}_{k}"] for k in ("input_ids", "attention_mask", "labels")}
 

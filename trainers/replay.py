@@ -22,20 +22,33 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from harness.core.errors import BenchError
-from harness.core.options import option
-from tasks.base import Item
-from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, mixed_batches
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.options import option
+from plasticity_bench.tasks.base import Item
+from plasticity_bench.trainers.common import (
+    TRAINERS,
+    MethodSettings,
+    Stage,
+    TrainContext,
+    Trainer,
+    TrainingData,
+    mixed_batches,
+)
 
 SOURCES = ("auto", "foundation", "easy")
 
 
 @dataclass(frozen=True)
 class ReplayOptions:
-    replay_fraction: float = option(0.25, "ρ, the share of every batch that is replayed data",
-                                    low=0, high=1, high_open=True)
-    source: str = option("auto", "the replayed data: foundation (the suite's pre-training mix), easy (the easy set) "
-                         "or auto (foundation when the run has it, else easy)", choices=SOURCES)
+    replay_fraction: float = option(
+        0.25, "ρ, the share of every batch that is replayed data", low=0, high=1, high_open=True
+    )
+    source: str = option(
+        "auto",
+        "the replayed data: foundation (the suite's pre-training mix), easy (the easy set) "
+        "or auto (foundation when the run has it, else easy)",
+        choices=SOURCES,
+    )
 
 
 def replay_count(batch_size: int, fraction: float) -> int:
@@ -45,7 +58,9 @@ def replay_count(batch_size: int, fraction: float) -> int:
     return min(batch_size - 1, max(1, round(fraction * batch_size)))
 
 
-@TRAINERS.register("replay", "SFT on the hard set with a share (0.25) of every batch replayed from the foundation mix (or easy set)")
+@TRAINERS.register(
+    "replay", "SFT on the hard set with a share (0.25) of every batch replayed from the foundation mix (or easy set)"
+)
 class Replay(Trainer[ReplayOptions]):
     Options = ReplayOptions
     needs_foundation = True
@@ -55,17 +70,27 @@ class Replay(Trainer[ReplayOptions]):
         if source == "auto":
             source = "foundation" if data.foundation else "easy"
         if source == "foundation" and not data.foundation:
-            raise BenchError("replay: options.source foundation needs the organism and a suite with a `foundation:` mix; use source: easy")
+            raise BenchError(
+                "replay: options.source foundation needs the organism and a suite with a `foundation:` mix; use source: easy"
+            )
         self.source = source
         self.replayed: Sequence[Item] = data.foundation if source == "foundation" else data.easy
 
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         return [Stage("hard", data.hard, settings.steps, settings.lr)]
 
-    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    def batches(
+        self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
         size = ctx.loop.batch_size
         replayed = replay_count(size, self.options.replay_fraction)
-        return mixed_batches(ctx.tokenizer, [stage.items, self.replayed], [size - replayed, replayed], f"{ctx.loop.seed}/{stage.name}", start)
+        return mixed_batches(
+            ctx.tokenizer,
+            [stage.items, self.replayed],
+            [size - replayed, replayed],
+            f"{ctx.loop.seed}/{stage.name}",
+            start,
+        )
 
     def update(self, model, batch, optimizer, ctx):
         replayed = replay_count(ctx.loop.batch_size, self.options.replay_fraction)

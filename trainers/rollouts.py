@@ -22,9 +22,9 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.backends import GenerationBackend, SamplingParams, backends_with
-from harness.core.errors import BenchError
-from harness.store import save_checkpoint
+from plasticity_bench.harness.backends import GenerationBackend, SamplingParams, backends_with
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.store import save_checkpoint
 
 POLICY_FOLDER = "rollout-policy"  # scratch folder in the run folder while training (removed after)
 
@@ -35,7 +35,9 @@ class RolloutStats:
 
     backend: str
     rollouts: int = 0
-    engine_start_seconds: float = 0.0  # the first sync: writing the weights and starting the engine (summed over resumed processes)
+    engine_start_seconds: float = (
+        0.0  # the first sync: writing the weights and starting the engine (summed over resumed processes)
+    )
     sync_seconds: float = 0.0  # every later sync: writing the policy's weights + swapping them in
     generate_seconds: float = 0.0
 
@@ -52,18 +54,24 @@ class PolicySampler:
     @classmethod
     def with_engine(cls, engine: GenerationBackend, scratch: Path) -> PolicySampler:
         if not engine.capabilities.policy_sync:
-            raise BenchError(f"backend {engine.name!r} cannot be kept in sync with a training policy; use one that can "
-                             f"({', '.join(b.name for b in backends_with('policy_sync')) or 'none installed'}) or sample in memory")
+            raise BenchError(
+                f"backend {engine.name!r} cannot be kept in sync with a training policy; use one that can "
+                f"({', '.join(b.name for b in backends_with('policy_sync')) or 'none installed'}) or sample in memory"
+            )
         return cls(engine, scratch, RolloutStats(engine.name))
 
-    def sample(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
+    def sample(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], params: SamplingParams
+    ) -> list[list[str]]:
         """params.n completions per prompt from `model` with its current weights."""
         was_training = model.training
         model.eval()
         try:
             if self.engine is None:
                 started = time.perf_counter()
-                completions = backends_with("policy_in_memory")[0].from_model(model, tokenizer).generate(prompts, params)
+                completions = (
+                    backends_with("policy_in_memory")[0].from_model(model, tokenizer).generate(prompts, params)
+                )
             else:
                 synced = time.perf_counter()
                 self.sync(model, tokenizer)

@@ -29,10 +29,19 @@ from typing import TypeVar
 import torch
 from transformers import PreTrainedModel
 
-from harness.core.options import option
-from trainers.common import TRAINERS, MethodSettings, Stage, TrainContext, Trainer, TrainingData, sft_loss, two_stage
-from trainers.dpo import PAIRS_FILE, DPOOptions, dpo_loss, dpo_pairs
-from trainers.policy import implicit_rewards_and_nll, pair_batches, reference_pairs, save_pairs
+from plasticity_bench.harness.core.options import option
+from plasticity_bench.trainers.common import (
+    TRAINERS,
+    MethodSettings,
+    Stage,
+    TrainContext,
+    Trainer,
+    TrainingData,
+    sft_loss,
+    two_stage,
+)
+from plasticity_bench.trainers.dpo import PAIRS_FILE, DPOOptions, dpo_loss, dpo_pairs
+from plasticity_bench.trainers.policy import implicit_rewards_and_nll, pair_batches, reference_pairs, save_pairs
 
 STAGE2_LOSSES = ("sft", "dpo")
 
@@ -42,24 +51,31 @@ class DPOStageOptions(DPOOptions):
     """The dpo method's options with the DPO stage's defaults: offline pairs from the starting
     model (the only kind a stage can have, below) and plain DPO."""
 
-    pairs_from: str = option("start", "the DPO stage's pairs are sampled once, from the starting model; "
-                             "only the dpo method samples pairs from the policy", choices=("start",))
+    pairs_from: str = option(
+        "start",
+        "the DPO stage's pairs are sampled once, from the starting model; "
+        "only the dpo method samples pairs from the policy",
+        choices=("start",),
+    )
     nll_weight: float = option(0.0, "α, weight of the chosen completions' NLL (TRL's rpo_alpha); 0 = plain DPO", low=0)
 
 
 @dataclass(frozen=True)
 class TwoStageOptions:
-    stage1_fraction: float = option(0.5, "share of the steps spent in stage 1, on the easy set", low=0, high=1,
-                                    low_open=True, high_open=True)
-    stage2_loss: str = option("sft", "stage 2's loss on the hard set: sft, or dpo on pairs of hard prompts",
-                              choices=STAGE2_LOSSES)
+    stage1_fraction: float = option(
+        0.5, "share of the steps spent in stage 1, on the easy set", low=0, high=1, low_open=True, high_open=True
+    )
+    stage2_loss: str = option(
+        "sft", "stage 2's loss on the hard set: sft, or dpo on pairs of hard prompts", choices=STAGE2_LOSSES
+    )
     dpo: DPOStageOptions = option(default_factory=DPOStageOptions, help="the pairs and β when stage2_loss is dpo")
 
 
 @dataclass(frozen=True)
 class RPSOptions(TwoStageOptions):
-    stage2_lr_ratio: float = option(0.1, "r: stage 2 runs at r·η (0.1 is the paper's 90% drop)",
-                                    low=0, high=1, low_open=True)
+    stage2_lr_ratio: float = option(
+        0.1, "r: stage 2 runs at r·η (0.1 is the paper's 90% drop)", low=0, high=1, low_open=True
+    )
 
 
 TwoStageOptionsT = TypeVar("TwoStageOptionsT", bound=TwoStageOptions)  # RPS adds its lr drop to the shared options
@@ -83,9 +99,14 @@ class TwoStage(Trainer[TwoStageOptionsT]):
 
     def stages(self, data: TrainingData, settings: MethodSettings) -> list[Stage]:
         easy, hard = two_stage(data, settings, self.options.stage1_fraction, stage2_lr=self.stage2_lr(settings))
-        return [easy, Stage(hard.name, self.pairs, hard.steps, hard.peak_lr) if self.options.stage2_loss == "dpo" else hard]
+        return [
+            easy,
+            Stage(hard.name, self.pairs, hard.steps, hard.peak_lr) if self.options.stage2_loss == "dpo" else hard,
+        ]
 
-    def batches(self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    def batches(
+        self, model: PreTrainedModel, stage: Stage, ctx: TrainContext, start: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
         if stage.name == "hard" and self.options.stage2_loss == "dpo":
             return pair_batches(ctx.tokenizer, stage.items, ctx.loop.batch_size, ctx.loop.seed, start)
         return super().batches(model, stage, ctx, start)
@@ -94,7 +115,10 @@ class TwoStage(Trainer[TwoStageOptionsT]):
         if "chosen_input_ids" not in batch:
             return sft_loss(model, batch), {}
         r_chosen, r_rejected, nll = implicit_rewards_and_nll(model, batch, self.options.dpo.beta)
-        metrics = {"reward_margin": (r_chosen - r_rejected).mean().item(), "pair_accuracy": (r_chosen > r_rejected).float().mean().item()}
+        metrics = {
+            "reward_margin": (r_chosen - r_rejected).mean().item(),
+            "pair_accuracy": (r_chosen > r_rejected).float().mean().item(),
+        }
         return dpo_loss(r_chosen, r_rejected) + self.options.dpo.nll_weight * nll, metrics
 
 

@@ -7,7 +7,7 @@ one stage, warm-up then cosine from η.
 
 from __future__ import annotations
 
-from trainers.common import TRAINERS, MethodSettings, NoOptions, Stage, Trainer, TrainingData
+from plasticity_bench.trainers.common import TRAINERS, MethodSettings, NoOptions, Stage, Trainer, TrainingData
 
 
 @TRAINERS.register("sft", "supervised fine-tuning on the hard set at η (cosine); the baseline")

@@ -38,13 +38,13 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from harness.core.errors import BenchError
-from harness.core.options import option
-from tasks.base import Item
-from tasks.verify import max_new_tokens, rewards
-from tasks.verify import rectify as oracle
-from trainers.common import TRAINERS, TrainContext, TrainingData
-from trainers.policy import PairTrainer, implicit_rewards_and_nll, sample
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.options import option
+from plasticity_bench.tasks.base import Item
+from plasticity_bench.tasks.verify import max_new_tokens, rewards
+from plasticity_bench.tasks.verify import rectify as oracle
+from plasticity_bench.trainers.common import TRAINERS, TrainContext, TrainingData
+from plasticity_bench.trainers.policy import PairTrainer, implicit_rewards_and_nll, sample
 
 PAIRS_FILE = "rectified_pairs.parquet"
 LOSSES = ("bco", "bce")
@@ -54,14 +54,17 @@ DELTAS = ("batch_mean", "all_rewards")
 @dataclass(frozen=True)
 class SPoTOptions:
     beta: float = option(0.1, "β, the implicit reward's scale", low=0, low_open=True)
-    gamma: float = option(0.6, "proximity filter: a pair is kept when its change ratio R <= γ",
-                          low=0, high=1, low_open=True)
+    gamma: float = option(
+        0.6, "proximity filter: a pair is kept when its change ratio R <= γ", low=0, high=1, low_open=True
+    )
     loss: str = option("bco", "bco (reward shift δ = running mean) or bce (δ = 0)", choices=LOSSES)
-    delta: str = option("batch_mean", "BCO's δ: running mean of batch means (TRL 0.20 bco_pair) or of all rewards",
-                        choices=DELTAS)
+    delta: str = option(
+        "batch_mean", "BCO's δ: running mean of batch means (TRL 0.20 bco_pair) or of all rewards", choices=DELTAS
+    )
     error_prompts: int = option(2048, "hard training prompts answered to elicit errors", low=0, low_open=True)
-    temperature: float = option(0.0, "sampling temperature of the errors; 0: the model's greedy (characteristic) "
-                                "errors", low=0)
+    temperature: float = option(
+        0.0, "sampling temperature of the errors; 0: the model's greedy (characteristic) errors", low=0
+    )
     nll_weight: float = option(1.0, "α, weight of NLL(y⁺) per token (TRL's rpo_alpha); 0 = the paper's loss", low=0)
 
 
@@ -106,7 +109,9 @@ def spot_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, delta: float) ->
     return (-F.logsigmoid(r_chosen - delta) - F.logsigmoid(-(r_rejected - delta))).mean()
 
 
-def elicit_errors(model: PreTrainedModel, ctx: TrainContext, items: list[Item], temperature: float) -> list[tuple[Item, str]]:
+def elicit_errors(
+    model: PreTrainedModel, ctx: TrainContext, items: list[Item], temperature: float
+) -> list[tuple[Item, str]]:
     """Step 1: the starting model's answers that its task's verifier rejects, as (item, y⁻)."""
     max_tokens = max(max_new_tokens(item) for item in items)
     answers = [s[0] for s in sample(model, ctx, [i.prompt for i in items], 1, max_tokens, temperature, ctx.loop.seed)]
@@ -146,7 +151,15 @@ class SPoT(PairTrainer[SPoTOptions]):
         prompts = [item.prompt for (item, _, _), _ in kept]
         chosen = [y_plus for (_, _, y_plus), _ in kept]
         rejected = [y_minus for (_, y_minus, _), _ in kept]
-        self.make_pairs(model, ctx, prompts, chosen, rejected, ctx.run_dir and ctx.run_dir / PAIRS_FILE, {"change_ratio": [r for _, r in kept]})
+        self.make_pairs(
+            model,
+            ctx,
+            prompts,
+            chosen,
+            rejected,
+            ctx.run_dir and ctx.run_dir / PAIRS_FILE,
+            {"change_ratio": [r for _, r in kept]},
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """δ's running mean, total and count (the pairs are rebuilt by `setup`)."""
@@ -158,5 +171,10 @@ class SPoT(PairTrainer[SPoTOptions]):
     def loss(self, model, batch):
         r_chosen, r_rejected, nll = implicit_rewards_and_nll(model, batch, self.options.beta)
         delta = self.delta.add(torch.cat([r_chosen, r_rejected]).detach()) if self.options.loss == "bco" else 0.0
-        metrics = {"delta": delta, "reward_chosen": r_chosen.mean().item(), "reward_rejected": r_rejected.mean().item(), "chosen_nll": nll.item()}
+        metrics = {
+            "delta": delta,
+            "reward_chosen": r_chosen.mean().item(),
+            "reward_rejected": r_rejected.mean().item(),
+            "chosen_nll": nll.item(),
+        }
         return spot_loss(r_chosen, r_rejected, delta) + self.options.nll_weight * nll, metrics

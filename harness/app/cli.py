@@ -11,18 +11,24 @@ from typing import Optional
 
 import typer
 
-from harness.app.process_exit import end_process, is_entry_point
-from harness.core.errors import BenchError, writing
-from harness.core.interrupt import Interrupted, stop_on_signals
+from plasticity_bench.harness.app.process_exit import end_process, is_entry_point
+from plasticity_bench.harness.core.errors import BenchError, writing
+from plasticity_bench.harness.core.interrupt import Interrupted, stop_on_signals
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Measure what post-training methods gain in-domain and forget elsewhere, step by step.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Measure what post-training methods gain in-domain and forget elsewhere, step by step.",
+)
 
 PRESET_HELP = "default (the embedded organism, minutes on a CPU) or smoke (a few steps, tiny sets: for tests)"
 REFRESH_HELP = "the --out folder holds this run made on other data files or scorer versions: redo only what that affects (docs/data-identity.md)"
 LIMIT_HELP = "score only the first N items of each evaluation set (lm-eval's --limit; recorded in run.json and the run's identity)"
-REPORT_TO_HELP = ("experiment trackers, comma-separated: tensorboard, wandb (offline), mlflow (file store in the run folder); "
-                  "none: off (docs/tracking.md)")
+REPORT_TO_HELP = (
+    "experiment trackers, comma-separated: tensorboard, wandb (offline), mlflow (file store in the run folder); "
+    "none: off (docs/tracking.md)"
+)
 
 
 def check_limit(limit: int | None) -> int | None:
@@ -34,30 +40,51 @@ def check_limit(limit: int | None) -> int | None:
 
 @app.command()
 def run(
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="post-training method (see `bench methods`) [default: the config file's, else rps]"),
+    method: Optional[str] = typer.Option(
+        None, "--method", "-m", help="post-training method (see `bench methods`) [default: the config file's, else rps]"
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder [default: runs/<method>-seed<seed>]"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings (see README)"),
     preset: str = typer.Option("default", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, help="seed for data order, initialisation and sampling"),
-    steps: Optional[int] = typer.Option(None, help="post-training steps (default: the method's own: 300; GRPO, PCR and DPO 600; see `bench methods`)"),
-    model: Optional[str] = typer.Option(None, help="a Hugging Face model folder or hub id (org/name[@revision]) to start from instead of the organism"),
+    steps: Optional[int] = typer.Option(
+        None, help="post-training steps (default: the method's own: 300; GRPO, PCR and DPO 600; see `bench methods`)"
+    ),
+    model: Optional[str] = typer.Option(
+        None, help="a Hugging Face model folder or hub id (org/name[@revision]) to start from instead of the organism"
+    ),
     backend: Optional[str] = typer.Option(None, help="generation backend: hf, vllm or auto"),
-    rollout_backend: Optional[str] = typer.Option(None, help="backend that samples the policy while training (grpo, pcr, dpo, spot): hf, vllm or auto"),
-    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="a shipped suite (see `bench suites`) or a suite YAML file [default: micro]"),
+    rollout_backend: Optional[str] = typer.Option(
+        None, help="backend that samples the policy while training (grpo, pcr, dpo, spot): hf, vllm or auto"
+    ),
+    suite: Optional[str] = typer.Option(
+        None, "--suite", "-s", help="a shipped suite (see `bench suites`) or a suite YAML file [default: micro]"
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
     refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
     report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train with METHOD on the suite's training sets, score every checkpoint (start included) on its evaluation sets, write the report."""
-    from harness.app.config import load_config
-    from harness.app.tracking import parse_report_to
+    from plasticity_bench.harness.app.config import load_config
+    from plasticity_bench.harness.app.tracking import parse_report_to
 
-    overrides = {"method": method, "seed": seed, "steps": steps, "model": model, "backend": backend,
-                 "rollout_backend": rollout_backend, "suite": suite, "eval_per_slice": check_limit(limit),
-                 "report_to": parse_report_to(report_to)}
+    overrides = {
+        "method": method,
+        "seed": seed,
+        "steps": steps,
+        "model": model,
+        "backend": backend,
+        "rollout_backend": rollout_backend,
+        "suite": suite,
+        "eval_per_slice": check_limit(limit),
+        "report_to": parse_report_to(report_to),
+    }
     run_config = load_config(preset, config, overrides)
-    from harness.app.pipeline import execute, prepare  # torch and transformers: after the settings are checked
+    from plasticity_bench.harness.app.pipeline import (
+        execute,
+        prepare,
+    )  # torch and transformers: after the settings are checked
 
     folder = out or Path("runs") / f"{run_config.method}-seed{run_config.seed}"
     started = time.time()
@@ -69,28 +96,38 @@ def run(
 
 
 def format_summary(rows: list[dict]) -> str:
-    width = max([16, *(len(r["slice"]) for r in rows)])  # every family's slices are listed: the longest name sets the column
+    width = max(
+        [16, *(len(r["slice"]) for r in rows)]
+    )  # every family's slices are listed: the longest name sets the column
     lines = [f"{'family':<10} {'slice':<{width}} {'start':>6} {'final':>6} {'change':>7}"]
     for r in rows:
-        lines.append(f"{r['family']:<10} {r['slice']:<{width}} {r['start']:6.1f} {r['final']:6.1f} {r['change']:+7.1f}{' *' if r['significant'] else ''}")
+        lines.append(
+            f"{r['family']:<10} {r['slice']:<{width}} {r['start']:6.1f} {r['final']:6.1f} {r['change']:+7.1f}{' *' if r['significant'] else ''}"
+        )
     return "\n".join(lines + ["(* : the 95% interval of the change excludes 0)"])
 
 
 @app.command()
 def study(
     methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated methods, e.g. sft,rps,eps"),
-    arms: Optional[Path] = typer.Option(None, "--arms", help="a YAML file of labelled variants, label: {method: sft, lr: 1e-4} (see README)"),
+    arms: Optional[Path] = typer.Option(
+        None, "--arms", help="a YAML file of labelled variants, label: {method: sft, lr: 1e-4} (see README)"
+    ),
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
-    out: Path = typer.Option(..., "--out", "-o", help="study folder: one run folder per method and seed, study.html, study.json"),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="study folder: one run folder per method and seed, study.html, study.json"
+    ),
     preset: str = typer.Option("default", help=PRESET_HELP),
-    suite: Optional[str] = typer.Option(None, "--suite", "-s", help="a shipped suite or a suite YAML file [default: micro]"),
+    suite: Optional[str] = typer.Option(
+        None, "--suite", "-s", help="a shipped suite or a suite YAML file [default: micro]"
+    ),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings for every run"),
     jobs: int = typer.Option(1, "--jobs", "-j", help="runs in parallel (each one torch thread)"),
     claims: Optional[Path] = typer.Option(None, "--claims", help="a YAML file of more claims to check (see README)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Run every method (or arm) × seed, resuming unfinished runs and skipping finished ones, then one comparison report with the claims' verdicts."""
-    from harness.app.study import study as run_study
+    from plasticity_bench.harness.app.study import study as run_study
 
     with writing(out):
         page, data = run_study(methods, seeds, out, preset, suite, config, jobs, claims, typer.echo, quiet, arms)
@@ -107,9 +144,9 @@ def base(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Build (or find) the cached model organism and print its folder."""
-    from harness.app.config import load_config
-    from harness.app.organism import ensure_organism, remove_cached
-    from tasks.suites import load_suite
+    from plasticity_bench.harness.app.config import load_config
+    from plasticity_bench.harness.app.organism import ensure_organism, remove_cached
+    from plasticity_bench.tasks.suites import load_suite
 
     run_config = load_config(preset, config)
     suite = load_suite(run_config.suite)
@@ -120,31 +157,36 @@ def base(
 
 @app.command()
 def methods(
-    options: Optional[str] = typer.Option(None, "--options", metavar="METHOD",
-                                          help="list METHOD's options: type, default, allowed values, help"),
+    options: Optional[str] = typer.Option(
+        None, "--options", metavar="METHOD", help="list METHOD's options: type, default, allowed values, help"
+    ),
 ) -> None:
     """List the post-training methods with their default η and run length; --options METHOD: its options."""
     if options is not None:
-        from harness.app.methods import option_lines
+        from plasticity_bench.harness.app.methods import option_lines
 
         typer.echo("\n".join(option_lines(options)))
         return
-    import trainers
+    import plasticity_bench.trainers
 
     typer.echo(f"{'method':<6} {'η':>6} {'steps':>5}  description")
-    for entry in trainers.TRAINERS:
+    for entry in plasticity_bench.trainers.TRAINERS:
         typer.echo(f"{entry.name:<6} {entry.obj.default_lr:>6g} {entry.obj.default_steps:>5}  {entry.description}")
 
 
 @app.command()
 def suites(
-    check: Optional[str] = typer.Option(None, "--check", metavar="FILE",
-                                        help="check a suite file (or shipped suite) without running it: every set's items, "
-                                             "scorer and ignored settings, and every problem (exit 2)"),
+    check: Optional[str] = typer.Option(
+        None,
+        "--check",
+        metavar="FILE",
+        help="check a suite file (or shipped suite) without running it: every set's items, "
+        "scorer and ignored settings, and every problem (exit 2)",
+    ),
 ) -> None:
     """List the shipped suites: name, evaluation sets (family, role), and whether each set works offline;
     with --check FILE, check one suite file before any run (docs/suites.md)."""
-    from tasks.suites import load_suite, shipped_suites
+    from plasticity_bench.tasks.suites import load_suite, shipped_suites
 
     if check is not None:
         raise typer.Exit(check_suite_file(check))
@@ -152,13 +194,15 @@ def suites(
         suite = load_suite(name)
         typer.echo(f"{name:<12} {suite.description}")
         for eval_set in suite.eval_sets:
-            typer.echo(f"    {eval_set.slice:<28} {eval_set.family:<10} {eval_set.role:<9} {eval_set.source.name:<13} scorer {eval_set.scorer}"
-                       f"{f', {eval_set.sampling.n} samples' if eval_set.sampling.n > 1 else ''}{' (optional)' if eval_set.optional else ''}")
+            typer.echo(
+                f"    {eval_set.slice:<28} {eval_set.family:<10} {eval_set.role:<9} {eval_set.source.name:<13} scorer {eval_set.scorer}"
+                f"{f', {eval_set.sampling.n} samples' if eval_set.sampling.n > 1 else ''}{' (optional)' if eval_set.optional else ''}"
+            )
 
 
 def check_suite_file(name_or_path: str) -> int:
     """`bench suites --check`: the sets on stdout, every problem on stderr (one line each); the exit status."""
-    from tasks.suites.check import check_suite, format_check
+    from plasticity_bench.tasks.suites.check import check_suite, format_check
 
     report = check_suite(name_or_path)
     if report.sets:
@@ -175,11 +219,17 @@ def check_suite_file(name_or_path: str) -> int:
 @app.command("eval")
 def evaluate(
     checkpoints: list[Path] = typer.Argument(
-        ..., help="model folders or hub ids (org/name[@revision]), checkpoint-N folders, training output folders holding them, or LoRA adapters"),
+        ...,
+        help="model folders or hub ids (org/name[@revision]), checkpoint-N folders, training output folders holding them, or LoRA adapters",
+    ),
     suite: str = typer.Option(..., "--suite", "-s", help="a shipped suite (see `bench suites`) or a suite YAML file"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder to write (the ordinary run-folder format)"),
-    steps: Optional[str] = typer.Option(None, help="comma-separated training steps, one per plain model folder (e.g. 0,100,200)"),
-    base_model: Optional[Path] = typer.Option(None, "--base", help="the starting model (step 0) and LoRA base: a folder or hub id (org/name[@revision])"),
+    steps: Optional[str] = typer.Option(
+        None, help="comma-separated training steps, one per plain model folder (e.g. 0,100,200)"
+    ),
+    base_model: Optional[Path] = typer.Option(
+        None, "--base", help="the starting model (step 0) and LoRA base: a folder or hub id (org/name[@revision])"
+    ),
     backend: str = typer.Option("hf", help="generation backend: hf, vllm or auto (one engine for the whole sweep)"),
     seed: int = typer.Option(0, help="seed for sampled evaluation sets"),
     label: str = typer.Option("eval", help="the name shown for this sweep in reports (as a method's would be)"),
@@ -190,14 +240,28 @@ def evaluate(
 ) -> None:
     """Score a sweep of checkpoints written by any trainer on a suite: records, report, compare and gate as for `bench run`."""
     step_list = parse_steps(steps)
-    from harness.app.tracking import check_report_to, parse_report_to
+    from plasticity_bench.harness.app.tracking import check_report_to, parse_report_to
 
     trackers = check_report_to(parse_report_to(report_to) or [])
-    from harness.app.evaluate import evaluate_sweep  # torch and transformers: after the arguments are checked
+    from plasticity_bench.harness.app.evaluate import (
+        evaluate_sweep,
+    )  # torch and transformers: after the arguments are checked
 
     started = time.time()
-    store = evaluate_sweep(checkpoints, suite, out, step_list, base_model, backend, seed, label, check_limit(limit), quiet,
-                           refresh=refresh, report_to=trackers)
+    store = evaluate_sweep(
+        checkpoints,
+        suite,
+        out,
+        step_list,
+        base_model,
+        backend,
+        seed,
+        label,
+        check_limit(limit),
+        quiet,
+        refresh=refresh,
+        report_to=trackers,
+    )
     summary = json.loads((store.root / "summary.json").read_text())
     typer.echo(format_summary(summary))
     typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
@@ -205,7 +269,9 @@ def evaluate(
 
 @app.command("wise-ft")
 def wise_ft(
-    run_dir: Path = typer.Argument(..., help="a `bench run` folder with its start and the checkpoint to interpolate towards"),
+    run_dir: Path = typer.Argument(
+        ..., help="a `bench run` folder with its start and the checkpoint to interpolate towards"
+    ),
     alphas: str = typer.Option("0,0.25,0.5,0.75,1", help="comma-separated α in [0, 1]: θ(α) = (1−α)·θ₀ + α·θ_N"),
     step: Optional[int] = typer.Option(None, help="the checkpoint θ_N (default: the run's last)"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder to write: the interpolated models and their scores"),
@@ -214,8 +280,8 @@ def wise_ft(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """WiSE-FT: score weight-space interpolations between a run's start and a checkpoint (step = 1000·α), a gain-vs-forgetting curve without training."""
-    from harness.app.wiseft import parse_alphas
-    from harness.app.wiseft import wise_ft as interpolate_and_score
+    from plasticity_bench.harness.app.wiseft import parse_alphas
+    from plasticity_bench.harness.app.wiseft import wise_ft as interpolate_and_score
 
     started = time.time()
     store = interpolate_and_score(run_dir, parse_alphas(alphas), step, out, backend, quiet, refresh)
@@ -225,7 +291,9 @@ def wise_ft(
 
 
 def parse_steps(text: str | None) -> list[int] | None:
-    from harness.app.steps import parse_steps as checked_steps  # the rule (increasing, distinct, >= 0) lives there
+    from plasticity_bench.harness.app.steps import (
+        parse_steps as checked_steps,
+    )  # the rule (increasing, distinct, >= 0) lives there
 
     return checked_steps(text)
 
@@ -233,9 +301,9 @@ def parse_steps(text: str | None) -> list[int] | None:
 @app.command()
 def score(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     """Re-score a run's stored generations (no generation), then re-write its report."""
-    from harness.app.pipeline import report_stage, timed
-    from harness.evaluation.scoring import score_run
-    from harness.store import RunStore
+    from plasticity_bench.harness.app.pipeline import report_stage, timed
+    from plasticity_bench.harness.evaluation.scoring import score_run
+    from plasticity_bench.harness.store import RunStore
 
     store = RunStore.open(run_dir)
     with writing(run_dir):
@@ -247,11 +315,13 @@ def score(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
 @app.command()
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="one or more scored run folders (the same suite and eval sets)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file [default: RUN/report.html for one run]"),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="HTML file [default: RUN/report.html for one run]"
+    ),
 ) -> None:
     """Write one self-contained HTML report comparing the runs, from stored scores (no scoring)."""
-    from harness.store import RunStore
-    from reports.html import write_report
+    from plasticity_bench.harness.store import RunStore
+    from plasticity_bench.reports.html import write_report
 
     stores = [RunStore.open(d) for d in run_dirs]
     if output is None and len(stores) > 1:
@@ -269,8 +339,8 @@ def compare(
     json_file: Optional[Path] = typer.Option(None, "--json", help="also write the comparison as JSON to FILE"),
 ) -> None:
     """Per family, B − A on the same items: paired McNemar test (accuracy) and paired bootstrap (graded score)."""
-    from harness.evaluation import gate as gating
-    from harness.evaluation.runs import load_results
+    from plasticity_bench.harness.evaluation import gate as gating
+    from plasticity_bench.harness.evaluation.runs import load_results
 
     first, second = load_results(a, step_a), load_results(b, step_b)
     rows = gating.compare(first, second)
@@ -282,16 +352,22 @@ def compare(
 
 @app.command()
 def gate(
-    baseline: Path = typer.Option(..., "--baseline", "-b", help="run folder or baseline file from `bench export-baseline`"),
+    baseline: Path = typer.Option(
+        ..., "--baseline", "-b", help="run folder or baseline file from `bench export-baseline`"
+    ),
     candidate: Path = typer.Option(..., "--candidate", "-c", help="run folder (or baseline file) to check"),
-    max_drop: list[str] = typer.Option([], "--max-drop", help="allowed drop in points: POINTS (every family) or FAMILY=POINTS; repeatable [default: 5]"),
+    max_drop: list[str] = typer.Option(
+        [], "--max-drop", help="allowed drop in points: POINTS (every family) or FAMILY=POINTS; repeatable [default: 5]"
+    ),
     candidate_step: Optional[int] = typer.Option(None, help="checkpoint step of the candidate [default: its last]"),
-    json_file: Optional[Path] = typer.Option(None, "--json", help="write the verdict as JSON to FILE ('-': to stdout, instead of the summary)"),
+    json_file: Optional[Path] = typer.Option(
+        None, "--json", help="write the verdict as JSON to FILE ('-': to stdout, instead of the summary)"
+    ),
     strict: bool = typer.Option(False, help="fail on an inconclusive family too"),
 ) -> None:
     """Exit 1 if any family of the candidate dropped beyond its allowed drop vs the baseline, else 0."""
-    from harness.evaluation import gate as gating
-    from harness.evaluation.runs import load_results
+    from plasticity_bench.harness.evaluation import gate as gating
+    from plasticity_bench.harness.evaluation.runs import load_results
 
     result = gating.gate(load_results(baseline), load_results(candidate, candidate_step), max_drop, strict)
     verdict = json.dumps(gating.gate_json(result), indent=2)
@@ -313,7 +389,7 @@ def export_baseline(
     step: Optional[int] = typer.Option(None, help="checkpoint step [default: the last]"),
 ) -> None:
     """Write a checkpoint's per-item results, suite and eval-set hashes: a baseline for `bench gate`."""
-    from harness.evaluation.gate import export_baseline as write_baseline
+    from plasticity_bench.harness.evaluation.gate import export_baseline as write_baseline
 
     with writing(output, named_by_user=True):
         typer.echo(write_baseline(run_dir, output, step))
@@ -337,13 +413,15 @@ def silence_libraries() -> None:
         hf_logging.disable_progress_bar()
 
 
-NETWORK_COMMANDS = frozenset({"run", "eval", "suites", "study", "base", "wise-ft", "score"})  # may reach the Hugging Face hub
+NETWORK_COMMANDS = frozenset(
+    {"run", "eval", "suites", "study", "base", "wise-ft", "score"}
+)  # may reach the Hugging Face hub
 
 
 def main() -> None:
     silence_libraries()
     if NETWORK_COMMANDS & set(sys.argv[1:2]) and "--help" not in sys.argv:
-        from harness.app.offline import go_offline_without_network
+        from plasticity_bench.harness.app.offline import go_offline_without_network
 
         go_offline_without_network()  # before any Hugging Face library is imported: they read it once
     try:

@@ -17,11 +17,13 @@ from typing import Any
 
 import yaml
 
-from harness.app.names import check_backend, check_method, check_suite
-from harness.app.organism_config import OrganismConfig  # not harness.app.organism: usage errors answer before torch loads
-from harness.core.errors import BenchError
-from harness.core.options import build as _build
-from harness.core.options import option
+from plasticity_bench.harness.app.names import check_backend, check_method, check_suite
+from plasticity_bench.harness.app.organism_config import (
+    OrganismConfig,
+)  # not harness.app.organism: usage errors answer before torch loads
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.options import build as _build
+from plasticity_bench.harness.core.options import option
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,9 @@ class RunConfig:
     checkpoint_every: int = 50
     # what stays on disk after the run (README, "Configuration"): all | evaluated | last; not part of the fingerprint
     keep_checkpoints: str = "all"
-    device: str = "auto"  # where training runs: auto (a CUDA GPU when there is one, bf16 autocast where supported), cpu or cuda
+    device: str = (
+        "auto"  # where training runs: auto (a CUDA GPU when there is one, bf16 autocast where supported), cpu or cuda
+    )
     grad_accum: int = 1  # micro-batches per optimiser step (batch_size is the global batch)
     train_examples: int = 4000  # size of each post-training set (easy and hard)
     options: dict[str, Any] = field(default_factory=dict)  # the method's own hyperparameters
@@ -63,8 +67,11 @@ class RunConfig:
         """Identity of the run: two folders with the same fingerprint hold the same experiment
         (`extra`: what else defines it, e.g. the content hash of a user's suite file). Settings that
         change what is kept on disk, not the results, are left out."""
-        values = {k: v for k, v in asdict(self).items()
-                  if k not in NOT_FINGERPRINTED and not (k in FINGERPRINTED_WHEN_SET and v == FINGERPRINTED_WHEN_SET[k])}
+        values = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in NOT_FINGERPRINTED and not (k in FINGERPRINTED_WHEN_SET and v == FINGERPRINTED_WHEN_SET[k])
+        }
         return hashlib.sha256(json.dumps({**values, **(extra or {})}, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,8 +91,9 @@ class LoraSettings:
 
     r: int = option(8, "rank of the adapters A (r × in) and B (out × r)", low=0, low_open=True)
     alpha: int = option(16, "the adapters' scale is alpha/r", low=0, low_open=True)
-    targets: tuple[str, ...] = option(("q_proj",
-                                      "v_proj"), "module names: the last part of the path, as peft matches them")
+    targets: tuple[str, ...] = option(
+        ("q_proj", "v_proj"), "module names: the last part of the path, as peft matches them"
+    )
     dropout: float = option(0.0, "dropout on the adapters' input", low=0, high=1, high_open=True)
 
     def validate(self) -> None:
@@ -100,11 +108,21 @@ def lora_settings(config: RunConfig) -> LoraSettings | None:
     settings: LoraSettings = _build(LoraSettings, config.lora, "lora.")
     settings.validate()
     return settings
+
+
 KEEP_CHECKPOINTS = ("all", "evaluated", "last")
 
 # A few steps on a tiny organism and tiny evaluation sets: what the end-to-end tests run.
 SMOKE_OVERRIDES: dict[str, Any] = {
-    "organism": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64, "pretrain_steps": 10, "batch_size": 16},
+    "organism": {
+        "hidden_size": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "num_kv_heads": 1,
+        "intermediate_size": 64,
+        "pretrain_steps": 10,
+        "batch_size": 16,
+    },
     "steps": 4,
     "batch_size": 4,
     "checkpoint_every": 2,
@@ -114,7 +132,9 @@ SMOKE_OVERRIDES: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {"default": {}, "smoke": SMOKE_OVERRIDES}
 
 
-def load_config(preset: str = "default", path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_config(
+    preset: str = "default", path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
     """Build and validate a RunConfig from a preset, an optional file and CLI overrides."""
     if preset not in PRESETS:
         raise BenchError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
@@ -123,7 +143,9 @@ def load_config(preset: str = "default", path: Path | None = None, overrides: di
         merge_settings(values, read_config_file(path))
     merge_settings(values, {k: v for k, v in (overrides or {}).items() if v is not None})
     config = _build(RunConfig, values, "")
-    validate(replace(config, model=None))  # every other setting first: nothing is downloaded for a run that cannot start
+    validate(
+        replace(config, model=None)
+    )  # every other setting first: nothing is downloaded for a run that cannot start
     config = with_hub_model(config)
     validate(config)
     return config
@@ -135,7 +157,7 @@ def with_hub_model(config: RunConfig) -> RunConfig:
     A path that exists here is a folder, whatever it looks like."""
     if config.model is None:
         return config
-    from harness.app.hub import resolve_model
+    from plasticity_bench.harness.app.hub import resolve_model
 
     folder, hub = resolve_model(config.model, "model")
     return config if hub is None else replace(config, model=str(folder), model_hub=hub.to_dict())
@@ -150,7 +172,9 @@ class ConfigLoader(yaml.SafeLoader):
     """
 
 
-ConfigLoader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.yaml_implicit_resolvers = {
+    key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
@@ -204,7 +228,7 @@ def validate(config: RunConfig) -> None:
     check_suite(config.suite)
     config.organism.validate()
     lora_settings(config)
-    from harness.app.tracking import check_report_to
+    from plasticity_bench.harness.app.tracking import check_report_to
 
     check_report_to(config.report_to)
     for item in fields(config):  # _build already refuses nan/inf; here for a RunConfig built in code
@@ -230,19 +254,23 @@ def validate(config: RunConfig) -> None:
     if config.grad_accum < 1 or config.grad_accum > config.batch_size:
         raise BenchError(f"grad_accum must be between 1 and batch_size ({config.batch_size}), got {config.grad_accum}")
     if config.keep_checkpoints not in KEEP_CHECKPOINTS:
-        raise BenchError(f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {config.keep_checkpoints!r}")
+        raise BenchError(
+            f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {config.keep_checkpoints!r}"
+        )
     if config.eval_per_slice is not None and config.eval_per_slice <= 0:
         raise BenchError(f"eval_per_slice must be positive, got {config.eval_per_slice}")
     for name in ("warmup_fraction", "min_lr_ratio"):
         if not 0 <= getattr(config, name) < 1:
             raise BenchError(f"{name} must be in [0, 1), got {getattr(config, name)}")
-    from trainers.device import DEVICES  # imports every trainer (torch): after the cheap checks above
+    from plasticity_bench.trainers.device import DEVICES  # imports every trainer (torch): after the cheap checks above
 
     if config.device not in DEVICES:
         raise BenchError(f"device must be one of {', '.join(DEVICES)}, got {config.device!r}")
     if config.model is not None:
         if not (Path(config.model) / "config.json").is_file():
             raise BenchError(f"model {config.model} is not a Hugging Face model folder (no config.json there)")
-        from harness.backends.checkpoint import check_model_folder  # imports every backend (torch, transformers)
+        from plasticity_bench.harness.backends.checkpoint import (
+            check_model_folder,
+        )  # imports every backend (torch, transformers)
 
         check_model_folder(Path(config.model))

@@ -23,13 +23,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 # org/name (or a bare name), optionally @revision; no leading "/", "." or "~": those are paths
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9_.-]*)?(?:@[A-Za-z0-9_./-]+)?")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "adapter_model.bin")
 # what a causal LM's snapshot does not need: other frameworks' weights and export formats
-SKIPPED_FILES = ["*.gguf", "*.onnx", "*.onnx_data", "*.h5", "*.msgpack", "*.ot", "*.tflite", "onnx/*", "original/*", "coreml/*"]
+SKIPPED_FILES = [
+    "*.gguf",
+    "*.onnx",
+    "*.onnx_data",
+    "*.h5",
+    "*.msgpack",
+    "*.ot",
+    "*.tflite",
+    "onnx/*",
+    "original/*",
+    "coreml/*",
+]
 
 
 @dataclass(frozen=True)
@@ -71,9 +82,11 @@ def resolve_hub_id(reference: str, what: str = "model") -> HubModel:
         return HubModel(repo_id, revision, cached.name, str(cached))
     if _offline():
         state = f"cached at {cached} without weights" if cached is not None else "not in the local Hugging Face cache"
-        raise BenchError(f"{what} {reference!r} is not a folder on this machine and the hub model is {state} ({_cache_dir()}); "
-                         "offline (no network, or HF_HUB_OFFLINE=1), so it cannot be downloaded: download it where there is network, "
-                         "or give a local folder")
+        raise BenchError(
+            f"{what} {reference!r} is not a folder on this machine and the hub model is {state} ({_cache_dir()}); "
+            "offline (no network, or HF_HUB_OFFLINE=1), so it cannot be downloaded: download it where there is network, "
+            "or give a local folder"
+        )
     return _download(repo_id, revision, reference, what)
 
 
@@ -82,7 +95,9 @@ def _cached_snapshot(repo_id: str, revision: str) -> Path | None:
 
     try:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError), or an id the hub library refuses: not in the cache either way
+    except (
+        Exception
+    ):  # not cached (LocalEntryNotFoundError), or an id the hub library refuses: not in the cache either way
         return None
 
 
@@ -95,10 +110,14 @@ def _download(repo_id: str, revision: str, reference: str, what: str) -> HubMode
         folder = Path(snapshot_download(repo_id, revision=revision, ignore_patterns=SKIPPED_FILES))
     except Exception as error:  # not found, gated, no network, a full disk...: one line for the user
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BenchError(f"{what} {reference!r} is not a folder on this machine and could not be downloaded from the Hugging Face hub "
-                         f"({type(error).__name__}: {first})") from None
+        raise BenchError(
+            f"{what} {reference!r} is not a folder on this machine and could not be downloaded from the Hugging Face hub "
+            f"({type(error).__name__}: {first})"
+        ) from None
     if not _has_weights(folder):
-        raise BenchError(f"{what} {reference!r}: the hub repository has no model weights (*.safetensors or pytorch_model*.bin)")
+        raise BenchError(
+            f"{what} {reference!r}: the hub repository has no model weights (*.safetensors or pytorch_model*.bin)"
+        )
     return HubModel(repo_id, revision, folder.name, str(folder))
 
 
@@ -109,7 +128,12 @@ def _has_weights(folder: Path) -> bool:
 def _offline() -> bool:
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in {
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    }
 
 
 def _cache_dir() -> str:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.app.names import check_method
-from harness.core.options import describe, table
+from plasticity_bench.harness.app.names import check_method
+from plasticity_bench.harness.core.options import describe, table
 
 
 def option_lines(method: str) -> list[str]:
     """The method's options, one line each (name, type, default, allowed values, help) under a header.
     A misspelt method is refused before the trainers (torch) are imported."""
     check_method(method)
-    import trainers
+    import plasticity_bench.trainers
 
-    options = trainers.TRAINERS.get(method).Options
+    options = plasticity_bench.trainers.TRAINERS.get(method).Options
     if not dataclasses.is_dataclass(options):
         return [f"{method} takes no options"]
     return table(describe(options))

@@ -17,8 +17,8 @@ import re
 from functools import cache
 from pathlib import Path
 
-from harness.core.errors import BenchError
-from harness.core.plugins import plugin_modules
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.plugins import plugin_modules
 
 AUTO = "auto"  # harness.backends.auto.AUTO: the backend chosen for the work and the machine
 
@@ -30,7 +30,9 @@ def registered_names(package: str, registry: str) -> tuple[str, ...]:
     if spec is None or spec.origin is None:
         return ()
     pattern = re.compile(rf'@{registry}\.register\(\s*"([^"]+)"')
-    return tuple(sorted({name for path in Path(spec.origin).parent.glob("*.py") for name in pattern.findall(path.read_text())}))
+    return tuple(
+        sorted({name for path in Path(spec.origin).parent.glob("*.py") for name in pattern.findall(path.read_text())})
+    )
 
 
 def method_names() -> tuple[str, ...]:
@@ -38,7 +40,7 @@ def method_names() -> tuple[str, ...]:
 
 
 def backend_names() -> tuple[str, ...]:
-    return registered_names("harness.backends", "BACKENDS")
+    return registered_names("plasticity_bench.harness.backends", "BACKENDS")
 
 
 def check_method(name: str) -> None:
@@ -58,10 +60,10 @@ def _plugin_registers(kind: str, name: str) -> bool:
     if not plugin_modules():
         return False
     if kind == "method":
-        import trainers
+        import plasticity_bench.trainers
 
-        return name in trainers.TRAINERS
-    from harness.backends import BACKENDS as REGISTERED
+        return name in plasticity_bench.trainers.TRAINERS
+    from plasticity_bench.harness.backends import BACKENDS as REGISTERED
 
     return name in REGISTERED
 

@@ -20,14 +20,14 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from harness.app.organism_config import OrganismConfig
-from harness.core.errors import writing
-from harness.core.progress import progress_bar
-from harness.store import check_writable, save_checkpoint
-from tasks.suites import Suite
-from tasks.suites.items import foundation_items, load_eval_items
-from trainers.common import LoopConfig, Stage, TrainContext, train
-from trainers.sft import SFT
+from plasticity_bench.harness.app.organism_config import OrganismConfig
+from plasticity_bench.harness.core.errors import writing
+from plasticity_bench.harness.core.progress import progress_bar
+from plasticity_bench.harness.store import check_writable, save_checkpoint
+from plasticity_bench.tasks.suites import Suite
+from plasticity_bench.tasks.suites.items import foundation_items, load_eval_items
+from plasticity_bench.trainers.common import LoopConfig, Stage, TrainContext, train
+from plasticity_bench.trainers.sft import SFT
 
 EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<|unk|>"
 CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n"
@@ -44,7 +44,11 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token=EOS, pad_token=PAD, unk_token=UNK, padding_side="left",
+        tokenizer_object=core,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        padding_side="left",
         model_max_length=OrganismConfig.max_positions,
     )
 
@@ -96,7 +100,13 @@ def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) ->
     mix = foundation_items(suite, config.pretrain_steps * config.batch_size, config.seed, exclude)
     stage = Stage("foundation", mix, config.pretrain_steps, config.lr)
     loop = LoopConfig(
-        batch_size=config.batch_size, warmup_fraction=0.05, min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0, checkpoint_every=0, seed=config.seed
+        batch_size=config.batch_size,
+        warmup_fraction=0.05,
+        min_lr_ratio=0.1,
+        weight_decay=0.01,
+        grad_clip=1.0,
+        checkpoint_every=0,
+        seed=config.seed,
     )
     with progress_bar(config.pretrain_steps, "pre-training the organism", quiet) as advance:
         train(model, SFT(), [stage], TrainContext(tokenizer, loop), on_step=lambda step, loss: advance(loss))
@@ -105,7 +115,13 @@ def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) ->
     save_checkpoint(model, tokenizer, folder)
     (folder / "organism.json").write_text(
         json.dumps(
-            {"config": asdict(config), "suite": suite.name, "pretrain_seconds": round(time.time() - started, 1), "parameters": model.num_parameters()}, indent=2
+            {
+                "config": asdict(config),
+                "suite": suite.name,
+                "pretrain_seconds": round(time.time() - started, 1),
+                "parameters": model.num_parameters(),
+            },
+            indent=2,
         )
     )
     return folder

@@ -9,10 +9,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 if TYPE_CHECKING:
-    from tasks.suites import Suite
+    from plasticity_bench.tasks.suites import Suite
 
 # Bump when anything that changes the built model but is not in OrganismConfig changes
 # (tokenizer, data rendering, the training loop), so stale caches are not reused.
@@ -34,7 +34,16 @@ class OrganismConfig:
 
     def validate(self) -> None:
         """BenchError for any setting that could not build or train a model (every field is checked)."""
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "max_positions", "pretrain_steps", "batch_size"):
+        for name in (
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "intermediate_size",
+            "max_positions",
+            "pretrain_steps",
+            "batch_size",
+        ):
             if getattr(self, name) <= 0:
                 raise BenchError(f"organism.{name} must be positive, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -42,13 +51,27 @@ class OrganismConfig:
         if self.seed < 0:
             raise BenchError(f"organism.seed must be >= 0, got {self.seed}")
         if self.hidden_size % self.num_heads:
-            raise BenchError(f"organism.num_heads ({self.num_heads}) must divide organism.hidden_size ({self.hidden_size})")
+            raise BenchError(
+                f"organism.num_heads ({self.num_heads}) must divide organism.hidden_size ({self.hidden_size})"
+            )
         if (self.hidden_size // self.num_heads) % 2:
-            raise BenchError(f"organism.hidden_size / organism.num_heads (the head size, {self.hidden_size // self.num_heads}) must be even "
-                             "for rotary position embeddings")
+            raise BenchError(
+                f"organism.hidden_size / organism.num_heads (the head size, {self.hidden_size // self.num_heads}) must be even "
+                "for rotary position embeddings"
+            )
         if self.num_heads % self.num_kv_heads:
-            raise BenchError(f"organism.num_kv_heads ({self.num_kv_heads}) must divide organism.num_heads ({self.num_heads})")
+            raise BenchError(
+                f"organism.num_kv_heads ({self.num_kv_heads}) must divide organism.num_heads ({self.num_heads})"
+            )
 
     def fingerprint(self, suite: Suite) -> str:
-        blob = json.dumps({"config": asdict(self), "suite": suite.name, "foundation": suite.foundation, "code": ORGANISM_CODE_VERSION}, sort_keys=True)
+        blob = json.dumps(
+            {
+                "config": asdict(self),
+                "suite": suite.name,
+                "foundation": suite.foundation,
+                "code": ORGANISM_CODE_VERSION,
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

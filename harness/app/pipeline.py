@@ -25,23 +25,35 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import tasks  # noqa: F401  (registers the tasks)
-import trainers  # noqa: F401  (registers the methods)
-from harness.app.config import LoraSettings, RunConfig, lora_settings, method_options
-from harness.app.organism import OrganismConfig, build_model, build_tokenizer, ensure_organism, organism_path
-from harness.app.refresh import Refresh, check_data
-from harness.app.refresh import apply as apply_refresh
-from harness.app.tracking import open_tracking
-from harness.backends import BACKENDS, BackendPool, GenerationBackend, SamplingParams
-from harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
-from harness.backends.checkpoint import check_prompts_fit, check_same_tensors, context_length, read_model_config, read_tensor_shapes
-from harness.core import provenance
-from harness.core.errors import BenchError, warn, writing
-from harness.core.interrupt import Interrupted, kill_point, uninterruptible
-from harness.core.progress import progress_bar
-from harness.evaluation.kl import KL_PROMPTS, kl_to_start
-from harness.evaluation.scoring import score_run
-from harness.store import (
+import plasticity_bench.tasks  # noqa: F401  (registers the tasks)
+import plasticity_bench.trainers  # noqa: F401  (registers the methods)
+from plasticity_bench.harness.app.config import LoraSettings, RunConfig, lora_settings, method_options
+from plasticity_bench.harness.app.organism import (
+    OrganismConfig,
+    build_model,
+    build_tokenizer,
+    ensure_organism,
+    organism_path,
+)
+from plasticity_bench.harness.app.refresh import Refresh, check_data
+from plasticity_bench.harness.app.refresh import apply as apply_refresh
+from plasticity_bench.harness.app.tracking import open_tracking
+from plasticity_bench.harness.backends import BACKENDS, BackendPool, GenerationBackend, SamplingParams
+from plasticity_bench.harness.backends.auto import AUTO, GENERATION, ROLLOUTS, BackendChoice, Workload, resolve_backend
+from plasticity_bench.harness.backends.checkpoint import (
+    check_prompts_fit,
+    check_same_tensors,
+    context_length,
+    read_model_config,
+    read_tensor_shapes,
+)
+from plasticity_bench.harness.core import provenance
+from plasticity_bench.harness.core.errors import BenchError, warn, writing
+from plasticity_bench.harness.core.interrupt import Interrupted, kill_point, uninterruptible
+from plasticity_bench.harness.core.progress import progress_bar
+from plasticity_bench.harness.evaluation.kl import KL_PROMPTS, kl_to_start
+from plasticity_bench.harness.evaluation.scoring import score_run
+from plasticity_bench.harness.store import (
     MANIFEST,
     PROMPTS_FILE,
     REPORT_FILE,
@@ -58,16 +70,16 @@ from harness.store import (
     trainer_state_path,
     write_manifest,
 )
-from tasks.base import Item, content_hash
-from tasks.identity import fingerprinted, suite_identity
-from tasks.prompting import PromptFormat, render
-from tasks.suites import SHIPPED as SHIPPED_SUITES
-from tasks.suites import EvalSet, Sampling, Suite, load_suite
-from tasks.suites.check import check_training
-from tasks.suites.items import EvalItems, load_eval_items, training_items
-from tasks.suites.items import foundation_items as suite_foundation_items
-from tasks.verify import max_new_tokens
-from trainers.common import (
+from plasticity_bench.tasks.base import Item, content_hash
+from plasticity_bench.tasks.identity import fingerprinted, suite_identity
+from plasticity_bench.tasks.prompting import PromptFormat, render
+from plasticity_bench.tasks.suites import SHIPPED as SHIPPED_SUITES
+from plasticity_bench.tasks.suites import EvalSet, Sampling, Suite, load_suite
+from plasticity_bench.tasks.suites.check import check_training
+from plasticity_bench.tasks.suites.items import EvalItems, load_eval_items, training_items
+from plasticity_bench.tasks.suites.items import foundation_items as suite_foundation_items
+from plasticity_bench.tasks.verify import max_new_tokens
+from plasticity_bench.trainers.common import (
     TRAINERS,
     Checkpoint,
     LoopConfig,
@@ -77,8 +89,8 @@ from trainers.common import (
     TrainingData,
     train,
 )
-from trainers.device import choose_placement
-from trainers.rollouts import POLICY_FOLDER, PolicySampler
+from plasticity_bench.trainers.device import choose_placement
+from plasticity_bench.trainers.rollouts import POLICY_FOLDER, PolicySampler
 
 
 @dataclass(frozen=True)
@@ -98,8 +110,11 @@ def with_method_defaults(config: RunConfig) -> RunConfig:
     """The config with the method's own default η and run length where it leaves them unset:
     what a run is fingerprinted with."""
     trainer_class = TRAINERS.get(config.method)
-    return replace(config, lr=trainer_class.default_lr if config.lr is None else config.lr,
-                   steps=trainer_class.default_steps if config.steps is None else config.steps)
+    return replace(
+        config,
+        lr=trainer_class.default_lr if config.lr is None else config.lr,
+        steps=trainer_class.default_steps if config.steps is None else config.steps,
+    )
 
 
 def prepare(config: RunConfig, out: Path, refresh: bool = False) -> PreparedRun:
@@ -112,12 +127,22 @@ def prepare(config: RunConfig, out: Path, refresh: bool = False) -> PreparedRun:
     rollouts = resolve_backend(config.rollout_backend, ROLLOUTS) if trainer_class.samples_policy else None
     suite = load_suite(config.suite)
     if suite.easy is None or suite.hard is None:
-        raise BenchError(f"suite {suite.name} has no training sets (`train:`), so `bench run` cannot train on it; "
-                         "to score checkpoints of another trainer use `bench eval`")
+        raise BenchError(
+            f"suite {suite.name} has no training sets (`train:`), so `bench run` cannot train on it; "
+            "to score checkpoints of another trainer use `bench eval`"
+        )
     if not config.model and not suite.foundation:
-        raise BenchError(f"suite {suite.name} has no organism pre-training mix (`foundation:`); give --model MODEL_FOLDER")
+        raise BenchError(
+            f"suite {suite.name} has no organism pre-training mix (`foundation:`); give --model MODEL_FOLDER"
+        )
     identity = suite_identity(suite, training=True)
-    plan = check_data(out, run_fingerprint(config, suite, identity), identity, lambda old: run_fingerprint(config, suite, old), refresh)
+    plan = check_data(
+        out,
+        run_fingerprint(config, suite, identity),
+        identity,
+        lambda old: run_fingerprint(config, suite, old),
+        refresh,
+    )
     if plan is None:
         RunStore.check_target(out, run_fingerprint(config, suite, identity))
     check_disk_space(config, suite, out, rollouts)
@@ -139,16 +164,25 @@ def module_names(config: RunConfig, suite: Suite) -> set[str]:
     from transformers import AutoConfig
 
     with torch.random.fork_rng(), torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.model)) if config.model \
+        model = (
+            AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config.model))
+            if config.model
             else build_model(config.organism, len(build_tokenizer()))
-    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, torch.nn.Embedding))}
+        )
+    return {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, torch.nn.Embedding))
+    }
 
 
 def check_lora_targets(lora: LoraSettings, config: RunConfig, suite: Suite) -> None:
     known = module_names(config, suite)
     unknown = [target for target in lora.targets if target not in known]
     if unknown:
-        raise BenchError(f"lora.targets: the model has no module named {unknown[0]!r}; its linear modules: {', '.join(sorted(known))}")
+        raise BenchError(
+            f"lora.targets: the model has no module named {unknown[0]!r}; its linear modules: {', '.join(sorted(known))}"
+        )
 
 
 def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
@@ -158,8 +192,17 @@ def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.targets), lora_dropout=lora.dropout,
-                                                bias="none", task_type="CAUSAL_LM"))
+        return get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                target_modules=list(lora.targets),
+                lora_dropout=lora.dropout,
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
+        )
 
 
 def check_prompts_fit_organism(organism: OrganismConfig, suite: Suite, items: Sequence[Item]) -> None:
@@ -168,13 +211,17 @@ def check_prompts_fit_organism(organism: OrganismConfig, suite: Suite, items: Se
     tokenizer = build_tokenizer()
     by_set: dict[str, list[int]] = {}
     for item in items:
-        by_set.setdefault(f"{item.task}/{item.level}", []).append(len(tokenizer.encode(item.prompt, add_special_tokens=False)))
+        by_set.setdefault(f"{item.task}/{item.level}", []).append(
+            len(tokenizer.encode(item.prompt, add_special_tokens=False))
+        )
     for slice_, lengths in by_set.items():
         budget = suite.eval_set(slice_).sampling.max_new_tokens
         needed = max(lengths) + budget
         if needed > organism.max_positions:
-            raise BenchError(f"organism.max_positions ({organism.max_positions}) is too short for evaluation set {slice_}: its longest prompt "
-                             f"has {max(lengths)} tokens and {budget} more are generated; set it to at least {needed}")
+            raise BenchError(
+                f"organism.max_positions ({organism.max_positions}) is too short for evaluation set {slice_}: its longest prompt "
+                f"has {max(lengths)} tokens and {budget} more are generated; set it to at least {needed}"
+            )
 
 
 def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
@@ -237,7 +284,9 @@ def execute_stages(run: PreparedRun, quiet: bool) -> RunStore:
     return store
 
 
-def generation(store: RunStore, suite: Suite, backend: BackendChoice, requested: str, backends: BackendPool, seed: int, quiet: bool) -> None:
+def generation(
+    store: RunStore, suite: Suite, backend: BackendChoice, requested: str, backends: BackendPool, seed: int, quiet: bool
+) -> None:
     """Generate at every checkpoint the manifest lists (`bench run` and `bench eval`), unless done."""
     if not store.stage_done("generate"):
         choice = generation_backend(store, suite, backend, requested, backends)
@@ -274,7 +323,11 @@ def run_fingerprint(config: RunConfig, suite: Suite, identity: dict[str, Any] | 
     its data files' content and its libraries' versions (`identity`, tasks/identity.py; the current
     one when None)."""
     data = fingerprinted(suite_identity(suite, training=True) if identity is None else identity)
-    return config.fingerprint(data or None) if suite.path.parent == SHIPPED_SUITES else config.fingerprint({"suite_sha256": suite.sha256, **data})
+    return (
+        config.fingerprint(data or None)
+        if suite.path.parent == SHIPPED_SUITES
+        else config.fingerprint({"suite_sha256": suite.sha256, **data})
+    )
 
 
 def run_metadata(run: PreparedRun, base_model: Path) -> dict:
@@ -299,7 +352,9 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
         "eval_sets": {name: {"n": len(items), "sha256": content_hash(items)} for name, items in by_slice.items()},
         "eval_set_sha256": content_hash(run.items),
         "lora": asdict(lora) if (lora := lora_settings(run.config)) else None,
-        "method_options": asdict(run.trainer.options) if is_dataclass(run.trainer.options) and not isinstance(run.trainer.options, type) else {},
+        "method_options": asdict(run.trainer.options)
+        if is_dataclass(run.trainer.options) and not isinstance(run.trainer.options, type)
+        else {},
         "provenance": provenance.collect(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -308,8 +363,14 @@ def run_metadata(run: PreparedRun, base_model: Path) -> dict:
 # ---------------------------------------------------------------- stages
 
 
-def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: BackendPool, quiet: bool,
-                on_log: Callable[[dict[str, Any]], None] | None = None) -> dict:
+def train_stage(
+    store: RunStore,
+    run: PreparedRun,
+    base_model: Path,
+    backends: BackendPool,
+    quiet: bool,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> dict:
     """Checkpoint 0 is the starting model; then the method's stages, checkpointing as they go.
 
     Resumes from the last complete checkpoint of an earlier attempt when there is one (the
@@ -339,8 +400,16 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
             kill_point("model", checkpoint.step)
             state = checkpoint.state if lora is None else {**checkpoint.state, "lora": adapter_state(model)}
             save_trainer_state(state, trainer_state_path(store.checkpoints, checkpoint.step))
-            records.append(CheckpointRecord(checkpoint.step, checkpoint.stage, checkpoint.lr, checkpoint.loss, checkpoint.examples_seen,
-                                            f"checkpoints/{checkpoint_name(checkpoint.step)}"))
+            records.append(
+                CheckpointRecord(
+                    checkpoint.step,
+                    checkpoint.stage,
+                    checkpoint.lr,
+                    checkpoint.loss,
+                    checkpoint.examples_seen,
+                    f"checkpoints/{checkpoint_name(checkpoint.step)}",
+                )
+            )
             write_manifest(store.checkpoints, records)
             if config.keep_checkpoints != "all":  # resuming needs only the latest training state
                 for older in records[1:-1]:
@@ -351,16 +420,28 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
     note_chat_fallback(store, training_prompts, tokenizer, base_model, "training")
     exclude = run.evaluation.prompts
     data = TrainingData(
-        easy=rendered(training_items(run.suite, run.suite.easy, config.train_examples, config.seed, exclude),
-                      run.suite.easy.prompt, tokenizer),
-        hard=rendered(training_items(run.suite, run.suite.hard, config.train_examples, config.seed, exclude),
-                      run.suite.hard.prompt, tokenizer),
+        easy=rendered(
+            training_items(run.suite, run.suite.easy, config.train_examples, config.seed, exclude),
+            run.suite.easy.prompt,
+            tokenizer,
+        ),
+        hard=rendered(
+            training_items(run.suite, run.suite.hard, config.train_examples, config.seed, exclude),
+            run.suite.hard.prompt,
+            tokenizer,
+        ),
         foundation=foundation_items(run) if run.trainer.needs_foundation else (),
     )
     assert config.lr is not None and config.steps is not None, "prepare() resolves the method's default η and steps"
     settings = MethodSettings(config.steps, config.lr)
     loop = LoopConfig(
-        config.batch_size, config.warmup_fraction, config.min_lr_ratio, config.weight_decay, config.grad_clip, config.checkpoint_every, config.seed,
+        config.batch_size,
+        config.warmup_fraction,
+        config.min_lr_ratio,
+        config.weight_decay,
+        config.grad_clip,
+        config.checkpoint_every,
+        config.seed,
         config.grad_accum,
     )
     sampler = rollout_sampler(run.rollouts, backends, store.root / POLICY_FOLDER)
@@ -374,22 +455,36 @@ def train_stage(store: RunStore, run: PreparedRun, base_model: Path, backends: B
         if resumed_from.step > 0:
             resume = load_trainer_state(trainer_state_path(store.checkpoints, resumed_from.step))
             if lora is None:
-                model.load_state_dict(AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path).state_dict())  # onto its device
+                model.load_state_dict(
+                    AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path).state_dict()
+                )  # onto its device
             else:  # the checkpoint's model folder is merged: the adapters themselves are in the training state
                 load_adapter_state(model, resume["lora"])
         with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
             if resumed_from.step:
                 advance(n=resumed_from.step)
-            log = train(model, run.trainer, run.trainer.stages(data, settings), ctx, save, lambda _step, loss: advance(loss), resume,
-                        on_log)
+            log = train(
+                model,
+                run.trainer,
+                run.trainer.stages(data, settings),
+                ctx,
+                save,
+                lambda _step, loss: advance(loss),
+                resume,
+                on_log,
+            )
     finally:
         sampler.close()
     store.write_table(TRAIN_LOG_FILE, pd.DataFrame(log))
     if run.rollouts:
         store.update_metadata(rollouts=asdict(sampler.stats))
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"resumed_from_step": resumed_from.step, "steps_run": len(log) - resumed_from.step, "trained_parameters": trained,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "resumed_from_step": resumed_from.step,
+        "steps_run": len(log) - resumed_from.step,
+        "trained_parameters": trained,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def adapter_state(model: Any) -> dict[str, torch.Tensor]:
@@ -404,7 +499,9 @@ def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
 
     unexpected = getattr(set_peft_model_state_dict(model, state), "unexpected_keys", None)
     if unexpected:
-        raise BenchError(f"the training state's LoRA adapters do not fit this model ({unexpected[0]}): it cannot be resumed")
+        raise BenchError(
+            f"the training state's LoRA adapters do not fit this model ({unexpected[0]}): it cannot be resumed"
+        )
 
 
 def foundation_items(run: PreparedRun) -> list[Item]:
@@ -427,8 +524,13 @@ def kl_stage(store: RunStore, run: PreparedRun, base_model: Path) -> dict:
     hard = training_items(run.suite, run.suite.hard, run.config.train_examples, run.config.seed, run.evaluation.prompts)
     items = rendered(hard, run.suite.hard.prompt, tokenizer)
     prompts = items[:KL_PROMPTS]
-    frame = kl_to_start(store, [item.prompt for item in prompts], max(max_new_tokens(item) for item in prompts), run.config.seed,
-                        lambda path: path if path.is_absolute() else store.root / path)
+    frame = kl_to_start(
+        store,
+        [item.prompt for item in prompts],
+        max(max_new_tokens(item) for item in prompts),
+        run.config.seed,
+        lambda path: path if path.is_absolute() else store.root / path,
+    )
     return {"final_kl": float(frame.kl.iloc[-1]), "kl_sequences": int(frame.n.iloc[-1])}
 
 
@@ -443,12 +545,20 @@ def resumable_checkpoints(store: RunStore, clean: bool = False) -> list[Checkpoi
         records = read_manifest(store.checkpoints)
     except (OSError, ValueError, TypeError):  # no manifest yet, or not one this version wrote
         return []
-    usable = [r for r in records if r.step > 0 and (store.root / r.path).is_dir() and trainer_state_path(store.checkpoints, r.step).is_file()]
+    usable = [
+        r
+        for r in records
+        if r.step > 0 and (store.root / r.path).is_dir() and trainer_state_path(store.checkpoints, r.step).is_file()
+    ]
     if not usable or not (store.root / records[0].path).is_dir():
         return []
     kept = [r for r in records if r.step <= usable[-1].step]
     if clean:
-        names = {MANIFEST} | {checkpoint_name(r.step) for r in kept} | {checkpoint_name(r.step) + TRAINER_STATE_SUFFIX for r in kept}
+        names = (
+            {MANIFEST}
+            | {checkpoint_name(r.step) for r in kept}
+            | {checkpoint_name(r.step) + TRAINER_STATE_SUFFIX for r in kept}
+        )
         for path in store.checkpoints.iterdir():
             if path.name not in names:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -494,7 +604,11 @@ def check_disk_space(config: RunConfig, suite: Suite, out: Path, rollouts: Backe
     engine_copy = rollouts is not None and not BACKENDS.get(rollouts.name).capabilities.policy_in_memory
     need = model_bytes * (checkpoints + 2 * states + (1 if engine_copy else 0))
     need = math.ceil(need * 1.1) + 2**20  # tokenizer files, generations, tables
-    written = sum(f.stat().st_size for f in (out / "checkpoints").rglob("*") if f.is_file()) if (out / "checkpoints").is_dir() else 0
+    written = (
+        sum(f.stat().st_size for f in (out / "checkpoints").rglob("*") if f.is_file())
+        if (out / "checkpoints").is_dir()
+        else 0
+    )
     parent = out.absolute()
     while not parent.exists():
         parent = parent.parent
@@ -515,7 +629,9 @@ def model_size_bytes(config: RunConfig, suite: Suite) -> int:
     """The size of one checkpoint's weights: the model folder's weight files, or the organism's
     parameters in float32 (counted on the meta device when it is not built yet)."""
     folder = Path(config.model) if config.model else organism_path(config.organism, suite)
-    files = [f for pattern in ("*.safetensors", "*.bin", "*.pt") for f in folder.glob(pattern)] if folder.is_dir() else []
+    files = (
+        [f for pattern in ("*.safetensors", "*.bin", "*.pt") for f in folder.glob(pattern)] if folder.is_dir() else []
+    )
     if files or config.model:
         return sum(f.stat().st_size for f in files)
     with torch.random.fork_rng(), torch.device("meta"):  # build_model seeds torch; nothing is allocated
@@ -530,7 +646,9 @@ def rollout_sampler(choice: BackendChoice | None, backends: BackendPool, scratch
     return PolicySampler.with_engine(backends.get(choice.name), scratch)
 
 
-def generation_backend(store: RunStore, suite: Suite, requested: BackendChoice, config_backend: str, backends: BackendPool) -> BackendChoice:
+def generation_backend(
+    store: RunStore, suite: Suite, requested: BackendChoice, config_backend: str, backends: BackendPool
+) -> BackendChoice:
     """The backend `prepare` resolved; `auto` decided now, from the model and what is left to generate."""
     if config_backend != AUTO:
         return requested
@@ -560,7 +678,11 @@ def rendered(items: list[Item], prompt: dict, tokenizer: Any) -> list[Item]:
 def prompt_format(prompt: dict, tokenizer: Any) -> PromptFormat:
     """The set's prompt format; `chat` falls back to raw text for a tokenizer without a chat template."""
     fmt = PromptFormat.from_mapping(prompt)
-    return replace(fmt, chat=False, enable_thinking=None) if fmt.chat and not getattr(tokenizer, "chat_template", None) else fmt
+    return (
+        replace(fmt, chat=False, enable_thinking=None)
+        if fmt.chat and not getattr(tokenizer, "chat_template", None)
+        else fmt
+    )
 
 
 def raw_instead_of_chat(prompt: dict, tokenizer: Any) -> str | None:
@@ -569,13 +691,20 @@ def raw_instead_of_chat(prompt: dict, tokenizer: Any) -> str | None:
     fmt = PromptFormat.from_mapping(prompt)
     if not fmt.chat or getattr(tokenizer, "chat_template", None):
         return None
-    parts = [part for part, present in (("the system prompt as a first paragraph", fmt.system is not None),
-                                        ("the few-shot turns as plain text", bool(fmt.fewshot))) if present]
+    parts = [
+        part
+        for part, present in (
+            ("the system prompt as a first paragraph", fmt.system is not None),
+            ("the few-shot turns as plain text", bool(fmt.fewshot)),
+        )
+        if present
+    ]
     return "raw text" + (f" with {' and '.join(parts)}" if parts else "")
 
 
-def note_chat_fallback(store: RunStore, prompts: dict[str, dict], tokenizer: Any, model_dir: Path,
-                       what: str = "evaluation") -> None:
+def note_chat_fallback(
+    store: RunStore, prompts: dict[str, dict], tokenizer: Any, model_dir: Path, what: str = "evaluation"
+) -> None:
     """One warning line, and run.json's `chat_fallback` (`chat_fallback_training` for `what`
     "training"), for the sets (name → prompt mapping) whose chat mode the model cannot honour: they
     are scored or trained on another prompt than the suite asked for, which a reader must know."""
@@ -589,8 +718,10 @@ def note_chat_fallback(store: RunStore, prompts: dict[str, dict], tokenizer: Any
     for name, how in instead.items():
         by_how.setdefault(how, []).append(name)
     described = "; ".join(f"{', '.join(names)}: {how}" for how, names in by_how.items())
-    warn(f"model {model_dir} has no chat template, so the {what} sets that ask for chat mode get raw text instead "
-         f"({described}); set `prompt: {{chat: false}}` in the suite to ask for raw text")
+    warn(
+        f"model {model_dir} has no chat template, so the {what} sets that ask for chat mode get raw text instead "
+        f"({described}); set `prompt: {{chat: false}}` in the suite to ask for raw text"
+    )
 
 
 def generation_groups(suite: Suite, items: list[Item]) -> dict[tuple[str, Sampling], list[Item]]:
@@ -624,14 +755,21 @@ def write_prompts(store: RunStore, suite: Suite, items: list[Item], model_dir: P
         if suite.eval_set(slice_).source.runs_itself:
             continue  # lm-eval's own budget (max_gen_toks) is checked per request by the adapter
         lengths = [len(tokenizer.encode(prompts[item.id], add_special_tokens=False)) for item in set_items]
-        check_prompts_fit(lengths, suite.eval_set(slice_).sampling.max_new_tokens, limit, f"evaluation set {slice_} on model {model_dir}")
+        check_prompts_fit(
+            lengths,
+            suite.eval_set(slice_).sampling.max_new_tokens,
+            limit,
+            f"evaluation set {slice_} on model {model_dir}",
+        )
     # after the checks (a refused run says only why); lm-eval sets are left out: lm-eval renders their prompts itself
     own = {slice_: suite.eval_set(slice_).prompt for slice_ in by_set if not suite.eval_set(slice_).source.runs_itself}
     note_chat_fallback(store, own, tokenizer, model_dir)
     return prompts
 
 
-def generate_stage(store: RunStore, suite: Suite, backend_choice: BackendChoice, backend: GenerationBackend, seed: int, quiet: bool) -> None:
+def generate_stage(
+    store: RunStore, suite: Suite, backend_choice: BackendChoice, backend: GenerationBackend, seed: int, quiet: bool
+) -> None:
     """Completions of every evaluation item at every checkpoint (n per item where a set samples),
     one backend for all.
 
@@ -644,7 +782,9 @@ def generate_stage(store: RunStore, suite: Suite, backend_choice: BackendChoice,
     reference = read_tensor_shapes(first)  # every checkpoint must store the same tensors as the start
     prompts = write_prompts(store, suite, items, first, seed)
     groups = generation_groups(suite, items)
-    store.update_metadata(backend=backend_choice.name, backend_reason=backend_choice.reason)  # what generated, if resumed elsewhere
+    store.update_metadata(
+        backend=backend_choice.name, backend_reason=backend_choice.reason
+    )  # what generated, if resumed elsewhere
     with progress_bar(len(checkpoints), f"generating ({backend_choice.name})", quiet) as advance:
         for record in checkpoints:
             if not store.generation_file(record.step).exists():
@@ -658,20 +798,28 @@ def generate_stage(store: RunStore, suite: Suite, backend_choice: BackendChoice,
                         rows += lmeval_generations(backend, model_dir, eval_set, group, seed)
                         continue
                     sampling = eval_set.sampling
-                    params = SamplingParams(sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.n, seed, sampling.stop)
+                    params = SamplingParams(
+                        sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.n, seed, sampling.stop
+                    )
                     completions = backend.generate([prompts[item.id] for item in group], params)
-                    rows += [{"item_id": item.id, "sample": k, "output": text} for item, texts in zip(group, completions) for k, text in enumerate(texts)]
+                    rows += [
+                        {"item_id": item.id, "sample": k, "output": text}
+                        for item, texts in zip(group, completions)
+                        for k, text in enumerate(texts)
+                    ]
                 store.write_generations(record.step, rows)
             advance()
     # Training's rollouts and this stage share the object: one engine for the whole run is the goal.
     store.update_metadata(engines_started=backend.engines_started)
 
 
-def lmeval_generations(backend: GenerationBackend, model_dir: Path, eval_set: EvalSet, items: list[Item], seed: int) -> list[dict[str, Any]]:
+def lmeval_generations(
+    backend: GenerationBackend, model_dir: Path, eval_set: EvalSet, items: list[Item], seed: int
+) -> list[dict[str, Any]]:
     """One lm-eval task on the loaded checkpoint: lm-eval renders, generates (through `backend`)
     and scores each document; every per-document metric is stored (harness/evaluation/lmeval_sets.py)."""
-    from harness.evaluation.lmeval_adapter import evaluate_documents
-    from harness.evaluation.lmeval_sets import generation_rows
+    from plasticity_bench.harness.evaluation.lmeval_adapter import evaluate_documents
+    from plasticity_bench.harness.evaluation.lmeval_sets import generation_rows
 
     limit = max(item.meta["lmeval_doc_id"] for item in items) + 1
     reference = eval_set.source.task_reference()  # type: ignore[attr-defined]
@@ -681,7 +829,7 @@ def lmeval_generations(backend: GenerationBackend, model_dir: Path, eval_set: Ev
 
 def lmeval_prompts(eval_set: EvalSet, items: list[Item], seed: int) -> dict[str, str]:
     """item id → the context lm-eval sends for it (what prompts.parquet stores for an lm-eval set)."""
-    from harness.evaluation.lmeval_sets import contexts
+    from plasticity_bench.harness.evaluation.lmeval_sets import contexts
 
     limit = max(item.meta["lmeval_doc_id"] for item in items) + 1
     by_doc = contexts(eval_set.source.task_reference(), limit, seed)  # type: ignore[attr-defined]
@@ -689,6 +837,6 @@ def lmeval_prompts(eval_set: EvalSet, items: list[Item], seed: int) -> dict[str,
 
 
 def report_stage(store: RunStore) -> Path:
-    from reports.html import write_report  # matplotlib is imported only when a report is made
+    from plasticity_bench.reports.html import write_report  # matplotlib is imported only when a report is made
 
     return write_report([store], store.root / REPORT_FILE)

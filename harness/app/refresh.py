@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import BenchError, warn
-from harness.core.items import Item
-from harness.store import (
+from plasticity_bench.harness.core.errors import BenchError, warn
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.harness.store import (
     AGGREGATES_FILE,
     ITEMS_FILE,
     PROMPTS_FILE,
@@ -35,9 +35,13 @@ from harness.store import (
     write_json_atomic,
     write_parquet_atomic,
 )
-from tasks.identity import Change, changes
+from plasticity_bench.tasks.identity import Change, changes
 
-REDONE = {"train": ["train", "kl", "generate", "score", "report"], "eval": ["generate", "score", "report"], "score": ["score", "report"]}
+REDONE = {
+    "train": ["train", "kl", "generate", "score", "report"],
+    "eval": ["generate", "score", "report"],
+    "score": ["score", "report"],
+}
 DERIVED_FILES = (PROMPTS_FILE, RECORDS_FILE, AGGREGATES_FILE)  # what generation and scoring wrote from the old items
 
 
@@ -55,8 +59,13 @@ class Refresh:
         return self.changes[0].scope
 
 
-def check_data(out: Path, fingerprint: str, identity: dict[str, Any], fingerprint_of: Callable[[dict[str, Any]], str],
-               refresh: bool) -> Refresh | None:
+def check_data(
+    out: Path,
+    fingerprint: str,
+    identity: dict[str, Any],
+    fingerprint_of: Callable[[dict[str, Any]], str],
+    refresh: bool,
+) -> Refresh | None:
     """Before `RunStore.check_target`, which writes nothing: when `out` holds a run whose recorded
     data identity differs from `identity`, refuse naming the first change, or (with `refresh`, and
     when nothing else about the run differs) return what to redo. None when the data is the same
@@ -76,10 +85,14 @@ def check_data(out: Path, fingerprint: str, identity: dict[str, Any], fingerprin
         return Refresh(tuple(found), identity, fingerprint)
     more = f" (and {len(found) - 1} more change{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
     if only_data:
-        raise BenchError(f"output folder {out} holds this run made on other data: {found[0].text}{more}; "
-                         "add --refresh to redo what the change affects, or choose another --out")
-    raise BenchError(f"output folder {out} already holds a different run (other settings, and other data: {found[0].text}{more}); "
-                     "choose another --out or delete it")
+        raise BenchError(
+            f"output folder {out} holds this run made on other data: {found[0].text}{more}; "
+            "add --refresh to redo what the change affects, or choose another --out"
+        )
+    raise BenchError(
+        f"output folder {out} already holds a different run (other settings, and other data: {found[0].text}{more}); "
+        "choose another --out or delete it"
+    )
 
 
 def unrecorded(out: Path, identity: dict[str, Any], fingerprint: str, refresh: bool) -> Refresh:
@@ -87,10 +100,14 @@ def unrecorded(out: Path, identity: dict[str, Any], fingerprint: str, refresh: b
     its data was is unknown. --refresh records the current identity; the evaluation items are
     compared with the stored ones (regenerated if they differ), the training data cannot be."""
     if not refresh:
-        raise BenchError(f"output folder {out} holds this run, recorded without the hashes of its data files and libraries; "
-                         "add --refresh to record them (its evaluation items are compared, regenerated if they differ), "
-                         "or choose another --out")
-    return Refresh((Change("eval", "no data identity was recorded (the training data cannot be compared)"),), identity, fingerprint)
+        raise BenchError(
+            f"output folder {out} holds this run, recorded without the hashes of its data files and libraries; "
+            "add --refresh to record them (its evaluation items are compared, regenerated if they differ), "
+            "or choose another --out"
+        )
+    return Refresh(
+        (Change("eval", "no data identity was recorded (the training data cannot be compared)"),), identity, fingerprint
+    )
 
 
 def recorded_run(out: Path) -> dict[str, Any] | None:
@@ -101,7 +118,9 @@ def recorded_run(out: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def apply(out: Path, plan: Refresh, metadata: dict[str, Any], items: Sequence[Item], items_sha256: str) -> dict[str, Any]:
+def apply(
+    out: Path, plan: Refresh, metadata: dict[str, Any], items: Sequence[Item], items_sha256: str
+) -> dict[str, Any]:
     """Bring the folder to the state from which the ordinary stages redo what `plan` affects.
     `metadata`: the run.json a new run would write now; returns it (with the refresh recorded)
     for a run redone from the start, whose folder is then empty. Files derived from the old data
@@ -110,7 +129,9 @@ def apply(out: Path, plan: Refresh, metadata: dict[str, Any], items: Sequence[It
     entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": [change.text for change in plan.changes]}
     history = list(old.get("refreshed", []))
     if plan.scope == "train":
-        warn(f"{plan.changes[0].text}: the run trained on that data, so it is redone from the start (checkpoints included)")
+        warn(
+            f"{plan.changes[0].text}: the run trained on that data, so it is redone from the start (checkpoints included)"
+        )
         empty_folder(out)
         return {**metadata, "refreshed": [*history, {**entry, "redone": REDONE["train"]}]}
     scope = plan.scope
@@ -123,10 +144,17 @@ def apply(out: Path, plan: Refresh, metadata: dict[str, Any], items: Sequence[It
             (out / name).unlink(missing_ok=True)
         write_parquet_atomic(items_frame(items), out / ITEMS_FILE)
     stages = {name: info for name, info in old.get("stages", {}).items() if name not in REDONE[scope]}
-    updated = {**old, "fingerprint": plan.fingerprint, "data_identity": plan.identity, "stages": stages,
-               "refreshed": [*history, {**entry, "redone": REDONE[scope]}]}
+    updated = {
+        **old,
+        "fingerprint": plan.fingerprint,
+        "data_identity": plan.identity,
+        "stages": stages,
+        "refreshed": [*history, {**entry, "redone": REDONE[scope]}],
+    }
     if scope == "eval":
-        updated.update({key: metadata[key] for key in ("eval_sets", "eval_set_sha256", "suite_spec") if key in metadata})
+        updated.update(
+            {key: metadata[key] for key in ("eval_sets", "eval_set_sha256", "suite_spec") if key in metadata}
+        )
     write_json_atomic(out / RUN_FILE, updated)
     warn(f"{plan.changes[0].text}: redoing {', '.join(REDONE[scope])}")
     return metadata
@@ -141,8 +169,10 @@ def check_models_kept(out: Path) -> None:
         return  # no checkpoints yet: the stages make them
     gone = [r.step for r in records if not (Path(r.path) if Path(r.path).is_absolute() else out / r.path).is_dir()]
     if gone:
-        raise BenchError(f"output folder {out}: the evaluation data changed, and generating again needs the model folders of steps "
-                         f"{', '.join(map(str, gone))}, which are gone (keep_checkpoints: last?); choose another --out")
+        raise BenchError(
+            f"output folder {out}: the evaluation data changed, and generating again needs the model folders of steps "
+            f"{', '.join(map(str, gone))}, which are gone (keep_checkpoints: last?); choose another --out"
+        )
 
 
 def empty_folder(folder: Path) -> None:

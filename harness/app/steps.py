@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 
 def parse_steps(text: str | None) -> list[int] | None:
@@ -38,12 +38,15 @@ def check_steps(steps: Sequence[int], paths: Sequence[Path] | None = None) -> No
     """One step per path (when the paths are known: the messages then name them), none negative,
     none repeated, strictly increasing."""
     if paths is not None and len(steps) != len(paths):
-        raise BenchError(f"--steps has {len(steps)} step(s) but {len(paths)} path(s) were given; "
-                         "give one step per path, in the same order")
+        raise BenchError(
+            f"--steps has {len(steps)} step(s) but {len(paths)} path(s) were given; "
+            "give one step per path, in the same order"
+        )
     negative = [step for step in steps if step < 0]
     if negative:
-        raise BenchError(f"--steps: step {negative[0]} is negative; "
-                         "a step counts optimiser updates from 0 (the starting model)")
+        raise BenchError(
+            f"--steps: step {negative[0]} is negative; a step counts optimiser updates from 0 (the starting model)"
+        )
 
     def where(index: int) -> str:
         return f" ({paths[index]})" if paths is not None else ""
@@ -51,10 +54,14 @@ def check_steps(steps: Sequence[int], paths: Sequence[Path] | None = None) -> No
     for index in range(1, len(steps)):
         earlier = steps.index(steps[index])
         if earlier < index:
-            raise BenchError(f"duplicate step {steps[index]} in --steps{where(earlier)}{where(index)}; "
-                             "each path is one checkpoint with its own step")
+            raise BenchError(
+                f"duplicate step {steps[index]} in --steps{where(earlier)}{where(index)}; "
+                "each path is one checkpoint with its own step"
+            )
     down = next((index for index in range(1, len(steps)) if steps[index] < steps[index - 1]), None)
     if down is not None:
-        raise BenchError(f"--steps must increase, as the paths go from the earliest checkpoint to the latest: "
-                         f"step {steps[down]}{where(down)} follows step {steps[down - 1]}{where(down - 1)}; "
-                         "steps are matched to the paths in order, so list the paths in step order")
+        raise BenchError(
+            f"--steps must increase, as the paths go from the earliest checkpoint to the latest: "
+            f"step {steps[down]}{where(down)} follows step {steps[down - 1]}{where(down - 1)}; "
+            "steps are matched to the paths in order, so list the paths in step order"
+        )

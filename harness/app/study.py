@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from harness.core.errors import BenchError
-from harness.store import RUN_FILE, STAGES
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.store import RUN_FILE, STAGES
 
 LOGS, ARMS = "logs", "arms"
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -51,7 +51,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def read_arms(path: Path) -> dict[str, dict[str, Any]]:
     """An arms file: label → run settings naming the method (see the module docstring)."""
-    from harness.app.config import read_config_file
+    from plasticity_bench.harness.app.config import read_config_file
 
     arms = read_config_file(path)
     if not arms:
@@ -60,7 +60,9 @@ def read_arms(path: Path) -> dict[str, dict[str, Any]]:
         if not isinstance(label, str) or not LABEL.fullmatch(label):
             raise BenchError(f"arms file {path}: arm label {label!r} must be letters, digits, '.', '_' or '-'")
         if not isinstance(settings, dict) or not isinstance(settings.get("method"), str):
-            raise BenchError(f"arms file {path}: arm {label!r} must be a mapping that names its method, e.g. {{method: sft, lr: 1e-4}}")
+            raise BenchError(
+                f"arms file {path}: arm {label!r} must be a mapping that names its method, e.g. {{method: sft, lr: 1e-4}}"
+            )
     return arms
 
 
@@ -68,7 +70,9 @@ def study_arms(methods_text: str | None, arms_file: Path | None) -> dict[str, di
     """Every arm: the --methods (each its own label, no overrides) then the arms file's."""
     if methods_text is None and arms_file is None:
         raise BenchError("bench study needs --methods, --arms or both")
-    arms: dict[str, dict[str, Any]] = {m: {"method": m} for m in parse_list(methods_text, "methods")} if methods_text is not None else {}
+    arms: dict[str, dict[str, Any]] = (
+        {m: {"method": m} for m in parse_list(methods_text, "methods")} if methods_text is not None else {}
+    )
     for label, settings in (read_arms(arms_file) if arms_file is not None else {}).items():
         if label in arms:
             raise BenchError(f"arm {label!r} is both in --methods and in {arms_file}")
@@ -78,7 +82,7 @@ def study_arms(methods_text: str | None, arms_file: Path | None) -> dict[str, di
 
 def arm_config(label: str, settings: dict[str, Any], out: Path, config: Path | None) -> Path:
     """OUT/arms/<label>.yaml: --config's settings, then the arm's (the method goes on the command line)."""
-    from harness.app.config import merge_settings, read_config_file
+    from plasticity_bench.harness.app.config import merge_settings, read_config_file
 
     values = read_config_file(config) if config is not None else {}
     merge_settings(values, {k: v for k, v in settings.items() if k != "method"})
@@ -102,9 +106,24 @@ def run_name(label: str, seed: int) -> str:
     return f"{label}-seed{seed}"
 
 
-def run_command(label: str, method: str, seed: int, out: Path, preset: str, suite: str | None, config: Path | None) -> list[str]:
-    command = [sys.executable, "-m", "harness.app.cli", "run", "--method", method, "--seed", str(seed), "--preset", preset,
-               "--out", str(out / run_name(label, seed)), "-q"]
+def run_command(
+    label: str, method: str, seed: int, out: Path, preset: str, suite: str | None, config: Path | None
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "plasticity_bench.harness.app.cli",
+        "run",
+        "--method",
+        method,
+        "--seed",
+        str(seed),
+        "--preset",
+        preset,
+        "--out",
+        str(out / run_name(label, seed)),
+        "-q",
+    ]
     if suite:
         command += ["--suite", suite]
     if config:
@@ -113,34 +132,61 @@ def run_command(label: str, method: str, seed: int, out: Path, preset: str, suit
 
 
 def one_thread_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
-def check_not_stale(finished: Sequence[tuple[str, int]], arms: dict[str, dict[str, Any]], out: Path, preset: str, suite: str | None,
-                    configs: dict[str, Path | None]) -> None:
+def check_not_stale(
+    finished: Sequence[tuple[str, int]],
+    arms: dict[str, dict[str, Any]],
+    out: Path,
+    preset: str,
+    suite: str | None,
+    configs: dict[str, Path | None],
+) -> None:
     """BenchError when a finished run folder holds a run with other settings than its arm asks for
     today (say, a method's default changed since): it would be skipped and silently mixed in."""
-    from harness.app.config import load_config
-    from harness.app.pipeline import run_fingerprint, with_method_defaults
-    from tasks.suites import load_suite
+    from plasticity_bench.harness.app.config import load_config
+    from plasticity_bench.harness.app.pipeline import run_fingerprint, with_method_defaults
+    from plasticity_bench.tasks.suites import load_suite
 
     stale = []
     for label, seed in finished:
-        config = with_method_defaults(load_config(preset, configs[label], {"method": arms[label]["method"], "seed": seed, "suite": suite}))
+        config = with_method_defaults(
+            load_config(preset, configs[label], {"method": arms[label]["method"], "seed": seed, "suite": suite})
+        )
         recorded = json.loads((out / run_name(label, seed) / RUN_FILE).read_text()).get("fingerprint")
         if recorded != run_fingerprint(config, load_suite(config.suite)):
             stale.append(run_name(label, seed))
     if stale:
-        raise BenchError(f"study: {len(stale)} finished run folder(s) hold runs with other settings than their arm's today, e.g. "
-                         f"{out / stale[0]}; delete them to re-run, or choose another --out")
+        raise BenchError(
+            f"study: {len(stale)} finished run folder(s) hold runs with other settings than their arm's today, e.g. "
+            f"{out / stale[0]}; delete them to re-run, or choose another --out"
+        )
 
 
-def run_all(arms: dict[str, dict[str, Any]], seeds: Sequence[int], out: Path, preset: str, suite: str | None, config: Path | None, jobs: int,
-            echo: Callable[[str], None]) -> dict[str, list[tuple[int, Path]]]:
+def run_all(
+    arms: dict[str, dict[str, Any]],
+    seeds: Sequence[int],
+    out: Path,
+    preset: str,
+    suite: str | None,
+    config: Path | None,
+    jobs: int,
+    echo: Callable[[str], None],
+) -> dict[str, list[tuple[int, Path]]]:
     """Run (or resume, or skip) every arm × seed; arm → [(seed, folder)]. A failed run is a
     BenchError naming it and its log, after the others have finished."""
     (out / LOGS).mkdir(parents=True, exist_ok=True)
-    configs = {label: arm_config(label, settings, out, config) if set(settings) - {"method"} else config for label, settings in arms.items()}
+    configs = {
+        label: arm_config(label, settings, out, config) if set(settings) - {"method"} else config
+        for label, settings in arms.items()
+    }
     pending = [(a, s) for a in arms for s in seeds if not run_done(out / run_name(a, s))]
     check_not_stale([(a, s) for a in arms for s in seeds if (a, s) not in pending], arms, out, preset, suite, configs)
     for a in arms:
@@ -167,24 +213,37 @@ def run_all(arms: dict[str, dict[str, Any]], seeds: Sequence[int], out: Path, pr
         log = out / LOGS / f"{run_name(method, seed)}.log"
         lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() if log.is_file() else []
         last = lines[-1] if lines else "no output"
-        raise BenchError(f"study: {len(failed)} of {len(arms) * len(seeds)} runs failed, e.g. {run_name(method, seed)} (exit {code}: {last}); "
-                         f"see {log}; re-run the same command to resume")
+        raise BenchError(
+            f"study: {len(failed)} of {len(arms) * len(seeds)} runs failed, e.g. {run_name(method, seed)} (exit {code}: {last}); "
+            f"see {log}; re-run the same command to resume"
+        )
     return {a: [(s, out / run_name(a, s)) for s in seeds] for a in arms}
 
 
-def study(methods_text: str | None, seeds_text: str, out: Path, preset: str, suite: str | None, config: Path | None, jobs: int,
-          claims_file: Path | None, echo: Callable[[str], None], quiet: bool = True, arms_file: Path | None = None) -> tuple[Path, Path]:
+def study(
+    methods_text: str | None,
+    seeds_text: str,
+    out: Path,
+    preset: str,
+    suite: str | None,
+    config: Path | None,
+    jobs: int,
+    claims_file: Path | None,
+    echo: Callable[[str], None],
+    quiet: bool = True,
+    arms_file: Path | None = None,
+) -> tuple[Path, Path]:
     """Validate everything, build the organism once, run every arm × seed, write the report."""
-    import trainers
-    from harness.app.config import load_config
-    from harness.app.organism import ensure_organism
-    from harness.evaluation.claims import SHIPPED_CLAIMS, load_claims
-    from reports.study import METRICS, write_study
-    from tasks.suites import load_suite
+    import plasticity_bench.trainers
+    from plasticity_bench.harness.app.config import load_config
+    from plasticity_bench.harness.app.organism import ensure_organism
+    from plasticity_bench.harness.evaluation.claims import SHIPPED_CLAIMS, load_claims
+    from plasticity_bench.reports.study import METRICS, write_study
+    from plasticity_bench.tasks.suites import load_suite
 
     arms, seeds = study_arms(methods_text, arms_file), parse_seeds(seeds_text)
     for label, settings in arms.items():
-        trainers.TRAINERS.get(settings["method"])  # unknown: a BenchError naming the known ones
+        plasticity_bench.trainers.TRAINERS.get(settings["method"])  # unknown: a BenchError naming the known ones
         where = f"arm {label!r}: " if label != settings["method"] else ""
         try:
             load_config(preset, config, {**{k: v for k, v in settings.items() if k != "method"}, "suite": suite})

@@ -53,17 +53,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.app.steps import check_steps
-from harness.backends.checkpoint import SHARD_INDEX, SINGLE_FILE, check_same_tensors, read_model_config, read_tensor_shapes
-from harness.core.errors import BenchError, warn
-from harness.store import checkpoint_name
+from plasticity_bench.harness.app.steps import check_steps
+from plasticity_bench.harness.backends.checkpoint import (
+    SHARD_INDEX,
+    SINGLE_FILE,
+    check_same_tensors,
+    read_model_config,
+    read_tensor_shapes,
+)
+from plasticity_bench.harness.core.errors import BenchError, warn
+from plasticity_bench.harness.store import checkpoint_name
 
 CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
 TRAINER_STATE = "trainer_state.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 # any of these makes a folder's tokenizer loadable by AutoTokenizer
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "tokenizer_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "tokenizer_config.json",
+)
 MERGE_RECORD = "merge.json"
 MERGE_RECORD_VERSION = 1
 
@@ -125,7 +138,9 @@ def _no_weights(folder: Path, what: str) -> BenchError:
         hint = "; it holds DeepSpeed ZeRO shards (global_step*/): consolidate them with the zero_to_fp32.py script saved next to them"
     elif any(folder.glob("pytorch_model_fsdp*")):
         hint = "; it holds FSDP shards: consolidate them with `accelerate merge-weights`"
-    return BenchError(f"{what} {folder} has no weights (no *.safetensors, pytorch_model*.bin or {ADAPTER_WEIGHTS[0]}){hint}")
+    return BenchError(
+        f"{what} {folder} has no weights (no *.safetensors, pytorch_model*.bin or {ADAPTER_WEIGHTS[0]}){hint}"
+    )
 
 
 def _check_model_folder(folder: Path, what: str) -> str:
@@ -154,11 +169,15 @@ def _recorded_step(folder: Path) -> int | None:
     try:
         global_step = json.loads(state_file.read_text())["global_step"]
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise BenchError(f"{state_file} is not a valid trainer state (no global_step); the checkpoint is corrupt") from None
+        raise BenchError(
+            f"{state_file} is not a valid trainer state (no global_step); the checkpoint is corrupt"
+        ) from None
     if not isinstance(global_step, int) or global_step < 0:
         raise BenchError(f"{state_file}: global_step is {global_step!r}, not a step number")
     if named is not None and global_step != named:
-        raise BenchError(f"checkpoint {folder} is named step {named} but its {TRAINER_STATE} says global_step {global_step}")
+        raise BenchError(
+            f"checkpoint {folder} is named step {named} but its {TRAINER_STATE} says global_step {global_step}"
+        )
     return global_step
 
 
@@ -188,7 +207,9 @@ def _points_in(path: Path, given_step: int | None) -> list[_Found]:
                 )
             recorded = _recorded_step(path)
             if recorded is not None and recorded != given_step:
-                raise BenchError(f"--steps gives {path} step {given_step} but its {TRAINER_STATE} says global_step {recorded}")
+                raise BenchError(
+                    f"--steps gives {path} step {given_step} but its {TRAINER_STATE} says global_step {recorded}"
+                )
             found.append(_Found(given_step, path, path, _check_model_folder(path, "model folder"), training_dir=path))
         return found
     if not (has_model_weights(path) or is_adapter(path) or (path / "config.json").is_file()):
@@ -202,7 +223,9 @@ def _points_in(path: Path, given_step: int | None) -> list[_Found]:
         raise BenchError(f"--steps gives {path} step {given_step} but its recorded step is {recorded}")
     step = given_step if given_step is not None else recorded
     if step is None:
-        raise BenchError(f"{path} holds a model but no training step (no {TRAINER_STATE}, not named checkpoint-N); pass --steps with one step per path")
+        raise BenchError(
+            f"{path} holds a model but no training step (no {TRAINER_STATE}, not named checkpoint-N); pass --steps with one step per path"
+        )
     training_dir = path.parent if CHECKPOINT_DIR.fullmatch(path.name) else None
     return [_Found(step, path, path, kind, training_dir=training_dir)]
 
@@ -211,7 +234,9 @@ def _resolve_base(name: str | None, adapter: Path) -> Path:
     """The local folder of the base model an adapter's config names (a path, or a hub id in the local cache)."""
     how = "pass the base model's folder with --base"
     if not name:
-        raise BenchError(f"LoRA adapter {adapter} names no base model (base_model_name_or_path is empty in {ADAPTER_CONFIG}); {how}")
+        raise BenchError(
+            f"LoRA adapter {adapter} names no base model (base_model_name_or_path is empty in {ADAPTER_CONFIG}); {how}"
+        )
     candidate = Path(name).expanduser()
     if not candidate.is_absolute() and not candidate.exists():
         candidate = adapter / candidate  # a path relative to the adapter folder
@@ -235,7 +260,9 @@ def _adapter_base(adapter: Path, base_model: Path | None) -> Path:
     try:
         name = json.loads((adapter / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     except json.JSONDecodeError as error:
-        raise BenchError(f"{adapter / ADAPTER_CONFIG} is not valid JSON (line {error.lineno}); the adapter is corrupt") from None
+        raise BenchError(
+            f"{adapter / ADAPTER_CONFIG} is not valid JSON (line {error.lineno}); the adapter is corrupt"
+        ) from None
     base = _resolve_base(name, adapter)
     if not has_model_weights(base):
         raise _no_weights(base, f"base model of LoRA adapter {adapter},")
@@ -300,7 +327,9 @@ def discover_sweep(
         if not base_model.exists():
             raise BenchError(f"base model {base_model} does not exist")
         if not base_model.is_dir() or not has_model_weights(base_model):
-            raise BenchError(f"base model {base_model} is not a model folder with weights (config.json + *.safetensors or pytorch_model*.bin)")
+            raise BenchError(
+                f"base model {base_model} is not a model folder with weights (config.json + *.safetensors or pytorch_model*.bin)"
+            )
         read_model_config(base_model)
 
     found: list[_Found] = []
@@ -311,7 +340,9 @@ def discover_sweep(
     for point in found:
         if point.step in by_step:
             other = by_step[point.step]
-            raise BenchError(f"duplicate step {point.step} in the sweep: {other.folder} and {point.folder}; each step may appear once")
+            raise BenchError(
+                f"duplicate step {point.step} in the sweep: {other.folder} and {point.folder}; each step may appear once"
+            )
         by_step[point.step] = point
     if base_model is not None and 0 not in by_step:
         by_step[0] = _Found(0, base_model, base_model, "model")
@@ -321,9 +352,16 @@ def discover_sweep(
     bases = {point.step: _adapter_base(point.folder, base_model) for point in by_step.values() if point.kind == "lora"}
     for step, base in bases.items():
         if not (has_tokenizer(by_step[step].folder) or has_tokenizer(base)):
-            raise BenchError(f"neither LoRA adapter {by_step[step].folder} nor its base model {base} has a tokenizer; pass a base model with one via --base")
-    tokenizers = {point.step: _tokenizer_source(point, base_model) for point in by_step.values() if point.kind == "model"}
-    configs = [(bases.get(step, point.folder), read_model_config(bases.get(step, point.folder))) for step, point in sorted(by_step.items())]
+            raise BenchError(
+                f"neither LoRA adapter {by_step[step].folder} nor its base model {base} has a tokenizer; pass a base model with one via --base"
+            )
+    tokenizers = {
+        point.step: _tokenizer_source(point, base_model) for point in by_step.values() if point.kind == "model"
+    }
+    configs = [
+        (bases.get(step, point.folder), read_model_config(bases.get(step, point.folder)))
+        for step, point in sorted(by_step.items())
+    ]
     _check_same_architecture(configs)
     _check_same_tensor_names(list(dict.fromkeys(folder for folder, _ in configs)))
 
@@ -335,7 +373,9 @@ def discover_sweep(
         if point.kind == "lora":
             model_dir = merge_adapter(point.folder, bases[step], work_dir / "merged" / checkpoint_name(step))
         elif tokenizers[step] != point.folder:
-            model_dir = _link_with_tokenizer(point.folder, tokenizers[step], work_dir / "linked" / checkpoint_name(step))
+            model_dir = _link_with_tokenizer(
+                point.folder, tokenizers[step], work_dir / "linked" / checkpoint_name(step)
+            )
         else:
             model_dir = point.folder
         sweep.append(SweepPoint(step=step, model_dir=model_dir, source=point.source, kind=point.kind))
@@ -351,13 +391,17 @@ def _say_where_the_start_is(by_step: dict[int, _Found], base_model: Path | None)
         # Not an error: a window of late checkpoints, measured from its first, is a fair question. But every
         # "change" and "gain" in the report is then relative to that checkpoint, which the user must know.
         first = by_step[min(by_step)]
-        warn(f"the sweep has no step 0 and no --base: step {first.step} ({first.folder}) is the start every change "
-             "is measured from; to measure from the starting model, include it at step 0 (bench eval: --base MODEL; "
-             "bench wise-ft: α = 0)")
+        warn(
+            f"the sweep has no step 0 and no --base: step {first.step} ({first.folder}) is the start every change "
+            "is measured from; to measure from the starting model, include it at step 0 (bench eval: --base MODEL; "
+            "bench wise-ft: α = 0)"
+        )
     elif base_model is not None and Path(by_step[0].folder).resolve() != base_model.resolve():
         # --base reads as "the starting model", but a point of the sweep already has step 0 and wins
-        warn(f"--base {base_model} is not the start: {by_step[0].folder} has step 0 and every change is measured "
-             "from it; --base serves only as the base of LoRA adapters")
+        warn(
+            f"--base {base_model} is not the start: {by_step[0].folder} has step 0 and every change is measured "
+            "from it; --base serves only as the base of LoRA adapters"
+        )
 
 
 def _tokenizer_source(point: _Found, base_model: Path | None) -> Path:
@@ -402,7 +446,9 @@ def _file_digest(paths: Sequence[Path]) -> str:
 def _merge_record(adapter: Path, base: Path) -> dict[str, Any]:
     """What a merged folder was made from: the adapter's files by content, the base's by path, size and time."""
     adapter_files = [adapter / name for name in (ADAPTER_CONFIG, *ADAPTER_WEIGHTS) if (adapter / name).is_file()]
-    base_files = sorted(path for path in base.iterdir() if path.is_file() and (path.suffix in {".safetensors", ".bin", ".json"}))
+    base_files = sorted(
+        path for path in base.iterdir() if path.is_file() and (path.suffix in {".safetensors", ".bin", ".json"})
+    )
     return {
         "version": MERGE_RECORD_VERSION,
         "adapter": str(adapter.resolve()),

@@ -33,12 +33,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.core.errors import BenchError, warn
+from plasticity_bench.harness.core.errors import BenchError, warn
 
 if TYPE_CHECKING:  # the settings' checks run before pandas and torch load (a usage error answers at once)
     import pandas as pd
 
-    from harness.store import RunStore
+    from plasticity_bench.harness.store import RunStore
 
 # name → (module that must import, the PyPI package that provides it)
 TRACKERS: dict[str, tuple[str, str]] = {
@@ -76,8 +76,10 @@ def check_report_to(names: Sequence[str]) -> tuple[str, ...]:
     for name in names:
         module, package = TRACKERS[name]
         if not installed(module):
-            raise BenchError(f"report_to: {name} is not installed; install it with `pip install {package}` "
-                             f"(or all three trackers with `{INSTALL_ALL}`)")
+            raise BenchError(
+                f"report_to: {name} is not installed; install it with `pip install {package}` "
+                f"(or all three trackers with `{INSTALL_ALL}`)"
+            )
     return tuple(dict.fromkeys(names))
 
 
@@ -137,10 +139,22 @@ class WandbSink:
         import wandb
 
         self.run_dir = run_dir
-        settings = wandb.Settings(console="off", silent=True, x_disable_stats=True, disable_git=True, save_code=False,
-                                  disable_job_creation=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), name=name, dir=str(run_dir),
-                              config=dict(config), settings=settings, reinit="create_new")
+        settings = wandb.Settings(
+            console="off",
+            silent=True,
+            x_disable_stats=True,
+            disable_git=True,
+            save_code=False,
+            disable_job_creation=True,
+        )
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", PROJECT),
+            name=name,
+            dir=str(run_dir),
+            config=dict(config),
+            settings=settings,
+            reinit="create_new",
+        )
         self.run.define_metric(TRAIN_STEP)
         self.run.define_metric("train/*", step_metric=TRAIN_STEP)
         self.run.define_metric(CHECKPOINT_STEP)
@@ -174,7 +188,7 @@ class MlflowSink:
         self.where = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run.info.run_id}
         params = [Param(key, value) for key, value in flat_settings(config).items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
-            self.client.log_batch(run.info.run_id, params=params[start:start + 100])
+            self.client.log_batch(run.info.run_id, params=params[start : start + 100])
 
     def log(self, metrics: dict[str, float], step: int, axis: str) -> None:
         from mlflow.entities import Metric
@@ -182,7 +196,7 @@ class MlflowSink:
         now = int(time.time() * 1000)
         rows = [Metric(name, value, now, step) for name, value in metrics.items()]
         for start in range(0, len(rows), 1000):  # and at most 1000 metrics
-            self.client.log_batch(self.where["run_id"], metrics=rows[start:start + 1000])
+            self.client.log_batch(self.where["run_id"], metrics=rows[start : start + 1000])
 
     def close(self, failed: bool) -> Any:
         self.client.set_terminated(self.where["run_id"], "FAILED" if failed else "FINISHED")
@@ -219,13 +233,16 @@ class Tracking:
 
     def log_step(self, row: Mapping[str, Any]) -> None:
         """One row of the training log: its numbers as train/<column> at its step."""
-        metrics = {metric_name("train", key): float(value) for key, value in row.items()
-                   if key not in NOT_METRICS and is_number(value)}
+        metrics = {
+            metric_name("train", key): float(value)
+            for key, value in row.items()
+            if key not in NOT_METRICS and is_number(value)
+        }
         self.log(metrics, int(row["step"]), TRAIN_STEP)
 
     def log_train_log(self) -> None:
         """Every row of the run's train_log.parquet, if it has one (`bench eval`: a Trainer's own log)."""
-        from harness.store import TRAIN_LOG_FILE
+        from plasticity_bench.harness.store import TRAIN_LOG_FILE
 
         if self.sinks and (self.store.root / TRAIN_LOG_FILE).is_file():
             for row in self.store.read_table(TRAIN_LOG_FILE).to_dict("records"):
@@ -237,12 +254,15 @@ class Tracking:
         if not self.sinks:
             return
         if aggregates is None:
-            from harness.store import AGGREGATES_FILE
+            from plasticity_bench.harness.store import AGGREGATES_FILE
 
             aggregates = self.store.read_table(AGGREGATES_FILE)
         for step, group in aggregates.groupby("step", sort=True):
-            metrics = {metric_name("eval", row.family, *str(row.slice).split("/")): float(row.score)
-                       for row in group.itertuples() if is_number(row.score)}
+            metrics = {
+                metric_name("eval", row.family, *str(row.slice).split("/")): float(row.score)
+                for row in group.itertuples()
+                if is_number(row.score)
+            }
             self.log(metrics, int(step), CHECKPOINT_STEP)
 
     def log(self, metrics: dict[str, float], step: int, axis: str) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.app.sweep import CHECKPOINT_DIR, TRAINER_STATE, SweepPoint
-from harness.app.tracking import is_number
+from plasticity_bench.harness.app.sweep import CHECKPOINT_DIR, TRAINER_STATE, SweepPoint
+from plasticity_bench.harness.app.tracking import is_number
 
 STAGE = "trainer"  # the `stage` of every imported row: the trainer's own run, not one of bench's stages
 RENAMED = {"learning_rate": "lr"}  # the Trainer's names → train_log.parquet's
@@ -33,8 +33,11 @@ def trainer_states(points: Sequence[SweepPoint]) -> list[Path]:
             folder = Path(folder)
             candidates = [folder / TRAINER_STATE]
             if folder.is_dir():
-                candidates += [child / TRAINER_STATE for child in folder.iterdir()
-                               if child.is_dir() and CHECKPOINT_DIR.fullmatch(child.name)]
+                candidates += [
+                    child / TRAINER_STATE
+                    for child in folder.iterdir()
+                    if child.is_dir() and CHECKPOINT_DIR.fullmatch(child.name)
+                ]
             found.update((path.resolve(), None) for path in candidates if path.is_file())
     return list(found)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from harness.app.evaluate import evaluate_sweep
-from harness.app.pipeline import checkpoint_dir
-from harness.core.errors import BenchError
-from harness.store import RunStore, checkpoint_name, read_manifest
-from tasks.suites import load_suite
+from plasticity_bench.harness.app.evaluate import evaluate_sweep
+from plasticity_bench.harness.app.pipeline import checkpoint_dir
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.store import RunStore, checkpoint_name, read_manifest
+from plasticity_bench.tasks.suites import load_suite
 
 INTERPOLATED = "interpolated"
 
@@ -50,7 +50,9 @@ def parse_alphas(text: str) -> list[float]:
         raise BenchError(f"--alphas: α = {outside[0]} is outside [0, 1]")
     steps = [alpha_step(a) for a in alphas]
     if len(set(steps)) < len(steps):
-        raise BenchError("--alphas: two α values round to the same thousandth; give distinct values at least 0.001 apart")
+        raise BenchError(
+            "--alphas: two α values round to the same thousandth; give distinct values at least 0.001 apart"
+        )
     return sorted(alphas)
 
 
@@ -64,10 +66,14 @@ def interpolate(start: Path, final: Path, alpha: float, target: Path) -> None:
     shutil.copytree(final, partial, ignore=shutil.ignore_patterns("*.safetensors"))
     for shard in shards:
         if not (start / shard).is_file():
-            raise BenchError(f"the start {start} and checkpoint {final} store their weights differently ({shard}); they cannot be interpolated")
+            raise BenchError(
+                f"the start {start} and checkpoint {final} store their weights differently ({shard}); they cannot be interpolated"
+            )
         theta0, theta_n = load_file(start / shard), load_file(final / shard)
         if theta0.keys() != theta_n.keys() or any(theta0[k].shape != theta_n[k].shape for k in theta0):
-            raise BenchError(f"the start {start} and checkpoint {final} hold different tensors in {shard}; they cannot be interpolated")
+            raise BenchError(
+                f"the start {start} and checkpoint {final} hold different tensors in {shard}; they cannot be interpolated"
+            )
         mixed = {}
         for name, end in theta_n.items():
             if not end.is_floating_point() or alpha == 1:
@@ -75,15 +81,26 @@ def interpolate(start: Path, final: Path, alpha: float, target: Path) -> None:
             elif alpha == 0:
                 mixed[name] = theta0[name]
             else:
-                mixed[name] = ((1 - alpha) * theta0[name].float() + alpha * end.float()).to(end.dtype)  # θ(α) = (1−α)·θ₀ + α·θ_N
+                mixed[name] = ((1 - alpha) * theta0[name].float() + alpha * end.float()).to(
+                    end.dtype
+                )  # θ(α) = (1−α)·θ₀ + α·θ_N
         save_file(mixed, str(partial / shard), metadata={"format": "pt"})
-    (partial / "wise_ft.json").write_text(json.dumps({"alpha": alpha, "start": str(start), "end": str(final)}, indent=2))
+    (partial / "wise_ft.json").write_text(
+        json.dumps({"alpha": alpha, "start": str(start), "end": str(final)}, indent=2)
+    )
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
 
 
-def wise_ft(run_dir: Path, alphas: Sequence[float], step: int | None, out: Path, backend: str | None, quiet: bool,
-            refresh: bool = False) -> RunStore:
+def wise_ft(
+    run_dir: Path,
+    alphas: Sequence[float],
+    step: int | None,
+    out: Path,
+    backend: str | None,
+    quiet: bool,
+    refresh: bool = False,
+) -> RunStore:
     source = RunStore.open(run_dir)
     meta = source.metadata()
     try:
@@ -93,21 +110,32 @@ def wise_ft(run_dir: Path, alphas: Sequence[float], step: int | None, out: Path,
     by_step = {record.step: record for record in records}
     end = records[-1] if step is None else by_step.get(step)
     if end is None:
-        raise BenchError(f"--step {step}: run {run_dir} has no such checkpoint; its checkpoints: {', '.join(str(s) for s in by_step)}")
+        raise BenchError(
+            f"--step {step}: run {run_dir} has no such checkpoint; its checkpoints: {', '.join(str(s) for s in by_step)}"
+        )
     if end.step == records[0].step:
         raise BenchError(f"--step {end.step} is the run's start: there is nothing to interpolate towards")
     start_dir, end_dir = checkpoint_dir(source, records[0]), checkpoint_dir(source, end)
     for folder in (start_dir, end_dir):
         if not folder.is_dir():
-            raise BenchError(f"the model folder {folder} is gone (keep_checkpoints?); wise-ft needs the start and step {end.step}")
+            raise BenchError(
+                f"the model folder {folder} is gone (keep_checkpoints?); wise-ft needs the start and step {end.step}"
+            )
     config = meta.get("config", {})
     suite = config.get("suite", meta["suite"])
     if load_suite(suite).sha256 != meta.get("suite_sha256"):
-        raise BenchError(f"suite {suite} has changed since run {run_dir} was made; its WiSE-FT curve would not be comparable with the run")
+        raise BenchError(
+            f"suite {suite} has changed since run {run_dir} was made; its WiSE-FT curve would not be comparable with the run"
+        )
     by_alpha = {alpha_step(a): a for a in alphas}
     folders = [out / INTERPOLATED / checkpoint_name(s) for s in by_alpha]
-    info = {"run": str(run_dir.resolve()), "run_fingerprint": meta.get("fingerprint"), "from_step": end.step,
-            "alphas": {str(s): a for s, a in by_alpha.items()}, "step_is": "round(1000 * alpha)"}
+    info = {
+        "run": str(run_dir.resolve()),
+        "run_fingerprint": meta.get("fingerprint"),
+        "from_step": end.step,
+        "alphas": {str(s): a for s, a in by_alpha.items()},
+        "step_is": "round(1000 * alpha)",
+    }
 
     def make_models(store: RunStore) -> None:
         for folder, alpha in zip(folders, by_alpha.values()):
@@ -115,6 +143,18 @@ def wise_ft(run_dir: Path, alphas: Sequence[float], step: int | None, out: Path,
                 interpolate(start_dir, end_dir, alpha, folder)
         store.update_metadata(wise_ft=info)
 
-    return evaluate_sweep(folders, suite, out, list(by_alpha), None, backend or meta.get("backend", "hf"), int(meta.get("seed", 0)),
-                           f"{meta.get('method', 'run')}+wise-ft", config.get("eval_per_slice"), quiet,
-                          identity_extra={"wise_ft": info}, make_models=make_models, refresh=refresh)
+    return evaluate_sweep(
+        folders,
+        suite,
+        out,
+        list(by_alpha),
+        None,
+        backend or meta.get("backend", "hf"),
+        int(meta.get("seed", 0)),
+        f"{meta.get('method', 'run')}+wise-ft",
+        config.get("eval_per_slice"),
+        quiet,
+        identity_extra={"wise_ft": info},
+        make_models=make_models,
+        refresh=refresh,
+    )

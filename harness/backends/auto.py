@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from harness.backends.base import BACKENDS, backends_with
-from harness.backends.checkpoint import count_parameters, read_model_config
-from harness.backends.cost import cpu_tokens_per_second, engine_start_seconds, measured_rates
-from harness.core.errors import BenchError
+from plasticity_bench.harness.backends.base import BACKENDS, backends_with
+from plasticity_bench.harness.backends.checkpoint import count_parameters, read_model_config
+from plasticity_bench.harness.backends.cost import cpu_tokens_per_second, engine_start_seconds, measured_rates
+from plasticity_bench.harness.core.errors import BenchError
 
 AUTO = "auto"
 GENERATION, ROLLOUTS = "generation", "rollouts"  # what a backend is chosen for (the auto rule differs)
@@ -38,8 +38,17 @@ GENERATION, ROLLOUTS = "generation", "rollouts"  # what a backend is chosen for 
 CPU_TOKENS_PER_SECOND: dict[int, dict[str, float]] = measured_rates()["tokens_per_second"]
 CPU_ENGINE_START_SECONDS = engine_start_seconds("vllm")
 
-__all__ = ["AUTO", "GENERATION", "ROLLOUTS", "BackendChoice", "Workload", "auto_backend", "cpu_tokens_per_second",
-           "predicted_cpu_choice", "resolve_backend"]
+__all__ = [
+    "AUTO",
+    "GENERATION",
+    "ROLLOUTS",
+    "BackendChoice",
+    "Workload",
+    "auto_backend",
+    "cpu_tokens_per_second",
+    "predicted_cpu_choice",
+    "resolve_backend",
+]
 
 
 @dataclass(frozen=True)
@@ -84,27 +93,43 @@ def auto_backend(purpose: str = GENERATION, workload: Workload | None = None) ->
     if torch.cuda.is_available():
         serving = backends_with("gpu_serving")
         if serving:
-            return BackendChoice(serving[0].name, f"auto: CUDA GPU and {serving[0].name} installed; a batched serving engine "
-                                                  "is far faster than transformers generate() on a GPU")
-        return BackendChoice(in_memory, f"auto: CUDA GPU but no serving engine is installed, so {in_memory}; for speed, "
-                                        f"{_missing_hint('gpu_serving')}")
+            return BackendChoice(
+                serving[0].name,
+                f"auto: CUDA GPU and {serving[0].name} installed; a batched serving engine "
+                "is far faster than transformers generate() on a GPU",
+            )
+        return BackendChoice(
+            in_memory,
+            f"auto: CUDA GPU but no serving engine is installed, so {in_memory}; for speed, "
+            f"{_missing_hint('gpu_serving')}",
+        )
     if purpose == ROLLOUTS:
-        return BackendChoice(in_memory, "auto: no CUDA GPU, so the policy samples in memory: on CPU a default GRPO run's train stage "
-                                        "took 41 s with in-memory rollouts and 85 s with a vLLM engine synced per rollout (DPO: 61 vs 76 s); "
-                                        "see benchmarks/results/rollouts.md")
+        return BackendChoice(
+            in_memory,
+            "auto: no CUDA GPU, so the policy samples in memory: on CPU a default GRPO run's train stage "
+            "took 41 s with in-memory rollouts and 85 s with a vLLM engine synced per rollout (DPO: 61 vs 76 s); "
+            "see benchmarks/results/rollouts.md",
+        )
     if workload is None:
-        return BackendChoice(in_memory, f"auto: no CUDA GPU and no model or workload to predict from, so {in_memory} (no engine start)")
+        return BackendChoice(
+            in_memory, f"auto: no CUDA GPU and no model or workload to predict from, so {in_memory} (no engine start)"
+        )
     config = read_model_config(workload.model_dir)
-    problems = {entry.name: entry.obj.install_problem() or entry.obj.model_problem(config, on_gpu=False) for entry in BACKENDS}
+    problems = {
+        entry.name: entry.obj.install_problem() or entry.obj.model_problem(config, on_gpu=False) for entry in BACKENDS
+    }
     usable = [name for name, problem in problems.items() if problem is None]
     if usable == [in_memory]:
         others = "; ".join(f"{problem}" for name, problem in problems.items() if problem)
         return BackendChoice(in_memory, f"auto: no CUDA GPU, and {others}, so {in_memory}")
-    return predicted_cpu_choice(count_parameters(workload.model_dir), workload.new_tokens, workload.running_engines, usable)
+    return predicted_cpu_choice(
+        count_parameters(workload.model_dir), workload.new_tokens, workload.running_engines, usable
+    )
 
 
-def predicted_cpu_choice(parameters: int, new_tokens: int, running_engines: frozenset[str] = frozenset(),
-                         candidates: list[str] | None = None) -> BackendChoice:
+def predicted_cpu_choice(
+    parameters: int, new_tokens: int, running_engines: frozenset[str] = frozenset(), candidates: list[str] | None = None
+) -> BackendChoice:
     """The fastest predicted of `candidates` (default: every registered backend with measured rates)."""
     names = candidates if candidates is not None else BACKENDS.names()
     predicted = {}
@@ -114,9 +139,14 @@ def predicted_cpu_choice(parameters: int, new_tokens: int, running_engines: froz
             predicted[name] = seconds
     rates = cpu_tokens_per_second(parameters)
     chosen = min(predicted, key=lambda name: predicted[name])
-    parts = [f"{name} {seconds:.0f} s ({_start_words(name, running_engines)}{rates[name]:.0f} tok/s)" for name, seconds in predicted.items()]
-    reason = (f"auto: no CUDA GPU; predicted for {parameters / 1e6:.1f}M parameters and at most {new_tokens:,} new tokens: "
-              f"{', '.join(parts)}; rates measured on {measured_rates()['machine'].split(';')[0]}, cpu_rates.json")
+    parts = [
+        f"{name} {seconds:.0f} s ({_start_words(name, running_engines)}{rates[name]:.0f} tok/s)"
+        for name, seconds in predicted.items()
+    ]
+    reason = (
+        f"auto: no CUDA GPU; predicted for {parameters / 1e6:.1f}M parameters and at most {new_tokens:,} new tokens: "
+        f"{', '.join(parts)}; rates measured on {measured_rates()['machine'].split(';')[0]}, cpu_rates.json"
+    )
     return BackendChoice(chosen, reason)
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.backends import cost
-from harness.core.errors import BenchError
-from harness.core.registry import Registry
+from plasticity_bench.harness.backends import cost
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,12 @@ class Capabilities:
 
     loglikelihoods: bool = False  # log P(continuation | context): lm-eval's log-likelihood tasks
     policy_in_memory: bool = False  # generates with a model object already in memory (training's policy), no copy
-    policy_sync: bool = False  # a separate engine kept in sync with a training policy (its weights written and swapped in)
-    gpu_serving: bool = False  # a batched serving engine (paged attention, CUDA graphs): what `auto` picks on a CUDA GPU
+    policy_sync: bool = (
+        False  # a separate engine kept in sync with a training policy (its weights written and swapped in)
+    )
+    gpu_serving: bool = (
+        False  # a batched serving engine (paged attention, CUDA graphs): what `auto` picks on a CUDA GPU
+    )
 
 
 class GenerationBackend(ABC):
@@ -93,7 +97,11 @@ BACKENDS: Registry[type[GenerationBackend]] = Registry("backend")
 
 def backends_with(capability: str) -> list[type[GenerationBackend]]:
     """Registered backends that declare `capability` (a field of Capabilities) and are installed."""
-    return [entry.obj for entry in BACKENDS if getattr(entry.obj.capabilities, capability) and entry.obj.install_problem() is None]
+    return [
+        entry.obj
+        for entry in BACKENDS
+        if getattr(entry.obj.capabilities, capability) and entry.obj.install_problem() is None
+    ]
 
 
 class BackendPool:

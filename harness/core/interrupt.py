@@ -26,7 +26,9 @@ class Interrupted(Exception):
     """A run stopped by a signal; `message` says how to resume (filled in by whoever knows)."""
 
     def __init__(self, signum: int, message: str = "") -> None:
-        super().__init__(message or f"interrupted ({signal.Signals(signum).name}): re-run the same command to start again")
+        super().__init__(
+            message or f"interrupted ({signal.Signals(signum).name}): re-run the same command to start again"
+        )
         self.signum = signum
         self.message = message or str(self)
 

@@ -17,7 +17,7 @@ import math
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 DECLARED = "declared"  # the metadata key that holds a field's Declaration
 WIDEST_DEFAULT = 32  # characters of a default shown in the table; a longer one is cut
@@ -54,9 +54,17 @@ class Declaration:
         return self.high is None or not (value > self.high or (self.high_open and value == self.high))
 
 
-def option(default: Any = MISSING, help: str = "", *, choices: tuple[Any, ...] | None = None,  # noqa: A002
-           low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
-           default_factory: Any = MISSING) -> Any:
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    choices: tuple[Any, ...] | None = None,  # noqa: A002
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    default_factory: Any = MISSING,
+) -> Any:
     """A dataclass field with its Declaration (`default_factory` for a nested settings dataclass)."""
     declared = Declaration(help, tuple(choices) if choices is not None else None, low, high, low_open, high_open)
     return dataclasses.field(default=default, default_factory=default_factory, metadata={DECLARED: declared})
@@ -146,7 +154,9 @@ def describe(cls: type, prefix: str = "") -> list[Row]:
             rows.extend(describe(type(value), f"{prefix}{item.name}."))
             continue
         shown = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, tuple) else str(value)
-        shown = shown if len(shown) <= WIDEST_DEFAULT else shown[: WIDEST_DEFAULT - 1] + "…"  # e.g. PCR's recorded assumptions
+        shown = (
+            shown if len(shown) <= WIDEST_DEFAULT else shown[: WIDEST_DEFAULT - 1] + "…"
+        )  # e.g. PCR's recorded assumptions
         declared = declaration(item)
         rows.append(Row(prefix + item.name, str(item.type), shown, declared.allowed(), declared.help))
     return rows
@@ -157,5 +167,8 @@ def table(rows: list[Row]) -> list[str]:
     header = Row("option", "type", "default", "allowed", "help")
     every = [header, *rows]
     widths = [max(len(getattr(row, column)) for row in every) for column in ("name", "type", "default", "allowed")]
-    return [f"{row.name:<{widths[0]}}  {row.type:<{widths[1]}}  {row.default:<{widths[2]}}  "
-            f"{row.allowed:<{widths[3]}}  {row.help}".rstrip() for row in every]
+    return [
+        f"{row.name:<{widths[0]}}  {row.type:<{widths[1]}}  {row.default:<{widths[2]}}  "
+        f"{row.allowed:<{widths[3]}}  {row.help}".rstrip()
+        for row in every
+    ]

@@ -2,7 +2,7 @@
 
 A plugin is an ordinary importable module whose import registers its classes, e.g.::
 
-    from tasks.sources import SOURCES, Source
+    from plasticity_bench.tasks.sources import SOURCES, Source
 
     @SOURCES.register("questions", "my questions, from wherever they live")
     class MyQuestions(Source): ...
@@ -19,7 +19,7 @@ import importlib
 import os
 from functools import lru_cache
 
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 PLUGINS_ENV = "PLASTICITY_BENCH_PLUGINS"
 

@@ -47,6 +47,7 @@ def package_versions() -> dict[str, str]:
 
 def git_revision() -> dict[str, Any]:
     """The harness's own commit (and whether the tree had uncommitted changes), if it is a checkout."""
+
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10)
@@ -55,7 +56,10 @@ def git_revision() -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else None
 
     revision = git("rev-parse", "HEAD")
-    return {"commit": revision, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if revision else None}
+    return {
+        "commit": revision,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if revision else None,
+    }
 
 
 def cpu_description() -> dict[str, str | None]:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from harness.core.errors import BenchError
-from harness.core.plugins import load_plugins
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.plugins import load_plugins
 
 T = TypeVar("T")
 

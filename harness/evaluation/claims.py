@@ -30,15 +30,45 @@ from typing import Any
 
 import yaml
 
-from harness.core.errors import BenchError
+from plasticity_bench.harness.core.errors import BenchError
 
 SHIPPED_CLAIMS = Path(__file__).with_name("claims.yaml")
 DIRECTIONS = ("greater", "less")
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "supported", "contradicted", "inconclusive", "not run"
 
 # two-sided 95% quantiles of Student's t, df = 1..30
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def t975(df: float) -> float:
@@ -112,7 +142,9 @@ def combine(verdicts: Sequence[str]) -> str:
     return CONTRADICTED if CONTRADICTED in verdicts else INCONCLUSIVE
 
 
-def evaluate_claims(claims: Sequence[Claim], metrics: Mapping[str, Mapping[str, Sequence[float]]]) -> list[dict[str, Any]]:
+def evaluate_claims(
+    claims: Sequence[Claim], metrics: Mapping[str, Mapping[str, Sequence[float]]]
+) -> list[dict[str, Any]]:
     """metrics: method → metric → one value per seed. One result per claim, with each test's interval."""
     results = []
     for claim in claims:
@@ -126,8 +158,17 @@ def evaluate_claims(claims: Sequence[Claim], metrics: Mapping[str, Mapping[str, 
             a_values = list(metrics[claim.a].get(test.metric, []))
             b_values = None if test.against_zero else list(metrics[claim.b or ""].get(test.metric, []))
             diff, low, high = difference_interval(a_values, b_values)
-            result["tests"].append({"metric": test.metric, "direction": test.direction, "versus": "zero" if test.against_zero else claim.b,
-                                    "difference": diff, "low": low, "high": high, "verdict": verdict_of(test.direction, low, high)})
+            result["tests"].append(
+                {
+                    "metric": test.metric,
+                    "direction": test.direction,
+                    "versus": "zero" if test.against_zero else claim.b,
+                    "difference": diff,
+                    "low": low,
+                    "high": high,
+                    "verdict": verdict_of(test.direction, low, high),
+                }
+            )
         results.append({**result, "verdict": combine([t["verdict"] for t in result["tests"]])})
     return results
 
@@ -159,7 +200,9 @@ def parse_claim(entry: Any, where: str, known_metrics: Sequence[str] | None = No
             raise BenchError(f"{where}: direction must be one of {', '.join(DIRECTIONS)}, got {raw.get('direction')!r}")
         metric = raw["metric"]
         if known_metrics is not None and metric not in known_metrics and not metric.startswith("held_out:"):
-            raise BenchError(f"{where}: unknown metric {metric!r}; known: {', '.join(known_metrics)}, held_out:<family>")
+            raise BenchError(
+                f"{where}: unknown metric {metric!r}; known: {', '.join(known_metrics)}, held_out:<family>"
+            )
         against = raw.get("against")
         if against not in (None, "zero"):
             raise BenchError(f"{where}: `against` can only be zero, got {against!r}")

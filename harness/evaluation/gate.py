@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.core.errors import BenchError
-from harness.evaluation.roles import HELD_OUT, HELD_OUT_SUFFIX, held_out_label, held_out_part
-from harness.evaluation.runs import (
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.evaluation.roles import HELD_OUT, HELD_OUT_SUFFIX, held_out_label, held_out_part
+from plasticity_bench.harness.evaluation.runs import (
     BASELINE_FORMAT,
     BASELINE_VERSION,
     ItemResults,
@@ -56,8 +56,14 @@ from harness.evaluation.runs import (
     run_results,
     same_start,
 )
-from harness.evaluation.stats import PairedCounts, mcnemar_exact_p, mcnemar_midp, paired_bootstrap, paired_difference_interval
-from harness.store import RunStore, write_atomic
+from plasticity_bench.harness.evaluation.stats import (
+    PairedCounts,
+    mcnemar_exact_p,
+    mcnemar_midp,
+    paired_bootstrap,
+    paired_difference_interval,
+)
+from plasticity_bench.harness.store import RunStore, write_atomic
 
 ALL = "all"  # the slice name of a whole family, as in harness/evaluation/scoring.py (not imported: it pulls in every scorer)
 DEFAULT_MAX_DROP = 5.0  # points; small enough to matter, large enough to certify with a few hundred items
@@ -66,9 +72,11 @@ CONFIDENCE = 0.95
 REGRESSION = "regression"
 NO_CHANGE = "no detectable change"
 INCONCLUSIVE = "inconclusive"
-GATE_RULE = (f"per family, with change the candidate - baseline accuracy, [lo, hi] its {CONFIDENCE:.0%} paired interval "
-             f"(Agresti-Min) and D the allowed drop: {REGRESSION} if the drop is significant and beyond D "
-             f"(hi < 0 and change < -D) or if hi < -D; {NO_CHANGE} if lo >= -D; {INCONCLUSIVE} otherwise")
+GATE_RULE = (
+    f"per family, with change the candidate - baseline accuracy, [lo, hi] its {CONFIDENCE:.0%} paired interval "
+    f"(Agresti-Min) and D the allowed drop: {REGRESSION} if the drop is significant and beyond D "
+    f"(hi < 0 and change < -D) or if hi < -D; {NO_CHANGE} if lo >= -D; {INCONCLUSIVE} otherwise"
+)
 
 
 # ---------------------------------------------------------------- comparison
@@ -132,18 +140,30 @@ def _paired(family: str, slice_: str, first: pd.DataFrame, second: pd.DataFrame)
     low, high = paired_difference_interval(counts, CONFIDENCE)
     graded = paired_bootstrap(first.score.to_numpy(), second.score.to_numpy(), CONFIDENCE)
     return FamilyComparison(
-        family=family, n=counts.n,
-        accuracy_a=100 * float(first.correct.mean()), accuracy_b=100 * float(second.correct.mean()),
-        change=100 * counts.difference, change_low=100 * low, change_high=100 * high,
-        lost=counts.lost, gained=counts.gained,
-        mcnemar_exact_p=mcnemar_exact_p(counts.lost, counts.gained), mcnemar_midp=mcnemar_midp(counts.lost, counts.gained),
-        graded_a=100 * float(np.mean(first.score)), graded_b=100 * float(np.mean(second.score)),
-        graded_change=100 * graded.difference, graded_low=100 * graded.low, graded_high=100 * graded.high,
-        graded_bootstrap_p=graded.p_value, slice=slice_,
+        family=family,
+        n=counts.n,
+        accuracy_a=100 * float(first.correct.mean()),
+        accuracy_b=100 * float(second.correct.mean()),
+        change=100 * counts.difference,
+        change_low=100 * low,
+        change_high=100 * high,
+        lost=counts.lost,
+        gained=counts.gained,
+        mcnemar_exact_p=mcnemar_exact_p(counts.lost, counts.gained),
+        mcnemar_midp=mcnemar_midp(counts.lost, counts.gained),
+        graded_a=100 * float(np.mean(first.score)),
+        graded_b=100 * float(np.mean(second.score)),
+        graded_change=100 * graded.difference,
+        graded_low=100 * graded.low,
+        graded_high=100 * graded.high,
+        graded_bootstrap_p=graded.p_value,
+        slice=slice_,
     )
 
 
-def slices_of(family: str, slices: Sequence[FamilyComparison], roles: Mapping[str, str] | None = None) -> list[FamilyComparison]:
+def slices_of(
+    family: str, slices: Sequence[FamilyComparison], roles: Mapping[str, str] | None = None
+) -> list[FamilyComparison]:
     """A family's slice rows; for a family's held-out unit (`FAMILY (held-out)`), its held-out slices."""
     base = family.removesuffix(HELD_OUT_SUFFIX)
     rows = [row for row in slices if row.family == base]
@@ -168,7 +188,13 @@ def compare_json(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison
     slices = compare_slices(a, b)
     roles = a.roles or b.roles
     families = [{**asdict(r), "slices": [asdict(s) for s in slices_of(r.family, slices, roles)]} for r in rows]
-    return {"a": a.describe(), "b": b.describe(), "same_start": same_start(a, b), "confidence": CONFIDENCE, "families": families}
+    return {
+        "a": a.describe(),
+        "b": b.describe(),
+        "same_start": same_start(a, b),
+        "confidence": CONFIDENCE,
+        "families": families,
+    }
 
 
 def compare_summary(a: ItemResults, b: ItemResults, rows: Sequence[FamilyComparison]) -> str:
@@ -189,8 +215,10 @@ def compare_summary(a: ItemResults, b: ItemResults, rows: Sequence[FamilyCompari
                 f"{row.lost:>5} {row.gained:>6} {row.mcnemar_exact_p:>10.3g} {row.mcnemar_midp:>7.3g}  "
                 f"{_interval(row.graded_change, row.graded_low, row.graded_high):<22} {row.graded_bootstrap_p:>7.3g}"
             )
-    lines.append("accuracy in points; lost = right in A and wrong in B; McNemar exact and mid-p tests on the lost/gained items; "
-                 "graded = mean partial-credit score, paired bootstrap; · rows: the family's slices (evaluation sets)")
+    lines.append(
+        "accuracy in points; lost = right in A and wrong in B; McNemar exact and mid-p tests on the lost/gained items; "
+        "graded = mean partial-credit score, paired bootstrap; · rows: the family's slices (evaluation sets)"
+    )
     return "\n".join(lines + _start_note(a, b))
 
 
@@ -255,13 +283,17 @@ def parse_max_drops(specs: Sequence[str], families: Sequence[str]) -> dict[str, 
         if not name:
             default = points
         elif name not in families:
-            raise BenchError(f"--max-drop {spec!r}: no family {name!r} in these results; families: {', '.join(families)}")
+            raise BenchError(
+                f"--max-drop {spec!r}: no family {name!r} in these results; families: {', '.join(families)}"
+            )
         else:
             per_family[name] = points
     return {family: per_family.get(family, default) for family in families}
 
 
-def gate(baseline: ItemResults, candidate: ItemResults, max_drop_specs: Sequence[str] = (), strict: bool = False) -> GateResult:
+def gate(
+    baseline: ItemResults, candidate: ItemResults, max_drop_specs: Sequence[str] = (), strict: bool = False
+) -> GateResult:
     check_same_items(baseline, candidate)
     rows = compare(baseline, candidate)
     max_drops = parse_max_drops(max_drop_specs, [row.family for row in rows])
@@ -270,8 +302,12 @@ def gate(baseline: ItemResults, candidate: ItemResults, max_drop_specs: Sequence
         family = row.family.removesuffix(HELD_OUT_SUFFIX)
         if family != row.family and row.family not in named:
             max_drops[row.family] = max_drops[family]
-    verdicts = [FamilyVerdict(row, max_drops[row.family], classify(row.change, row.change_low, row.change_high, max_drops[row.family]))
-                for row in rows]
+    verdicts = [
+        FamilyVerdict(
+            row, max_drops[row.family], classify(row.change, row.change_low, row.change_high, max_drops[row.family])
+        )
+        for row in rows
+    ]
     return GateResult(baseline, candidate, verdicts, strict, tuple(compare_slices(baseline, candidate)))
 
 
@@ -285,48 +321,86 @@ def gate_json(result: GateResult) -> dict[str, Any]:
         "baseline": result.baseline.describe(),
         "candidate": result.candidate.describe(),
         "same_start": same_start(result.baseline, result.candidate),
-        "families": [{
-            "family": f.comparison.family, "verdict": f.verdict, "max_drop": f.max_drop, "n": f.comparison.n,
-            "baseline": f.comparison.accuracy_a, "candidate": f.comparison.accuracy_b, "change": f.comparison.change,
-            "interval": [f.comparison.change_low, f.comparison.change_high],
-            "lost": f.comparison.lost, "gained": f.comparison.gained,
-            "mcnemar_exact_p": f.comparison.mcnemar_exact_p, "mcnemar_midp": f.comparison.mcnemar_midp,
-            "slices": [_slice_json(s) for s in slices_of(f.comparison.family, result.slices, result.baseline.roles or result.candidate.roles)],
-        } for f in result.families],
+        "families": [
+            {
+                "family": f.comparison.family,
+                "verdict": f.verdict,
+                "max_drop": f.max_drop,
+                "n": f.comparison.n,
+                "baseline": f.comparison.accuracy_a,
+                "candidate": f.comparison.accuracy_b,
+                "change": f.comparison.change,
+                "interval": [f.comparison.change_low, f.comparison.change_high],
+                "lost": f.comparison.lost,
+                "gained": f.comparison.gained,
+                "mcnemar_exact_p": f.comparison.mcnemar_exact_p,
+                "mcnemar_midp": f.comparison.mcnemar_midp,
+                "slices": [
+                    _slice_json(s)
+                    for s in slices_of(
+                        f.comparison.family, result.slices, result.baseline.roles or result.candidate.roles
+                    )
+                ],
+            }
+            for f in result.families
+        ],
     }
 
 
 def _slice_json(row: FamilyComparison) -> dict[str, Any]:
     """One slice's paired change in the gate's JSON: shown beside its family's verdict, not gated."""
-    return {"slice": row.slice, "n": row.n, "baseline": row.accuracy_a, "candidate": row.accuracy_b, "change": row.change,
-            "interval": [row.change_low, row.change_high], "lost": row.lost, "gained": row.gained,
-            "mcnemar_exact_p": row.mcnemar_exact_p, "mcnemar_midp": row.mcnemar_midp}
+    return {
+        "slice": row.slice,
+        "n": row.n,
+        "baseline": row.accuracy_a,
+        "candidate": row.accuracy_b,
+        "change": row.change,
+        "interval": [row.change_low, row.change_high],
+        "lost": row.lost,
+        "gained": row.gained,
+        "mcnemar_exact_p": row.mcnemar_exact_p,
+        "mcnemar_midp": row.mcnemar_midp,
+    }
 
 
 def gate_summary(result: GateResult) -> str:
     b, c = result.baseline, result.candidate
     split = split_families(result.slices)
-    width = _name_width([f.comparison.family for f in result.families] + [f"  · {s.slice}" for s in result.slices if s.family in split])
+    width = _name_width(
+        [f.comparison.family for f in result.families] + [f"  · {s.slice}" for s in result.slices if s.family in split]
+    )
     lines = [
         f"gate: candidate {c.source} (step {c.step}) vs baseline {b.source} (step {b.step}), suite {b.suite}",
         f"{'family':<{width}} {'n':>5} {'baseline':>8} {'candidate':>9}  {'change [95% CI]':<22} {'max drop':>8}  verdict",
     ]
     for f in result.families:
         r = f.comparison
-        lines.append(f"{r.family:<{width}} {r.n:>5} {r.accuracy_a:8.1f} {r.accuracy_b:9.1f}  {_interval(r.change, r.change_low, r.change_high):<22} "
-                     f"{f.max_drop:8.1f}  {f.verdict.upper() if f.verdict == REGRESSION else f.verdict}")
+        lines.append(
+            f"{r.family:<{width}} {r.n:>5} {r.accuracy_a:8.1f} {r.accuracy_b:9.1f}  {_interval(r.change, r.change_low, r.change_high):<22} "
+            f"{f.max_drop:8.1f}  {f.verdict.upper() if f.verdict == REGRESSION else f.verdict}"
+        )
         for s in slices_of(r.family, result.slices) if r.family in split else []:
-            lines.append(f"{'  · ' + s.slice:<{width}} {s.n:>5} {s.accuracy_a:8.1f} {s.accuracy_b:9.1f}  "
-                         f"{_interval(s.change, s.change_low, s.change_high):<22} {'':>8}  (slice: shown, not gated)")
+            lines.append(
+                f"{'  · ' + s.slice:<{width}} {s.n:>5} {s.accuracy_a:8.1f} {s.accuracy_b:9.1f}  "
+                f"{_interval(s.change, s.change_low, s.change_high):<22} {'':>8}  (slice: shown, not gated)"
+            )
     if result.verdict == REGRESSION:
         outcome = f"FAIL: regression in {_families_with(result, REGRESSION)}"
     elif result.verdict == INCONCLUSIVE:
-        outcome = (f"{'FAIL (--strict)' if result.strict else 'pass'}: inconclusive for {_families_with(result, INCONCLUSIVE)} "
-                   "(too few items to rule out a drop beyond the allowed one)")
+        outcome = (
+            f"{'FAIL (--strict)' if result.strict else 'pass'}: inconclusive for {_families_with(result, INCONCLUSIVE)} "
+            "(too few items to rule out a drop beyond the allowed one)"
+        )
     else:
         outcome = "pass: no family dropped by more than its allowed drop"
-    slice_note = ["· rows: each family's slices (evaluation sets), paired the same way; the verdict is per family"] if split else []
-    return "\n".join(lines + [f"{outcome} (exit {result.exit_status})", f"rule: {GATE_RULE}"] + slice_note + _start_note(b, c))
+    slice_note = (
+        ["· rows: each family's slices (evaluation sets), paired the same way; the verdict is per family"]
+        if split
+        else []
+    )
+    return "\n".join(
+        lines + [f"{outcome} (exit {result.exit_status})", f"rule: {GATE_RULE}"] + slice_note + _start_note(b, c)
+    )
 
 
 def _families_with(result: GateResult, verdict: str) -> str:
@@ -342,17 +416,33 @@ def export_baseline(run_dir: Path, out: Path, step: int | None = None) -> Path:
     results = run_results(run_dir, step)
     meta = RunStore(run_dir).metadata()
     header = {
-        "format": BASELINE_FORMAT, "version": BASELINE_VERSION, "suite": results.suite,
-        "eval_set_sha256": results.eval_set_sha256, "eval_sets": meta["eval_sets"], "step": results.step,
-        "method": results.method, "seed": meta.get("seed"), "fingerprint": meta.get("fingerprint"),
-        "git_commit": meta.get("provenance", {}).get("git", {}).get("commit"), "families": list(results.families),
+        "format": BASELINE_FORMAT,
+        "version": BASELINE_VERSION,
+        "suite": results.suite,
+        "eval_set_sha256": results.eval_set_sha256,
+        "eval_sets": meta["eval_sets"],
+        "step": results.step,
+        "method": results.method,
+        "seed": meta.get("seed"),
+        "fingerprint": meta.get("fingerprint"),
+        "git_commit": meta.get("provenance", {}).get("git", {}).get("commit"),
+        "families": list(results.families),
         "roles": results.roles,
-        "base_model_sha256": results.start_weights, "cpu": cpu_text(meta),
+        "base_model_sha256": results.start_weights,
+        "cpu": cpu_text(meta),
     }
-    rows = [{"item_id": r.item_id, "family": r.family, "slice": r.slice, "correct": bool(r.correct), "score": float(r.score)}
-            for r in results.items.itertuples()]
+    rows = [
+        {
+            "item_id": r.item_id,
+            "family": r.family,
+            "slice": r.slice,
+            "correct": bool(r.correct),
+            "score": float(r.score),
+        }
+        for r in results.items.itertuples()
+    ]
     head = json.dumps(header, indent=2)[: -len("\n}")]  # reopened to append the items, one per line
     items = ",\n".join("    " + json.dumps(row) for row in rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, lambda tmp: tmp.write_text(f"{head},\n  \"items\": [\n{items}\n  ]\n}}\n"))
+    write_atomic(out, lambda tmp: tmp.write_text(f'{head},\n  "items": [\n{items}\n  ]\n}}\n'))
     return out

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.store import RunStore, read_manifest
+from plasticity_bench.harness.store import RunStore, read_manifest
 
 KL_FILE = "kl_to_start.parquet"
 KL_PROMPTS = 64  # hard training prompts sampled (one completion each)
@@ -40,7 +40,7 @@ def completion_logprobs(model: torch.nn.Module, sequences: Sequence[tuple[list[i
     """log π(y|x) (summed over the completion's tokens) of every (prompt ids, completion ids), shape [N]."""
     parts = []
     for start in range(0, len(sequences), KL_BATCH):
-        chunk = sequences[start:start + KL_BATCH]
+        chunk = sequences[start : start + KL_BATCH]
         width = max(len(p) + len(c) for p, c in chunk)
         ids = torch.zeros((len(chunk), width), dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -55,7 +55,9 @@ def completion_logprobs(model: torch.nn.Module, sequences: Sequence[tuple[list[i
 
 
 @torch.no_grad()
-def sample_from_start(model_dir: Path, prompts: Sequence[str], max_new_tokens: int, seed: int) -> list[tuple[list[int], list[int]]]:
+def sample_from_start(
+    model_dir: Path, prompts: Sequence[str], max_new_tokens: int, seed: int
+) -> list[tuple[list[int], list[int]]]:
     """One completion per prompt from the starting model (temperature 1, no top-p/top-k), as
     (prompt ids, sampled ids): the sampled tokens themselves, up to and including EOS when the
     model produced it, so each is scored exactly as it was drawn."""
@@ -66,18 +68,31 @@ def sample_from_start(model_dir: Path, prompts: Sequence[str], max_new_tokens: i
         torch.manual_seed(seed)
         for prompt in prompts:
             prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            out = model.generate(torch.tensor([prompt_ids]), attention_mask=torch.ones((1, len(prompt_ids)), dtype=torch.long),
-                                 do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            completion = out[0, len(prompt_ids):].tolist()
+            out = model.generate(
+                torch.tensor([prompt_ids]),
+                attention_mask=torch.ones((1, len(prompt_ids)), dtype=torch.long),
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            completion = out[0, len(prompt_ids) :].tolist()
             if tokenizer.eos_token_id in completion:
                 completion = completion[: completion.index(tokenizer.eos_token_id) + 1]
             sequences.append((prompt_ids, completion or [tokenizer.eos_token_id]))
     return sequences
 
 
-def kl_to_start(store: RunStore, prompts: Sequence[str], max_new_tokens: int, seed: int,
-                checkpoint_dir: Callable[[Path], Path] | None = None) -> pd.DataFrame:
+def kl_to_start(
+    store: RunStore,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    seed: int,
+    checkpoint_dir: Callable[[Path], Path] | None = None,
+) -> pd.DataFrame:
     """KL(π₀‖π_step) at every checkpoint the manifest lists; writes and returns kl_to_start.parquet."""
     records = read_manifest(store.checkpoints)
     folder = checkpoint_dir or (lambda path: path if path.is_absolute() else store.root / path)
@@ -89,7 +104,9 @@ def kl_to_start(store: RunStore, prompts: Sequence[str], max_new_tokens: int, se
         if record.step == records[0].step:
             kl = 0.0  # π = π₀: the same weights, exactly 0
         else:
-            logp = completion_logprobs(AutoModelForCausalLM.from_pretrained(folder(Path(record.path))).eval(), sequences)
+            logp = completion_logprobs(
+                AutoModelForCausalLM.from_pretrained(folder(Path(record.path))).eval(), sequences
+            )
             kl = float((reference - logp).mean())
         rows.append({"step": int(record.step), "kl": kl, "n": len(sequences)})
     frame = pd.DataFrame(rows, columns=["step", "kl", "n"])

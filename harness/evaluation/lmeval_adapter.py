@@ -27,10 +27,10 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from transformers import AutoTokenizer
 
-from harness.backends import GenerationBackend, SamplingParams, backends_with
-from harness.backends.checkpoint import context_length, read_model_config
-from harness.core.errors import BenchError
-from tasks.sources.lmeval import task_config, task_manager
+from plasticity_bench.harness.backends import GenerationBackend, SamplingParams, backends_with
+from plasticity_bench.harness.backends.checkpoint import context_length, read_model_config
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.tasks.sources.lmeval import task_config, task_manager
 
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a task sets none
 
@@ -88,14 +88,21 @@ class BackendLM(LM):
     def _sampling_params(self, context: str, gen_kwargs: dict[str, Any]) -> SamplingParams:
         unsupported = sorted(set(gen_kwargs) - SUPPORTED_GEN_KWARGS)
         if unsupported:
-            raise BenchError(f"lm-eval asks for generation setting(s) {', '.join(unsupported)}, which the harness backends do not support")
+            raise BenchError(
+                f"lm-eval asks for generation setting(s) {', '.join(unsupported)}, which the harness backends do not support"
+            )
         until = gen_kwargs.get("until") or ()
         stop = (until,) if isinstance(until, str) else tuple(until)
         sampled = bool(gen_kwargs.get("do_sample", False)) or float(gen_kwargs.get("temperature", 0.0)) > 0
         temperature = float(gen_kwargs.get("temperature", 1.0 if sampled else 0.0)) if sampled else 0.0
         max_new = int(gen_kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
-        return SamplingParams(max_new_tokens=self._room(context, max_new), temperature=temperature,
-                              top_p=float(gen_kwargs.get("top_p", 1.0)), seed=self.seed, stop=stop)
+        return SamplingParams(
+            max_new_tokens=self._room(context, max_new),
+            temperature=temperature,
+            top_p=float(gen_kwargs.get("top_p", 1.0)),
+            seed=self.seed,
+            stop=stop,
+        )
 
     def _room(self, context: str, wanted: int) -> int:
         """max_gen_toks capped to what the context leaves (as lm-eval's own models do); a prompt
@@ -104,7 +111,9 @@ class BackendLM(LM):
             return wanted
         prompt_tokens = len(self.tokenizer.encode(context, add_special_tokens=False))
         if prompt_tokens >= self.max_length:
-            raise BenchError(f"an lm-eval prompt has {prompt_tokens} tokens but model {self.model_dir} has a context of {self.max_length}")
+            raise BenchError(
+                f"an lm-eval prompt has {prompt_tokens} tokens but model {self.model_dir} has a context of {self.max_length}"
+            )
         return min(wanted, self.max_length - prompt_tokens)
 
     # ------------------------------------------------------------ log-likelihood
@@ -125,53 +134,84 @@ class BackendLM(LM):
 
 def backend_loglikelihoods(backend: GenerationBackend, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
     if not backend.capabilities.loglikelihoods:
-        raise BenchError(f"backend {backend.name!r} cannot score log-likelihoods, which this lm-eval task needs; "
-                         f"use one that can ({', '.join(b.name for b in backends_with('loglikelihoods'))})")
+        raise BenchError(
+            f"backend {backend.name!r} cannot score log-likelihoods, which this lm-eval task needs; "
+            f"use one that can ({', '.join(b.name for b in backends_with('loglikelihoods'))})"
+        )
     return backend.loglikelihoods(requests)
 
 
 # ---------------------------------------------------------------- tasks and evaluation
 
 
-def evaluate_checkpoint(backend: GenerationBackend, model_dir: Path, tasks: Sequence[str], limit: int | None = None,
-                        seed: int = 0, log_samples: bool = False) -> dict[str, Any]:
+def evaluate_checkpoint(
+    backend: GenerationBackend,
+    model_dir: Path,
+    tasks: Sequence[str],
+    limit: int | None = None,
+    seed: int = 0,
+    log_samples: bool = False,
+) -> dict[str, Any]:
     """Load `model_dir` into the backend (a swap, for a running vLLM engine) and run lm-eval's
     `tasks` on it. Returns lm-eval's output: "results" (task → metric → value), and "samples"
     (task → per-document records) when `log_samples`."""
     backend.load(Path(model_dir))
     configs = [task_config(task) for task in tasks]
     return simple_evaluate(
-        model=BackendLM(backend, Path(model_dir), seed=seed), tasks=configs, task_manager=task_manager(configs), limit=limit,
-        log_samples=log_samples, bootstrap_iters=0,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        model=BackendLM(backend, Path(model_dir), seed=seed),
+        tasks=configs,
+        task_manager=task_manager(configs),
+        limit=limit,
+        log_samples=log_samples,
+        bootstrap_iters=0,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
     )
 
 
-def evaluate_run(run_dir: Path, tasks: Sequence[str], backend: GenerationBackend, limit: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+def evaluate_run(
+    run_dir: Path, tasks: Sequence[str], backend: GenerationBackend, limit: int | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
     """lm-eval `tasks` at every checkpoint of a run, all on `backend` (one vLLM engine for the
     whole run: each checkpoint is swapped in). Rows: step, task, metric, value."""
-    from harness.store import read_manifest
+    from plasticity_bench.harness.store import read_manifest
 
     rows = []
     for record in read_manifest(Path(run_dir) / "checkpoints"):
         results = evaluate_checkpoint(backend, Path(run_dir) / record.path, tasks, limit=limit, seed=seed)["results"]
         for task, metrics in results.items():
             for metric, value in metrics.items():
-                if isinstance(value, (int, float)) and not metric.endswith("_stderr") and "_stderr," not in metric and metric != "sample_len":
+                if (
+                    isinstance(value, (int, float))
+                    and not metric.endswith("_stderr")
+                    and "_stderr," not in metric
+                    and metric != "sample_len"
+                ):
                     rows.append({"step": record.step, "task": task, "metric": metric, "value": float(value)})
     return rows
 
 
-def evaluate_documents(backend: GenerationBackend, model_dir: Path, reference: str | dict[str, Any], limit: int,
-                       seed: int = 0) -> list[dict[str, Any]]:
+def evaluate_documents(
+    backend: GenerationBackend, model_dir: Path, reference: str | dict[str, Any], limit: int, seed: int = 0
+) -> list[dict[str, Any]]:
     """One lm-eval task (a built-in name or a config from tasks.sources.lmeval) on the checkpoint
     already loaded in `backend`: lm-eval's logged samples, one per document and filter (its
     arguments, raw and filtered responses, and every per-document metric). harness.evaluation.lmeval_sets
     turns them into stored generations."""
     # lm-eval's own progress bars are hidden by TQDM_DISABLE, which the CLI sets before tqdm is imported
     output = simple_evaluate(
-        model=BackendLM(backend, Path(model_dir), seed=seed), tasks=[reference], task_manager=task_manager([reference]), limit=limit,
-        log_samples=True, bootstrap_iters=0, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        model=BackendLM(backend, Path(model_dir), seed=seed),
+        tasks=[reference],
+        task_manager=task_manager([reference]),
+        limit=limit,
+        log_samples=True,
+        bootstrap_iters=0,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
         verbosity="ERROR",
     )
     (samples,) = output["samples"].values()

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.base import Score
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import Score
 
 LMEVAL_COLUMN = "lmeval"  # the JSON column of generations of lm-eval sets
 REBUILT_LOG_LIKELIHOODS = ("multiple_choice", "loglikelihood", "loglikelihood_rolling")
@@ -120,7 +120,7 @@ def contexts(reference: str | dict[str, Any], limit: int, seed: int) -> dict[int
 def prepared_task(reference: str | dict[str, Any], seed: int, limit: int | None = None) -> tuple[Any, tuple[Any, ...]]:
     """The task and its requests (lm-eval `Instance`s) for the first `limit` documents, built as
     lm-eval's evaluator builds them."""
-    from tasks.sources.lmeval import build_task
+    from plasticity_bench.tasks.sources.lmeval import build_task
 
     task = build_task(reference, "lm-eval task")
     if task.get_config("num_fewshot") is None:  # simple_evaluate's default when the task names none
@@ -190,7 +190,9 @@ def filtered_answer(filtered: dict[str, Any], metric_key: str) -> str:
 
 
 def recompute(
-    items: list[Item], outputs: list[str] | None, stored: list[dict[str, Any]],
+    items: list[Item],
+    outputs: list[str] | None,
+    stored: list[dict[str, Any]],
     filtered: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every metric per item, by lm-eval's own filters and process_results, from the stored

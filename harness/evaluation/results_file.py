@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.store import MANIFEST, RunStore, checkpoint_name, read_manifest, write_json_atomic
+from plasticity_bench.harness.store import MANIFEST, RunStore, checkpoint_name, read_manifest, write_json_atomic
 
 RESULTS_DIR = "results"
 RESULTS_FORMAT = "plasticity-bench/results"
@@ -47,11 +47,17 @@ def write_results_files(store: RunStore, aggregates: pd.DataFrame) -> list[Path]
     written = []
     for step in steps:
         path = results_path(store.root, step)
-        write_json_atomic(path, {
-            "format": RESULTS_FORMAT, "version": RESULTS_VERSION, **identity,
-            "step": step, "checkpoint": checkpoints.get(step),
-            "results": family_results(aggregates[aggregates.step == step], meta),
-        })
+        write_json_atomic(
+            path,
+            {
+                "format": RESULTS_FORMAT,
+                "version": RESULTS_VERSION,
+                **identity,
+                "step": step,
+                "checkpoint": checkpoints.get(step),
+                "results": family_results(aggregates[aggregates.step == step], meta),
+            },
+        )
         written.append(path)
     for stale in set(folder.glob("step-*.json")) - set(written):
         stale.unlink()
@@ -64,10 +70,17 @@ def run_identity(meta: dict[str, Any]) -> dict[str, Any]:
     provenance = meta.get("provenance") or {}
     return {
         "run": {
-            "suite": meta.get("suite"), "suite_sha256": meta.get("suite_sha256"), "method": meta.get("method"), "seed": meta.get("seed"),
-            "fingerprint": meta.get("fingerprint"), "limit": config.get("eval_per_slice"), "backend": meta.get("backend"),
-            "base_model": meta.get("base_model"), "base_model_sha256": meta.get("base_model_sha256"),
-            "hub_models": hub_models(config), "created": meta.get("created"),
+            "suite": meta.get("suite"),
+            "suite_sha256": meta.get("suite_sha256"),
+            "method": meta.get("method"),
+            "seed": meta.get("seed"),
+            "fingerprint": meta.get("fingerprint"),
+            "limit": config.get("eval_per_slice"),
+            "backend": meta.get("backend"),
+            "base_model": meta.get("base_model"),
+            "base_model_sha256": meta.get("base_model_sha256"),
+            "hub_models": hub_models(config),
+            "created": meta.get("created"),
         },
         "eval_sets": meta.get("eval_sets"),
         "versions": provenance.get("packages"),
@@ -91,14 +104,20 @@ def family_results(rows: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
         whole = group[group.slice == ALL]
         slices = group[group.slice != ALL].sort_values("slice")
         entry = metrics(whole.iloc[0]) if len(whole) else {}
-        entry["slices"] = {str(row.slice): {**metrics(row), "role": roles.get(str(row.slice))} for _, row in slices.iterrows()}
+        entry["slices"] = {
+            str(row.slice): {**metrics(row), "role": roles.get(str(row.slice))} for _, row in slices.iterrows()
+        }
         results[str(family)] = entry
     return results
 
 
 def metrics(row: pd.Series) -> dict[str, Any]:
     """Every metric column of an aggregates row; an empty text column (a metric a set does not have) is left out."""
-    return {str(key): _plain(value) for key, value in row.items() if key not in KEYS and not (isinstance(value, str) and not value)}
+    return {
+        str(key): _plain(value)
+        for key, value in row.items()
+        if key not in KEYS and not (isinstance(value, str) and not value)
+    }
 
 
 def _plain(value: Any) -> Any:

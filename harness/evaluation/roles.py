@@ -66,11 +66,15 @@ def same_skill_slices(slices_by_family: Mapping[str, Iterable[str]], roles: Mapp
     return found
 
 
-def held_out_families(slices_by_family: Mapping[str, Iterable[str]], roles: Mapping[str, str],
-                      target_family: str) -> list[str]:
+def held_out_families(
+    slices_by_family: Mapping[str, Iterable[str]], roles: Mapping[str, str], target_family: str
+) -> list[str]:
     """The families none of whose sets is a target, in the order given. Without recorded roles, every
     family but the target's (the rule a suite's roles then cannot contradict)."""
     if not roles:
         return [family for family in slices_by_family if family != target_family]
-    return [family for family, slices in slices_by_family.items()
-            if family != target_family and group_role(slices, roles) == HELD_OUT]
+    return [
+        family
+        for family, slices in slices_by_family.items()
+        if family != target_family and group_role(slices, roles) == HELD_OUT
+    ]

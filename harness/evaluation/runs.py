@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.core.errors import BenchError
-from harness.evaluation.roles import slice_roles
-from harness.store import RECORDS_FILE, RunStore
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.evaluation.roles import slice_roles
+from plasticity_bench.harness.store import RECORDS_FILE, RunStore
 
 BASELINE_FORMAT = "plasticity-bench/baseline"
 BASELINE_VERSION = 1
@@ -36,11 +36,21 @@ class ItemResults:
     families: tuple[str, ...] = ()  # the suite's family order (target first), for tables
     start_weights: str | None = None  # sha256 of the starting model's weights (provenance.weights_digest), if recorded
     cpu: str | None = None  # the machine's CPU and torch's kernel level, e.g. "Intel(R) Xeon(R) Processor, AVX512"
-    roles: dict[str, str] = field(default_factory=dict)  # slice → target / held-out (evaluation/roles.py); {} if unknown
+    roles: dict[str, str] = field(
+        default_factory=dict
+    )  # slice → target / held-out (evaluation/roles.py); {} if unknown
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "suite": self.suite, "eval_set_sha256": self.eval_set_sha256,
-                "step": self.step, "method": self.method, "n": len(self.items), "start_weights": self.start_weights, "cpu": self.cpu}
+        return {
+            "source": self.source,
+            "suite": self.suite,
+            "eval_set_sha256": self.eval_set_sha256,
+            "step": self.step,
+            "method": self.method,
+            "n": len(self.items),
+            "start_weights": self.start_weights,
+            "cpu": self.cpu,
+        }
 
 
 def cpu_text(meta: dict[str, Any]) -> str | None:
@@ -62,9 +72,11 @@ def different_starts(a: ItemResults, b: ItemResults) -> str | None:
     if same_start(a, b) is not False:
         return None
     where = f" (made on {a.cpu} vs {b.cpu})" if a.cpu and b.cpu and a.cpu != b.cpu else ""
-    return (f"note: {a.source} and {b.source} started from different model weights{where}, so the difference includes the starting "
-            "models'; the organism is pre-trained on each machine and float kernels differ between CPUs: make the baseline on "
-            "the kind of machine the candidate runs on")
+    return (
+        f"note: {a.source} and {b.source} started from different model weights{where}, so the difference includes the starting "
+        "models'; the organism is pre-trained on each machine and float kernels differ between CPUs: make the baseline on "
+        "the kind of machine the candidate runs on"
+    )
 
 
 def read_scored_run(root: Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -83,7 +95,9 @@ def run_results(root: Path, step: int | None = None) -> ItemResults:
     return results_from_records(root, meta, records, step)
 
 
-def results_from_records(root: Path, meta: dict[str, Any], records: pd.DataFrame, step: int | None = None) -> ItemResults:
+def results_from_records(
+    root: Path, meta: dict[str, Any], records: pd.DataFrame, step: int | None = None
+) -> ItemResults:
     """One checkpoint out of a run's records; an error if any evaluation item lacks a record."""
     steps = sorted(int(s) for s in records.step.unique())
     chosen = steps[-1] if step is None else step
@@ -92,28 +106,55 @@ def results_from_records(root: Path, meta: dict[str, Any], records: pd.DataFrame
     at_step = per_item(records[records.step == chosen])  # n samples of an item: paired by item, as one
     expected = sum(int(s["n"]) for s in meta["eval_sets"].values())
     if at_step.item_id.nunique() != expected or len(at_step) != expected:
-        raise BenchError(f"{root} has {len(at_step)} records for {at_step.item_id.nunique()} of its {expected} evaluation items at step {chosen}; "
-                         f"re-score it with `bench score {root}`")
+        raise BenchError(
+            f"{root} has {len(at_step)} records for {at_step.item_id.nunique()} of its {expected} evaluation items at step {chosen}; "
+            f"re-score it with `bench score {root}`"
+        )
     items = at_step.assign(slice=at_step.task + "/" + at_step.level)[ITEM_COLUMNS]
     families = tuple(family_order_of(meta))
-    return ItemResults(str(root), meta["suite"], meta["eval_set_sha256"], chosen, meta.get("method"), _sorted(items), families,
-                       meta.get("base_model_sha256"), cpu_text(meta), roles_of(meta))
+    return ItemResults(
+        str(root),
+        meta["suite"],
+        meta["eval_set_sha256"],
+        chosen,
+        meta.get("method"),
+        _sorted(items),
+        families,
+        meta.get("base_model_sha256"),
+        cpu_text(meta),
+        roles_of(meta),
+    )
 
 
 def baseline_results(path: Path) -> ItemResults:
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BenchError(f"{path} is not a baseline file (not JSON: {error}); make one with `bench export-baseline RUN -o FILE`") from None
+        raise BenchError(
+            f"{path} is not a baseline file (not JSON: {error}); make one with `bench export-baseline RUN -o FILE`"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT:
-        raise BenchError(f"{path} is not a baseline file (no \"format\": \"{BASELINE_FORMAT}\"); make one with `bench export-baseline RUN -o FILE`")
+        raise BenchError(
+            f'{path} is not a baseline file (no "format": "{BASELINE_FORMAT}"); make one with `bench export-baseline RUN -o FILE`'
+        )
     if data.get("version") != BASELINE_VERSION:
-        raise BenchError(f"{path} is a version {data.get('version')} baseline; this harness reads version {BASELINE_VERSION}; re-export it")
+        raise BenchError(
+            f"{path} is a version {data.get('version')} baseline; this harness reads version {BASELINE_VERSION}; re-export it"
+        )
     try:
         items = pd.DataFrame(data["items"], columns=ITEM_COLUMNS).astype({"correct": bool, "score": float})
-        return ItemResults(str(path), data["suite"], data["eval_set_sha256"], int(data["step"]), data.get("method"), _sorted(items),
-                           tuple(data.get("families", ())), data.get("base_model_sha256"), data.get("cpu"),
-                           dict(data.get("roles") or {}))
+        return ItemResults(
+            str(path),
+            data["suite"],
+            data["eval_set_sha256"],
+            int(data["step"]),
+            data.get("method"),
+            _sorted(items),
+            tuple(data.get("families", ())),
+            data.get("base_model_sha256"),
+            data.get("cpu"),
+            dict(data.get("roles") or {}),
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise BenchError(f"{path} is a damaged baseline file ({type(error).__name__}: {error}); re-export it") from None
 
@@ -136,12 +177,18 @@ def _sorted(items: pd.DataFrame) -> pd.DataFrame:
 def check_same_items(a: ItemResults, b: ItemResults) -> None:
     """Both sides must hold the same evaluation items, or no pairing is possible."""
     if a.suite != b.suite:
-        raise BenchError(f"{a.source} and {b.source} are from different suites ({a.suite} vs {b.suite}); compare runs of one suite")
+        raise BenchError(
+            f"{a.source} and {b.source} are from different suites ({a.suite} vs {b.suite}); compare runs of one suite"
+        )
     if a.eval_set_sha256 != b.eval_set_sha256:
-        raise BenchError(f"{a.source} and {b.source} were evaluated on different item sets (eval-set sha256 "
-                         f"{a.eval_set_sha256[:12]}… vs {b.eval_set_sha256[:12]}…); use runs of the same suite and preset")
+        raise BenchError(
+            f"{a.source} and {b.source} were evaluated on different item sets (eval-set sha256 "
+            f"{a.eval_set_sha256[:12]}… vs {b.eval_set_sha256[:12]}…); use runs of the same suite and preset"
+        )
     if not a.items[["item_id", "family"]].equals(b.items[["item_id", "family"]]):
-        raise BenchError(f"{a.source} and {b.source} claim the same eval set but hold different items; re-score or re-export them")
+        raise BenchError(
+            f"{a.source} and {b.source} claim the same eval set but hold different items; re-score or re-export them"
+        )
 
 
 def families_in_order(names: Sequence[str], preferred: Sequence[str] = ()) -> list[str]:
@@ -155,7 +202,7 @@ def suite_summary(meta: dict[str, Any]) -> dict[str, Any]:
     made before suites were data ran the micro suite, whose summary is rebuilt from its file."""
     if "suite_spec" in meta:
         return dict(meta["suite_spec"])
-    from tasks.suites import load_suite
+    from plasticity_bench.tasks.suites import load_suite
 
     return load_suite(meta.get("suite", "micro")).to_summary(skipped={})  # the micro suite has no optional sets
 
@@ -163,7 +210,7 @@ def suite_summary(meta: dict[str, Any]) -> dict[str, Any]:
 def roles_of(meta: dict[str, Any]) -> dict[str, str]:
     """slice → role (target / held-out) of a run's sets; {} for a run.json without a suite summary
     whose suite is not shipped (nothing is then split by role)."""
-    from tasks.suites import shipped_suites
+    from plasticity_bench.tasks.suites import shipped_suites
 
     if "suite_spec" not in meta and meta.get("suite", "micro") not in shipped_suites():
         return {}
@@ -173,7 +220,7 @@ def roles_of(meta: dict[str, Any]) -> dict[str, str]:
 def family_order_of(meta: dict[str, Any]) -> list[str]:
     """The run's family order; [] for a run made before suites were data whose suite is not shipped
     (comparisons then order families alphabetically, and refuse runs of different suites)."""
-    from tasks.suites import shipped_suites
+    from plasticity_bench.tasks.suites import shipped_suites
 
     if "suite_spec" not in meta and meta.get("suite", "micro") not in shipped_suites():
         return []

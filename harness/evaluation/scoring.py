@@ -22,20 +22,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.core.errors import BenchError, warn
-from harness.core.items import Item
-from harness.evaluation.lmeval_sets import Note, metric_means, score_lmeval
-from harness.evaluation.results_file import write_results_files
-from harness.sandbox.passk import pass_at_k
-from harness.store import AGGREGATES_FILE, RECORDS_FILE, RunStore
-from tasks.base import get_task
-from tasks.scorers import SCORERS, get_scorer
+from plasticity_bench.harness.core.errors import BenchError, warn
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.harness.evaluation.lmeval_sets import Note, metric_means, score_lmeval
+from plasticity_bench.harness.evaluation.results_file import write_results_files
+from plasticity_bench.harness.sandbox.passk import pass_at_k
+from plasticity_bench.harness.store import AGGREGATES_FILE, RECORDS_FILE, RunStore
+from plasticity_bench.tasks.base import get_task
+from plasticity_bench.tasks.scorers import SCORERS, get_scorer
 
 ALL = "all"  # the slice name of a whole family
 # metrics: every per-document metric of an lm-eval set (JSON; "" for other sets: harness/evaluation/lmeval_sets.py)
 # answer: what the scorer parsed out of the output (Score.answer; "" when nothing could be parsed)
-RECORD_COLUMNS = ["item_id", "step", "family", "task", "level", "output", "score", "correct", "outcome", "sample",
-                  "metrics", "answer"]
+RECORD_COLUMNS = [
+    "item_id",
+    "step",
+    "family",
+    "task",
+    "level",
+    "output",
+    "score",
+    "correct",
+    "outcome",
+    "sample",
+    "metrics",
+    "answer",
+]
 RAN_TO_COMPLETION = ("pass", "wrong_answer")  # sandbox outcomes of a program that ran, right or wrong
 
 
@@ -52,7 +64,9 @@ def score_run(store: RunStore) -> pd.DataFrame:
     generations = store.read_generations()
     unknown = sorted(set(generations.item_id) - set(items))
     if unknown:
-        raise BenchError(f"{store.root} has generations for items it does not hold (e.g. {unknown[0]}); re-generate the run")
+        raise BenchError(
+            f"{store.root} has generations for items it does not hold (e.g. {unknown[0]}); re-generate the run"
+        )
     slices = generations.item_id.map(lambda i: f"{items[i].task}/{items[i].level}")
     frames = []
     notes: dict[str, Note] = {}
@@ -65,11 +79,18 @@ def score_run(store: RunStore) -> pd.DataFrame:
                 notes.setdefault(slice_, Note(note.reason, always=note.always)).edited += note.edited
         else:
             scores = score_group(scorers.get(slice_, "task"), group_items, list(group.output), group)
-        frames.append(group.assign(
-            family=[it.family for it in group_items], task=[it.task for it in group_items], level=[it.level for it in group_items],
-            score=[s.score for s in scores], correct=[s.correct for s in scores], outcome=[s.outcome for s in scores],
-            metrics=metrics, answer=[s.answer for s in scores],
-        ))
+        frames.append(
+            group.assign(
+                family=[it.family for it in group_items],
+                task=[it.task for it in group_items],
+                level=[it.level for it in group_items],
+                score=[s.score for s in scores],
+                correct=[s.correct for s in scores],
+                outcome=[s.outcome for s in scores],
+                metrics=metrics,
+                answer=[s.answer for s in scores],
+            )
+        )
     for slice_, note in notes.items():
         if note.edited or note.always:
             edited = f"; {note.edited} stored output(s) differ from the generated ones" if note.edited else ""
@@ -85,7 +106,9 @@ def score_run(store: RunStore) -> pd.DataFrame:
 
 
 def score_group(scorer: str, items: list[Item], outputs: list[str], generations: pd.DataFrame) -> list[Any]:
-    precomputed = list(generations.external_score) if "external_score" in generations else None  # lm-eval's own, per document
+    precomputed = (
+        list(generations.external_score) if "external_score" in generations else None
+    )  # lm-eval's own, per document
     return get_scorer(scorer).score_generations(items, outputs, precomputed)
 
 
@@ -105,18 +128,33 @@ def aggregate(records: pd.DataFrame, executed: set[str] | frozenset[str] = froze
     sliced = records.assign(slice=records.task + "/" + records.level)
     for keys, group in [*sliced.groupby(["step", "family"]), *sliced.groupby(["step", "family", "slice"])]:
         step, family, *rest = keys
-        per_item = group.groupby("item_id").agg(accuracy=("correct", "mean"), graded=("score", "mean"),
-                                                samples=("correct", "size"), correct=("correct", "sum"))
+        per_item = group.groupby("item_id").agg(
+            accuracy=("correct", "mean"),
+            graded=("score", "mean"),
+            samples=("correct", "size"),
+            correct=("correct", "sum"),
+        )
         outcomes = group.outcome[group.slice.isin(executed)]
-        rows.append({
-            "step": int(step), "family": family, "slice": rest[0] if rest else ALL, "n": len(per_item),
-            "score": 100 * float(per_item.accuracy.mean()), "stderr": 100 * clustered_stderr(per_item.accuracy.to_numpy()),
-            "partial_score": 100 * float(per_item.graded.mean()),
-            "samples": int(per_item.samples.max()),
-            "pass_at_n": 100 * float(np.mean([pass_at_k(int(s), int(c), int(s)) for s, c in zip(per_item.samples, per_item.correct)])),
-            "reliability": 100 * float(outcomes.isin(RAN_TO_COMPLETION).mean()) if len(outcomes) else float("nan"),
-            "metrics": metric_means(group) if rest else "",  # an lm-eval slice: every metric's mean, in points (JSON)
-        })
+        rows.append(
+            {
+                "step": int(step),
+                "family": family,
+                "slice": rest[0] if rest else ALL,
+                "n": len(per_item),
+                "score": 100 * float(per_item.accuracy.mean()),
+                "stderr": 100 * clustered_stderr(per_item.accuracy.to_numpy()),
+                "partial_score": 100 * float(per_item.graded.mean()),
+                "samples": int(per_item.samples.max()),
+                "pass_at_n": 100
+                * float(
+                    np.mean([pass_at_k(int(s), int(c), int(s)) for s, c in zip(per_item.samples, per_item.correct)])
+                ),
+                "reliability": 100 * float(outcomes.isin(RAN_TO_COMPLETION).mean()) if len(outcomes) else float("nan"),
+                "metrics": metric_means(group)
+                if rest
+                else "",  # an lm-eval slice: every metric's mean, in points (JSON)
+            }
+        )
     return pd.DataFrame(rows).sort_values(["family", "slice", "step"], ignore_index=True)
 
 

@@ -114,8 +114,9 @@ class BootstrapResult:
     p_value: float
 
 
-def paired_bootstrap(reference: Sequence[float], other: Sequence[float], confidence: float = 0.95,
-                     resamples: int = 10_000, seed: int = 0) -> BootstrapResult:
+def paired_bootstrap(
+    reference: Sequence[float], other: Sequence[float], confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> BootstrapResult:
     """Paired bootstrap of the mean per-item difference (for graded scores with partial credit).
 
     Items are resampled with replacement, keeping each item's two scores together. The interval
@@ -129,14 +130,18 @@ def paired_bootstrap(reference: Sequence[float], other: Sequence[float], confide
     if n == 0:
         raise ValueError("a paired bootstrap needs at least one item")
     rng = np.random.default_rng(seed)
-    means = np.concatenate([  # in chunks: B × n indices at once would be large for big suites
-        differences[rng.integers(0, n, size=(size, n))].mean(axis=1)
-        for size in _chunk_sizes(resamples, max(1, 2_000_000 // n))
-    ])
+    means = np.concatenate(
+        [  # in chunks: B × n indices at once would be large for big suites
+            differences[rng.integers(0, n, size=(size, n))].mean(axis=1)
+            for size in _chunk_sizes(resamples, max(1, 2_000_000 // n))
+        ]
+    )
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     far_side = min(int((means <= 0).sum()), int((means >= 0).sum()))
-    return BootstrapResult(float(differences.mean()), float(low), float(high), min(1.0, 2 * (far_side + 1) / (resamples + 1)))
+    return BootstrapResult(
+        float(differences.mean()), float(low), float(high), min(1.0, 2 * (far_side + 1) / (resamples + 1))
+    )
 
 
 def _chunk_sizes(total: int, chunk: int) -> list[int]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import tasks  # noqa: F401  (registers the tasks)
-from tasks.arithmetic import ANSWER_MARK
-from tasks.suites import load_suite
-from tasks.suites.items import load_eval_items
+import plasticity_bench.tasks  # noqa: F401  (registers the tasks)
+from plasticity_bench.tasks.arithmetic import ANSWER_MARK
+from plasticity_bench.tasks.suites import load_suite
+from plasticity_bench.tasks.suites.items import load_eval_items
 
 N_ITEMS = 40
 OUT = Path(__file__).with_name("organism_arith.jsonl")
@@ -27,13 +27,20 @@ def to_record(index: int, item) -> dict:
     offsets = [-1, 0, 1, 2][shift:] + [-1, 0, 1, 2][:shift]
     choices = [str(answer + offset) for offset in offsets]
     return {
-        "id": item.id, "prompt": item.prompt, "target": item.target, "answer": item.answer,
-        "steps": item.target.split(ANSWER_MARK)[0], "choices": choices, "label": choices.index(item.answer),
+        "id": item.id,
+        "prompt": item.prompt,
+        "target": item.target,
+        "answer": item.answer,
+        "steps": item.target.split(ANSWER_MARK)[0],
+        "choices": choices,
+        "label": choices.index(item.answer),
     }
 
 
 def main() -> None:
-    chosen = [item for item in load_eval_items(load_suite("micro")).items if (item.task, item.level) == ("chain_sum", "easy")][:N_ITEMS]
+    chosen = [
+        item for item in load_eval_items(load_suite("micro")).items if (item.task, item.level) == ("chain_sum", "easy")
+    ][:N_ITEMS]
     OUT.write_text("".join(json.dumps(to_record(i, item)) + "\n" for i, item in enumerate(chosen)))
     print(f"wrote {len(chosen)} items to {OUT}")
 

@@ -46,7 +46,9 @@ def main() -> None:
         from math_verify import parse, verify
 
         logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled" and per-item warnings
-        verify(parse("$1$", parsing_timeout=None), parse("1", parsing_timeout=None), timeout_seconds=None)  # warm up sympy
+        verify(
+            parse("$1$", parsing_timeout=None), parse("1", parsing_timeout=None), timeout_seconds=None
+        )  # warm up sympy
     except Exception as error:  # noqa: BLE001 (reported to the parent as one line)
         reply({"fatal": f"{type(error).__name__}: {error}"})
         return

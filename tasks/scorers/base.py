@@ -19,11 +19,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
 
-from harness.core.items import Item
-from harness.core.registry import Registry
-from harness.sandbox import ExecutionResult, Job, run_programs
-from tasks.base import Score
-from tasks.prompting import strip_thinking
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.harness.core.registry import Registry
+from plasticity_bench.harness.sandbox import ExecutionResult, Job, run_programs
+from plasticity_bench.tasks.base import Score
+from plasticity_bench.tasks.prompting import strip_thinking
 
 # Outcomes the scorers in this package report (Score.outcome).
 CORRECT = "correct"
@@ -36,7 +36,9 @@ class Scorer(ABC):
 
     name: ClassVar[str]
     executes_programs: ClassVar[bool] = False  # outcomes are the sandbox's: reliability applies
-    scored_with_its_source: ClassVar[bool] = False  # the source's own harness scores (lm-eval): re-scored from its stored data
+    scored_with_its_source: ClassVar[bool] = (
+        False  # the source's own harness scores (lm-eval): re-scored from its stored data
+    )
     # What the scorer reads of an item, matched against the source's declaration (`Source.provides`,
     # `Source.provided_meta`) when a suite is read: a mismatch is refused before any generation.
     needs: ClassVar[frozenset[str]] = frozenset()  # capabilities (tasks.sources.CAPABILITIES)
@@ -56,7 +58,9 @@ class Scorer(ABC):
     def check(self, item: Item, output: str) -> Score:
         """One output's verdict against its item, with the answer parsed out of the output."""
 
-    def score_generations(self, items: Sequence[Item], outputs: Sequence[str], precomputed: Sequence[float] | None = None) -> list[Score]:
+    def score_generations(
+        self, items: Sequence[Item], outputs: Sequence[str], precomputed: Sequence[float] | None = None
+    ) -> list[Score]:
         """Score raw model outputs, as the harness and the trainers call it: the thinking part is
         removed first. `precomputed`: scores the generator already gave (lm-eval's), which only a
         scorer that reads them uses."""

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import re
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.base import Score
-from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import Score
+from plasticity_bench.tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary
 
 LETTERS = "ABCDEFGHIJ"
-_STATED = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:is\s*)?:?\s*[(\[]?\s*([A-J])\b(?![^\s.,;:!?)\]])", re.IGNORECASE)
+_STATED = re.compile(
+    r"\b(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:is\s*)?:?\s*[(\[]?\s*([A-J])\b(?![^\s.,;:!?)\]])", re.IGNORECASE
+)
 _WORD_NEXT = re.compile(r"\s+\w")  # "the answer is a bit...": a lower-case letter followed by a word is prose
 _OPENING = re.compile(r"\s*[(\[]?([A-J])(?:\s*[)\].:]|\s*$|\s+-)")
 _LONE = re.compile(r"\s*[(\[]?([a-jA-J])[)\].]?\s*$")
@@ -32,7 +34,9 @@ _MARKED = re.compile(r"\\boxed\{\s*(?:\\text\{\s*)?\(?([A-J])\)?\s*\}?\s*\}|\(([
 
 def chosen_letter(output: str) -> str | None:
     """The letter the output chose, upper-case, or None."""
-    stated = [m.group(1) for m in _STATED.finditer(output) if m.group(1).isupper() or not _WORD_NEXT.match(output, m.end())]
+    stated = [
+        m.group(1) for m in _STATED.finditer(output) if m.group(1).isupper() or not _WORD_NEXT.match(output, m.end())
+    ]
     if stated:
         return stated[-1].upper()
     for pattern in (_OPENING, _LONE):
@@ -57,7 +61,9 @@ def gold_letter(item: Item) -> str:
         return LETTERS[label]
     if isinstance(label, str) and len(label.strip()) == 1 and label.strip().upper() in LETTERS:
         return label.strip().upper()
-    raise BenchError(f"multiple_choice scorer: item {item.id} has no gold letter A-J (answer {item.answer!r}, meta label {label!r})")
+    raise BenchError(
+        f"multiple_choice scorer: item {item.id} has no gold letter A-J (answer {item.answer!r}, meta label {label!r})"
+    )
 
 
 @SCORERS.register("multiple_choice", "the letter the output chose (A-J) equals the gold letter (or meta label index)")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness.core.items import Item
-from tasks.base import Score
-from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import Score
+from plasticity_bench.tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary
 
 
 def normalise(text: str) -> str:

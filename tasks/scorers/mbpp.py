@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from harness.sandbox import Job
-from tasks.scorers.base import SCORERS, ProgramScorer
-from tasks.scorers.programs import extract_code
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.harness.sandbox import Job
+from plasticity_bench.tasks.scorers.base import SCORERS, ProgramScorer
+from plasticity_bench.tasks.scorers.programs import extract_code
 
 
 def mbpp_test(meta: Mapping[str, Any]) -> str:
@@ -40,12 +40,18 @@ class MBPPScorer(ProgramScorer):
     @classmethod
     def item_problem(cls, item: Item) -> str | None:
         """A `file` set may name `test_list` (and the others) under `meta:`: their shape is checked before generation."""
-        tests, setup, imports = item.meta.get("test_list"), item.meta.get("test_setup_code"), item.meta.get("test_imports")
+        tests, setup, imports = (
+            item.meta.get("test_list"),
+            item.meta.get("test_setup_code"),
+            item.meta.get("test_imports"),
+        )
         if not isinstance(tests, list) or not tests or not all(isinstance(test, str) for test in tests):
             return f"its test_list is not a non-empty list of assert statements ({tests!r:.60})"
         if setup is not None and not isinstance(setup, str):
             return "its test_setup_code is not a string"
-        if imports is not None and (not isinstance(imports, list) or not all(isinstance(line, str) for line in imports)):
+        if imports is not None and (
+            not isinstance(imports, list) or not all(isinstance(line, str) for line in imports)
+        ):
             return "its test_imports is not a list of strings"
         try:
             compile(mbpp_test(item.meta), "test", "exec")
@@ -55,6 +61,7 @@ class MBPPScorer(ProgramScorer):
 
     def job(self, item: Item, output: str) -> Job:
         if not item.meta.get("test_list"):
-            raise BenchError(f"item {item.id} has no `test_list` in its meta: "
-                             "the mbpp scorer runs an MBPP problem's asserts")
+            raise BenchError(
+                f"item {item.id} has no `test_list` in its meta: the mbpp scorer runs an MBPP problem's asserts"
+            )
         return Job(mbpp_program(item.meta, output), mbpp_test(item.meta))

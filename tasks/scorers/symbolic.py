@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.base import Score
-from tasks.scorers.base import SCORERS, Scorer, binary
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import Score
+from plasticity_bench.tasks.scorers.base import SCORERS, Scorer, binary
 
 TIMEOUT = "timeout"
 GOLD_UNPARSED = "gold_unparsed"  # math-verify found no answer in the gold: a data problem, scored wrong
@@ -73,7 +73,9 @@ def prepare_gold(answer: str) -> str:
     return f"${text}$"
 
 
-@SCORERS.register("math_verify", "math answers judged equivalent by math-verify (LaTeX or plain; boxed or last expression)")
+@SCORERS.register(
+    "math_verify", "math answers judged equivalent by math-verify (LaTeX or plain; boxed or last expression)"
+)
 class MathVerify(Scorer):
     """math-verify's parse + verify, in worker processes, with a per-step time limit."""
 
@@ -197,7 +199,11 @@ class _Pool:
                     self.selector.register(worker.fd, selectors.EVENT_READ, worker)
                     if not worker.ready:  # started by an earlier batch: its "ready" may be waiting unread
                         worker.deadline = time.monotonic() + STARTUP_TIMEOUT_S
-                while any(self.queues) or any(w.busy or (start_all and not w.ready) for w in self.workers) or (start_all and None in self.slots):
+                while (
+                    any(self.queues)
+                    or any(w.busy or (start_all and not w.ready) for w in self.workers)
+                    or (start_all and None in self.slots)
+                ):
                     self._fill(timeout_s, start_all)
                     now = time.monotonic()
                     waiting = [w.deadline for w in self.workers if w.busy or not w.ready]
@@ -269,8 +275,10 @@ class _Pool:
         worker.deadline = time.monotonic() + timeout_s
         if "fatal" in message:
             self._drop(worker)
-            raise BenchError(f"math_verify scorer: the worker could not start math-verify ({message['fatal']}); "
-                             "install it with `pip install math-verify`")
+            raise BenchError(
+                f"math_verify scorer: the worker could not start math-verify ({message['fatal']}); "
+                "install it with `pip install math-verify`"
+            )
         if "ready" in message:
             worker.ready = True
         elif message.get("gold") == "start":
@@ -295,7 +303,9 @@ class _Pool:
                 return
             if outcome == TIMEOUT:
                 raise BenchError(f"math_verify scorer: a worker did not start within {STARTUP_TIMEOUT_S:.0f} s")
-            raise BenchError("math_verify scorer: workers exit while starting (is math-verify installed? `pip install math-verify`)")
+            raise BenchError(
+                "math_verify scorer: workers exit while starting (is math-verify installed? `pip install math-verify`)"
+            )
         current, rest = jobs[0], jobs[1:]
         self.results[current.position] = outcome
         if parsing_gold:  # the gold itself: every job sharing it is lost with it
@@ -325,8 +335,13 @@ def _start_worker(slot: int) -> _Worker:
     if importlib.util.find_spec("math_verify") is None:
         raise BenchError("math_verify scorer: math-verify is not installed; install it with `pip install math-verify`")
     env = {**os.environ, "MATH_VERIFY_WORKER_MEMORY_MB": str(WORKER_MEMORY_MB), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(WORKER_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        [sys.executable, str(WORKER_SCRIPT)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     return _Worker(process, slot, deadline=time.monotonic() + STARTUP_TIMEOUT_S)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.core.items import Item
-from tasks.base import Score, get_task
-from tasks.scorers.base import SCORERS, Scorer
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import Score, get_task
+from plasticity_bench.tasks.scorers.base import SCORERS, Scorer
 
 
 @SCORERS.register("task", "the generator task's own scorer (items of `kind: generator` sources)")
@@ -23,6 +23,8 @@ class TaskScorer(Scorer):
             by_task.setdefault(item.task, []).append(index)
         scores: list[Score | None] = [None] * len(items)
         for task, indices in by_task.items():
-            for index, value in zip(indices, get_task(task).score([items[i] for i in indices], [outputs[i] for i in indices])):
+            for index, value in zip(
+                indices, get_task(task).score([items[i] for i in indices], [outputs[i] for i in indices])
+            ):
                 scores[index] = value
         return [s for s in scores if s is not None]

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.core.errors import BenchError, warn
-from harness.core.items import Item
-from harness.core.registry import Registry
+from plasticity_bench.harness.core.errors import BenchError, warn
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.harness.core.registry import Registry
 
 
 class Source(ABC):
@@ -54,7 +54,9 @@ class Source(ABC):
         known = {*self.required, *self.optional, "n"}
         unknown = sorted(set(self.options) - known)
         if unknown:
-            raise BenchError(f"{where}: unknown option '{unknown[0]}' for source kind {self.name}; known: {', '.join(sorted(known))}")
+            raise BenchError(
+                f"{where}: unknown option '{unknown[0]}' for source kind {self.name}; known: {', '.join(sorted(known))}"
+            )
         missing = [key for key in self.required if key not in self.options]
         if missing:
             raise BenchError(f"{where}: source kind {self.name} needs '{missing[0]}'")
@@ -78,7 +80,9 @@ class Source(ABC):
         """Items to train on, none whose prompt is in `exclude` (the suite's evaluation prompts)."""
         items = [item for item in self.eval_items(name, split, family, seed) if item.prompt not in exclude]
         if not items:
-            raise BenchError(f"{self.where}: every training item is also an evaluation item; nothing is left to train on")
+            raise BenchError(
+                f"{self.where}: every training item is also an evaluation item; nothing is left to train on"
+            )
         return items
 
     def max_new_tokens(self) -> int:
@@ -138,16 +142,22 @@ def dedupe(items: Sequence[Item], where: str) -> list[Item]:
             continue
         named = f"{where} ({item.task}/{item.level})"
         if kept.prompt != item.prompt:  # the data's own `id` column repeats an id
-            raise BenchError(f"{named}: two rows share one id but hold different questions, {_short(kept.prompt)} and "
-                             f"{_short(item.prompt)}; give each row its own id")
+            raise BenchError(
+                f"{named}: two rows share one id but hold different questions, {_short(kept.prompt)} and "
+                f"{_short(item.prompt)}; give each row its own id"
+            )
         if kept.answer != item.answer:
-            raise BenchError(f"{named}: question {_short(kept.prompt)} appears twice with different answers, "
-                             f"{_short(kept.answer)} and {_short(item.answer)}; "
-                             "keep the row with the right answer and delete the other")
+            raise BenchError(
+                f"{named}: question {_short(kept.prompt)} appears twice with different answers, "
+                f"{_short(kept.answer)} and {_short(item.answer)}; "
+                "keep the row with the right answer and delete the other"
+            )
         dropped += 1
     if dropped:
-        message = (f"{where} ({items[0].task}/{items[0].level}): {dropped} exact duplicate row(s) "
-                   f"(same question and answer) dropped; {len(first)} items kept")
+        message = (
+            f"{where} ({items[0].task}/{items[0].level}): {dropped} exact duplicate row(s) "
+            f"(same question and answer) dropped; {len(first)} items kept"
+        )
         if message not in _WARNED:  # a set is read more than once per command (checks, then the run): said once
             _WARNED.add(message)
             warn(message)
@@ -163,4 +173,4 @@ def _short(text: str, limit: int = 60) -> str:
     return repr(flat if len(flat) <= limit else flat[: limit - 1] + "…")
 
 
-from tasks.sources import code, files, generator, lmeval, math_sets, mbpp, reasoning_gym  # noqa: E402,F401  (registration)
+from plasticity_bench.tasks.sources import code, files, generator, lmeval, math_sets, mbpp, reasoning_gym  # noqa: E402,F401  (registration)

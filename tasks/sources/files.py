@@ -23,9 +23,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.sources import SOURCES, Source, dedupe, item_id
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.sources import SOURCES, Source, dedupe, item_id
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 ITEM_FIELDS = ("prompt", "answer", "target", "id")
@@ -54,24 +54,32 @@ class MappedSource(Source):
         columns = set(table.column_names)
         for key, (column, _) in fields.items():
             if column not in columns:
-                raise BenchError(f"{self.where}: fields.{key} names column {column!r}, which the data lacks; its columns: {', '.join(sorted(columns))}")
+                raise BenchError(
+                    f"{self.where}: fields.{key} names column {column!r}, which the data lacks; its columns: {', '.join(sorted(columns))}"
+                )
         meta_columns = list(self.options.get("meta", []))
         for column in meta_columns:
             if column not in columns:
-                raise BenchError(f"{self.where}: meta names column {column!r}, which the data lacks; its columns: {', '.join(sorted(columns))}")
+                raise BenchError(
+                    f"{self.where}: meta names column {column!r}, which the data lacks; its columns: {', '.join(sorted(columns))}"
+                )
         items = []
         for index, row in enumerate(table):
             values = {key: self.extract(row, key, column, pattern, index) for key, (column, pattern) in fields.items()}
             prompt, answer = values["prompt"], values["answer"]
             key = values.get("id") or prompt
             meta = {column: _plain(row[column]) for column in meta_columns}
-            items.append(Item(item_id(name, split, key), family, name, split, prompt, values.get("target", answer), answer, meta))
+            items.append(
+                Item(item_id(name, split, key), family, name, split, prompt, values.get("target", answer), answer, meta)
+            )
         return dedupe(items, self.where)
 
     def field_mapping(self) -> dict[str, tuple[str, str | None]]:
         raw = self.options.get("fields")
         if not isinstance(raw, dict):
-            raise BenchError(f"{self.where}: a {self.name} source needs a field mapping `fields: {{prompt: COLUMN, answer: COLUMN}}`")
+            raise BenchError(
+                f"{self.where}: a {self.name} source needs a field mapping `fields: {{prompt: COLUMN, answer: COLUMN}}`"
+            )
         unknown = sorted(set(raw) - set(ITEM_FIELDS))
         if unknown:
             raise BenchError(f"{self.where}: unknown field '{unknown[0]}' in fields; known: {', '.join(ITEM_FIELDS)}")
@@ -91,7 +99,9 @@ class MappedSource(Source):
                         raise BenchError(f"{self.where}: fields.{key}.pattern is not a valid regex ({error})") from None
                 mapping[key] = (spec["field"], pattern)
             else:
-                raise BenchError(f"{self.where}: fields.{key} must be a column name or {{field: COLUMN, pattern: REGEX}}")
+                raise BenchError(
+                    f"{self.where}: fields.{key} must be a column name or {{field: COLUMN, pattern: REGEX}}"
+                )
         return mapping
 
     def extract(self, row: dict[str, Any], key: str, column: str, pattern: str | None, index: int) -> str:
@@ -99,20 +109,34 @@ class MappedSource(Source):
         # A missing or blank value is an error, not an item: str(None) would become the answer "None",
         # and an empty question or answer scores every checkpoint against nothing.
         if value is None:
-            raise BenchError(f"{self.where}: row {index}: its {column!r} value (fields.{key}) is missing (null); "
-                             f"every row needs a {key}: fill it in or delete the row")
-        text = value if isinstance(value, str) else json.dumps(_plain(value)) if isinstance(value, (list, dict)) else str(value)
+            raise BenchError(
+                f"{self.where}: row {index}: its {column!r} value (fields.{key}) is missing (null); "
+                f"every row needs a {key}: fill it in or delete the row"
+            )
+        text = (
+            value
+            if isinstance(value, str)
+            else json.dumps(_plain(value))
+            if isinstance(value, (list, dict))
+            else str(value)
+        )
         if pattern is not None:
             match = re.search(pattern, text, flags=re.MULTILINE | re.DOTALL)
             if not match:
-                raise BenchError(f"{self.where}: row {index}: fields.{key}.pattern does not match "
-                                 f"its {column!r} value {text[:60]!r}")
+                raise BenchError(
+                    f"{self.where}: row {index}: fields.{key}.pattern does not match its {column!r} value {text[:60]!r}"
+                )
             text = (match.group(1) if match.groups() else match.group(0)) or ""  # an optional group may match nothing
         if not text.strip():
-            how = (f"fields.{key}.pattern keeps nothing of its {column!r} value" if pattern
-                   else f"its {column!r} value is empty")
-            raise BenchError(f"{self.where}: row {index}: {how} (fields.{key}); "
-                             f"every row needs a {key}: fill it in or delete the row")
+            how = (
+                f"fields.{key}.pattern keeps nothing of its {column!r} value"
+                if pattern
+                else f"its {column!r} value is empty"
+            )
+            raise BenchError(
+                f"{self.where}: row {index}: {how} (fields.{key}); "
+                f"every row needs a {key}: fill it in or delete the row"
+            )
         return text
 
 
@@ -146,9 +170,11 @@ class HubDataset(MappedSource):
             return datasets.load_dataset(name, config, split=split)
         except Exception as error:  # offline and not cached, no such dataset, no such split: one line, with the way out
             first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            raise BenchError(f"{self.where}: hub dataset {name!r} ({config or 'default'} config, {split} split) is not available here "
-                             f"({first}); download it where there is network, or point the suite at a local copy with "
-                             f"`source: {{kind: file, path: FILE, fields: ...}}`") from None
+            raise BenchError(
+                f"{self.where}: hub dataset {name!r} ({config or 'default'} config, {split} split) is not available here "
+                f"({first}); download it where there is network, or point the suite at a local copy with "
+                f"`source: {{kind: file, path: FILE, fields: ...}}`"
+            ) from None
 
     def data_files(self) -> list[Path]:
         """The dataset's Arrow files in the datasets cache (what `load` reads); loading it is what finds them."""

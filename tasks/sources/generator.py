@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.base import TASKS, get_task
-from tasks.sources import SOURCES, Source
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import TASKS, get_task
+from plasticity_bench.tasks.sources import SOURCES, Source
 
 
 @SOURCES.register("generator", "a registered task's seeded generator: task, level, n")
@@ -24,7 +24,9 @@ class Generator(Source):
         if task not in TASKS:
             raise BenchError(f"{self.where}: unknown generator task {task!r}; known: {', '.join(TASKS.names())}")
         if self.options["level"] not in get_task(task).levels:
-            raise BenchError(f"{self.where}: task {task} has no level {self.options['level']!r}; levels: {', '.join(get_task(task).levels)}")
+            raise BenchError(
+                f"{self.where}: task {task} has no level {self.options['level']!r}; levels: {', '.join(get_task(task).levels)}"
+            )
 
     @property
     def task(self) -> str:
@@ -50,7 +52,18 @@ class Generator(Source):
         while len(out) < n:
             for prompt, target, answer, meta in task.make(rng, self.level, n - len(out)):
                 if prompt not in exclude:
-                    out.append(Item(f"train-{self.task}-{self.level}-{len(out)}", task.family, self.task, self.level, prompt, target, answer, meta))
+                    out.append(
+                        Item(
+                            f"train-{self.task}-{self.level}-{len(out)}",
+                            task.family,
+                            self.task,
+                            self.level,
+                            prompt,
+                            target,
+                            answer,
+                            meta,
+                        )
+                    )
         return out[:n]
 
     def max_new_tokens(self) -> int:

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.sources import SOURCES, Source, item_id
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.sources import SOURCES, Source, item_id
 
 LOCAL_TASKS = Path(__file__).resolve().parents[1] / "lmeval"  # tasks/lmeval: the project's own task YAMLs
 
@@ -28,8 +28,13 @@ class LMEvalTask(Source):
     required = ("task",)
     optional = ("metric",)
     default_scorer = "lmeval"
-    provides, meta_keys = frozenset({"lmeval_scores"}), frozenset({"lmeval_doc_id", "lmeval_task"})  # scored by lm-eval only
-    prompt_settings = sampling_settings = frozenset()  # lm-eval renders its own prompt and uses the task's generation kwargs
+    provides, meta_keys = (
+        frozenset({"lmeval_scores"}),
+        frozenset({"lmeval_doc_id", "lmeval_task"}),
+    )  # scored by lm-eval only
+    prompt_settings = sampling_settings = (
+        frozenset()
+    )  # lm-eval renders its own prompt and uses the task's generation kwargs
     requires = ("lm-eval", "datasets")
     runs_itself = True  # lm-eval renders, generates through the run's engine and scores (evaluation/lmeval_sets.py)
 
@@ -54,22 +59,47 @@ class LMEvalTask(Source):
             choices = task.doc_to_choice(doc) if task.OUTPUT_TYPE == "multiple_choice" else None
             answer = choices[target] if choices is not None and isinstance(target, int) else str(target)
             # what re-scoring needs from the run folder alone: the task (a name or its config) and the score's metric
-            meta = {"lmeval_doc_id": doc_id, "lmeval_task": task.config.task, "lmeval_reference": reference,
-                    "lmeval_metric": metric, "lmeval_output_type": task.OUTPUT_TYPE,
-                    **({"lmeval_choices": [str(c) for c in choices]} if choices is not None else {})}
-            items.append(Item(item_id(name, split, f"{doc_id}:{prompt}"), family, name, split, str(prompt), str(answer), str(answer), meta))
+            meta = {
+                "lmeval_doc_id": doc_id,
+                "lmeval_task": task.config.task,
+                "lmeval_reference": reference,
+                "lmeval_metric": metric,
+                "lmeval_output_type": task.OUTPUT_TYPE,
+                **({"lmeval_choices": [str(c) for c in choices]} if choices is not None else {}),
+            }
+            items.append(
+                Item(
+                    item_id(name, split, f"{doc_id}:{prompt}"),
+                    family,
+                    name,
+                    split,
+                    str(prompt),
+                    str(answer),
+                    str(answer),
+                    meta,
+                )
+            )
         return items
 
     def data_files(self) -> list[Path]:
         """A local task's YAML and the data files it names (a built-in task's data: lm-eval's version and its hub cache)."""
         name = str(self.options["task"])
-        path = (Path(name) if Path(name).is_absolute() else self.base_dir / name) if name.endswith((".yaml", ".yml")) \
+        path = (
+            (Path(name) if Path(name).is_absolute() else self.base_dir / name)
+            if name.endswith((".yaml", ".yml"))
             else LOCAL_TASKS / f"{name}.yaml"
+        )
         if not path.is_file():
             return []
         config = task_config(str(path))
         data_files = config.get("dataset_kwargs", {}).get("data_files") if isinstance(config, dict) else None
-        named = list(data_files.values()) if isinstance(data_files, dict) else [data_files] if isinstance(data_files, str) else []
+        named = (
+            list(data_files.values())
+            if isinstance(data_files, dict)
+            else [data_files]
+            if isinstance(data_files, str)
+            else []
+        )
         return [path, *(Path(file) for file in named if Path(file).is_file())]
 
 
@@ -91,14 +121,17 @@ def score_metric(task: Any, wanted: Any, where: str) -> str:
     short = [m.removesuffix(f",{first_filter}") for m in metrics]
     key = metrics[0] if wanted is None else str(wanted) if "," in str(wanted) else f"{wanted},{first_filter}"
     if key not in metrics:
-        raise BenchError(f"{where}: lm-eval task {task.config.task!r} reports no metric {wanted!r}; "
-                         f"its metrics: {', '.join(short)}")
+        raise BenchError(
+            f"{where}: lm-eval task {task.config.task!r} reports no metric {wanted!r}; its metrics: {', '.join(short)}"
+        )
     averaged = [m for m, name in zip(metrics, short) if task.aggregation().get(m.split(",")[0]) is mean]
     if key not in averaged:  # f1, bleu, perplexity: lm-eval computes them over all documents, not per item
-        raise BenchError(f"{where}: lm-eval metric {key.split(',')[0]!r} of task {task.config.task!r} is not a "
-                         f"per-document score "
-                         f"(lm-eval aggregates it over the documents); set `metric:` to one of: "
-                         f"{', '.join(m.removesuffix(f',{first_filter}') for m in averaged) or 'none'}")
+        raise BenchError(
+            f"{where}: lm-eval metric {key.split(',')[0]!r} of task {task.config.task!r} is not a "
+            f"per-document score "
+            f"(lm-eval aggregates it over the documents); set `metric:` to one of: "
+            f"{', '.join(m.removesuffix(f',{first_filter}') for m in averaged) or 'none'}"
+        )
     return key
 
 
@@ -111,7 +144,9 @@ def task_config(name_or_path: str) -> str | dict[str, Any]:
     config = yaml.safe_load(path.read_text())
     data_files = config.get("dataset_kwargs", {}).get("data_files")
     if isinstance(data_files, dict):
-        config["dataset_kwargs"]["data_files"] = {split: str((path.parent / file).resolve()) for split, file in data_files.items()}
+        config["dataset_kwargs"]["data_files"] = {
+            split: str((path.parent / file).resolve()) for split, file in data_files.items()
+        }
     elif isinstance(data_files, str):
         config["dataset_kwargs"]["data_files"] = str((path.parent / data_files).resolve())
     return config
@@ -128,7 +163,9 @@ def build_task(reference: str | dict[str, Any], where: str) -> Any:
     try:
         from lm_eval.tasks import get_task_dict
     except ImportError:
-        raise BenchError(f"{where}: lm-eval is not installed: pip install -e '.[cpu]' (it is in the cpu and gpu extras)") from None
+        raise BenchError(
+            f"{where}: lm-eval is not installed: pip install -e '.[cpu]' (it is in the cpu and gpu extras)"
+        ) from None
     try:
         tasks = get_task_dict([reference], task_manager([reference]))
     except Exception as error:

@@ -4,8 +4,8 @@ models that works offline."""
 
 from __future__ import annotations
 
-from harness.core.items import Item
-from tasks.sources import SOURCES, Source, item_id
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.sources import SOURCES, Source, item_id
 
 
 @SOURCES.register("champ", "CHAMP competition math (champ-dataset package, offline)")
@@ -24,6 +24,16 @@ class Champ(Source):
         for key in sorted(dataset.problems):
             problem = dataset.problems[key]
             solution = " ".join(step.text for step in problem.solution.steps)
-            items.append(Item(item_id(name, split, key), family, name, split, problem.text, solution, problem.answer,
-                              {"category": problem.category, "champ_id": key}))
+            items.append(
+                Item(
+                    item_id(name, split, key),
+                    family,
+                    name,
+                    split,
+                    problem.text,
+                    solution,
+                    problem.answer,
+                    {"category": problem.category, "champ_id": key},
+                )
+            )
         return items

@@ -22,16 +22,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.sources import SOURCES, Source, dedupe, item_id
-from tasks.sources.files import FORMATS, load_table
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.sources import SOURCES, Source, dedupe, item_id
+from plasticity_bench.tasks.sources.files import FORMATS, load_table
 
 MBPP_STOPS = ("\nif __name__", "\nprint(", "\nassert ")  # a program may define several functions: no "\ndef " stop
 MBPP_META = frozenset({"task_id", "test_list", "test_setup_code", "test_imports"})
 
 
-@SOURCES.register("mbpp", "MBPP-style problems (text, code, test_list of asserts) from a local file, graded by execution")
+@SOURCES.register(
+    "mbpp", "MBPP-style problems (text, code, test_list of asserts) from a local file, graded by execution"
+)
 class MBPP(Source):
     required = ("path",)
     optional = ("prompt_tests",)
@@ -56,7 +58,9 @@ class MBPP(Source):
         kind = FORMATS.get(path.suffix.lower())
         if kind is None:
             raise BenchError(f"{self.where}: {path} is not a data file this reads ({', '.join(FORMATS)})")
-        items = [self.item(name, split, family, row, index) for index, row in enumerate(load_table(kind, path, self.where))]
+        items = [
+            self.item(name, split, family, row, index) for index, row in enumerate(load_table(kind, path, self.where))
+        ]
         return dedupe(items, self.where)
 
     def item(self, name: str, split: str, family: str, row: dict[str, Any], index: int) -> Item:
@@ -68,14 +72,27 @@ class MBPP(Source):
         if not isinstance(code, str) or not code.strip():
             raise BenchError(f"{where}: an MBPP row needs `code` (a reference solution), a non-empty string")
         tests = row.get("test_list")
-        if not isinstance(tests, list) or not tests or not all(isinstance(test, str) and test.strip() for test in tests):
-            raise BenchError(f"{where}: `test_list` must be a non-empty list of assert statements (strings), got {tests!r:.80}")
+        if (
+            not isinstance(tests, list)
+            or not tests
+            or not all(isinstance(test, str) and test.strip() for test in tests)
+        ):
+            raise BenchError(
+                f"{where}: `test_list` must be a non-empty list of assert statements (strings), got {tests!r:.80}"
+            )
         setup = row.get("test_setup_code") or ""
         imports = row.get("test_imports") or []
-        if not isinstance(setup, str) or not isinstance(imports, list) or not all(isinstance(line, str) for line in imports):
+        if (
+            not isinstance(setup, str)
+            or not isinstance(imports, list)
+            or not all(isinstance(line, str) for line in imports)
+        ):
             raise BenchError(f"{where}: `test_setup_code` must be a string and `test_imports` a list of strings")
-        for label, source in [*((f"test_list[{k}]", test) for k, test in enumerate(tests)),
-                              ("test_setup_code", setup), ("test_imports", "\n".join(imports))]:
+        for label, source in [
+            *((f"test_list[{k}]", test) for k, test in enumerate(tests)),
+            ("test_setup_code", setup),
+            ("test_imports", "\n".join(imports)),
+        ]:
             try:  # a test that does not compile would fail every checkpoint: refuse it before any generation
                 compile(source, label, "exec")
             except SyntaxError as error:
@@ -84,8 +101,16 @@ class MBPP(Source):
         key = str(task_id) if task_id is not None else text
         meta = {"task_id": key, "test_list": list(tests), "test_setup_code": setup, "test_imports": list(imports)}
         # The answer is what dedupe compares: two rows of one id with different tests are a conflict.
-        return Item(item_id(name, split, key), family, name, split, mbpp_prompt(text, tests[: self.prompt_tests]),
-                    code, "\n".join(tests), meta)
+        return Item(
+            item_id(name, split, key),
+            family,
+            name,
+            split,
+            mbpp_prompt(text, tests[: self.prompt_tests]),
+            code,
+            "\n".join(tests),
+            meta,
+        )
 
 
 def mbpp_prompt(text: str, shown_tests: list[str]) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.sources import SOURCES, Source, item_id
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.sources import SOURCES, Source, item_id
 
 
 @SOURCES.register("reasoning_gym", "a reasoning-gym generator by name, with its own prompts and scorer")
@@ -32,7 +32,18 @@ class ReasoningGym(Source):
             plain = json.loads(json.dumps(entry, default=str))
             key = f"{index}:{plain['question']}"
             meta = {"rg_dataset": self.options["dataset"], "rg_config": config, "rg_entry": plain}
-            items.append(Item(item_id(name, split, key), family, name, split, plain["question"], str(plain["answer"]), str(plain["answer"]), meta))
+            items.append(
+                Item(
+                    item_id(name, split, key),
+                    family,
+                    name,
+                    split,
+                    plain["question"],
+                    str(plain["answer"]),
+                    str(plain["answer"]),
+                    meta,
+                )
+            )
         return items
 
 
@@ -42,4 +53,6 @@ def make_dataset(dataset: str, size: int, seed: int, config: dict[str, Any], whe
     try:
         return reasoning_gym.create_dataset(dataset, size=size, seed=seed, **config)
     except Exception as error:
-        raise BenchError(f"{where}: reasoning-gym cannot make {dataset!r} ({type(error).__name__}: {str(error)[:150]})") from None
+        raise BenchError(
+            f"{where}: reasoning-gym cannot make {dataset!r} ({type(error).__name__}: {str(error)[:150]})"
+        ) from None

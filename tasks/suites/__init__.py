@@ -41,8 +41,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from harness.core.errors import BenchError
-from tasks.sources import SOURCES, Source
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.tasks.sources import SOURCES, Source
 
 SHIPPED = Path(__file__).resolve().parent
 ROLES = ("target", "held-out")
@@ -79,7 +79,9 @@ class EvalSet:
     scorer: str
     published: dict[str, float] = field(default_factory=dict)
     optional: bool = False  # skipped (and said so in run.json) where its data is not available
-    ignored: tuple[str, ...] = ()  # the `defaults:` its source ignores ("prompt.system", "scorer"; tasks/suites/compat.py)
+    ignored: tuple[
+        str, ...
+    ] = ()  # the `defaults:` its source ignores ("prompt.system", "scorer"; tasks/suites/compat.py)
 
     @property
     def slice(self) -> str:
@@ -110,7 +112,9 @@ class Suite:
     easy: TrainSet | None
     hard: TrainSet | None
     families: dict[str, str]  # family -> description, in report order (targets first)
-    foundation: tuple[tuple[str, str, float], ...] = ()  # the organism's pre-training mix (generator task, level, weight)
+    foundation: tuple[
+        tuple[str, str, float], ...
+    ] = ()  # the organism's pre-training mix (generator task, level, weight)
 
     def eval_set(self, slice_: str) -> EvalSet:
         for eval_set in self.eval_sets:
@@ -138,11 +142,25 @@ class Suite:
         available = [s for s in self.eval_sets if s.slice not in skipped]
         target = next(s for s in available if s.role == "target")
         return {
-            "name": self.name, "sha256": self.sha256, "path": str(self.path), "families": self.families,
+            "name": self.name,
+            "sha256": self.sha256,
+            "path": str(self.path),
+            "families": self.families,
             "family_order": list(self.families),  # run.json sorts keys: the order is kept here
-            "target_family": target.family, "target_slice": target.slice,
-            "sets": [{"slice": s.slice, "family": s.family, "role": s.role, "scorer": s.scorer, "source": s.source.name,
-                      "samples": s.sampling.n, "published": s.published} for s in available],
+            "target_family": target.family,
+            "target_slice": target.slice,
+            "sets": [
+                {
+                    "slice": s.slice,
+                    "family": s.family,
+                    "role": s.role,
+                    "scorer": s.scorer,
+                    "source": s.source.name,
+                    "samples": s.sampling.n,
+                    "published": s.published,
+                }
+                for s in available
+            ],
             "skipped": dict(skipped),
         }
 
@@ -208,7 +226,9 @@ def parse_suite(data: Any, path: Path, sha256: str, problems: list[str] | None =
     slices = [s.slice for s in eval_sets]
     duplicate = next((s for s in slices if slices.count(s) > 1), None)
     if duplicate:
-        _attempt(problems, _fail, f"{where}: two evaluation sets are both named {duplicate!r}; give one a `name` or `split`")
+        _attempt(
+            problems, _fail, f"{where}: two evaluation sets are both named {duplicate!r}; give one a `name` or `split`"
+        )
     if raw_sets and len(eval_sets) == len(raw_sets) and not any(s.role == "target" for s in eval_sets):
         _attempt(problems, _fail, f"{where}: no evaluation set has role: target (the set whose gain is plasticity)")
     easy, hard = parse_training(data.get("train"), defaults, path, problems)
@@ -224,8 +244,9 @@ def parse_suite(data: Any, path: Path, sha256: str, problems: list[str] | None =
     if not isinstance(seed, int) or isinstance(seed, bool):
         _attempt(problems, _fail, f"{where}: eval_seed must be an integer")
         seed = 0
-    return Suite(str(name), str(data.get("description", "")), sha256, path, seed, eval_sets, easy, hard, families,
-                 foundation)
+    return Suite(
+        str(name), str(data.get("description", "")), sha256, path, seed, eval_sets, easy, hard, families, foundation
+    )
 
 
 R = TypeVar("R")
@@ -256,8 +277,8 @@ def parse_source(raw: Any, where: str, path: Path) -> Source:
 
 
 def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -> EvalSet:
-    from tasks.scorers import SCORERS  # noqa: PLC0415  (scorers import sources' helpers)
-    from tasks.suites.compat import ignored_defaults, refuse_unhonoured, resolve_scorer
+    from plasticity_bench.tasks.scorers import SCORERS  # noqa: PLC0415  (scorers import sources' helpers)
+    from plasticity_bench.tasks.suites.compat import ignored_defaults, refuse_unhonoured, resolve_scorer
 
     where = f"suite {path.name}, eval set {index}"
     if not isinstance(raw, dict):
@@ -294,12 +315,23 @@ def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -
     optional = raw.get("optional", False)
     if not isinstance(optional, bool):
         raise BenchError(f"{where}: optional must be true or false")
-    return EvalSet(name, split, family, role, source, prompt, sampling, str(scorer), {str(k): float(v) for k, v in published.items()},
-                   optional, ignored)
+    return EvalSet(
+        name,
+        split,
+        family,
+        role,
+        source,
+        prompt,
+        sampling,
+        str(scorer),
+        {str(k): float(v) for k, v in published.items()},
+        optional,
+        ignored,
+    )
 
 
 def check_prompt(prompt: dict[str, Any], where: str) -> None:
-    from tasks.prompting import PromptFormat
+    from plasticity_bench.tasks.prompting import PromptFormat
 
     try:
         PromptFormat.from_mapping(prompt)
@@ -312,14 +344,18 @@ def parse_sampling(raw: dict[str, Any], source: Source, where: str) -> Sampling:
     values = {"max_new_tokens": source.max_new_tokens(), "stop": source.default_stop, **raw}
     number = lambda key, low: _number(values[key], f"{where}: sampling.{key}", low)  # noqa: E731
     sampling = Sampling(
-        max_new_tokens=int(number("max_new_tokens", 1)), temperature=number("temperature", 0.0) if "temperature" in values else 0.0,
-        top_p=number("top_p", 0.0) if "top_p" in values else 1.0, n=int(number("n", 1)) if "n" in values else 1,
+        max_new_tokens=int(number("max_new_tokens", 1)),
+        temperature=number("temperature", 0.0) if "temperature" in values else 0.0,
+        top_p=number("top_p", 0.0) if "top_p" in values else 1.0,
+        n=int(number("n", 1)) if "n" in values else 1,
         stop=tuple(str(s) for s in values["stop"]),
     )
     if not 0 < sampling.top_p <= 1:
         raise BenchError(f"{where}: sampling.top_p must be in (0, 1], got {sampling.top_p}")
     if sampling.n > 1 and sampling.temperature == 0:
-        raise BenchError(f"{where}: sampling.n = {sampling.n} samples at temperature 0 would all be the same; set a temperature")
+        raise BenchError(
+            f"{where}: sampling.n = {sampling.n} samples at temperature 0 would all be the same; set a temperature"
+        )
     return sampling
 
 
@@ -334,8 +370,9 @@ def _number(value: Any, name: str, low: float) -> float:
     return float(value)
 
 
-def parse_training(raw: Any, defaults: dict[str, Any], path: Path,
-                   problems: list[str] | None = None) -> tuple[TrainSet | None, TrainSet | None]:
+def parse_training(
+    raw: Any, defaults: dict[str, Any], path: Path, problems: list[str] | None = None
+) -> tuple[TrainSet | None, TrainSet | None]:
     """The easy and hard training sets; `problems`: collect every problem (see `parse_suite`)."""
     where = f"suite {path.name}, train"
     if raw is None:
@@ -345,13 +382,19 @@ def parse_training(raw: Any, defaults: dict[str, Any], path: Path,
         return None, None
     prompt = {**(defaults.get("prompt") or {}), **(raw.get("prompt") or {})}
     if "source" in raw:
+
         def split_sets() -> tuple[TrainSet, TrainSet]:
             check_keys(raw, TRAIN_SET_KEYS, where)
             difficulty = raw.get("difficulty")
             if not isinstance(difficulty, dict) or set(difficulty) != {"field", "threshold"}:
-                raise BenchError(f"{where}: one training source needs `difficulty: {{field: META_FIELD, threshold: NUMBER}}` to split easy from hard")
+                raise BenchError(
+                    f"{where}: one training source needs `difficulty: {{field: META_FIELD, threshold: NUMBER}}` to split easy from hard"
+                )
             threshold = _number(difficulty["threshold"], f"{where}: difficulty.threshold", -math.inf)
-            sets = [train_set(raw, where, path, prompt, (str(difficulty["field"]), threshold, side), side) for side in ("easy", "hard")]
+            sets = [
+                train_set(raw, where, path, prompt, (str(difficulty["field"]), threshold, side), side)
+                for side in ("easy", "hard")
+            ]
             return sets[0], sets[1]
 
         return _attempt(problems, split_sets) or (None, None)
@@ -359,13 +402,17 @@ def parse_training(raw: Any, defaults: dict[str, Any], path: Path,
     if unknown or "easy" not in raw or "hard" not in raw:
         _attempt(problems, _fail, f"{where}: needs `easy` and `hard` sets (or one `source` with a `difficulty` split)")
         return None, None
-    return (_attempt(problems, train_set, raw["easy"], f"{where}.easy", path, prompt, None, "easy"),
-            _attempt(problems, train_set, raw["hard"], f"{where}.hard", path, prompt, None, "hard"))
+    return (
+        _attempt(problems, train_set, raw["easy"], f"{where}.easy", path, prompt, None, "easy"),
+        _attempt(problems, train_set, raw["hard"], f"{where}.hard", path, prompt, None, "hard"),
+    )
 
 
-def train_set(raw: Any, where: str, path: Path, prompt: dict[str, Any], difficulty: tuple[str, float, str] | None, side: str) -> TrainSet:
-    from tasks.scorers import SCORERS
-    from tasks.suites.compat import ignored_defaults, refuse_unhonoured, resolve_scorer
+def train_set(
+    raw: Any, where: str, path: Path, prompt: dict[str, Any], difficulty: tuple[str, float, str] | None, side: str
+) -> TrainSet:
+    from plasticity_bench.tasks.scorers import SCORERS
+    from plasticity_bench.tasks.suites.compat import ignored_defaults, refuse_unhonoured, resolve_scorer
 
     if not isinstance(raw, dict):
         raise BenchError(f"{where}: must be a mapping with a source")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import yaml
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.base import TASKS, get_task
-from tasks.suites import EvalSet, Suite, TrainSet, _load, parse_suite, suite_file
-from tasks.suites.compat import check_items, unique
-from tasks.suites.items import training_items
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.base import TASKS, get_task
+from plasticity_bench.tasks.suites import EvalSet, Suite, TrainSet, _load, parse_suite, suite_file
+from plasticity_bench.tasks.suites.compat import check_items, unique
+from plasticity_bench.tasks.suites.items import training_items
 
 GENERATED_PROBE = 16  # training items a generator source is asked for: it makes as many as a run wants
 
@@ -95,8 +95,19 @@ def check_eval_set(suite: Suite, eval_set: EvalSet, report: SuiteCheck) -> list[
         except BenchError as error:
             items, status = [], "error"
             report.problems.append(str(error))
-    report.sets.append(SetReport("eval", eval_set.slice, eval_set.family, eval_set.role, source.name,
-                                 str(len(items)) if items else "-", eval_set.scorer, eval_set.ignored, status))
+    report.sets.append(
+        SetReport(
+            "eval",
+            eval_set.slice,
+            eval_set.family,
+            eval_set.role,
+            source.name,
+            str(len(items)) if items else "-",
+            eval_set.scorer,
+            eval_set.ignored,
+            status,
+        )
+    )
     return items
 
 
@@ -108,8 +119,19 @@ def check_train_set(suite: Suite, train: TrainSet, side: str, exclude: frozenset
     except BenchError as error:
         count, status = "-", "error"
         report.problems.append(str(error))
-    report.sets.append(SetReport("train", f"{train.name}/{train.split}", "", side, train.source.name, count,
-                                 train.scorer, train.ignored, status))
+    report.sets.append(
+        SetReport(
+            "train",
+            f"{train.name}/{train.split}",
+            "",
+            side,
+            train.source.name,
+            count,
+            train.scorer,
+            train.ignored,
+            status,
+        )
+    )
 
 
 def foundation_problems(suite: Suite) -> list[str]:
@@ -117,11 +139,15 @@ def foundation_problems(suite: Suite) -> list[str]:
     problems = []
     for task, level, _ in suite.foundation:
         if task not in TASKS:
-            problems.append(f"suite {suite.path.name}, foundation: unknown generator task {task!r}; "
-                            f"known: {', '.join(TASKS.names())}")
+            problems.append(
+                f"suite {suite.path.name}, foundation: unknown generator task {task!r}; "
+                f"known: {', '.join(TASKS.names())}"
+            )
         elif level not in get_task(task).levels:
-            problems.append(f"suite {suite.path.name}, foundation: task {task} has no level {level!r}; "
-                            f"levels: {', '.join(get_task(task).levels)}")
+            problems.append(
+                f"suite {suite.path.name}, foundation: task {task} has no level {level!r}; "
+                f"levels: {', '.join(get_task(task).levels)}"
+            )
     return problems
 
 
@@ -141,13 +167,28 @@ def check_training(suite: Suite, n: int, seed: int, exclude: frozenset[str]) -> 
 def format_check(report: SuiteCheck) -> list[str]:
     """What `bench suites --check` prints: one row per set, then why each skipped set is skipped."""
     header = ("", "slice", "family", "role", "source", "items", "scorer", "status", "ignores")
-    rows = [(s.part, s.slice, s.family or "-", s.role, s.source, s.items, s.scorer, s.status.split(":")[0],
-             ", ".join(s.ignored) or "-") for s in report.sets]
+    rows = [
+        (
+            s.part,
+            s.slice,
+            s.family or "-",
+            s.role,
+            s.source,
+            s.items,
+            s.scorer,
+            s.status.split(":")[0],
+            ", ".join(s.ignored) or "-",
+        )
+        for s in report.sets
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [f"suite {report.name} ({report.path})"]
     for row in [header, *rows]:
         cells = [cell.rjust(width) if i == 5 else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))]
         lines.append("  " + "  ".join(cells).rstrip())
-    lines += [f"  {s.slice} is optional and skipped here: {s.status.split(': ', 1)[1]}"
-              for s in report.sets if s.status.startswith("skipped")]
+    lines += [
+        f"  {s.slice} is optional and skipped here: {s.status.split(': ', 1)[1]}"
+        for s in report.sets
+        if s.status.startswith("skipped")
+    ]
     return lines

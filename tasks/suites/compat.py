@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.scorers import SCORERS, Scorer
-from tasks.sources import SOURCES, Source
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.scorers import SCORERS, Scorer
+from plasticity_bench.tasks.sources import SOURCES, Source
 
 # What a missing capability is called in an error (tasks.sources.CAPABILITIES describes each).
 CAPABILITY_WORDS = {
@@ -53,14 +53,17 @@ def fit_problem(source: Source, scorer: str) -> str | None:
     if any(word.startswith("item meta") for word in lacks) and "meta" in source.optional:
         ways.append("list those columns under the source's `meta:`")
     judge = SCORERS.get(scorer)
-    kinds = [entry.name for entry in SOURCES
-             if judge.needs <= entry.obj.provides and judge.needs_meta <= entry.obj.meta_keys]
+    kinds = [
+        entry.name for entry in SOURCES if judge.needs <= entry.obj.provides and judge.needs_meta <= entry.obj.meta_keys
+    ]
     if kinds:
         ways.append(f"sources it scores: {', '.join(kinds)}")
     fitting = fitting_scorers(source)
     ways.append(f"scorers that fit source kind {source.name}: {', '.join(fitting) if fitting else 'none'}")
-    return (f"scorer {scorer} needs {' and '.join(lacks)}, which items of source kind {source.name} lack "
-            f"({'; '.join(ways)})")
+    return (
+        f"scorer {scorer} needs {' and '.join(lacks)}, which items of source kind {source.name} lack "
+        f"({'; '.join(ways)})"
+    )
 
 
 def resolve_scorer(source: Source, scorer: str, inherited: bool, where: str) -> tuple[str, tuple[str, ...]]:
@@ -85,8 +88,10 @@ def refuse_unhonoured(source: Source, raw: Mapping[str, Any], where: str) -> Non
         if ignored:
             kept = ", ".join(f"{section}.{key}" for key in sorted(honoured))
             keeps = f"it honours {kept} only" if honoured else f"it honours no {section} setting"
-            raise BenchError(f"{where}: source kind {source.name} ignores {', '.join(ignored)} ({keeps}); "
-                             f"remove {'it' if len(ignored) == 1 else 'them'} from the set")
+            raise BenchError(
+                f"{where}: source kind {source.name} ignores {', '.join(ignored)} ({keeps}); "
+                f"remove {'it' if len(ignored) == 1 else 'them'} from the set"
+            )
 
 
 def ignored_defaults(source: Source, defaults: Mapping[str, Any]) -> tuple[str, ...]:

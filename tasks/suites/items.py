@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from harness.core.errors import BenchError
-from harness.core.items import Item
-from tasks.suites import EvalSet, Suite, TrainSet
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.suites import EvalSet, Suite, TrainSet
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def load_eval_items(suite: Suite, per_slice: int | None = None) -> EvalItems:
     """The suite's evaluation items, set by set; `per_slice` keeps the first n of each (smoke runs).
     An optional set whose data is not available is skipped (`EvalItems.skipped`); any other
     problem, or no target set with items, is a one-line BenchError."""
-    from tasks.suites.compat import check_items
+    from plasticity_bench.tasks.suites.compat import check_items
 
     per_set: list[list[Item]] = []
     skipped: dict[str, str] = {}
@@ -64,7 +64,7 @@ def load_eval_items(suite: Suite, per_slice: int | None = None) -> EvalItems:
 def training_items(suite: Suite, train: TrainSet, n: int, seed: int, exclude: frozenset[str]) -> list[Item]:
     """Items of one training set (n of them for generated sources; a file's rows, up to n, otherwise),
     never a prompt of `exclude` (the suite's evaluation prompts), each with its scorer named in meta."""
-    from tasks.suites.compat import check_items
+    from plasticity_bench.tasks.suites.compat import check_items
 
     family = suite.target_sets[0].family if suite.target_sets else ""
     items = train.source.train_items(train.name, train.split, family, seed, n, exclude)
@@ -72,12 +72,16 @@ def training_items(suite: Suite, train: TrainSet, n: int, seed: int, exclude: fr
         field_name, threshold, side = train.difficulty
         missing = [item.id for item in items if not isinstance(item.meta.get(field_name), (int, float))]
         if missing:
-            raise BenchError(f"suite {suite.path.name}, train: item {missing[0]} has no numeric meta field "
-                             f"{field_name!r} (list it under the source's `meta`)")
+            raise BenchError(
+                f"suite {suite.path.name}, train: item {missing[0]} has no numeric meta field "
+                f"{field_name!r} (list it under the source's `meta`)"
+            )
         items = [item for item in items if (item.meta[field_name] <= threshold) == (side == "easy")]
         if not items:
-            raise BenchError(f"suite {suite.path.name}, train: no {side} items (difficulty {field_name} "
-                             f"{'<=' if side == 'easy' else '>'} {threshold})")
+            raise BenchError(
+                f"suite {suite.path.name}, train: no {side} items (difficulty {field_name} "
+                f"{'<=' if side == 'easy' else '>'} {threshold})"
+            )
     check_items(train.scorer, items[:n], train.source.where)
     if train.source.generated_per_seed:  # they carry their own verifier and budget (their task)
         return items[:n]
@@ -94,13 +98,16 @@ def foundation_items(suite: Suite, n: int, seed: int, exclude: frozenset[str]) -
     """About n items of the suite's `foundation:` mix, each (task, level) in proportion to its
     weight, drawn at `seed`, none of `exclude`: what the organism pre-trains on and what replay replays."""
     total = sum(weight for _, _, weight in suite.foundation)
-    return [item for task, level, weight in suite.foundation
-            for item in generator_items(suite, task, level, max(1, round(n * weight / total)), seed, exclude)]
+    return [
+        item
+        for task, level, weight in suite.foundation
+        for item in generator_items(suite, task, level, max(1, round(n * weight / total)), seed, exclude)
+    ]
 
 
 def generator_items(suite: Suite, task: str, level: str, n: int, seed: int, exclude: frozenset[str]) -> list[Item]:
     """n training items of a generator task (the organism's pre-training mix), none of `exclude`."""
-    from tasks.sources.generator import Generator
+    from plasticity_bench.tasks.sources.generator import Generator
 
     source = Generator({"task": task, "level": level}, f"suite {suite.name}, foundation", suite.path.parent)
     return source.train_items(task, level, "", seed, n, exclude)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from harness.backends.base import BACKENDS, Capabilities, SamplingParams
-from harness.backends.hf import HFBackend
+from plasticity_bench.harness.backends.base import BACKENDS, Capabilities, SamplingParams
+from plasticity_bench.harness.backends.hf import HFBackend
 
 ADDITION = re.compile(r"What is (\d+) \+ (\d+)\?")
 

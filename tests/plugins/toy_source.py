@@ -7,8 +7,8 @@ options, scored by the shipped `numeric` scorer. tests/test_extension_points.py 
 
 from __future__ import annotations
 
-from harness.core.items import Item
-from tasks.sources import SOURCES, Source, item_id
+from plasticity_bench.harness.core.items import Item
+from plasticity_bench.tasks.sources import SOURCES, Source, item_id
 
 
 @SOURCES.register("toy", "additions made from the set's own options: count, start")

@@ -24,9 +24,7 @@ from .verdicts import DETAIL_CHARS, FAILURES, classify
 MAX_REPLY_BYTES = 32 << 20  # a larger answer is a resource-limit failure (it would bloat the checker)
 POLL_MS_WITHOUT_PIDFD = 50  # kernels before 5.3: look at the runner's state this often instead
 BUILTIN_EXCEPTIONS = {
-    name: value
-    for name, value in vars(builtins).items()
-    if isinstance(value, type) and issubclass(value, Exception)
+    name: value for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, Exception)
 }
 BUILTIN_NAMES = {name: value for name, value in vars(builtins).items() if not name.startswith("__")}
 

@@ -156,8 +156,13 @@ _SECCOMP_ARCHITECTURES = {  # uname machine: (AUDIT_ARCH_*, syscall numbers, fir
     ),
     "aarch64": (0xC00000B7, {"socket": 198, "socketpair": 199, "clone": 220, "unshare": 97, "setns": 268}, None),
 }
-_COMMON_SYSCALLS = {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "clone3": 435,
-                    "pidfd_getfd": 438}
+_COMMON_SYSCALLS = {
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "clone3": 435,
+    "pidfd_getfd": 438,
+}
 _BPF_LD_W_ABS, _BPF_ALU_AND_K, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x54, 0x15, 0x35, 0x45, 0x06
 _SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
 _EPERM, _ENOSYS, _SOCK_STREAM, _SOCK_TYPE_MASK = 1, 38, 1, 0xF
@@ -190,7 +195,11 @@ def seccomp_filter(machine: str) -> bytes:
     audit_arch, numbers, x32_base = _SECCOMP_ARCHITECTURES[machine]
     numbers = {**numbers, **_COMMON_SYSCALLS}
     denied = ("socket", "unshare", "setns", "io_uring_setup", "io_uring_enter", "io_uring_register", "pidfd_getfd")
-    program: list[tuple] = [(_BPF_LD_W_ABS, _ARCH, 0, 0), (_BPF_JEQ_K, audit_arch, 0, "deny"), (_BPF_LD_W_ABS, _NR, 0, 0)]
+    program: list[tuple] = [
+        (_BPF_LD_W_ABS, _ARCH, 0, 0),
+        (_BPF_JEQ_K, audit_arch, 0, "deny"),
+        (_BPF_LD_W_ABS, _NR, 0, 0),
+    ]
     if x32_base is not None:  # the x32 ABI reaches the same kernel code under other numbers
         program.append((_BPF_JGE_K, x32_base, "deny", 0))
     program += [(_BPF_JEQ_K, numbers[name], "deny", 0) for name in denied]
