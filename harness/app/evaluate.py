@@ -97,7 +97,7 @@ def evaluate_sweep(
     try:
         by_slice: dict[str, list] = {}
         for item in items:
-            by_slice.setdefault(f"{item.task}/{item.level}", []).append(item)
+            by_slice.setdefault(item.slice, []).append(item)
         metadata = {
             "fingerprint": fingerprint,
             "method": label,

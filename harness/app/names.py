@@ -36,7 +36,7 @@ def registered_names(package: str, registry: str) -> tuple[str, ...]:
 
 
 def method_names() -> tuple[str, ...]:
-    return registered_names("trainers", "TRAINERS")
+    return registered_names("plasticity_bench.trainers", "TRAINERS")
 
 
 def backend_names() -> tuple[str, ...]:
@@ -71,7 +71,7 @@ def _plugin_registers(kind: str, name: str) -> bool:
 def shipped_suite_names() -> list[str]:
     """The shipped suites' names (tasks/suites/*.yaml), found without importing `tasks`, whose
     import loads every task and reasoning-gym (≈ 0.8 s)."""
-    spec = importlib.util.find_spec("tasks")  # a top-level package: located, not executed
+    spec = importlib.util.find_spec("plasticity_bench.tasks")  # located, not executed
     if spec is None or spec.origin is None:
         return []
     return sorted(path.stem for path in (Path(spec.origin).parent / "suites").glob("*.yaml"))

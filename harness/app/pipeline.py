@@ -211,7 +211,7 @@ def check_prompts_fit_organism(organism: OrganismConfig, suite: Suite, items: Se
     tokenizer = build_tokenizer()
     by_set: dict[str, list[int]] = {}
     for item in items:
-        by_set.setdefault(f"{item.task}/{item.level}", []).append(
+        by_set.setdefault(item.slice, []).append(
             len(tokenizer.encode(item.prompt, add_special_tokens=False))
         )
     for slice_, lengths in by_set.items():
@@ -333,7 +333,7 @@ def run_fingerprint(config: RunConfig, suite: Suite, identity: dict[str, Any] | 
 def run_metadata(run: PreparedRun, base_model: Path) -> dict:
     by_slice: dict[str, list[Item]] = {}
     for item in run.items:
-        by_slice.setdefault(f"{item.task}/{item.level}", []).append(item)
+        by_slice.setdefault(item.slice, []).append(item)
     return {
         "fingerprint": run_fingerprint(run.config, run.suite),
         "data_identity": suite_identity(run.suite, training=True),
@@ -661,7 +661,7 @@ def generation_backend(
 
 
 def eval_set_of(suite: Suite, item: Item) -> EvalSet:
-    return suite.eval_set(f"{item.task}/{item.level}")
+    return suite.eval_set(item.slice)
 
 
 def checkpoint_dir(store: RunStore, record: CheckpointRecord) -> Path:
@@ -740,7 +740,7 @@ def write_prompts(store: RunStore, suite: Suite, items: list[Item], model_dir: P
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     by_set: dict[str, list[Item]] = {}
     for item in items:
-        by_set.setdefault(f"{item.task}/{item.level}", []).append(item)
+        by_set.setdefault(item.slice, []).append(item)
     prompts: dict[str, str] = {}
     for slice_, set_items in by_set.items():
         eval_set = suite.eval_set(slice_)

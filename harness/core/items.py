@@ -24,5 +24,10 @@ class Item:
     answer: str  # the final answer the scorer checks
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def slice(self) -> str:
+        """The evaluation set it belongs to, as suites, records and reports name it: "task/level"."""
+        return f"{self.task}/{self.level}"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

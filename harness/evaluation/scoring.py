@@ -67,7 +67,7 @@ def score_run(store: RunStore) -> pd.DataFrame:
         raise BenchError(
             f"{store.root} has generations for items it does not hold (e.g. {unknown[0]}); re-generate the run"
         )
-    slices = generations.item_id.map(lambda i: f"{items[i].task}/{items[i].level}")
+    slices = generations.item_id.map(lambda i: items[i].slice)
     frames = []
     notes: dict[str, Note] = {}
     for (slice_, _step), group in generations.assign(slice=slices).groupby(["slice", "step"], sort=True):

@@ -140,7 +140,7 @@ def dedupe(items: Sequence[Item], where: str) -> list[Item]:
         kept = first.setdefault(item.id, item)
         if kept is item:
             continue
-        named = f"{where} ({item.task}/{item.level})"
+        named = f"{where} ({item.slice})"
         if kept.prompt != item.prompt:  # the data's own `id` column repeats an id
             raise BenchError(
                 f"{named}: two rows share one id but hold different questions, {_short(kept.prompt)} and "
@@ -155,7 +155,7 @@ def dedupe(items: Sequence[Item], where: str) -> list[Item]:
         dropped += 1
     if dropped:
         message = (
-            f"{where} ({items[0].task}/{items[0].level}): {dropped} exact duplicate row(s) "
+            f"{where} ({items[0].slice}): {dropped} exact duplicate row(s) "
             f"(same question and answer) dropped; {len(first)} items kept"
         )
         if message not in _WARNED:  # a set is read more than once per command (checks, then the run): said once
