@@ -143,7 +143,7 @@ def matched_gain(study: dict, a: str = "grpo", b: str = "sft") -> dict:
 def target_change_on_first(folder: Path, n: int) -> tuple[float, float, float]:
     """The target slice's final − start change on its first n items (in evaluation-set order),
     with the paired 95% interval the run's report gives: (change, low, high) in points."""
-    from plasticity_bench.harness.evaluation.stats import PairedCounts, paired_difference_interval
+    from plasticity_bench.harness.evaluation.change import paired_change
 
     run = load_run(folder)
     task, level = run.target_slice.split("/")
@@ -151,9 +151,8 @@ def target_change_on_first(folder: Path, n: int) -> tuple[float, float, float]:
     records = run.records[run.records.item_id.isin(ids)].set_index("item_id")
     start = records[records.step == run.start_step].correct.loc[ids]
     final = records[records.step == run.final_step].correct.loc[ids]
-    counts = PairedCounts.from_outcomes(start.tolist(), final.tolist())
-    low, high = paired_difference_interval(counts)
-    return 100 * counts.difference, 100 * low, 100 * high
+    change = paired_change(start.tolist(), final.tolist())
+    return change.change, change.low, change.high
 
 
 def resolution_rows(study: dict, sizes: tuple[int, ...] = (200, 600)) -> list[str]:
@@ -299,12 +298,18 @@ def main() -> None:
         "machine": f"{platform.machine()}, {cpu['model'] or 'cpu'} (torch kernels: {cpu['torch_capability']}), {os.cpu_count()} cores",
     }
     RESULTS.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float))
+    lines = report_lines(args, seconds, result["machine"], study) + claim_lines(claims, matched, kl)
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
-    lines = [
+
+def report_lines(args: argparse.Namespace, seconds: float, machine: str, study: dict) -> list[str]:
+    """The report up to the claims: every arm's table, the resolution rows and each arm's own objective."""
+    return [
         "# Calibration and every method × seeds on the embedded default",
         "",
         f"`python benchmarks/bench_calibration.py` (study folder {args.out}, seeds {args.seeds}, {args.jobs} jobs, "
-        f"{seconds / 60:.0f} min for the runs this invocation had to do; finished runs are skipped), {result['machine']}.",
+        f"{seconds / 60:.0f} min for the runs this invocation had to do; finished runs are skipped), {machine}.",
         "",
         "## Every arm: mean ± standard error across seeds (points)",
         "",
@@ -320,6 +325,12 @@ def main() -> None:
         "",
         *objective_rows(study),
         "",
+    ]
+
+
+def claim_lines(claims: dict[str, dict], matched: dict, kl: dict) -> list[str]:
+    """The claims' verdicts, then the two computed here from pairs of runs."""
+    lines = [
         "## Claims (95% Welch interval of the difference of the means across seeds)",
         "",
         "| claim | verdict | tests |",
@@ -343,8 +354,7 @@ def main() -> None:
         f"- Spearman ρ(KL(π₀‖π), forgetting) over {kl.get('points', 0)} checkpoints of {kl.get('runs', 0)} runs: {kl['rho']:+.2f} "
         f"[{kl['low']:+.2f}, {kl['high']:+.2f}] (bootstrap over runs) → **{kl['verdict']}**",
     ]
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -36,22 +36,14 @@ OFFLINE_SETS = ("champ/test", "knights_knaves/test", "syllogism/test", "humaneva
 
 
 def phase_shares(per_set: int, work: Path) -> list[str]:
-    from plasticity_bench.harness.app.pipeline import eval_set_of, write_prompts
-    from plasticity_bench.harness.backends import SamplingParams
+    from plasticity_bench.harness.app.stages.prompts import write_prompts
     from plasticity_bench.harness.backends.hf import HFBackend
-    from plasticity_bench.harness.evaluation.scoring import score_group
     from plasticity_bench.harness.store import RunStore, write_parquet_atomic
     from plasticity_bench.tasks.suites import load_suite
-    from plasticity_bench.tasks.suites.items import load_eval_items
     from tests.chat_model import build_chat_model
 
     suite = load_suite("standard")
-    items = [item for item in load_eval_items(suite).items if f"{item.task}/{item.level}" in OFFLINE_SETS]
-    by_set: dict[str, list] = {}
-    for item in items:
-        by_set.setdefault(f"{item.task}/{item.level}", [])
-        if len(by_set[f"{item.task}/{item.level}"]) < per_set:
-            by_set[f"{item.task}/{item.level}"].append(item)
+    by_set = offline_items(suite, per_set)
     chosen = [item for group in by_set.values() for item in group]
     model = build_chat_model(work / "model", head_dim=32, max_positions=16384)
     store = RunStore(work / "run")
@@ -64,6 +56,35 @@ def phase_shares(per_set: int, work: Path) -> list[str]:
         batch_size=2
     )  # ARC prompts run to ~13k character tokens: eager attention over them is memory-hungry
     backend.load(model)
+    rows, tokens, per_set_rows = generate_and_score(backend, suite, by_set, prompts, timings)
+    t0 = time.perf_counter()
+    store.write_generations(0, rows)
+    write_parquet_atomic(pd.DataFrame(rows).assign(score=0.0), store.root / "records.parquet")
+    timings["store"] = time.perf_counter() - t0
+    return phase_table(per_set, tokens, timings, per_set_rows)
+
+
+def offline_items(suite, per_set: int) -> dict[str, list]:
+    """The first PER_SET evaluation items of each of OFFLINE_SETS, by set."""
+    from plasticity_bench.tasks.suites.items import load_eval_items
+
+    items = [item for item in load_eval_items(suite).items if f"{item.task}/{item.level}" in OFFLINE_SETS]
+    by_set: dict[str, list] = {}
+    for item in items:
+        by_set.setdefault(f"{item.task}/{item.level}", [])
+        if len(by_set[f"{item.task}/{item.level}"]) < per_set:
+            by_set[f"{item.task}/{item.level}"].append(item)
+    return by_set
+
+
+def generate_and_score(
+    backend, suite, by_set: dict[str, list], prompts: dict[str, str], timings: dict[str, float]
+) -> tuple[list[dict], int, list[str]]:
+    """Generate then score set by set, adding to TIMINGS; returns the records, the tokens generated and a row per set."""
+    from plasticity_bench.harness.app.stages.prompts import eval_set_of
+    from plasticity_bench.harness.backends import SamplingParams
+    from plasticity_bench.harness.evaluation.scoring import score_group
+
     rows, tokens = [], 0
     per_set_rows = []
     for slice_, group in by_set.items():
@@ -85,10 +106,10 @@ def phase_shares(per_set: int, work: Path) -> list[str]:
         per_set_rows.append(
             f"| {slice_} | {len(group)} | {eval_set_of(suite, group[0]).scorer} | {generate:.1f} | {score:.2f} |"
         )
-    t0 = time.perf_counter()
-    store.write_generations(0, rows)
-    write_parquet_atomic(pd.DataFrame(rows).assign(score=0.0), store.root / "records.parquet")
-    timings["store"] = time.perf_counter() - t0
+    return rows, tokens, per_set_rows
+
+
+def phase_table(per_set: int, tokens: int, timings: dict[str, float], per_set_rows: list[str]) -> list[str]:
     total = sum(timings.values())
     lines = [
         "## 1. Where the evaluation stage's time goes (offline `standard` sets)",

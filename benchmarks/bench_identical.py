@@ -1,10 +1,14 @@
 """Behaviour unchanged: the same runs made with the code of a git revision and of the working tree.
 
 For the default `bench run --method rps` and a smoke run (`--preset smoke`) of every method,
-this runs the CLI twice — once with the code of REV (checked out by `git worktree add` into a
-temporary folder and run with that folder as cwd and PYTHONPATH, so `python -m harness.app.cli`
-imports that tree's packages ahead of the editable install) and once with the working tree —
-and compares byte for byte:
+this runs the CLI twice — once with the code of REV (extracted by `git archive` into a temporary
+folder and run with that folder as cwd and PYTHONPATH, so the CLI module imports that tree's
+packages ahead of the editable install) and once with the working tree — and compares byte for
+byte. The CLI module is the one the tree holds: `plasticity_bench.harness.app.cli` where the tree
+has plasticity_bench/ (its links to the folders survive `git archive`), else `harness.app.cli`
+(a tree whose folders were installed under their own names).
+
+The files compared:
 
   * `records.parquet`, every column except `answer` (the one column the working tree may add),
   * `aggregates.parquet` and `train_log.parquet` (pandas `DataFrame.equals`, column order too),
@@ -18,6 +22,9 @@ always made afresh. Prints a Markdown table (run, file, identical) and exits 1 i
 
     OMP_NUM_THREADS=1 python benchmarks/bench_identical.py [--rev e15ef5c] [--work DIR]
         [--methods rps sft] [--no-default] [--side before|after|both|compare]
+
+`--side after` with the --work of an earlier `--side before` (or `both`) call makes the working
+tree's runs and compares them with REV's kept runs.
 """
 
 from __future__ import annotations
@@ -44,8 +51,18 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 SMOKE_CONFIGS = {"dpo": ("offline pairs", "options: {reward: answer, pairs_from: start}\n")}
 
 
+PACKAGE = "plasticity_bench"  # the one import name of a tree that has this folder
+FOLDERS = ("harness", "tasks", "trainers", "reports")
+
+
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def extract(commit: str, into: Path) -> None:
+    """COMMIT's files into INTO (symbolic links stay links), leaving the repository untouched."""
+    archive = subprocess.run(["git", "archive", commit], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
 
 
 def methods_of(tree: Path) -> list[str]:
@@ -62,8 +79,14 @@ class RunFailed(Exception):
     """`bench` exited non-zero; the message is its last stderr line (a BenchError is one line)."""
 
 
+def modules_of(tree: Path) -> list[str]:
+    """The names TREE's folders import under: plasticity_bench.<folder> where it has that package, else bare."""
+    prefix = f"{PACKAGE}." if (tree / PACKAGE / "__init__.py").is_file() else ""
+    return [prefix + folder for folder in FOLDERS]
+
+
 def cli(tree: Path, *args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
-    """`python -m harness.app.cli ARGS` with TREE's code: cwd and PYTHONPATH are the tree, which
+    """`python -m <harness>.app.cli ARGS` with TREE's code: cwd and PYTHONPATH are the tree, which
     sys.path puts ahead of the editable install's finder (appended to sys.meta_path)."""
     env = {
         **os.environ,
@@ -72,7 +95,7 @@ def cli(tree: Path, *args: str, env_extra: dict[str, str]) -> subprocess.Complet
         **env_extra,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
+        [sys.executable, "-m", f"{modules_of(tree)[0]}.app.cli", *args],
         cwd=tree,
         env=env,
         capture_output=True,
@@ -85,8 +108,9 @@ def cli(tree: Path, *args: str, env_extra: dict[str, str]) -> subprocess.Complet
 
 
 def check_imports_from(tree: Path) -> None:
-    """Guard the premise: in TREE, `import harness` must load TREE's harness, not the install's."""
-    code = "import harness, tasks, trainers, reports; print(*(m.__file__ for m in (harness, tasks, trainers, reports)))"
+    """Guard the premise: in TREE, the CLI's packages must load from TREE, not from the install."""
+    names = modules_of(tree)
+    code = f"import importlib; print(*(importlib.import_module(n).__file__ for n in {names!r}))"
     env = {**os.environ, "PYTHONPATH": str(tree)}
     files = subprocess.run(
         [sys.executable, "-c", code], cwd=tree, env=env, check=True, capture_output=True, text=True
@@ -205,8 +229,8 @@ def main() -> None:
         "--side",
         choices=("before", "after", "both", "compare"),
         default="both",
-        help="make only REV's runs (before), only the working tree's (after), or both and compare; "
-        "compare: only compare the runs earlier calls made",
+        help="before: make only REV's runs; after: make the working tree's and compare them with REV's kept "
+        "runs; both: make both and compare; compare: only compare the runs earlier calls made",
     )
     parser.add_argument("--cache", help="organism cache shared by both trees (default: PLASTICITY_BENCH_CACHE)")
     args = parser.parse_args()
@@ -219,19 +243,19 @@ def main() -> None:
     print(f"rev {args.rev} = {commit[:12]}; runs: {', '.join(label for label, _ in plan)}", flush=True)
 
     if args.side in ("before", "both"):
-        tree = Path(tempfile.mkdtemp(prefix="bench-identical-tree-")) / "tree"
-        git("worktree", "add", "--detach", str(tree), commit)
+        tree = Path(tempfile.mkdtemp(prefix="bench-identical-tree-"))
         try:
+            extract(commit, tree)
             check_imports_from(tree)
-            print(f"{commit[:12]} (in {tree}):", flush=True)
+            print(f"{commit[:12]} (in {tree}, as {modules_of(tree)[0]}):", flush=True)
             make_runs(tree, before, plan, cache, reuse=True)
         finally:
-            git("worktree", "remove", "--force", str(tree))
+            shutil.rmtree(tree, ignore_errors=True)
     if args.side in ("after", "both"):
         check_imports_from(ROOT)
         print("working tree:", flush=True)
         make_runs(ROOT, after, plan, cache, reuse=False)
-    if args.side not in ("both", "compare"):
+    if args.side == "before":
         return
     rows = compare(before, after, plan)
     print()

@@ -116,44 +116,30 @@ def claim(name: str, a: str, b: str, key: str, table: dict, lower_is_better: boo
     return f"- **{name}**: {a} {key} {ma:+.1f} ± {sa:.1f} vs {b} {mb:+.1f} ± {sb:.1f} → {verdict}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", nargs="+", default=METHODS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-methods")
-    args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    # The organism is built once, before the pool, so parallel runs do not race to build it.
-    subprocess.run(
-        [sys.executable, "-m", "plasticity_bench.harness.app.cli", "base", "-q"],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    jobs = [(m, s) for s in args.seeds for m in args.methods]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        folders = list(pool.map(lambda job: run(*job, args.work), jobs))
-    per_run = {job: run_summary(folder) for job, folder in zip(jobs, folders)}
+def mean_table(per_run: dict[tuple[str, int], dict], methods: list[str], seeds: list[int]) -> dict[str, dict]:
+    """method → measure → (mean, standard error) over the seeds."""
     keys = sorted({k for summary in per_run.values() for k in summary})
-    table = {
+    return {
         m: {
-            k: mean_se([per_run[(m, s)][k] for s in args.seeds if k in per_run[(m, s)]])
+            k: mean_se([per_run[(m, s)][k] for s in seeds if k in per_run[(m, s)]])
             for k in keys
-            if k in per_run[(m, args.seeds[0])]
+            if k in per_run[(m, seeds[0])]
         }
-        for m in args.methods
+        for m in methods
     }
 
-    def cell(method: str, key: str, digits: int = 1) -> str:
-        if key not in table[method]:
-            return "–"
-        mean, se = table[method][key]
-        return f"{mean:+.{digits}f} ± {se:.{digits}f}" if not math.isnan(se) else f"{mean:+.{digits}f}"
 
+def cell(table: dict[str, dict], method: str, key: str, digits: int = 1) -> str:
+    if key not in table[method]:
+        return "–"
+    mean, se = table[method][key]
+    return f"{mean:+.{digits}f} ± {se:.{digits}f}" if not math.isnan(se) else f"{mean:+.{digits}f}"
+
+
+def table_lines(args: argparse.Namespace, table: dict[str, dict], elapsed: float) -> list[str]:
+    """The methods' table, then PCR's conflict statistics where PCR ran."""
     lines = [
-        f"Seeds {args.seeds}; {args.jobs} runs at a time, one torch thread each; whole sweep {time.time() - started:.0f} s of wall time.",
+        f"Seeds {args.seeds}; {args.jobs} runs at a time, one torch thread each; whole sweep {elapsed:.0f} s of wall time.",
         "Mean ± standard error over seeds. Gain: hard in-domain accuracy change (points) from start to the final checkpoint;",
         "OOD change: mean over the out-of-domain families (reasoning, code); roughness: Σ|Δ| − |ΣΔ| over checkpoints (0 = monotone).",
         "",
@@ -163,16 +149,21 @@ def main() -> None:
     for m in args.methods:
         seconds = table[m]["seconds"][0]
         lines.append(
-            f"| {m} | {cell(m, 'gain')} | {cell(m, 'ood_change')} | {cell(m, 'easy_change')} | {cell(m, 'roughness_gain')} | {cell(m, 'roughness_ood')} | {seconds:.0f} |"
+            f"| {m} | {cell(table, m, 'gain')} | {cell(table, m, 'ood_change')} | {cell(table, m, 'easy_change')} | {cell(table, m, 'roughness_gain')} | {cell(table, m, 'roughness_ood')} | {seconds:.0f} |"
         )
     if "pcr" in table:
         lines += [
             "",
             "PCR over training: conflict rate (share of MLP blocks whose two gradients conflict), mean; first and last quarter of steps; α where in conflict.",
             "",
-            f"- conflict rate {cell('pcr', 'conflict_rate', 3)} (first quarter {cell('pcr', 'conflict_first_q', 3)}, last quarter {cell('pcr', 'conflict_last_q', 3)}); α {cell('pcr', 'alpha', 3)}",
+            f"- conflict rate {cell(table, 'pcr', 'conflict_rate', 3)} (first quarter {cell(table, 'pcr', 'conflict_first_q', 3)}, last quarter {cell(table, 'pcr', 'conflict_last_q', 3)}); α {cell(table, 'pcr', 'alpha', 3)}",
         ]
-    lines += ["", "Claims:"]
+    return lines
+
+
+def claim_lines(table: dict[str, dict]) -> list[str]:
+    """The claims whose two methods both ran."""
+    lines = ["", "Claims:"]
     if {"rps", "eps"} <= set(table):
         lines.append(claim("RPS forgets less than EPS", "rps", "eps", "ood_change", table))
     if {"spot", "sft"} <= set(table):
@@ -198,6 +189,31 @@ def main() -> None:
                 lower_is_better=True,
             )
         )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-methods")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    # The organism is built once, before the pool, so parallel runs do not race to build it.
+    subprocess.run(
+        [sys.executable, "-m", "plasticity_bench.harness.app.cli", "base", "-q"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    jobs = [(m, s) for s in args.seeds for m in args.methods]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        folders = list(pool.map(lambda job: run(*job, args.work), jobs))
+    per_run = {job: run_summary(folder) for job, folder in zip(jobs, folders)}
+    table = mean_table(per_run, args.methods, args.seeds)
+    lines = table_lines(args, table, time.time() - started) + claim_lines(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -34,17 +34,18 @@ RESULTS = ROOT / "benchmarks" / "results" / "resume.md"
 
 def train_once(method: str, preset: str, work: Path, with_state: bool) -> dict:
     """One train stage; returns its seconds, the seconds inside save_trainer_state and sizes."""
-    import plasticity_bench.harness.app.pipeline as pipeline
+    import plasticity_bench.harness.app.stages.train as pipeline
     from plasticity_bench.harness.app.config import load_config
     from plasticity_bench.harness.app.organism import ensure_organism
+    from plasticity_bench.harness.app.stages.prepare import metadata_of_run, prepare
     from plasticity_bench.harness.backends import BackendPool
     from plasticity_bench.harness.store import RunStore, read_manifest
 
     config = load_config(preset, overrides={"method": method})
     out = work / f"{method}-{'with' if with_state else 'without'}-{time.monotonic_ns()}"
-    run = pipeline.prepare(config, out)
+    run = prepare(config, out)
     base = ensure_organism(run.config.organism, run.suite, quiet=True)
-    store = RunStore.open_or_create(out, pipeline.run_metadata(run, base), run.items)
+    store = RunStore.open_or_create(out, metadata_of_run(run, base), run.items)
     real_save = pipeline.save_trainer_state
     inside = {"seconds": 0.0, "saves": 0}
 
@@ -76,59 +77,42 @@ def train_once(method: str, preset: str, work: Path, with_state: bool) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--methods", nargs="+", default=["rps", "grpo"])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder [default: a temporary one]")
-    args = parser.parse_args()
-
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    load_before = os.getloadavg()
-    started = time.time()
-    rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or Path(scratch)
-        for method in args.methods:
-            runs: dict[bool, list[dict]] = {False: [], True: []}
-            for repeat in range(args.repeats):
-                for with_state in (False, True) if repeat % 2 == 0 else (True, False):  # alternate which goes first
-                    result = train_once(method, args.preset, work, with_state)
-                    runs[with_state].append(result)
-                    print(
-                        f"{method} {'with' if with_state else 'without'} state: {result['seconds']:.1f} s train stage, "
-                        f"{result['save_seconds']:.2f} s in {result['saves']} state saves",
-                        flush=True,
-                    )
-            without = statistics.median(r["seconds"] for r in runs[False])
-            with_ = statistics.median(r["seconds"] for r in runs[True])
-            inside = statistics.median(r["save_seconds"] for r in runs[True])
-            share_inside = statistics.median(r["save_seconds"] / r["seconds"] for r in runs[True])
-            last = runs[True][-1]
-            rows.append(
-                {
-                    "method": method,
-                    "steps": last["steps"],
-                    "checkpoints": last["checkpoints"],
-                    "without": without,
-                    "with": with_,
-                    "difference": (with_ - without) / without,
-                    "inside": inside,
-                    "share_inside": share_inside,
-                    "per_save": inside / max(1, last["saves"]),
-                    "state_mb": last["state_bytes"] / 2**20,
-                    "model_mb": last["model_bytes"] / 2**20,
-                    "all_without": [round(r["seconds"], 1) for r in runs[False]],
-                    "all_with": [round(r["seconds"], 1) for r in runs[True]],
-                }
+def measure(method: str, preset: str, work: Path, repeats: int) -> dict:
+    """REPEATS train stages of METHOD with and without the state file, alternating which goes first; one table row."""
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for repeat in range(repeats):
+        for with_state in (False, True) if repeat % 2 == 0 else (True, False):  # alternate which goes first
+            result = train_once(method, preset, work, with_state)
+            runs[with_state].append(result)
+            print(
+                f"{method} {'with' if with_state else 'without'} state: {result['seconds']:.1f} s train stage, "
+                f"{result['save_seconds']:.2f} s in {result['saves']} state saves",
+                flush=True,
             )
-    load_after = os.getloadavg()
-    elapsed = time.time() - started
+    without = statistics.median(r["seconds"] for r in runs[False])
+    with_ = statistics.median(r["seconds"] for r in runs[True])
+    inside = statistics.median(r["save_seconds"] for r in runs[True])
+    share_inside = statistics.median(r["save_seconds"] / r["seconds"] for r in runs[True])
+    last = runs[True][-1]
+    return {
+        "method": method,
+        "steps": last["steps"],
+        "checkpoints": last["checkpoints"],
+        "without": without,
+        "with": with_,
+        "difference": (with_ - without) / without,
+        "inside": inside,
+        "share_inside": share_inside,
+        "per_save": inside / max(1, last["saves"]),
+        "state_mb": last["state_bytes"] / 2**20,
+        "model_mb": last["model_bytes"] / 2**20,
+        "all_without": [round(r["seconds"], 1) for r in runs[False]],
+        "all_with": [round(r["seconds"], 1) for r in runs[True]],
+    }
+
+
+def report_lines(args: argparse.Namespace, rows: list[dict], load_before, load_after, elapsed: float) -> list[str]:
+    import torch
 
     lines = [
         "# Resumable training state: what saving it costs",
@@ -160,6 +144,30 @@ def main() -> None:
         f"Whole benchmark: {elapsed / 60:.0f} min.",
         "",
     ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=["rps", "grpo"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder [default: a temporary one]")
+    args = parser.parse_args()
+
+    import torch  # noqa: F401  (loaded before the clock starts, as the runs load it)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    load_before = os.getloadavg()
+    started = time.time()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work or Path(scratch)
+        rows = [measure(method, args.preset, work, args.repeats) for method in args.methods]
+    load_after = os.getloadavg()
+    elapsed = time.time() - started
+    lines = report_lines(args, rows, load_before, load_after, elapsed)
     RESULTS.write_text("\n".join(lines))
     print("\n".join(lines))
 

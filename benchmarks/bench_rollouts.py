@@ -35,6 +35,18 @@ class Timings:
     vllm_generate: list[float] = field(default_factory=list)
 
 
+@dataclass
+class Workload:
+    """The rollouts both backends replay: GRPO-shaped prompt groups, then one DPO-shaped batch."""
+
+    organism: Path
+    tokenizer: object
+    hard: list
+    max_tokens: int
+    grpo_prompts: list[list[str]]
+    dpo_prompts: list[str]
+
+
 def per_rollout(organism: Path, rollouts: int, scratch: Path) -> tuple[Timings, Timings, float, dict[str, float]]:
     """(GRPO-shape timings, DPO-shape timings, engine start seconds, training step seconds by engine state).
 
@@ -42,16 +54,41 @@ def per_rollout(organism: Path, rollouts: int, scratch: Path) -> tuple[Timings, 
     cores (see `training_steps`). Both phases replay the same updates from the same start, so
     they sample from identical weights.
     """
+    from plasticity_bench.harness.backends.base import SamplingParams
+    from plasticity_bench.harness.backends.vllm_backend import VLLMBackend
+    from plasticity_bench.trainers.rollouts import PolicySampler
+
+    work = workload(organism, rollouts)
+    tokenizer, hard = work.tokenizer, work.hard
+    steps = {"no engine": training_steps(organism, tokenizer, hard)}
+    grpo_hf, dpo_hf = replay(work, PolicySampler(), None)
+    engine = VLLMBackend()
+    synced = PolicySampler.with_engine(engine, scratch)
+    model, _ = trainable(organism, tokenizer, hard)
+    started = time.perf_counter()
+    synced.sync(model, tokenizer)  # starts the engine
+    engine_start = time.perf_counter() - started
+    grpo_vllm, dpo_vllm = replay(work, synced, engine)
+    engine.generate(work.dpo_prompts[:32], SamplingParams(work.max_tokens))
+    steps["engine running, right after a generate"] = training_steps(organism, tokenizer, hard)
+    time.sleep(10)
+    steps["engine running, idle for 10 s"] = training_steps(organism, tokenizer, hard)
+    synced.close()
+    engine.close()
+    grpo = Timings(grpo_hf.hf, grpo_vllm.vllm_sync, grpo_vllm.vllm_generate)
+    dpo = Timings(dpo_hf.hf, dpo_vllm.vllm_sync, dpo_vllm.vllm_generate)
+    return grpo, dpo, engine_start, steps
+
+
+def workload(organism: Path, rollouts: int) -> Workload:
+    """`rollouts` groups of 4 hard micro-suite prompts, and 512 such prompts for the DPO shape."""
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     import plasticity_bench.tasks  # noqa: F401  (registers the tasks)
-    from plasticity_bench.harness.backends.base import SamplingParams
-    from plasticity_bench.harness.backends.vllm_backend import VLLMBackend
     from plasticity_bench.tasks.base import get_task
     from plasticity_bench.tasks.suites import load_suite
     from plasticity_bench.tasks.suites.items import load_eval_items, training_items
-    from plasticity_bench.trainers.rollouts import PolicySampler
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-sync bar
     tokenizer = AutoTokenizer.from_pretrained(organism)
@@ -61,54 +98,36 @@ def per_rollout(organism: Path, rollouts: int, scratch: Path) -> tuple[Timings, 
     max_tokens = get_task(hard[0].task).max_new_tokens
     grpo_prompts = [[hard[(4 * r + k) % len(hard)].prompt for k in range(4)] for r in range(rollouts)]
     dpo_prompts = [item.prompt for item in hard[:512]]
+    return Workload(organism, tokenizer, hard, max_tokens, grpo_prompts, dpo_prompts)
 
-    def replay(sampler: PolicySampler, engine: VLLMBackend | None) -> tuple[Timings, Timings]:
-        """An update, then a GRPO-shaped rollout, `rollouts` times; then one DPO-shaped rollout."""
-        model, update = trainable(organism, tokenizer, hard)
-        grpo, dpo = Timings(), Timings()
-        for rollout, prompts in enumerate(grpo_prompts):
-            update()
-            timed(sampler, engine, model, grpo, prompts, SamplingParams(max_tokens, temperature=1.0, n=8, seed=rollout))
-        timed(sampler, engine, model, dpo, dpo_prompts, SamplingParams(max_tokens, temperature=1.0, n=8, seed=0))
-        return grpo, dpo
 
-    def timed(
-        sampler: PolicySampler,
-        engine: VLLMBackend | None,
-        model,
-        into: Timings,
-        prompts: list[str],
-        params: SamplingParams,
-    ) -> None:
-        t0 = time.perf_counter()
-        if engine is None:
-            sampler.sample(model, tokenizer, prompts, params)
-            into.hf.append(time.perf_counter() - t0)
-            return
-        sampler.sync(model, tokenizer)
-        t1 = time.perf_counter()
-        engine.generate(prompts, params)
-        into.vllm_sync.append(t1 - t0)
-        into.vllm_generate.append(time.perf_counter() - t1)
+def replay(work: Workload, sampler, engine) -> tuple[Timings, Timings]:
+    """An update, then a GRPO-shaped rollout, `rollouts` times; then one DPO-shaped rollout."""
+    from plasticity_bench.harness.backends.base import SamplingParams
 
-    steps = {"no engine": training_steps(organism, tokenizer, hard)}
-    grpo_hf, dpo_hf = replay(PolicySampler(), None)
-    engine = VLLMBackend()
-    synced = PolicySampler.with_engine(engine, scratch)
-    model, _ = trainable(organism, tokenizer, hard)
-    started = time.perf_counter()
-    synced.sync(model, tokenizer)  # starts the engine
-    engine_start = time.perf_counter() - started
-    grpo_vllm, dpo_vllm = replay(synced, engine)
-    engine.generate(dpo_prompts[:32], SamplingParams(max_tokens))
-    steps["engine running, right after a generate"] = training_steps(organism, tokenizer, hard)
-    time.sleep(10)
-    steps["engine running, idle for 10 s"] = training_steps(organism, tokenizer, hard)
-    synced.close()
-    engine.close()
-    grpo = Timings(grpo_hf.hf, grpo_vllm.vllm_sync, grpo_vllm.vllm_generate)
-    dpo = Timings(dpo_hf.hf, dpo_vllm.vllm_sync, dpo_vllm.vllm_generate)
-    return grpo, dpo, engine_start, steps
+    model, update = trainable(work.organism, work.tokenizer, work.hard)
+    grpo, dpo = Timings(), Timings()
+    for rollout, prompts in enumerate(work.grpo_prompts):
+        update()
+        params = SamplingParams(work.max_tokens, temperature=1.0, n=8, seed=rollout)
+        timed(sampler, engine, model, work.tokenizer, grpo, prompts, params)
+    params = SamplingParams(work.max_tokens, temperature=1.0, n=8, seed=0)
+    timed(sampler, engine, model, work.tokenizer, dpo, work.dpo_prompts, params)
+    return grpo, dpo
+
+
+def timed(sampler, engine, model, tokenizer, into: Timings, prompts: list[str], params) -> None:
+    """One rollout: sampled in memory where there is no engine, else a sync then the engine's generate."""
+    t0 = time.perf_counter()
+    if engine is None:
+        sampler.sample(model, tokenizer, prompts, params)
+        into.hf.append(time.perf_counter() - t0)
+        return
+    sampler.sync(model, tokenizer)
+    t1 = time.perf_counter()
+    engine.generate(prompts, params)
+    into.vllm_sync.append(t1 - t0)
+    into.vllm_generate.append(time.perf_counter() - t1)
 
 
 def trainable(organism: Path, tokenizer, items) -> tuple[object, Callable[[], None]]:
@@ -181,37 +200,26 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "--organism", type=Path, help="model folder [default: the embedded default organism, built if needed]"
+def base_organism() -> Path:
+    """The embedded default organism's folder, as `bench base` prints it (built if needed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "plasticity_bench.harness.app.cli", "base", "-q"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    parser.add_argument("--rollouts", type=int, default=20)
-    parser.add_argument("--methods", nargs="*", default=["grpo", "dpo"])
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-rollouts")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    organism = args.organism or Path(
-        subprocess.run(
-            [sys.executable, "-m", "plasticity_bench.harness.app.cli", "base", "-q"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    from bench_vllm import machine  # the same machine description as the vLLM benchmark (a sibling script)
+    return Path(done.stdout.strip().splitlines()[-1])
 
-    header = machine()
-    grpo, dpo, engine_start, steps = per_rollout(
-        organism, args.rollouts, Path(tempfile.mkdtemp(prefix="bench-rollouts-")) / "policy"
-    )
+
+def per_rollout_section(
+    rollouts: int, methods: list[str], organism: Path, grpo: Timings, dpo: Timings, engine_start: float, steps
+) -> list[str]:
+    """The report's header and section 1: per-rollout times, training steps beside an engine, the break-even."""
     lines = [
         "# Rollouts: the policy in memory (hf) vs a vLLM engine synced to it (vllm)",
         "",
-        f"Generated by `python benchmarks/bench_rollouts.py --rollouts {args.rollouts} --methods {' '.join(args.methods)}`.",
+        f"Generated by `python benchmarks/bench_rollouts.py --rollouts {rollouts} --methods {' '.join(methods)}`.",
         "",
         f"## 1. Per rollout, organism `{organism}`",
         "",
@@ -223,7 +231,7 @@ def main() -> None:
         "| --- | --- | --- | --- | --- |",
     ]
     for label, t in (
-        (f"GRPO: 4 prompts x 8 samples, after an update ({args.rollouts} rollouts)", grpo),
+        (f"GRPO: 4 prompts x 8 samples, after an update ({rollouts} rollouts)", grpo),
         ("DPO/SPoT setup: 512 prompts x 8 samples (once)", dpo),
     ):
         vllm_total = median(t.vllm_sync) + median(t.vllm_generate)
@@ -245,27 +253,54 @@ def main() -> None:
     else:
         verdict = "vllm is **slower per rollout** than the policy in memory, so its start is never repaid"
     lines += ["", f"GRPO-shaped rollouts: {verdict}.", ""]
+    return lines
+
+
+def end_to_end_section(methods: list[str], work: Path) -> list[str]:
+    """Section 2: a `bench run` per method and rollout backend, its train stage split into its parts."""
+    lines = [
+        "## 2. End to end: `bench run --method M --rollout-backend B` (embedded default, seed 0)",
+        "",
+        "| method | rollout backend | train stage (s) | rollouts | engine start (s) | syncs total (s) | sampling total (s) | the rest of training (s) | hard change | reasoning change | code change |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for method in methods:
+        for backend in ("hf", "vllm"):
+            r = end_to_end(method, backend, work)
+            s = r["rollouts"]
+            rest = r["train"] - s["engine_start_seconds"] - s["sync_seconds"] - s["generate_seconds"]
+            lines.append(
+                f"| {method} | {backend} | {r['train']:.0f} | {s['rollouts']} | {s['engine_start_seconds']:.1f} | {s['sync_seconds']:.1f} | "
+                f"{s['generate_seconds']:.1f} | {rest:.0f} | {r['hard']:+.1f} | {r['reasoning']:+.1f} | {r['code']:+.1f} |"
+            )
+    lines += [
+        "",
+        "The two backends draw different random samples (torch's sampler vs vLLM's), so the runs' scores differ "
+        "within seed-to-seed noise; that the synced engine scores text exactly as the policy does after every update is what tests/test_rollouts.py checks.",
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--organism", type=Path, help="model folder [default: the embedded default organism, built if needed]"
+    )
+    parser.add_argument("--rollouts", type=int, default=20)
+    parser.add_argument("--methods", nargs="*", default=["grpo", "dpo"])
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-rollouts")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    organism = args.organism or base_organism()
+    from bench_vllm import machine  # the same machine description as the vLLM benchmark (a sibling script)
+
+    header = machine()
+    grpo, dpo, engine_start, steps = per_rollout(
+        organism, args.rollouts, Path(tempfile.mkdtemp(prefix="bench-rollouts-")) / "policy"
+    )
+    lines = per_rollout_section(args.rollouts, args.methods, organism, grpo, dpo, engine_start, steps)
     if args.methods:
-        lines += [
-            "## 2. End to end: `bench run --method M --rollout-backend B` (embedded default, seed 0)",
-            "",
-            "| method | rollout backend | train stage (s) | rollouts | engine start (s) | syncs total (s) | sampling total (s) | the rest of training (s) | hard change | reasoning change | code change |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for method in args.methods:
-            for backend in ("hf", "vllm"):
-                r = end_to_end(method, backend, args.work)
-                s = r["rollouts"]
-                rest = r["train"] - s["engine_start_seconds"] - s["sync_seconds"] - s["generate_seconds"]
-                lines.append(
-                    f"| {method} | {backend} | {r['train']:.0f} | {s['rollouts']} | {s['engine_start_seconds']:.1f} | {s['sync_seconds']:.1f} | "
-                    f"{s['generate_seconds']:.1f} | {rest:.0f} | {r['hard']:+.1f} | {r['reasoning']:+.1f} | {r['code']:+.1f} |"
-                )
-        lines += [
-            "",
-            "The two backends draw different random samples (torch's sampler vs vLLM's), so the runs' scores differ "
-            "within seed-to-seed noise; that the synced engine scores text exactly as the policy does after every update is what tests/test_rollouts.py checks.",
-        ]
+        lines += end_to_end_section(args.methods, args.work)
     lines += [
         "",
         f"Whole benchmark: {(time.perf_counter() - started) / 60:.0f} min.",

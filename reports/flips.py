@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from plasticity_bench.harness.evaluation.runs import slice_column
 from plasticity_bench.reports.data import RunData
 
 SHOWN_PER_DIRECTION = 8  # per family and direction; the rest is counted, not shown
@@ -17,7 +18,7 @@ LOST, GAINED = "right → wrong", "wrong → right"
 
 def flipped_items(run: RunData) -> pd.DataFrame:
     """One row per item whose correctness differs between the start and the final checkpoint."""
-    records = run.records.assign(slice=run.records.task + "/" + run.records.level)
+    records = run.records.assign(slice=slice_column(run.records))
     # `parsed`: the scorer's answer (records' `answer`; the items' `answer` is the expected one)
     records = records.rename(columns={"answer": "parsed"}) if "answer" in records else records.assign(parsed="")
     start = records[records.step == run.start_step].set_index("item_id")
@@ -53,7 +54,8 @@ def flips_table_html(flips: pd.DataFrame, start_step: int, final_step: int) -> s
     more = len(flips) - len(shown)
     rest = f"<p class=note>… and {more} more not shown.</p>" if more else ""
     return (
-        f"<table class=items><thead><tr><th>slice</th><th>prompt</th><th>expected</th><th>output at step {start_step}</th>"
+        "<table class=items><thead><tr><th>slice</th><th>prompt</th><th>expected</th>"
+        f"<th>output at step {start_step}</th>"
         f"<th>output at step {final_step}</th></tr></thead><tbody>{rows}</tbody></table>{rest}"
     )
 

@@ -1,15 +1,12 @@
-"""The libraries a run's suite used to make its items and judge its outputs (the report's
-provenance table lists these, not a fixed list): from run.json's `data_identity`
-(tasks/identity.py), or, for runs recorded without one, from what its sets' sources and
-scorers declare, at the versions its provenance recorded."""
+"""The libraries with which a run's suite makes its items and judges its outputs (the report's
+provenance table lists these, not a fixed list), from run.json's `data_identity`
+(tasks/identity.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from plasticity_bench.tasks.identity import libraries
-from plasticity_bench.tasks.scorers import SCORERS
-from plasticity_bench.tasks.sources import SOURCES
 
 BASE_LIBRARIES = ("torch", "transformers")  # every run's model code
 
@@ -17,16 +14,7 @@ BASE_LIBRARIES = ("torch", "transformers")  # every run's model code
 def suite_libraries(meta: dict[str, Any]) -> dict[str, str]:
     """distribution → version of each library the run's sets used."""
     identity = meta.get("data_identity")
-    if isinstance(identity, dict):
-        return libraries(identity)
-    names: set[str] = set()
-    for spec in (meta.get("suite_spec") or {}).get("sets", []):
-        if spec.get("source") in SOURCES:
-            names.update(SOURCES.get(spec["source"]).requires)
-        if spec.get("scorer") in SCORERS:
-            names.update(SCORERS.get(spec["scorer"]).requires)
-    recorded = (meta.get("provenance") or {}).get("packages") or {}
-    return {name: str(recorded.get(name, "–")) for name in sorted(names)}
+    return libraries(identity) if isinstance(identity, dict) else {}
 
 
 def library_rows(metas: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:

@@ -188,23 +188,31 @@ def _interval(test: Mapping[str, Any]) -> str:
     return f"{test['difference']:+.2f} [{test['low']:+.2f}, {test['high']:+.2f}]"
 
 
-def study_html(data: Mapping[str, Any], curves_png: bytes, training_png: bytes | None = None) -> str:
-    families = data["held_out_families"]
-    head = (
-        "<tr><th>method</th><th>seeds</th><th>target gain</th><th>seeds gaining (95%)</th><th>same-skill change</th><th>held-out change (mean)</th>"
+def _methods_head(families: Sequence[str]) -> str:
+    return (
+        "<tr><th>method</th><th>seeds</th><th>target gain</th><th>seeds gaining (95%)</th><th>same-skill change</th>"
+        "<th>held-out change (mean)</th>"
         + "".join(f"<th>{html.escape(f)} change</th>" for f in families)
         + "<th>KL to start</th><th>target roughness</th></tr>"
     )
+
+
+def _method_rows(data: Mapping[str, Any], families: Sequence[str]) -> list[str]:
     body = []
     for method, entry in data["methods"].items():
         m = entry["metrics"]
         body.append(
             f"<tr data-method='{html.escape(method)}'><td>{html.escape(method)}</td><td>{len(entry['runs'])}</td>"
-            f"<td>{_pm(m.get('target_gain'))}</td><td>{_significant_seeds(entry)}</td><td>{_pm(m.get('same_skill_change'))}</td>"
+            f"<td>{_pm(m.get('target_gain'))}</td><td>{_significant_seeds(entry)}</td>"
+            f"<td>{_pm(m.get('same_skill_change'))}</td>"
             f"<td>{_pm(m.get('ood_change'))}</td>"
             + "".join(f"<td>{_pm(m.get(f'held_out:{f}'))}</td>" for f in families)
             + f"<td>{_pm(m.get('kl_to_start'), 3)}</td><td>{_pm(m.get('target_roughness'))}</td></tr>"
         )
+    return body
+
+
+def _claim_rows(data: Mapping[str, Any]) -> list[str]:
     claims = []
     for claim in data["claims"]:
         if claim["verdict"] == "not run":
@@ -219,28 +227,38 @@ def study_html(data: Mapping[str, Any], curves_png: bytes, training_png: bytes |
             f"<tr data-verdict='{html.escape(claim['verdict'])}'><td>{html.escape(claim['claim'])}</td>"
             f"<td><b>{html.escape(claim['verdict'])}</b></td><td>{detail}</td></tr>"
         )
+    return claims
+
+
+def study_html(data: Mapping[str, Any], curves_png: bytes, training_png: bytes | None = None) -> str:
+    families = data["held_out_families"]
+    head, body, claims = _methods_head(families), _method_rows(data, families), _claim_rows(data)
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
 <title>plasticity-bench study</title><style>{STYLE}</style></head>
 <body><main>
 <h1>plasticity-bench study</h1>
-<p class=sub>suite <b>{html.escape(data["suite"])}</b> · target <b>{html.escape(data["target"])}</b> · methods {html.escape(", ".join(data["methods"]))}</p>
+<p class=sub>suite <b>{html.escape(data["suite"])}</b> · target <b>{html.escape(data["target"])}</b>
+· methods {html.escape(", ".join(data["methods"]))}</p>
 <h2 id=methods>Methods across seeds</h2>
-<p class=note>Mean ± standard error across seeds (sample sd / √seeds) of each run's final − start, in points. Target gain: on
-{html.escape(data["target"])} (seeds gaining: runs whose own paired 95% interval of the gain lies above 0); same-skill change: the target
-family's other slices (e.g. easy items of the target skill);
+<p class=note>Mean ± standard error across seeds (sample sd / √seeds) of each run's final − start, in points.
+Target gain: on {html.escape(data["target"])} (seeds gaining: runs whose own paired 95% interval of the gain lies
+above 0); same-skill change: the target family's other slices (e.g. easy items of the target skill);
 held-out change: mean over {html.escape(", ".join(families))} (negative is forgetting). KL to start:
-KL(π₀‖π) at the final checkpoint (nats per sequence). Target roughness: RMS of the second differences of the target curve (lower is smoother).</p>
+KL(π₀‖π) at the final checkpoint (nats per sequence). Target roughness: RMS of the second differences of the
+target curve (lower is smoother).</p>
 <table class='summary numbers'><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>
 <h2 id=curves>Curves</h2>
 <figure>{_image(curves_png, "accuracy vs step per method, mean across seeds with standard-error bands")}
 <figcaption>Mean across seeds at each checkpoint; band: ±1 standard error across seeds.</figcaption></figure>
 {training_section(training_png)}
 <h2 id=claims>Claims</h2>
-<p class=note>Each test: difference of the two methods' means across seeds (a − b, or a − 0) with its 95% Welch interval. Supported: the
-interval lies wholly on the claimed side of 0; contradicted: wholly on the other; inconclusive: otherwise (or fewer than 2 seeds). A claim
-is supported when all its tests are, contradicted when any is.</p>
-<table class=claims><thead><tr><th>claim</th><th>verdict</th><th>tests</th></tr></thead><tbody>{"".join(claims)}</tbody></table>
+<p class=note>Each test: difference of the two methods' means across seeds (a − b, or a − 0) with its 95% Welch
+interval. Supported: the interval lies wholly on the claimed side of 0; contradicted: wholly on the other;
+inconclusive: otherwise (or fewer than 2 seeds). A claim is supported when all its tests are, contradicted when
+any is.</p>
+<table class=claims><thead><tr><th>claim</th><th>verdict</th><th>tests</th></tr></thead>
+<tbody>{"".join(claims)}</tbody></table>
 </main></body></html>
 """
 
@@ -249,7 +267,8 @@ def training_section(png: bytes | None) -> str:
     if png is None:
         return ""
     return (
-        "<h2 id=training>Training objectives</h2><p class=note>Each method's own objective per step, from its first seed's "
+        "<h2 id=training>Training objectives</h2>"
+        "<p class=note>Each method's own objective per step, from its first seed's "
         "<code>train_log.parquet</code> (faint: every step; bold: rolling mean over 5% of the steps).</p>"
         f"<figure>{_image(png, 'training objectives vs step, one line per method (first seed)')}</figure>"
     )

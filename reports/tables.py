@@ -8,9 +8,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from plasticity_bench.harness.evaluation.change import paired_change
 from plasticity_bench.harness.evaluation.roles import HELD_OUT, group_role
+from plasticity_bench.harness.evaluation.runs import slice_column
 from plasticity_bench.harness.evaluation.scoring import ALL
-from plasticity_bench.harness.evaluation.stats import PairedCounts, paired_difference_interval
 from plasticity_bench.reports.data import RunData, display_name, family_order
 
 STAGE_TIMES = ("train", "generate", "score")
@@ -34,11 +35,11 @@ def headline_rows(aggregates: pd.DataFrame, target_family: str, families: list[s
 def change_table(run: RunData) -> pd.DataFrame:
     """Per family/slice: start, final and best score, and final − start with a 95% interval.
 
-    Start and final are the same items, so the interval is the paired one
-    (stats.paired_difference_interval, Agresti–Min): it uses the items that flipped.
-    `significant` means the interval excludes 0.
+    Start and final are the same items, so the interval is the paired one the gate uses
+    (change.paired_change, Agresti–Min): it uses the items that flipped. `significant` means the
+    interval excludes 0. The change itself is final − start of the scores shown (avg@n).
     """
-    records = run.records.assign(slice=run.records.task + "/" + run.records.level)
+    records = run.records.assign(slice=slice_column(run.records))
     start = records[records.step == run.start_step].set_index("item_id").sort_index()
     final = records[records.step == run.final_step].set_index("item_id").loc[start.index]
     rows = []
@@ -47,8 +48,7 @@ def change_table(run: RunData) -> pd.DataFrame:
     ):
         first, last = group.iloc[0], group.iloc[-1]
         in_group = (start.family == family) & ((start.slice == slice_) | (slice_ == ALL))
-        counts = PairedCounts.from_outcomes(start.correct[in_group], final.correct[in_group])
-        low, high = paired_difference_interval(counts)
+        paired = paired_change(start.correct[in_group], final.correct[in_group])
         best = group.loc[group.score.idxmax()]
         rows.append(
             {
@@ -60,11 +60,11 @@ def change_table(run: RunData) -> pd.DataFrame:
                 "best": float(best.score),
                 "best_step": int(best.step),
                 "change": float(last.score - first.score),
-                "change_lo": 100 * low,
-                "change_hi": 100 * high,
-                "significant": low > 0 or high < 0,
-                "lost": counts.lost,
-                "gained": counts.gained,
+                "change_lo": paired.low,
+                "change_hi": paired.high,
+                "significant": paired.significant,
+                "lost": paired.lost,
+                "gained": paired.gained,
                 **row_role(run, family, slice_),
             }
         )
@@ -145,9 +145,11 @@ def interval_bar(change: float, low: float, high: float, scale: float) -> str:
 
     colour = {"up": "#1a7f37", "down": "#c62828"}.get(_change_class(low, high), "#777")
     return (
-        f"<svg class=bar width={width} height={height} viewBox='0 0 {width} {height}' role=img aria-label='change {change:+.1f}'>"
+        f"<svg class=bar width={width} height={height} viewBox='0 0 {width} {height}' role=img "
+        f"aria-label='change {change:+.1f}'>"
         f"<line x1={width / 2} x2={width / 2} y1=0 y2={height} stroke='#bbb'/>"
-        f"<line x1={x(low):.1f} x2={x(high):.1f} y1={height / 2} y2={height / 2} stroke='{colour}' stroke-width=3 stroke-linecap=round/>"
+        f"<line x1={x(low):.1f} x2={x(high):.1f} y1={height / 2} y2={height / 2} stroke='{colour}' stroke-width=3 "
+        "stroke-linecap=round/>"
         f"<circle cx={x(change):.1f} cy={height / 2} r=3.5 fill='{colour}' stroke=white/></svg>"
     )
 
@@ -184,7 +186,8 @@ def results_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
         for run, table in zip(runs, tables):
             r = table[(table.family == family) & (table.slice == slice_)].iloc[0]
             body.append(
-                f"<tr data-family='{html.escape(family)}' data-slice='{html.escape(slice_)}' data-method='{html.escape(run.label)}'>"
+                f"<tr data-family='{html.escape(family)}' data-slice='{html.escape(slice_)}' "
+                f"data-method='{html.escape(run.label)}'>"
                 f"<td>{html.escape(run.label)}</td><td>{r.n}</td><td>{r.start:.1f}</td><td>{r.final:.1f}</td>"
                 f"<td>{r.best:.1f}</td><td>{r.best_step}</td>"
                 f"<td class='{_change_class(r.change_lo, r.change_hi)}'>{r.change:+.1f}</td>"
@@ -209,8 +212,9 @@ def summary_table_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame]) 
     head = (
         "<tr><th>method</th><th>in-domain gain</th><th>95% CI</th><th>out-of-domain change</th>"
         + same_skill_head
-        + "<th title='KL(π₀‖π) at the final checkpoint, nats per sequence, on the hard training prompts'>KL to start</th>"
-        "<th>training steps</th><th>examples seen</th><th>train</th><th>generate</th><th>score</th><th>total time</th></tr>"
+        + "<th title='KL(π₀‖π) at the final checkpoint, nats per sequence, on the hard training prompts'>"
+        "KL to start</th><th>training steps</th><th>examples seen</th>"
+        "<th>train</th><th>generate</th><th>score</th><th>total time</th></tr>"
     )
     body = []
     for run, table in zip(runs, tables):

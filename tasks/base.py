@@ -18,14 +18,6 @@ from typing import Any, ClassVar, NamedTuple
 from plasticity_bench.harness.core.items import Item
 from plasticity_bench.harness.core.registry import Registry
 
-# family -> what it stands for in the report. The in-domain family is the one post-training targets.
-FAMILIES: dict[str, str] = {
-    "math": "in-domain math (multi-step arithmetic with worked steps)",
-    "reasoning": "out-of-domain reasoning (string and list manipulation)",
-    "code": "program synthesis (graded by executing the program)",
-}
-IN_DOMAIN_FAMILY = "math"
-
 
 class Candidate(NamedTuple):
     """One generated item before it has an id: what `Task.make` returns."""

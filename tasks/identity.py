@@ -95,15 +95,9 @@ def suite_identity(suite: Suite, training: bool) -> dict[str, Any]:
 
 
 def fingerprinted(identity: dict[str, Any]) -> dict[str, Any]:
-    """What a fingerprint adds for `identity`: nothing when no set reads a file or needs a library
-    (the micro suite), so such runs keep the fingerprint they had before identities were recorded."""
-    used = any(
-        spec[key]
-        for group in identity.values()
-        for spec in group.values()
-        for key in ("files", "source_packages", "scorer_packages")
-    )
-    return {"data_identity": identity} if used else {}
+    """What a fingerprint adds for `identity`: the whole of it, so a changed data file or library
+    version gives another run."""
+    return {"data_identity": identity}
 
 
 def libraries(identity: dict[str, Any]) -> dict[str, str]:

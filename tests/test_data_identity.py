@@ -15,6 +15,7 @@ import pytest
 
 from plasticity_bench.harness.app.refresh import check_data
 from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.store import RUN_FORMAT
 from plasticity_bench.tasks.identity import fingerprinted
 from tests.chat_model import build_chat_model
 from tests.suite_files import GSM8K_ROWS, MATH500_ROWS, write_jsonl
@@ -36,9 +37,11 @@ eval:
     scorer: math_verify
 train:
   easy:
-    source: {kind: file, path: easy.jsonl, fields: {prompt: question, target: answer, answer: {field: answer, pattern: "####\\\\s*(.+?)\\\\s*$"}}}
+    source: {kind: file, path: easy.jsonl,
+             fields: {prompt: question, target: answer, answer: {field: answer, pattern: "####\\\\s*(.+?)\\\\s*$"}}}
     scorer: math_verify
-  hard: {source: {kind: file, path: hard.jsonl, fields: {prompt: problem, target: solution, answer: answer}}, scorer: math_verify}
+  hard: {source: {kind: file, path: hard.jsonl, fields: {prompt: problem, target: solution, answer: answer}},
+         scorer: math_verify}
 """
 
 
@@ -190,7 +193,9 @@ def test_a_changed_package_version_in_run_json_is_refused(tmp_path: Path) -> Non
         return hashlib.sha256(json.dumps(fingerprinted(data), sort_keys=True).encode()).hexdigest()[:16]
 
     (tmp_path / "run.json").write_text(
-        json.dumps({"fingerprint": fingerprint_of(identity("0.8.0")), "data_identity": identity("0.8.0")})
+        json.dumps(
+            {"format": RUN_FORMAT, "fingerprint": fingerprint_of(identity("0.8.0")), "data_identity": identity("0.8.0")}
+        )
     )
     new = identity("0.9.0")
     with pytest.raises(BenchError, match="evaluation set gsm8k/test: scorer library math-verify 0.8.0 → 0.9.0"):
@@ -200,17 +205,16 @@ def test_a_changed_package_version_in_run_json_is_refused(tmp_path: Path) -> Non
     # a run whose settings differ as well is never refreshed: the refusal says so
     with pytest.raises(BenchError, match="other settings"):
         check_data(tmp_path, "0" * 16, new, lambda data: "1" * 16, refresh=True)
-    # the same identity: nothing to say here (RunStore.check_target decides as before)
+    # the same identity: nothing to say here (RunStore.check_target decides whether the folder is this run)
     assert (
         check_data(tmp_path, fingerprint_of(identity("0.8.0")), identity("0.8.0"), fingerprint_of, refresh=False)
         is None
     )
-    # a run recorded without an identity (an older harness), otherwise the same: refused, --refresh records it
+    # a run folder without a format version: refused whatever it recorded, --refresh or not
     (tmp_path / "run.json").write_text(json.dumps({"fingerprint": fingerprint_of({})}))
-    with pytest.raises(BenchError, match="recorded without the hashes of its data files"):
-        check_data(tmp_path, fingerprint_of(new), new, fingerprint_of, refresh=False)
-    plan = check_data(tmp_path, fingerprint_of(new), new, fingerprint_of, refresh=True)
-    assert plan is not None and plan.scope == "eval" and plan.identity == new
+    for refresh in (False, True):
+        with pytest.raises(BenchError, match=f"no format version; .* reads format version {RUN_FORMAT} only"):
+            check_data(tmp_path, fingerprint_of(new), new, fingerprint_of, refresh=refresh)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 
 from plasticity_bench.harness.evaluation.gate import classify
 from plasticity_bench.harness.evaluation.scoring import aggregate
+from plasticity_bench.harness.store import RUN_FORMAT
 from plasticity_bench.tasks.base import content_hash, get_task
 from plasticity_bench.tasks.suites import load_suite
 from tests.helpers import cli, rejected
@@ -86,6 +87,7 @@ def write_run(
         f"{task}/{level}": [i for i in items if i.task == task and i.level == level] for _f, task, level in SLICES
     }
     meta = {
+        "format": RUN_FORMAT,
         "fingerprint": f"{method}-{n_per_slice}",
         "method": method,
         "suite": suite,
@@ -95,6 +97,7 @@ def write_run(
         "base_model": "/organisms/synthetic",
         "eval_sets": {name: {"n": len(group), "sha256": content_hash(group)} for name, group in by_slice.items()},
         "eval_set_sha256": content_hash(items),
+        "suite_spec": load_suite("micro").to_summary(skipped={}),  # the micro suite's sets, whatever `suite` is called
         "created": "2026-01-01T00:00:00+0000",
         "provenance": {"python": "3.11", "packages": {"torch": "2.13.0"}, "git": {"commit": "0" * 40, "dirty": False}},
         "stages": {

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from plasticity_bench.harness.app.config import PRESETS
+from plasticity_bench.harness.app.config import load_config
 from plasticity_bench.harness.evaluation.kl import KL_FILE, KL_PROMPTS, sample_from_start
 from plasticity_bench.harness.store import read_manifest
 from plasticity_bench.tasks.suites import load_suite
@@ -43,7 +43,7 @@ def test_kl_to_start_is_zero_at_start_positive_later_and_matches_by_hand(smoke_r
     tokenizer = AutoTokenizer.from_pretrained(start_dir)
     suite = load_suite(meta["suite"])
     assert suite.hard is not None
-    from plasticity_bench.harness.app.pipeline import rendered
+    from plasticity_bench.harness.app.stages.prompts import rendered
 
     exclude = load_eval_items(suite).prompts
     hard = training_items(suite, suite.hard, meta["config"]["train_examples"], meta["seed"], exclude)
@@ -64,7 +64,7 @@ def test_kl_to_start_is_zero_at_start_positive_later_and_matches_by_hand(smoke_r
 
 
 def test_smoke_preset_has_hard_training_prompts() -> None:
-    assert PRESETS["smoke"]["train_examples"] > 0
+    assert load_config("smoke").train_examples > 0
 
 
 def test_report_notes_runs_without_kl() -> None:

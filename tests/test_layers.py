@@ -15,9 +15,12 @@ ROOT_PACKAGES = ("harness", "tasks", "trainers", "reports")
 
 
 def contract_layers() -> list[str]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
-    (contract,) = config["contracts"]
+    contract = contracts()[0]  # the floors: the folders in the order the data flows
     return [module.strip() for layer in contract["layers"] for module in layer.split("|")]
+
+
+def contracts() -> list[dict]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
@@ -33,7 +36,7 @@ def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
 def test_the_layers_contract_is_kept() -> None:
     done = lint_imports(ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "1 kept, 0 broken" in done.stdout
+    assert f"{len(contracts())} kept, 0 broken" in done.stdout
 
 
 def test_the_contract_lists_every_package() -> None:

@@ -110,7 +110,9 @@ eval:
 """
 
 HOSTILE = {
-    "always-equal": "class Yes:\n    def __eq__(self, other):\n        return True\n\ndef add(a, b):\n    return Yes()\n",
+    "always-equal": (
+        "class Yes:\n    def __eq__(self, other):\n        return True\n\ndef add(a, b):\n    return Yes()\n"
+    ),
     "early-exit": "import os\nos._exit(0)\n",
     "lying-print": "print('pass')\nraise SystemExit(0)\n",
 }
@@ -305,7 +307,8 @@ def test_humaneval_and_arc_items_carry_their_tests(tmp_path: Path) -> None:
     assert all("def check(" in item.meta["humaneval_test"] for item in humaneval)
     arc = SOURCES.get("arc")({"split": "evaluation", "n": 1}, "test", tmp_path).eval_items("arc", "test", "arc", 0)
     pairs = arc[0].meta["arc_pairs"]
-    # A "program" that answers each test input from a table of the stored outputs passes only if the meta is what is tested.
+    # A "program" that answers each test input from a table of the stored outputs passes only if the meta is what
+    # is tested.
     table = {json.dumps(grid_in): grid_out for grid_in, grid_out in pairs}
     program = f"import json\nTABLE = {table!r}\ndef transform(grid):\n    return TABLE[json.dumps(grid)]\n"
     assert [

@@ -274,18 +274,16 @@ def test_rps_with_a_dpo_stage_two(bench, tmp_path: Path) -> None:
     assert options["stage2_loss"] == "dpo" and options["dpo"]["pairs"] == "first_step"
 
 
-def test_lora_left_unset_keeps_old_fingerprints() -> None:
+def test_every_setting_but_storage_and_tracking_is_in_the_fingerprint() -> None:
     import hashlib
     from dataclasses import asdict, replace
 
     from plasticity_bench.harness.app.config import RunConfig
 
     config = RunConfig()
-    # a RunConfig without `lora` (and `device`, `grad_accum`, `report_to`, `model_hub`, left out at their defaults)
-    before = {
-        k: v
-        for k, v in asdict(config).items()
-        if k not in ("keep_checkpoints", "lora", "device", "grad_accum", "report_to", "model_hub")
-    }
-    assert config.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    # every setting, `lora`, `grad_accum` and `model_hub` at their defaults included: only where things are kept
+    # or logged is left out
+    computed = {k: v for k, v in asdict(config).items() if k not in ("keep_checkpoints", "device", "report_to")}
+    assert config.fingerprint() == hashlib.sha256(json.dumps(computed, sort_keys=True).encode()).hexdigest()[:16]
     assert replace(config, lora={"r": 4}).fingerprint() != config.fingerprint()
+    assert replace(config, grad_accum=2).fingerprint() != config.fingerprint()

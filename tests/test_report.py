@@ -313,7 +313,7 @@ def test_report_of_three_methods_in_chromium(browser: Chromium, three_runs: list
 
 
 def test_run_report_of_the_smoke_run_in_chromium(browser: Chromium, smoke_run: Path) -> None:
-    """The report `bench run` itself wrote (pipeline.report_stage)."""
+    """The report `bench run` itself wrote (harness/app/stages/report.py)."""
     check_page(browser, smoke_run / "report.html", [smoke_run], ARTIFACTS / "report-smoke-run.png")
 
 

@@ -258,7 +258,7 @@ def test_a_run_the_disk_cannot_hold_is_refused_before_anything_is_written(
 
 def test_the_disk_estimate_scales_with_checkpoints_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from plasticity_bench.harness.app.config import load_config
-    from plasticity_bench.harness.app.pipeline import check_disk_space, model_size_bytes
+    from plasticity_bench.harness.app.stages.prepare import check_disk, model_size_bytes
     from plasticity_bench.tasks.suites import load_suite
 
     config = load_config()  # the default organism: ≈ 1.26M float32 parameters
@@ -268,7 +268,7 @@ def test_the_disk_estimate_scales_with_checkpoints_kept(tmp_path: Path, monkeypa
     needs = {}
     for keep in ("all", "evaluated"):
         with pytest.raises(Exception, match=r"needs about ([\d,]+) MB") as refused:
-            check_disk_space(
+            check_disk(
                 load_config(overrides={"keep_checkpoints": keep, "steps": 300}),
                 load_suite(config.suite),
                 tmp_path / "run",

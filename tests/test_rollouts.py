@@ -177,7 +177,7 @@ def test_vllm_rollouts_asked_for_but_not_installed(tmp_path: Path, bench_cache: 
 
 def test_auto_rollouts_resolve_to_the_policy_in_memory_on_a_cpu(tmp_path: Path) -> None:
     from plasticity_bench.harness.app.config import load_config
-    from plasticity_bench.harness.app.pipeline import prepare
+    from plasticity_bench.harness.app.stages.prepare import prepare
 
     run = prepare(load_config("smoke", overrides={"method": "grpo", "rollout_backend": "auto"}), tmp_path / "x")
     assert not torch.cuda.is_available()

@@ -804,13 +804,15 @@ def test_unix_sockets_of_the_host_cannot_be_reached(public_tmp: Path) -> None:
 
     watcher = threading.Thread(target=accept)
     watcher.start()
+    stream_path = str(public_tmp / f"host-{socket.SOCK_STREAM}.sock")
+    datagram_path = str(public_tmp / f"host-{socket.SOCK_DGRAM}.sock")
     program = f"""
         import socket
         errors = []
         attempts = [
-            lambda: socket.socket(socket.AF_UNIX).connect({str(public_tmp / f"host-{socket.SOCK_STREAM}.sock")!r}),
-            lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"x", {str(public_tmp / f"host-{socket.SOCK_DGRAM}.sock")!r}),
-            lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0].sendto(b"x", {str(public_tmp / f"host-{socket.SOCK_DGRAM}.sock")!r}),
+            lambda: socket.socket(socket.AF_UNIX).connect({stream_path!r}),
+            lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"x", {datagram_path!r}),
+            lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0].sendto(b"x", {datagram_path!r}),
         ]
         for attempt in attempts:
             try:
@@ -871,7 +873,9 @@ def run_as_unprivileged_harness(directory: Path, program: str, test: str) -> dic
         import json, sys
         sys.path.insert(0, {str(ROOT)!r})
         from plasticity_bench.harness.sandbox import SandboxLimits, isolation_report, run_program
-        result = run_program({textwrap.dedent(program)!r}, {textwrap.dedent(test)!r}, SandboxLimits(site_packages=False))
+        result = run_program(
+            {textwrap.dedent(program)!r}, {textwrap.dedent(test)!r}, SandboxLimits(site_packages=False)
+        )
         print(json.dumps({{"report": isolation_report(), "outcome": result.outcome.value, "detail": result.detail,
                           "output": result.output}}))
     """)

@@ -1,4 +1,5 @@
-"""plasticity_bench.harness.evaluation.stats against independent implementations (scipy, statsmodels) and by simulation."""
+"""plasticity_bench.harness.evaluation.stats against independent implementations (scipy, statsmodels) and by
+simulation."""
 
 from __future__ import annotations
 

@@ -166,10 +166,12 @@ defaults:
 eval:
   - {name: sums, family: math, role: target, source: SOURCE, scorer: numeric}
   - {name: programs, family: code, source: SOURCE, scorer: evalplus}
-  - {name: missing, family: math, source: {kind: file, path: no-such.jsonl, fields: {prompt: question, answer: answer}}, scorer: numeric}
+  - {name: missing, family: math, source: {kind: file, path: no-such.jsonl,
+     fields: {prompt: question, answer: answer}}, scorer: numeric}
   - {name: lm, family: sums, source: {kind: lmeval, task: my_local_sums.yaml}, prompt: {system: "Be brief."}}
   - {name: lm2, family: sums, source: {kind: lmeval, task: no_such_task.yaml}}
-  - {name: colours, family: math, source: {kind: file, path: colours.jsonl, fields: {prompt: question, answer: answer}}, scorer: numeric}
+  - {name: colours, family: math, source: {kind: file, path: colours.jsonl,
+     fields: {prompt: question, answer: answer}}, scorer: numeric}
   - {name: gen, family: math, source: {kind: generator, task: chain_sum, level: easy, n: 5}, scorer: exact_match}
   - {name: tagged, family: math, source: SOURCE, scorer: task}
 train:
@@ -220,7 +222,8 @@ eval:
   - {{name: sums, family: math, role: target, source: {FILE_SOURCE}}}
   - {{name: humaneval, family: code, source: {{kind: humaneval, n: 2}}}}
   - {{name: lm, family: sums, source: {{kind: lmeval, task: my_local_sums.yaml}}}}
-  - {{name: gsm8k, family: math, optional: true, source: {{kind: hub, dataset: nobody/no-such-dataset, fields: {{prompt: q, answer: a}}}}}}
+  - {{name: gsm8k, family: math, optional: true,
+     source: {{kind: hub, dataset: nobody/no-such-dataset, fields: {{prompt: q, answer: a}}}}}}
 {TRAIN}""")
     done = bench("suites", "--check", str(suite))
     assert done.returncode == 0, done.stderr

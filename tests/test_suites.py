@@ -273,7 +273,10 @@ def test_bench_eval_on_a_peft_lora_sweep(organism_base: Path, bench_cache: Path,
 
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing left behind
 
-GOOD_SET = "{family: math, role: target, source: {kind: file, path: data.jsonl, fields: {prompt: question, answer: answer}}, scorer: numeric}"
+GOOD_SET = (
+    "{family: math, role: target, source: {kind: file, path: data.jsonl, fields: {prompt: question, answer: answer}}, "
+    "scorer: numeric}"
+)
 
 
 def suite_with(tmp_path: Path, eval_set: str, rows: list[dict] | None = None) -> Path:
@@ -298,12 +301,14 @@ def suite_with(tmp_path: Path, eval_set: str, rows: list[dict] | None = None) ->
             ("needs 'fields'",),
         ),
         (
-            "{family: math, role: target, source: {kind: file, path: data.jsonl, fields: {prompt: question}}, scorer: numeric}",
+            "{family: math, role: target, source: {kind: file, path: data.jsonl, fields: {prompt: question}}, "
+            "scorer: numeric}",
             None,
             ("field mapping lacks 'answer'",),
         ),
         (
-            "{family: math, role: target, source: {kind: file, path: missing.jsonl, fields: {prompt: question, answer: answer}}, scorer: numeric}",
+            "{family: math, role: target, source: {kind: file, path: missing.jsonl, "
+            "fields: {prompt: question, answer: answer}}, scorer: numeric}",
             None,
             ("missing.jsonl does not exist",),
         ),
@@ -339,7 +344,10 @@ def build_model_once(tmp_path: Path) -> Path:
 
 @pytest.mark.e2e
 def test_hub_dataset_not_available_offline(tmp_path: Path, bench_cache: Path) -> None:
-    hub_set = "{family: math, role: target, source: {kind: hub, dataset: nobody/no-such-dataset, fields: {prompt: q, answer: a}}, scorer: numeric}"
+    hub_set = (
+        "{family: math, role: target, source: {kind: hub, dataset: nobody/no-such-dataset, "
+        "fields: {prompt: q, answer: a}}, scorer: numeric}"
+    )
     suite = suite_with(tmp_path, hub_set)
     out = tmp_path / "run"
     done = run_cli(

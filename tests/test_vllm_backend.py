@@ -51,7 +51,7 @@ def items_by_task(run: Path) -> dict[str, list]:
 
 
 def generate_like_the_pipeline(backend: VLLMBackend, run: Path) -> dict[str, str]:
-    """item id → greedy output, with the same requests (grouping, order, lengths) as generate_stage."""
+    """item id → greedy output, with the same requests (grouping, order, lengths) as the generate stage."""
     outputs: dict[str, str] = {}
     for task_name, items in items_by_task(run).items():
         params = SamplingParams(max_new_tokens=get_task(task_name).max_new_tokens)
@@ -224,42 +224,26 @@ def test_loglikelihoods_agree_with_transformers(engine: VLLMBackend, vllm_run: P
 
 
 def test_lmeval_tasks_run_on_the_running_engine(engine: VLLMBackend, vllm_run: Path) -> None:
-    from plasticity_bench.harness.evaluation.lmeval_adapter import evaluate_checkpoint
+    from plasticity_bench.harness.evaluation.lmeval_adapter import evaluate_documents
+    from plasticity_bench.tasks.sources.lmeval import task_config
 
     started = engine.engines_started
-    output = evaluate_checkpoint(
-        engine, checkpoint(vllm_run, 2), ["organism_arith", "organism_arith_choice"], log_samples=True
-    )
+    model = checkpoint(vllm_run, 2)
+    engine.load(model)
+    samples = sorted(evaluate_documents(engine, model, task_config("organism_arith"), 40), key=lambda s: s["doc_id"])
+    choice_samples = evaluate_documents(engine, model, task_config("organism_arith_choice"), 40)
     assert engine.engines_started == started  # a swap, not a second engine
-    results = output["results"]
-    assert results["organism_arith"]["sample_len"] == 40 and results["organism_arith_choice"]["sample_len"] == 40
+    assert len(samples) == 40 and len(choice_samples) == 40
     # lm-eval's completions are exactly the backend's own for the same prompts
-    samples = sorted(output["samples"]["organism_arith"], key=lambda s: s["doc_id"])
     prompts = [s["doc"]["prompt"] for s in samples]
     direct = engine.generate(prompts, SamplingParams(max_new_tokens=48, stop=("\n",)))
     assert [s["resps"][0][0] for s in samples] == [d[0] for d in direct]
-    # and the multiple-choice accuracy is what the backend's own log-likelihoods give
-    choice_samples = output["samples"]["organism_arith_choice"]
-    picks = []
+    # and each multiple-choice answer is the one the backend's own log-likelihoods pick
     for sample in choice_samples:
         doc = sample["doc"]
         scores = engine.loglikelihoods([(f"{doc['prompt']}{doc['steps']}#", choice) for choice in doc["choices"]])
-        picks.append(max(range(4), key=lambda i: scores[i][0]) == doc["label"])
-    assert results["organism_arith_choice"]["acc,none"] == pytest.approx(sum(picks) / len(picks))
-
-
-def test_lmeval_over_every_checkpoint_of_a_run_uses_one_engine(engine: VLLMBackend, vllm_run: Path) -> None:
-    from plasticity_bench.harness.evaluation.lmeval_adapter import evaluate_run
-
-    started = engine.engines_started
-    rows = evaluate_run(vllm_run, ["organism_arith", "organism_arith_choice"], engine, limit=8)
-    assert engine.engines_started == started
-    assert {(row["step"], row["task"], row["metric"]) for row in rows} == {
-        (step, task, metric)
-        for step in (0, 2, 4)
-        for task, metric in (("organism_arith", "exact_match,final_answer"), ("organism_arith_choice", "acc,none"))
-    }
-    assert all(0.0 <= row["value"] <= 1.0 for row in rows)
+        picked = max(range(4), key=lambda i: scores[i][0]) == doc["label"]
+        assert sample["acc"] == float(picked), doc
 
 
 # ---------------------------------------------------------------- bad input
@@ -306,12 +290,11 @@ def test_prompts_longer_than_the_context_are_an_error(engine: VLLMBackend) -> No
 
 def test_models_vllm_cpu_cannot_run_are_refused_before_an_engine_starts(tmp_path: Path) -> None:
     require_vllm()
-    from plasticity_bench.harness.app.config import SMOKE_OVERRIDES
-    from plasticity_bench.harness.app.organism import OrganismConfig, build_model, build_tokenizer
+    from plasticity_bench.harness.app.config import load_config
+    from plasticity_bench.harness.app.organism import build_model, build_tokenizer
 
     tokenizer = build_tokenizer()  # the smoke organism, untrained: 2 heads of width 16
-    smoke = {k: v for k, v in SMOKE_OVERRIDES["organism"].items() if k not in ("pretrain_steps", "batch_size")}
-    build_model(OrganismConfig(**smoke), len(tokenizer)).save_pretrained(tmp_path / "smoke")
+    build_model(load_config("smoke").organism, len(tokenizer)).save_pretrained(tmp_path / "smoke")
     tokenizer.save_pretrained(tmp_path / "smoke")
     backend = VLLMBackend()
     with pytest.raises(BenchError, match="attention head size is 16"):
@@ -373,7 +356,7 @@ def test_unknown_backend_lists_auto_hf_and_vllm(bench, tmp_path: Path) -> None:
 
 def test_auto_resolves_to_transformers_on_a_cpu_and_says_why(tmp_path: Path) -> None:
     from plasticity_bench.harness.app.config import load_config
-    from plasticity_bench.harness.app.pipeline import prepare
+    from plasticity_bench.harness.app.stages.prepare import prepare
 
     run = prepare(load_config("smoke", overrides={"backend": "auto"}), tmp_path / "x")
     assert not torch.cuda.is_available()  # this file runs on the project's CPU machines

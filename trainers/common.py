@@ -354,6 +354,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+@dataclass
+class _Progress:
+    """Where a training run stands: the global step, the examples seen, the log so far, the losses
+    since the last checkpoint, and the stage (and step within it) the next update belongs to."""
+
+    step: int = 0
+    examples_seen: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    stage_index: int = 0
+    stage_step: int = 0
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    save: Save | None
+    on_step: OnStep | None
+    on_log: OnLog | None
+
+
 def train(
     model: PreTrainedModel,
     trainer: Trainer,
@@ -371,74 +391,110 @@ def train(
     `resume`: a checkpoint's `state`; the model must already hold that checkpoint's weights and
     the trainer's `setup` must have run on the starting model. Training then goes on from the
     step after that checkpoint, and ends with the same weights and log as an uninterrupted run.
-    `on_log` receives every row of the log as it is made (a resumed run's earlier rows first).
+    `on_log` receives every row of the log as it is made (a resumed run's rows up to its checkpoint first).
     """
-    config = ctx.loop
-    torch.manual_seed(config.seed)
+    torch.manual_seed(ctx.loop.seed)
     model.train()
-    step, examples_seen, log, losses = 0, 0, [], []
-    at_stage, at_stage_step = 0, 0
-    if resume is not None:
-        if resume.get("version") != STATE_VERSION:
-            raise BenchError(
-                f"training state version {resume.get('version')} is not {STATE_VERSION}: this run cannot be resumed by this version"
-            )
-        step, examples_seen, log = resume["step"], resume["examples_seen"], list(resume["log"])
-        at_stage, at_stage_step = resume["stage_index"], resume["stage_step"]
-        set_rng_state(resume["rng"])
-        trainer.load_state_dict(resume["method"])
-        for counter in fields(RolloutStats):
-            if counter.name != "backend":
-                setattr(ctx.sampler.stats, counter.name, resume["rollouts"][counter.name])
+    progress = _Progress() if resume is None else _restored(resume, trainer, ctx)
     if on_log:
-        for row in log:
+        for row in progress.log:
             on_log(row)
+    hooks = _Hooks(save, on_step, on_log)
     for index, stage in enumerate(stages):
-        first = at_stage_step if index == at_stage else 0
-        if stage.steps <= 0 or index < at_stage or first >= stage.steps:
+        first = progress.stage_step if index == progress.stage_index else 0
+        if stage.steps <= 0 or index < progress.stage_index or first >= stage.steps:
             continue
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=stage.peak_lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
-        )
-        if first > 0:
-            assert resume is not None
-            optimizer.load_state_dict(resume["optimizer"])
-        warmup = max(1, round(stage.steps * config.warmup_fraction))
-        stream = trainer.batches(model, stage, ctx, first)
-        for stage_step in range(first, stage.steps):
-            lr = cosine_lr(stage_step, stage.steps, stage.peak_lr, warmup, config.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            metrics = trainer.update(model, to_device(next(stream), ctx.placement.device), optimizer, ctx)
-            step += 1
-            examples_seen += int(metrics.pop("examples", config.batch_size))
-            losses.append(metrics["loss"])
-            log.append({"step": step, "stage": stage.name, "lr": lr, **metrics})
-            if on_log:
-                on_log(log[-1])
-            if on_step:
-                on_step(step, metrics["loss"])
-            kill_point("step", step)
-            stage_end = stage_step == stage.steps - 1
-            if save and (stage_end or (config.checkpoint_every and step % config.checkpoint_every == 0)):
-                state: dict[str, Any] = {
-                    "version": STATE_VERSION,
-                    "step": step,
-                    "stage_index": index,
-                    "stage_name": stage.name,
-                    "stage_step": stage_step + 1,
-                    "examples_seen": examples_seen,
-                    "log": log,
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng_state(),
-                    "method": trainer.state_dict(),
-                    "rollouts": asdict(ctx.sampler.stats),
-                }
-                model.eval()
-                save(Checkpoint(step, stage.name, lr, sum(losses) / len(losses), examples_seen, state))
-                model.train()
-                set_rng_state(state["rng"])  # whatever saving drew, the next step starts where a resumed run does
-                losses = []
-                kill_point("checkpoint", step)
+        _run_stage(model, trainer, stage, index, first, ctx, progress, resume, hooks)
     model.eval()
-    return log
+    return progress.log
+
+
+def _restored(resume: dict[str, Any], trainer: Trainer, ctx: TrainContext) -> _Progress:
+    """The progress a checkpoint's `state` records; the RNGs, the method's state and the rollout
+    counters are set back to what they were at that checkpoint."""
+    if resume.get("version") != STATE_VERSION:
+        raise BenchError(
+            f"training state version {resume.get('version')} is not {STATE_VERSION}: "
+            "this run cannot be resumed by this version"
+        )
+    progress = _Progress(resume["step"], resume["examples_seen"], list(resume["log"]))
+    progress.stage_index, progress.stage_step = resume["stage_index"], resume["stage_step"]
+    set_rng_state(resume["rng"])
+    trainer.load_state_dict(resume["method"])
+    for counter in fields(RolloutStats):
+        if counter.name != "backend":
+            setattr(ctx.sampler.stats, counter.name, resume["rollouts"][counter.name])
+    return progress
+
+
+def _run_stage(
+    model: PreTrainedModel,
+    trainer: Trainer,
+    stage: Stage,
+    index: int,
+    first: int,
+    ctx: TrainContext,
+    progress: _Progress,
+    resume: dict[str, Any] | None,
+    hooks: _Hooks,
+) -> None:
+    """Steps `first` to the end of stage `index`, with a fresh AdamW (the checkpoint's, when resuming
+    inside the stage) and the stage's warm-up + cosine schedule."""
+    config = ctx.loop
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=stage.peak_lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+    )
+    if first > 0:
+        assert resume is not None
+        optimizer.load_state_dict(resume["optimizer"])
+    warmup = max(1, round(stage.steps * config.warmup_fraction))
+    stream = trainer.batches(model, stage, ctx, first)
+    for stage_step in range(first, stage.steps):
+        lr = cosine_lr(stage_step, stage.steps, stage.peak_lr, warmup, config.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        metrics = trainer.update(model, to_device(next(stream), ctx.placement.device), optimizer, ctx)
+        progress.step += 1
+        progress.examples_seen += int(metrics.pop("examples", config.batch_size))
+        progress.losses.append(metrics["loss"])
+        progress.log.append({"step": progress.step, "stage": stage.name, "lr": lr, **metrics})
+        if hooks.on_log:
+            hooks.on_log(progress.log[-1])
+        if hooks.on_step:
+            hooks.on_step(progress.step, metrics["loss"])
+        kill_point("step", progress.step)
+        stage_end = stage_step == stage.steps - 1
+        if hooks.save and (stage_end or (config.checkpoint_every and progress.step % config.checkpoint_every == 0)):
+            state = _checkpoint_state(trainer, stage, index, stage_step, optimizer, ctx, progress)
+            model.eval()
+            mean_loss = sum(progress.losses) / len(progress.losses)
+            hooks.save(Checkpoint(progress.step, stage.name, lr, mean_loss, progress.examples_seen, state))
+            model.train()
+            set_rng_state(state["rng"])  # whatever saving drew, the next step starts where a resumed run does
+            progress.losses = []
+            kill_point("checkpoint", progress.step)
+
+
+def _checkpoint_state(
+    trainer: Trainer,
+    stage: Stage,
+    index: int,
+    stage_step: int,
+    optimizer: torch.optim.Optimizer,
+    ctx: TrainContext,
+    progress: _Progress,
+) -> dict[str, Any]:
+    """Everything besides the weights that resuming after step `stage_step` of stage `index` needs."""
+    return {
+        "version": STATE_VERSION,
+        "step": progress.step,
+        "stage_index": index,
+        "stage_name": stage.name,
+        "stage_step": stage_step + 1,
+        "examples_seen": progress.examples_seen,
+        "log": progress.log,
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(),
+        "method": trainer.state_dict(),
+        "rollouts": asdict(ctx.sampler.stats),
+    }

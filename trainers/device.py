@@ -2,8 +2,8 @@
 
 On a CUDA GPU the model trains there, with bf16 autocast where the GPU supports it (Ampere and
 later; fp16 autocast is not used: it needs loss scaling) and fp32 master weights, so AdamW's
-state and the saved checkpoints stay fp32. On a CPU everything is fp32, as the organism has always
-trained (its results are byte-identical to runs made before placement existed). `device: cpu`
+state and the saved checkpoints stay fp32. On a CPU everything is fp32 and nothing is moved or
+cast, so placement leaves a CPU run's results exactly what the trainers compute. `device: cpu`
 in the run config forces the CPU.
 """
 

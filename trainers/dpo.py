@@ -21,12 +21,12 @@ With `pairs: first_step` both completions are cut after the first step where the
 (Step-DPO's pairs, Lai et al. 2024; a cut completion has no EOS). Either way the pairs of every
 10th of the first `pair_prompts` prompts, sampled from the start, are held out of training.
 
-Defaults (BENCHMARKS §11, §12.4, §13, on organism A; §14.1): offline DPO never gained on the target.
-Sessions 4 and 5 tried 1–4 pairs per prompt, η 3e-5 to 3e-4, β 0.1 and 1, α 0 and 1, answer-checked,
-verified and first-step pairs: −1.5 to −16.5 points, while the held-out margins grew. Plain DPO
+Defaults (BENCHMARKS §11, §12.4, §13, on organism A; §14.1): offline DPO never gains on the target.
+With 1–4 pairs per prompt, η 3e-5 to 3e-4, β 0.1 and 1, α 0 and 1, answer-checked, verified and
+first-step pairs it scored −1.5 to −16.5 points, while the held-out margins grew. Plain DPO
 lowers the chosen answers' own likelihood as the margin grows (likelihood displacement, Razin
 et al. 2024: worst when y⁺ and y⁻ are nearly the same text, as chains one digit apart are); even
-with α = 1, easy math fell. Online pairs fixed it: at η 1e-4, 300 steps, seed 0, online DPO moved
+with α = 1, easy math fell. Online pairs avoid it: at η 1e-4, 300 steps, seed 0, online DPO moved
 hard math +0.5 with α = 0 and +3.5 with α = 1 (−0.5 and −9.5 at 3e-4), and 600 steps with α = 1
 gained +8.0 with no forgetting, hence η 1e-4, α = 1, 600 steps.
 """
@@ -190,7 +190,8 @@ def dpo_pairs(
 ) -> tuple[list[str], list[str], list[str], tuple[list[bool], list[bool]]]:
     """The pairs `options` ask for (DPO's, and RPS/EPS's DPO stage): the starting model samples
     the first `pair_prompts` hard prompts (`sampled_pairs`), then the pairs are cut with `pairs:
-    first_step`; with (chosen's, rejected's) flags of which completions are whole. BenchError when no prompt gives a pair."""
+    first_step`; with (chosen's, rejected's) flags of which completions are whole. BenchError when no
+    prompt gives a pair."""
     items = list(hard[: options.pair_prompts])
     pairs, _scores = sampled_pairs(model, ctx, items, options, ctx.loop.seed)
     if not pairs:
@@ -281,7 +282,8 @@ class DPO(PairTrainer[DPOOptions]):
                     break
             else:
                 raise BenchError(
-                    f"dpo: step {step}: none of {MAX_DRAWS} draws of {options.prompts_per_step} prompts gave a preference pair; "
+                    f"dpo: step {step}: none of {MAX_DRAWS} draws of {options.prompts_per_step} prompts "
+                    "gave a preference pair; "
                     "raise options.samples_per_prompt or options.prompts_per_step"
                 )
             prompts, chosen, rejected, whole = cut_pairs(found, options)

@@ -14,7 +14,7 @@ optimiser steps (the first has ρ ≡ 1; later ones exercise the clip). The loss
 aggregation: one token mean over the whole rollout batch.
 
 R is the task's verified reward (tasks/verify.py `rewards`): on the organism's chains it is 1 only
-when every worked step is right, not just the final answer (`reward: answer` is the old reward).
+when every worked step is right, not just the final answer (`reward: answer` rewards the answer alone).
 Defaults (BENCHMARKS §12, measured on organism A, the AMD machine's; §14.1): η = 1e-4, 8 prompts ×
 G = 8 per rollout, one update per rollout (fully on-policy), 600 steps (at 300 the gain, ≈ 5 points,
 was within most runs' own interval). With the answer-only reward GRPO learned nothing at any η:
@@ -119,7 +119,9 @@ def grpo_terms(
 class GRPO(Trainer[GRPOOptionsT]):
     Options = GRPOOptions
     default_lr = 1e-4
-    default_steps = 600  # 8 rollouts of 8 prompts a step: 300 steps gained ≈ 5 points, short of each run's own 2 SE (organism A, BENCHMARKS §12.6)
+    # 8 rollouts of 8 prompts a step: 300 steps gained ≈ 5 points, short of each run's own 2 SE
+    # (organism A, BENCHMARKS §12.6)
+    default_steps = 600
     samples_policy = True
 
     rollout: tuple[int, dict[str, torch.Tensor]] | None = None  # the latest rollout: (index, batch)
@@ -149,7 +151,8 @@ class GRPO(Trainer[GRPOOptionsT]):
             if rollout == first and offset:
                 if self.rollout is None or self.rollout[0] != rollout:
                     raise BenchError(
-                        f"grpo: resuming between two updates of rollout {rollout}, but the saved training state does not hold it"
+                        f"grpo: resuming between two updates of rollout {rollout}, "
+                        "but the saved training state does not hold it"
                     )
                 batch = self.rollout[1]
             else:

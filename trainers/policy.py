@@ -46,8 +46,12 @@ def encode_completions(
     return collate(rows, tokenizer.pad_token_id)
 
 
-def token_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log π(y_t | x, y_<t), mask) for every label position, shape [B, T−1]; mask marks completion tokens.
+def token_logprobs(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log π(y_t | x, y_<t), mask) for every label position, shape [B, T−1]; mask marks completion tokens
+    (labels other than -100), the log-probabilities elsewhere are 0. The log-softmax runs in `dtype`:
+    float32 for training, float64 where differences of near-equal sums are taken (KL to start).
     The batch is moved to the model's device (a no-op on the CPU)."""
     device = model.device
     logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits[
@@ -55,7 +59,7 @@ def token_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tu
     ]
     labels = batch["labels"][:, 1:].to(device)
     mask = labels != -100
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    logp = torch.log_softmax(logits.to(dtype), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return logp * mask, mask
 
 

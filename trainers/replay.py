@@ -71,7 +71,8 @@ class Replay(Trainer[ReplayOptions]):
             source = "foundation" if data.foundation else "easy"
         if source == "foundation" and not data.foundation:
             raise BenchError(
-                "replay: options.source foundation needs the organism and a suite with a `foundation:` mix; use source: easy"
+                "replay: options.source foundation needs the organism and a suite with a `foundation:` mix; "
+                "use source: easy"
             )
         self.source = source
         self.replayed: Sequence[Item] = data.foundation if source == "foundation" else data.easy

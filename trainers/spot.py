@@ -145,8 +145,9 @@ class SPoT(PairTrainer[SPoTOptions]):
         kept = [(triple, ratio) for triple, ratio in zip(verified, ratios) if ratio <= options.gamma]
         if not kept:
             raise BenchError(
-                f"spot: empty rectified set: {len(items)} prompts gave {len(wrong)} wrong answers, {len(verified)} verified "
-                f"corrections, none with change ratio <= gamma={options.gamma}; nothing to train on"
+                f"spot: empty rectified set: {len(items)} prompts gave {len(wrong)} wrong answers, "
+                f"{len(verified)} verified corrections, none with change ratio <= gamma={options.gamma}; "
+                "nothing to train on"
             )
         prompts = [item.prompt for (item, _, _), _ in kept]
         chosen = [y_plus for (_, _, y_plus), _ in kept]

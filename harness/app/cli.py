@@ -22,9 +22,18 @@ app = typer.Typer(
     help="Measure what post-training methods gain in-domain and forget elsewhere, step by step.",
 )
 
-PRESET_HELP = "default (the embedded organism, minutes on a CPU) or smoke (a few steps, tiny sets: for tests)"
-REFRESH_HELP = "the --out folder holds this run made on other data files or scorer versions: redo only what that affects (docs/data-identity.md)"
-LIMIT_HELP = "score only the first N items of each evaluation set (lm-eval's --limit; recorded in run.json and the run's identity)"
+PRESET_HELP = (
+    "a shipped preset (tasks/presets: default, the embedded organism, minutes on a CPU; smoke, a few steps on "
+    "tiny sets, for tests) or a preset YAML file"
+)
+REFRESH_HELP = (
+    "the --out folder holds this run made on other data files or scorer versions: redo only what that affects "
+    "(docs/data-identity.md)"
+)
+LIMIT_HELP = (
+    "score only the first N items of each evaluation set (lm-eval's --limit; recorded in run.json and the run's "
+    "identity)"
+)
 REPORT_TO_HELP = (
     "experiment trackers, comma-separated: tensorboard, wandb (offline), mlflow (file store in the run folder); "
     "none: off (docs/tracking.md)"
@@ -65,7 +74,8 @@ def run(
     report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Train with METHOD on the suite's training sets, score every checkpoint (start included) on its evaluation sets, write the report."""
+    """Train with METHOD on the suite's training sets, score every checkpoint (start included) on its
+    evaluation sets, write the report."""
     from plasticity_bench.harness.app.config import load_config
     from plasticity_bench.harness.app.tracking import parse_report_to
 
@@ -81,10 +91,9 @@ def run(
         "report_to": parse_report_to(report_to),
     }
     run_config = load_config(preset, config, overrides)
-    from plasticity_bench.harness.app.pipeline import (
-        execute,
-        prepare,
-    )  # torch and transformers: after the settings are checked
+    # torch and transformers: after the settings are checked
+    from plasticity_bench.harness.app.run import execute
+    from plasticity_bench.harness.app.stages.prepare import prepare
 
     folder = out or Path("runs") / f"{run_config.method}-seed{run_config.seed}"
     started = time.time()
@@ -102,7 +111,8 @@ def format_summary(rows: list[dict]) -> str:
     lines = [f"{'family':<10} {'slice':<{width}} {'start':>6} {'final':>6} {'change':>7}"]
     for r in rows:
         lines.append(
-            f"{r['family']:<10} {r['slice']:<{width}} {r['start']:6.1f} {r['final']:6.1f} {r['change']:+7.1f}{' *' if r['significant'] else ''}"
+            f"{r['family']:<10} {r['slice']:<{width}} {r['start']:6.1f} {r['final']:6.1f} {r['change']:+7.1f}"
+            f"{' *' if r['significant'] else ''}"
         )
     return "\n".join(lines + ["(* : the 95% interval of the change excludes 0)"])
 
@@ -126,7 +136,8 @@ def study(
     claims: Optional[Path] = typer.Option(None, "--claims", help="a YAML file of more claims to check (see README)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Run every method (or arm) × seed, resuming unfinished runs and skipping finished ones, then one comparison report with the claims' verdicts."""
+    """Run every method (or arm) × seed, resuming unfinished runs and skipping finished ones, then one
+    comparison report with the claims' verdicts."""
     from plasticity_bench.harness.app.study import study as run_study
 
     with writing(out):
@@ -195,8 +206,10 @@ def suites(
         typer.echo(f"{name:<12} {suite.description}")
         for eval_set in suite.eval_sets:
             typer.echo(
-                f"    {eval_set.slice:<28} {eval_set.family:<10} {eval_set.role:<9} {eval_set.source.name:<13} scorer {eval_set.scorer}"
-                f"{f', {eval_set.sampling.n} samples' if eval_set.sampling.n > 1 else ''}{' (optional)' if eval_set.optional else ''}"
+                f"    {eval_set.slice:<28} {eval_set.family:<10} {eval_set.role:<9} {eval_set.source.name:<13} "
+                f"scorer {eval_set.scorer}"
+                f"{f', {eval_set.sampling.n} samples' if eval_set.sampling.n > 1 else ''}"
+                f"{' (optional)' if eval_set.optional else ''}"
             )
 
 
@@ -220,7 +233,8 @@ def check_suite_file(name_or_path: str) -> int:
 def evaluate(
     checkpoints: list[Path] = typer.Argument(
         ...,
-        help="model folders or hub ids (org/name[@revision]), checkpoint-N folders, training output folders holding them, or LoRA adapters",
+        help="model folders or hub ids (org/name[@revision]), checkpoint-N folders, training output folders "
+        "holding them, or LoRA adapters",
     ),
     suite: str = typer.Option(..., "--suite", "-s", help="a shipped suite (see `bench suites`) or a suite YAML file"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder to write (the ordinary run-folder format)"),
@@ -238,7 +252,8 @@ def evaluate(
     report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Score a sweep of checkpoints written by any trainer on a suite: records, report, compare and gate as for `bench run`."""
+    """Score a sweep of checkpoints written by any trainer on a suite: records, report, compare and gate
+    as for `bench run`."""
     step_list = parse_steps(steps)
     from plasticity_bench.harness.app.tracking import check_report_to, parse_report_to
 
@@ -279,7 +294,8 @@ def wise_ft(
     refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """WiSE-FT: score weight-space interpolations between a run's start and a checkpoint (step = 1000·α), a gain-vs-forgetting curve without training."""
+    """WiSE-FT: score weight-space interpolations between a run's start and a checkpoint (step = 1000·α),
+    a gain-vs-forgetting curve without training."""
     from plasticity_bench.harness.app.wiseft import parse_alphas
     from plasticity_bench.harness.app.wiseft import wise_ft as interpolate_and_score
 
@@ -301,14 +317,14 @@ def parse_steps(text: str | None) -> list[int] | None:
 @app.command()
 def score(run_dir: Path = typer.Argument(..., help="a run folder")) -> None:
     """Re-score a run's stored generations (no generation), then re-write its report."""
-    from plasticity_bench.harness.app.pipeline import report_stage, timed
-    from plasticity_bench.harness.evaluation.scoring import score_run
+    from plasticity_bench.harness.app.stages.report import report as report_stage
+    from plasticity_bench.harness.app.stages.score import score as score_stage
     from plasticity_bench.harness.store import RunStore
 
     store = RunStore.open(run_dir)
     with writing(run_dir):
-        timed(store, "score", lambda: score_run(store))
-        timed(store, "report", lambda: report_stage(store))
+        score_stage(store, again=True)
+        report_stage(store)
     typer.echo(f"scored: {run_dir / 'aggregates.parquet'}")
 
 

@@ -1,4 +1,5 @@
-"""Run configuration: one frozen dataclass, presets, a YAML/JSON file, CLI overrides, validation.
+"""Run configuration: one frozen dataclass, a preset (tasks/presets/*.yaml), a YAML/JSON file, CLI
+overrides, validation.
 
 Precedence: preset < config file < command-line options. Every value is validated before
 anything is written, so bad input never leaves a half-made run folder.
@@ -18,9 +19,8 @@ from typing import Any
 import yaml
 
 from plasticity_bench.harness.app.names import check_backend, check_method, check_suite
-from plasticity_bench.harness.app.organism_config import (
-    OrganismConfig,
-)  # not harness.app.organism: usage errors answer before torch loads
+from plasticity_bench.harness.app.organism_config import OrganismConfig  # not .organism: answers before torch loads
+from plasticity_bench.harness.app.presets import preset_file
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.options import build as _build
 from plasticity_bench.harness.core.options import option
@@ -32,7 +32,8 @@ class RunConfig:
     suite: str = "micro"
     seed: int = 0
     model: str | None = None  # a Hugging Face model folder; None = the embedded organism
-    # set when `model` was given as a hub id: {id, revision, commit, folder} (harness/app/hub.py); model is then the folder
+    # set when `model` was given as a hub id: {id, revision, commit, folder} (harness/app/hub.py); `model` is then
+    # the folder
     model_hub: dict[str, Any] | None = None
     organism: OrganismConfig = field(default_factory=OrganismConfig)
     backend: str = "hf"  # generates the evaluation sets at every checkpoint: hf, vllm or auto
@@ -67,11 +68,7 @@ class RunConfig:
         """Identity of the run: two folders with the same fingerprint hold the same experiment
         (`extra`: what else defines it, e.g. the content hash of a user's suite file). Settings that
         change what is kept on disk, not the results, are left out."""
-        values = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in NOT_FINGERPRINTED and not (k in FINGERPRINTED_WHEN_SET and v == FINGERPRINTED_WHEN_SET[k])
-        }
+        values = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
         return hashlib.sha256(json.dumps({**values, **(extra or {})}, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,8 +77,6 @@ class RunConfig:
 
 # where and what is kept or logged, not what is computed
 NOT_FINGERPRINTED = frozenset({"keep_checkpoints", "device", "report_to"})
-# settings added after runs existed: left out of the fingerprint at their default, so older run folders keep their identity
-FINGERPRINTED_WHEN_SET: dict[str, Any] = {"grad_accum": 1, "lora": None, "model_hub": None}
 
 
 @dataclass(frozen=True)
@@ -112,33 +107,13 @@ def lora_settings(config: RunConfig) -> LoraSettings | None:
 
 KEEP_CHECKPOINTS = ("all", "evaluated", "last")
 
-# A few steps on a tiny organism and tiny evaluation sets: what the end-to-end tests run.
-SMOKE_OVERRIDES: dict[str, Any] = {
-    "organism": {
-        "hidden_size": 32,
-        "num_layers": 1,
-        "num_heads": 2,
-        "num_kv_heads": 1,
-        "intermediate_size": 64,
-        "pretrain_steps": 10,
-        "batch_size": 16,
-    },
-    "steps": 4,
-    "batch_size": 4,
-    "checkpoint_every": 2,
-    "train_examples": 64,
-    "eval_per_slice": 4,
-}
-PRESETS: dict[str, dict[str, Any]] = {"default": {}, "smoke": SMOKE_OVERRIDES}
-
 
 def load_config(
     preset: str = "default", path: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> RunConfig:
-    """Build and validate a RunConfig from a preset, an optional file and CLI overrides."""
-    if preset not in PRESETS:
-        raise BenchError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    values: dict[str, Any] = json.loads(json.dumps(PRESETS[preset]))
+    """Build and validate a RunConfig from a preset (a shipped name or a file, harness/app/presets.py),
+    an optional file and CLI overrides."""
+    values = read_config_file(preset_file(preset), "preset file")
     if path is not None:
         merge_settings(values, read_config_file(path))
     merge_settings(values, {k: v for k, v in (overrides or {}).items() if v is not None})
@@ -168,7 +143,7 @@ class ConfigLoader(yaml.SafeLoader):
 
     PyYAML implements YAML 1.1, whose floats need a dot and a signed exponent: `1e-4`, `1E-4`
     and `1.0e4` come back as *strings* (and so does JSON's `1e-4`). Floats with an exponent in
-    any of these spellings resolve as floats here; `.5`, `1.0e-4` and `1_000` already did.
+    any of these spellings resolve as floats here; PyYAML reads `.5`, `1.0e-4` and `1_000` as numbers itself.
     """
 
 
@@ -182,19 +157,19 @@ ConfigLoader.add_implicit_resolver(
 )
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path, what: str = "config file") -> dict[str, Any]:
     if not path.is_file():
-        raise BenchError(f"config file {path} does not exist")
+        raise BenchError(f"{what} {path} does not exist")
     try:
         data = yaml.load(path.read_text(), Loader=ConfigLoader)  # YAML is a superset of JSON: one parser for both
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise BenchError(f"config file {path} is not valid YAML/JSON{where}") from None
+        raise BenchError(f"{what} {path} is not valid YAML/JSON{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise BenchError(f"config file {path} must hold a mapping of settings, not a {type(data).__name__}")
+        raise BenchError(f"{what} {path} must hold a mapping of settings, not a {type(data).__name__}")
     return data
 
 

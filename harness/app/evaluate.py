@@ -12,26 +12,44 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plasticity_bench.harness.app.pipeline import generation, scoring_and_report, timed
+from plasticity_bench.harness.app.refresh import Refresh, check_data
 from plasticity_bench.harness.app.refresh import apply as apply_refresh
-from plasticity_bench.harness.app.refresh import check_data
+from plasticity_bench.harness.app.stages import timed
+from plasticity_bench.harness.app.stages.generate import generate
+from plasticity_bench.harness.app.stages.prepare import run_metadata
+from plasticity_bench.harness.app.stages.report import report
+from plasticity_bench.harness.app.stages.score import score
 from plasticity_bench.harness.app.sweep import SweepPoint, discover_sweep
 from plasticity_bench.harness.app.tracking import Tracking, check_report_to, open_tracking
 from plasticity_bench.harness.app.trainer_history import trainer_log
 from plasticity_bench.harness.backends import BackendPool
-from plasticity_bench.harness.backends.auto import resolve_backend
+from plasticity_bench.harness.backends.auto import BackendChoice, resolve_backend
 from plasticity_bench.harness.core import provenance
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.store import TRAIN_LOG_FILE, CheckpointRecord, RunStore, write_manifest
 from plasticity_bench.tasks.base import content_hash
 from plasticity_bench.tasks.identity import fingerprinted, suite_identity
-from plasticity_bench.tasks.suites import load_suite
-from plasticity_bench.tasks.suites.items import load_eval_items
+from plasticity_bench.tasks.suites import Suite, load_suite
+from plasticity_bench.tasks.suites.items import EvalItems, load_eval_items
+
+
+@dataclass(frozen=True)
+class PreparedSweep:
+    """A sweep checked and resolved, before anything is written (as `PreparedRun` for `bench run`)."""
+
+    suite: Suite
+    backend: BackendChoice
+    requested: str  # the backend asked for (auto is decided by the generate stage)
+    identity: dict[str, Any]  # what defines the sweep: run.json's config, hashed with the data into the fingerprint
+    data: dict[str, Any]  # the evaluation data's identity (tasks/identity.py)
+    fingerprint: str
+    evaluation: EvalItems
+    refresh: Refresh | None
 
 
 def evaluate_sweep(
@@ -57,16 +75,10 @@ def evaluate_sweep(
     holding this sweep scored on other data is brought up to date, not refused (harness/app/refresh.py);
     `report_to`: experiment trackers (harness/app/tracking.py) that get the Trainer's log and the scores."""
     report_to = check_report_to(report_to)
-    suite = load_suite(suite_ref)
-    choice = resolve_backend(backend)
-    if per_slice is not None and per_slice <= 0:
-        raise BenchError(f"--limit must be a positive number of items per evaluation set, got {per_slice}")
+    check_per_slice(per_slice)
     paths, base_model, hub_models = resolve_hub_ids(paths, base_model)
-    sources = [str(Path(p).resolve()) for p in paths]
     identity = {
-        "kind": "eval",
-        "suite_sha256": suite.sha256,
-        "checkpoints": sources,
+        "checkpoints": [str(Path(p).resolve()) for p in paths],
         "steps": steps,
         "backend": backend,
         "seed": seed,
@@ -74,75 +86,22 @@ def evaluate_sweep(
         "label": label,
         "eval_per_slice": per_slice,
         **(identity_extra or {}),
+        **({"hub_models": hub_models} if hub_models else {}),  # a sweep of local folders: identified by its paths
     }
-    if hub_models:  # only then: the identity of sweeps of local folders stays what it was
-        identity["hub_models"] = hub_models
-    data = suite_identity(
-        suite, training=False
-    )  # the data files' bytes and the scorers' versions: part of the identity
-
-    def fingerprint_of(data_identity: dict[str, Any]) -> str:
-        return hashlib.sha256(
-            json.dumps({**identity, **fingerprinted(data_identity)}, sort_keys=True).encode()
-        ).hexdigest()[:16]
-
-    fingerprint = fingerprint_of(data)
-    plan = check_data(out, fingerprint, data, fingerprint_of, refresh)
-    if plan is None:
-        RunStore.check_target(out, fingerprint)
-    evaluation = load_eval_items(suite, per_slice)
-    items = evaluation.items
+    sweep = prepare_sweep(suite_ref, out, backend, identity, refresh)
     new_folder = not out.exists()
     tracking: Tracking | None = None
     try:
-        by_slice: dict[str, list] = {}
-        for item in items:
-            by_slice.setdefault(item.slice, []).append(item)
-        metadata = {
-            "fingerprint": fingerprint,
-            "method": label,
-            "suite": suite.name,
-            "suite_sha256": suite.sha256,
-            "suite_spec": evaluation.summary(),
-            "seed": seed,
-            "config": identity,
-            "backend": choice.name,
-            "backend_reason": choice.reason,
-            "eval_sets": {name: {"n": len(group), "sha256": content_hash(group)} for name, group in by_slice.items()},
-            "eval_set_sha256": content_hash(items),
-            "provenance": provenance.collect(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "data_identity": data,
-        }
-        if plan is not None:
-            metadata = apply_refresh(out, plan, metadata, items, content_hash(items))
-        store = RunStore.open_or_create(out, metadata, items)
+        store = open_sweep(sweep, out, seed, label)
         if make_models is not None:
             make_models(store)
-        points = discover_sweep(
-            [Path(p) for p in paths], steps, base_model, work_dir=out
-        )  # merged LoRA models go to RUN/merged/
-        store.update_metadata(
-            base_model=str(points[0].model_dir),
-            base_model_sha256=provenance.weights_digest(Path(points[0].model_dir)),
-            sweep=[{"step": p.step, "source": str(p.source), "kind": p.kind} for p in points],
-        )
-        if not store.stage_done("train"):  # no training: the sweep is the run's checkpoint manifest
-
-            def manifest() -> dict[str, Any]:
-                store.checkpoints.mkdir(parents=True, exist_ok=True)
-                write_manifest(
-                    store.checkpoints,
-                    [CheckpointRecord(p.step, p.kind, 0.0, None, 0, str(Path(p.model_dir).resolve())) for p in points],
-                )
-                return import_trainer_log(store, points)
-
-            timed(store, "train", manifest)
-        tracking = open_tracking(report_to, store, identity, work_left=not store.stage_done("score"))
+        adopt_sweep(store, discover_sweep([Path(p) for p in paths], steps, base_model, work_dir=out))
+        tracking = open_tracking(report_to, store, sweep.identity, work_left=not store.stage_done("score"))
         tracking.log_train_log()
         with BackendPool() as backends:
-            generation(store, suite, choice, backend, backends, seed, quiet)
-        scoring_and_report(store, tracking.log_scores)
+            generate(store, sweep.suite, sweep.backend, backend, backends, seed, quiet)
+        score(store, tracking.log_scores)
+        report(store)
     except BenchError:
         if tracking is not None:
             tracking.close(failed=True)  # before the folder it writes in may go
@@ -153,6 +112,69 @@ def evaluate_sweep(
         if tracking is not None:
             tracking.close()
     return store
+
+
+def check_per_slice(per_slice: int | None) -> None:
+    if per_slice is not None and per_slice <= 0:
+        raise BenchError(f"--limit must be a positive number of items per evaluation set, got {per_slice}")
+
+
+def prepare_sweep(suite_ref: str, out: Path, backend: str, identity: dict[str, Any], refresh: bool) -> PreparedSweep:
+    """Resolve the suite and backend, fingerprint the sweep and check the output folder; writes nothing."""
+    suite = load_suite(suite_ref)
+    choice = resolve_backend(backend)
+    identity = {"kind": "eval", "suite_sha256": suite.sha256, **identity}
+    data = suite_identity(suite, training=False)  # the data files' bytes and the scorers' versions
+
+    def fingerprint_of(data_identity: dict[str, Any]) -> str:
+        return hashlib.sha256(
+            json.dumps({**identity, **fingerprinted(data_identity)}, sort_keys=True).encode()
+        ).hexdigest()[:16]
+
+    fingerprint = fingerprint_of(data)
+    plan = check_data(out, fingerprint, data, fingerprint_of, refresh)
+    if plan is None:
+        RunStore.check_target(out, fingerprint)
+    evaluation = load_eval_items(suite, identity["eval_per_slice"])
+    return PreparedSweep(suite, choice, backend, identity, data, fingerprint, evaluation, plan)
+
+
+def open_sweep(sweep: PreparedSweep, out: Path, seed: int, label: str) -> RunStore:
+    """The sweep's run folder, created with its run.json (the one metadata writer) or reopened."""
+    metadata = run_metadata(
+        fingerprint=sweep.fingerprint,
+        method=label,
+        suite=sweep.suite,
+        evaluation=sweep.evaluation,
+        seed=seed,
+        config=sweep.identity,
+        backend=sweep.backend,
+        data_identity=sweep.data,
+    )
+    items = sweep.evaluation.items
+    if sweep.refresh is not None:
+        metadata = apply_refresh(out, sweep.refresh, metadata, items, content_hash(items))
+    return RunStore.open_or_create(out, metadata, items)
+
+
+def adopt_sweep(store: RunStore, points: Sequence[SweepPoint]) -> None:
+    """The sweep as the run's train stage (no training): its points become the checkpoint manifest,
+    pointing at the model folders where they are, and a Trainer's own log becomes train_log.parquet."""
+    store.update_metadata(
+        base_model=str(points[0].model_dir),
+        base_model_sha256=provenance.weights_digest(Path(points[0].model_dir)),
+        sweep=[{"step": p.step, "source": str(p.source), "kind": p.kind} for p in points],
+    )
+    if store.stage_done("train"):
+        return
+
+    def manifest() -> dict[str, Any]:
+        store.checkpoints.mkdir(parents=True, exist_ok=True)
+        records = [CheckpointRecord(p.step, p.kind, 0.0, None, 0, str(Path(p.model_dir).resolve())) for p in points]
+        write_manifest(store.checkpoints, records)
+        return import_trainer_log(store, points)
+
+    timed(store, "train", manifest)
 
 
 def import_trainer_log(store: RunStore, points: Sequence[SweepPoint]) -> dict[str, Any]:

@@ -84,8 +84,8 @@ def resolve_hub_id(reference: str, what: str = "model") -> HubModel:
         state = f"cached at {cached} without weights" if cached is not None else "not in the local Hugging Face cache"
         raise BenchError(
             f"{what} {reference!r} is not a folder on this machine and the hub model is {state} ({_cache_dir()}); "
-            "offline (no network, or HF_HUB_OFFLINE=1), so it cannot be downloaded: download it where there is network, "
-            "or give a local folder"
+            "offline (no network, or HF_HUB_OFFLINE=1), so it cannot be downloaded: "
+            "download it where there is network, or give a local folder"
         )
     return _download(repo_id, revision, reference, what)
 
@@ -111,8 +111,8 @@ def _download(repo_id: str, revision: str, reference: str, what: str) -> HubMode
     except Exception as error:  # not found, gated, no network, a full disk...: one line for the user
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BenchError(
-            f"{what} {reference!r} is not a folder on this machine and could not be downloaded from the Hugging Face hub "
-            f"({type(error).__name__}: {first})"
+            f"{what} {reference!r} is not a folder on this machine and could not be downloaded "
+            f"from the Hugging Face hub ({type(error).__name__}: {first})"
         ) from None
     if not _has_weights(folder):
         raise BenchError(

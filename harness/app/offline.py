@@ -2,10 +2,10 @@
 
 Without a network, `datasets`, `huggingface_hub` and lm-eval retry every hub request with
 back-off before they fall back to the local cache or give up: a suite with two optional hub sets
-took 3 minutes of "Retrying in 8s" lines on stderr to say they are not cached. When the hub's host
+takes 3 minutes of "Retrying in 8s" lines on stderr to say they are not cached. When the hub's host
 name does not even resolve, no request can succeed, so the CLI sets `HF_HUB_OFFLINE=1` and
 `HF_DATASETS_OFFLINE=1` before any of those libraries is imported (they read the variables once,
-at import): cached data is used as before, anything else is a one-line error at once. A user's
+at import): cached data loads as usual, anything else is a one-line error at once. A user's
 own setting of either variable is left alone, and so is a host that is slow to answer (only a
 definite failure to resolve counts).
 """

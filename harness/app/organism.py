@@ -68,7 +68,7 @@ def build_model(config: OrganismConfig, vocab_size: int) -> Qwen3ForCausalLM:
         bos_token_id=None,
         eos_token_id=1,
         pad_token_id=0,
-        torch_dtype="float32",  # an accepted **kwargs key, kept so config.json stays as it was
+        torch_dtype="float32",  # an accepted **kwargs key: config.json records the organism's dtype
     )
     return Qwen3ForCausalLM(qwen)
 

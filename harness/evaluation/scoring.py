@@ -26,6 +26,7 @@ from plasticity_bench.harness.core.errors import BenchError, warn
 from plasticity_bench.harness.core.items import Item
 from plasticity_bench.harness.evaluation.lmeval_sets import Note, metric_means, score_lmeval
 from plasticity_bench.harness.evaluation.results_file import write_results_files
+from plasticity_bench.harness.evaluation.runs import slice_column
 from plasticity_bench.harness.sandbox.passk import pass_at_k
 from plasticity_bench.harness.store import AGGREGATES_FILE, RECORDS_FILE, RunStore
 from plasticity_bench.tasks.base import get_task
@@ -52,9 +53,8 @@ RAN_TO_COMPLETION = ("pass", "wrong_answer")  # sandbox outcomes of a program th
 
 
 def scorers_by_slice(meta: dict[str, Any]) -> dict[str, str]:
-    """slice → scorer name, from run.json (runs made before suites were data: every slice's task scores itself)."""
-    spec = meta.get("suite_spec")
-    return {s["slice"]: s["scorer"] for s in spec["sets"]} if spec else {}
+    """slice → scorer name, from run.json's suite summary."""
+    return {s["slice"]: s["scorer"] for s in meta["suite_spec"]["sets"]}
 
 
 def score_run(store: RunStore) -> pd.DataFrame:
@@ -73,12 +73,12 @@ def score_run(store: RunStore) -> pd.DataFrame:
     for (slice_, _step), group in generations.assign(slice=slices).groupby(["slice", "step"], sort=True):
         group_items = [items[i] for i in group.item_id]
         metrics = [""] * len(group)
-        if SCORERS.get(scorers.get(slice_, "task")).scored_with_its_source:  # lm-eval's own code, from the stored data
+        if SCORERS.get(scorers[slice_]).scored_with_its_source:  # lm-eval's own code, from the stored data
             scores, metrics, note = score_lmeval(group_items, list(group.output), group)
             if note is not None:
                 notes.setdefault(slice_, Note(note.reason, always=note.always)).edited += note.edited
         else:
-            scores = score_group(scorers.get(slice_, "task"), group_items, list(group.output), group)
+            scores = score_group(scorers[slice_], group_items, list(group.output), group)
         frames.append(
             group.assign(
                 family=[it.family for it in group_items],
@@ -97,7 +97,7 @@ def score_run(store: RunStore) -> pd.DataFrame:
             warn(f"lm-eval set {slice_}: not re-scored from its outputs: {note.reason}{edited}")
     records = pd.concat(frames, ignore_index=True).sort_values(["step", "item_id", "sample"], ignore_index=True)
     records = records[RECORD_COLUMNS]
-    executed = {slice_ for slice_ in set(slices) if executes_programs(scorers.get(slice_, "task"), slice_)}
+    executed = {slice_ for slice_ in set(slices) if executes_programs(scorers[slice_], slice_)}
     aggregates = aggregate(records, executed)
     store.write_table(RECORDS_FILE, records)
     store.write_table(AGGREGATES_FILE, aggregates)
@@ -125,7 +125,7 @@ def aggregate(records: pd.DataFrame, executed: set[str] | frozenset[str] = froze
     if "sample" not in records:
         records = records.assign(sample=0)
     rows = []
-    sliced = records.assign(slice=records.task + "/" + records.level)
+    sliced = records.assign(slice=slice_column(records))
     for keys, group in [*sliced.groupby(["step", "family"]), *sliced.groupby(["step", "family", "slice"])]:
         step, family, *rest = keys
         per_item = group.groupby("item_id").agg(

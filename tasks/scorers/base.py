@@ -68,7 +68,8 @@ class Scorer(ABC):
 
     @classmethod
     def item_problem(cls, item: Item) -> str | None:
-        """Why this scorer could never score `item` (a gold it cannot read), checked before generation; None if it can."""
+        """Why this scorer could never score `item` (a gold it cannot read), checked before generation;
+        None if it can."""
         return None
 
     def close(self) -> None:  # noqa: B027 (a no-op unless the scorer holds resources)

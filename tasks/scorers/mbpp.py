@@ -39,7 +39,8 @@ class MBPPScorer(ProgramScorer):
 
     @classmethod
     def item_problem(cls, item: Item) -> str | None:
-        """A `file` set may name `test_list` (and the others) under `meta:`: their shape is checked before generation."""
+        """A `file` set may name `test_list` (and the others) under `meta:`: their shape is checked
+        before generation."""
         tests, setup, imports = (
             item.meta.get("test_list"),
             item.meta.get("test_setup_code"),

@@ -68,12 +68,12 @@ class EvalPlus(Source):
     default_stop = PYTHON_STOPS
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
-        from plasticity_bench.tasks.code_suites import EVALPLUS_OVERRIDES, evalplus_cases, read_evalplus_file
+        from plasticity_bench.tasks.code_suites import EVALPLUS_DATASETS, evalplus_cases, read_evalplus_file
 
         dataset = str(self.options["dataset"])
-        if dataset not in EVALPLUS_OVERRIDES:
+        if dataset not in EVALPLUS_DATASETS:
             raise BenchError(
-                f"{self.where}: evalplus dataset must be one of {', '.join(sorted(EVALPLUS_OVERRIDES))}, got {dataset!r}"
+                f"{self.where}: evalplus dataset must be one of {', '.join(sorted(EVALPLUS_DATASETS))}, got {dataset!r}"
             )
         try:  # the path is passed, never put in the environment: loading a suite changes no global state
             problems = read_evalplus_file(dataset, self.path_option("path"))

@@ -55,13 +55,15 @@ class MappedSource(Source):
         for key, (column, _) in fields.items():
             if column not in columns:
                 raise BenchError(
-                    f"{self.where}: fields.{key} names column {column!r}, which the data lacks; its columns: {', '.join(sorted(columns))}"
+                    f"{self.where}: fields.{key} names column {column!r}, which the data lacks; "
+                    f"its columns: {', '.join(sorted(columns))}"
                 )
         meta_columns = list(self.options.get("meta", []))
         for column in meta_columns:
             if column not in columns:
                 raise BenchError(
-                    f"{self.where}: meta names column {column!r}, which the data lacks; its columns: {', '.join(sorted(columns))}"
+                    f"{self.where}: meta names column {column!r}, which the data lacks; "
+                    f"its columns: {', '.join(sorted(columns))}"
                 )
         items = []
         for index, row in enumerate(table):
@@ -171,8 +173,9 @@ class HubDataset(MappedSource):
         except Exception as error:  # offline and not cached, no such dataset, no such split: one line, with the way out
             first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             raise BenchError(
-                f"{self.where}: hub dataset {name!r} ({config or 'default'} config, {split} split) is not available here "
-                f"({first}); download it where there is network, or point the suite at a local copy with "
+                f"{self.where}: hub dataset {name!r} ({config or 'default'} config, {split} split) "
+                f"is not available here ({first}); download it where there is network, or point the suite at a "
+                "local copy with "
                 f"`source: {{kind: file, path: FILE, fields: ...}}`"
             ) from None
 

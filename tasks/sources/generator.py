@@ -25,7 +25,8 @@ class Generator(Source):
             raise BenchError(f"{self.where}: unknown generator task {task!r}; known: {', '.join(TASKS.names())}")
         if self.options["level"] not in get_task(task).levels:
             raise BenchError(
-                f"{self.where}: task {task} has no level {self.options['level']!r}; levels: {', '.join(get_task(task).levels)}"
+                f"{self.where}: task {task} has no level {self.options['level']!r}; "
+                f"levels: {', '.join(get_task(task).levels)}"
             )
 
     @property
@@ -37,8 +38,8 @@ class Generator(Source):
         return str(self.options["level"])
 
     def load(self, name: str, split: str, family: str, seed: int) -> list[Item]:
-        # The task's own family and ids: the micro suite's evaluation sets are exactly the ones
-        # `Task.items` has always made (their hashes are recorded in earlier runs).
+        # The task's own family and ids: a generated set is exactly what `Task.items` makes, so its
+        # items' hashes (recorded in run.json) depend on the task, level, n and seed alone.
         return get_task(self.task).items(self.level, int(self.options.get("n", 200)), seed)
 
     def eval_items(self, name: str, split: str, family: str, seed: int) -> list[Item]:

@@ -82,7 +82,8 @@ class LMEvalTask(Source):
         return items
 
     def data_files(self) -> list[Path]:
-        """A local task's YAML and the data files it names (a built-in task's data: lm-eval's version and its hub cache)."""
+        """A local task's YAML and the data files it names (a built-in task's data: lm-eval's version and
+        its hub cache)."""
         name = str(self.options["task"])
         path = (
             (Path(name) if Path(name).is_absolute() else self.base_dir / name)

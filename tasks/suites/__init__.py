@@ -11,8 +11,10 @@
         split: test                 # the slice is name/split
         family: math                # free text: what the report groups by
         role: target                # target (its gain is plasticity) or held-out (its drop is forgetting)
-        source: {kind: file, path: gsm8k.jsonl, fields: {prompt: question, answer: {field: answer, pattern: "####\\s*(.+)$"}}}
-        prompt: {...}               # tasks/prompting.py PromptFormat: chat, system, fewshot, enable_thinking, question_template
+        source: {kind: file, path: gsm8k.jsonl,
+                 fields: {prompt: question, answer: {field: answer, pattern: "####\\s*(.+)$"}}}
+        prompt: {...}               # tasks/prompting.py PromptFormat: chat, system, fewshot, enable_thinking,
+                                    # question_template
         sampling: {temperature: 0.7, top_p: 0.8, n: 4, max_new_tokens: 1024, stop: []}
         scorer: math_verify         # a name in tasks/scorers.py (default: the source's own)
         published: {Qwen3-8B: 71.3} # optional: a paper's numbers, shown beside ours in the report
@@ -388,7 +390,8 @@ def parse_training(
             difficulty = raw.get("difficulty")
             if not isinstance(difficulty, dict) or set(difficulty) != {"field", "threshold"}:
                 raise BenchError(
-                    f"{where}: one training source needs `difficulty: {{field: META_FIELD, threshold: NUMBER}}` to split easy from hard"
+                    f"{where}: one training source needs `difficulty: {{field: META_FIELD, threshold: NUMBER}}` "
+                    "to split easy from hard"
                 )
             threshold = _number(difficulty["threshold"], f"{where}: difficulty.threshold", -math.inf)
             sets = [

@@ -196,7 +196,7 @@ def _well_formed_exception(reply: tuple) -> bool:
 
 def rebuild_exception(class_name: str, base_name: str, errno: int | None, message: str, detail: str) -> Exception:
     """The candidate's exception as an instance of the nearest builtin class (OSError keeps its
-    errno, so the limits classify as before), described as the candidate described it."""
+    errno, which the limits are classified by), described as the candidate described it."""
     base = BUILTIN_EXCEPTIONS.get(base_name, CandidateError)
     if errno is not None and issubclass(base, OSError):
         error: Exception = OSError(errno, message)

@@ -75,7 +75,7 @@ def start_runner(program: str, config: dict, private_fds: tuple[int, ...]) -> tu
     if pid == 0:
         for fd in (*private_fds, calls_write, replies_read):
             os.close(fd)
-        libc_call("prctl", PR_SET_DUMPABLE, 1, 0, 0, 0)  # as before this design; the uid drop resets it anyway
+        libc_call("prctl", PR_SET_DUMPABLE, 1, 0, 0, 0)  # an ordinary process; the uid drop resets it anyway
         runner.run(program, config, calls_read, replies_write)
     os.close(calls_read)
     os.close(replies_write)

@@ -1,0 +1,242 @@
+"""The train stage: checkpoint 0 is the starting model, then the method's stages, checkpointing as
+they go; train_log.parquet at the end.
+
+Resumes: a re-run of a run stopped during training (a kill, a crash, SIGINT/SIGTERM) starts from
+the last checkpoint in the manifest (harness/store/checkpoints.py), drops whatever was written
+after it, and ends with the same weights, log and records as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from plasticity_bench.harness.app.config import LoraSettings, RunConfig, lora_settings
+from plasticity_bench.harness.app.stages import timed
+from plasticity_bench.harness.app.stages.prepare import PreparedRun
+from plasticity_bench.harness.app.stages.prompts import note_chat_fallback, rendered
+from plasticity_bench.harness.backends import BACKENDS, BackendPool
+from plasticity_bench.harness.backends.auto import BackendChoice
+from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.interrupt import kill_point, uninterruptible
+from plasticity_bench.harness.core.progress import progress_bar
+from plasticity_bench.harness.store import (
+    TRAIN_LOG_FILE,
+    CheckpointRecord,
+    RunStore,
+    checkpoint_name,
+    load_trainer_state,
+    resumable_checkpoints,
+    save_checkpoint,
+    save_trainer_state,
+    trainer_state_path,
+    write_manifest,
+)
+from plasticity_bench.tasks.base import Item
+from plasticity_bench.tasks.suites.items import foundation_items as suite_foundation_items
+from plasticity_bench.tasks.suites.items import training_items
+from plasticity_bench.trainers.common import Checkpoint, LoopConfig, MethodSettings, TrainContext, TrainingData
+from plasticity_bench.trainers.common import train as train_loop
+from plasticity_bench.trainers.device import choose_placement
+from plasticity_bench.trainers.rollouts import POLICY_FOLDER, PolicySampler
+
+OnLog = Callable[[dict[str, Any]], None]
+
+
+def train(
+    store: RunStore, run: PreparedRun, base_model: Path, backends: BackendPool, quiet: bool, on_log: OnLog | None = None
+) -> None:
+    """Train unless done; run.json records the step it resumed from and the steps it ran."""
+    if not store.stage_done("train"):
+        timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet, on_log))
+
+
+def train_stage(
+    store: RunStore,
+    run: PreparedRun,
+    base_model: Path,
+    backends: BackendPool,
+    quiet: bool,
+    on_log: OnLog | None = None,
+) -> dict:
+    """Resumes from the last complete checkpoint of an earlier attempt when there is one (the
+    method's `setup` runs again on the starting model, then the checkpoint's weights and training
+    state are loaded). Returns what run.json records."""
+    config = run.config
+    shutil.rmtree(store.generations, ignore_errors=True)  # generations belong to a finished train stage
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model)
+    records = start_or_resume(store, model, tokenizer)
+    resumed_from = records[-1]
+    lora = lora_settings(config)
+    if lora is not None:  # from here on the model is the start + adapters; checkpoints are saved merged
+        model = with_lora(model, lora, config.seed)
+    save = checkpoint_saver(store, model, tokenizer, records, lora is not None, config.keep_checkpoints)
+    data = training_data(store, run, tokenizer, base_model)
+    assert config.lr is not None and config.steps is not None, "prepare() resolves the method's default η and steps"
+    sampler = rollout_sampler(run.rollouts, backends, store.root / POLICY_FOLDER)
+    placement = choose_placement(config.device)
+    model.to(placement.device)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
+    store.update_metadata(training_device=placement.describe())
+    ctx = TrainContext(tokenizer, loop_config(config), run_dir=store.root, sampler=sampler, placement=placement)
+    try:
+        run.trainer.setup(model, data, ctx)  # on the starting model, also when resuming (it is deterministic)
+        resume = load_resume_state(store, model, resumed_from, lora is not None)
+        with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
+            if resumed_from.step:
+                advance(n=resumed_from.step)
+            stages = run.trainer.stages(data, MethodSettings(config.steps, config.lr))
+            log = train_loop(model, run.trainer, stages, ctx, save, lambda _step, loss: advance(loss), resume, on_log)
+    finally:
+        sampler.close()
+    store.write_table(TRAIN_LOG_FILE, pd.DataFrame(log))
+    if run.rollouts:
+        store.update_metadata(rollouts=asdict(sampler.stats))
+    return {
+        "resumed_from_step": resumed_from.step,
+        "steps_run": len(log) - resumed_from.step,
+        "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def start_or_resume(store: RunStore, model: Any, tokenizer: Any) -> list[CheckpointRecord]:
+    """The manifest to go on from: an earlier attempt's up to its last resumable checkpoint, else
+    (starting over) a fresh one holding checkpoint 0, the starting model."""
+    records = resumable_checkpoints(store, clean=True)
+    if records:
+        return records
+    shutil.rmtree(store.checkpoints, ignore_errors=True)
+    store.checkpoints.mkdir(parents=True)
+    records = [CheckpointRecord(0, "start", 0.0, None, 0, f"checkpoints/{checkpoint_name(0)}")]
+    save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(0))
+    write_manifest(store.checkpoints, records)
+    return records
+
+
+def checkpoint_saver(
+    store: RunStore, model: Any, tokenizer: Any, records: list[CheckpointRecord], lora: bool, keep: str
+) -> Callable[[Checkpoint], None]:
+    """What the training loop calls at each checkpoint: model folder, then training state, then the
+    manifest that makes the checkpoint count (appended to `records`)."""
+
+    def save(checkpoint: Checkpoint) -> None:
+        with uninterruptible():
+            save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(checkpoint.step))
+            kill_point("model", checkpoint.step)
+            state = {**checkpoint.state, "lora": adapter_state(model)} if lora else checkpoint.state
+            save_trainer_state(state, trainer_state_path(store.checkpoints, checkpoint.step))
+            path = f"checkpoints/{checkpoint_name(checkpoint.step)}"
+            records.append(
+                CheckpointRecord(
+                    checkpoint.step, checkpoint.stage, checkpoint.lr, checkpoint.loss, checkpoint.examples_seen, path
+                )
+            )
+            write_manifest(store.checkpoints, records)
+            if keep != "all":  # resuming needs only the latest training state
+                for earlier in records[1:-1]:
+                    trainer_state_path(store.checkpoints, earlier.step).unlink(missing_ok=True)
+
+    return save
+
+
+def training_data(store: RunStore, run: PreparedRun, tokenizer: Any, base_model: Path) -> TrainingData:
+    """The easy and hard training items rendered for the model (and the replay mix where the method wants it)."""
+    suite, config = run.suite, run.config
+    assert suite.easy is not None and suite.hard is not None, "prepare() checks the suite can train"
+    training_prompts = {f"{t.name}/{t.split}": t.prompt for t in (suite.easy, suite.hard)}
+    note_chat_fallback(store, training_prompts, tokenizer, base_model, "training")
+    exclude = run.evaluation.prompts
+    easy = training_items(suite, suite.easy, config.train_examples, config.seed, exclude)
+    easy_rendered = rendered(easy, suite.easy.prompt, tokenizer)
+    hard = training_items(suite, suite.hard, config.train_examples, config.seed, exclude)
+    return TrainingData(
+        easy=easy_rendered,
+        hard=rendered(hard, suite.hard.prompt, tokenizer),
+        foundation=foundation_items(run) if run.trainer.needs_foundation else (),
+    )
+
+
+def loop_config(config: RunConfig) -> LoopConfig:
+    return LoopConfig(
+        config.batch_size,
+        config.warmup_fraction,
+        config.min_lr_ratio,
+        config.weight_decay,
+        config.grad_clip,
+        config.checkpoint_every,
+        config.seed,
+        config.grad_accum,
+    )
+
+
+def load_resume_state(store: RunStore, model: Any, resumed_from: CheckpointRecord, lora: bool) -> dict | None:
+    """The training state to resume from (None at the start), with the checkpoint's weights loaded into `model`."""
+    if resumed_from.step == 0:
+        return None
+    resume = load_trainer_state(trainer_state_path(store.checkpoints, resumed_from.step))
+    if not lora:  # onto the model's device
+        model.load_state_dict(AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path).state_dict())
+    else:  # the checkpoint's model folder is merged: the adapters themselves are in the training state
+        load_adapter_state(model, resume["lora"])
+    return resume
+
+
+def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
+    """The model wrapped with fresh LoRA adapters (peft; B = 0, so it starts as the model itself),
+    only the adapters trainable. A is initialised from `seed`: the same adapters every time."""
+    from peft import LoraConfig, get_peft_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                target_modules=list(lora.targets),
+                lora_dropout=lora.dropout,
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
+        )
+
+
+def adapter_state(model: Any) -> dict[str, torch.Tensor]:
+    """The LoRA adapters' weights (what resuming a LoRA run loads; its model folders are merged)."""
+    from peft import get_peft_model_state_dict
+
+    return {name: tensor.detach().clone() for name, tensor in get_peft_model_state_dict(model).items()}
+
+
+def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    unexpected = getattr(set_peft_model_state_dict(model, state), "unexpected_keys", None)
+    if unexpected:
+        raise BenchError(
+            f"the training state's LoRA adapters do not fit this model ({unexpected[0]}): it cannot be resumed"
+        )
+
+
+def foundation_items(run: PreparedRun) -> list[Item]:
+    """Items of the organism's pre-training mix (replay): `train_examples` in all, drawn from each
+    (task, level) of the suite's `foundation:` at the run's seed; none for a `--model` run."""
+    if run.config.model or not run.suite.foundation:
+        return []
+    return suite_foundation_items(run.suite, run.config.train_examples, run.config.seed, run.evaluation.prompts)
+
+
+def rollout_sampler(choice: BackendChoice | None, backends: BackendPool, scratch: Path) -> PolicySampler:
+    """In memory where the backend samples a policy in memory (and for methods that never sample);
+    else the run's engine of that backend, synced per rollout."""
+    if choice is None or BACKENDS.get(choice.name).capabilities.policy_in_memory:
+        return PolicySampler()
+    return PolicySampler.with_engine(backends.get(choice.name), scratch)
