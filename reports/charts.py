@@ -1,11 +1,14 @@
 """The report's pictures, as PNG bytes: forgetting curves, gain vs forgetting, KL to start and the
-training objectives."""
+training objectives; and a study's headline figure (one point per arm, with its frontier) as inline SVG."""
 
 from __future__ import annotations
 
+import html
 import io
 import math
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -13,9 +16,12 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.text import Annotation  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from plasticity_bench.harness.evaluation.scoring import ALL  # noqa: E402
 from plasticity_bench.harness.evaluation.stats import pareto_front, wilson_interval  # noqa: E402
@@ -236,3 +242,135 @@ def training_curves(runs: Sequence[RunData]) -> bytes | None:
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     return png_bytes(fig)
+
+
+@dataclass(frozen=True)
+class ArmPoint:
+    """One arm of a study on the headline figure: its means on both axes, ± error bars (None: no bar)."""
+
+    label: str
+    x: float
+    y: float
+    x_err: float | None
+    y_err: float | None
+    colour: str
+    frontier: bool
+
+
+# Where a point's name may go, tried in order: (dx, dy) in points from the point, horizontal alignment.
+LABEL_SPOTS = (
+    (10, 0, "left"),
+    (-10, 0, "right"),
+    (8, 12, "left"),
+    (8, -12, "left"),
+    (-8, 12, "right"),
+    (-8, -12, "right"),
+    (0, 16, "center"),
+    (0, -16, "center"),
+    (14, 24, "left"),
+    (-14, -24, "right"),
+    (14, -24, "left"),
+    (-14, 24, "right"),
+)
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    both = Bbox.intersection(a, b)
+    return 0.0 if both is None else both.width * both.height
+
+
+def _name_points(fig: Figure, ax: Axes, points: Sequence[ArmPoint]) -> None:
+    """Each point's name beside it, at the first spot that covers no point and no name already
+    placed (else the spot that covers least): with a dozen arms, neighbours sit a few pixels apart."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    centres = ax.transData.transform([(p.x, p.y) for p in points])
+    ring = 8 * fig.dpi / 72  # a frontier ring's radius (points → pixels)
+    taken = [Bbox.from_bounds(cx - ring, cy - ring, 2 * ring, 2 * ring) for cx, cy in centres]  # the markers
+    for point in points:
+        best: tuple[float, Annotation, Bbox] | None = None
+        for dx, dy, align in LABEL_SPOTS:
+            text = ax.annotate(
+                point.label,
+                (point.x, point.y),
+                textcoords="offset points",
+                xytext=(dx, dy),
+                ha=align,
+                va="center",
+                fontsize=9,
+                color="#222",  # dark for every arm: a name in a pale palette colour is hard to read
+                annotation_clip=False,
+            )
+            box = text.get_window_extent(renderer).padded(1.5)
+            covered = sum(_overlap(box, other) for other in taken)
+            if best is None or covered < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (covered, text, box)
+            else:
+                text.remove()
+            if covered == 0:
+                break
+        assert best is not None
+        best[1].set_gid(f"headline-label-{point.label}")  # an id in the SVG: a test finds each name drawn
+        taken.append(best[2])
+
+
+def arms_frontier(points: Sequence[ArmPoint], x_label: str, y_label: str) -> Figure:
+    """One point per arm, x against y, with ± error bars, each named; the frontier (the arms no other
+    arm beats on both axes, larger better on both) ringed and joined by a dashed line; ★ the start."""
+    fig, ax = plt.subplots(figsize=(9, 5.6))
+    ax.axhline(0, color="#999", lw=0.8)
+    ax.axvline(0, color="#999", lw=0.8)
+    for point in points:
+        drawn = ax.errorbar(
+            [point.x],
+            [point.y],
+            xerr=None if point.x_err is None else [point.x_err],
+            yerr=None if point.y_err is None else [point.y_err],
+            fmt="o",
+            ms=7,
+            color=point.colour,
+            ecolor=point.colour,
+            elinewidth=1.3,
+            capsize=3,
+            zorder=3,
+        )
+        drawn.lines[0].set_gid(f"headline-point-{point.label}")  # an id in the SVG: one per arm drawn
+    front = sorted((p for p in points if p.frontier), key=lambda p: p.x)
+    ax.plot([p.x for p in front], [p.y for p in front], "--", color="#333", lw=1.4, zorder=2, gid="headline-frontier")
+    ax.scatter(
+        [p.x for p in front], [p.y for p in front], s=190, facecolors="none", edgecolors="#333", lw=1.2, zorder=4
+    )
+    ax.scatter([0], [0], marker="*", s=170, color="black", zorder=2.5)  # under the points: an arm at 0 stays seen
+    ax.set_xlim(*_padded_range([p.x + s * (p.x_err or 0) for p in points for s in (-1, 1)]))
+    ax.set_ylim(*_padded_range([p.y + s * (p.y_err or 0) for p in points for s in (-1, 1)]))
+    ax.text(0.99, 0.98, "better ↗", transform=ax.transAxes, ha="right", va="top", fontsize=9, color="#777")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.25)
+    ax.spines[["top", "right"]].set_visible(False)
+    legend = [
+        Line2D([], [], color="#333", ls="--", lw=1.4, marker="o", ms=11, mfc="none", label="frontier"),
+        Line2D([], [], color="black", ls="", marker="*", ms=12, label="start (before post-training)"),
+    ]
+    ax.legend(handles=legend, loc="lower left", fontsize=9, frameon=False)
+    fig.tight_layout()
+    _name_points(fig, ax, points)  # after the layout: names are placed in the final pixel geometry
+    return fig
+
+
+def svg_markup(fig: Figure, alt: str) -> str:
+    """The figure as an inline <svg> element for a self-contained page: text stays text (a reader can
+    select it, a test can find it), ids are stable between runs, the page sizes it (the viewBox is
+    kept), and `alt` is its accessible name (role=img with aria-label and a <title>)."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "plasticity-bench"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight", facecolor="white", metadata={"Date": None})
+    plt.close(fig)
+    text = buffer.getvalue()
+    text = text[text.index("<svg") :]  # no XML declaration or DOCTYPE inside HTML
+    text = re.sub(r'\s(width|height)="[^"]*"', "", text[: text.index(">")], count=2) + text[text.index(">") :]
+    alt_attr = html.escape(alt, quote=True)
+    text = text.replace("<svg", f'<svg role="img" aria-label="{alt_attr}"', 1)
+    close = text.index(">") + 1
+    return f"{text[:close]}<title>{html.escape(alt)}</title>{text[close:]}"

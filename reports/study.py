@@ -13,13 +13,16 @@ Per run, the metrics (from the same numbers as the run's summary.json):
   target_roughness  root mean square of the second differences of the target slice's score over
                     the checkpoints (points; 0 for a straight line, lower is smoother; needs ≥ 3)
 Per method: mean ± standard error across seeds; curves with ±1 standard-error bands across seeds;
-the claims (harness/evaluation/claims.py) with their verdicts. Writes study.html and study.json.
+the claims (harness/evaluation/claims.py) with their verdicts. Writes study.html and study.json, and
+headline.json: the points of the figure study.html opens with (each arm's mean target gain against its mean
+held-out change, ± standard error across seeds, and the frontier), taken from study.json's numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,13 +35,17 @@ from matplotlib.ticker import MaxNLocator
 
 from plasticity_bench.harness.evaluation.claims import Claim, evaluate_claims, mean_and_stderr
 from plasticity_bench.harness.evaluation.scoring import ALL
+from plasticity_bench.harness.evaluation.stats import pareto_front
 from plasticity_bench.harness.store import write_atomic, write_json_atomic
-from plasticity_bench.reports.charts import png_bytes, run_colour, training_curves
+from plasticity_bench.reports.charts import ArmPoint, arms_frontier, png_bytes, run_colour, svg_markup, training_curves
 from plasticity_bench.reports.data import RunData, display_name, load_runs
 from plasticity_bench.reports.html import STYLE, _image
 from plasticity_bench.reports.tables import change_table, final_kl, gain_and_forgetting
 
-STUDY_HTML, STUDY_JSON = "study.html", "study.json"
+STUDY_HTML, STUDY_JSON, HEADLINE_JSON = "study.html", "study.json", "headline.json"
+# The headline figure's axes: x learning, y forgetting, as "LoRA Learns Less and Forgets Less" and RL's Razor draw it.
+HEADLINE_X, HEADLINE_Y = "target_gain", "ood_change"
+HEADLINE_BARS = "±1 standard error across seeds (sample sd / √seeds)"
 METRICS = (
     "target_gain",
     "target_final",
@@ -230,16 +237,98 @@ def _claim_rows(data: Mapping[str, Any]) -> list[str]:
     return claims
 
 
-def study_html(data: Mapping[str, Any], curves_png: bytes, training_png: bytes | None = None) -> str:
+def headline(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline figure's numbers (headline.json): per arm, the mean and standard error of its target
+    gain and held-out change as the methods table shows them (read from the study's data, not computed
+    again), whether it is drawn (both means exist) and whether it is on the frontier: no other arm has at
+    least its gain and its held-out change and more of one (harness.evaluation.stats.pareto_front over the means)."""
+    points = []
+    for arm, entry in data["methods"].items():
+        x, y = entry["metrics"].get(HEADLINE_X) or {}, entry["metrics"].get(HEADLINE_Y) or {}
+        points.append(
+            {
+                "arm": arm,
+                HEADLINE_X: x.get("mean"),
+                f"{HEADLINE_X}_stderr": x.get("stderr"),
+                HEADLINE_Y: y.get("mean"),
+                f"{HEADLINE_Y}_stderr": y.get("stderr"),
+                "seeds": min(x.get("seeds", 0), y.get("seeds", 0)),
+                "drawn": x.get("mean") is not None and y.get("mean") is not None,
+            }
+        )
+    drawn = [(p[HEADLINE_X], p[HEADLINE_Y]) for p in points if p["drawn"]]
+    front = {drawn[i] for i in pareto_front(drawn)}  # arms at the same place: on it or off it together
+    for point in points:
+        point["frontier"] = point["drawn"] and (point[HEADLINE_X], point[HEADLINE_Y]) in front
+    return {"x": HEADLINE_X, "y": HEADLINE_Y, "bars": HEADLINE_BARS, "points": points}
+
+
+def _seeds_text(points: Sequence[Mapping[str, Any]]) -> str:
+    counts = {p["seeds"] for p in points}
+    if len(counts) == 1:
+        n = counts.pop()
+        return f"{n} seeds per arm" if n != 1 else "1 seed per arm (no bars: a standard error needs 2)"
+    return "seeds per arm: " + ", ".join(f"{p['arm']} {p['seeds']}" for p in points) + " (an arm of 1 seed: no bar)"
+
+
+def headline_figure(data: Mapping[str, Any], numbers: Mapping[str, Any]) -> str:
+    """The figure study.html opens with: one point per arm, target gain (x) against held-out change (y),
+    as inline SVG; its points also ride along as the figure's data-points (JSON)."""
+    colours = {arm: run_colour(index) for index, arm in enumerate(data["methods"])}  # the curves' colours
+    x_se, y_se = f"{HEADLINE_X}_stderr", f"{HEADLINE_Y}_stderr"
+    drawn = [
+        ArmPoint(p["arm"], p[HEADLINE_X], p[HEADLINE_Y], p[x_se], p[y_se], colours[p["arm"]], p["frontier"])
+        for p in numbers["points"]
+        if p["drawn"]
+    ]
+    if not drawn:
+        return "<p class=note>No headline figure: no arm has both a target gain and a held-out change.</p>"
+    target, families = html.escape(data["target"]), ", ".join(data["held_out_families"])
+    alt = (
+        f"Target gain against held-out change, one point per arm ({', '.join(p.label for p in drawn)}), "
+        "with error bars across seeds and the frontier of arms drawn"
+    )
+    chart = arms_frontier(
+        drawn,
+        f"target gain: {data['target']} accuracy − start (points)",
+        f"held-out change: mean over {families}\nfinal − start (points; below 0 is forgetting)",
+    )
+    missing = [p["arm"] for p in numbers["points"] if not p["drawn"]]
+    places: dict[tuple[float, float], list[str]] = {}
+    for point in drawn:
+        places.setdefault((point.x, point.y), []).append(point.label)
+    together = "; ".join(", ".join(arms) for arms in places.values() if len(arms) > 1)
+    notes = f" Drawn at the same place (equal means): {together}." if together else ""
+    notes += f" Not drawn (no held-out change): {', '.join(missing)}." if missing else ""
+    return f"""<h2 id=gain-forgetting>Target gain against held-out change</h2>
+<figure id=headline class=headline data-points='{html.escape(json.dumps(numbers["points"]))}'>{svg_markup(chart, alt)}
+<figcaption>One point per arm: the mean across seeds of its target gain (x: final − start on {target}) and
+of its held-out change (y: mean over {html.escape(families)} of final − start; below 0 is forgetting), the
+numbers of the table below. Bars: {HEADLINE_BARS}; {html.escape(_seeds_text(numbers["points"]))}. Up and to
+the right is better: more learning, less forgetting (the axes of "LoRA Learns Less and Forgets Less" and
+RL's Razor). Ringed and joined by the dashed line: the frontier, the arms no other arm matches on both axes
+while beating them on one (by the means). ★: the starting model.{html.escape(notes)}</figcaption></figure>"""
+
+
+HEADLINE_STYLE = (
+    "figure.headline svg{display:block;width:100%;height:auto;max-width:60rem;"
+    "border:1px solid var(--line);border-radius:6px;background:#fff}"
+)
+
+
+def study_html(
+    data: Mapping[str, Any], curves_png: bytes, training_png: bytes | None = None, headline_html: str = ""
+) -> str:
     families = data["held_out_families"]
     head, body, claims = _methods_head(families), _method_rows(data, families), _claim_rows(data)
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
-<title>plasticity-bench study</title><style>{STYLE}</style></head>
+<title>plasticity-bench study</title><style>{STYLE}{HEADLINE_STYLE}</style></head>
 <body><main>
 <h1>plasticity-bench study</h1>
 <p class=sub>suite <b>{html.escape(data["suite"])}</b> · target <b>{html.escape(data["target"])}</b>
 · methods {html.escape(", ".join(data["methods"]))}</p>
+{headline_html}
 <h2 id=methods>Methods across seeds</h2>
 <p class=note>Mean ± standard error across seeds (sample sd / √seeds) of each run's final − start, in points.
 Target gain: on {html.escape(data["target"])} (seeds gaining: runs whose own paired 95% interval of the gain lies
@@ -282,9 +371,13 @@ def first_seed_runs(by_method: Mapping[str, Sequence[RunData]]) -> list[RunData]
 def write_study(
     out: Path, run_dirs: Mapping[str, Sequence[tuple[int, Path]]], claims: Sequence[Claim]
 ) -> tuple[Path, Path]:
-    """study.html and study.json in `out`."""
+    """study.html, study.json and headline.json (the headline figure's points) in `out`."""
     data, by_method = study_data(run_dirs, claims)
-    page = study_html(data, seed_band_curves(by_method), training_curves(first_seed_runs(by_method)))
+    numbers = headline(data)
+    page = study_html(
+        data, seed_band_curves(by_method), training_curves(first_seed_runs(by_method)), headline_figure(data, numbers)
+    )
     write_json_atomic(out / STUDY_JSON, data)
+    write_json_atomic(out / HEADLINE_JSON, numbers)
     write_atomic(out / STUDY_HTML, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out / STUDY_HTML, out / STUDY_JSON

@@ -5,5 +5,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 ruff check .
+ruff format --check .
 mypy
 lint-imports --no-cache

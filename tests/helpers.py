@@ -60,3 +60,21 @@ def cli_without_vllm(cache: Path, *args: str) -> subprocess.CompletedProcess:
         env={**os.environ, "PLASTICITY_BENCH_CACHE": str(cache)},
         timeout=300,
     )
+
+
+ROOT = Path(__file__).resolve().parent.parent
+OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def cli_with_cache(cache: Path, *args: str, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess with its own organism cache, offline, from the repository; `env` adds
+    variables (e.g. OMP_NUM_THREADS="1")."""
+    environment = {**os.environ, "PLASTICITY_BENCH_CACHE": str(cache), **OFFLINE, **env}
+    return subprocess.run(
+        [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        timeout=timeout,
+    )

@@ -7,9 +7,7 @@ says so where it does not; and the stored per-document data agree with lm-eval's
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +16,9 @@ import pytest
 
 from tests.chat_model import build_chat_model
 from tests.conftest import ROOT
+from tests.helpers import cli_with_cache
 from tests.suite_files import write_jsonl
 
-OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 ARITH_DATA = ROOT / "tasks" / "lmeval" / "organism_arith.jsonl"
 # Options of different lengths, so acc (raw log-likelihood) and acc_norm (per character) can differ.
 CHOICE_ROWS = [
@@ -61,15 +59,7 @@ eval:
 
 
 def run_cli(cache: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(cache), **OFFLINE}
-    return subprocess.run(
-        [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=900,
-    )
+    return cli_with_cache(cache, *args, OMP_NUM_THREADS="1")
 
 
 def write_suite(folder: Path, suite: str = SUITE) -> Path:

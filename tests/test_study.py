@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -173,14 +174,23 @@ def test_study_usage_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "s").exists()  # nothing written for bad input
 
 
-def test_study_end_to_end(bench, tmp_path: Path) -> None:
-    out = tmp_path / "study"
-    mine = tmp_path / "claims.yaml"
-    mine.write_text(
-        "- {claim: RPS forgets less than SFT, a: rps-half, b: sft, metric: ood_change, direction: greater}\n"
-    )
-    arms = tmp_path / "arms.yaml"  # an arm: a labelled variant of a method
-    arms.write_text("rps-half: {method: rps, options: {stage2_lr_ratio: 0.5}}\n")
+SMOKE_ARMS = "rps-half: {method: rps, options: {stage2_lr_ratio: 0.5}}\n"  # an arm: a labelled variant of a method
+
+
+@dataclass(frozen=True)
+class SmokeStudy:
+    out: Path
+    arms: Path
+    command: tuple[str, ...]
+
+
+@pytest.fixture(scope="session")
+def smoke_study(bench, tmp_path_factory: pytest.TempPathFactory) -> SmokeStudy:
+    """sft and the rps-half arm × seeds 0,1 at smoke size through `bench study`, made once per session:
+    a module that imports this fixture finds the folder at its fixed place under the session's
+    temporary root instead of running the study again (tests/test_study_figure.py)."""
+    root = tmp_path_factory.getbasetemp() / "smoke-study"
+    out, mine, arms = root / "study", root / "claims.yaml", root / "arms.yaml"
     command = (
         "study",
         "--methods",
@@ -199,8 +209,19 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
         str(mine),
         "-q",
     )
-    done = bench(*command)
-    assert done.returncode == 0, done.stderr
+    if not (out / "study.json").is_file():
+        root.mkdir(exist_ok=True)
+        mine.write_text(
+            "- {claim: RPS forgets less than SFT, a: rps-half, b: sft, metric: ood_change, direction: greater}\n"
+        )
+        arms.write_text(SMOKE_ARMS)
+        done = bench(*command)
+        assert done.returncode == 0, done.stderr
+    return SmokeStudy(out, arms, command)
+
+
+def test_study_end_to_end(bench, smoke_study: SmokeStudy) -> None:
+    out, arms, command = smoke_study.out, smoke_study.arms, smoke_study.command
     for name in ("sft-seed0", "sft-seed1", "rps-half-seed0", "rps-half-seed1"):
         meta = json.loads((out / name / "run.json").read_text())
         assert meta["stages"]["report"]["done"]
@@ -256,6 +277,9 @@ def test_study_end_to_end(bench, tmp_path: Path) -> None:
 
     # an arm whose settings changed since its runs were made: refused, not silently skipped and mixed in
     arms.write_text("rps-half: {method: rps, options: {stage2_lr_ratio: 0.4}}\n")
-    stale = bench(*command)
+    try:
+        stale = bench(*command)
+    finally:
+        arms.write_text(SMOKE_ARMS)  # the shared study's arms as its runs were made
     assert stale.returncode != 0 and "hold runs with other settings than their arm's today" in stale.stderr
     assert json.loads((out / "study.json").read_text()) == data  # nothing re-written

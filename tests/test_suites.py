@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,24 +15,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from plasticity_bench.harness.app.organism import OrganismConfig
 from tests.chat_model import build_chat_model
-from tests.conftest import ROOT, require_vllm
-from tests.helpers import cli, rejected
+from tests.conftest import require_vllm
+from tests.helpers import cli, cli_with_cache, rejected
 from tests.suite_files import GSM8K_ROWS, write_jsonl, write_suite
 
 SLICES = {"gsm8k/test", "math500/test", "humaneval/test", "sums/test"}
-OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def run_cli(cache: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(cache), "OMP_NUM_THREADS": "1", **OFFLINE}
-    return subprocess.run(
-        [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=900,
-    )
+    return cli_with_cache(cache, *args, OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 PACKAGE = "plasticity_bench"
 FOLDERS = ("harness", "tasks", "trainers", "reports")  # installed only as plasticity_bench.<folder>
-DATA_SUFFIXES = (".yaml", ".json", ".jsonl")
+DATA_SUFFIXES = (".yaml", ".json", ".jsonl", ".safetensors")  # .safetensors: the shipped organism
 # A user's own modules under the names the project's folders carry. Each leaves a mark before it refuses, so an
 # import is seen even where the code that imported it swallows the ImportError.
 USER_MODULE = (
@@ -114,6 +114,7 @@ def test_wheel_installs_one_name_and_runs_beside_a_users_tasks(tmp_path: Path, b
     assert not missing, f"package data left out of the wheel: {sorted(missing)}"
     assert f"{PACKAGE}/tasks/suites/micro.yaml" in names
     assert f"{PACKAGE}/harness/sandbox/child/__main__.py" in names  # the sandbox's child runs from the install
+    assert f"{PACKAGE}/harness/app/organism_weights/model.safetensors" in names  # the default organism ships
 
     env_dir = fresh_environment(tmp_path, wheel)
     folder = user_folder(tmp_path)
@@ -134,6 +135,12 @@ def test_wheel_installs_one_name_and_runs_beside_a_users_tasks(tmp_path: Path, b
     assert found.returncode == 0, found.stderr[-3000:]
     where = found.stdout.strip()
     assert Path(where).resolve().is_relative_to(env_dir.resolve()), f"{PACKAGE} imported from {where}"
+
+    shipped = subprocess.run(  # the default organism comes from the install, pre-trained nowhere
+        [str(env_dir / "bin" / "bench"), "base", "-q"], capture_output=True, text=True, env=env, cwd=folder
+    )
+    assert shipped.returncode == 0, shipped.stderr[-3000:]
+    assert Path(shipped.stdout.strip()).resolve().is_relative_to(env_dir.resolve()), shipped.stdout
 
     out = tmp_path / "run"
     done = subprocess.run(

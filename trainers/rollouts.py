@@ -6,7 +6,9 @@ Two kinds of backend can sample a policy, by what they declare (`Capabilities`):
           rollout the policy's current weights are written to a scratch model folder and swapped
           into the running engine (`load`: for vLLM an in-place reload, verified for tied heads);
           the engine starts once, at the first rollout, and the pipeline hands the same engine to
-          the generate stage afterwards.
+          the generate stage afterwards. Where the trainer shares the engine's GPU the engine
+          sleeps after each rollout (`sleep_during_updates`; vLLM's sleep mode frees its memory
+          for the optimizer update) and wakes at the next sync.
 
 A stale engine would be silent (it still samples fluent text), so `tests/test_rollouts.py`
 checks that the engine's log-probabilities equal the in-memory policy's after every update.
@@ -50,6 +52,9 @@ class PolicySampler:
     scratch: Path | None = None  # where the policy's weights are written for the engine
     stats: RolloutStats = field(default_factory=lambda: RolloutStats("hf"))  # restored when training resumes
     synced: bool = False  # whether this process has synced the engine yet (the first sync starts it)
+    # The trainer shares the engine's device: after each rollout the engine frees its memory for the
+    # update (where its settings allow: vLLM's sleep mode), and the next sync wakes it.
+    sleep_during_updates: bool = False
 
     @classmethod
     def with_engine(cls, engine: GenerationBackend, scratch: Path) -> PolicySampler:
@@ -86,6 +91,8 @@ class PolicySampler:
             model.train(was_training)
         self.stats.generate_seconds += time.perf_counter() - started
         self.stats.rollouts += 1
+        if self.engine is not None and self.sleep_during_updates:
+            self.engine.sleep()  # the update that follows gets the engine's memory
         return completions
 
     def sync(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -7,13 +7,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from plasticity_bench.harness.app.process_exit import end_process, is_entry_point
 from plasticity_bench.harness.core.errors import BenchError, writing
 from plasticity_bench.harness.core.interrupt import Interrupted, stop_on_signals
+
+if TYPE_CHECKING:
+    from plasticity_bench.harness.app.config import RunConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -53,7 +56,7 @@ def run(
         None, "--method", "-m", help="post-training method (see `bench methods`) [default: the config file's, else rps]"
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder [default: runs/<method>-seed<seed>]"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings (see README)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings (docs/commands.md)"),
     preset: str = typer.Option("default", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, help="seed for data order, initialisation and sampling"),
     steps: Optional[int] = typer.Option(
@@ -73,6 +76,9 @@ def run(
     refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
     report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="print the device memory estimate per process and exit; nothing is written"
+    ),
 ) -> None:
     """Train with METHOD on the suite's training sets, score every checkpoint (start included) on its
     evaluation sets, write the report."""
@@ -91,6 +97,9 @@ def run(
         "report_to": parse_report_to(report_to),
     }
     run_config = load_config(preset, config, overrides)
+    if dry_run:
+        print_memory_estimate(run_config)
+        return
     # torch and transformers: after the settings are checked
     from plasticity_bench.harness.app.run import execute
     from plasticity_bench.harness.app.stages.prepare import prepare
@@ -102,6 +111,15 @@ def run(
     summary = json.loads((store.root / "summary.json").read_text())
     typer.echo(format_summary(summary))
     typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
+
+
+def print_memory_estimate(run_config: RunConfig) -> None:
+    """`bench run --dry-run`: the estimate's table (docs/gpu-recipes.md); exit 2 when it does not fit."""
+    from plasticity_bench.harness.app.memory import dry_run
+
+    lines, plan = dry_run(run_config)
+    typer.echo("\n".join(lines))
+    plan.check()
 
 
 def format_summary(rows: list[dict]) -> str:
@@ -121,7 +139,7 @@ def format_summary(rows: list[dict]) -> str:
 def study(
     methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated methods, e.g. sft,rps,eps"),
     arms: Optional[Path] = typer.Option(
-        None, "--arms", help="a YAML file of labelled variants, label: {method: sft, lr: 1e-4} (see README)"
+        None, "--arms", help="a YAML file of labelled variants, label: {method: sft, lr: 1e-4} (docs/studies.md)"
     ),
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
     out: Path = typer.Option(
@@ -133,7 +151,9 @@ def study(
     ),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings for every run"),
     jobs: int = typer.Option(1, "--jobs", "-j", help="runs in parallel (each one torch thread)"),
-    claims: Optional[Path] = typer.Option(None, "--claims", help="a YAML file of more claims to check (see README)"),
+    claims: Optional[Path] = typer.Option(
+        None, "--claims", help="a YAML file of more claims to check (docs/studies.md)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Run every method (or arm) × seed, resuming unfinished runs and skipping finished ones, then one
@@ -151,19 +171,26 @@ def study(
 def base(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings"),
     preset: str = typer.Option("default", help=PRESET_HELP),
-    rebuild: bool = typer.Option(False, help="pre-train again even if a cached organism exists"),
+    rebuild: bool = typer.Option(
+        False,
+        help="pre-train it on this machine again and say whether the weights equal the shipped (default preset) "
+        "or the cached ones",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Build (or find) the cached model organism and print its folder."""
+    """Print the organism's folder: shipped for the default preset, else cached (pre-trained on first use)."""
     from plasticity_bench.harness.app.config import load_config
-    from plasticity_bench.harness.app.organism import ensure_organism, remove_cached
+    from plasticity_bench.harness.app.organism import ensure_organism
+    from plasticity_bench.harness.app.organism import rebuild as rebuild_organism
     from plasticity_bench.tasks.suites import load_suite
 
     run_config = load_config(preset, config)
     suite = load_suite(run_config.suite)
     if rebuild:
-        remove_cached(run_config.organism, suite)
-    typer.echo(ensure_organism(run_config.organism, suite, quiet))
+        folder, verdict = rebuild_organism(run_config.organism, suite, quiet)
+        typer.echo(f"{folder}\n{verdict}")
+    else:
+        typer.echo(ensure_organism(run_config.organism, suite, quiet))
 
 
 @app.command()

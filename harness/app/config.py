@@ -22,8 +22,39 @@ from plasticity_bench.harness.app.names import check_backend, check_method, chec
 from plasticity_bench.harness.app.organism_config import OrganismConfig  # not .organism: answers before torch loads
 from plasticity_bench.harness.app.presets import preset_file
 from plasticity_bench.harness.core.errors import BenchError
+from plasticity_bench.harness.core.memory import STRATEGIES
 from plasticity_bench.harness.core.options import build as _build
 from plasticity_bench.harness.core.options import option
+
+VLLM_DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")  # what vllm.LLM takes
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """`vllm:`: arguments of the vLLM engine, passed to `vllm.LLM` unchanged, for the engine that
+    generates the evaluation sets and the one that samples rollouts alike (docs/vllm-settings.md).
+    The defaults are the engine the vllm backend starts without them."""
+
+    tensor_parallel_size: int = option(1, "GPUs one engine's weights are split over", low=1)
+    gpu_memory_utilization: float = option(
+        0.85,
+        "share of each GPU's memory the engine takes for weights and KV cache; unused on CPU",
+        low=0,
+        high=1,
+        low_open=True,
+    )
+    max_model_len: int | None = option(None, "longest prompt + completion in tokens; null: the model's context")
+    dtype: str = option(
+        "float32", "the engine's weights and compute; float32 agrees with the hf backend", choices=VLLM_DTYPES
+    )
+    enable_prefix_caching: bool = option(True, "reuse the KV cache of prompts' shared beginnings")
+    enable_sleep_mode: bool = option(
+        False, "free the engine's GPU memory while a trainer on that GPU updates (CUDA only)"
+    )
+
+    def validate(self) -> None:
+        if self.max_model_len is not None and self.max_model_len <= 0:
+            raise BenchError(f"vllm.max_model_len must be positive or null, got {self.max_model_len}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +69,7 @@ class RunConfig:
     organism: OrganismConfig = field(default_factory=OrganismConfig)
     backend: str = "hf"  # generates the evaluation sets at every checkpoint: hf, vllm or auto
     rollout_backend: str = "hf"  # samples the policy during training (GRPO, PCR, DPO, SPoT): hf, vllm or auto
+    vllm: VllmSettings = field(default_factory=VllmSettings)  # the vLLM engine's own arguments (both purposes)
     # post-training
     steps: int | None = None  # post-training steps; None = the method's default (Trainer.default_steps)
     lr: float | None = None  # η; None = the method's default (Trainer.default_lr)
@@ -47,7 +79,7 @@ class RunConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     checkpoint_every: int = 50
-    # what stays on disk after the run (README, "Configuration"): all | evaluated | last; not part of the fingerprint
+    # what stays on disk after the run (docs/run-folder.md): all | evaluated | last; not part of the fingerprint
     keep_checkpoints: str = "all"
     device: str = (
         "auto"  # where training runs: auto (a CUDA GPU when there is one, bf16 autocast where supported), cpu or cuda
@@ -63,6 +95,12 @@ class RunConfig:
     # experiment trackers that get every training step and checkpoint score: tensorboard, wandb, mlflow
     # (harness/app/tracking.py, docs/tracking.md); not part of the fingerprint
     report_to: tuple[str, ...] = ()
+    # the memory estimate (harness/app/memory.py, docs/gpu-recipes.md): they feed the check and
+    # `bench run --dry-run` only (no launcher uses them yet), so they are not part of the fingerprint
+    device_memory_gb: float | None = None  # None = the device's own (the GPU's memory, or this machine's RAM)
+    num_processes: int = option(1, "training processes the estimate assumes (data parallel)", low=1)
+    strategy: str = option("ddp", "how processes share the model: ddp, zero2, zero3, fsdp", choices=STRATEGIES)
+    seq_len_bound: int | None = None  # longest training sequence assumed; None = the model's context (≤ 2048)
 
     def fingerprint(self, extra: dict[str, Any] | None = None) -> str:
         """Identity of the run: two folders with the same fingerprint hold the same experiment
@@ -76,7 +114,9 @@ class RunConfig:
 
 
 # where and what is kept or logged, not what is computed
-NOT_FINGERPRINTED = frozenset({"keep_checkpoints", "device", "report_to"})
+NOT_FINGERPRINTED = frozenset(
+    {"keep_checkpoints", "device", "report_to", "device_memory_gb", "num_processes", "strategy", "seq_len_bound"}
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +143,11 @@ def lora_settings(config: RunConfig) -> LoraSettings | None:
     settings: LoraSettings = _build(LoraSettings, config.lora, "lora.")
     settings.validate()
     return settings
+
+
+def backend_settings(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """Per backend name, the keyword arguments a run's backends are made with (BackendPool)."""
+    return {"vllm": asdict(config.vllm)}
 
 
 KEEP_CHECKPOINTS = ("all", "evaluated", "last")
@@ -202,6 +247,7 @@ def validate(config: RunConfig) -> None:
     check_backend(config.rollout_backend, "rollout backend")
     check_suite(config.suite)
     config.organism.validate()
+    config.vllm.validate()
     lora_settings(config)
     from plasticity_bench.harness.app.tracking import check_report_to
 

@@ -1,13 +1,17 @@
 """The embedded model organism: a small Qwen3 pre-trained from scratch on the foundation mix.
 
 It is an ordinary Hugging Face model folder (Qwen3ForCausalLM + a character-level fast
-tokenizer), so transformers, vLLM and lm-eval load it like any real model. It is built
-deterministically from `OrganismConfig` and cached under the hash of that config, so every run
-on a machine shares one starting model.
+tokenizer), so transformers, vLLM and lm-eval load it like any real model. The default preset's
+organism ships with the package (`organism_weights/`, pinned by shipped.json): another CPU's float
+kernels, or another thread count, pre-train the same config to other weights (BENCHMARKS §14.1), so
+every machine starts from the shipped ones. Any other config is built deterministically from
+`OrganismConfig` and cached under the hash of that config, so every run on a machine shares one
+starting model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,15 +19,17 @@ import string
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from plasticity_bench.harness.app.organism_config import OrganismConfig
-from plasticity_bench.harness.core.errors import writing
+from plasticity_bench.harness.core import provenance
+from plasticity_bench.harness.core.errors import BenchError, writing
 from plasticity_bench.harness.core.progress import progress_bar
-from plasticity_bench.harness.store import check_writable, save_checkpoint
+from plasticity_bench.harness.store import check_writable, save_checkpoint, write_folder_atomic
 from plasticity_bench.tasks.suites import Suite
 from plasticity_bench.tasks.suites.items import foundation_items, load_eval_items
 from plasticity_bench.trainers.common import LoopConfig, Stage, TrainContext, train
@@ -31,6 +37,18 @@ from plasticity_bench.trainers.sft import SFT
 
 EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<|unk|>"
 CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n"
+
+SHIPPED = Path(__file__).resolve().parent / "organism_weights"  # the default preset's organism, in the package
+SHIPPED_RECORD = "shipped.json"  # its config fingerprint, every file's sha256, where it was pre-trained
+SHIPPED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "organism.json",
+)
+REBUILT_SUFFIX = "-rebuilt"  # `bench base --rebuild` of the shipped organism: this machine's own pre-training
 
 
 def cache_root() -> Path:
@@ -74,11 +92,48 @@ def build_model(config: OrganismConfig, vocab_size: int) -> Qwen3ForCausalLM:
 
 
 def organism_path(config: OrganismConfig, suite: Suite) -> Path:
+    """Where this machine caches the organism it pre-trains for `config` on `suite`."""
     return cache_root() / "organisms" / config.fingerprint(suite)
 
 
+def shipped_record() -> dict[str, Any] | None:
+    record = SHIPPED / SHIPPED_RECORD
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
+def shipped_for(config: OrganismConfig, suite: Suite) -> Path | None:
+    """The shipped organism's folder when `config` on `suite` is the organism it was pre-trained as, else None."""
+    record = shipped_record()
+    return SHIPPED if record is not None and record["fingerprint"] == config.fingerprint(suite) else None
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_shipped() -> None:
+    """Every shipped file as shipped.json pins it: an edited or damaged install never passes for the organism."""
+    for name, digest in (shipped_record() or {}).get("files", {}).items():
+        path = SHIPPED / name
+        if not path.is_file() or file_sha256(path) != digest:
+            raise BenchError(
+                f"the shipped organism's {name} in {SHIPPED} does not match its sha256 in {SHIPPED_RECORD}; "
+                "reinstall plasticity-bench"
+            )
+
+
+def find_organism(config: OrganismConfig, suite: Suite) -> Path:
+    """The organism's folder, built or not: the shipped one for its config, else this machine's cache entry."""
+    return shipped_for(config, suite) or organism_path(config, suite)
+
+
 def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -> Path:
-    """The cached organism's folder, pre-training it first if this machine has none yet."""
+    """The organism's folder: the shipped one when `config` is its config (no pre-training, on any machine),
+    else the cached one, pre-training it first if this machine has none yet."""
+    shipped = shipped_for(config, suite)
+    if shipped is not None:
+        check_shipped()  # 5 MB hashed in milliseconds
+        return shipped
     folder = organism_path(config, suite)
     if (folder / "config.json").exists():
         return folder
@@ -90,6 +145,11 @@ def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -
         except BaseException:  # no half-written organism that a later run would take as cached
             shutil.rmtree(folder, ignore_errors=True)
             raise
+
+
+def start_source(folder: Path) -> str:
+    """run.json's `base_model_source` for an organism folder: shipped with the package, or pre-trained here."""
+    return "shipped" if folder.resolve() == SHIPPED else "pre-trained"
 
 
 def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) -> Path:
@@ -127,5 +187,41 @@ def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) ->
     return folder
 
 
-def remove_cached(config: OrganismConfig, suite: Suite) -> None:
-    shutil.rmtree(organism_path(config, suite), ignore_errors=True)
+def rebuild(config: OrganismConfig, suite: Suite, quiet: bool = False) -> tuple[Path, str]:
+    """Pre-train the organism on this machine again; returns its folder and how it compares with the shipped
+    organism (for the shipped config: the rebuild lands beside the cache entry as `<fingerprint>-rebuilt`, and
+    runs keep starting from the shipped weights) or with the cached one it replaces (any other config)."""
+    shipped = shipped_for(config, suite)
+    cached = organism_path(config, suite)
+    reference = shipped or (cached if (cached / "config.json").exists() else None)
+    target = cached.with_name(cached.name + REBUILT_SUFFIX) if shipped else cached
+    verdict: list[str] = []
+
+    def build(partial: Path) -> None:
+        pretrain(config, suite, partial, quiet)
+        verdict.append(compare_weights(partial, reference, "shipped" if shipped else "cached"))
+
+    with writing(cached.parent):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(cached.parent)  # before minutes of pre-training, not after
+        write_folder_atomic(target, build)  # a cached entry stays usable until the rebuild replaces it
+    return target, verdict[0]
+
+
+def compare_weights(built: Path, reference: Path | None, label: str) -> str:
+    """One line: whether `built`'s weights equal `reference`'s byte for byte, else their largest difference."""
+    if reference is None:
+        return "nothing shipped or cached to compare with: the first build of this organism here"
+    ours, theirs = provenance.weights_digest(built), provenance.weights_digest(reference)
+    if ours == theirs:
+        return f"equal to the {label} organism ({reference}): byte-identical weights, sha256 {ours}"
+    from safetensors.torch import load_file  # transformers' own dependency
+
+    new, old = load_file(built / "model.safetensors"), load_file(reference / "model.safetensors")
+    if new.keys() != old.keys() or any(new[name].shape != old[name].shape for name in new):
+        return f"differs from the {label} organism ({reference}): other tensors"
+    name, gap = max(((name, (new[name] - old[name]).abs().max().item()) for name in new), key=lambda pair: pair[1])
+    return (
+        f"differs from the {label} organism ({reference}): largest absolute weight difference {gap:.3g} ({name}); "
+        f"weights sha256 {ours} here, {theirs} {label}"
+    )

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from plasticity_bench.tasks.suites import Suite
 
 # Bump when anything that changes the built model but is not in OrganismConfig changes
-# (tokenizer, data rendering, the training loop), so stale caches are not reused.
+# (tokenizer, data rendering, the training loop), so stale caches are not reused. The shipped
+# organism answers to this version too: after a bump, ship it again (scripts/ship_organism.py).
 ORGANISM_CODE_VERSION = 1
 
 

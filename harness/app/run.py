@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from plasticity_bench.harness.app.config import backend_settings
 from plasticity_bench.harness.app.stages.generate import generate
 from plasticity_bench.harness.app.stages.kl import kl
 from plasticity_bench.harness.app.stages.prepare import PreparedRun, open_run
@@ -53,7 +54,7 @@ def execute_stages(run: PreparedRun, quiet: bool) -> RunStore:
     config = run.config
     tracking = open_tracking(config.report_to, store, config.to_dict(), work_left=not store.stage_done("score"))
     try:
-        with BackendPool() as backends:  # a vLLM engine started for rollouts also generates
+        with BackendPool(backend_settings(config)) as backends:  # a vLLM engine started for rollouts also generates
             train(store, run, base_model, backends, quiet, tracking.log_step)
             prune_training_state(store, config.keep_checkpoints)
             kl(store, run, base_model)

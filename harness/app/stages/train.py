@@ -72,7 +72,9 @@ def train_stage(
     config = run.config
     shutil.rmtree(store.generations, ignore_errors=True)  # generations belong to a finished train stage
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model)
+    # fp32 master weights whatever the folder stores (a bf16 checkpoint would otherwise train in pure
+    # bf16, where AdamW steps at η ≈ 1e-6 round away); bf16 enters only through autocast
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     records = start_or_resume(store, model, tokenizer)
     resumed_from = records[-1]
     lora = lora_settings(config)
@@ -83,6 +85,7 @@ def train_stage(
     assert config.lr is not None and config.steps is not None, "prepare() resolves the method's default η and steps"
     sampler = rollout_sampler(run.rollouts, backends, store.root / POLICY_FOLDER)
     placement = choose_placement(config.device)
+    sampler.sleep_during_updates = placement.device == "cuda"  # an engine on a GPU is on the trainer's GPU
     model.to(placement.device)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
     store.update_metadata(training_device=placement.describe())
     ctx = TrainContext(tokenizer, loop_config(config), run_dir=store.root, sampler=sampler, placement=placement)
@@ -99,6 +102,8 @@ def train_stage(
     store.write_table(TRAIN_LOG_FILE, pd.DataFrame(log))
     if run.rollouts:
         store.update_metadata(rollouts=asdict(sampler.stats))
+    if sampler.engine is not None and sampler.engine.engine_settings():
+        store.update_metadata(engine_settings=sampler.engine.engine_settings())
     return {
         "resumed_from_step": resumed_from.step,
         "steps_run": len(log) - resumed_from.step,
@@ -183,7 +188,8 @@ def load_resume_state(store: RunStore, model: Any, resumed_from: CheckpointRecor
         return None
     resume = load_trainer_state(trainer_state_path(store.checkpoints, resumed_from.step))
     if not lora:  # onto the model's device
-        model.load_state_dict(AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path).state_dict())
+        saved = AutoModelForCausalLM.from_pretrained(store.root / resumed_from.path, dtype=torch.float32)
+        model.load_state_dict(saved.state_dict())
     else:  # the checkpoint's model folder is merged: the adapters themselves are in the training state
         load_adapter_state(model, resume["lora"])
     return resume
