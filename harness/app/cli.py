@@ -17,6 +17,7 @@ from plasticity_bench.harness.core.interrupt import Interrupted, stop_on_signals
 
 if TYPE_CHECKING:
     from plasticity_bench.harness.app.config import RunConfig
+    from plasticity_bench.harness.app.watch import WatchSettings
 
 app = typer.Typer(
     add_completion=False,
@@ -36,6 +37,9 @@ REFRESH_HELP = (
 LIMIT_HELP = (
     "score only the first N items of each evaluation set (lm-eval's --limit; recorded in run.json and the run's "
     "identity)"
+)
+WATCH_HELP = (
+    "follow one training output folder: score each checkpoint as it is complete, until training ends (docs/watch.md)"
 )
 REPORT_TO_HELP = (
     "experiment trackers, comma-separated: tensorboard, wandb (offline), mlflow (file store in the run folder); "
@@ -278,6 +282,9 @@ def evaluate(
     refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
     report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    watch: bool = typer.Option(False, "--watch", help=WATCH_HELP),
+    watch_timeout: Optional[float] = typer.Option(None, help="--watch: end after this many seconds with no checkpoint"),
+    watch_settle: float = typer.Option(30.0, help="--watch, no callback: seconds a checkpoint must stay unchanged"),
 ) -> None:
     """Score a sweep of checkpoints written by any trainer on a suite: records, report, compare and gate
     as for `bench run`."""
@@ -285,6 +292,9 @@ def evaluate(
     from plasticity_bench.harness.app.tracking import check_report_to, parse_report_to
 
     trackers = check_report_to(parse_report_to(report_to) or [])
+    if watch:  # follow one training output folder until its trainer ends (harness/app/watch.py)
+        target = watch_target(checkpoints, step_list, refresh, trackers, watch_settle, watch_timeout)
+        return watch_folder(target, suite, out, base_model, backend, seed, label, check_limit(limit), quiet)
     from plasticity_bench.harness.app.evaluate import (
         evaluate_sweep,
     )  # torch and transformers: after the arguments are checked
@@ -306,6 +316,40 @@ def evaluate(
     )
     summary = json.loads((store.root / "summary.json").read_text())
     typer.echo(format_summary(summary))
+    typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
+
+
+def watch_target(
+    checkpoints: list[Path],
+    steps: list[int] | None,
+    refresh: bool,
+    trackers: tuple[str, ...],
+    settle: float,
+    timeout: float | None,
+) -> tuple[Path, WatchSettings]:
+    """`bench eval --watch`: the folder it follows and how, checked before torch is imported."""
+    from plasticity_bench.harness.app.watch import check_settings, check_watch
+
+    return check_watch(checkpoints, steps, refresh, trackers), check_settings(settle, timeout)
+
+
+def watch_folder(
+    target: tuple[Path, WatchSettings],
+    suite: str,
+    out: Path,
+    base_model: Optional[Path],
+    backend: str,
+    seed: int,
+    label: str,
+    limit: Optional[int],
+    quiet: bool,
+) -> None:
+    from plasticity_bench.harness.app.watch import watch_sweep
+
+    started = time.time()
+    folder, settings = target
+    store = watch_sweep(folder, suite, out, base_model, backend, seed, label, limit, quiet, settings)
+    typer.echo(format_summary(json.loads((store.root / "summary.json").read_text())))
     typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
 
 

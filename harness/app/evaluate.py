@@ -78,13 +78,7 @@ def evaluate_sweep(
     check_per_slice(per_slice)
     paths, base_model, hub_models = resolve_hub_ids(paths, base_model)
     identity = {
-        "checkpoints": [str(Path(p).resolve()) for p in paths],
-        "steps": steps,
-        "backend": backend,
-        "seed": seed,
-        "base": str(Path(base_model).resolve()) if base_model else None,
-        "label": label,
-        "eval_per_slice": per_slice,
+        **sweep_identity(paths, steps, backend, seed, base_model, label, per_slice),
         **(identity_extra or {}),
         **({"hub_models": hub_models} if hub_models else {}),  # a sweep of local folders: identified by its paths
     }
@@ -117,6 +111,27 @@ def evaluate_sweep(
 def check_per_slice(per_slice: int | None) -> None:
     if per_slice is not None and per_slice <= 0:
         raise BenchError(f"--limit must be a positive number of items per evaluation set, got {per_slice}")
+
+
+def sweep_identity(
+    paths: Sequence[Path],
+    steps: list[int] | None,
+    backend: str,
+    seed: int,
+    base_model: Path | None,
+    label: str,
+    per_slice: int | None,
+) -> dict[str, Any]:
+    """What defines a sweep of checkpoints (`bench eval`, `bench eval --watch`): part of its fingerprint."""
+    return {
+        "checkpoints": [str(Path(p).resolve()) for p in paths],
+        "steps": steps,
+        "backend": backend,
+        "seed": seed,
+        "base": str(Path(base_model).resolve()) if base_model else None,
+        "label": label,
+        "eval_per_slice": per_slice,
+    }
 
 
 def prepare_sweep(suite_ref: str, out: Path, backend: str, identity: dict[str, Any], refresh: bool) -> PreparedSweep:
