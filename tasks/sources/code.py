@@ -14,6 +14,7 @@ tasks/scorers.py):
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +44,7 @@ class HumanEval(Source):
             item = code_item(
                 name, split, family, task_id, problem
             )  # the test is kept: re-scoring reads only the run folder
-            items.append(
-                Item(
-                    item.id,
-                    item.family,
-                    item.task,
-                    item.level,
-                    item.prompt,
-                    item.target,
-                    item.answer,
-                    {**item.meta, "humaneval_test": humaneval_test(problem)},
-                )
-            )
+            items.append(replace(item, meta={**item.meta, "humaneval_test": humaneval_test(problem)}))
         return items
 
 
@@ -90,18 +80,7 @@ class EvalPlus(Source):
                     f"{self.where}: {task_id}: the canonical solution fails on the problem's inputs "
                     f"({type(error).__name__}: {str(error)[:120]})"
                 ) from None
-            items.append(
-                Item(
-                    item.id,
-                    item.family,
-                    item.task,
-                    item.level,
-                    item.prompt,
-                    item.target,
-                    item.answer,
-                    {**item.meta, "dataset": dataset, "evalplus_cases": cases},
-                )
-            )
+            items.append(replace(item, meta={**item.meta, "dataset": dataset, "evalplus_cases": cases}))
         return items
 
     def data_files(self) -> list[Path]:
