@@ -255,6 +255,7 @@ class ArmPoint:
     y_err: float | None
     colour: str
     frontier: bool
+    members: tuple[tuple[float, float], ...] = ()  # a family study: each organism's (x, y), its seeds' mean
 
 
 # Where a point's name may go, tried in order: (dx, dy) in points from the point, horizontal alignment.
@@ -336,14 +337,20 @@ def arms_frontier(points: Sequence[ArmPoint], x_label: str, y_label: str) -> Fig
             zorder=3,
         )
         drawn.lines[0].set_gid(f"headline-point-{point.label}")  # an id in the SVG: one per arm drawn
+        if point.members:  # beside the family mean: one small hollow circle per organism
+            xs, ys = zip(*point.members)
+            ax.scatter(xs, ys, s=26, facecolors="none", edgecolors=point.colour, lw=1.1, zorder=2.8).set_gid(
+                f"headline-organisms-{point.label}"
+            )
     front = sorted((p for p in points if p.frontier), key=lambda p: p.x)
     ax.plot([p.x for p in front], [p.y for p in front], "--", color="#333", lw=1.4, zorder=2, gid="headline-frontier")
     ax.scatter(
         [p.x for p in front], [p.y for p in front], s=190, facecolors="none", edgecolors="#333", lw=1.2, zorder=4
     )
     ax.scatter([0], [0], marker="*", s=170, color="black", zorder=2.5)  # under the points: an arm at 0 stays seen
-    ax.set_xlim(*_padded_range([p.x + s * (p.x_err or 0) for p in points for s in (-1, 1)]))
-    ax.set_ylim(*_padded_range([p.y + s * (p.y_err or 0) for p in points for s in (-1, 1)]))
+    organisms = [member for p in points for member in p.members]  # a family study's points stay inside too
+    ax.set_xlim(*_padded_range([p.x + s * (p.x_err or 0) for p in points for s in (-1, 1)] + [m[0] for m in organisms]))
+    ax.set_ylim(*_padded_range([p.y + s * (p.y_err or 0) for p in points for s in (-1, 1)] + [m[1] for m in organisms]))
     ax.text(0.99, 0.98, "better ↗", transform=ax.transAxes, ha="right", va="top", fontsize=9, color="#777")
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)

@@ -20,6 +20,7 @@ from plasticity_bench.harness.evaluation.runs import cpu_text
 from plasticity_bench.harness.store import REPORT_FILE, RunStore, write_atomic, write_json_atomic
 from plasticity_bench.reports.charts import forgetting_curves, gain_vs_forgetting, kl_curves, training_curves
 from plasticity_bench.reports.data import RunData, display_name, load_runs
+from plasticity_bench.reports.few_shot import few_shot_html
 from plasticity_bench.reports.flips import SHOWN_PER_DIRECTION, flips_html
 from plasticity_bench.reports.libraries import library_rows
 from plasticity_bench.reports.tables import change_table, results_table_html, summary_table_html
@@ -95,6 +96,8 @@ def provenance_html(runs: Sequence[RunData]) -> str:
         row("backend", plain("backend")),
         row("base model", [_short(field(r, "base_model"), 40) for r in runs]),
         row("base model weights sha256", [_short(field(r, "base_model_sha256")) for r in runs]),
+        # shipped, pre-trained here, or the user's model: two runs compare cleanly only from the same start
+        row("base model source", plain("base_model_source")),
         row("CPU (torch kernels)", [html.escape(cpu_text(r.meta) or "–") for r in runs]),
         row("eval-set sha256", [_short(field(r, "eval_set_sha256")) for r in runs]),
         row("fingerprint", plain("fingerprint")),
@@ -199,13 +202,15 @@ def page_html(runs: Sequence[RunData], tables: Sequence[pd.DataFrame], curves_pn
         if f in set(first.aggregates.family)
     )
     methods = ", ".join(html.escape(r.label) for r in runs)
+    few_shot = few_shot_html(runs)  # the few-shot recovery probe's section; "" for runs without one
+    few_shot_link = '<a href="#few-shot">Few-shot recovery</a>' if few_shot else ""
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
 <title>plasticity-bench report: {methods}</title><style>{STYLE}</style></head>
 <body><main>
 <h1>plasticity-bench report</h1>
 <p class=sub>suite <b>{html.escape(first.meta["suite"])}</b> · {n_items:,} evaluation items · {len(runs)} run{"s" if len(runs) > 1 else ""}: {methods}</p>
-<nav><a href="#summary">Summary</a><a href="#curves">Forgetting curves</a><a href="#tradeoff">Gain vs forgetting</a><a href="#kl">KL to start</a><a href="#training">Training</a><a href="#families">By family</a><a href="#items">Flipped items</a><a href="#provenance">Provenance</a></nav>
+<nav><a href="#summary">Summary</a><a href="#curves">Forgetting curves</a>{few_shot_link}<a href="#tradeoff">Gain vs forgetting</a><a href="#kl">KL to start</a><a href="#training">Training</a><a href="#families">By family</a><a href="#items">Flipped items</a><a href="#provenance">Provenance</a></nav>
 <dl class=families>{families}</dl>
 
 <h2 id=summary>Summary</h2>
@@ -218,6 +223,7 @@ post-training targets, with its paired 95% interval (green/red when it excludes 
 <figure>{_image(curves_png, "forgetting curves: accuracy vs training step per family, one line per method")}
 <figcaption>Accuracy at every checkpoint. Bands: 95% Wilson interval per checkpoint. Dotted: the starting score; dash-dotted: where the
 method changed training stage.{" The in-domain family is split into its slices because the easy and hard data move differently." if first.in_domain_slices else ""}</figcaption></figure>
+{few_shot}
 
 <h2 id=tradeoff>Gain vs forgetting</h2>
 <figure>{_image(gain_vs_forgetting(runs), "gain vs forgetting: in-domain gain against mean out-of-domain change, one point per checkpoint")}

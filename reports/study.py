@@ -34,6 +34,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from plasticity_bench.harness.evaluation.claims import Claim, evaluate_claims, mean_and_stderr
+from plasticity_bench.harness.evaluation.family import is_family, organism_means, unit_values
 from plasticity_bench.harness.evaluation.scoring import ALL
 from plasticity_bench.harness.evaluation.stats import pareto_front
 from plasticity_bench.harness.store import write_atomic, write_json_atomic
@@ -46,6 +47,7 @@ STUDY_HTML, STUDY_JSON, HEADLINE_JSON = "study.html", "study.json", "headline.js
 # The headline figure's axes: x learning, y forgetting, as "LoRA Learns Less and Forgets Less" and RL's Razor draw it.
 HEADLINE_X, HEADLINE_Y = "target_gain", "ood_change"
 HEADLINE_BARS = "±1 standard error across seeds (sample sd / √seeds)"
+FAMILY_BARS = "±1 standard error across organisms (sample sd of the organisms' means over their seeds / √organisms)"
 METRICS = (
     "target_gain",
     "target_final",
@@ -99,26 +101,38 @@ def study_data(
     loaded = load_runs([folder for _, _, folder in flat])  # scored, complete, same items
     by_method: dict[str, list[RunData]] = {}
     values: dict[str, dict[str, list[float]]] = {}
+    organisms: dict[str, list[int | None]] = {}  # each run's organism (run.json organism_seed), method by method
     methods: dict[str, Any] = {}
     for (method, seed, folder), run in zip(flat, loaded):
         by_method.setdefault(method, []).append(run)
         entry = methods.setdefault(method, {"runs": [], "metrics": {}})
         metrics = run_metrics(run)
+        organisms.setdefault(method, []).append(run.meta.get("organism_seed"))
         entry["runs"].append(
-            {"seed": seed, "folder": str(folder), "metrics": {k: _clean(v) for k, v in metrics.items()}}
+            {
+                "seed": seed,
+                "organism": organisms[method][-1],
+                "folder": str(folder),
+                "metrics": {k: _clean(v) for k, v in metrics.items()},
+            }
         )
         for name, value in metrics.items():
             values.setdefault(method, {}).setdefault(name, []).append(value)
+    family = is_family(organisms)  # organisms are the sampling unit: harness/evaluation/family.py
+    units = {m: {k: unit_values(v, organisms[m], family) for k, v in values[m].items()} for m in values}
     for method, entry in methods.items():
         for name, seeds in values[method].items():
-            mean, stderr = mean_and_stderr(seeds)
+            mean, stderr = mean_and_stderr(units[method][name])
             entry["metrics"][name] = {
                 "mean": _clean(mean),
                 "stderr": _clean(stderr),
                 "seeds": len([v for v in seeds if not math.isnan(v)]),
+                **({"organisms": len(units[method][name])} if family else {}),
             }
+        if family:
+            entry["organisms"] = organism_table(values[method], organisms[method])
     first = loaded[0]
-    results = evaluate_claims(claims, values)
+    results = evaluate_claims(claims, units)
     for result in results:
         for test in result["tests"]:
             for key in ("difference", "low", "high"):
@@ -129,8 +143,18 @@ def study_data(
         "held_out_families": first.out_of_domain_families,
         "methods": methods,
         "claims": results,
+        "sampling_unit": "organism" if family else "seed",
     }
     return data, by_method
+
+
+def organism_table(values: Mapping[str, Sequence[float]], organisms: Sequence[int | None]) -> dict[str, Any]:
+    """Per organism (by its seed), the mean over its post-training seeds of every metric."""
+    table: dict[str, Any] = {}
+    for name, runs in values.items():
+        for organism, mean in organism_means(runs, organisms).items():
+            table.setdefault(str(organism), {})[name] = _clean(mean)
+    return table
 
 
 def seed_band_curves(by_method: Mapping[str, Sequence[RunData]]) -> bytes:
@@ -254,13 +278,31 @@ def headline(data: Mapping[str, Any]) -> dict[str, Any]:
                 f"{HEADLINE_Y}_stderr": y.get("stderr"),
                 "seeds": min(x.get("seeds", 0), y.get("seeds", 0)),
                 "drawn": x.get("mean") is not None and y.get("mean") is not None,
+                **({"organisms": organism_points(entry)} if data.get("sampling_unit") == "organism" else {}),
             }
         )
     drawn = [(p[HEADLINE_X], p[HEADLINE_Y]) for p in points if p["drawn"]]
     front = {drawn[i] for i in pareto_front(drawn)}  # arms at the same place: on it or off it together
     for point in points:
         point["frontier"] = point["drawn"] and (point[HEADLINE_X], point[HEADLINE_Y]) in front
-    return {"x": HEADLINE_X, "y": HEADLINE_Y, "bars": HEADLINE_BARS, "points": points}
+    bars = FAMILY_BARS if data.get("sampling_unit") == "organism" else HEADLINE_BARS
+    return {"x": HEADLINE_X, "y": HEADLINE_Y, "bars": bars, "points": points}
+
+
+def organism_points(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An arm's organisms on the headline figure: each organism's mean over its seeds on both axes."""
+    return [
+        {"organism": organism, HEADLINE_X: means.get(HEADLINE_X), HEADLINE_Y: means.get(HEADLINE_Y)}
+        for organism, means in entry.get("organisms", {}).items()
+    ]
+
+
+def members(point: Mapping[str, Any]) -> tuple[tuple[float, float], ...]:
+    return tuple(
+        (o[HEADLINE_X], o[HEADLINE_Y])
+        for o in point.get("organisms", [])
+        if o[HEADLINE_X] is not None and o[HEADLINE_Y] is not None
+    )
 
 
 def _seeds_text(points: Sequence[Mapping[str, Any]]) -> str:
@@ -277,7 +319,7 @@ def headline_figure(data: Mapping[str, Any], numbers: Mapping[str, Any]) -> str:
     colours = {arm: run_colour(index) for index, arm in enumerate(data["methods"])}  # the curves' colours
     x_se, y_se = f"{HEADLINE_X}_stderr", f"{HEADLINE_Y}_stderr"
     drawn = [
-        ArmPoint(p["arm"], p[HEADLINE_X], p[HEADLINE_Y], p[x_se], p[y_se], colours[p["arm"]], p["frontier"])
+        ArmPoint(p["arm"], p[HEADLINE_X], p[HEADLINE_Y], p[x_se], p[y_se], colours[p["arm"]], p["frontier"], members(p))
         for p in numbers["points"]
         if p["drawn"]
     ]
@@ -299,12 +341,14 @@ def headline_figure(data: Mapping[str, Any], numbers: Mapping[str, Any]) -> str:
         places.setdefault((point.x, point.y), []).append(point.label)
     together = "; ".join(", ".join(arms) for arms in places.values() if len(arms) > 1)
     notes = f" Drawn at the same place (equal means): {together}." if together else ""
+    if any(point.members for point in drawn):
+        notes += " Hollow circles: each organism's mean over its seeds, beside the family's mean (filled)."
     notes += f" Not drawn (no held-out change): {', '.join(missing)}." if missing else ""
     return f"""<h2 id=gain-forgetting>Target gain against held-out change</h2>
 <figure id=headline class=headline data-points='{html.escape(json.dumps(numbers["points"]))}'>{svg_markup(chart, alt)}
 <figcaption>One point per arm: the mean across seeds of its target gain (x: final − start on {target}) and
 of its held-out change (y: mean over {html.escape(families)} of final − start; below 0 is forgetting), the
-numbers of the table below. Bars: {HEADLINE_BARS}; {html.escape(_seeds_text(numbers["points"]))}. Up and to
+numbers of the table below. Bars: {numbers["bars"]}; {html.escape(_seeds_text(numbers["points"]))}. Up and to
 the right is better: more learning, less forgetting (the axes of "LoRA Learns Less and Forgets Less" and
 RL's Razor). Ringed and joined by the dashed line: the frontier, the arms no other arm matches on both axes
 while beating them on one (by the means). ★: the starting model.{html.escape(notes)}</figcaption></figure>"""
@@ -329,6 +373,7 @@ def study_html(
 <p class=sub>suite <b>{html.escape(data["suite"])}</b> · target <b>{html.escape(data["target"])}</b>
 · methods {html.escape(", ".join(data["methods"]))}</p>
 {headline_html}
+{family_section(data)}
 <h2 id=methods>Methods across seeds</h2>
 <p class=note>Mean ± standard error across seeds (sample sd / √seeds) of each run's final − start, in points.
 Target gain: on {html.escape(data["target"])} (seeds gaining: runs whose own paired 95% interval of the gain lies
@@ -350,6 +395,32 @@ any is.</p>
 <tbody>{"".join(claims)}</tbody></table>
 </main></body></html>
 """
+
+
+def family_section(data: Mapping[str, Any]) -> str:
+    """A family study (`--organism-seeds`): what its ± and intervals mean, and each arm's organisms side by side."""
+    if data.get("sampling_unit") != "organism":
+        return ""
+    organisms = list(dict.fromkeys(o for entry in data["methods"].values() for o in entry.get("organisms", {})))
+    head = "".join(f"<th>organism {html.escape(o)}</th>" for o in organisms)
+    rows = []
+    for arm, entry in data["methods"].items():
+        cells = []
+        for organism in organisms:
+            means = entry.get("organisms", {}).get(organism, {})
+            gain, held = means.get(HEADLINE_X), means.get(HEADLINE_Y)
+            cells.append("<td>–</td>" if gain is None else f"<td>{gain:+.1f} / {_signed(held)}</td>")
+        rows.append(f"<tr data-arm='{html.escape(arm)}'><td>{html.escape(arm)}</td>{''.join(cells)}</tr>")
+    return f"""<h2 id=organisms>Organisms</h2>
+<p class=note>A family study: every arm ran from each of {len(organisms)} organisms (the preset's organism
+pre-trained with each seed), post-training seeds nested inside. Organisms are the sampling unit: every ± below is
+the standard error across organisms of their means over seeds, and every claim's interval is the Welch interval
+across those organism means. Per arm and organism: target gain / held-out change (mean over seeds, points).</p>
+<table class='organisms numbers'><thead><tr><th>arm</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>"""
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f}"
 
 
 def training_section(png: bytes | None) -> str:

@@ -16,7 +16,8 @@
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python}
-EXTRAS=${EXTRAS:-cpu,test,tracking}  # tracking: TensorBoard, W&B, MLflow for --report-to, which the tests exercise
+EXTRAS=${EXTRAS:-cpu,test,tracking,ray}  # tracking: TensorBoard, W&B, MLflow for --report-to; ray: bench study --ray;
+# the tests exercise both
 
 "$PYTHON" -m pip install -q -e "$ROOT[$EXTRAS]"
 "$PYTHON" -m pip uninstall -q -y torchvision torchaudio torchcodec

@@ -20,6 +20,10 @@ how an item becomes a prompt:
 The question is ``question_template`` formatted with ``{prompt}`` (the item's prompt) and the
 item's ``meta`` keys (``str.format`` syntax, so a literal brace is written ``{{`` / ``}}``).
 Few-shot turns are used as written, not passed through the template.
+
+An item of the few-shot recovery probe (tasks/suites/few_shot.py) carries its own solved examples
+in ``meta["few_shot_examples"]`` (``ITEM_EXAMPLES``): they follow the format's ``fewshot`` turns, as prior
+(user, assistant) turns in chat mode and as ``user + solution + "\\n\\n"`` in raw mode.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from typing import Any
 
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.items import Item
+
+ITEM_EXAMPLES = "few_shot_examples"  # item.meta key of a probe item's own solved examples, [[user, solution], ...]
 
 
 @dataclass(frozen=True)
@@ -149,10 +155,16 @@ def question(fmt: PromptFormat, item: Item) -> str:
         ) from None
 
 
+def shots_of(fmt: PromptFormat, item: Item) -> tuple[tuple[str, str], ...]:
+    """The (user, assistant) examples before the question: the format's own, then the item's (a probe item's)."""
+    own = item.meta.get(ITEM_EXAMPLES) if isinstance(item.meta, dict) else None
+    return fmt.fewshot + tuple((str(user), str(answer)) for user, answer in own or ())
+
+
 def messages(fmt: PromptFormat, item: Item) -> list[dict[str, str]]:
     """The chat-mode conversation: system turn (if set), few-shot turns, the question."""
     turns = [{"role": "system", "content": fmt.system}] if fmt.system is not None else []
-    for user, assistant in fmt.fewshot:
+    for user, assistant in shots_of(fmt, item):
         turns += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     return [*turns, {"role": "user", "content": question(fmt, item)}]
 
@@ -161,7 +173,7 @@ def render(fmt: PromptFormat, item: Item, tokenizer: Any) -> str:
     """The exact text the model sees for `item` (generation continues right after it)."""
     if not fmt.chat:
         head = "" if fmt.system is None else fmt.system + "\n\n"
-        shots = "".join(user + assistant + "\n\n" for user, assistant in fmt.fewshot)
+        shots = "".join(user + assistant + "\n\n" for user, assistant in shots_of(fmt, item))
         return head + shots + question(fmt, item)
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "") or "this model"

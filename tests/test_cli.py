@@ -68,6 +68,7 @@ def test_run_writes_every_stage_of_the_pipeline(smoke_run: Path) -> None:
         "base model weights sha256" in report and meta["base_model_sha256"] in report
     )  # the full hash is the cell's title
     assert f"{meta['provenance']['cpu']['torch_capability']}</td>" in report
+    assert f"<th>base model source</th><td>{meta['base_model_source']}</td>" in report  # smoke: pre-trained
     assert (smoke_run / "forgetting_curves.png").stat().st_size > 10_000
 
 

@@ -77,7 +77,7 @@ def test_method_without_options_and_unknown_method() -> None:
         ("grpo", "{reward: partial}", ("options.reward must be one of verified, answer, got 'partial'",)),
         ("grpo", "{group_size: many}", ("setting options.group_size must be int, got 'many'",)),
         ("spot", "{gamma: 0}", ("options.gamma must be in (0, 1], got 0.0",)),
-        ("spot", "{loss: mse}", ("options.loss must be one of bco, bce, got 'mse'",)),
+        ("spot", "{loss: mse}", ("options.loss must be one of bco, bce, bco_pair, got 'mse'",)),
         ("spot", "{error_prompts: [1]}", ("setting options.error_prompts must be int",)),
         ("rps", "{stage2_lr_ratio: 0}", ("options.stage2_lr_ratio must be in (0, 1], got 0.0",)),
         ("rps", "{stage1_fraction: 1}", ("options.stage1_fraction must be in (0, 1), got 1.0",)),

@@ -72,6 +72,7 @@ def test_a_default_run_starts_from_the_shipped_weights_without_pre_training(tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((out / "run.json").read_text())
     assert meta["base_model_source"] == "shipped"
+    assert "<th>base model source</th><td>shipped</td>" in (out / "report.html").read_text()
     assert meta["base_model_sha256"] == WEIGHTS_SHA256
     assert Path(meta["base_model"]).resolve() == SHIPPED.resolve()
     assert not (cache / "organisms").exists(), sorted(p.name for p in cache.rglob("*"))

@@ -27,6 +27,8 @@ from plasticity_bench.harness.evaluation.claims import (
 from plasticity_bench.reports.study import METRICS, roughness
 from tests.helpers import cli, rejected
 
+pytestmark = pytest.mark.xdist_group("smoke_study")  # one worker builds the module's shared study/runs once
+
 
 def test_t_quantiles_match_scipy() -> None:
     stats = pytest.importorskip("scipy.stats")

@@ -32,6 +32,8 @@ from tests.test_report import (  # noqa: F401  (browser: the module's Chromium)
 )
 from tests.test_study import SmokeStudy, smoke_study  # noqa: F401  (the session's study folder)
 
+pytestmark = pytest.mark.xdist_group("smoke_study")  # one worker builds the module's shared study/runs once
+
 ARMS = ["sft", "rps-half"]  # the smoke study's arms, in the order of its command line
 
 FIGURE_FACTS = """(() => {

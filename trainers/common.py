@@ -12,6 +12,12 @@ own state (`Trainer.state_dict`, e.g. SPoT's running δ or GRPO's current rollou
 streams are index-based: `Trainer.batches(..., start)` re-creates a stage's stream at its
 `start`-th batch. `train(..., resume=state)`, on a model holding that checkpoint's weights and a
 trainer whose `setup` ran on the starting model, continues bit for bit.
+
+Several processes (`TrainContext.dist`, trainers/distributed.py): each trains its block of every
+batch's rows (`Trainer.shard_backward`) and the gradients are summed across them; every process
+takes part in each checkpoint, whose state then also holds each process's RNG and method state
+(`rng_by_rank`, `method_by_rank`), and only the main process's `save` writes it. Alone, none of
+this runs: a 1-process run computes exactly what it did before processes existed.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from plasticity_bench.harness.core.interrupt import kill_point
 from plasticity_bench.harness.core.registry import Registry
 from plasticity_bench.tasks.base import Item
 from plasticity_bench.trainers.device import Placement, to_device
+from plasticity_bench.trainers.distributed import SINGLE, Distributed
 from plasticity_bench.trainers.rollouts import PolicySampler, RolloutStats
 
 
@@ -98,6 +105,7 @@ class TrainContext:
     placement: Placement = field(
         default_factory=lambda: Placement("cpu", None)
     )  # device and precision (trainers/device.py)
+    dist: Distributed = SINGLE  # this process among several training processes (trainers/distributed.py)
 
 
 class Trainer(ABC, Generic[OptionsT]):
@@ -168,7 +176,9 @@ class Trainer(ABC, Generic[OptionsT]):
         up, each weighted by its share of the batch's rows (for a per-token mean loss this weighs
         rows, not tokens: the same as the whole batch when rows are equally long)."""
         optimizer.zero_grad(set_to_none=True)
-        if ctx.loop.grad_accum == 1:  # the whole batch at once: bit for bit what runs always did
+        if ctx.dist.active:  # this process's rows, gradients summed over the processes
+            value, metrics = self.shard_backward(model, batch, ctx)
+        elif ctx.loop.grad_accum == 1:  # the whole batch at once: bit for bit what runs always did
             with ctx.placement.autocast():
                 loss, metrics = self.loss(model, batch)
             loss.backward()
@@ -185,6 +195,25 @@ class Trainer(ABC, Generic[OptionsT]):
         torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.loop.grad_clip)
         optimizer.step()
         return {"loss": value, **metrics}
+
+    def shard_backward(
+        self, model: PreTrainedModel, batch: dict[str, torch.Tensor], ctx: TrainContext
+    ) -> tuple[float, dict[str, float]]:
+        """Under N processes: this process's block of the batch's rows (then `grad_accum` micro-batches
+        of it), each weighted by its share of the whole batch, gradients and metrics summed over the
+        processes: what one process computes with `grad_accum` N (trainers/distributed.py)."""
+        part, share = ctx.dist.share(batch)
+        totals: dict[str, float] = {"loss": 0.0}
+        for micro, weight in micro_batches(part, ctx.loop.grad_accum):
+            with ctx.placement.autocast():
+                micro_loss, micro_metrics = self.loss(model, micro)
+            (micro_loss * (share * weight)).backward()
+            totals["loss"] += share * weight * micro_loss.item()
+            for key, number in micro_metrics.items():
+                totals[key] = totals.get(key, 0.0) + share * weight * float(number)
+        ctx.dist.all_reduce_grads([p for p in model.parameters() if p.requires_grad])
+        totals = ctx.dist.sum_values(totals)
+        return totals.pop("loss"), totals
 
 
 TRAINERS: Registry[type[Trainer[Any]]] = Registry("method")
@@ -419,8 +448,8 @@ def _restored(resume: dict[str, Any], trainer: Trainer, ctx: TrainContext) -> _P
         )
     progress = _Progress(resume["step"], resume["examples_seen"], list(resume["log"]))
     progress.stage_index, progress.stage_step = resume["stage_index"], resume["stage_step"]
-    set_rng_state(resume["rng"])
-    trainer.load_state_dict(resume["method"])
+    set_rng_state(own_rng(resume, ctx))
+    trainer.load_state_dict(resume["method_by_rank"][ctx.dist.rank] if ctx.dist.active else resume["method"])
     for counter in fields(RolloutStats):
         if counter.name != "backend":
             setattr(ctx.sampler.stats, counter.name, resume["rollouts"][counter.name])
@@ -464,13 +493,16 @@ def _run_stage(
             hooks.on_step(progress.step, metrics["loss"])
         kill_point("step", progress.step)
         stage_end = stage_step == stage.steps - 1
-        if hooks.save and (stage_end or (config.checkpoint_every and progress.step % config.checkpoint_every == 0)):
+        # under N processes every process takes part in a checkpoint (its RNG state is gathered); the main one saves
+        saving = hooks.save is not None or ctx.dist.active
+        if saving and (stage_end or (config.checkpoint_every and progress.step % config.checkpoint_every == 0)):
             state = _checkpoint_state(trainer, stage, index, stage_step, optimizer, ctx, progress)
             model.eval()
             mean_loss = sum(progress.losses) / len(progress.losses)
-            hooks.save(Checkpoint(progress.step, stage.name, lr, mean_loss, progress.examples_seen, state))
+            if hooks.save:
+                hooks.save(Checkpoint(progress.step, stage.name, lr, mean_loss, progress.examples_seen, state))
             model.train()
-            set_rng_state(state["rng"])  # whatever saving drew, the next step starts where a resumed run does
+            set_rng_state(own_rng(state, ctx))  # whatever saving drew, the next step starts where a resumed run does
             progress.losses = []
             kill_point("checkpoint", progress.step)
 
@@ -497,4 +529,26 @@ def _checkpoint_state(
         "rng": rng_state(),
         "method": trainer.state_dict(),
         "rollouts": asdict(ctx.sampler.stats),
+        **(per_rank_state(trainer, ctx) if ctx.dist.active else {}),
     }
+
+
+def per_rank_state(trainer: Trainer, ctx: TrainContext) -> dict[str, Any]:
+    """Under N processes, what may differ between them, for each: the RNG states (each samples its own
+    shard) and the method's state (e.g. SPoT's running δ, updated from each process's own rows)."""
+    return {"rng_by_rank": ctx.dist.gather(rng_state()), "method_by_rank": ctx.dist.gather(trainer.state_dict())}
+
+
+def own_rng(state: dict[str, Any], ctx: TrainContext) -> dict[str, Any]:
+    """This process's RNG state in a checkpoint's `state`: under N processes each has its own
+    (`rng_by_rank`, saved by the main process for all), alone it is `rng`."""
+    if not ctx.dist.active:
+        return state["rng"]
+    by_rank = state.get("rng_by_rank")
+    if not isinstance(by_rank, list) or len(by_rank) != ctx.dist.world:
+        saved = len(by_rank) if isinstance(by_rank, list) else 1
+        raise BenchError(
+            f"this training state was saved by {saved} process(es), not {ctx.dist.world}: resume it with "
+            f"num_processes: {saved}"
+        )
+    return by_rank[ctx.dist.rank]

@@ -62,8 +62,8 @@ from plasticity_bench.trainers.policy import (
     implicit_rewards_and_nll,
     pair_batch,
     reference_pairs,
-    sample,
 )
+from plasticity_bench.trainers.sharded import sharded_sample
 
 PAIRS_FILE = "preference_pairs.parquet"
 PAIR_KINDS = ("full", "first_step")
@@ -124,7 +124,7 @@ def sampled_pairs(
 ) -> tuple[list[tuple[str, str, str]], list[float]]:
     """The model, as it is now, samples `samples_per_prompt` completions of each item's prompt:
     the (prompt, chosen, rejected) pairs they give (`prompt_pairs`) and every sample's reward."""
-    samples = sample(
+    samples = sharded_sample(  # under N processes each samples its share of the prompts (trainers/sharded.py)
         model,
         ctx,
         [i.prompt for i in items],
@@ -205,6 +205,17 @@ def dpo_pairs(
 def dpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """L = −log σ(r⁺ − r⁻), averaged over the batch."""
     return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def rpo_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, nll: torch.Tensor, alpha: float) -> torch.Tensor:
+    """RPO (Pang et al. 2024; TRL's DPOTrainer with `rpo_alpha` = α):
+
+        L = −log σ(r(x,y⁺) − r(x,y⁻)) + α · NLL(y⁺)/|y⁺|
+
+    the DPO loss averaged over the batch plus α times `nll`, the chosen completions' negative
+    log-likelihood per token over the batch's chosen tokens (as TRL averages its cross-entropy);
+    α = 0 is plain DPO."""
+    return dpo_loss(r_chosen, r_rejected) + alpha * nll
 
 
 @TRAINERS.register("dpo", "DPO (sigmoid, β=0.1) on correct/incorrect pairs from the model's own samples")
@@ -307,4 +318,4 @@ class DPO(PairTrainer[DPOOptions]):
                 "pairs": int(batch["examples"]),
                 "reward_mean": float(batch["reward_mean"]),
             }
-        return dpo_loss(r_chosen, r_rejected) + self.options.nll_weight * nll, metrics
+        return rpo_loss(r_chosen, r_rejected, nll, self.options.nll_weight), metrics

@@ -46,7 +46,8 @@ from plasticity_bench.trainers.common import (
     TrainingData,
     freeze_reference,
 )
-from plasticity_bench.trainers.policy import encode_completions, sample, token_logprobs
+from plasticity_bench.trainers.policy import encode_completions, token_logprobs
+from plasticity_bench.trainers.sharded import sharded_sample
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ class GRPO(Trainer[GRPOOptionsT]):
         """Sample G completions per prompt, reward them, and compute π_old's and π_ref's log-probs and Â."""
         options = self.options
         max_tokens = max(max_new_tokens(item) for item in items)
-        groups = sample(
+        groups = sharded_sample(  # under N processes each samples its share of the prompts (trainers/sharded.py)
             model,
             ctx,
             [i.prompt for i in items],

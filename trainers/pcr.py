@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.options import option
 from plasticity_bench.trainers.common import TRAINERS, TrainContext
 from plasticity_bench.trainers.grpo import GRPO, GRPOOptions, grpo_terms
@@ -98,6 +99,38 @@ class GradientMoments:
         return sum(float(((self.sum_sq[i] - self.sum[i].square() / n) / (n - 1)).clamp(min=0).sum()) for i in indices)
 
 
+def group_rows(rows: int, group_size: int, ctx: TrainContext) -> tuple[int, int]:
+    """The rows of the groups this process takes: all of them alone, else its block of whole groups."""
+    if not ctx.dist.active:
+        return 0, rows
+    groups = rows // group_size
+    if groups < ctx.dist.world:
+        raise BenchError(
+            f"pcr: {groups} groups per rollout cannot be shared by {ctx.dist.world} processes; "
+            "raise options.prompts_per_step"
+        )
+    first, last = ctx.dist.bounds(groups)
+    return first * group_size, last * group_size
+
+
+def reduce_moments(
+    ctx: TrainContext,
+    plasticity: GradientMoments,
+    stability: GradientMoments,
+    total_loss: float,
+    group_metrics: list[dict[str, float]],
+) -> tuple[float, list[dict[str, float]]]:
+    """Under N processes: the gradient moments summed over the processes (sums, sums of squares, counts),
+    so μ and σ² are those of all groups; the loss and the groups' metrics summed (one entry per group)."""
+    for moments in (plasticity, stability):
+        ctx.dist.all_reduce_tensors([*moments.sum, *moments.sum_sq])
+    sums = {key: sum(m[key] for m in group_metrics) for key in group_metrics[0]}
+    totals = ctx.dist.sum_values({**sums, "_loss": total_loss, "_count": float(plasticity.count)})
+    plasticity.count = stability.count = int(totals.pop("_count"))
+    loss = totals.pop("_loss")
+    return loss, [{key: value / plasticity.count for key, value in totals.items()}] * plasticity.count
+
+
 @TRAINERS.register("pcr", "PCR: GRPO with probabilistic (uncertainty-weighted) gradient-conflict resolution")
 class PCR(GRPO[PCROptions]):
     Options = PCROptions
@@ -112,15 +145,17 @@ class PCR(GRPO[PCROptions]):
         options = self.options
         params = [p for p in model.parameters() if p.requires_grad]
         plasticity, stability = GradientMoments(params), GradientMoments(params)
-        rows = batch["input_ids"].shape[0]
+        first, last = group_rows(batch["input_ids"].shape[0], options.group_size, ctx)
         total_loss, group_metrics = 0.0, []
-        for start in range(0, rows, options.group_size):  # one micro-batch per prompt group
+        for start in range(first, last, options.group_size):  # one micro-batch per prompt group
             micro = {k: (v[start : start + options.group_size] if v.dim() > 0 else v) for k, v in batch.items()}
             pla, sta, terms = grpo_terms(model, micro, options)
             group_metrics.append(terms)
             plasticity.add(torch.autograd.grad(pla, params, retain_graph=True, allow_unused=True))
             stability.add(torch.autograd.grad(sta, params, allow_unused=True))
             total_loss += (pla + sta).item()
+        if ctx.dist.active:  # the moments of every process's groups, before the projection
+            total_loss, group_metrics = reduce_moments(ctx, plasticity, stability, total_loss, group_metrics)
         index = {id(p): i for i, p in enumerate(params)}
         combined = {i: plasticity.mean(i) + stability.mean(i) for i in range(len(params))}
         cosines, alphas = [], []

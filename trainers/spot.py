@@ -17,6 +17,11 @@
              only at a fixed batch size. TRL >= 0.29's `bco_pair` has no δ at all: it is plain
              BCE, i.e. SPoT-BCE below.
      SPoT-BCE:            the same with δ = 0
+     released (`options.loss: bco_pair`): SPoT-BCO with δ computed as TRL 0.20's `RunningMoments`
+         does it, operation for operation (`RunningMoments` below: float32 updates of a float64
+         mean from a count that starts at 1e-24); equal to `bco` with `delta: batch_mean` up to
+         float rounding. With `nll_weight: 0` and β 0.1 it is the released recipe: the arm
+         `spot-released` of tasks/arms/authors.yaml.
    No SFT term in the paper (`options.nll_weight: 0`); with nll_weight = α > 0 the loss adds
    α · NLL(y⁺) per chosen token (TRL's `rpo_alpha`). π_ref is the frozen starting model
    (log-probs precomputed).
@@ -44,10 +49,11 @@ from plasticity_bench.tasks.base import Item
 from plasticity_bench.tasks.verify import max_new_tokens, rewards
 from plasticity_bench.tasks.verify import rectify as oracle
 from plasticity_bench.trainers.common import TRAINERS, TrainContext, TrainingData
-from plasticity_bench.trainers.policy import PairTrainer, implicit_rewards_and_nll, sample
+from plasticity_bench.trainers.policy import PairTrainer, implicit_rewards_and_nll
+from plasticity_bench.trainers.sharded import sharded_sample
 
 PAIRS_FILE = "rectified_pairs.parquet"
-LOSSES = ("bco", "bce")
+LOSSES = ("bco", "bce", "bco_pair")
 DELTAS = ("batch_mean", "all_rewards")
 
 
@@ -57,15 +63,26 @@ class SPoTOptions:
     gamma: float = option(
         0.6, "proximity filter: a pair is kept when its change ratio R <= γ", low=0, high=1, low_open=True
     )
-    loss: str = option("bco", "bco (reward shift δ = running mean) or bce (δ = 0)", choices=LOSSES)
+    loss: str = option(
+        "bco",
+        "bco (reward shift δ = running mean, `delta`), bce (δ = 0) or bco_pair (δ exactly as TRL 0.20's bco_pair)",
+        choices=LOSSES,
+    )
     delta: str = option(
-        "batch_mean", "BCO's δ: running mean of batch means (TRL 0.20 bco_pair) or of all rewards", choices=DELTAS
+        "batch_mean", "bco's δ: running mean of batch means (TRL 0.20 bco_pair) or of all rewards", choices=DELTAS
     )
     error_prompts: int = option(2048, "hard training prompts answered to elicit errors", low=0, low_open=True)
     temperature: float = option(
         0.0, "sampling temperature of the errors; 0: the model's greedy (characteristic) errors", low=0
     )
     nll_weight: float = option(1.0, "α, weight of NLL(y⁺) per token (TRL's rpo_alpha); 0 = the paper's loss", low=0)
+
+    def validate(self) -> None:
+        if self.loss == "bco_pair" and self.delta != "batch_mean":
+            raise BenchError(
+                f"options.delta {self.delta} applies to loss bco only: bco_pair's δ is TRL 0.20's, the running mean "
+                "of batch means"
+            )
 
 
 def change_ratio(rejected: list[int], chosen: list[int]) -> float:
@@ -104,6 +121,37 @@ class RunningMean:
         self.total, self.count = state["total"], state["count"]
 
 
+class RunningMoments:
+    """δ for `loss: bco_pair`: TRL 0.20's `RunningMoments.update` (trl/trainer/utils.py), which its
+    DPOTrainer calls once per batch with that batch's mean reward x̄ₙ = mean(r⁺ ∪ r⁻), detached:
+
+        δₙ = δₙ₋₁ + (x̄ₙ − δₙ₋₁)·1/cₙ,   cₙ = cₙ₋₁ + 1,   δ₀ = 0, c₀ = 1e-24
+
+    (the equal-weight mean of the batch means), with the same arithmetic: the difference and the
+    step in float32, the mean and the count Python floats. Its variance is not kept: δ needs only
+    the mean."""
+
+    def __init__(self) -> None:
+        self.mean, self.count = 0.0, 1e-24
+
+    @torch.no_grad()
+    def add(self, values: torch.Tensor) -> float:
+        xs = values.mean()  # TRL's `rewards`: the mean of the chosen and the rejected rewards together
+        xs_count = xs.numel()
+        xs_mean = torch.var_mean(xs, unbiased=False)[1].float()
+        delta = xs_mean - self.mean
+        tot_count = self.count + xs_count
+        self.mean += (delta * xs_count / tot_count).item()
+        self.count = tot_count
+        return self.mean
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.count = state["mean"], state["count"]
+
+
 def spot_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, delta: float) -> torch.Tensor:
     """L = −log σ(r⁺ − δ) − log σ(−(r⁻ − δ)), averaged over the batch."""
     return (-F.logsigmoid(r_chosen - delta) - F.logsigmoid(-(r_rejected - delta))).mean()
@@ -114,7 +162,8 @@ def elicit_errors(
 ) -> list[tuple[Item, str]]:
     """Step 1: the starting model's answers that its task's verifier rejects, as (item, y⁻)."""
     max_tokens = max(max_new_tokens(item) for item in items)
-    answers = [s[0] for s in sample(model, ctx, [i.prompt for i in items], 1, max_tokens, temperature, ctx.loop.seed)]
+    prompts = [i.prompt for i in items]  # under N processes each samples its share (trainers/sharded.py)
+    answers = [s[0] for s in sharded_sample(model, ctx, prompts, 1, max_tokens, temperature, ctx.loop.seed)]
     return [(item, y) for item, y, r in zip(items, answers, rewards(items, answers)) if r < 1.0]
 
 
@@ -133,7 +182,11 @@ class SPoT(PairTrainer[SPoTOptions]):
 
     def __init__(self, options: SPoTOptions | None = None) -> None:
         super().__init__(options)
-        self.delta = RunningMean(batch_mean=self.options.delta == "batch_mean")
+        self.delta: RunningMean | RunningMoments = (
+            RunningMoments()
+            if self.options.loss == "bco_pair"
+            else RunningMean(batch_mean=self.options.delta == "batch_mean")
+        )
 
     def setup(self, model: PreTrainedModel, data: TrainingData, ctx: TrainContext) -> None:
         options = self.options
@@ -171,11 +224,13 @@ class SPoT(PairTrainer[SPoTOptions]):
 
     def loss(self, model, batch):
         r_chosen, r_rejected, nll = implicit_rewards_and_nll(model, batch, self.options.beta)
-        delta = self.delta.add(torch.cat([r_chosen, r_rejected]).detach()) if self.options.loss == "bco" else 0.0
+        # δ: the running mean of the rewards (bco, bco_pair), updated with this batch's before the loss; 0 for bce
+        delta = self.delta.add(torch.cat([r_chosen, r_rejected]).detach()) if self.options.loss != "bce" else 0.0
         metrics = {
             "delta": delta,
             "reward_chosen": r_chosen.mean().item(),
             "reward_rejected": r_rejected.mean().item(),
             "chosen_nll": nll.item(),
         }
+        # L = −log σ(r(x,y⁺) − δ) − log σ(−(r(x,y⁻) − δ)) + α·NLL(y⁺)/|y⁺|, α = nll_weight (0 in the paper)
         return spot_loss(r_chosen, r_rejected, delta) + self.options.nll_weight * nll, metrics

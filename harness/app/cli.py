@@ -47,6 +47,35 @@ REPORT_TO_HELP = (
 )
 
 
+ORGANISM_SEED_HELP = (
+    "start from organism S of the family: the preset's organism pre-trained on this CPU with seed S (cached; "
+    "docs/organism.md) [default: the preset's organism, shipped for the default preset]"
+)
+
+
+VLLM_SETTING_HELP = (
+    "a vLLM engine argument as KEY=VALUE, repeatable (dtype=bfloat16, max_model_len=4096, ...): the keys of a run's "
+    "`vllm:` block (docs/vllm-settings.md); with --backend vllm or auto"
+)
+ENGINES_HELP = (
+    "independent generation engines sharing the checkpoints out, records identical to one engine: processes on a "
+    "CPU, one GPU each on GPUs (docs/scale.md)"
+)
+
+
+def check_engines(engines: int | None, watch: bool = False) -> int | None:
+    """--engines N: a positive number of generation engines (None: the config's); one with --watch."""
+    if engines is not None and engines < 1:
+        raise BenchError(f"--engines must be a positive number of generation engines, got {engines}")
+    if watch and engines is not None and engines > 1:
+        raise BenchError("--watch scores each checkpoint as it appears, with one engine: leave out --engines")
+    return engines
+
+
+PROCESSES_HELP = "training processes, data parallel (docs/scale.md) [default: the config's, 1]"
+ACCELERATE_CONFIG_HELP = "accelerate's own config file, with --launcher accelerate (configs/accelerate/)"
+
+
 def check_limit(limit: int | None) -> int | None:
     """--limit N: a positive number of items per evaluation set (None: every item)."""
     if limit is not None and limit <= 0:
@@ -63,6 +92,7 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML/JSON file of settings (docs/commands.md)"),
     preset: str = typer.Option("default", help=PRESET_HELP),
     seed: Optional[int] = typer.Option(None, help="seed for data order, initialisation and sampling"),
+    organism_seed: Optional[int] = typer.Option(None, "--organism-seed", help=ORGANISM_SEED_HELP),
     steps: Optional[int] = typer.Option(
         None, help="post-training steps (default: the method's own: 300; GRPO, PCR and DPO 600; see `bench methods`)"
     ),
@@ -77,6 +107,10 @@ def run(
         None, "--suite", "-s", help="a shipped suite (see `bench suites`) or a suite YAML file [default: micro]"
     ),
     limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
+    engines: Optional[int] = typer.Option(None, "--engines", help=ENGINES_HELP + " [default: the config's, 1]"),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", help=PROCESSES_HELP),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="torchrun or accelerate [default: torchrun]"),
+    accelerate_config: Optional[str] = typer.Option(None, "--accelerate-config", help=ACCELERATE_CONFIG_HELP),
     refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
     report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
@@ -92,23 +126,30 @@ def run(
     overrides = {
         "method": method,
         "seed": seed,
+        "organism_seed": organism_seed,
         "steps": steps,
         "model": model,
         "backend": backend,
         "rollout_backend": rollout_backend,
         "suite": suite,
         "eval_per_slice": check_limit(limit),
+        "engines": check_engines(engines),
         "report_to": parse_report_to(report_to),
+        **{"num_processes": num_processes, "launcher": launcher, "accelerate_config": accelerate_config},
     }
     run_config = load_config(preset, config, overrides)
     if dry_run:
         print_memory_estimate(run_config)
         return
+    execute_run(run_config, out or Path("runs") / f"{run_config.method}-seed{run_config.seed}", refresh, quiet)
+
+
+def execute_run(run_config: RunConfig, folder: Path, refresh: bool, quiet: bool) -> None:
+    """`bench run` once its settings are checked: the run, then its summary table."""
     # torch and transformers: after the settings are checked
     from plasticity_bench.harness.app.run import execute
     from plasticity_bench.harness.app.stages.prepare import prepare
 
-    folder = out or Path("runs") / f"{run_config.method}-seed{run_config.seed}"
     started = time.time()
     with stop_on_signals():  # SIGINT/SIGTERM: stop with only complete files written, say how to resume
         store = execute(prepare(run_config, folder, refresh), quiet)
@@ -146,6 +187,12 @@ def study(
         None, "--arms", help="a YAML file of labelled variants, label: {method: sft, lr: 1e-4} (docs/studies.md)"
     ),
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
+    organism_seeds: Optional[str] = typer.Option(
+        None,
+        "--organism-seeds",
+        help="comma-separated organisms (pre-training seeds) crossed with --seeds; the claims' intervals then "
+        "treat organisms as the sampling unit (docs/studies.md) [default: the preset's organism]",
+    ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="study folder: one run folder per method and seed, study.html, study.json"
     ),
@@ -159,13 +206,25 @@ def study(
         None, "--claims", help="a YAML file of more claims to check (docs/studies.md)"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    ray: bool = typer.Option(False, "--ray", help="each run a task on a local Ray instance of --jobs CPUs"),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="each run a task on this Ray cluster (shared filesystem: docs/studies.md)"
+    ),
+    ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-run", help="CPUs Ray reserves for each run"),
+    ray_gpus: Optional[float] = typer.Option(
+        None, "--ray-gpus-per-run", help="GPUs Ray gives each run [default: 1 when the run trains on a GPU, else 0]"
+    ),
 ) -> None:
     """Run every method (or arm) × seed, resuming unfinished runs and skipping finished ones, then one
     comparison report with the claims' verdicts."""
     from plasticity_bench.harness.app.study import study as run_study
+    from plasticity_bench.harness.app.study_ray import ray_options
 
+    on_ray = ray_options(ray, ray_address, ray_cpus, ray_gpus)
     with writing(out):
-        page, data = run_study(methods, seeds, out, preset, suite, config, jobs, claims, typer.echo, quiet, arms)
+        page, data = run_study(
+            methods, seeds, out, preset, suite, config, jobs, claims, typer.echo, quiet, arms, on_ray, organism_seeds
+        )  # positional to the end: ray, then organisms_text
     for claim in json.loads(data.read_text())["claims"]:
         typer.echo(f"{claim['verdict']:<13} {claim['claim']}")
     typer.echo(f"report: {page}\ndata: {data}")
@@ -181,20 +240,24 @@ def base(
         "or the cached ones",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    organism_seed: Optional[int] = typer.Option(None, "--organism-seed", help=ORGANISM_SEED_HELP),
 ) -> None:
-    """Print the organism's folder: shipped for the default preset, else cached (pre-trained on first use)."""
+    """Print the organism's folder: shipped for the default preset, else cached (pre-trained on first use);
+    with --organism-seed S, organism S of the family (pre-trained on this CPU on first use)."""
     from plasticity_bench.harness.app.config import load_config
-    from plasticity_bench.harness.app.organism import ensure_organism
     from plasticity_bench.harness.app.organism import rebuild as rebuild_organism
+    from plasticity_bench.harness.app.organism_family import starting_organism
     from plasticity_bench.tasks.suites import load_suite
 
-    run_config = load_config(preset, config)
+    run_config = load_config(preset, config, {"organism_seed": organism_seed})
     suite = load_suite(run_config.suite)
+    if rebuild and organism_seed is not None:
+        raise BenchError("bench base: --rebuild rebuilds the preset's organism; organism seeds are built once per CPU")
     if rebuild:
         folder, verdict = rebuild_organism(run_config.organism, suite, quiet)
         typer.echo(f"{folder}\n{verdict}")
     else:
-        typer.echo(ensure_organism(run_config.organism, suite, quiet))
+        typer.echo(starting_organism(run_config.organism, suite, run_config.organism_seed, quiet))
 
 
 @app.command()
@@ -279,25 +342,29 @@ def evaluate(
     seed: int = typer.Option(0, help="seed for sampled evaluation sets"),
     label: str = typer.Option("eval", help="the name shown for this sweep in reports (as a method's would be)"),
     limit: Optional[int] = typer.Option(None, "--limit", "--eval-per-slice", help=LIMIT_HELP),
+    engines: int = typer.Option(1, "--engines", help=ENGINES_HELP),
     refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
     report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     watch: bool = typer.Option(False, "--watch", help=WATCH_HELP),
     watch_timeout: Optional[float] = typer.Option(None, help="--watch: end after this many seconds with no checkpoint"),
     watch_settle: float = typer.Option(30.0, help="--watch, no callback: seconds a checkpoint must stay unchanged"),
+    vllm_setting: Optional[list[str]] = typer.Option(None, "--vllm-setting", help=VLLM_SETTING_HELP),
 ) -> None:
     """Score a sweep of checkpoints written by any trainer on a suite: records, report, compare and gate
     as for `bench run`."""
     step_list = parse_steps(steps)
+    from plasticity_bench.harness.app.eval_vllm import parse_vllm_settings
+
+    vllm = parse_vllm_settings(vllm_setting or [], backend)
     from plasticity_bench.harness.app.tracking import check_report_to, parse_report_to
 
     trackers = check_report_to(parse_report_to(report_to) or [])
+    check_engines(engines, watch)
     if watch:  # follow one training output folder until its trainer ends (harness/app/watch.py)
         target = watch_target(checkpoints, step_list, refresh, trackers, watch_settle, watch_timeout)
-        return watch_folder(target, suite, out, base_model, backend, seed, label, check_limit(limit), quiet)
-    from plasticity_bench.harness.app.evaluate import (
-        evaluate_sweep,
-    )  # torch and transformers: after the arguments are checked
+        return watch_folder(target, suite, out, base_model, backend, seed, label, check_limit(limit), quiet, vllm)
+    from plasticity_bench.harness.app.evaluate import evaluate_sweep  # torch, transformers: after the checks
 
     started = time.time()
     store = evaluate_sweep(
@@ -313,10 +380,16 @@ def evaluate(
         quiet,
         refresh=refresh,
         report_to=trackers,
+        engines=engines,
+        vllm=vllm,
     )
-    summary = json.loads((store.root / "summary.json").read_text())
-    typer.echo(format_summary(summary))
-    typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
+    echo_result(store.root, started)
+
+
+def echo_result(folder: Path, started: float) -> None:
+    """A finished run folder's summary table, where it is and how long it took."""
+    typer.echo(format_summary(json.loads((folder / "summary.json").read_text())))
+    typer.echo(f"run folder: {folder}  ({time.time() - started:.0f} s)\nreport: {folder / 'report.html'}")
 
 
 def watch_target(
@@ -343,12 +416,13 @@ def watch_folder(
     label: str,
     limit: Optional[int],
     quiet: bool,
+    vllm: object = None,
 ) -> None:
     from plasticity_bench.harness.app.watch import watch_sweep
 
     started = time.time()
     folder, settings = target
-    store = watch_sweep(folder, suite, out, base_model, backend, seed, label, limit, quiet, settings)
+    store = watch_sweep(folder, suite, out, base_model, backend, seed, label, limit, quiet, settings, vllm)
     typer.echo(format_summary(json.loads((store.root / "summary.json").read_text())))
     typer.echo(f"run folder: {store.root}  ({time.time() - started:.0f} s)\nreport: {store.root / 'report.html'}")
 

@@ -27,6 +27,8 @@ from plasticity_bench.harness.core.options import build as _build
 from plasticity_bench.harness.core.options import option
 
 VLLM_DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")  # what vllm.LLM takes
+LAUNCHERS = ("torchrun", "accelerate")  # what starts N training processes (harness/app/stages/train_launch.py)
+PRECISIONS = ("auto", "no", "bf16")  # mixed_precision
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,15 @@ class RunConfig:
     # the folder
     model_hub: dict[str, Any] | None = None
     organism: OrganismConfig = field(default_factory=OrganismConfig)
+    # `--organism-seed S`: start from organism S of the family, this CPU's pre-training of `organism` with seed S
+    # (harness/app/organism_family.py); None = the preset's organism (the shipped one for the default preset)
+    organism_seed: int | None = None
     backend: str = "hf"  # generates the evaluation sets at every checkpoint: hf, vllm or auto
     rollout_backend: str = "hf"  # samples the policy during training (GRPO, PCR, DPO, SPoT): hf, vllm or auto
     vllm: VllmSettings = field(default_factory=VllmSettings)  # the vLLM engine's own arguments (both purposes)
+    # independent engines the evaluation's checkpoints are shared over (harness/app/engines.py); the records are
+    # those of one engine, so not part of the fingerprint
+    engines: int = option(1, "generation engines sharing the checkpoints out (one GPU each on GPUs)", low=1)
     # post-training
     steps: int | None = None  # post-training steps; None = the method's default (Trainer.default_steps)
     lr: float | None = None  # η; None = the method's default (Trainer.default_lr)
@@ -95,18 +103,32 @@ class RunConfig:
     # experiment trackers that get every training step and checkpoint score: tensorboard, wandb, mlflow
     # (harness/app/tracking.py, docs/tracking.md); not part of the fingerprint
     report_to: tuple[str, ...] = ()
-    # the memory estimate (harness/app/memory.py, docs/gpu-recipes.md): they feed the check and
-    # `bench run --dry-run` only (no launcher uses them yet), so they are not part of the fingerprint
+    # the memory estimate (harness/app/memory.py, docs/gpu-recipes.md): device_memory_gb, strategy and
+    # seq_len_bound feed the check and `bench run --dry-run` only, so they are not part of the fingerprint
     device_memory_gb: float | None = None  # None = the device's own (the GPU's memory, or this machine's RAM)
-    num_processes: int = option(1, "training processes the estimate assumes (data parallel)", low=1)
+    # training processes, data parallel (docs/scale.md): N processes compute what one does with grad_accum N,
+    # so the number enters the fingerprint (only when it is not 1: one-process runs keep their identity)
+    num_processes: int = option(1, "training processes (data parallel); also what the memory estimate assumes", low=1)
     strategy: str = option("ddp", "how processes share the model: ddp, zero2, zero3, fsdp", choices=STRATEGIES)
     seq_len_bound: int | None = None  # longest training sequence assumed; None = the model's context (≤ 2048)
+    # what starts the training processes when num_processes > 1; the same computation either way (not fingerprinted)
+    launcher: str = option("torchrun", "starts the training processes: torchrun or accelerate", choices=LAUNCHERS)
+    accelerate_config: str | None = None  # `accelerate launch --config_file` with launcher accelerate
+    # autocast precision of the forward passes: auto = bf16 on a GPU that has it, else fp32 (fingerprinted unless auto)
+    mixed_precision: str = option("auto", "forward passes' precision: auto, no (fp32) or bf16", choices=PRECISIONS)
+    # recompute activations in the backward pass: less memory, the same numbers (not fingerprinted)
+    gradient_checkpointing: bool = False
 
     def fingerprint(self, extra: dict[str, Any] | None = None) -> str:
         """Identity of the run: two folders with the same fingerprint hold the same experiment
         (`extra`: what else defines it, e.g. the content hash of a user's suite file). Settings that
         change what is kept on disk, not the results, are left out."""
         values = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
+        if self.organism_seed is None:  # the preset's organism: the identity every run had before families
+            del values["organism_seed"]
+        for name, default in FINGERPRINTED_UNLESS.items():  # one-process runs keep the identity they always had
+            if values[name] == default:
+                del values[name]
         return hashlib.sha256(json.dumps({**values, **(extra or {})}, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,8 +137,22 @@ class RunConfig:
 
 # where and what is kept or logged, not what is computed
 NOT_FINGERPRINTED = frozenset(
-    {"keep_checkpoints", "device", "report_to", "device_memory_gb", "num_processes", "strategy", "seq_len_bound"}
+    {
+        "keep_checkpoints",
+        "device",
+        "report_to",
+        "device_memory_gb",
+        "strategy",
+        "seq_len_bound",
+        "engines",
+        "launcher",
+        "accelerate_config",
+        "gradient_checkpointing",
+    }
 )
+# settings that change results but enter the fingerprint only away from these defaults, so that every
+# run made before they existed (one process, the device's own precision) keeps its identity
+FINGERPRINTED_UNLESS: dict[str, Any] = {"num_processes": 1, "mixed_precision": "auto"}
 
 
 @dataclass(frozen=True)
@@ -168,6 +204,8 @@ def load_config(
     )  # every other setting first: nothing is downloaded for a run that cannot start
     config = with_hub_model(config)
     validate(config)
+    if config.organism_seed is not None:  # organism S of the family: the preset's organism pre-trained with seed S
+        config = replace(config, organism=replace(config.organism, seed=config.organism_seed))
     return config
 
 
@@ -239,6 +277,16 @@ def method_options(options_class: type, values: dict[str, Any], method: str) -> 
     return options
 
 
+def check_organism_seed(config: RunConfig) -> None:
+    """--organism-seed picks a pre-training of the embedded organism: a seed >= 0, and no --model."""
+    if config.organism_seed is None:
+        return
+    if config.organism_seed < 0:
+        raise BenchError(f"organism_seed must be >= 0, got {config.organism_seed}")
+    if config.model is not None:
+        raise BenchError("organism_seed picks one of the embedded organisms; it cannot be combined with --model")
+
+
 def validate(config: RunConfig) -> None:
     """Range checks that a type cannot express, and the names of the method, backends and suite
     (harness/app/names.py: a misspelt name is refused before torch and the registries load)."""
@@ -268,12 +316,14 @@ def validate(config: RunConfig) -> None:
             raise BenchError(f"{name} must be positive, got {value}")
     if config.seed < 0:
         raise BenchError(f"seed must be >= 0, got {config.seed}")
+    check_organism_seed(config)
     if config.weight_decay < 0:
         raise BenchError(f"weight_decay must be >= 0, got {config.weight_decay}")
     if config.checkpoint_every < 0:
         raise BenchError(f"checkpoint_every must be >= 0 (0 = only at stage ends), got {config.checkpoint_every}")
     if config.grad_accum < 1 or config.grad_accum > config.batch_size:
         raise BenchError(f"grad_accum must be between 1 and batch_size ({config.batch_size}), got {config.grad_accum}")
+    check_processes(config)
     if config.keep_checkpoints not in KEEP_CHECKPOINTS:
         raise BenchError(
             f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got {config.keep_checkpoints!r}"
@@ -295,3 +345,35 @@ def validate(config: RunConfig) -> None:
         )  # imports every backend (torch, transformers)
 
         check_model_folder(Path(config.model))
+
+
+def check_processes(config: RunConfig) -> None:
+    """Every training process needs at least one row of each micro-batch; an accelerate config file must exist."""
+    rows_needed = config.num_processes * config.grad_accum
+    if config.num_processes > 1 and config.batch_size < rows_needed:
+        raise BenchError(
+            f"batch_size ({config.batch_size}) must be at least num_processes × grad_accum ({rows_needed}): "
+            "every process trains on its own rows of each batch"
+        )
+    if config.accelerate_config is not None:
+        if config.launcher != "accelerate":
+            raise BenchError("accelerate_config is read by launcher accelerate only; add --launcher accelerate")
+        if not Path(config.accelerate_config).is_file():
+            raise BenchError(f"accelerate config file {config.accelerate_config} does not exist")
+        check_accelerate_config(Path(config.accelerate_config))
+
+
+def check_accelerate_config(path: Path) -> None:
+    """bench's training processes are data parallel with whole models (trainers/distributed.py): an
+    accelerate config that asks for sharded engines is refused before anything starts (docs/scale.md)."""
+    kind = read_config_file(path, "accelerate config file").get("distributed_type", "MULTI_GPU")
+    if kind in ("FSDP", "DEEPSPEED"):
+        raise BenchError(
+            f"accelerate config {path} asks for {kind}, which bench's training processes do not use yet "
+            "(they are data parallel: DDP); use a MULTI_GPU config such as configs/accelerate/ddp.yaml, or none"
+        )
+    if kind != "MULTI_GPU":
+        raise BenchError(
+            f"accelerate config {path} has distributed_type {kind}; bench starts its processes with MULTI_GPU "
+            "(which also runs on CPUs: give no config file there)"
+        )

@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plasticity_bench.harness.app.config import VllmSettings
+from plasticity_bench.harness.app.eval_vllm import check_on_this_machine, pool_settings, vllm_identity
 from plasticity_bench.harness.app.refresh import Refresh, check_data
 from plasticity_bench.harness.app.refresh import apply as apply_refresh
 from plasticity_bench.harness.app.stages import timed
+from plasticity_bench.harness.app.stages.few_shot import few_shot
 from plasticity_bench.harness.app.stages.generate import generate
 from plasticity_bench.harness.app.stages.prepare import run_metadata
 from plasticity_bench.harness.app.stages.report import report
@@ -68,19 +71,25 @@ def evaluate_sweep(
     make_models: Callable[[RunStore], None] | None = None,
     refresh: bool = False,
     report_to: Sequence[str] = (),
+    engines: int = 1,
+    vllm: VllmSettings | None = None,
 ) -> RunStore:
     """`identity_extra`: what else defines the sweep (part of its fingerprint, recorded in run.json's
     config); `make_models`: writes the sweep's model folders inside the new run folder (e.g.
     `bench wise-ft`'s interpolations) once it exists, before the sweep is read; `refresh`: a folder
     holding this sweep scored on other data is brought up to date, not refused (harness/app/refresh.py);
-    `report_to`: experiment trackers (harness/app/tracking.py) that get the Trainer's log and the scores."""
+    `report_to`: experiment trackers (harness/app/tracking.py) that get the Trainer's log and the scores;
+    `engines`: generation engines sharing the checkpoints out (harness/app/engines.py), not part of the identity;
+    `vllm`: the vLLM engine's arguments (`--vllm-setting`, harness/app/eval_vllm.py), as a run's `vllm:` block."""
     report_to = check_report_to(report_to)
     check_per_slice(per_slice)
+    check_on_this_machine(vllm)
     paths, base_model, hub_models = resolve_hub_ids(paths, base_model)
     identity = {
         **sweep_identity(paths, steps, backend, seed, base_model, label, per_slice),
         **(identity_extra or {}),
         **({"hub_models": hub_models} if hub_models else {}),  # a sweep of local folders: identified by its paths
+        **vllm_identity(vllm),  # engine settings that change the numbers (a dtype): part of the fingerprint
     }
     sweep = prepare_sweep(suite_ref, out, backend, identity, refresh)
     new_folder = not out.exists()
@@ -92,8 +101,8 @@ def evaluate_sweep(
         adopt_sweep(store, discover_sweep([Path(p) for p in paths], steps, base_model, work_dir=out))
         tracking = open_tracking(report_to, store, sweep.identity, work_left=not store.stage_done("score"))
         tracking.log_train_log()
-        with BackendPool() as backends:
-            generate(store, sweep.suite, sweep.backend, backend, backends, seed, quiet)
+        with BackendPool(pool_settings(vllm)) as backends:
+            generate_sweep(store, sweep, backend, backends, seed, quiet, engines)
         score(store, tracking.log_scores)
         report(store)
     except BenchError:
@@ -106,6 +115,14 @@ def evaluate_sweep(
         if tracking is not None:
             tracking.close()
     return store
+
+
+def generate_sweep(
+    store: RunStore, sweep: PreparedSweep, backend: str, backends: BackendPool, seed: int, quiet: bool, engines: int
+) -> None:
+    """The generate stage, then the few-shot probe (tasks/suites/few_shot.py) on the same engines."""
+    generate(store, sweep.suite, sweep.backend, backend, backends, seed, quiet, engines)
+    few_shot(store, sweep.suite, sweep.evaluation.probes, backends, seed, quiet)
 
 
 def check_per_slice(per_slice: int | None) -> None:

@@ -128,7 +128,9 @@ def micro_batch(config: RunConfig, trainer: Trainer) -> tuple[int, int]:
         return options.group_size, 1
     if isinstance(trainer, GRPO):
         return math.ceil(options.prompts_per_step * options.group_size / config.grad_accum), 1
-    pairs = isinstance(trainer, PairTrainer) or (isinstance(trainer, TwoStage) and options.stage2_loss == "dpo")
+    pairs = isinstance(trainer, PairTrainer) or (
+        isinstance(trainer, TwoStage) and "dpo" in (options.stage1_loss, options.stage2_loss)
+    )
     return math.ceil(config.batch_size / config.grad_accum), 2 if pairs else 1
 
 

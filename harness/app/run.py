@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from plasticity_bench.harness.app.config import backend_settings
+from plasticity_bench.harness.app.stages.few_shot import few_shot
 from plasticity_bench.harness.app.stages.generate import generate
 from plasticity_bench.harness.app.stages.kl import kl
 from plasticity_bench.harness.app.stages.prepare import PreparedRun, open_run
@@ -43,8 +44,9 @@ def execute(run: PreparedRun, quiet: bool = False) -> RunStore:
     try:
         with writing(run.out):
             return execute_stages(run, quiet)
-    except BenchError:
-        if new_run and not trained(run.out):
+    except BenchError as error:
+        # a training process killed or crashed leaves checkpoints a re-run resumes from (train_launch.py)
+        if new_run and not trained(run.out) and not getattr(error, "resumable", False):
             remove_unfinished(run.out, keep_folder=existed)
         raise
 
@@ -58,7 +60,8 @@ def execute_stages(run: PreparedRun, quiet: bool) -> RunStore:
             train(store, run, base_model, backends, quiet, tracking.log_step)
             prune_training_state(store, config.keep_checkpoints)
             kl(store, run, base_model)
-            generate(store, run.suite, run.backend, config.backend, backends, config.seed, quiet)
+            generate(store, run.suite, run.backend, config.backend, backends, config.seed, quiet, config.engines)
+            few_shot(store, run.suite, run.evaluation.probes, backends, config.seed, quiet)  # before any pruning
         prune_model_folders(store, config.keep_checkpoints)
         score(store, tracking.log_scores)
         report(store)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from plasticity_bench.harness.app.study_family import build_organisms, cross_arms, parse_organism_seeds, regroup
+from plasticity_bench.harness.app.study_ray import RayOptions, run_on_ray
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.store import STAGES, RunStore
 
@@ -80,13 +83,13 @@ def study_arms(methods_text: str | None, arms_file: Path | None) -> dict[str, di
     return arms
 
 
-def arm_config(label: str, settings: dict[str, Any], out: Path, config: Path | None) -> Path:
-    """OUT/arms/<label>.yaml: --config's settings, then the arm's (the method goes on the command line)."""
+def arm_config(label: str, settings: dict[str, Any], folder: Path, config: Path | None) -> Path:
+    """FOLDER/<label>.yaml: --config's settings, then the arm's (the method goes on the command line)."""
     from plasticity_bench.harness.app.config import merge_settings, read_config_file
 
     values = read_config_file(config) if config is not None else {}
     merge_settings(values, {k: v for k, v in settings.items() if k != "method"})
-    path = out / ARMS / f"{label}.yaml"
+    path = folder / f"{label}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(values, sort_keys=True)
     if not path.is_file() or path.read_text() != text:
@@ -171,6 +174,42 @@ def check_not_stale(
         )
 
 
+def checked_arm_configs(
+    arms: dict[str, dict[str, Any]],
+    finished: Sequence[tuple[str, int]],
+    out: Path,
+    preset: str,
+    suite: str | None,
+    config: Path | None,
+) -> dict[str, Path | None]:
+    """Each arm's settings file in OUT/arms, written only once the finished runs are found to match
+    them: a refused study leaves the files its runs were made with (they are written to a staging
+    folder first, checked, then moved into place)."""
+    staging = out / ARMS / ".checking"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        staged = {
+            label: arm_config(label, settings, staging, config) if set(settings) - {"method"} else config
+            for label, settings in arms.items()
+        }
+        check_not_stale(finished, arms, out, preset, suite, staged)
+        return {
+            label: settle(path, out / ARMS) if path is not None and path.parent == staging else path
+            for label, path in staged.items()
+        }
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def settle(path: Path, folder: Path) -> Path:
+    """`path` moved into `folder`, leaving a file with the same text untouched (its time stays)."""
+    target = folder / path.name
+    if target.is_file() and target.read_text() == path.read_text():
+        return target
+    os.replace(path, target)
+    return target
+
+
 def run_all(
     arms: dict[str, dict[str, Any]],
     seeds: Sequence[int],
@@ -180,16 +219,14 @@ def run_all(
     config: Path | None,
     jobs: int,
     echo: Callable[[str], None],
+    ray: RayOptions | None = None,
 ) -> dict[str, list[tuple[int, Path]]]:
-    """Run (or resume, or skip) every arm × seed; arm → [(seed, folder)]. A failed run is a
-    BenchError naming it and its log, after the others have finished."""
+    """Run (or resume, or skip) every arm × seed, on local processes or as Ray tasks (`ray`); arm →
+    [(seed, folder)]. A failed run is a BenchError naming it and its log, after the others have finished."""
     (out / LOGS).mkdir(parents=True, exist_ok=True)
-    configs = {
-        label: arm_config(label, settings, out, config) if set(settings) - {"method"} else config
-        for label, settings in arms.items()
-    }
     pending = [(a, s) for a in arms for s in seeds if not run_done(out / run_name(a, s))]
-    check_not_stale([(a, s) for a in arms for s in seeds if (a, s) not in pending], arms, out, preset, suite, configs)
+    finished = [(a, s) for a in arms for s in seeds if (a, s) not in pending]
+    configs = checked_arm_configs(arms, finished, out, preset, suite, config)
     for a in arms:
         for s in seeds:
             if (a, s) not in pending:
@@ -205,7 +242,8 @@ def run_all(
 
     failed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for method, seed, code in pool.map(work, pending):
+        runs = run_on_ray(ray, pending, arms, out, preset, suite, configs, jobs) if ray else pool.map(work, pending)
+        for method, seed, code in runs:
             echo(f"{run_name(method, seed)}: {'finished' if code == 0 else f'failed (exit {code})'}")
             if code != 0:
                 failed.append((method, seed, code))
@@ -234,21 +272,28 @@ def study(
     echo: Callable[[str], None],
     quiet: bool = True,
     arms_file: Path | None = None,
+    ray: RayOptions | None = None,
+    organisms_text: str | None = None,
 ) -> tuple[Path, Path]:
-    """Validate everything, build the organism once, run every arm × seed, write the report."""
+    """Validate everything, build the organism once (or each organism of --organism-seeds), run every
+    arm × seed (× organism), write the report."""
     import plasticity_bench.trainers
-    from plasticity_bench.harness.app.config import load_config
+    from plasticity_bench.harness.app.config import load_config, method_options
     from plasticity_bench.harness.app.organism import ensure_organism
     from plasticity_bench.harness.evaluation.claims import SHIPPED_CLAIMS, load_claims
     from plasticity_bench.reports.study import METRICS, write_study
     from plasticity_bench.tasks.suites import load_suite
 
     arms, seeds = study_arms(methods_text, arms_file), parse_seeds(seeds_text)
+    organisms, labels = parse_organism_seeds(organisms_text), list(arms)
+    if organisms is not None:  # arm × organism as arms <arm>-o<S>: harness/app/study_family.py
+        arms = cross_arms(arms, organisms)
     for label, settings in arms.items():
-        plasticity_bench.trainers.TRAINERS.get(settings["method"])  # unknown: a BenchError naming the known ones
+        trainer = plasticity_bench.trainers.TRAINERS.get(settings["method"])  # unknown: a BenchError naming them
         where = f"arm {label!r}: " if label != settings["method"] else ""
-        try:
-            load_config(preset, config, {**{k: v for k, v in settings.items() if k != "method"}, "suite": suite})
+        try:  # the method's options too: a bad one must not wait for the organism and the arm's run
+            arm = load_config(preset, config, {**{k: v for k, v in settings.items() if k != "method"}, "suite": suite})
+            method_options(trainer.Options, arm.options, settings["method"])
         except BenchError as error:
             raise BenchError(f"{where}{error}") from None
     if jobs < 1:
@@ -257,7 +302,11 @@ def study(
     if claims_file is not None:
         claims += load_claims(claims_file, METRICS)
     run_config = load_config(preset, config, {"suite": suite})
-    if not run_config.model:
+    if not run_config.model and organisms is not None:
+        build_organisms(organisms, preset, config, suite, jobs, echo)
+    elif not run_config.model:
         ensure_organism(run_config.organism, load_suite(run_config.suite), quiet)
-    run_dirs = run_all(arms, seeds, out, preset, suite, config, jobs, echo)
+    run_dirs = run_all(arms, seeds, out, preset, suite, config, jobs, echo, ray)
+    if organisms is not None:
+        run_dirs = regroup(run_dirs, labels, organisms)
     return write_study(out, run_dirs, claims)

@@ -18,6 +18,8 @@
         sampling: {temperature: 0.7, top_p: 0.8, n: 4, max_new_tokens: 1024, stop: []}
         scorer: math_verify         # a name in tasks/scorers.py (default: the source's own)
         published: {Qwen3-8B: 71.3} # optional: a paper's numbers, shown beside ours in the report
+        few_shot: 3                 # optional: the few-shot recovery probe, k solved examples (few_shot.py)
+        few_shot_items: 50          # optional: probe the first 50 items only (default: all)
     train:                          # what RPS/EPS (easy then hard) and every method trains on
       easy: {source: {...}, scorer: math_verify}
       hard: {source: {...}, scorer: math_verify}
@@ -48,7 +50,10 @@ from plasticity_bench.tasks.sources import SOURCES, Source
 
 SHIPPED = Path(__file__).resolve().parent
 ROLES = ("target", "held-out")
-SET_KEYS = {"name", "split", "family", "role", "source", "prompt", "sampling", "scorer", "published", "optional"}
+SET_KEYS = {
+    *("name", "split", "family", "role", "source", "prompt", "sampling", "scorer", "published", "optional"),
+    *("few_shot", "few_shot_items"),  # the few-shot recovery probe (tasks/suites/few_shot.py)
+}
 SUITE_KEYS = {"name", "description", "eval_seed", "defaults", "families", "eval", "train", "foundation"}
 SAMPLING_KEYS = {"temperature", "top_p", "n", "max_new_tokens", "stop"}
 TRAIN_SET_KEYS = {"source", "scorer", "difficulty", "prompt", "name", "max_new_tokens"}
@@ -84,6 +89,8 @@ class EvalSet:
     ignored: tuple[
         str, ...
     ] = ()  # the `defaults:` its source ignores ("prompt.system", "scorer"; tasks/suites/compat.py)
+    few_shot: int = 0  # k solved examples per item of the few-shot recovery probe; 0: no probe (few_shot.py)
+    few_shot_items: int | None = None  # how many of the set's items the probe asks again; None: all
 
     @property
     def slice(self) -> str:
@@ -281,6 +288,7 @@ def parse_source(raw: Any, where: str, path: Path) -> Source:
 def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -> EvalSet:
     from plasticity_bench.tasks.scorers import SCORERS  # noqa: PLC0415  (scorers import sources' helpers)
     from plasticity_bench.tasks.suites.compat import ignored_defaults, refuse_unhonoured, resolve_scorer
+    from plasticity_bench.tasks.suites.few_shot import parse_few_shot
 
     where = f"suite {path.name}, eval set {index}"
     if not isinstance(raw, dict):
@@ -317,6 +325,7 @@ def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -
     optional = raw.get("optional", False)
     if not isinstance(optional, bool):
         raise BenchError(f"{where}: optional must be true or false")
+    shots, probed = parse_few_shot(raw, source, named)
     return EvalSet(
         name,
         split,
@@ -329,6 +338,8 @@ def parse_eval_set(raw: Any, index: int, defaults: dict[str, Any], path: Path) -
         {str(k): float(v) for k, v in published.items()},
         optional,
         ignored,
+        shots,
+        probed,
     )
 
 

@@ -22,6 +22,7 @@ from plasticity_bench.harness.core.items import Item
 from plasticity_bench.tasks.base import TASKS, get_task
 from plasticity_bench.tasks.suites import EvalSet, Suite, TrainSet, _load, parse_suite, suite_file
 from plasticity_bench.tasks.suites.compat import check_items, unique
+from plasticity_bench.tasks.suites.few_shot import probe_problems
 from plasticity_bench.tasks.suites.items import training_items
 
 GENERATED_PROBE = 16  # training items a generator source is asked for: it makes as many as a run wants
@@ -72,6 +73,7 @@ def check_suite(name_or_path: str) -> SuiteCheck:
     if targets and all(row.status.startswith("skipped") for row in targets):
         report.problems.append(f"suite {suite.name}: none of its target sets is available here")
     exclude = frozenset(item.prompt for items in loaded for item in items)
+    report.problems.extend(probe_problems(suite, loaded, exclude))  # the few-shot probe (few_shot.py)
     for side, train in (("easy", suite.easy), ("hard", suite.hard)):
         if train is not None:
             check_train_set(suite, train, side, exclude, report)

@@ -27,6 +27,7 @@ class EvalItems:
     items: tuple[Item, ...]  # set by set; the first `per_slice` of each where the load asked for fewer
     skipped: Mapping[str, str]  # slice → why an optional set has no items here
     prompts: frozenset[str]  # every evaluation prompt of the whole sets: what no training item may be
+    probes: tuple[Item, ...] = ()  # the few-shot recovery probe's items (tasks/suites/few_shot.py), set by set
 
     @property
     def available_sets(self) -> list[EvalSet]:
@@ -58,7 +59,22 @@ def load_eval_items(suite: Suite, per_slice: int | None = None) -> EvalItems:
         why = "; ".join(skipped.values())
         raise BenchError(f"suite {suite.name}: none of its target sets is available here ({why})")
     items = tuple(item for set_items in per_set for item in set_items[: per_slice or len(set_items)])
-    return EvalItems(suite, items, skipped, frozenset(item.prompt for set_items in per_set for item in set_items))
+    prompts = frozenset(item.prompt for set_items in per_set for item in set_items)
+    return EvalItems(suite, items, skipped, prompts, probe_items_of(suite, per_set, per_slice, prompts))
+
+
+def probe_items_of(
+    suite: Suite, per_set: list[list[Item]], per_slice: int | None, prompts: frozenset[str]
+) -> tuple[Item, ...]:
+    """The few-shot probe's items of every set that declares `few_shot` (tasks/suites/few_shot.py)."""
+    from plasticity_bench.tasks.suites.few_shot import probe_items
+
+    return tuple(
+        item
+        for eval_set, set_items in zip(suite.eval_sets, per_set)
+        if eval_set.few_shot and set_items
+        for item in probe_items(eval_set, set_items[: per_slice or len(set_items)], set_items, suite.eval_seed, prompts)
+    )
 
 
 def training_items(suite: Suite, train: TrainSet, n: int, seed: int, exclude: frozenset[str]) -> list[Item]:

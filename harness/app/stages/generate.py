@@ -22,12 +22,25 @@ from plasticity_bench.tasks.suites import EvalSet, Sampling, Suite
 
 
 def generate(
-    store: RunStore, suite: Suite, backend: BackendChoice, requested: str, backends: BackendPool, seed: int, quiet: bool
+    store: RunStore,
+    suite: Suite,
+    backend: BackendChoice,
+    requested: str,
+    backends: BackendPool,
+    seed: int,
+    quiet: bool,
+    engines: int = 1,
 ) -> None:
     """Generate at every checkpoint the manifest lists (`bench run` and `bench eval`), unless done.
-    `backend`: what `requested` (the config's backend) resolved to; `auto` is decided here."""
+    `backend`: what `requested` (the config's backend) resolved to; `auto` is decided here.
+    `engines`: independent engines sharing the checkpoints out (harness/app/engines.py)."""
     if not store.stage_done("generate"):
         choice = generation_backend(store, suite, backend, requested, backends)
+        if engines > 1:
+            from plasticity_bench.harness.app.engines import generate_spread  # it builds on this module
+
+            timed(store, "generate", lambda: generate_spread(store, suite, choice, backends, seed, quiet, engines))
+            return
         timed(store, "generate", lambda: generate_all(store, suite, choice, backends.get(choice.name), seed, quiet))
 
 

@@ -24,12 +24,13 @@ from plasticity_bench.harness.app.organism import (
     OrganismConfig,
     build_model,
     build_tokenizer,
-    ensure_organism,
     find_organism,
     start_source,
 )
+from plasticity_bench.harness.app.organism_family import starting_organism
 from plasticity_bench.harness.app.refresh import Refresh, check_data
 from plasticity_bench.harness.app.refresh import apply as apply_refresh
+from plasticity_bench.harness.app.stages.few_shot import check_probe_fits_organism
 from plasticity_bench.harness.backends import BACKENDS
 from plasticity_bench.harness.backends.auto import AUTO, ROLLOUTS, BackendChoice, resolve_backend
 from plasticity_bench.harness.backends.vllm_backend import check_engine_settings
@@ -41,6 +42,7 @@ from plasticity_bench.tasks.identity import fingerprinted, suite_identity
 from plasticity_bench.tasks.suites import SHIPPED as SHIPPED_SUITES
 from plasticity_bench.tasks.suites import Suite, load_suite
 from plasticity_bench.tasks.suites.check import check_training
+from plasticity_bench.tasks.suites.few_shot import probe_record, probe_spec
 from plasticity_bench.tasks.suites.items import EvalItems, load_eval_items
 from plasticity_bench.trainers.common import TRAINERS, Trainer
 
@@ -93,6 +95,7 @@ def prepare(config: RunConfig, out: Path, refresh: bool = False) -> PreparedRun:
     check_training(suite, config.train_examples, config.seed, evaluation.prompts)
     if config.model is None:
         check_prompts_fit_organism(config.organism, suite, items)
+        check_probe_fits_organism(config.organism.max_positions, suite, evaluation.probes)
     lora = lora_settings(config)
     if lora is not None:
         check_lora_targets(lora, config)
@@ -122,7 +125,12 @@ def check_suite_trains(suite: Suite, config: RunConfig) -> None:
 def open_run(run: PreparedRun, quiet: bool) -> tuple[RunStore, Path]:
     """The prepare stage's writes: the starting model (the organism is pre-trained once per machine
     unless --model names one), then the run folder, created with its run.json or reopened to resume."""
-    base_model = Path(run.config.model) if run.config.model else ensure_organism(run.config.organism, run.suite, quiet)
+    config = run.config
+    base_model = (
+        Path(config.model)
+        if config.model
+        else starting_organism(config.organism, run.suite, config.organism_seed, quiet)
+    )
     metadata = metadata_of_run(run, base_model)
     check_same_start(run.out, metadata)
     if run.refresh is not None:
@@ -223,6 +231,7 @@ def run_fingerprint(config: RunConfig, suite: Suite, identity: dict[str, Any] | 
     its data files' content and its libraries' versions (`identity`, tasks/identity.py; the current
     one when None)."""
     data = fingerprinted(suite_identity(suite, training=True) if identity is None else identity)
+    data.update({"few_shot_probe": probe_spec(suite)} if probe_spec(suite) else {})  # what it probes is a result
     return (
         config.fingerprint(data or None)
         if suite.path.parent == SHIPPED_SUITES
@@ -263,6 +272,7 @@ def run_metadata(
         "eval_set_sha256": content_hash(evaluation.items),
         "provenance": provenance.collect(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **probe_record(suite, evaluation.probes),  # the few-shot probe (tasks/suites/few_shot.py), if any
         **more,
     }
 
@@ -283,6 +293,7 @@ def metadata_of_run(run: PreparedRun, base_model: Path) -> dict[str, Any]:
         base_model=str(base_model),
         base_model_sha256=provenance.weights_digest(base_model),
         base_model_source="model" if run.config.model else start_source(base_model),  # shipped or pre-trained here
+        organism_seed=run.config.organism_seed,  # organism S of the family; None: the preset's organism
         rollout_backend=run.rollouts and run.rollouts.name,
         rollout_backend_reason=run.rollouts.reason if run.rollouts else "the method does not sample its policy",
         lora=asdict(lora) if lora else None,

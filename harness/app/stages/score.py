@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from plasticity_bench.harness.app.stages import timed
+from plasticity_bench.harness.evaluation.few_shot import score_probe
 from plasticity_bench.harness.evaluation.scoring import score_run
 from plasticity_bench.harness.store import RunStore
 
@@ -14,6 +15,6 @@ def score(store: RunStore, on_scored: Callable[[], None] | None = None, again: b
     """Score the run unless done (`again`: also when done, as `bench score` does); `on_scored`:
     called once the aggregates are written (experiment trackers)."""
     if again or not store.stage_done("score"):
-        timed(store, "score", lambda: score_run(store))
+        timed(store, "score", lambda: (score_run(store), score_probe(store)))  # the probe reads the run's records
         if on_scored:
             on_scored()

@@ -44,7 +44,8 @@ from plasticity_bench.tasks.suites.items import foundation_items as suite_founda
 from plasticity_bench.tasks.suites.items import training_items
 from plasticity_bench.trainers.common import Checkpoint, LoopConfig, MethodSettings, TrainContext, TrainingData
 from plasticity_bench.trainers.common import train as train_loop
-from plasticity_bench.trainers.device import choose_placement
+from plasticity_bench.trainers.device import Placement, choose_placement
+from plasticity_bench.trainers.distributed import SINGLE, Distributed
 from plasticity_bench.trainers.rollouts import POLICY_FOLDER, PolicySampler
 
 OnLog = Callable[[dict[str, Any]], None]
@@ -54,7 +55,13 @@ def train(
     store: RunStore, run: PreparedRun, base_model: Path, backends: BackendPool, quiet: bool, on_log: OnLog | None = None
 ) -> None:
     """Train unless done; run.json records the step it resumed from and the steps it ran."""
-    if not store.stage_done("train"):
+    if store.stage_done("train"):
+        return
+    if run.config.num_processes > 1:  # the train stage alone runs under N processes (train_launch.py)
+        from plasticity_bench.harness.app.stages.train_launch import launch_training
+
+        timed(store, "train", lambda: launch_training(store, run, base_model, quiet, on_log))
+    else:
         timed(store, "train", lambda: train_stage(store, run, base_model, backends, quiet, on_log))
 
 
@@ -65,40 +72,44 @@ def train_stage(
     backends: BackendPool,
     quiet: bool,
     on_log: OnLog | None = None,
+    dist: Distributed = SINGLE,
 ) -> dict:
     """Resumes from the last complete checkpoint of an earlier attempt when there is one (the
     method's `setup` runs again on the starting model, then the checkpoint's weights and training
-    state are loaded). Returns what run.json records."""
+    state are loaded). Returns what run.json records. Under N processes (`dist`) every process
+    trains and only the main one writes the run folder."""
     config = run.config
-    shutil.rmtree(store.generations, ignore_errors=True)  # generations belong to a finished train stage
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    # fp32 master weights whatever the folder stores (a bf16 checkpoint would otherwise train in pure
-    # bf16, where AdamW steps at η ≈ 1e-6 round away); bf16 enters only through autocast
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    records = start_or_resume(store, model, tokenizer)
+    tokenizer, model, records = open_training(store, base_model, dist)
     resumed_from = records[-1]
     lora = lora_settings(config)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model, lora is not None)
     if lora is not None:  # from here on the model is the start + adapters; checkpoints are saved merged
         model = with_lora(model, lora, config.seed)
-    save = checkpoint_saver(store, model, tokenizer, records, lora is not None, config.keep_checkpoints)
+    saver = checkpoint_saver(store, model, tokenizer, records, lora is not None, config.keep_checkpoints)
+    save = saver if dist.main else None  # under N processes the main one writes the run folder
     data = training_data(store, run, tokenizer, base_model)
     assert config.lr is not None and config.steps is not None, "prepare() resolves the method's default η and steps"
-    sampler = rollout_sampler(run.rollouts, backends, store.root / POLICY_FOLDER)
-    placement = choose_placement(config.device)
+    sampler = rollout_sampler(run.rollouts, backends, store.root / policy_folder(dist))
+    placement = with_precision(choose_placement(config.device), config.mixed_precision)
     sampler.sleep_during_updates = placement.device == "cuda"  # an engine on a GPU is on the trainer's GPU
-    model.to(placement.device)  # type: ignore[arg-type]  # transformers' stubs type .to() oddly
-    store.update_metadata(training_device=placement.describe())
-    ctx = TrainContext(tokenizer, loop_config(config), run_dir=store.root, sampler=sampler, placement=placement)
+    model.to(placement.device)
+    if dist.main:
+        store.update_metadata(training_device=placement.describe(), **process_metadata(config, model))
+    run_dir = store.root if dist.main else None  # datasets a method builds are saved once
+    ctx = TrainContext(tokenizer, loop_config(config), run_dir, sampler=sampler, placement=placement, dist=dist)
     try:
         run.trainer.setup(model, data, ctx)  # on the starting model, also when resuming (it is deterministic)
         resume = load_resume_state(store, model, resumed_from, lora is not None)
-        with progress_bar(config.steps, f"training ({config.method})", quiet) as advance:
+        with progress_bar(config.steps, f"training ({config.method})", quiet or not dist.main) as advance:
             if resumed_from.step:
                 advance(n=resumed_from.step)
             stages = run.trainer.stages(data, MethodSettings(config.steps, config.lr))
             log = train_loop(model, run.trainer, stages, ctx, save, lambda _step, loss: advance(loss), resume, on_log)
     finally:
         sampler.close()
+    if not dist.main:
+        return {}
     store.write_table(TRAIN_LOG_FILE, pd.DataFrame(log))
     if run.rollouts:
         store.update_metadata(rollouts=asdict(sampler.stats))
@@ -110,6 +121,49 @@ def train_stage(
         "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+def open_training(store: RunStore, base_model: Path, dist: Distributed) -> tuple[Any, Any, list[CheckpointRecord]]:
+    """The tokenizer, the starting model and the manifest to go on from (`start_or_resume`, by the main
+    process; the others wait for it and get the same)."""
+    if dist.main:
+        shutil.rmtree(store.generations, ignore_errors=True)  # generations belong to a finished train stage
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    # fp32 master weights whatever the folder stores (a bf16 checkpoint would otherwise train in pure
+    # bf16, where AdamW steps at η ≈ 1e-6 round away); bf16 enters only through autocast
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    records = dist.broadcast(start_or_resume(store, model, tokenizer) if dist.main else None)
+    return tokenizer, model, records
+
+
+def with_precision(placement: Placement, mixed_precision: str) -> Placement:
+    """The device's placement with the run's `mixed_precision`: auto keeps the device's choice
+    (bf16 autocast on a GPU that has it), no is fp32, bf16 is bf16 autocast (on a CPU too, slowly)."""
+    if mixed_precision == "auto":
+        return placement
+    return Placement(placement.device, torch.bfloat16 if mixed_precision == "bf16" else None)
+
+
+def enable_gradient_checkpointing(model: Any, lora: bool) -> None:
+    """Recompute each layer's activations in the backward pass (transformers); with LoRA the
+    frozen embeddings' output must require grad for the recomputed layers to reach the adapters."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora:
+        model.enable_input_require_grads()
+
+
+def process_metadata(config: RunConfig, model: Any) -> dict[str, Any]:
+    """run.json's record of how training ran: processes, launcher, gradient checkpointing as the model has it."""
+    return {
+        "training_processes": config.num_processes,
+        "launcher": config.launcher if config.num_processes > 1 else None,
+        "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)),
+    }
+
+
+def policy_folder(dist: Distributed) -> str:
+    """The rollout engine's scratch weights folder: one per process (each may run its own engine)."""
+    return POLICY_FOLDER if not dist.active else f"{POLICY_FOLDER}-{dist.rank}"
 
 
 def start_or_resume(store: RunStore, model: Any, tokenizer: Any) -> list[CheckpointRecord]:
