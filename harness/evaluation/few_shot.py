@@ -33,7 +33,13 @@ import pandas as pd
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.items import Item
 from plasticity_bench.harness.evaluation.runs import per_item, slice_column
-from plasticity_bench.harness.evaluation.scoring import RECORD_COLUMNS, aggregate, score_group, scorers_by_slice
+from plasticity_bench.harness.evaluation.scoring import (
+    RECORD_COLUMNS,
+    aggregate,
+    score_group,
+    scored_rows,
+    scorers_by_slice,
+)
 from plasticity_bench.harness.evaluation.stats import paired_bootstrap
 from plasticity_bench.harness.store import RECORDS_FILE, RunStore, write_parquet_atomic
 from plasticity_bench.tasks.prompting import ITEM_EXAMPLES
@@ -82,19 +88,7 @@ def score_probe(store: RunStore) -> pd.DataFrame | None:
     ):
         group_items = [items[i] for i in group.item_id]
         scores = score_group(scorers[slice_], group_items, list(group.output), group)
-        frames.append(
-            group.assign(
-                family=[it.family for it in group_items],
-                task=[it.task for it in group_items],
-                level=[it.level for it in group_items],
-                score=[s.score for s in scores],
-                correct=[s.correct for s in scores],
-                outcome=[s.outcome for s in scores],
-                metrics="",
-                answer=[s.answer for s in scores],
-                shots=[shots_of(it) for it in group_items],
-            )
-        )
+        frames.append(scored_rows(group, group_items, scores, "").assign(shots=[shots_of(it) for it in group_items]))
     few = pd.concat(frames, ignore_index=True)[[*RECORD_COLUMNS, "shots"]]
     zero = zero_shot_records(store, set(items), set(few.step))
     records = pd.concat([zero, few], ignore_index=True).sort_values(["step", "item_id", "shots", "sample"])

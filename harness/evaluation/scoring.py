@@ -17,6 +17,7 @@ ran to completion, right or wrong).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,20 @@ def scorers_by_slice(meta: dict[str, Any]) -> dict[str, str]:
     return {s["slice"]: s["scorer"] for s in meta["suite_spec"]["sets"]}
 
 
+def scored_rows(group: pd.DataFrame, items: Sequence[Item], scores: Sequence[Any], metrics: Any) -> pd.DataFrame:
+    """A group of generations with its items' labels and their scores: the rows of records.parquet."""
+    return group.assign(
+        family=[it.family for it in items],
+        task=[it.task for it in items],
+        level=[it.level for it in items],
+        score=[s.score for s in scores],
+        correct=[s.correct for s in scores],
+        outcome=[s.outcome for s in scores],
+        metrics=metrics,
+        answer=[s.answer for s in scores],
+    )
+
+
 def score_run(store: RunStore) -> pd.DataFrame:
     """Write records.parquet and aggregates.parquet; return the aggregates."""
     items = {item.id: item for item in store.items()}
@@ -79,18 +94,7 @@ def score_run(store: RunStore) -> pd.DataFrame:
                 notes.setdefault(slice_, Note(note.reason, always=note.always)).edited += note.edited
         else:
             scores = score_group(scorers[slice_], group_items, list(group.output), group)
-        frames.append(
-            group.assign(
-                family=[it.family for it in group_items],
-                task=[it.task for it in group_items],
-                level=[it.level for it in group_items],
-                score=[s.score for s in scores],
-                correct=[s.correct for s in scores],
-                outcome=[s.outcome for s in scores],
-                metrics=metrics,
-                answer=[s.answer for s in scores],
-            )
-        )
+        frames.append(scored_rows(group, group_items, scores, metrics))
     for slice_, note in notes.items():
         if note.edited or note.always:
             edited = f"; {note.edited} stored output(s) differ from the generated ones" if note.edited else ""
