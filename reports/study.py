@@ -12,6 +12,8 @@ Per run, the metrics (from the same numbers as the run's summary.json):
   kl_to_start       KL(π₀‖π) at the final checkpoint (nats per sequence; absent for runs without it)
   target_roughness  root mean square of the second differences of the target slice's score over
                     the checkpoints (points; 0 for a straight line, lower is smoother; needs ≥ 3)
+For claims only, per pair of arms: ood_change_at_matched_gain, each run's held-out change where its target gain
+first reaches the level every run of both arms reaches (RL's Razor compares forgetting at matched gain).
 Per method: mean ± standard error across seeds; curves with ±1 standard-error bands across seeds;
 the claims (harness/evaluation/claims.py) with their verdicts. Writes study.html and study.json, and
 headline.json: the points of the figure study.html opens with (each arm's mean target gain against its mean
@@ -57,6 +59,10 @@ METRICS = (
     "kl_to_start",
     "target_roughness",
 )
+# RL's Razor (arXiv 2509.04259) compares forgetting at matched new-task gain, not at each run's last checkpoint,
+# so the level depends on both arms of a claim and the metric is computed per claim (matched_claim_values).
+MATCHED = "ood_change_at_matched_gain"
+CLAIM_METRICS = (*METRICS, MATCHED)
 
 
 def roughness(scores: Sequence[float]) -> float:
@@ -89,6 +95,39 @@ def run_metrics(run: RunData) -> dict[str, float]:
     return metrics
 
 
+def ood_change_at_gain(curve: pd.DataFrame, level: float) -> float:
+    """The held-out change where the run's target gain first reaches `level` (gain_and_forgetting's columns),
+    linearly interpolated between the checkpoints either side of the crossing; NaN when it never does."""
+    gains, changes = curve.gain.to_numpy(dtype=float), curve.ood_change.to_numpy(dtype=float)
+    reached = np.flatnonzero(gains >= level)
+    if not len(reached):
+        return float("nan")
+    i = int(reached[0])
+    if i == 0:
+        return float(changes[0])
+    share = (level - gains[i - 1]) / (gains[i] - gains[i - 1])
+    return float(changes[i - 1] + share * (changes[i] - changes[i - 1]))
+
+
+def matched_level(curves: Sequence[pd.DataFrame]) -> float:
+    """The highest target gain every run reaches at some checkpoint: the level all of them can be compared at
+    (NaN when it is not above 0, as then no run has learnt and there is nothing to match)."""
+    level = min(float(curve.gain.max()) for curve in curves)
+    return level if level > 0 else float("nan")
+
+
+def matched_claim_values(
+    claim: Claim, curves: Mapping[str, Sequence[pd.DataFrame]]
+) -> tuple[float, dict[str, list[float]]] | None:
+    """For a claim with an ood_change_at_matched_gain test whose arms both ran: the matched level and, per arm,
+    each run's held-out change at it."""
+    arms = [arm for arm in (claim.a, claim.b) if arm]
+    if not any(test.metric == MATCHED for test in claim.tests) or not all(arm in curves for arm in arms):
+        return None
+    level = matched_level([curve for arm in arms for curve in curves[arm]])
+    return level, {arm: [ood_change_at_gain(curve, level) for curve in curves[arm]] for arm in arms}
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
@@ -103,8 +142,10 @@ def study_data(
     values: dict[str, dict[str, list[float]]] = {}
     organisms: dict[str, list[int | None]] = {}  # each run's organism (run.json organism_seed), method by method
     methods: dict[str, Any] = {}
+    curves: dict[str, list[pd.DataFrame]] = {}  # per arm, each run's gain and held-out change per checkpoint
     for (method, seed, folder), run in zip(flat, loaded):
         by_method.setdefault(method, []).append(run)
+        curves.setdefault(method, []).append(gain_and_forgetting(run))
         entry = methods.setdefault(method, {"runs": [], "metrics": {}})
         metrics = run_metrics(run)
         organisms.setdefault(method, []).append(run.meta.get("organism_seed"))
@@ -132,7 +173,18 @@ def study_data(
         if family:
             entry["organisms"] = organism_table(values[method], organisms[method])
     first = loaded[0]
-    results = evaluate_claims(claims, units)
+    results = []
+    for claim in claims:
+        matched = matched_claim_values(claim, curves)
+        claim_units = units
+        if matched is not None:
+            matched_units = {arm: unit_values(v, organisms[arm], family) for arm, v in matched[1].items()}
+            claim_units = {**units, **{arm: {**units[arm], MATCHED: matched_units[arm]} for arm in matched_units}}
+        result = evaluate_claims([claim], claim_units)[0]
+        for test in result["tests"]:
+            if matched is not None and test["metric"] == MATCHED:
+                test["matched_gain"] = _clean(matched[0])
+        results.append(result)
     for result in results:
         for test in result["tests"]:
             for key in ("difference", "low", "high"):
@@ -243,6 +295,13 @@ def _method_rows(data: Mapping[str, Any], families: Sequence[str]) -> list[str]:
     return body
 
 
+def _matched_text(test: Mapping[str, Any]) -> str:
+    if "matched_gain" not in test:
+        return ""
+    level = test["matched_gain"]
+    return " (no gain both arms reach)" if level is None else f" (at target gain {level:+.1f} points)"
+
+
 def _claim_rows(data: Mapping[str, Any]) -> list[str]:
     claims = []
     for claim in data["claims"]:
@@ -250,8 +309,9 @@ def _claim_rows(data: Mapping[str, Any]) -> list[str]:
             detail = f"not run: {html.escape(', '.join(claim['missing']))} not in this study"
         else:
             detail = "<br>".join(
-                f"{html.escape(t['metric'])}: {html.escape(claim['a'])} {'>' if t['direction'] == 'greater' else '<'} "
-                f"{html.escape(str(t['versus']))}: {_interval(t)} → {t['verdict']}"
+                f"{html.escape(t['metric'])}{_matched_text(t)}: {html.escape(claim['a'])} "
+                f"{'>' if t['direction'] == 'greater' else '<'} {html.escape(str(t['versus']))}: {_interval(t)} → "
+                f"{t['verdict']}"
                 for t in claim["tests"]
             )
         claims.append(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 # fixtures that run the CLI, a whole run, an engine or a browser: a test using one is end-to-end
@@ -37,6 +38,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse `--dist loadgroup` where pytest-xdist cannot group: it tags `xdist_group` tests with a suffix on the
+    node id, which pytest 9.2 no longer lets it set (pytest-xdist 3.8 and older). The tests would still pass, but
+    every worker would build each shared study fixture itself and CI would overrun its 30 minutes without a word."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    import xdist
+
+    if Version(pytest.__version__) >= Version("9.2") and Version(xdist.__version__) <= Version("3.8.0"):
+        raise pytest.UsageError(
+            f"pytest-xdist {xdist.__version__} cannot group tests under pytest {pytest.__version__}: "
+            "install pytest<9.2 (pip install -e '.[test]')"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from plasticity_bench.harness.core.errors import BenchError
@@ -24,7 +25,7 @@ from plasticity_bench.harness.evaluation.claims import (
     mean_and_stderr,
     t975,
 )
-from plasticity_bench.reports.study import METRICS, roughness
+from plasticity_bench.reports.study import CLAIM_METRICS, METRICS, matched_level, ood_change_at_gain, roughness
 from tests.helpers import cli, rejected
 
 pytestmark = pytest.mark.xdist_group("smoke_study")  # one worker builds the module's shared study/runs once
@@ -92,8 +93,9 @@ def test_claim_of_several_tests_and_against_zero_and_not_run() -> None:
 
 
 def test_shipped_claims_and_bad_claim_files(tmp_path: Path) -> None:
-    shipped = load_claims(SHIPPED_CLAIMS, METRICS)
-    assert [(c.a, c.b) for c in shipped] == [("rps", "eps"), ("spot", "sft"), ("pcr", "grpo")]
+    shipped = load_claims(SHIPPED_CLAIMS, CLAIM_METRICS)
+    assert [(c.a, c.b) for c in shipped] == [("rps", "eps"), ("spot", "sft"), ("pcr", "grpo"), ("grpo", "sft")]
+    assert shipped[3].tests[0].metric == "ood_change_at_matched_gain"  # RL's Razor
     bad = tmp_path / "bad.yaml"
     for text, message in [
         ("- {claim: x, a: rps, b: eps, metric: target_gain, direction: up}", "direction must be one of greater, less"),
@@ -105,6 +107,18 @@ def test_shipped_claims_and_bad_claim_files(tmp_path: Path) -> None:
         bad.write_text(text)
         with pytest.raises(BenchError, match=message):
             load_claims(bad, METRICS)
+
+
+def test_held_out_change_at_a_matched_gain_by_hand() -> None:
+    # gains 0, 4, 10 with held-out changes 0, -2, -8: gain 7 is half-way from 4 to 10, so the change is -5
+    curve = pd.DataFrame({"gain": [0.0, 4.0, 10.0], "ood_change": [0.0, -2.0, -8.0]})
+    assert ood_change_at_gain(curve, 7.0) == pytest.approx(-5.0)
+    assert ood_change_at_gain(curve, 4.0) == pytest.approx(-2.0)  # reached at a checkpoint: its own value
+    assert math.isnan(ood_change_at_gain(curve, 11.0))  # never reached
+    dips = pd.DataFrame({"gain": [0.0, 6.0, 3.0], "ood_change": [0.0, -1.0, -9.0]})
+    assert ood_change_at_gain(dips, 5.0) == pytest.approx(-5 / 6)  # the first crossing, not the last checkpoint
+    assert matched_level([curve, dips]) == 6.0  # the highest gain both reach
+    assert math.isnan(matched_level([curve, pd.DataFrame({"gain": [0.0, -1.0], "ood_change": [0.0, 1.0]})]))
 
 
 def test_roughness() -> None:
@@ -186,6 +200,34 @@ class SmokeStudy:
     command: tuple[str, ...]
 
 
+MATCHED_CLAIM = "RPS forgets less than SFT at matched gain"
+
+
+def gain_curve(folder: Path) -> list[tuple[float, float]]:
+    """Per checkpoint, from the run's summary file's inputs (aggregates.parquet): the target gain and the mean
+    change of the held-out families, each computed here from the scores."""
+    meta = json.loads((folder / "run.json").read_text())
+    spec = meta["suite_spec"]
+    agg = pd.read_parquet(folder / "aggregates.parquet")
+    target_slice = spec["target_slice"] if (agg.slice == spec["target_slice"]).any() else "all"
+    target = agg[(agg.family == spec["target_family"]) & (agg.slice == target_slice)].set_index("step").score
+    held = agg[(agg.family != spec["target_family"]) & (agg.slice == "all")].pivot(
+        index="step", columns="family", values="score"
+    )
+    steps = sorted(target.index)
+    return [(target[s] - target[steps[0]], float((held.loc[s] - held.loc[steps[0]]).mean())) for s in steps]
+
+
+def first_crossing(curve: list[tuple[float, float]], level: float) -> float:
+    for i, (gain, change) in enumerate(curve):
+        if gain >= level:
+            if i == 0:
+                return change
+            (g0, c0) = curve[i - 1]
+            return c0 + (level - g0) / (gain - g0) * (change - c0)
+    raise AssertionError("the level is reached by every run")
+
+
 @pytest.fixture(scope="session")
 def smoke_study(bench, tmp_path_factory: pytest.TempPathFactory) -> SmokeStudy:
     """sft and the rps-half arm × seeds 0,1 at smoke size through `bench study`, made once per session:
@@ -215,6 +257,8 @@ def smoke_study(bench, tmp_path_factory: pytest.TempPathFactory) -> SmokeStudy:
         root.mkdir(exist_ok=True)
         mine.write_text(
             "- {claim: RPS forgets less than SFT, a: rps-half, b: sft, metric: ood_change, direction: greater}\n"
+            f"- {{claim: {MATCHED_CLAIM}, a: rps-half, b: sft, metric: ood_change_at_matched_gain, "
+            "direction: greater}\n"
         )
         arms.write_text(SMOKE_ARMS)
         done = bench(*command)
@@ -270,6 +314,19 @@ def test_study_end_to_end(bench, smoke_study: SmokeStudy) -> None:
     a = data["methods"]["rps-half"]["metrics"]["ood_change"]["mean"]
     b = data["methods"]["sft"]["metrics"]["ood_change"]["mean"]
     assert mine_result["tests"][0]["difference"] == pytest.approx(a - b)
+
+    # RL's Razor's comparison: each run's held-out change where its gain first reaches the level all four reach
+    [matched] = [c for c in data["claims"] if c["claim"] == MATCHED_CLAIM]
+    curves = {arm: [gain_curve(Path(r["folder"])) for r in data["methods"][arm]["runs"]] for arm in ("rps-half", "sft")}
+    level = min(max(gain for gain, _ in curve) for arm in curves for curve in curves[arm])
+    test = matched["tests"][0]
+    if level <= 0:  # no run learnt: nothing to match, no interval
+        assert test["matched_gain"] is None and test["difference"] is None and matched["verdict"] == INCONCLUSIVE
+    else:
+        at = {arm: [first_crossing(curve, level) for curve in curves[arm]] for arm in curves}
+        assert test["matched_gain"] == pytest.approx(level)
+        assert test["difference"] == pytest.approx(sum(at["rps-half"]) / 2 - sum(at["sft"]) / 2)
+        assert f"at target gain {level:+.1f} points" in page
 
     # a re-run skips every finished run and re-writes the same numbers
     again = bench(*command)

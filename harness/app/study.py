@@ -281,7 +281,7 @@ def study(
     from plasticity_bench.harness.app.config import load_config, method_options
     from plasticity_bench.harness.app.organism import ensure_organism
     from plasticity_bench.harness.evaluation.claims import SHIPPED_CLAIMS, load_claims
-    from plasticity_bench.reports.study import METRICS, write_study
+    from plasticity_bench.reports.study import CLAIM_METRICS, write_study
     from plasticity_bench.tasks.suites import load_suite
 
     arms, seeds = study_arms(methods_text, arms_file), parse_seeds(seeds_text)
@@ -298,9 +298,9 @@ def study(
             raise BenchError(f"{where}{error}") from None
     if jobs < 1:
         raise BenchError(f"--jobs must be at least 1, got {jobs}")
-    claims = load_claims(SHIPPED_CLAIMS, METRICS)
+    claims = load_claims(SHIPPED_CLAIMS, CLAIM_METRICS)
     if claims_file is not None:
-        claims += load_claims(claims_file, METRICS)
+        claims += load_claims(claims_file, CLAIM_METRICS)
     run_config = load_config(preset, config, {"suite": suite})
     if not run_config.model and organisms is not None:
         build_organisms(organisms, preset, config, suite, jobs, echo)

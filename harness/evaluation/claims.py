@@ -12,12 +12,13 @@ A claim file (YAML; the shipped one is `claims.yaml` beside this module) is a li
 `direction: greater` means the claim says a's metric is higher than b's, `less` lower. A test
 with `against: zero` compares a's metric with 0 instead of with b's. Metrics are per run (see
 reports/study.py: target_gain, target_final, ood_change, held_out:<family>, kl_to_start,
-target_roughness). Per test, the difference of the two methods' means across seeds gets a 95%
-Welch interval (t quantile with the Welch–Satterthwaite degrees of freedom, rounded down):
-supported when it lies wholly on the claimed side of 0, contradicted when wholly on the other,
-inconclusive otherwise (including when a method has fewer than 2 seeds, so no interval exists).
-A claim is supported when every test is, contradicted when any test is, else inconclusive; a
-claim naming a method the study did not run is "not run".
+target_roughness; for claims only, ood_change_at_matched_gain, RL's Razor's comparison). Per test,
+the difference of the two methods' means across seeds gets a 95% Welch interval (t quantile with
+the Welch–Satterthwaite degrees of freedom, rounded down): supported when it lies wholly on the
+claimed side of 0, contradicted when wholly on the other, inconclusive otherwise (including when a
+method has fewer than 2 seeds, so no interval exists). A claim is supported when every test is,
+contradicted when any test is, else inconclusive; a claim naming a method the study did not run is
+"not run".
 """
 
 from __future__ import annotations
