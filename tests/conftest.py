@@ -34,10 +34,43 @@ E2E_FIXTURES = frozenset(
 )
 
 
+# The modules that take minutes, longest first (worker-seconds on 2 cores, BENCHMARKS §26). Under
+# `-n 2 --dist loadgroup` a module with an `xdist_group` is one unit of work on one worker, so these go out
+# first: otherwise a long unit handed out last keeps one worker busy for minutes while the other idles.
+LONGEST_FIRST = (
+    "test_resume",
+    "test_rollouts",
+    "test_vllm_backend",
+    "test_suites",
+    "test_study_ray",
+    "test_study",
+    "test_study_figure",
+    "test_new_methods",
+    "test_multiprocess",
+    "test_fsdp",
+    "test_docs",
+    "test_organism_family",
+    "test_methods",
+    "test_stages",
+    "test_cli",
+    "test_tracking",
+    "test_silent_cases",
+    "test_shipped_organism",
+    "test_data_identity",
+    "test_watch",
+)
+
+
+def longest_first(item: pytest.Item) -> int:
+    module = item.nodeid.split("::", 1)[0].removeprefix("tests/").removesuffix(".py")
+    return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=longest_first)  # stable: every module keeps its own order, and every worker the same one
 
 
 def pytest_configure(config: pytest.Config) -> None:

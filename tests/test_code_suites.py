@@ -21,6 +21,8 @@ from tests.chat_model import build_chat_model
 from tests.helpers import rejected
 from tests.suite_files import write_jsonl
 
+pytestmark = pytest.mark.xdist_group("code_suites")  # the module's shared runs are built once, on one worker
+
 
 # --------------------------------------------------------------------------- pass@k
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:

@@ -20,6 +20,8 @@ from plasticity_bench.tasks.identity import fingerprinted
 from tests.chat_model import build_chat_model
 from tests.suite_files import GSM8K_ROWS, MATH500_ROWS, write_jsonl
 
+pytestmark = pytest.mark.xdist_group("data_identity")  # the module's shared runs are built once, on one worker
+
 QA_ROWS = [{"question": f"Say the word number {k}.", "answer": f"word {k}"} for k in range(3)]
 SUITE = """name: identity-suite
 defaults:

@@ -19,6 +19,8 @@ from tests.conftest import ROOT
 from tests.helpers import cli_with_cache
 from tests.suite_files import write_jsonl
 
+pytestmark = pytest.mark.xdist_group("lmeval_sets")  # the module's shared runs are built once, on one worker
+
 ARITH_DATA = ROOT / "tasks" / "lmeval" / "organism_arith.jsonl"
 # Options of different lengths, so acc (raw log-likelihood) and acc_norm (per character) can differ.
 CHOICE_ROWS = [

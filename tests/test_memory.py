@@ -228,3 +228,27 @@ def test_the_attention_matrix_counts_only_for_eager_attention() -> None:
     fused = estimate(SHAPE_8B, work, 80 * GB).activations
     eager = estimate(Shape(**{**SHAPE_8B.__dict__, "eager_attention": True}), work, 80 * GB).activations
     assert eager - fused == pytest.approx(2048 * 36 * 32 * 2048 * 2)  # one a×s×s matrix a layer, bf16
+
+
+def test_gradient_checkpointing_keeps_each_layers_input_and_one_layer() -> None:
+    # per token: 36 layer inputs of h, one layer's 17·h + 4·i, in bf16; plus 3·V float32 logits; 2,048 tokens
+    plain = Workload(QWEN3_8B_PARAMETERS, 0, 0.0, examples=1, seq_len=2048, activation_bytes=2)
+    checkpointed = estimate(SHAPE_8B, Workload(**{**plain.__dict__, "checkpointing": True}), 80 * GB)
+    per_token = (36 * 4096 + 17 * 4096 + 4 * 12288) * 2 + 3 * 151936 * 4
+    assert checkpointed.activations == pytest.approx(2048 * per_token)
+    assert estimate(SHAPE_8B, plain, 80 * GB).activations == pytest.approx(
+        2048 * (36 * (17 * 4096 + 4 * 12288) * 2 + 3 * 151936 * 4)
+    )
+
+
+def test_dry_run_counts_gradient_checkpointing(bench, qwen3_8b: Path, tmp_path: Path) -> None:
+    tables = {}
+    for checkpointing in ("false", "true"):
+        config = settings(tmp_path, ONE_GPU + f"lora: {{r: 8}}\ngradient_checkpointing: {checkpointing}\n")
+        done = bench("run", "--method", "sft", "--model", str(qwen3_8b), "-c", config, "--dry-run", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        tables[checkpointing] = table_of(done.stdout)
+    assert tables["false"]["activations"] == "38.76 GB"  # as test_accepts_8b_with_lora_and_dry_run_writes_nothing
+    # 2,048 tokens × ((36 · 4096 + 17 · 4096 + 4 · 12288) · 4 bytes (float32: no autocast here) + 3 · 151936 · 4)
+    assert tables["true"]["activations"] == "5.92 GB"
+    assert tables["true"]["weights"] == tables["false"]["weights"]

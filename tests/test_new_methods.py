@@ -23,6 +23,8 @@ from plasticity_bench.trainers.replay import Replay, ReplayOptions, replay_count
 from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 
+pytestmark = pytest.mark.xdist_group("new_methods")  # the module's shared runs are built once, on one worker
+
 LORA = "lora: {r: 8, alpha: 16, targets: [q_proj, v_proj], dropout: 0.0}\n"
 WEIGHTS = "model.safetensors"
 

@@ -27,6 +27,8 @@ from plasticity_bench.harness.store import read_manifest
 from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 
+pytestmark = pytest.mark.xdist_group("resume")  # the module's shared runs are built once, on one worker
+
 STEP_INTERVAL = 2  # the smoke preset's checkpoint_every
 # GRPO with checkpoints every 3 steps and each rollout serving 2 updates: checkpoint 3 falls between
 # the two updates of rollout 1 and resuming needs the saved rollout itself.

@@ -19,6 +19,8 @@ from tests.conftest import require_vllm
 from tests.helpers import cli, cli_with_cache, rejected
 from tests.suite_files import GSM8K_ROWS, write_jsonl, write_suite
 
+pytestmark = pytest.mark.xdist_group("suites")  # the module's shared runs are built once, on one worker
+
 SLICES = {"gsm8k/test", "math500/test", "humaneval/test", "sums/test"}
 
 

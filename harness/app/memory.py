@@ -92,6 +92,7 @@ def memory_plan(config: RunConfig, trainer: Trainer) -> MemoryCheck:
         per_example=per_example,
         strategy=config.strategy,
         processes=config.num_processes,
+        checkpointing=config.gradient_checkpointing,
     )
     work = replace(work, reference=reference_parameters(config, trainer, shape, work.trained))
 

@@ -25,9 +25,13 @@ plus LOGITS_KEPT·V float32 logits per token (the logits, their log-softmax and 
 The a·s term (one attention matrix a sequence, per layer) counts only for eager attention: the
 fused kernels transformers uses by default (sdpa: flash / memory-efficient attention on a GPU)
 keep no s×s matrix, only O(s) statistics (on a CPU, sdpa's fallback may build the matrix and free
-it after the forward; BENCHMARKS §17 measures the organism's peak). Nothing is
-counted for gradient checkpointing (not a run setting), the allocator's fragmentation, CUDA's own
-context (~0.5–1 GB a GPU), or a rollout engine beside the trainer (vLLM keeps its own share).
+it after the forward; BENCHMARKS §17 measures the organism's peak).
+
+With gradient checkpointing (`gradient_checkpointing: true`: transformers checkpoints each decoder
+layer) the backward keeps each layer's input, h elements a token a layer, and recomputes one layer
+at a time, so the bound becomes h·L + (one layer's terms above) elements a token, plus the logits.
+Nothing is counted for the allocator's fragmentation, CUDA's own context (~0.5–1 GB a GPU), or a
+rollout engine beside the trainer (vLLM keeps its own share).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Workload:
     per_example: int = 1  # sequences in one example: 2 for a preference pair (never split between processes)
     strategy: str = "ddp"
     processes: int = 1
+    checkpointing: bool = False  # gradient checkpointing: each layer's input kept, one layer recomputed at a time
 
 
 @dataclass(frozen=True)
@@ -99,13 +104,14 @@ class Estimate:
         return [*((name, getattr(self, name)) for name in parts), ("total per process", self.total)]
 
 
-def activation_bytes(shape: Shape, sequences: int, seq_len: int, element: int) -> float:
+def activation_bytes(shape: Shape, sequences: int, seq_len: int, element: int, checkpointing: bool = False) -> float:
     """The stated bound on what one micro-batch of `sequences` × `seq_len` tokens keeps for backward."""
     tokens = sequences * seq_len
     per_layer = ACT_HIDDEN * shape.hidden_size + ACT_MLP * shape.intermediate_size
     if shape.eager_attention:
         per_layer += ACT_ATTENTION * shape.num_heads * seq_len
-    return tokens * (shape.num_layers * per_layer * element + LOGITS_KEPT * shape.vocab_size * 4)
+    kept = shape.num_layers * shape.hidden_size + per_layer if checkpointing else shape.num_layers * per_layer
+    return tokens * (kept * element + LOGITS_KEPT * shape.vocab_size * 4)
 
 
 def estimate(shape: Shape, work: Workload, device_bytes: float) -> Estimate:
@@ -123,7 +129,7 @@ def estimate(shape: Shape, work: Workload, device_bytes: float) -> Estimate:
         optimizer=2 * work.trained * e / shard_state,
         reference=work.reference * e / (n if shard_all else 1),
         method=work.method_copies * work.trained * e,
-        activations=activation_bytes(shape, per_process, work.seq_len, work.activation_bytes),
+        activations=activation_bytes(shape, per_process, work.seq_len, work.activation_bytes, work.checkpointing),
         device=device_bytes,
     )
 
