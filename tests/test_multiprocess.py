@@ -55,6 +55,17 @@ def configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def one_process_sft(bench_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SFT by one process with grad_accum 2: the global batches two processes split, whether data parallel
+    (below) or sharded (tests/test_fsdp.py, which imports this fixture; both modules run on one worker)."""
+    folder = tmp_path_factory.mktemp("one-process-sft")
+    (folder / "sft_ga2.yaml").write_text(SFT + "grad_accum: 2\n")
+    done = bench_run(bench_cache, folder / "one", "sft", folder / "sft_ga2.yaml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder / "one"
+
+
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / read_manifest(run / "checkpoints")[-1].path / "model.safetensors")
 
@@ -67,23 +78,21 @@ def assert_ordinary(run: Path) -> None:
 
 
 def test_sft_by_two_processes_equals_one_with_the_same_global_batch(
-    bench_cache: Path, configs: dict[str, Path], tmp_path: Path
+    bench_cache: Path, configs: dict[str, Path], one_process_sft: Path, tmp_path: Path
 ) -> None:
-    one = bench_run(bench_cache, tmp_path / "one", "sft", configs["sft_ga2"])
-    assert one.returncode == 0, one.stderr[-3000:]
     two = bench_run(bench_cache, tmp_path / "two", "sft", configs["sft_gc"], "--num-processes", "2")
     assert two.returncode == 0, two.stderr[-3000:]
-    for run in (tmp_path / "one", tmp_path / "two"):
+    for run in (one_process_sft, tmp_path / "two"):
         assert_ordinary(run)
-    log_one, log_two = (pd.read_parquet(tmp_path / run / "train_log.parquet") for run in ("one", "two"))
+    log_one, log_two = (pd.read_parquet(run / "train_log.parquet") for run in (one_process_sft, tmp_path / "two"))
     assert list(log_two["step"]) == [1, 2, 3, 4]
     assert (log_one["loss"] - log_two["loss"]).abs().max() < 1e-5
-    weights_one, weights_two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    weights_one, weights_two = final_weights(one_process_sft), final_weights(tmp_path / "two")
     assert max((weights_one[k] - weights_two[k]).abs().max().item() for k in weights_one) < 1e-5
     # the start moved: the comparison is of trained weights, not of two copies of the start
     start = load_file(tmp_path / "two" / read_manifest(tmp_path / "two" / "checkpoints")[0].path / "model.safetensors")
     assert max((start[k] - weights_two[k]).abs().max().item() for k in start) > 1e-6
-    meta_one, meta_two = (json.loads((tmp_path / run / "run.json").read_text()) for run in ("one", "two"))
+    meta_one, meta_two = (json.loads((run / "run.json").read_text()) for run in (one_process_sft, tmp_path / "two"))
     assert meta_two["training_processes"] == 2 and meta_two["launcher"] == "torchrun"
     assert meta_two["gradient_checkpointing"] is True and meta_one["gradient_checkpointing"] is False
     assert meta_one["fingerprint"] != meta_two["fingerprint"]
@@ -129,7 +138,7 @@ def test_a_batch_smaller_than_the_processes_is_refused(bench: object, tmp_path: 
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("engine", ["fsdp", "zero3"])
+@pytest.mark.parametrize("engine", ["zero3"])  # FSDP configs train sharded: tests/test_fsdp.py
 def test_a_sharded_accelerate_config_is_refused_before_anything_starts(bench: object, engine: str) -> None:
     shipped = ROOT / "configs" / "accelerate" / f"{engine}.yaml"
     args = ["--launcher", "accelerate", "--accelerate-config", str(shipped), "--num-processes", "2", "--dry-run"]

@@ -16,7 +16,9 @@ trainer whose `setup` ran on the starting model, continues bit for bit.
 Several processes (`TrainContext.dist`, trainers/distributed.py): each trains its block of every
 batch's rows (`Trainer.shard_backward`) and the gradients are summed across them; every process
 takes part in each checkpoint, whose state then also holds each process's RNG and method state
-(`rng_by_rank`, `method_by_rank`), and only the main process's `save` writes it. Alone, none of
+(`rng_by_rank`, `method_by_rank`), and only the main process's `save` writes it. Sharded (FSDP,
+trainers/fsdp.py), the model is sharded when training starts, FSDP sums the gradients, and each
+checkpoint's weights and optimizer state are gathered whole for the main process. Alone, none of
 this runs: a 1-process run computes exactly what it did before processes existed.
 """
 
@@ -41,6 +43,8 @@ from plasticity_bench.harness.core.registry import Registry
 from plasticity_bench.tasks.base import Item
 from plasticity_bench.trainers.device import Placement, to_device
 from plasticity_bench.trainers.distributed import SINGLE, Distributed
+from plasticity_bench.trainers.fsdp import check_resumable, load_optimizer_state, optimizer_state, shard, whole_weights
+from plasticity_bench.trainers.fsdp import state_marker as sharding_marker
 from plasticity_bench.trainers.rollouts import PolicySampler, RolloutStats
 
 
@@ -423,6 +427,8 @@ def train(
     `on_log` receives every row of the log as it is made (a resumed run's rows up to its checkpoint first).
     """
     torch.manual_seed(ctx.loop.seed)
+    if ctx.dist.sharding is not None:  # FSDP (trainers/fsdp.py): `setup` and a resume's weights saw the whole model
+        shard(model, ctx.dist, ctx.placement.device)
     model.train()
     progress = _Progress() if resume is None else _restored(resume, trainer, ctx)
     if on_log:
@@ -446,6 +452,7 @@ def _restored(resume: dict[str, Any], trainer: Trainer, ctx: TrainContext) -> _P
             f"training state version {resume.get('version')} is not {STATE_VERSION}: "
             "this run cannot be resumed by this version"
         )
+    check_resumable(resume, ctx.dist)
     progress = _Progress(resume["step"], resume["examples_seen"], list(resume["log"]))
     progress.stage_index, progress.stage_step = resume["stage_index"], resume["stage_step"]
     set_rng_state(own_rng(resume, ctx))
@@ -475,7 +482,10 @@ def _run_stage(
     )
     if first > 0:
         assert resume is not None
-        optimizer.load_state_dict(resume["optimizer"])
+        if ctx.dist.sharding is not None:  # a whole optimizer state, keyed by name: each process loads its shards
+            load_optimizer_state(model, optimizer, resume["optimizer"])
+        else:
+            optimizer.load_state_dict(resume["optimizer"])
     warmup = max(1, round(stage.steps * config.warmup_fraction))
     stream = trainer.batches(model, stage, ctx, first)
     for stage_step in range(first, stage.steps):
@@ -496,11 +506,12 @@ def _run_stage(
         # under N processes every process takes part in a checkpoint (its RNG state is gathered); the main one saves
         saving = hooks.save is not None or ctx.dist.active
         if saving and (stage_end or (config.checkpoint_every and progress.step % config.checkpoint_every == 0)):
-            state = _checkpoint_state(trainer, stage, index, stage_step, optimizer, ctx, progress)
+            state = _checkpoint_state(model, trainer, stage, index, stage_step, optimizer, ctx, progress)
             model.eval()
             mean_loss = sum(progress.losses) / len(progress.losses)
-            if hooks.save:
-                hooks.save(Checkpoint(progress.step, stage.name, lr, mean_loss, progress.examples_seen, state))
+            with whole_weights(model, ctx.dist):  # sharded: every process gathers what the main one saves
+                if hooks.save:
+                    hooks.save(Checkpoint(progress.step, stage.name, lr, mean_loss, progress.examples_seen, state))
             model.train()
             set_rng_state(own_rng(state, ctx))  # whatever saving drew, the next step starts where a resumed run does
             progress.losses = []
@@ -508,6 +519,7 @@ def _run_stage(
 
 
 def _checkpoint_state(
+    model: torch.nn.Module,
     trainer: Trainer,
     stage: Stage,
     index: int,
@@ -525,11 +537,12 @@ def _checkpoint_state(
         "stage_step": stage_step + 1,
         "examples_seen": progress.examples_seen,
         "log": progress.log,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state(model, optimizer) if ctx.dist.sharding is not None else optimizer.state_dict(),
         "rng": rng_state(),
         "method": trainer.state_dict(),
         "rollouts": asdict(ctx.sampler.stats),
         **(per_rank_state(trainer, ctx) if ctx.dist.active else {}),
+        **sharding_marker(ctx.dist),
     }
 
 

@@ -9,6 +9,10 @@ process takes the same optimizer step and the weights stay equal without ever be
 N processes therefore compute what one process computes with `grad_accum: N` (the same row blocks,
 the same weights), up to the order of the floating-point sum.
 
+Sharded (`sharding`, strategy fsdp/zero2/zero3, trainers/fsdp.py): the processes hold shards of the
+model (torch's FSDP2) and FSDP sums the same weighted gradients itself, so `all_reduce_grads` does
+nothing; everything else here (shares, seeds, metric sums, gathers) is the same.
+
 With one process (`SINGLE`) nothing here is called by the loop: its computation is unchanged.
 Processes are started by torchrun or `accelerate launch` (harness/app/stages/train_launch.py),
 which set RANK, WORLD_SIZE and MASTER_ADDR/PORT; `from_environment` joins the process group
@@ -30,11 +34,23 @@ SHARD_STRIDE = 1009
 
 
 @dataclass(frozen=True)
+class Sharding:
+    """How the processes shard the model with FSDP2 (trainers/fsdp.py): each decoder layer, then the
+    root, gets `fully_shard`. `reshard_after_forward`: free each layer's gathered weights after its
+    forward pass (FULL_SHARD, ZeRO-3) or keep them until its backward pass (SHARD_GRAD_OP, ZeRO-2)."""
+
+    reshard_after_forward: bool = True
+    layers: tuple[str, ...] = ()  # class names of the modules sharded one by one; (): the model's _no_split_modules
+    strategy: str = "fsdp"  # the run's `strategy` that chose this (run.json)
+
+
+@dataclass(frozen=True)
 class Distributed:
     """This process's place among the training processes (rank 0 of 1 when training alone)."""
 
     rank: int = 0
     world: int = 1
+    sharding: Sharding | None = None  # None: every process holds the whole model
 
     @property
     def main(self) -> bool:
@@ -62,8 +78,9 @@ class Distributed:
 
     def all_reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
         """Sum every parameter's gradient over the processes. A parameter no process has a gradient
-        for keeps none (AdamW skips it, as one process would); where only some have one, the others count zeros."""
-        if not self.active:
+        for keeps none (AdamW skips it, as one process would); where only some have one, the others count zeros.
+        Sharded, FSDP's backward pass has already summed them (trainers/fsdp.py): nothing to do."""
+        if not self.active or self.sharding is not None:
             return
         device = params[0].device if params else torch.device("cpu")
         present = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=device)
@@ -113,7 +130,7 @@ class Distributed:
 SINGLE = Distributed()
 
 
-def from_environment(cuda: bool) -> Distributed:
+def from_environment(cuda: bool, sharding: Sharding | None = None) -> Distributed:
     """Join the process group the launcher described in the environment (RANK, WORLD_SIZE, ...);
     SINGLE when no launcher started this process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -122,7 +139,7 @@ def from_environment(cuda: bool) -> Distributed:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size())
+    return Distributed(dist.get_rank(), dist.get_world_size(), sharding)
 
 
 def close(context: Distributed) -> None:

@@ -74,6 +74,7 @@ def check_engines(engines: int | None, watch: bool = False) -> int | None:
 
 PROCESSES_HELP = "training processes, data parallel (docs/scale.md) [default: the config's, 1]"
 ACCELERATE_CONFIG_HELP = "accelerate's own config file, with --launcher accelerate (configs/accelerate/)"
+STRATEGY_HELP = "ddp (whole models) or fsdp, zero3, zero2 (sharded by FSDP2, docs/scale.md) [default: ddp]"
 
 
 def check_limit(limit: int | None) -> int | None:
@@ -111,6 +112,7 @@ def run(
     num_processes: Optional[int] = typer.Option(None, "--num-processes", help=PROCESSES_HELP),
     launcher: Optional[str] = typer.Option(None, "--launcher", help="torchrun or accelerate [default: torchrun]"),
     accelerate_config: Optional[str] = typer.Option(None, "--accelerate-config", help=ACCELERATE_CONFIG_HELP),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help=STRATEGY_HELP),
     refresh: bool = typer.Option(False, "--refresh", help=REFRESH_HELP),
     report_to: Optional[str] = typer.Option(None, "--report-to", help=REPORT_TO_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
@@ -136,6 +138,7 @@ def run(
         "engines": check_engines(engines),
         "report_to": parse_report_to(report_to),
         **{"num_processes": num_processes, "launcher": launcher, "accelerate_config": accelerate_config},
+        "strategy": strategy,
     }
     run_config = load_config(preset, config, overrides)
     if dry_run:
@@ -146,6 +149,9 @@ def run(
 
 def execute_run(run_config: RunConfig, folder: Path, refresh: bool, quiet: bool) -> None:
     """`bench run` once its settings are checked: the run, then its summary table."""
+    from plasticity_bench.harness.app.sharding import check_sharded_training  # --dry-run plans it all; training not
+
+    check_sharded_training(run_config)  # what sharded training cannot do: one line before anything is written
     # torch and transformers: after the settings are checked
     from plasticity_bench.harness.app.run import execute
     from plasticity_bench.harness.app.stages.prepare import prepare

@@ -104,11 +104,14 @@ class RunConfig:
     # (harness/app/tracking.py, docs/tracking.md); not part of the fingerprint
     report_to: tuple[str, ...] = ()
     # the memory estimate (harness/app/memory.py, docs/gpu-recipes.md): device_memory_gb, strategy and
-    # seq_len_bound feed the check and `bench run --dry-run` only, so they are not part of the fingerprint
+    # seq_len_bound feed the check and `bench run --dry-run`; of them only strategy also decides how N processes
+    # train (below), the others are not part of the fingerprint
     device_memory_gb: float | None = None  # None = the device's own (the GPU's memory, or this machine's RAM)
     # training processes, data parallel (docs/scale.md): N processes compute what one does with grad_accum N,
     # so the number enters the fingerprint (only when it is not 1: one-process runs keep their identity)
     num_processes: int = option(1, "training processes (data parallel); also what the memory estimate assumes", low=1)
+    # ddp: whole models; fsdp, zero3, zero2: sharded by torch's FSDP2 (harness/app/sharding.py); fingerprinted unless
+    # ddp under N processes (one process trains the same whatever it says: the memory estimate alone reads it)
     strategy: str = option("ddp", "how processes share the model: ddp, zero2, zero3, fsdp", choices=STRATEGIES)
     seq_len_bound: int | None = None  # longest training sequence assumed; None = the model's context (≤ 2048)
     # what starts the training processes when num_processes > 1; the same computation either way (not fingerprinted)
@@ -129,6 +132,8 @@ class RunConfig:
         for name, default in FINGERPRINTED_UNLESS.items():  # one-process runs keep the identity they always had
             if values[name] == default:
                 del values[name]
+        if self.strategy != "ddp" and self.num_processes > 1:  # sharded training: FSDP sums the gradients
+            values["strategy"] = self.strategy
         return hashlib.sha256(json.dumps({**values, **(extra or {})}, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,6 +209,10 @@ def load_config(
     )  # every other setting first: nothing is downloaded for a run that cannot start
     config = with_hub_model(config)
     validate(config)
+    if config.accelerate_config is not None:  # an accelerate config asking for FSDP: strategy fsdp
+        from plasticity_bench.harness.app.sharding import with_sharded_strategy
+
+        config = with_sharded_strategy(config)
     if config.organism_seed is not None:  # organism S of the family: the preset's organism pre-trained with seed S
         config = replace(config, organism=replace(config.organism, seed=config.organism_seed))
     return config
@@ -360,20 +369,7 @@ def check_processes(config: RunConfig) -> None:
             raise BenchError("accelerate_config is read by launcher accelerate only; add --launcher accelerate")
         if not Path(config.accelerate_config).is_file():
             raise BenchError(f"accelerate config file {config.accelerate_config} does not exist")
-        check_accelerate_config(Path(config.accelerate_config))
+    if config.strategy != "ddp" or config.accelerate_config is not None:
+        from plasticity_bench.harness.app.sharding import check_sharding  # DDP or FSDP configs; sharding needs N > 1
 
-
-def check_accelerate_config(path: Path) -> None:
-    """bench's training processes are data parallel with whole models (trainers/distributed.py): an
-    accelerate config that asks for sharded engines is refused before anything starts (docs/scale.md)."""
-    kind = read_config_file(path, "accelerate config file").get("distributed_type", "MULTI_GPU")
-    if kind in ("FSDP", "DEEPSPEED"):
-        raise BenchError(
-            f"accelerate config {path} asks for {kind}, which bench's training processes do not use yet "
-            "(they are data parallel: DDP); use a MULTI_GPU config such as configs/accelerate/ddp.yaml, or none"
-        )
-    if kind != "MULTI_GPU":
-        raise BenchError(
-            f"accelerate config {path} has distributed_type {kind}; bench starts its processes with MULTI_GPU "
-            "(which also runs on CPUs: give no config file there)"
-        )
+        check_sharding(config)

@@ -4,7 +4,8 @@ goes on with the run (kl, generate, score, report) itself.
 
 Each training process is `python -m plasticity_bench.harness.app.stages.train_worker` (train_worker.py):
 it reads the settings this process hands it and the run folder the prepare stage made, trains its
-share of every batch (trainers/distributed.py), and the main process among them writes the
+share of every batch (trainers/distributed.py; sharded by FSDP2 for strategy fsdp/zero3/zero2,
+trainers/fsdp.py), and the main process among them writes the
 checkpoints, the training state and train_log.parquet in the ordinary run-folder format. Their
 output goes to `train-processes.log` in the run folder, removed when training succeeds; a failure is
 one line here, naming it.
@@ -25,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from plasticity_bench.harness.app.config import RunConfig
+from plasticity_bench.harness.app.sharding import check_sharded_training
 from plasticity_bench.harness.app.stages.prepare import PreparedRun
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.interrupt import Interrupted
@@ -44,6 +46,7 @@ def launch_training(
 ) -> dict[str, Any]:
     """Train under `num_processes` processes; returns what the main one reports for run.json."""
     config, root = run.config, store.root
+    check_sharded_training(config)  # what FSDP cannot train here: refused before any process starts
     for stale in (RESULT_FILE, ERROR_FILE):
         (root / stale).unlink(missing_ok=True)
     write_json_atomic(root / SETTINGS_FILE, config.to_dict())

@@ -5,8 +5,10 @@ or `accelerate launch`; not a command for users):
 
 It reads the run's settings (written by the launching process) and the run folder the prepare stage
 made, joins the process group, and runs the ordinary train stage (train.py `train_stage`) as one of
-N data-parallel processes: the main process writes checkpoints, training state and train_log.parquet,
-and what run.json records of the stage; a BenchError is written for the launching process to show.
+N data-parallel processes, holding whole models or, for a sharded `strategy` (or an accelerate FSDP
+config), shards of it (harness/app/sharding.py, trainers/fsdp.py): the main process writes checkpoints,
+training state and train_log.parquet, and what run.json records of the stage; a BenchError is written
+for the launching process to show.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from plasticity_bench.harness.app.config import RunConfig, backend_settings
+from plasticity_bench.harness.app.sharding import sharding_from_environment
 from plasticity_bench.harness.app.stages.prepare import prepare
 from plasticity_bench.harness.app.stages.train import train_stage
 from plasticity_bench.harness.app.stages.train_launch import ERROR_FILE, RESULT_FILE, SETTINGS_FILE, die_with_parent
@@ -27,24 +31,15 @@ from plasticity_bench.harness.core.interrupt import Interrupted, stop_on_signals
 from plasticity_bench.harness.core.options import build
 from plasticity_bench.harness.store import RunStore, write_json_atomic
 from plasticity_bench.trainers.device import choose_placement
-from plasticity_bench.trainers.distributed import close, from_environment
-
-# accelerate launch sets these for an FSDP or DeepSpeed config; the processes here are data parallel
-# with whole models, so such a config is refused rather than silently trained as DDP
-SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+from plasticity_bench.trainers.distributed import Sharding, close, from_environment
 
 
 def work(root: Path, base_model: Path) -> dict[str, Any]:
     """Train this process's share; the main process returns what run.json records."""
-    for variable, engine in SHARDED_ENGINES.items():
-        if os.environ.get(variable, "").lower() == "true":
-            raise BenchError(
-                f"the accelerate config asks for {engine}, which bench's training processes do not use yet "
-                "(they are data parallel: DDP); use a DDP config or none (docs/scale.md)"
-            )
     config: RunConfig = build(RunConfig, json.loads((root / SETTINGS_FILE).read_text()), "")
+    sharding = sharding_from_environment(config.strategy, os.environ)  # accelerate's FSDP_* when it launched us
     run = prepare(config, root)
-    dist = from_environment(cuda=choose_placement(config.device).device == "cuda")
+    dist = from_environment(cuda=choose_placement(config.device).device == "cuda", sharding=sharding)
     try:
         if dist.world != config.num_processes:
             raise BenchError(
@@ -54,10 +49,18 @@ def work(root: Path, base_model: Path) -> dict[str, Any]:
         with BackendPool(backend_settings(config)) as backends:
             info = train_stage(RunStore.open(root), run, base_model, backends, quiet=True, dist=dist)
         if dist.main:
+            info = {**info, **sharding_record(sharding)}
             write_json_atomic(root / RESULT_FILE, info)
         return info
     finally:
         close(dist)
+
+
+def sharding_record(sharding: Sharding | None) -> dict[str, Any]:
+    """run.json's train stage: how the model was sharded (nothing for whole models)."""
+    if sharding is None:
+        return {}
+    return {"sharding": {"engine": "torch FSDP2", **asdict(sharding), "layers": list(sharding.layers) or "default"}}
 
 
 def main(argv: list[str] | None = None) -> None:
