@@ -35,8 +35,9 @@ E2E_FIXTURES = frozenset(
 
 
 # The modules that take minutes, longest first (worker-seconds on 2 cores, BENCHMARKS §26). Under
-# `-n 2 --dist loadgroup` a module with an `xdist_group` is one unit of work on one worker, so these go out
-# first: otherwise a long unit handed out last keeps one worker busy for minutes while the other idles.
+# `-n 2 --dist loadgroup` xdist hands out its units of work largest first by number of tests (a module with
+# an `xdist_group` is one unit), then the one-test units in collection order: this order puts the long
+# ungrouped modules' tests before the quick ones, so no long test starts last while the other worker idles.
 LONGEST_FIRST = (
     "test_resume",
     "test_rollouts",
