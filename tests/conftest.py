@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from packaging.version import Version
+
+from tests.cli_server import run_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 # fixtures that run the CLI, a whole run, an engine or a browser: a test using one is end-to-end
@@ -96,18 +97,10 @@ def bench_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def bench(bench_cache: Path):
-    """Run the real `bench` CLI in a subprocess; returns the CompletedProcess."""
+    """Run the real `bench` CLI as its own process (tests/cli_server.py); returns the CompletedProcess."""
 
     def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache)}
-        return subprocess.run(
-            [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=cwd or ROOT,
-            timeout=600,
-        )
+        return run_bench(*args, env={**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache)}, cwd=cwd or ROOT)
 
     return run
 

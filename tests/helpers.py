@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plasticity_bench.harness.app.cli import main
+from tests.cli_server import run_bench
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,7 @@ OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def cli_with_cache(cache: Path, *args: str, timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
-    """The CLI in a subprocess with its own organism cache, offline, from the repository; `env` adds
-    variables (e.g. OMP_NUM_THREADS="1")."""
+    """The CLI as its own process (tests/cli_server.py) with its own organism cache, offline, from the
+    repository; `env` adds variables (e.g. OMP_NUM_THREADS="1")."""
     environment = {**os.environ, "PLASTICITY_BENCH_CACHE": str(cache), **OFFLINE, **env}
-    return subprocess.run(
-        [sys.executable, "-m", "plasticity_bench.harness.app.cli", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=ROOT,
-        timeout=timeout,
-    )
+    return run_bench(*args, env=environment, cwd=ROOT, timeout=timeout)

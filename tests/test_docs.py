@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import ast
 import importlib
-import json
 import os
 import re
-import select
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +26,8 @@ from pathlib import Path
 
 import pytest
 import tomllib
+
+from tests.cli_server import run_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -133,45 +132,6 @@ def output_matches(shown: str, printed: list[str]) -> bool:
 # ---------------------------------------------------------------- running the pages' commands
 
 
-class BenchServer:
-    """tests/docs_runner.py: `bench` commands forked from a process that imported torch & co. once."""
-
-    def __init__(self, env: dict[str, str], scratch: Path) -> None:
-        self.scratch = scratch
-        self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("docs_runner.py"))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=scratch,
-            start_new_session=True,  # its own process group, so a hung command can be ended with it
-        )
-        assert self.process.stdout is not None
-        assert json.loads(self.process.stdout.readline()) == {"ready": True}
-        self.count = 0
-
-    def run(self, argv: list[str], cwd: Path) -> tuple[int, str, str]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.count += 1
-        out, err = self.scratch / f"{self.count}.out", self.scratch / f"{self.count}.err"
-        request = {"argv": argv, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        ready, _, _ = select.select([self.process.stdout], [], [], COMMAND_TIMEOUT_S)
-        if not ready:  # the command hangs: end the runner and its child (their own process group)
-            os.killpg(self.process.pid, signal.SIGKILL)
-            pytest.fail(f"{' '.join(argv)}: no answer in {COMMAND_TIMEOUT_S} s")
-        answer = self.process.stdout.readline()
-        assert answer, "tests/docs_runner.py ended"
-        return json.loads(answer)["code"], out.read_text(), err.read_text()
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-
-
 @pytest.fixture(scope="session")
 def docs_env(bench_cache: Path) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
@@ -191,16 +151,16 @@ def docs_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("docs-commands")
 
 
-@pytest.fixture(scope="session")
-def bench_server(docs_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchServer]:
-    server = BenchServer(docs_env, tmp_path_factory.mktemp("docs-runner"))
-    yield server
-    server.close()
-
-
-def run_command(command: Command, folder: Path, env: dict[str, str], server: BenchServer) -> tuple[int, str, str]:
-    if is_plain_bench(command.line):
-        return server.run(shlex.split(command.line, comments=True)[1:], folder)
+def run_command(command: Command, folder: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    if is_plain_bench(command.line):  # forked from a process that imported torch & co. once (tests/cli_server.py)
+        done = run_bench(
+            *shlex.split(command.line, comments=True)[1:],
+            env=env,
+            cwd=folder,
+            timeout=COMMAND_TIMEOUT_S,
+            entry="script",
+        )
+        return done.returncode, done.stdout, done.stderr
     done = subprocess.run(
         ["bash", "-c", command.line],
         cwd=folder,
@@ -220,9 +180,7 @@ RUN_PAGES = [page for page in PAGES if any(kind == "run" for kind, _, _ in steps
 @pytest.mark.e2e
 @pytest.mark.xdist_group("docs")  # one folder for all pages: never two pages at once
 @pytest.mark.parametrize("page", RUN_PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
-def test_page_commands_run_as_shown(
-    page: Path, docs_folder: Path, docs_env: dict[str, str], bench_server: BenchServer
-) -> None:
+def test_page_commands_run_as_shown(page: Path, docs_folder: Path, docs_env: dict[str, str]) -> None:
     name = page.relative_to(ROOT)
     for kind, step, line in steps(page):
         if kind == "file":
@@ -232,7 +190,7 @@ def test_page_commands_run_as_shown(
             continue
         assert isinstance(step, Command)
         started = time.perf_counter()
-        code, out, err = run_command(step, docs_folder, docs_env, bench_server)
+        code, out, err = run_command(step, docs_folder, docs_env)
         TIMINGS.append((time.perf_counter() - started, f"{name}:{line}: {step.line}"))
         where = f"{name}:{line}: $ {step.line}"
         assert code == step.expected_status, f"{where}\nexit {code}, expected {step.expected_status}\n{out}\n{err}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from plasticity_bench.harness.store import read_manifest
 from plasticity_bench.trainers.common import LoopConfig, MethodSettings, Stage, TrainContext, TrainingData, mixed_picks
 from plasticity_bench.trainers.l2sp import l2sp_penalty
 from plasticity_bench.trainers.replay import Replay, ReplayOptions, replay_count
+from tests.cli_server import run_bench
 from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 
@@ -172,10 +172,10 @@ def test_lora_run_resumes_byte_identically(
         "-q",
     ]
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache), "PLASTICITY_BENCH_KILL_AT": "step:3"}
-    killed = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    killed = run_bench(*args[3:], env=env, cwd=ROOT, timeout=600)
     assert killed.returncode == -9, killed.stderr
     env.pop("PLASTICITY_BENCH_KILL_AT")
-    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    done = run_bench(*args[3:], env=env, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "run.json").read_text())["stages"]["train"]["resumed_from_step"] == 2
     for name in ("checkpoints/step-000004/model.safetensors", "train_log.parquet", "records.parquet"):

@@ -24,6 +24,7 @@ import torch
 
 from plasticity_bench.harness.core.interrupt import Interrupted, stop_on_signals, uninterruptible
 from plasticity_bench.harness.store import read_manifest
+from tests.cli_server import run_bench
 from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 
@@ -50,7 +51,7 @@ def run_cli(
     env.pop("PLASTICITY_BENCH_KILL_AT", None)
     if kill_at:
         env["PLASTICITY_BENCH_KILL_AT"] = kill_at
-    return subprocess.run(command(method, out, config), capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    return run_bench(*command(method, out, config)[3:], env=env, cwd=ROOT, timeout=600)
 
 
 def command(method: str, out: Path, config: Path | None) -> list[str]:

@@ -16,6 +16,7 @@ import pytest
 from plasticity_bench.harness.app.config import RunConfig, load_config
 from plasticity_bench.harness.app.tracking import parse_report_to
 from plasticity_bench.harness.app.trainer_history import history_rows
+from tests.cli_server import run_bench
 from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 
@@ -291,10 +292,10 @@ def test_steps_land_as_they_are_made_and_a_resumed_run_logs_them_all(bench_cache
     ]
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(bench_cache), "OMP_NUM_THREADS": "1"}
     kill = {**env, "PLASTICITY_BENCH_KILL_AT": "checkpoint:2"}
-    killed = subprocess.run(command, capture_output=True, text=True, env=kill, cwd=ROOT, timeout=600)
+    killed = run_bench(*command[3:], env=kill, cwd=ROOT, timeout=600)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert sorted(tensorboard_scalars(out / "tensorboard")["train/loss"]) == [1, 2]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    done = run_bench(*command[3:], env=env, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     log = pd.read_parquet(out / "train_log.parquet")
     losses = dict(zip(log.step.astype(int), log.loss))
