@@ -14,7 +14,7 @@ it forks; the native threads its imports start (OpenBLAS, jemalloc) re-create th
 fork. What a fork cannot reproduce is an environment variable read while importing (the offline
 switches, OMP_NUM_THREADS, PYTHONPATH): a server's imports happened under one environment, so a
 call is forked only by a server whose environment equals the call's in everything but the
-harness's own PLASTICITY_BENCH_* variables (read when used), and a new server is started for a new
+harness's own PLASTICITY_BENCH_* variables (read when used) and pytest's PYTEST_CURRENT_TEST, and a new server is started for a new
 environment. `BENCH_TESTS_FORK=0` turns all of this off: every call is then a plain subprocess.
 """
 
@@ -33,8 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = "plasticity_bench.harness.app.cli"
-# read when used, not while importing: may differ between calls that share a server
-CALL_TIME_PREFIX = "PLASTICITY_BENCH_"
+# read when used, not while importing: may differ between calls that share a server (pytest names the
+# running test in PYTEST_CURRENT_TEST, so keying servers on it would start one per test)
+CALL_TIME_PREFIXES = ("PLASTICITY_BENCH_", "PYTEST_CURRENT_TEST")
 MAX_SERVERS = 4  # per pytest worker; the least recently used one is stopped beyond that
 # What a run, an eval and a report import (a smoke run spends 8 of its 15 s importing them); a call that
 # needs more imports it itself. Not vLLM: only the calls that use it import it.
@@ -182,12 +183,12 @@ def run_bench(
     if not SILENCED:
         SILENCED.update(silenced_variables())
     imported_under = import_environment(args, env)
-    key = frozenset((k, v) for k, v in imported_under.items() if not k.startswith(CALL_TIME_PREFIX))
+    key = frozenset((k, v) for k, v in imported_under.items() if not k.startswith(CALL_TIME_PREFIXES))
     server = _SERVERS.pop(key, None)
     if server is None or server.process.poll() is not None:
         if len(_SERVERS) >= MAX_SERVERS:
             _SERVERS.pop(next(iter(_SERVERS))).stop()
-        server = Server({k: v for k, v in imported_under.items() if not k.startswith(CALL_TIME_PREFIX)})
+        server = Server(dict(key))
     _SERVERS[key] = server  # most recently used last
     return server.call(args, env, cwd, timeout, entry)
 
