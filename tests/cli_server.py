@@ -14,8 +14,9 @@ it forks; the native threads its imports start (OpenBLAS, jemalloc) re-create th
 fork. What a fork cannot reproduce is an environment variable read while importing (the offline
 switches, OMP_NUM_THREADS, PYTHONPATH): a server's imports happened under one environment, so a
 call is forked only by a server whose environment equals the call's in everything but the
-harness's own PLASTICITY_BENCH_* variables (read when used) and pytest's PYTEST_CURRENT_TEST, and a new server is started for a new
-environment. `BENCH_TESTS_FORK=0` turns all of this off: every call is then a plain subprocess.
+harness's own PLASTICITY_BENCH_* variables (read when used) and pytest's PYTEST_CURRENT_TEST, and a
+new server is started for a new environment. `BENCH_TESTS_FORK=0` turns all of this off: every
+call is then a plain subprocess.
 """
 
 from __future__ import annotations

@@ -9,6 +9,13 @@ decides from the fixtures it uses (E2E_FIXTURES), or when it is marked by hand. 
 from __future__ import annotations
 
 import os
+
+# One thread per process, set before torch is imported (it reads these once): CI runs two xdist workers on two
+# cores, and a second OpenMP thread per process only spins waiting for a core the other worker holds. A small
+# model's sampling ran 4x slower with two threads under that contention (BENCHMARKS.md §27). Every test's own
+# subprocess inherits it; a test that wants other thread settings names them in the environment it passes.
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 import subprocess
 from pathlib import Path
 

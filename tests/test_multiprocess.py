@@ -25,7 +25,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from plasticity_bench.harness.app.stages.train_launch import PROGRESS_FILE, read_progress, report_progress
 from plasticity_bench.harness.store import read_manifest
+from tests.cli_server import run_bench
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.xdist_group("multiprocess")  # one worker builds the module's shared study/runs once
@@ -35,14 +37,15 @@ SFT = "steps: 4\ncheckpoint_every: 2\neval_per_slice: 1\n"
 GRPO = SFT + "mixed_precision: bf16\noptions: {prompts_per_step: 2, group_size: 2}\n"
 
 
-def bench_run(cache: Path, out: Path, method: str, config: Path, *args: str, kill_at: str | None = None):
+def bench_run(
+    cache: Path, out: Path, method: str, config: Path, *args: str, kill_at: str | None = None, quiet: bool = True
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PLASTICITY_BENCH_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     env.pop("PLASTICITY_BENCH_KILL_AT", None)
     if kill_at:  # every training process SIGKILLs itself there (harness/core/interrupt.py kill_point)
         env["PLASTICITY_BENCH_KILL_AT"] = kill_at
-    command = [sys.executable, "-m", "plasticity_bench.harness.app.cli", "run", "-m", method, "--preset", "smoke"]
-    command += ["--out", str(out), "-q", "--config", str(config), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    command = ["run", "-m", method, "--preset", "smoke", "--out", str(out), "--config", str(config), *args]
+    return run_bench(*command, *(["-q"] if quiet else []), env=env, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +83,9 @@ def assert_ordinary(run: Path) -> None:
 def test_sft_by_two_processes_equals_one_with_the_same_global_batch(
     bench_cache: Path, configs: dict[str, Path], one_process_sft: Path, tmp_path: Path
 ) -> None:
-    two = bench_run(bench_cache, tmp_path / "two", "sft", configs["sft_gc"], "--num-processes", "2")
+    two = bench_run(bench_cache, tmp_path / "two", "sft", configs["sft_gc"], "--num-processes", "2", quiet=False)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert "training (sft)" in two.stderr and "4/4" in two.stderr, two.stderr  # the launching process's bar
     for run in (one_process_sft, tmp_path / "two"):
         assert_ordinary(run)
     log_one, log_two = (pd.read_parquet(run / "train_log.parquet") for run in (one_process_sft, tmp_path / "two"))
@@ -159,3 +163,20 @@ def test_pcr_sums_its_gradient_moments_over_the_processes_before_the_projection(
     assert one["metrics"]["conflict_rate"] == 1.0 and abs(one["metrics"]["alpha"] - two["metrics"]["alpha"]) < 1e-6
     assert abs(one["metrics"]["loss"] - two["metrics"]["loss"]) < 1e-6
     assert max((one["weights"][k] - two["weights"][k]).abs().max().item() for k in one["weights"]) < 1e-6
+
+
+def test_the_main_training_process_reports_its_steps_to_the_launching_one(tmp_path: Path) -> None:
+    """What the launching process's bar shows: the latest step the main training process wrote, never a
+    step backwards, at most every PROGRESS_EVERY_S; nothing before the first report."""
+    path, moves = tmp_path / PROGRESS_FILE, []
+    tick = read_progress(path, lambda loss, n: moves.append((n, loss)))
+    tick()
+    assert moves == [] and not path.exists()
+    report = report_progress(path)
+    report({"step": 1, "loss": 2.5})
+    report({"step": 2, "loss": 2.25})  # within PROGRESS_EVERY_S of the first: not written
+    tick()
+    tick()
+    assert moves == [(1, 2.5)] and path.read_text() == "1 2.5"
+    tick(reached=(4, float("nan")))
+    assert moves == [(1, 2.5), (3, None)]

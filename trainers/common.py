@@ -352,6 +352,8 @@ class Checkpoint:
     loss: float  # mean training loss since the previous checkpoint
     examples_seen: int
     state: dict[str, Any]  # everything besides the weights that `train(..., resume=state)` needs
+    # the whole weights to save when the model in memory is sharded (FSDP); None: the model's own state dict
+    weights: dict[str, Any] | None = None
 
 
 OnStep = Callable[[int, float], None]  # (global step, loss) -> None, e.g. a progress bar
@@ -509,9 +511,10 @@ def _run_stage(
             state = _checkpoint_state(model, trainer, stage, index, stage_step, optimizer, ctx, progress)
             model.eval()
             mean_loss = sum(progress.losses) / len(progress.losses)
-            with whole_weights(model, ctx.dist):  # sharded: every process gathers what the main one saves
-                if hooks.save:
-                    hooks.save(Checkpoint(progress.step, stage.name, lr, mean_loss, progress.examples_seen, state))
+            weights = whole_weights(model, ctx.dist)  # sharded: every process gathers what the main one saves
+            if hooks.save:
+                hooks.save(Checkpoint(progress.step, stage.name, lr, mean_loss, progress.examples_seen, state, weights))
+            del weights
             model.train()
             set_rng_state(own_rng(state, ctx))  # whatever saving drew, the next step starts where a resumed run does
             progress.losses = []

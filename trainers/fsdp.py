@@ -19,9 +19,6 @@ writes them in the run-folder format; resuming loads the full optimizer state ba
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -104,20 +101,11 @@ def tied(model: torch.nn.Module, weights: dict[str, Any]) -> dict[str, Any]:
     return weights
 
 
-@contextmanager
-def whole_weights(model: Any, dist: Distributed) -> Iterator[None]:
-    """While a checkpoint is saved: under FSDP every process takes part in gathering the full weights,
-    and on the main process `model.save_pretrained` (what the run's saver calls) writes them, whole, in
-    the ordinary format. Whole models need nothing."""
+def whole_weights(model: Any, dist: Distributed) -> dict[str, Any] | None:
+    """The weights a checkpoint saves when the model in memory is sharded: every process takes part in
+    gathering them and the main one gets them whole (tied names on one tensor), the others None.
+    None for a whole model: the checkpoint then saves the model's own state dict."""
     if dist.sharding is None:
-        yield
-        return
+        return None
     weights = get_model_state_dict(model, options=FULL)
-    if not dist.main:
-        yield
-        return
-    model.save_pretrained = functools.partial(type(model).save_pretrained, model, state_dict=tied(model, weights))
-    try:
-        yield
-    finally:
-        del model.save_pretrained
+    return tied(model, weights) if dist.main else None

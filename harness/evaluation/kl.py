@@ -67,29 +67,36 @@ def sample_from_start(
 ) -> list[tuple[list[int], list[int]]]:
     """One completion per prompt from the starting model (temperature 1, no top-p/top-k), as
     (prompt ids, sampled ids): the sampled tokens themselves, up to and including EOS when the
-    model produced it, so each is scored exactly as it was drawn."""
+    model produced it, so each is scored exactly as it was drawn. KL_BATCH prompts are sampled
+    together, left-padded (a row that ended keeps receiving padding, cut at its EOS): one
+    `generate` per prompt spent most of a small model's KL stage in per-token overhead."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     sequences = []
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        for prompt in prompts:
-            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        for start in range(0, len(prompts), KL_BATCH):
+            batch = [
+                tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts[start : start + KL_BATCH]
+            ]
+            width = max(len(ids) for ids in batch)
             out = model.generate(
-                torch.tensor([prompt_ids]),
-                attention_mask=torch.ones((1, len(prompt_ids)), dtype=torch.long),
+                torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch]),
+                attention_mask=torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch]),
                 do_sample=True,
                 temperature=1.0,
                 top_p=1.0,
                 top_k=0,
                 max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=pad,
+                eos_token_id=eos,
             )
-            completion = out[0, len(prompt_ids) :].tolist()
-            if tokenizer.eos_token_id in completion:
-                completion = completion[: completion.index(tokenizer.eos_token_id) + 1]
-            sequences.append((prompt_ids, completion or [tokenizer.eos_token_id]))
+            for prompt_ids, completion in zip(batch, out[:, width:].tolist()):
+                if eos in completion:
+                    completion = completion[: completion.index(eos) + 1]
+                sequences.append((prompt_ids, completion or [eos]))
     return sequences
 
 

@@ -82,15 +82,19 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     return torch.load(path, weights_only=True)  # tensors and plain Python values only: no code runs on load
 
 
-def save_checkpoint(model: Any, tokenizer: Any, folder: Path) -> None:
+def save_checkpoint(model: Any, tokenizer: Any, folder: Path, weights: dict[str, Any] | None = None) -> None:
     """Write a Hugging Face model folder atomically (a crash never leaves half a checkpoint).
     A peft (LoRA) model is written merged, as the full model W + ΔW: a copy is merged, so the
-    model being trained keeps its adapters and its weights bit for bit."""
+    model being trained keeps its adapters and its weights bit for bit. `weights`: the whole
+    weights of a model held sharded (FSDP), written in the model's own format instead of its state dict."""
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
 
     def write(partial: Path) -> None:
-        model.save_pretrained(partial)
+        if weights is None:
+            model.save_pretrained(partial)
+        else:
+            model.save_pretrained(partial, state_dict=weights)
         tokenizer.save_pretrained(partial)
 
     with uninterruptible():  # a checkpoint is written whole before a signal stops the run

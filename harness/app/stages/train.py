@@ -188,7 +188,7 @@ def checkpoint_saver(
 
     def save(checkpoint: Checkpoint) -> None:
         with uninterruptible():
-            save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(checkpoint.step))
+            save_checkpoint(model, tokenizer, store.checkpoints / checkpoint_name(checkpoint.step), checkpoint.weights)
             kill_point("model", checkpoint.step)
             state = {**checkpoint.state, "lora": adapter_state(model)} if lora else checkpoint.state
             save_trainer_state(state, trainer_state_path(store.checkpoints, checkpoint.step))

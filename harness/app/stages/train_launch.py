@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from plasticity_bench.harness.app.sharding import check_sharded_training
 from plasticity_bench.harness.app.stages.prepare import PreparedRun
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.interrupt import Interrupted
+from plasticity_bench.harness.core.progress import progress_bar
 from plasticity_bench.harness.store import TRAIN_LOG_FILE, RunStore, resumable_checkpoints, write_json_atomic
 
 WORKER = "plasticity_bench.harness.app.stages.train_worker"
@@ -37,6 +40,8 @@ SETTINGS_FILE = ".train-settings.json"  # the run's settings, for the training p
 RESULT_FILE = ".train-result.json"  # what the main training process returns (run.json's train stage)
 ERROR_FILE = ".train-error"  # a training process's one-line BenchError
 LOG_FILE = "train-processes.log"  # the training processes' output
+PROGRESS_FILE = ".train-progress"  # the main training process's latest step and loss, for this process's bar
+PROGRESS_EVERY_S = 0.5
 
 OnLog = Callable[[dict[str, Any]], None]
 
@@ -47,20 +52,29 @@ def launch_training(
     """Train under `num_processes` processes; returns what the main one reports for run.json."""
     config, root = run.config, store.root
     check_sharded_training(config)  # what FSDP cannot train here: refused before any process starts
-    for stale in (RESULT_FILE, ERROR_FILE):
+    for stale in (RESULT_FILE, ERROR_FILE, PROGRESS_FILE):
         (root / stale).unlink(missing_ok=True)
     write_json_atomic(root / SETTINGS_FILE, config.to_dict())
     command = launch_command(config, root, base_model)
+    assert config.steps is not None, "prepare() resolves the method's default steps"
     if not quiet:
         print(
-            f"training on {config.num_processes} processes ({config.launcher}); output: {root / LOG_FILE}",
+            f"training on {config.num_processes} processes ({config.launcher}); their output: {root / LOG_FILE}",
             file=sys.stderr,
         )
     try:
-        with (root / LOG_FILE).open("ab") as log:
-            status = wait(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent))
+        with (
+            (root / LOG_FILE).open("ab") as log,
+            progress_bar(config.steps, f"training ({config.method})", quiet) as advance,
+        ):
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            tick = read_progress(root / PROGRESS_FILE, advance)
+            status = wait(process, tick)
+            if status == 0:  # every step done: the bar ends full, whatever the last report said
+                tick(reached=(config.steps, float("nan")))
     finally:
-        (root / SETTINGS_FILE).unlink(missing_ok=True)
+        for done_with in (SETTINGS_FILE, PROGRESS_FILE, PROGRESS_FILE + ".tmp"):
+            (root / done_with).unlink(missing_ok=True)
     if status != 0:
         raise failure(store, status)
     result = json.loads((root / RESULT_FILE).read_text())
@@ -91,15 +105,54 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait(process: subprocess.Popen) -> int:
-    """The launcher's exit status; a signal to this process stops the training processes cleanly first
-    (they finish the checkpoint they are writing), then goes on as `Interrupted`."""
+def wait(process: subprocess.Popen, tick: Callable[[], None]) -> int:
+    """The launcher's exit status, calling `tick` every PROGRESS_EVERY_S meanwhile; a signal to this process
+    stops the training processes cleanly first (they finish the checkpoint they are writing), then goes on
+    as `Interrupted`."""
     try:
-        return process.wait()
+        while True:
+            try:
+                return process.wait(timeout=PROGRESS_EVERY_S)
+            except subprocess.TimeoutExpired:
+                tick()
     except Interrupted:
         process.send_signal(signal.SIGTERM)
         process.wait()
         raise
+
+
+def report_progress(path: Path) -> OnLog:
+    """For the main training process: each step's row of the training log, as `STEP LOSS` in `path` (replaced
+    whole, at most every PROGRESS_EVERY_S), which the launching process shows as its progress bar."""
+    last = [0.0]
+
+    def on_log(row: dict[str, Any]) -> None:
+        if time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+            last[0] = time.monotonic()
+            partial = path.with_name(path.name + ".tmp")
+            partial.write_text(f"{row['step']} {row['loss']}")
+            os.replace(partial, path)
+
+    return on_log
+
+
+def read_progress(path: Path, advance: Callable[..., None]) -> Callable[..., None]:
+    """For the launching process: a tick that moves its bar to the step the main training process last
+    reported in `path` (or to `reached`, a (step, loss) pair, when training has ended)."""
+    shown = [0]
+
+    def tick(reached: tuple[int, float] | None = None) -> None:
+        if reached is None:
+            try:
+                step, loss = path.read_text().split()
+                reached = int(step), float(loss)
+            except (OSError, ValueError):  # not written yet
+                return
+        if reached[0] > shown[0]:
+            advance(None if reached[1] != reached[1] else reached[1], n=reached[0] - shown[0])  # NaN: no loss to show
+            shown[0] = reached[0]
+
+    return tick
 
 
 class TrainingProcessFailed(BenchError):

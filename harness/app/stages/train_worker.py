@@ -24,7 +24,14 @@ from plasticity_bench.harness.app.config import RunConfig, backend_settings
 from plasticity_bench.harness.app.sharding import sharding_from_environment
 from plasticity_bench.harness.app.stages.prepare import prepare
 from plasticity_bench.harness.app.stages.train import train_stage
-from plasticity_bench.harness.app.stages.train_launch import ERROR_FILE, RESULT_FILE, SETTINGS_FILE, die_with_parent
+from plasticity_bench.harness.app.stages.train_launch import (
+    ERROR_FILE,
+    PROGRESS_FILE,
+    RESULT_FILE,
+    SETTINGS_FILE,
+    die_with_parent,
+    report_progress,
+)
 from plasticity_bench.harness.backends import BackendPool
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.interrupt import Interrupted, stop_on_signals
@@ -47,7 +54,9 @@ def work(root: Path, base_model: Path) -> dict[str, Any]:
                 "an accelerate config file on a CPU must not say MULTI_CPU (it needs mpirun): give none"
             )
         with BackendPool(backend_settings(config)) as backends:
-            info = train_stage(RunStore.open(root), run, base_model, backends, quiet=True, dist=dist)
+            # the main process reports each step for the launching process's progress bar
+            on_log = report_progress(root / PROGRESS_FILE) if dist.main else None
+            info = train_stage(RunStore.open(root), run, base_model, backends, quiet=True, on_log=on_log, dist=dist)
         if dist.main:
             info = {**info, **sharding_record(sharding)}
             write_json_atomic(root / RESULT_FILE, info)
