@@ -9,13 +9,6 @@ decides from the fixtures it uses (E2E_FIXTURES), or when it is marked by hand. 
 from __future__ import annotations
 
 import os
-
-# One thread per process, set before torch is imported (it reads these once): CI runs two xdist workers on two
-# cores, and a second OpenMP thread per process only spins waiting for a core the other worker holds. A small
-# model's sampling ran 4x slower with two threads under that contention (BENCHMARKS.md §27). Every test's own
-# subprocess inherits it; a test that wants other thread settings names them in the environment it passes.
-for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_threads, "1")
 import subprocess
 from pathlib import Path
 
@@ -23,6 +16,13 @@ import pytest
 from packaging.version import Version
 
 from tests.cli_server import run_bench
+
+# One thread per process, set before torch is imported (it reads these once): CI runs two xdist workers on two
+# cores, and a second OpenMP thread per process only spins waiting for a core the other worker holds. A small
+# model's sampling ran 4x slower with two threads under that contention (BENCHMARKS.md §27). Every test's own
+# subprocess inherits it; a test that wants other thread settings names them in the environment it passes.
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 # fixtures that run the CLI, a whole run, an engine or a browser: a test using one is end-to-end

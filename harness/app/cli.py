@@ -366,11 +366,10 @@ def evaluate(
     from plasticity_bench.harness.app.tracking import check_report_to, parse_report_to
 
     trackers = check_report_to(parse_report_to(report_to) or [])
-    check_engines(engines, watch)
+    check_sweep_arguments(suite, engines, watch)
     if watch:  # follow one training output folder until its trainer ends (harness/app/watch.py)
         target = watch_target(checkpoints, step_list, refresh, trackers, watch_settle, watch_timeout)
         return watch_folder(target, suite, out, base_model, backend, seed, label, check_limit(limit), quiet, vllm)
-    check_sweep_arguments(checkpoints, suite)
     from plasticity_bench.harness.app.evaluate import evaluate_sweep  # torch, transformers: after the checks
 
     started = time.time()
@@ -393,16 +392,13 @@ def evaluate(
     echo_result(store.root, started)
 
 
-def check_sweep_arguments(checkpoints: list[Path], suite: str) -> None:
-    """The suite and the checkpoint paths, checked before torch & co. are imported (seconds): a typo is
-    answered at once, in the words the sweep's own checks use."""
-    from plasticity_bench.harness.app.hub import looks_like_hub_id
+def check_sweep_arguments(suite: str, engines: int, watch: bool) -> None:
+    """What `bench eval` checks before torch & co. are imported (seconds): a suite that is neither shipped
+    nor a file, and --engines. The checkpoint paths are checked after the suite's data, as before."""
     from plasticity_bench.harness.app.names import check_suite
 
     check_suite(suite)
-    for path in checkpoints:
-        if not path.expanduser().exists() and not looks_like_hub_id(str(path)):
-            raise BenchError(f"checkpoint path {path} does not exist")
+    check_engines(engines, watch)
 
 
 def echo_result(folder: Path, started: float) -> None:
