@@ -51,6 +51,11 @@ def test_kl_to_start_is_zero_at_start_positive_later_and_matches_by_hand(smoke_r
     prompts = [item.prompt for item in items][:KL_PROMPTS]
     sequences = sample_from_start(start_dir, prompts, max(max_new_tokens(i) for i in items[:KL_PROMPTS]), meta["seed"])
     assert [p for p, _ in sequences] == [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    # sampled in left-padded batches: a completion is what π₀ drew, ended by its first EOS or by the token limit
+    limit, eos = max(max_new_tokens(i) for i in items[:KL_PROMPTS]), tokenizer.eos_token_id
+    for _, completion in sequences:
+        assert eos not in completion[:-1] and (completion[-1] == eos or len(completion) == limit), completion
+    assert any(completion[-1] == eos for _, completion in sequences)
     start = AutoModelForCausalLM.from_pretrained(start_dir).eval()
     final = AutoModelForCausalLM.from_pretrained(final_dir).eval()
     by_hand = [
