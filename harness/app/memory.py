@@ -27,6 +27,7 @@ import plasticity_bench.trainers  # noqa: F401  (registers the methods)
 from plasticity_bench.harness.app.config import LoraSettings, RunConfig, lora_settings, method_options
 from plasticity_bench.harness.app.organism import build_model, build_tokenizer
 from plasticity_bench.harness.app.organism_config import OrganismConfig
+from plasticity_bench.harness.app.sharding import can_shard
 from plasticity_bench.harness.core.errors import BenchError, warn
 from plasticity_bench.harness.core.memory import GB, Estimate, Shape, Workload, check, estimate, table
 from plasticity_bench.trainers.common import TRAINERS, Trainer
@@ -53,6 +54,7 @@ class MemoryCheck:
     device: float  # bytes
     # the same run with LoRA's default adapters (None: it already uses LoRA), made only for a refusal
     lora: Callable[[], Workload | None]
+    can_shard: bool = True  # whether the run could train sharded (zero3) on several processes
 
     def estimate(self) -> Estimate:
         return estimate(self.shape, self.work, self.device)
@@ -60,7 +62,7 @@ class MemoryCheck:
     def check(self) -> Estimate:
         """The estimate; BenchError (one line, naming what would fit) when it exceeds the device."""
         found = self.estimate()
-        return found if found.fits else check(self.shape, self.work, self.device, self.lora())
+        return found if found.fits else check(self.shape, self.work, self.device, self.lora(), self.can_shard)
 
 
 def check_memory(config: RunConfig, trainer: Trainer) -> Estimate | None:
@@ -102,7 +104,7 @@ def memory_plan(config: RunConfig, trainer: Trainer) -> MemoryCheck:
         adapters = lora_parameters(config, LoraSettings())
         return replace(work, trained=adapters, reference=reference_parameters(config, trainer, shape, adapters))
 
-    return MemoryCheck(shape, work, device_bytes(config), with_lora)
+    return MemoryCheck(shape, work, device_bytes(config), with_lora, can_shard(config))
 
 
 def check_settings(config: RunConfig) -> None:

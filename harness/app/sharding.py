@@ -165,6 +165,15 @@ def check_sharded_training(config: RunConfig) -> None:
         )
 
 
+def can_shard(config: RunConfig) -> bool:
+    """Whether this run could train sharded on several processes (what the memory check may suggest)."""
+    try:
+        check_sharded_training(replace(config, strategy="zero3", num_processes=max(2, config.num_processes)))
+    except BenchError:
+        return False
+    return True
+
+
 def sharding_from_environment(strategy: str, environ: Mapping[str, str]) -> Sharding | None:
     """In a training process: the sharding its run asks for, reading what `accelerate launch` exported
     from an FSDP config (ACCELERATE_USE_FSDP, FSDP_*); None for data parallel with whole models."""

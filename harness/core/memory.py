@@ -11,6 +11,10 @@ Per process, in bytes (e = bytes per element of the weights' dtype: 4 fp32, 2 bf
     method       M·T·e   what a method keeps per trained parameter (PCR's gradient moments)
     activations  the bound below, for one micro-batch of this process
 
+Under zero3/fsdp on N > 1 processes every process first holds the whole model, P·e, once: it loads it
+whole and the method's setup runs on it before `fully_shard` (trainers/fsdp.py). The check takes the
+larger of that and the sum above ("whole before sharding" in `--dry-run`'s table).
+
 P: all parameters, T: trained ones (all, or LoRA's adapters), N: processes. The parameters are
 never cast: a model trains in the dtype its folder holds, so full fp32 training costs 16 bytes
 a parameter and bf16 8 (no fp32 master copy: bf16 AdamW updates below 2⁻⁸ of a weight are lost).
@@ -90,18 +94,26 @@ class Estimate:
     method: float
     activations: float
     device: float  # the device's memory, bytes
+    # sharded (zero3/fsdp): every process holds the whole model once before sharding it (the method's setup
+    # runs on it, trainers/fsdp.py), so the peak is at least this; 0 when the weights are not sharded
+    whole_before_sharding: float = 0.0
 
     @property
     def total(self) -> float:
         return self.weights + self.gradients + self.optimizer + self.reference + self.method + self.activations
 
     @property
+    def peak(self) -> float:
+        return max(self.total, self.whole_before_sharding)
+
+    @property
     def fits(self) -> bool:
-        return self.total <= self.device
+        return self.peak <= self.device
 
     def rows(self) -> list[tuple[str, float]]:
         parts = ("weights", "gradients", "optimizer", "reference", "method", "activations")
-        return [*((name, getattr(self, name)) for name in parts), ("total per process", self.total)]
+        rows = [*((name, getattr(self, name)) for name in parts), ("total per process", self.total)]
+        return rows + ([("whole before sharding", self.whole_before_sharding)] if self.whole_before_sharding else [])
 
 
 def activation_bytes(shape: Shape, sequences: int, seq_len: int, element: int, checkpointing: bool = False) -> float:
@@ -131,6 +143,7 @@ def estimate(shape: Shape, work: Workload, device_bytes: float) -> Estimate:
         method=work.method_copies * work.trained * e,
         activations=activation_bytes(shape, per_process, work.seq_len, work.activation_bytes, work.checkpointing),
         device=device_bytes,
+        whole_before_sharding=shape.parameters * e if shard_all and n > 1 else 0.0,
     )
 
 
@@ -148,24 +161,29 @@ def table(found: Estimate, work: Workload) -> list[str]:
     return [*lines, f"  {'device memory':<18} {found.device / scale:>10,.2f} {unit}  ({verdict})"]
 
 
-def alternatives(shape: Shape, work: Workload, device_bytes: float, lora: Workload | None) -> list[str]:
+def alternatives(
+    shape: Shape, work: Workload, device_bytes: float, lora: Workload | None, can_shard: bool = True
+) -> list[str]:
     """What would fit on this device, cheapest change first: LoRA (`lora`: this work with LoRA's
-    default adapters; None when the run already uses LoRA), zero3 on these processes, the fewest
-    processes under zero3 (up to 64), the smallest micro-batch (one example a process)."""
+    default adapters; None when the run already uses LoRA), gradient checkpointing, zero3 on these
+    processes, the fewest processes under zero3 (up to 64; only where the run `can_shard`), the
+    smallest micro-batch (one example a process)."""
 
     def total(changed: Workload) -> float | None:
         found = estimate(shape, changed, device_bytes)
-        return found.total if found.fits else None
+        return found.peak if found.fits else None
 
     candidates: list[tuple[str, Workload]] = []
     if lora is not None:
         candidates.append(("LoRA (lora: {r: 8})", lora))
+    if not work.checkpointing:
+        candidates.append(("gradient_checkpointing: true", replace(work, checkpointing=True)))
     sharded = replace(work, strategy="zero3")
-    if work.strategy not in ("zero3", "fsdp") and work.processes > 1:
+    if can_shard and work.strategy not in ("zero3", "fsdp") and work.processes > 1:
         candidates.append(("strategy: zero3", sharded))
     more = (
         None
-        if total(sharded)
+        if not can_shard or total(sharded)
         else next((n for n in range(work.processes + 1, 65) if total(replace(sharded, processes=n))), None)
     )
     if more:
@@ -177,20 +195,24 @@ def alternatives(shape: Shape, work: Workload, device_bytes: float, lora: Worklo
     return [f"{name} ({shown(size)})" for name, changed in candidates if (size := total(changed)) is not None]
 
 
-def check(shape: Shape, work: Workload, device_bytes: float, lora: Workload | None) -> Estimate:
+def check(shape: Shape, work: Workload, device_bytes: float, lora: Workload | None, can_shard: bool = True) -> Estimate:
     """The estimate; BenchError (one line) naming what would fit when it exceeds the device."""
     found = estimate(shape, work, device_bytes)
     if found.fits:
         return found
-    options = alternatives(shape, work, device_bytes, lora)
+    options = alternatives(shape, work, device_bytes, lora, can_shard)
     advice = (
         "would fit: " + "; ".join(options)
         if options
-        else "nothing simple fits: shorter sequences (seq_len_bound), gradient checkpointing (not a run setting "
-        "yet) or a smaller model"
+        else "nothing simple fits: shorter sequences (seq_len_bound) or a smaller model"
+    )
+    loading = (
+        f", and {shown(found.whole_before_sharding)} while it holds the whole model before sharding it"
+        if found.whole_before_sharding > found.total
+        else ""
     )
     raise BenchError(
-        f"this run needs about {shown(found.total)} of device memory per process and the device has "
+        f"this run needs about {shown(found.total)} of device memory per process{loading} and the device has "
         f"{shown(device_bytes)} (weights {shown(found.weights)}, gradients {shown(found.gradients)}, "
         f"optimizer {shown(found.optimizer)}, reference {shown(found.reference)}, activations "
         f"{shown(found.activations)}); {advice}; `bench run --dry-run` shows the estimate"
