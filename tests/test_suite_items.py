@@ -47,9 +47,22 @@ def test_parsing_reads_no_data_and_the_target_is_declared(tmp_path: Path) -> Non
         load_eval_items(suite)  # the data is read here, and only here
 
 
-def test_loading_returns_the_items_and_the_sets_it_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline as a process started with the switches set would be. The libraries read them once, when
+    imported: in a worker that imported them for an earlier test the variables alone change nothing, and
+    the optional hub set's lookup waited on the network (47 s in the whole suite, 2 s alone)."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+        monkeypatch.setattr(datasets.config, name, True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.mark.usefixtures("offline")
+def test_loading_returns_the_items_and_the_sets_it_skipped(tmp_path: Path) -> None:
     rows = [("What is 1 + 2?", "3"), ("What is 2 + 2?", "4"), ("What is 5 + 1?", "6")]
     suite = load_suite(str(write(tmp_path, rows)))
     loaded = load_eval_items(suite, per_slice=2)
@@ -63,9 +76,8 @@ def test_loading_returns_the_items_and_the_sets_it_skipped(tmp_path: Path, monke
     assert summary["target_slice"] == "sums/test"
 
 
-def test_an_edited_data_file_is_read_again_in_the_same_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+@pytest.mark.usefixtures("offline")
+def test_an_edited_data_file_is_read_again_in_the_same_process(tmp_path: Path) -> None:
     path = write(tmp_path, [("What is 1 + 2?", "3")])
     assert [item.answer for item in load_eval_items(load_suite(str(path))).items] == ["3"]
     write(tmp_path, [("What is 1 + 2?", "4"), ("What is 7 + 7?", "14")])  # a gold fixed, a row added; same YAML
