@@ -394,7 +394,7 @@ def evaluate(
 
 def check_sweep_arguments(suite: str, engines: int, watch: bool) -> None:
     """What `bench eval` checks before torch & co. are imported (seconds): a suite that is neither shipped
-    nor a file, and --engines. The checkpoint paths are checked after the suite's data, as before."""
+    nor a file, and --engines. Checkpoint paths wait for the sweep: a malformed suite is reported first."""
     from plasticity_bench.harness.app.names import check_suite
 
     check_suite(suite)

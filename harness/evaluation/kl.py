@@ -68,8 +68,8 @@ def sample_from_start(
     """One completion per prompt from the starting model (temperature 1, no top-p/top-k), as
     (prompt ids, sampled ids): the sampled tokens themselves, up to and including EOS when the
     model produced it, so each is scored exactly as it was drawn. KL_BATCH prompts are sampled
-    together, left-padded (a row that ended keeps receiving padding, cut at its EOS): one
-    `generate` per prompt spent most of a small model's KL stage in per-token overhead."""
+    together, left-padded (a row that ended keeps receiving padding, cut at its EOS), because
+    `generate`'s per-token overhead, not the model, dominates a small model's sampling."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     eos = tokenizer.eos_token_id

@@ -91,10 +91,7 @@ def save_checkpoint(model: Any, tokenizer: Any, folder: Path, weights: dict[str,
         model = copy.deepcopy(model).merge_and_unload()
 
     def write(partial: Path) -> None:
-        if weights is None:
-            model.save_pretrained(partial)
-        else:
-            model.save_pretrained(partial, state_dict=weights)
+        model.save_pretrained(partial, state_dict=weights)  # None: the model's own state dict
         tokenizer.save_pretrained(partial)
 
     with uninterruptible():  # a checkpoint is written whole before a signal stops the run
