@@ -4,7 +4,9 @@ the run's own line; without Ray, one line saying how to install it."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -85,6 +87,11 @@ def test_ray_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     rejected(cli(*base, "--ray", "--ray-address", "127.0.0.1:6379"), "--ray", "not both")
     rejected(cli(*base, "--ray-gpus-per-run", "1"), "need --ray or --ray-address")
     rejected(cli(*base, "--ray", "--ray-cpus-per-run", "0"), "--ray-cpus-per-run must be above 0")
+    if importlib.util.find_spec("ray") is not None:  # an address where nothing answers: refused before any work
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            port = unused.getsockname()[1]
+        rejected(cli(*base, "--ray-address", f"127.0.0.1:{port}"), f"nothing answers at --ray-address 127.0.0.1:{port}")
     monkeypatch.setitem(sys.modules, "ray", None)  # Python's own marker for "cannot be imported"
     rejected(cli(*base, "--ray"), "needs Ray", "pip install 'plasticity-bench[ray]'")
     rejected(cli(*base, "--ray-address", "ray://head:10001"), "pip install 'plasticity-bench[ray]'")

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from plasticity_bench.harness.app.study_family import build_organisms, cross_arms, parse_organism_seeds, regroup
-from plasticity_bench.harness.app.study_ray import RayOptions, run_on_ray
+from plasticity_bench.harness.app.study_ray import RayOptions, connected, run_on_ray
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.store import STAGES, RunStore
 
@@ -219,10 +219,12 @@ def run_all(
     config: Path | None,
     jobs: int,
     echo: Callable[[str], None],
+    env: dict[str, str],
     ray: RayOptions | None = None,
 ) -> dict[str, list[tuple[int, Path]]]:
-    """Run (or resume, or skip) every arm × seed, on local processes or as Ray tasks (`ray`); arm →
-    [(seed, folder)]. A failed run is a BenchError naming it and its log, after the others have finished."""
+    """Run (or resume, or skip) every arm × seed, on local processes with environment `env` or as Ray
+    tasks (`ray`, on the instance `study_ray.connected` started); arm → [(seed, folder)]. A failed run
+    is a BenchError naming it and its log, after the others have finished."""
     (out / LOGS).mkdir(parents=True, exist_ok=True)
     pending = [(a, s) for a in arms for s in seeds if not run_done(out / run_name(a, s))]
     finished = [(a, s) for a in arms for s in seeds if (a, s) not in pending]
@@ -237,12 +239,12 @@ def run_all(
         log = out / LOGS / f"{run_name(label, seed)}.log"
         with open(log, "w", encoding="utf-8") as handle:
             command = run_command(label, arms[label]["method"], seed, out, preset, suite, configs[label])
-            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=one_thread_env(), check=False)
+            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False)
         return label, seed, done.returncode
 
     failed = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        runs = run_on_ray(ray, pending, arms, out, preset, suite, configs, jobs) if ray else pool.map(work, pending)
+        runs = run_on_ray(ray, pending, arms, out, preset, suite, configs, env) if ray else pool.map(work, pending)
         for method, seed, code in runs:
             echo(f"{run_name(method, seed)}: {'finished' if code == 0 else f'failed (exit {code})'}")
             if code != 0:
@@ -302,11 +304,12 @@ def study(
     if claims_file is not None:
         claims += load_claims(claims_file, CLAIM_METRICS)
     run_config = load_config(preset, config, {"suite": suite})
-    if not run_config.model and organisms is not None:
-        build_organisms(organisms, preset, config, suite, jobs, echo)
-    elif not run_config.model:
-        ensure_organism(run_config.organism, load_suite(run_config.suite), quiet)
-    run_dirs = run_all(arms, seeds, out, preset, suite, config, jobs, echo, ray)
+    with connected(ray, jobs) as env:
+        if not run_config.model and organisms is not None:
+            build_organisms(organisms, preset, config, suite, jobs, echo)
+        elif not run_config.model:
+            ensure_organism(run_config.organism, load_suite(run_config.suite), quiet)
+        run_dirs = run_all(arms, seeds, out, preset, suite, config, jobs, echo, env, ray)
     if organisms is not None:
         run_dirs = regroup(run_dirs, labels, organisms)
     return write_study(out, run_dirs, claims)

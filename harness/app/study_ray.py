@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,26 @@ def study_jobs(
     return jobs
 
 
+@contextmanager
+def connected(options: RayOptions | None, jobs: int) -> Iterator[dict[str, str]]:
+    """Start a local instance or join the cluster before the study builds or writes anything (a wrong
+    address costs nothing, not the organisms' pre-training), and stop or leave it at the end. Yields
+    the environment every run gets (`study.one_thread_env`), taken before Ray adds its own variables
+    to this process; without Ray, that environment alone."""
+    from plasticity_bench.harness.app.study import one_thread_env
+
+    env = one_thread_env()
+    if options is None:
+        yield env
+        return
+    ray = import_ray()
+    start(ray, options, jobs)
+    try:
+        yield env
+    finally:
+        ray.shutdown()
+
+
 def run_on_ray(
     options: RayOptions,
     pending: Sequence[tuple[str, int]],
@@ -198,22 +219,15 @@ def run_on_ray(
     preset: str,
     suite: str | None,
     configs: dict[str, Path | None],
-    parallel: int,
+    env: dict[str, str],
 ) -> Iterator[tuple[str, int, int]]:
-    """(arm, seed, exit code) of every pending run of `study.run_all`, each a Ray task. Ray stops (or
-    the driver leaves the cluster) once the last result is in."""
-    from plasticity_bench.harness.app.study import one_thread_env
-
+    """(arm, seed, exit code) of every pending run of `study.run_all`, each a Ray task, on the
+    instance `connected` started or joined."""
     if not pending:
         return
     jobs = study_jobs(pending, arms, out, preset, suite, configs)
-    env = one_thread_env()  # the local path's, taken before Ray adds anything of its own to this process
     ray = import_ray()
-    start(ray, options, parallel)
-    try:
-        gpus = ray.cluster_resources().get("GPU", 0.0)
-        tasks = [replace(job, gpus=run_gpus(options, device, gpus)) for job, device in jobs]
-        check_fits(ray, options, tasks)
-        yield from results(ray, tasks, options.cpus_per_run, env)
-    finally:
-        ray.shutdown()
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    tasks = [replace(job, gpus=run_gpus(options, device, gpus)) for job, device in jobs]
+    check_fits(ray, options, tasks)
+    yield from results(ray, tasks, options.cpus_per_run, env)
