@@ -14,7 +14,8 @@ Per run, the metrics (from the same numbers as the run's summary.json):
                     the checkpoints (points; 0 for a straight line, lower is smoother; needs ≥ 3)
 For claims only, per pair of arms: ood_change_at_matched_gain, each run's held-out change where its target gain
 first reaches the level every run of both arms reaches (RL's Razor compares forgetting at matched gain).
-Per method: mean ± standard error across seeds; curves with ±1 standard-error bands across seeds;
+Per method: mean ± standard error across seeds (across organisms in a family study); curves with ±1
+standard-error bands across runs;
 the claims (harness/evaluation/claims.py) with their verdicts. Writes study.html and study.json, and
 headline.json: the points of the figure study.html opens with (each arm's mean target gain against its mean
 held-out change, ± standard error across seeds, and the frontier), taken from study.json's numbers.
@@ -386,9 +387,10 @@ def headline_figure(data: Mapping[str, Any], numbers: Mapping[str, Any]) -> str:
     if not drawn:
         return "<p class=note>No headline figure: no arm has both a target gain and a held-out change.</p>"
     target, families = html.escape(data["target"]), ", ".join(data["held_out_families"])
+    across = "organisms (each the mean over its seeds)" if data.get("sampling_unit") == "organism" else "seeds"
     alt = (
         f"Target gain against held-out change, one point per arm ({', '.join(p.label for p in drawn)}), "
-        "with error bars across seeds and the frontier of arms drawn"
+        f"with error bars across {across.split(' (')[0]} and the frontier of arms drawn"
     )
     chart = arms_frontier(
         drawn,
@@ -406,7 +408,7 @@ def headline_figure(data: Mapping[str, Any], numbers: Mapping[str, Any]) -> str:
     notes += f" Not drawn (no held-out change): {', '.join(missing)}." if missing else ""
     return f"""<h2 id=gain-forgetting>Target gain against held-out change</h2>
 <figure id=headline class=headline data-points='{html.escape(json.dumps(numbers["points"]))}'>{svg_markup(chart, alt)}
-<figcaption>One point per arm: the mean across seeds of its target gain (x: final − start on {target}) and
+<figcaption>One point per arm: the mean across {across} of its target gain (x: final − start on {target}) and
 of its held-out change (y: mean over {html.escape(families)} of final − start; below 0 is forgetting), the
 numbers of the table below. Bars: {numbers["bars"]}; {html.escape(_seeds_text(numbers["points"]))}. Up and to
 the right is better: more learning, less forgetting (the axes of "LoRA Learns Less and Forgets Less" and
@@ -425,6 +427,14 @@ def study_html(
 ) -> str:
     families = data["held_out_families"]
     head, body, claims = _methods_head(families), _method_rows(data, families), _claim_rows(data)
+    family = data.get("sampling_unit") == "organism"
+    unit = "organism" if family else "seed"
+    spread = (
+        "each organism's mean over its seeds; sample sd / √organisms; the seeds column counts every run"
+        if family
+        else "sample sd / √seeds"
+    )
+    runs = "every run (all organisms and seeds)" if family else "seeds"
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
 <title>plasticity-bench study</title><style>{STYLE}{HEADLINE_STYLE}</style></head>
@@ -434,8 +444,8 @@ def study_html(
 · methods {html.escape(", ".join(data["methods"]))}</p>
 {headline_html}
 {family_section(data)}
-<h2 id=methods>Methods across seeds</h2>
-<p class=note>Mean ± standard error across seeds (sample sd / √seeds) of each run's final − start, in points.
+<h2 id=methods>Methods across {unit}s</h2>
+<p class=note>Mean ± standard error across {unit}s ({spread}) of each run's final − start, in points.
 Target gain: on {html.escape(data["target"])} (seeds gaining: runs whose own paired 95% interval of the gain lies
 above 0); same-skill change: the target family's other slices (e.g. easy items of the target skill);
 held-out change: mean over {html.escape(", ".join(families))} (negative is forgetting). KL to start:
@@ -443,13 +453,13 @@ KL(π₀‖π) at the final checkpoint (nats per sequence). Target roughness: RM
 target curve (lower is smoother).</p>
 <table class='summary numbers'><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>
 <h2 id=curves>Curves</h2>
-<figure>{_image(curves_png, "accuracy vs step per method, mean across seeds with standard-error bands")}
-<figcaption>Mean across seeds at each checkpoint; band: ±1 standard error across seeds.</figcaption></figure>
+<figure>{_image(curves_png, f"accuracy vs step per method, mean across {runs} with standard-error bands")}
+<figcaption>Mean across {runs} at each checkpoint; band: ±1 standard error across them.</figcaption></figure>
 {training_section(training_png)}
 <h2 id=claims>Claims</h2>
-<p class=note>Each test: difference of the two methods' means across seeds (a − b, or a − 0) with its 95% Welch
+<p class=note>Each test: difference of the two methods' means across {unit}s (a − b, or a − 0) with its 95% Welch
 interval. Supported: the interval lies wholly on the claimed side of 0; contradicted: wholly on the other;
-inconclusive: otherwise (or fewer than 2 seeds). A claim is supported when all its tests are, contradicted when
+inconclusive: otherwise (or fewer than 2 {unit}s). A claim is supported when all its tests are, contradicted when
 any is.</p>
 <table class=claims><thead><tr><th>claim</th><th>verdict</th><th>tests</th></tr></thead>
 <tbody>{"".join(claims)}</tbody></table>

@@ -164,6 +164,9 @@ def test_the_report_shows_each_organism_beside_the_family_mean(family_study: Pat
     page = (family_study / "study.html").read_text()
     assert 'id="headline-organisms-sft"' in page and 'id="headline-organisms-rps"' in page
     assert "standard error across organisms" in page and "<h2 id=organisms>" in page
+    # every ± and interval on the page is across organisms, and says so: nothing claims to be across seeds
+    assert "<h2 id=methods>Methods across organisms</h2>" in page and "means across organisms" in page
+    assert "across seeds" not in page.replace("mean over its seeds", "").replace("means over their seeds", "")
     headline = json.loads((family_study / "headline.json").read_text())
     assert {o["organism"] for o in headline["points"][0]["organisms"]} == {str(o) for o in ORGANISMS}
 
