@@ -16,8 +16,8 @@
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python}
-EXTRAS=${EXTRAS:-cpu,test,tracking,ray}  # tracking: TensorBoard, W&B, MLflow for --report-to; ray: bench study --ray;
-# the tests exercise both
+EXTRAS=${EXTRAS:-cpu,test,tracking,ray,deepspeed}  # tracking: TensorBoard, W&B, MLflow for --report-to; ray: bench
+# study --ray; deepspeed: accelerate's DEEPSPEED configs; the tests exercise all three
 
 "$PYTHON" -m pip install -q -e "$ROOT[$EXTRAS]"
 "$PYTHON" -m pip uninstall -q -y torchvision torchaudio torchcodec

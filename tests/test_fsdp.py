@@ -78,10 +78,6 @@ def test_one_process_keeps_its_identity_whatever_the_strategy() -> None:
 
 REFUSED = {
     "one process": (("--strategy", "fsdp"), "strategy fsdp shards the model over the training processes"),
-    "deepspeed": (
-        ("--num-processes", "2", "--launcher", "accelerate", "--accelerate-config", "configs/accelerate/zero2.yaml"),
-        "asks for DEEPSPEED, which bench's training processes do not use yet",
-    ),
     "zero3 with an FSDP config": (
         (*ACCELERATE_FSDP, "--strategy", "zero3"),
         "asks for FSDP, which sets the sharding itself: use strategy: fsdp",

@@ -142,15 +142,6 @@ def test_a_batch_smaller_than_the_processes_is_refused(bench: object, tmp_path: 
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("engine", ["zero3"])  # FSDP configs train sharded: tests/test_fsdp.py
-def test_a_sharded_accelerate_config_is_refused_before_anything_starts(bench: object, engine: str) -> None:
-    shipped = ROOT / "configs" / "accelerate" / f"{engine}.yaml"
-    args = ["--launcher", "accelerate", "--accelerate-config", str(shipped), "--num-processes", "2", "--dry-run"]
-    done = bench("run", "--preset", "smoke", *args)  # type: ignore[operator]
-    assert done.returncode == 2 and "which bench's training processes do not use yet" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
-
-
 def test_pcr_sums_its_gradient_moments_over_the_processes_before_the_projection(tmp_path: Path) -> None:
     """On a rollout whose two gradients conflict in every MLP block, two processes (half of the groups
     each) reach the update one process makes from all the groups (tests/pcr_processes.py)."""

@@ -18,8 +18,9 @@ batch's rows (`Trainer.shard_backward`) and the gradients are summed across them
 takes part in each checkpoint, whose state then also holds each process's RNG and method state
 (`rng_by_rank`, `method_by_rank`), and only the main process's `save` writes it. Sharded (FSDP,
 trainers/fsdp.py), the model is sharded when training starts, FSDP sums the gradients, and each
-checkpoint's weights and optimizer state are gathered whole for the main process. Alone, none of
-this runs: a 1-process run computes exactly what it did before processes existed.
+checkpoint's weights and optimizer state are gathered whole for the main process. Under DeepSpeed's
+ZeRO (trainers/deepspeed_zero.py) each stage's AdamW goes into an engine that stands in for it. Alone,
+none of this runs: a 1-process run computes exactly what it did before processes existed.
 """
 
 from __future__ import annotations
@@ -41,9 +42,17 @@ from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.interrupt import kill_point
 from plasticity_bench.harness.core.registry import Registry
 from plasticity_bench.tasks.base import Item
+from plasticity_bench.trainers.deepspeed_zero import ZeroOptimizer, engine_config
 from plasticity_bench.trainers.device import Placement, to_device
 from plasticity_bench.trainers.distributed import SINGLE, Distributed
-from plasticity_bench.trainers.fsdp import check_resumable, load_optimizer_state, optimizer_state, shard, whole_weights
+from plasticity_bench.trainers.fsdp import (
+    check_resumable,
+    load_optimizer_state,
+    optimizer_state,
+    shard,
+    tied,
+    whole_weights,
+)
 from plasticity_bench.trainers.fsdp import state_marker as sharding_marker
 from plasticity_bench.trainers.rollouts import PolicySampler, RolloutStats
 
@@ -181,7 +190,7 @@ class Trainer(ABC, Generic[OptionsT]):
         rows, not tokens: the same as the whole batch when rows are equally long)."""
         optimizer.zero_grad(set_to_none=True)
         if ctx.dist.active:  # this process's rows, gradients summed over the processes
-            value, metrics = self.shard_backward(model, batch, ctx)
+            value, metrics = self.shard_backward(model, batch, ctx, optimizer)
         elif ctx.loop.grad_accum == 1:  # the whole batch at once: bit for bit what runs always did
             with ctx.placement.autocast():
                 loss, metrics = self.loss(model, batch)
@@ -196,12 +205,17 @@ class Trainer(ABC, Generic[OptionsT]):
                 value += weight * part_loss.item()
                 for key, number in part_metrics.items():
                     metrics[key] = metrics.get(key, 0.0) + weight * float(number)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.loop.grad_clip)
+        if not isinstance(optimizer, ZeroOptimizer):  # DeepSpeed clips the whole gradient inside its step
+            torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.loop.grad_clip)
         optimizer.step()
         return {"loss": value, **metrics}
 
     def shard_backward(
-        self, model: PreTrainedModel, batch: dict[str, torch.Tensor], ctx: TrainContext
+        self,
+        model: PreTrainedModel,
+        batch: dict[str, torch.Tensor],
+        ctx: TrainContext,
+        optimizer: torch.optim.Optimizer | ZeroOptimizer,
     ) -> tuple[float, dict[str, float]]:
         """Under N processes: this process's block of the batch's rows (then `grad_accum` micro-batches
         of it), each weighted by its share of the whole batch, gradients and metrics summed over the
@@ -211,7 +225,8 @@ class Trainer(ABC, Generic[OptionsT]):
         for micro, weight in micro_batches(part, ctx.loop.grad_accum):
             with ctx.placement.autocast():
                 micro_loss, micro_metrics = self.loss(model, micro)
-            (micro_loss * (share * weight)).backward()
+            weighted = micro_loss * (share * weight)
+            optimizer.backward(weighted) if isinstance(optimizer, ZeroOptimizer) else weighted.backward()
             totals["loss"] += share * weight * micro_loss.item()
             for key, number in micro_metrics.items():
                 totals[key] = totals.get(key, 0.0) + share * weight * float(number)
@@ -429,7 +444,8 @@ def train(
     `on_log` receives every row of the log as it is made (a resumed run's rows up to its checkpoint first).
     """
     torch.manual_seed(ctx.loop.seed)
-    if ctx.dist.sharding is not None:  # FSDP (trainers/fsdp.py): `setup` and a resume's weights saw the whole model
+    sharding = ctx.dist.sharding
+    if sharding is not None and not sharding.by_deepspeed:  # FSDP: `setup` and a resume's weights saw the whole model
         shard(model, ctx.dist, ctx.placement.device)
     model.train()
     progress = _Progress() if resume is None else _restored(resume, trainer, ctx)
@@ -478,23 +494,51 @@ def _run_stage(
 ) -> None:
     """Steps `first` to the end of stage `index`, with a fresh AdamW (the checkpoint's, when resuming
     inside the stage) and the stage's warm-up + cosine schedule."""
+    optimizer = stage_optimizer(model, stage, ctx)
+    try:
+        if first > 0:
+            assert resume is not None
+            if isinstance(optimizer, torch.optim.Optimizer) and ctx.dist.sharding is not None:
+                load_optimizer_state(model, optimizer, resume["optimizer"])  # FSDP: whole, keyed by name, into shards
+            else:
+                optimizer.load_state_dict(resume["optimizer"])
+        _run_steps(model, trainer, stage, index, first, ctx, progress, hooks, optimizer)
+    finally:
+        if isinstance(optimizer, ZeroOptimizer):
+            optimizer.close()
+
+
+def stage_optimizer(model: PreTrainedModel, stage: Stage, ctx: TrainContext) -> torch.optim.Optimizer | ZeroOptimizer:
+    """A stage's fresh AdamW; under DeepSpeed ZeRO, inside a new engine (trainers/deepspeed_zero.py)."""
     config = ctx.loop
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=stage.peak_lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
-    )
-    if first > 0:
-        assert resume is not None
-        if ctx.dist.sharding is not None:  # a whole optimizer state, keyed by name: each process loads its shards
-            load_optimizer_state(model, optimizer, resume["optimizer"])
-        else:
-            optimizer.load_state_dict(resume["optimizer"])
+    adamw = torch.optim.AdamW(model.parameters(), lr=stage.peak_lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+    sharding = ctx.dist.sharding
+    if sharding is None or not sharding.by_deepspeed:
+        return adamw
+    rows = math.ceil(config.batch_size / ctx.dist.world / config.grad_accum)
+    return ZeroOptimizer(model, adamw, ctx.dist, engine_config(sharding.zero_stage, rows, config.grad_clip))
+
+
+def _run_steps(
+    model: PreTrainedModel,
+    trainer: Trainer,
+    stage: Stage,
+    index: int,
+    first: int,
+    ctx: TrainContext,
+    progress: _Progress,
+    hooks: _Hooks,
+    optimizer: torch.optim.Optimizer | ZeroOptimizer,
+) -> None:
+    """Steps `first` to the end of stage `index` with `optimizer` and the stage's warm-up + cosine schedule."""
+    config = ctx.loop
     warmup = max(1, round(stage.steps * config.warmup_fraction))
     stream = trainer.batches(model, stage, ctx, first)
     for stage_step in range(first, stage.steps):
         lr = cosine_lr(stage_step, stage.steps, stage.peak_lr, warmup, config.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        metrics = trainer.update(model, to_device(next(stream), ctx.placement.device), optimizer, ctx)
+        metrics = trainer.update(model, to_device(next(stream), ctx.placement.device), optimizer, ctx)  # type: ignore[arg-type]
         progress.step += 1
         progress.examples_seen += int(metrics.pop("examples", config.batch_size))
         progress.losses.append(metrics["loss"])
@@ -511,7 +555,9 @@ def _run_stage(
             state = _checkpoint_state(model, trainer, stage, index, stage_step, optimizer, ctx, progress)
             model.eval()
             mean_loss = sum(progress.losses) / len(progress.losses)
-            weights = whole_weights(model, ctx.dist)  # sharded: every process gathers what the main one saves
+            weights = checkpoint_weights(
+                model, optimizer, ctx
+            )  # sharded: every process gathers what the main one saves
             if hooks.save:
                 hooks.save(Checkpoint(progress.step, stage.name, lr, mean_loss, progress.examples_seen, state, weights))
             del weights
@@ -527,11 +573,12 @@ def _checkpoint_state(
     stage: Stage,
     index: int,
     stage_step: int,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | ZeroOptimizer,
     ctx: TrainContext,
     progress: _Progress,
 ) -> dict[str, Any]:
     """Everything besides the weights that resuming after step `stage_step` of stage `index` needs."""
+    fsdp = isinstance(optimizer, torch.optim.Optimizer) and ctx.dist.sharding is not None
     return {
         "version": STATE_VERSION,
         "step": progress.step,
@@ -540,13 +587,24 @@ def _checkpoint_state(
         "stage_step": stage_step + 1,
         "examples_seen": progress.examples_seen,
         "log": progress.log,
-        "optimizer": optimizer_state(model, optimizer) if ctx.dist.sharding is not None else optimizer.state_dict(),
+        "optimizer": optimizer_state(model, optimizer) if fsdp else optimizer.state_dict(),  # type: ignore[arg-type]
         "rng": rng_state(),
         "method": trainer.state_dict(),
         "rollouts": asdict(ctx.sampler.stats),
         **(per_rank_state(trainer, ctx) if ctx.dist.active else {}),
         **sharding_marker(ctx.dist),
     }
+
+
+def checkpoint_weights(
+    model: PreTrainedModel, optimizer: torch.optim.Optimizer | ZeroOptimizer, ctx: TrainContext
+) -> dict[str, Any] | None:
+    """The weights a checkpoint saves when the model in memory is sharded (the main process's; None
+    elsewhere, and for a whole model, whose own state dict is saved)."""
+    if isinstance(optimizer, ZeroOptimizer):
+        weights = optimizer.whole_weights()
+        return tied(model, weights) if weights is not None else None
+    return whole_weights(model, ctx.dist)
 
 
 def per_rank_state(trainer: Trainer, ctx: TrainContext) -> dict[str, Any]:

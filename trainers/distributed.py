@@ -9,8 +9,9 @@ process takes the same optimizer step and the weights stay equal without ever be
 N processes therefore compute what one process computes with `grad_accum: N` (the same row blocks,
 the same weights), up to the order of the floating-point sum.
 
-Sharded (`sharding`, strategy fsdp/zero2/zero3, trainers/fsdp.py): the processes hold shards of the
-model (torch's FSDP2) and FSDP sums the same weighted gradients itself, so `all_reduce_grads` does
+Sharded (`sharding`, strategy fsdp/zero2/zero3, trainers/fsdp.py; or DeepSpeed's ZeRO for an accelerate
+DEEPSPEED config, trainers/deepspeed_zero.py): the processes hold shards of the model, its gradients or its
+optimizer state, and the sharding engine sums the same weighted gradients itself, so `all_reduce_grads` does
 nothing; everything else here (shares, seeds, metric sums, gathers) is the same.
 
 With one process (`SINGLE`) nothing here is called by the loop: its computation is unchanged.
@@ -35,13 +36,21 @@ SHARD_STRIDE = 1009
 
 @dataclass(frozen=True)
 class Sharding:
-    """How the processes shard the model with FSDP2 (trainers/fsdp.py): each decoder layer, then the
+    """How the processes shard the model. With FSDP2 (trainers/fsdp.py) each decoder layer, then the
     root, gets `fully_shard`. `reshard_after_forward`: free each layer's gathered weights after its
     forward pass (FULL_SHARD, ZeRO-3) or keep them until its backward pass (SHARD_GRAD_OP, ZeRO-2)."""
 
     reshard_after_forward: bool = True
     layers: tuple[str, ...] = ()  # class names of the modules sharded one by one; (): the model's _no_split_modules
     strategy: str = "fsdp"  # the run's `strategy` that chose this (run.json)
+    # who shards: torch's FSDP2 (trainers/fsdp.py) or DeepSpeed's ZeRO, stage 2 or 3, when an accelerate
+    # config asks for DEEPSPEED (trainers/deepspeed_zero.py; reshard_after_forward and layers unused)
+    engine: str = "fsdp2"
+    zero_stage: int = 0
+
+    @property
+    def by_deepspeed(self) -> bool:
+        return self.engine == "deepspeed"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from plasticity_bench.trainers.distributed import Distributed, Sharding
 
 # what a checkpoint's training state records of a sharded run (its optimizer state is keyed by parameter name)
 STATE_KEY = "sharding"
+ENGINE_KEY = "sharding_engine"
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -77,17 +78,26 @@ def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
 
 
 def state_marker(dist: Distributed) -> dict[str, Any]:
-    """What a sharded run's checkpoint state adds (nothing for whole models: their states stay as they were)."""
-    return {STATE_KEY: dist.sharding.strategy} if dist.sharding is not None else {}
+    """What a sharded run's checkpoint state adds (nothing for whole models: their states stay as they were):
+    the strategy, and the engine when it is DeepSpeed (its optimizer state is ZeRO's partitions)."""
+    if dist.sharding is None:
+        return {}
+    return {STATE_KEY: dist.sharding.strategy, **({ENGINE_KEY: "deepspeed"} if dist.sharding.by_deepspeed else {})}
 
 
 def check_resumable(state: dict[str, Any], dist: Distributed) -> None:
-    """A training state saved sharded resumes sharded, one saved whole resumes whole (their optimizer states differ)."""
-    saved = STATE_KEY in state
-    if saved != (dist.sharding is not None):
-        now = "sharded (FSDP)" if dist.sharding is not None else "with whole models"
-        then = "sharded (FSDP)" if saved else "with whole models"
-        raise BenchError(f"this training state was saved by processes training {then}, not {now}: resume it that way")
+    """A training state resumes as it was saved: whole, sharded by FSDP2 or by DeepSpeed (their optimizer
+    states differ)."""
+
+    def how(engine: str | None) -> str:
+        return {None: "with whole models", "fsdp2": "sharded (FSDP)", "deepspeed": "sharded (DeepSpeed ZeRO)"}[engine]
+
+    saved = state.get(ENGINE_KEY, "fsdp2") if STATE_KEY in state else None
+    now = dist.sharding.engine if dist.sharding is not None else None
+    if saved != now:
+        raise BenchError(
+            f"this training state was saved by processes training {how(saved)}, not {how(now)}: resume it that way"
+        )
 
 
 def tied(model: torch.nn.Module, weights: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +115,7 @@ def whole_weights(model: Any, dist: Distributed) -> dict[str, Any] | None:
     """The weights a checkpoint saves when the model in memory is sharded: every process takes part in
     gathering them and the main one gets them whole (tied names on one tensor), the others None.
     None for a whole model: the checkpoint then saves the model's own state dict."""
-    if dist.sharding is None:
+    if dist.sharding is None or dist.sharding.by_deepspeed:
         return None
     weights = get_model_state_dict(model, options=FULL)
     return tied(model, weights) if dist.main else None

@@ -5,10 +5,13 @@
   `fsdp_config` says how (FULL_SHARD / reshard_after_forward: true frees each layer's gathered
   weights after its forward pass, SHARD_GRAD_OP / false keeps them until its backward pass; which
   layer class is sharded one by one); without one, FULL_SHARD and the model's decoder layer.
-- `strategy: zero3` / `zero2`: ZeRO-3's and ZeRO-2's sharding, trained by the same FSDP2 (not by
-  DeepSpeed): FULL_SHARD and SHARD_GRAD_OP.
+- `strategy: zero3` / `zero2`: ZeRO-3's and ZeRO-2's sharding, trained by the same FSDP2: FULL_SHARD and
+  SHARD_GRAD_OP.
 - an accelerate config of `distributed_type: FSDP` with `strategy: ddp` (the default) means fsdp.
-- DeepSpeed configs are refused: DeepSpeed is not installed here and needs GPUs.
+- an accelerate config of `distributed_type: DEEPSPEED` means DeepSpeed's own ZeRO (trainers/deepspeed_zero.py):
+  its `deepspeed_config.zero_stage` 2 or 3 makes the run's strategy zero2 or zero3 (a strategy given as well
+  must agree); bench's own settings keep deciding what they decide elsewhere (grad_accum, grad_clip,
+  mixed_precision), so the file must not set them otherwise. DeepSpeed is an optional extra.
 
 The accelerate config file is checked when the run's settings are (nothing starts for a bad one);
 the training processes read what `accelerate launch` exported from it (FSDP_* variables). Methods
@@ -17,6 +20,7 @@ that sample their policy during training, L2-SP and LoRA are refused sharded (`c
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from plasticity_bench.trainers.distributed import Sharding
 
 SHARDED = ("fsdp", "zero2", "zero3")
+DEEPSPEED_INSTALL = "pip install 'plasticity-bench[deepspeed]'"
 ZERO_RESHARD = {"zero3": True, "zero2": False}  # reshard_after_forward: FULL_SHARD, SHARD_GRAD_OP
 # accelerate's FSDP1 sharding strategies in its numbering (accelerate.utils.constants.FSDP_SHARDING_STRATEGY)
 FSDP1_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD", "HYBRID_SHARD_ZERO2")
@@ -50,15 +55,56 @@ def accelerate_kind(path: Path) -> tuple[str, dict[str, Any]]:
     return str(values.get("distributed_type", "MULTI_GPU")), {k.removeprefix("fsdp_"): v for k, v in fsdp.items()}
 
 
-def check_accelerate_config(path: Path, strategy: str) -> None:
-    """MULTI_GPU (DDP: accelerate only starts the processes) or FSDP with settings bench honours; one line otherwise."""
+def deepspeed_stage(path: Path, grad_clip: float) -> int:
+    """The ZeRO stage an accelerate DEEPSPEED config asks for, with settings bench honours; one line otherwise."""
+    from plasticity_bench.harness.app.config import read_config_file
+
+    values = read_config_file(path, "accelerate config file")
+    section = values.get("deepspeed_config") or {}
+    where = f"accelerate config {path}: deepspeed_config."
+    if not isinstance(section, dict):
+        raise BenchError(f"accelerate config {path}: deepspeed_config must be a mapping")
+    if "deepspeed_config_file" in section:
+        raise BenchError(f"{where}deepspeed_config_file is not read by bench: give zero_stage in the accelerate config")
+    stage = str(section.get("zero_stage", "")).strip()
+    if stage not in ("2", "3"):
+        raise BenchError(f"{where}zero_stage must be 2 or 3 (ZeRO-2 or ZeRO-3), got {stage or 'nothing'}")
+    for key in ("offload_optimizer_device", "offload_param_device"):
+        if str(section.get(key, "none")).strip().lower() not in ("none", ""):
+            raise BenchError(f"{where}{key} must be none: bench does not offload to the CPU or NVMe")
+    if str(section.get("zero3_init_flag", "false")).strip().lower() == "true":
+        raise BenchError(
+            f"{where}zero3_init_flag must be false: bench loads the model whole, then ZeRO-3 partitions it"
+        )
+    if str(section.get("gradient_accumulation_steps", "1")).strip() != "1":
+        raise BenchError(f"{where}gradient_accumulation_steps must be 1: use bench's grad_accum setting")
+    clip = section.get("gradient_clipping")
+    if clip is not None and str(clip).strip().lower() != "none" and float(clip) != grad_clip:
+        raise BenchError(
+            f"{where}gradient_clipping {clip} is not the run's grad_clip {grad_clip:g}: set grad_clip instead"
+        )
+    if str(values.get("mixed_precision", "no")).strip().lower() not in ("no", "fp32"):
+        raise BenchError(
+            f"accelerate config {path}: mixed_precision must be 'no' with DeepSpeed: "
+            "bench's own mixed_precision setting decides autocast"
+        )
+    if importlib.util.find_spec("deepspeed") is None:
+        raise BenchError(f"accelerate config {path} asks for DeepSpeed, which is not installed: {DEEPSPEED_INSTALL}")
+    return int(stage)
+
+
+def check_accelerate_config(path: Path, strategy: str, grad_clip: float = 1.0) -> None:
+    """MULTI_GPU (DDP: accelerate only starts the processes), FSDP or DEEPSPEED with settings bench honours;
+    one line otherwise."""
     kind, fsdp = accelerate_kind(path)
     if kind == "DEEPSPEED":
-        raise BenchError(
-            f"accelerate config {path} asks for DEEPSPEED, which bench's training processes do not use yet "
-            "(DeepSpeed is not installed here and needs GPUs); for sharded training use strategy: fsdp, zero2 or zero3 "
-            "(torch's FSDP2, docs/scale.md)"
-        )
+        stage = deepspeed_stage(path, grad_clip)
+        if strategy not in ("ddp", f"zero{stage}"):
+            raise BenchError(
+                f"accelerate config {path} asks for DeepSpeed ZeRO-{stage}, which sets the sharding itself: "
+                f"use strategy: zero{stage} (or leave strategy out), not {strategy}"
+            )
+        return
     if kind == "FSDP":
         if strategy in ZERO_RESHARD:
             raise BenchError(
@@ -118,7 +164,7 @@ def reshard_after_forward(values: Mapping[str, Any], where: str) -> bool:
 def check_sharding(config: RunConfig) -> None:
     """The run's strategy, accelerate config and number of processes agree (when its settings are checked)."""
     if config.accelerate_config is not None:
-        check_accelerate_config(Path(config.accelerate_config), config.strategy)
+        check_accelerate_config(Path(config.accelerate_config), config.strategy, config.grad_clip)
     if sharded_strategy(config) in SHARDED and config.num_processes == 1:
         raise BenchError(
             f"strategy {sharded_strategy(config)} shards the model over the training processes: "
@@ -127,10 +173,15 @@ def check_sharding(config: RunConfig) -> None:
 
 
 def sharded_strategy(config: RunConfig) -> str:
-    """The strategy the run trains with: an accelerate config asking for FSDP turns the default ddp into fsdp."""
+    """The strategy the run trains with: an accelerate config asking for FSDP turns the default ddp into fsdp,
+    one asking for DeepSpeed into zero2 or zero3 (its ZeRO stage)."""
     if config.strategy == "ddp" and config.accelerate_config is not None and config.launcher == "accelerate":
-        if accelerate_kind(Path(config.accelerate_config))[0] == "FSDP":
+        path = Path(config.accelerate_config)
+        kind = accelerate_kind(path)[0]
+        if kind == "FSDP":
             return "fsdp"
+        if kind == "DEEPSPEED":
+            return f"zero{deepspeed_stage(path, config.grad_clip)}"
     return config.strategy
 
 
@@ -179,8 +230,9 @@ def sharding_from_environment(strategy: str, environ: Mapping[str, str]) -> Shar
     from an FSDP config (ACCELERATE_USE_FSDP, FSDP_*); None for data parallel with whole models."""
     from plasticity_bench.trainers.distributed import Sharding
 
-    if environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        raise BenchError("the accelerate config asks for DeepSpeed, which bench's training processes do not use yet")
+    if environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":  # checked with the run's settings
+        stage = int(environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0"))
+        return Sharding(strategy=f"zero{stage}", engine="deepspeed", zero_stage=stage)
     if environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         exported = {
             key.removeprefix("FSDP_").lower(): value for key, value in environ.items() if key.startswith("FSDP_")

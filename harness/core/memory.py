@@ -156,9 +156,10 @@ def table(found: Estimate, work: Workload) -> list[str]:
     """The estimate as aligned lines, for `bench run --dry-run`."""
     head = f"memory per process ({work.strategy}, {work.processes} process{'es' if work.processes > 1 else ''})"
     unit, scale = ("GB", GB) if found.total >= GB else ("MB", MB)  # the organism's parts are megabytes
-    lines = [head] + [f"  {name:<18} {size / scale:>10,.2f} {unit}" for name, size in found.rows()]
+    width = max(18, *(len(name) for name, _ in found.rows()))  # "whole before sharding" widens it
+    lines = [head] + [f"  {name:<{width}} {size / scale:>10,.2f} {unit}" for name, size in found.rows()]
     verdict = "fits" if found.fits else "does not fit"
-    return [*lines, f"  {'device memory':<18} {found.device / scale:>10,.2f} {unit}  ({verdict})"]
+    return [*lines, f"  {'device memory':<{width}} {found.device / scale:>10,.2f} {unit}  ({verdict})"]
 
 
 def alternatives(

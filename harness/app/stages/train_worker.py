@@ -69,7 +69,10 @@ def sharding_record(sharding: Sharding | None) -> dict[str, Any]:
     """run.json's train stage: how the model was sharded (nothing for whole models)."""
     if sharding is None:
         return {}
-    return {"sharding": {"engine": "torch FSDP2", **asdict(sharding), "layers": list(sharding.layers) or "default"}}
+    if sharding.by_deepspeed:
+        return {"sharding": {"engine": f"DeepSpeed ZeRO-{sharding.zero_stage}", "strategy": sharding.strategy}}
+    fsdp = {k: v for k, v in asdict(sharding).items() if k not in ("engine", "zero_stage")}
+    return {"sharding": {"engine": "torch FSDP2", **fsdp, "layers": list(sharding.layers) or "default"}}
 
 
 def main(argv: list[str] | None = None) -> None:
