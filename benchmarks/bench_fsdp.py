@@ -1,5 +1,6 @@
-"""SFT's training loop on 2 processes with whole models (ddp) and sharded by FSDP2 (zero3 = fsdp's FULL_SHARD,
-zero2 = SHARD_GRAD_OP), side by side: seconds per step and each training process's peak resident memory.
+"""SFT's training loop on 2 processes with whole models (ddp), sharded by FSDP2 (zero3 = fsdp's FULL_SHARD,
+zero2 = SHARD_GRAD_OP) and by DeepSpeed's own ZeRO-3 / ZeRO-2 (accelerate with configs/accelerate/zero3.yaml,
+zero2.yaml), side by side: seconds per step and each training process's peak resident memory.
 
 The model is a randomly initialised Qwen3 of about 27M parameters (hidden 512, 8 layers; the smoke organism's
 tokenizer), large enough that its fp32 weights, gradients and AdamW moments (16 bytes a parameter, ≈ 0.43 GB)
@@ -11,8 +12,8 @@ reads from each run folder
     final gathered save; without the processes' start), divided by the steps;
   * each training process's peak resident set (VmHWM of /proc/PID/status, polled while it runs).
 
-All three train the same global batches (2 processes = 1 with grad_accum 2, tests/test_multiprocess.py and
-tests/test_fsdp.py), so they compare the same computation. Writes benchmarks/results/fsdp.md.
+All five train the same global batches (2 processes = 1 with grad_accum 2, tests/test_multiprocess.py,
+tests/test_fsdp.py and tests/test_deepspeed.py), so they compare the same computation. Writes benchmarks/results/fsdp.md.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_fsdp.py [--steps 8] [--batch-size 8] [--repeats 1]
 """
@@ -32,7 +33,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "fsdp.md"
-STRATEGIES = ("ddp", "zero3", "zero2")
+STRATEGIES = ("ddp", "zero3", "zero2", "deepspeed-zero3", "deepspeed-zero2")
+CONFIGS = ROOT / "configs" / "accelerate"
+
+
+def strategy_args(strategy: str) -> list[str]:
+    """`--strategy S` (FSDP2 for zero2/zero3), or accelerate with the shipped DeepSpeed config."""
+    if strategy.startswith("deepspeed-"):
+        config = CONFIGS / f"{strategy.removeprefix('deepspeed-')}.yaml"
+        return ["--launcher", "accelerate", "--accelerate-config", str(config)]
+    return ["--strategy", strategy]
 
 
 def bench(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -69,7 +79,8 @@ def peak_rss(pids: dict[int, int]) -> None:
             continue
         try:
             command = (entry / "cmdline").read_bytes()
-            if b"train_worker" not in command or b"torch.distributed.run" in command:  # not the launcher itself
+            launcher = b"torch.distributed.run" in command or b"accelerate.commands.launch" in command
+            if b"train_worker" not in command or launcher:  # not the launcher itself
                 continue
             status = (entry / "status").read_text()
         except OSError:
@@ -84,7 +95,7 @@ def run_once(work: Path, model: Path, strategy: str, steps: int, batch_size: int
     config = work / f"{out.name}.yaml"
     config.write_text(f"steps: {steps}\nbatch_size: {batch_size}\ncheckpoint_every: 0\neval_per_slice: 1\n")
     args = ["run", "-m", "sft", "--model", str(model), "--preset", "smoke", "-o", str(out), "-q", "-c", str(config)]
-    process = bench([*args, "--num-processes", "2", "--strategy", strategy], env)
+    process = bench([*args, "--num-processes", "2", *strategy_args(strategy)], env)
     pids: dict[int, int] = {}
     while process.poll() is None:
         peak_rss(pids)
@@ -106,7 +117,7 @@ def run_once(work: Path, model: Path, strategy: str, steps: int, batch_size: int
 
 def report(rows: list[dict], steps: int, batch_size: int) -> str:
     lines = [
-        "# SFT on 2 processes: whole models (ddp) and FSDP2-sharded (benchmarks/bench_fsdp.py)",
+        "# SFT on 2 processes: whole models (ddp), FSDP2-sharded and DeepSpeed ZeRO (benchmarks/bench_fsdp.py)",
         "",
         f"{platform.machine()}, {os.cpu_count()} cores (shared with other work while measured), torch gloo; a random "
         f"Qwen3 of {rows[0]['parameters']:,} parameters, {steps} steps of batch {batch_size}, "

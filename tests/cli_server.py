@@ -206,11 +206,15 @@ def stop_servers() -> None:
 def serve(connection: Connection) -> None:
     """Import once, then fork a child per request until the client closes its end."""
     import importlib
+    import importlib.util
     import warnings
 
     warnings.filterwarnings("ignore", message=".*multi-threaded.*fork.*", category=DeprecationWarning)
     for name in PRELOAD:
         importlib.import_module(name)
+    if importlib.util.find_spec("deepspeed") is not None:
+        # when installed, every save_pretrained imports it (accelerate's unwrapping checks for DeepSpeedEngine)
+        importlib.import_module("deepspeed")
     connection.send("ready")
     while True:
         try:

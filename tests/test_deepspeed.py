@@ -70,6 +70,8 @@ def test_sft_under_zero3_killed_and_resumed_equals_one_process(
     assert meta["config"]["strategy"] == "zero3" and meta["launcher"] == "accelerate"  # chosen by the config
     train = meta["stages"]["train"]
     assert train["resumed_from_step"] == 2 and train["sharding"] == {"engine": "DeepSpeed ZeRO-3", "strategy": "zero3"}
+    one_train = json.loads((one_process_sft / "run.json").read_text())["stages"]["train"]
+    assert train["parameters"] == one_train["parameters"]  # counted whole, not ZeRO-3's placeholders
 
 
 def test_rps_under_zero2_equals_one_process_across_its_two_stages(bench_cache: Path, tmp_path: Path) -> None:

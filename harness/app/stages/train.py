@@ -98,6 +98,11 @@ def train_stage(
         store.update_metadata(training_device=placement.describe(), **process_metadata(config, model))
     run_dir = store.root if dist.main else None  # datasets a method builds are saved once
     ctx = TrainContext(tokenizer, loop_config(config), run_dir, sampler=sampler, placement=placement, dist=dist)
+    # counted on the whole model: ZeRO-3 leaves empty placeholders in the model while it trains
+    counts = {
+        "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     try:
         run.trainer.setup(model, data, ctx)  # on the starting model, also when resuming (it is deterministic)
         resume = load_resume_state(store, model, resumed_from, lora is not None)
@@ -118,8 +123,7 @@ def train_stage(
     return {
         "resumed_from_step": resumed_from.step,
         "steps_run": len(log) - resumed_from.step,
-        "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **counts,
     }
 
 
