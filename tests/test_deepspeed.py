@@ -25,8 +25,8 @@ from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 from tests.test_multiprocess import (
     assert_ordinary,
+    assert_same_training,
     bench_run,
-    final_weights,
     one_process_sft,  # noqa: F401  (the session's 1-process run, a fixture)
 )
 
@@ -39,16 +39,6 @@ CONFIGS = ROOT / "configs" / "accelerate"
 def deepspeed(stage: int, config: Path | None = None) -> tuple[str, ...]:
     path = config or CONFIGS / f"zero{stage}.yaml"
     return ("--num-processes", "2", "--launcher", "accelerate", "--accelerate-config", str(path))
-
-
-def assert_same_training(one: Path, two: Path) -> None:
-    log_one, log_two = (pd.read_parquet(run / "train_log.parquet") for run in (one, two))
-    assert list(log_two["step"]) == list(log_one["step"]) == [1, 2, 3, 4]
-    assert (log_one["loss"] - log_two["loss"]).abs().max() < 1e-5
-    weights_one, weights_two = final_weights(one), final_weights(two)
-    assert weights_one.keys() == weights_two.keys()  # whole tensors, the names of a 1-process checkpoint
-    assert all(weights_one[k].shape == weights_two[k].shape for k in weights_one)
-    assert max((weights_one[k] - weights_two[k]).abs().max().item() for k in weights_one) < 1e-5
 
 
 def test_sft_under_zero3_killed_and_resumed_equals_one_process(

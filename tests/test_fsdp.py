@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
@@ -25,6 +24,7 @@ from plasticity_bench.harness.store import read_manifest
 from tests.conftest import ROOT
 from tests.test_multiprocess import (
     assert_ordinary,
+    assert_same_training,
     bench_run,
     final_weights,
     one_process_sft,  # noqa: F401  (the session's 1-process run, a fixture)
@@ -51,14 +51,11 @@ def test_sft_sharded_over_two_processes_killed_and_resumed_equals_one_process(
     resumed = bench_run(bench_cache, two, "sft", config, *ACCELERATE_FSDP)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_ordinary(two)
-    log_one, log_two = (pd.read_parquet(run / "train_log.parquet") for run in (one, two))
-    assert list(log_two["step"]) == [1, 2, 3, 4]
-    assert (log_one["loss"] - log_two["loss"]).abs().max() < 1e-5
-    weights_one, weights_two = final_weights(one), final_weights(two)
-    assert weights_one.keys() == weights_two.keys()  # whole tensors, the names of a 1-process checkpoint
-    assert all(weights_one[k].shape == weights_two[k].shape for k in weights_one)
-    assert max((weights_one[k] - weights_two[k]).abs().max().item() for k in weights_one) < 1e-5
-    start = load_file(two / read_manifest(two / "checkpoints")[0].path / "model.safetensors")
+    assert_same_training(one, two)
+    start, weights_two = (
+        load_file(two / read_manifest(two / "checkpoints")[0].path / "model.safetensors"),
+        final_weights(two),
+    )
     assert max((start[k] - weights_two[k]).abs().max().item() for k in start) > 1e-6  # training moved the weights
     meta = json.loads((two / "run.json").read_text())
     assert meta["config"]["strategy"] == "fsdp" and meta["launcher"] == "accelerate"  # chosen by the accelerate config

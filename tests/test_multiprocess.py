@@ -73,6 +73,17 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / read_manifest(run / "checkpoints")[-1].path / "model.safetensors")
 
 
+def assert_same_training(one: Path, two: Path) -> None:
+    """2 processes trained what 1 process with grad_accum 2 did: loss per step and final whole weights within 1e-5."""
+    log_one, log_two = (pd.read_parquet(run / "train_log.parquet") for run in (one, two))
+    assert list(log_two["step"]) == list(log_one["step"]) == [1, 2, 3, 4]
+    assert (log_one["loss"] - log_two["loss"]).abs().max() < 1e-5
+    weights_one, weights_two = final_weights(one), final_weights(two)
+    assert weights_one.keys() == weights_two.keys()  # whole tensors, the names of a 1-process checkpoint
+    assert all(weights_one[k].shape == weights_two[k].shape for k in weights_one)
+    assert max((weights_one[k] - weights_two[k]).abs().max().item() for k in weights_one) < 1e-5
+
+
 def assert_ordinary(run: Path) -> None:
     """The run folder of a 1-process run: no training processes' leftovers."""
     leftovers = [p.name for p in run.iterdir() if p.name.startswith((".train-", "train-processes", "rollout-policy"))]
