@@ -58,6 +58,7 @@ def test_sft_under_zero3_killed_and_resumed_equals_one_process(
     assert_same_training(one_process_sft, two)
     meta = json.loads((two / "run.json").read_text())
     assert meta["config"]["strategy"] == "zero3" and meta["launcher"] == "accelerate"  # chosen by the config
+    assert meta["config"]["sharding_engine"] == "deepspeed"
     train = meta["stages"]["train"]
     assert train["resumed_from_step"] == 2 and train["sharding"] == {"engine": "DeepSpeed ZeRO-3", "strategy": "zero3"}
     one_train = json.loads((one_process_sft / "run.json").read_text())["stages"]["train"]
@@ -77,6 +78,19 @@ def test_rps_under_zero2_equals_one_process_across_its_two_stages(bench_cache: P
     assert json.loads((tmp_path / "two" / "run.json").read_text())["stages"]["train"]["sharding"]["engine"] == (
         "DeepSpeed ZeRO-2"
     )
+
+
+def test_the_engine_is_part_of_a_sharded_runs_identity(bench, tmp_path: Path) -> None:
+    """DeepSpeed's ZeRO-3 and FSDP2's compute the same steps with other float sums: two identities (a re-run
+    with the other engine trains again), while every run made before DeepSpeed keeps its own."""
+    from plasticity_bench.harness.app.config import RunConfig
+
+    fsdp2, deepspeed = (RunConfig(num_processes=2, strategy="zero3", sharding_engine=e) for e in ("fsdp2", "deepspeed"))
+    assert fsdp2.fingerprint() != deepspeed.fingerprint()
+    assert RunConfig(sharding_engine="deepspeed").fingerprint() == RunConfig().fingerprint()  # one process: unused
+    (tmp_path / "by-hand.yaml").write_text("strategy: zero3\nsharding_engine: deepspeed\n")
+    done = bench("run", "--preset", "smoke", "--num-processes", "2", "-c", str(tmp_path / "by-hand.yaml"), "--dry-run")
+    assert done.returncode == 2 and "comes from an accelerate config of distributed_type DEEPSPEED" in done.stderr
 
 
 SHIPPED = (CONFIGS / "zero3.yaml").read_text()

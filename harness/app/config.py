@@ -27,6 +27,7 @@ from plasticity_bench.harness.core.options import build as _build
 from plasticity_bench.harness.core.options import option
 
 VLLM_DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")  # what vllm.LLM takes
+ENGINES = ("fsdp2", "deepspeed")  # who shards the model under strategy zero2/zero3 (harness/app/sharding.py)
 LAUNCHERS = ("torchrun", "accelerate")  # what starts N training processes (harness/app/stages/train_launch.py)
 PRECISIONS = ("auto", "no", "bf16")  # mixed_precision
 
@@ -113,6 +114,9 @@ class RunConfig:
     # ddp: whole models; fsdp, zero3, zero2: sharded by torch's FSDP2 (harness/app/sharding.py); fingerprinted unless
     # ddp under N processes (one process trains the same whatever it says: the memory estimate alone reads it)
     strategy: str = option("ddp", "how processes share the model: ddp, zero2, zero3, fsdp", choices=STRATEGIES)
+    # who shards under zero2/zero3: torch's FSDP2, or DeepSpeed when the accelerate config asks for DEEPSPEED (set
+    # from that file, not by hand); the same computation, other float sums: part of the fingerprint with the strategy
+    sharding_engine: str = option("fsdp2", "set from the accelerate config: fsdp2 or deepspeed", choices=ENGINES)
     seq_len_bound: int | None = None  # longest training sequence assumed; None = the model's context (≤ 2048)
     # what starts the training processes when num_processes > 1; the same computation either way (not fingerprinted)
     launcher: str = option("torchrun", "starts the training processes: torchrun or accelerate", choices=LAUNCHERS)
@@ -133,7 +137,8 @@ class RunConfig:
             if values[name] == default:
                 del values[name]
         if self.strategy != "ddp" and self.num_processes > 1:  # sharded training: FSDP sums the gradients
-            values["strategy"] = self.strategy
+            deepspeed = self.sharding_engine == "deepspeed"
+            values["strategy"] = f"{self.strategy}/deepspeed" if deepspeed else self.strategy
         return hashlib.sha256(json.dumps({**values, **(extra or {})}, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +153,7 @@ NOT_FINGERPRINTED = frozenset(
         "report_to",
         "device_memory_gb",
         "strategy",
+        "sharding_engine",
         "seq_len_bound",
         "engines",
         "launcher",

@@ -163,6 +163,11 @@ def reshard_after_forward(values: Mapping[str, Any], where: str) -> bool:
 
 def check_sharding(config: RunConfig) -> None:
     """The run's strategy, accelerate config and number of processes agree (when its settings are checked)."""
+    if config.sharding_engine == "deepspeed" and config.accelerate_config is None:
+        raise BenchError(
+            "sharding_engine deepspeed comes from an accelerate config of distributed_type DEEPSPEED: "
+            "give one (--launcher accelerate --accelerate-config FILE), not the setting"
+        )
     if config.accelerate_config is not None:
         check_accelerate_config(Path(config.accelerate_config), config.strategy, config.grad_clip)
     if sharded_strategy(config) in SHARDED and config.num_processes == 1:
@@ -186,9 +191,10 @@ def sharded_strategy(config: RunConfig) -> str:
 
 
 def with_sharded_strategy(config: RunConfig) -> RunConfig:
-    """`config` with the strategy it trains with (run.json and the fingerprint then say fsdp)."""
-    strategy = sharded_strategy(config)
-    return config if strategy == config.strategy else replace(config, strategy=strategy)
+    """`config` with the strategy it trains with and who shards (run.json and the fingerprint then say so)."""
+    path = Path(config.accelerate_config) if config.accelerate_config is not None else None
+    deepspeed = path is not None and config.launcher == "accelerate" and accelerate_kind(path)[0] == "DEEPSPEED"
+    return replace(config, strategy=sharded_strategy(config), sharding_engine="deepspeed" if deepspeed else "fsdp2")
 
 
 def check_sharded_training(config: RunConfig) -> None:
