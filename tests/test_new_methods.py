@@ -285,7 +285,16 @@ def test_every_setting_but_storage_and_tracking_is_in_the_fingerprint() -> None:
     config = RunConfig()
     # every setting, `lora`, `grad_accum` and `model_hub` at their defaults included: only where things are kept
     # or logged, and what only the memory check reads, are left out
-    not_results = {"keep_checkpoints", "device", "report_to", "device_memory_gb", "strategy", "engines"}
+    # strategy and sharding_engine enter only for sharded runs of N processes (tests/test_deepspeed.py)
+    not_results = {
+        "keep_checkpoints",
+        "device",
+        "report_to",
+        "device_memory_gb",
+        "strategy",
+        "sharding_engine",
+        "engines",
+    }
     not_results |= {"launcher", "accelerate_config", "gradient_checkpointing"}  # how processes start, memory
     # settings newer than most runs enter only away from their defaults: every older run keeps its identity
     only_when_set = {"num_processes", "mixed_precision", "organism_seed"}
