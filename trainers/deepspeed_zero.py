@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.trainers.distributed import Distributed
 
 
@@ -88,8 +89,6 @@ class ZeroOptimizer:
     def load_state_dict(self, partitions: list[Any]) -> None:
         """The partitions `state_dict` saved (ZeRO takes this process's own from the list)."""
         if len(partitions) != self.dist.world:
-            from plasticity_bench.harness.core.errors import BenchError
-
             raise BenchError(
                 f"this training state holds the ZeRO optimizer partitions of {len(partitions)} processes, "
                 f"not {self.dist.world}: resume it with num_processes {len(partitions)}"
