@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from plasticity_bench.harness.evaluation.claims import Claim, evaluate_claims, mean_and_stderr
+from plasticity_bench.harness.evaluation.claims import Claim, evaluate_claims, mean_and_stderr, unit_list
 from plasticity_bench.harness.evaluation.family import is_family, organism_means, unit_values
 from plasticity_bench.harness.evaluation.scoring import ALL
 from plasticity_bench.harness.evaluation.stats import pareto_front
@@ -164,7 +164,7 @@ def study_data(
     units = {m: {k: unit_values(v, organisms[m], family) for k, v in values[m].items()} for m in values}
     for method, entry in methods.items():
         for name, seeds in values[method].items():
-            mean, stderr = mean_and_stderr(units[method][name])
+            mean, stderr = mean_and_stderr(unit_list(units[method][name]))
             entry["metrics"][name] = {
                 "mean": _clean(mean),
                 "stderr": _clean(stderr),
@@ -311,8 +311,8 @@ def _claim_rows(data: Mapping[str, Any]) -> list[str]:
         else:
             detail = "<br>".join(
                 f"{html.escape(t['metric'])}{_matched_text(t)}: {html.escape(claim['a'])} "
-                f"{'>' if t['direction'] == 'greater' else '<'} {html.escape(str(t['versus']))}: {_interval(t)} → "
-                f"{t['verdict']}"
+                f"{'>' if t['direction'] == 'greater' else '<'} {html.escape(str(t['versus']))}: "
+                f"{_interval(t)}{_pairs_text(t)} → {t['verdict']}"
                 for t in claim["tests"]
             )
         claims.append(
@@ -320,6 +320,11 @@ def _claim_rows(data: Mapping[str, Any]) -> list[str]:
             f"<td><b>{html.escape(claim['verdict'])}</b></td><td>{detail}</td></tr>"
         )
     return claims
+
+
+def _pairs_text(test: Mapping[str, Any]) -> str:
+    """A family study's test pairs its arms by organism: over how many."""
+    return f" (paired over {test['pairs']} organisms)" if "pairs" in test else ""
 
 
 def headline(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -435,6 +440,12 @@ def study_html(
         else "sample sd / √seeds"
     )
     runs = "every run (all organisms and seeds)" if family else "seeds"
+    interval = (
+        "the mean over organisms of a's mean over its seeds − b's, paired organism by organism (a − 0: a's "
+        "organism means), with its 95% t interval (organisms − 1 degrees of freedom)"
+        if family
+        else "difference of the two methods' means across seeds (a − b, or a − 0) with its 95% Welch interval"
+    )
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><meta name=viewport content="width=device-width,initial-scale=1">
 <title>plasticity-bench study</title><style>{STYLE}{HEADLINE_STYLE}</style></head>
@@ -457,10 +468,9 @@ target curve (lower is smoother).</p>
 <figcaption>Mean across {runs} at each checkpoint; band: ±1 standard error across them.</figcaption></figure>
 {training_section(training_png)}
 <h2 id=claims>Claims</h2>
-<p class=note>Each test: difference of the two methods' means across {unit}s (a − b, or a − 0) with its 95% Welch
-interval. Supported: the interval lies wholly on the claimed side of 0; contradicted: wholly on the other;
-inconclusive: otherwise (or fewer than 2 {unit}s). A claim is supported when all its tests are, contradicted when
-any is.</p>
+<p class=note>Each test: {interval}. Supported: the interval lies wholly on the claimed side of 0; contradicted:
+wholly on the other; inconclusive: otherwise (or fewer than 2 {unit}s). A claim is supported when all its tests
+are, contradicted when any is.</p>
 <table class=claims><thead><tr><th>claim</th><th>verdict</th><th>tests</th></tr></thead>
 <tbody>{"".join(claims)}</tbody></table>
 </main></body></html>
@@ -484,8 +494,9 @@ def family_section(data: Mapping[str, Any]) -> str:
     return f"""<h2 id=organisms>Organisms</h2>
 <p class=note>A family study: every arm ran from each of {len(organisms)} organisms (the preset's organism
 pre-trained with each seed), post-training seeds nested inside. Organisms are the sampling unit: every ± below is
-the standard error across organisms of their means over seeds, and every claim's interval is the Welch interval
-across those organism means. Per arm and organism: target gain / held-out change (mean over seeds, points).</p>
+the standard error across organisms of their means over seeds, and every claim compares its two arms organism by
+organism (paired: the t interval of the per-organism differences of their means over seeds). Per arm and
+organism: target gain / held-out change (mean over seeds, points).</p>
 <table class='organisms numbers'><thead><tr><th>arm</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>"""
 
 

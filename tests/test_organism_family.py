@@ -13,7 +13,13 @@ import pytest
 from plasticity_bench.harness.app.config import RunConfig, load_config
 from plasticity_bench.harness.app.organism import SHIPPED, OrganismConfig
 from plasticity_bench.harness.app.organism_family import cpu_key, equals_shipped
-from plasticity_bench.harness.evaluation.claims import difference_interval
+from plasticity_bench.harness.evaluation.claims import (
+    Check,
+    Claim,
+    difference_interval,
+    evaluate_claims,
+    paired_difference_interval,
+)
 from plasticity_bench.harness.evaluation.family import nested_difference_interval, unit_values
 from plasticity_bench.tasks.suites import load_suite
 from tests.helpers import cli, rejected
@@ -29,20 +35,34 @@ CLAIMS = f"- claim: {CLAIM}\n  a: rps\n  b: sft\n  tests:\n    - {{metric: kl_to
 
 
 def test_nested_interval_on_numbers_checked_by_hand() -> None:
-    # a: organism 0 seeds 1, 3 (mean 2), organism 1 seeds 5, 7 (mean 6); b: organism means 0 and 2.
-    # diff 4 − 1 = 3; SE_a = sd(2, 6)/√2 = 2, SE_b = sd(0, 2)/√2 = 1; Welch df = 5² / (2⁴ + 1⁴) = 1.47 → 1,
-    # t = 12.706; half-width 12.706 · √5 = 28.4115.
-    diff, low, high = nested_difference_interval({0: [1, 3], 1: [5, 7]}, {0: [0, 0], 1: [2, 2]})
-    assert diff == pytest.approx(3)
-    assert low == pytest.approx(3 - 28.4115, abs=1e-3) and high == pytest.approx(3 + 28.4115, abs=1e-3)
+    # a: organism 0 seeds 1, 3 (mean 2), organism 1 seeds 5, 7 (mean 6); b: organism means 0 and 3.
+    # paired by organism: d = (2, 3), mean 2.5, sd 0.7071, SE 0.5, t(1) = 12.706: half-width 6.353.
+    diff, low, high = nested_difference_interval({0: [1, 3], 1: [5, 7]}, {0: [0, 0], 1: [2, 4]})
+    assert diff == pytest.approx(2.5)
+    assert low == pytest.approx(2.5 - 6.353) and high == pytest.approx(2.5 + 6.353)
+    # unpaired (Welch across organism means) the organisms' own spread (2 vs 6, 0 vs 3) would be noise:
+    # SE_a = 2, SE_b = 1.5, half-width 12.706 · 2.5 = 31.8
+    assert difference_interval([2, 6], [0, 3])[2] - 2.5 == pytest.approx(31.765)
     # against zero: a's family mean 4 ± t(1) · 2
     assert nested_difference_interval({0: [1, 3], 1: [5, 7]}, None) == pytest.approx((4, 4 - 25.412, 4 + 25.412))
+
+
+def test_pairs_use_the_organisms_both_arms_ran() -> None:
+    # b lacks organism 2: the pairs are organisms 0 and 1 only (d = 1, 3: mean 2, SE 1, half-width 12.706)
+    a, b = {0: 1.0, 1: 5.0, 2: 100.0}, {0: 0.0, 1: 2.0}
+    assert paired_difference_interval(a, b) == pytest.approx((2, 2 - 12.706, 2 + 12.706))
+    claim = Claim("a beats b", "a", "b", (Check("m", "greater"),))
+    test = evaluate_claims([claim], {"a": {"m": a}, "b": {"m": b}})[0]["tests"][0]
+    assert test["pairs"] == 2 and test["difference"] == pytest.approx(2)
+    # seeds as units (plain lists) stay unpaired Welch, with no pairs recorded
+    welch = evaluate_claims([claim], {"a": {"m": [1.0, 5.0]}, "b": {"m": [0.0, 2.0]}})[0]["tests"][0]
+    assert "pairs" not in welch and welch["low"] == pytest.approx(difference_interval([1, 5], [0, 2])[1])
 
 
 def test_one_organism_keeps_the_seed_intervals() -> None:
     values = [1.0, 4.0, 2.5]
     assert unit_values(values, [None, None, None], family=False) == values
-    assert unit_values(values, [3, 3, 5], family=True) == [2.5, 2.5]
+    assert unit_values(values, [3, 3, 5], family=True) == {3: 2.5, 5: 2.5}
     assert difference_interval(unit_values(values, [None] * 3, False), None) == difference_interval(values, None)
 
 
@@ -151,6 +171,9 @@ def test_the_claims_are_intervals_across_organisms(family_study: Path) -> None:
     test = next(c for c in data["claims"] if c["claim"] == CLAIM)["tests"][0]
     expected = nested_difference_interval(kl["rps"], kl["sft"])
     assert (test["difference"], test["low"], test["high"]) == pytest.approx(expected)
+    assert test["pairs"] == len(ORGANISMS)  # paired organism by organism
+    differences = [sum(kl["rps"][o]) / 2 - sum(kl["sft"][o]) / 2 for o in ORGANISMS]
+    assert test["difference"] == pytest.approx(sum(differences) / len(differences))
     pooled = difference_interval([v for o in kl["rps"].values() for v in o], [v for o in kl["sft"].values() for v in o])
     assert (test["low"], test["high"]) != pytest.approx(pooled[1:])  # not the 4 runs as if independent
     organisms, metric = data["methods"]["sft"]["organisms"], data["methods"]["sft"]["metrics"]["kl_to_start"]
@@ -165,7 +188,9 @@ def test_the_report_shows_each_organism_beside_the_family_mean(family_study: Pat
     assert 'id="headline-organisms-sft"' in page and 'id="headline-organisms-rps"' in page
     assert "standard error across organisms" in page and "<h2 id=organisms>" in page
     # every ± and interval on the page is across organisms, and says so: nothing claims to be across seeds
-    assert "<h2 id=methods>Methods across organisms</h2>" in page and "means across organisms" in page
+    assert "<h2 id=methods>Methods across organisms</h2>" in page and "the mean across organisms" in page
+    assert f"(paired over {len(ORGANISMS)} organisms)" in page and "paired organism by organism" in page
+    assert "Welch" not in page  # the family's claims are paired, not Welch across organism means
     assert "across seeds" not in page.replace("mean over its seeds", "").replace("means over their seeds", "")
     headline = json.loads((family_study / "headline.json").read_text())
     assert {o["organism"] for o in headline["points"][0]["organisms"]} == {str(o) for o in ORGANISMS}

@@ -14,9 +14,11 @@ with `against: zero` compares a's metric with 0 instead of with b's. Metrics are
 reports/study.py: target_gain, target_final, ood_change, held_out:<family>, kl_to_start,
 target_roughness; for claims only, ood_change_at_matched_gain, RL's Razor's comparison). Per test,
 the difference of the two methods' means across seeds gets a 95% Welch interval (t quantile with
-the Welch–Satterthwaite degrees of freedom, rounded down): supported when it lies wholly on the
-claimed side of 0, contradicted when wholly on the other, inconclusive otherwise (including when a
-method has fewer than 2 seeds, so no interval exists). A claim is supported when every test is,
+the Welch–Satterthwaite degrees of freedom, rounded down); when the units are keyed by a shared block (the
+organisms of a family study, harness/evaluation/family.py), the two methods are paired block by block
+instead: the t interval of the per-block differences, blocks − 1 degrees of freedom. Supported when the
+interval lies wholly on the claimed side of 0, contradicted when wholly on the other, inconclusive otherwise
+(including when fewer than 2 units, so no interval exists). A claim is supported when every test is,
 contradicted when any test is, else inconclusive; a claim naming a method the study did not run is
 "not run".
 """
@@ -24,10 +26,10 @@ contradicted when any test is, else inconclusive; a claim naming a method the st
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -35,6 +37,10 @@ from plasticity_bench.harness.core.errors import BenchError
 
 SHIPPED_CLAIMS = Path(__file__).with_name("claims.yaml")
 DIRECTIONS = ("greater", "less")
+# one method's values of one metric: per independent unit (a run), or keyed by a block two methods share (an
+# organism), which pairs them
+Units = Sequence[float] | Mapping[Any, float]
+Block = TypeVar("Block", bound=Hashable)
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "supported", "contradicted", "inconclusive", "not run"
 
 # two-sided 95% quantiles of Student's t, df = 1..30
@@ -129,6 +135,24 @@ def difference_interval(a: Sequence[float], b: Sequence[float] | None) -> tuple[
     return diff, diff - half, diff + half
 
 
+def paired_difference_interval(a: Mapping[Block, float], b: Mapping[Block, float]) -> tuple[float, float, float]:
+    """(mean over the blocks both have of a − b, low, high): the 95% t interval of the paired differences. Whatever
+    a block adds to both methods cancels in its difference."""
+    return difference_interval([a[block] - b[block] for block in a if block in b], None)
+
+
+def unit_list(values: Units) -> list[float]:
+    """The values of every unit, blocks' keys dropped."""
+    return list(values.values()) if isinstance(values, Mapping) else list(values)
+
+
+def interval_of(a: Units, b: Units | None) -> tuple[float, float, float]:
+    """a − b (or a − 0): paired when both are keyed by blocks, else Welch across independent units."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return paired_difference_interval(a, b)
+    return difference_interval(unit_list(a), None if b is None else unit_list(b))
+
+
 def verdict_of(direction: str, low: float, high: float) -> str:
     if math.isnan(low) or math.isnan(high):
         return INCONCLUSIVE
@@ -143,10 +167,9 @@ def combine(verdicts: Sequence[str]) -> str:
     return CONTRADICTED if CONTRADICTED in verdicts else INCONCLUSIVE
 
 
-def evaluate_claims(
-    claims: Sequence[Claim], metrics: Mapping[str, Mapping[str, Sequence[float]]]
-) -> list[dict[str, Any]]:
-    """metrics: method → metric → one value per seed. One result per claim, with each test's interval."""
+def evaluate_claims(claims: Sequence[Claim], metrics: Mapping[str, Mapping[str, Units]]) -> list[dict[str, Any]]:
+    """metrics: method → metric → one value per seed (or per organism, keyed by it: paired). One result per claim,
+    with each test's interval."""
     results = []
     for claim in claims:
         needed = [claim.a] + ([claim.b] if claim.b and not all(t.against_zero for t in claim.tests) else [])
@@ -156,14 +179,20 @@ def evaluate_claims(
             results.append({**result, "verdict": NOT_RUN, "missing": missing})
             continue
         for test in claim.tests:
-            a_values = list(metrics[claim.a].get(test.metric, []))
-            b_values = None if test.against_zero else list(metrics[claim.b or ""].get(test.metric, []))
-            diff, low, high = difference_interval(a_values, b_values)
+            a_values = metrics[claim.a].get(test.metric, [])
+            b_values = None if test.against_zero else metrics[claim.b or ""].get(test.metric, [])
+            diff, low, high = interval_of(a_values, b_values)
+            pairs = (
+                len([block for block in a_values if block in b_values])
+                if isinstance(a_values, Mapping) and isinstance(b_values, Mapping)
+                else None
+            )
             result["tests"].append(
                 {
                     "metric": test.metric,
                     "direction": test.direction,
                     "versus": "zero" if test.against_zero else claim.b,
+                    **({"pairs": pairs} if pairs is not None else {}),  # paired by block: how many blocks
                     "difference": diff,
                     "low": low,
                     "high": high,

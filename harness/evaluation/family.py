@@ -2,12 +2,16 @@
 
 A study over organisms O and seeds S has two sources of variation: which organism (its pre-training seed) and
 which post-training seed. A claim about a method should hold for the recipe, not for one organism, so the
-sampling unit is the organism: each organism's value is the mean over its seeds, and the interval is the
-claims' usual Welch interval (harness/evaluation/claims.py) across those organism means. For a balanced design
-the variance of the family mean is σ²_organism/O + σ²_seed/(O·S), and the sample variance of the organism means
-/ O estimates exactly that, so seed noise is in the interval too, at its nested weight. With the runs of at most
-one organism there is no organism variance to see: the units are the runs themselves, as in a study without
-organisms, and every number is what such a study gives.
+sampling unit is the organism: each organism's value is the mean over its seeds. For a balanced design the
+variance of one arm's family mean is σ²_organism/O + σ²_seed/(O·S), and the sample variance of the organism
+means / O estimates exactly that, so seed noise is in every ± too, at its nested weight.
+
+Two arms that ran from the same organisms are compared organism by organism (a paired design, organisms as
+blocks): per organism d_o = mean_a(o) − mean_b(o), and the interval is the t interval of the d_o with O − 1
+degrees of freedom (harness/evaluation/claims.py, paired_difference_interval). What an organism adds to both arms
+(an organism that starts stronger, or learns this target faster) cancels in d_o; an unpaired interval would
+count it twice, as noise. With the runs of at most one organism there is no organism variance to see: the units
+are the runs themselves, as in a study without organisms, and every number is what such a study gives.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from plasticity_bench.harness.evaluation.claims import difference_interval
+from plasticity_bench.harness.evaluation.claims import Units, difference_interval, paired_difference_interval
 
 Organism = int | None  # a run's organism seed; None: the preset's own organism
 
@@ -34,19 +38,23 @@ def organism_means(values: Sequence[float], organisms: Sequence[Organism]) -> di
     return {organism: sum(group) / len(group) for organism, group in groups.items()}
 
 
-def unit_values(values: Sequence[float], organisms: Sequence[Organism], family: bool) -> list[float]:
-    """The sampling units' values: in a family study the organism means, else the runs' values unchanged."""
-    return list(organism_means(values, organisms).values()) if family else list(values)
+def unit_values(values: Sequence[float], organisms: Sequence[Organism], family: bool) -> Units:
+    """The sampling units' values: in a family study the organism means keyed by organism (claims pair two arms by
+    organism), else the runs' values unchanged."""
+    return organism_means(values, organisms) if family else list(values)
 
 
 def nested_difference_interval(
     a: Mapping[int, Sequence[float]], b: Mapping[int, Sequence[float]] | None
 ) -> tuple[float, float, float]:
-    """(difference, low, high): the 95% Welch interval of mean(a) − mean(b) across organisms, each organism's
-    value the mean of its seeds (organism → seed values); b None: a's family mean and its t interval."""
+    """(difference, low, high) across organisms, each organism's value the mean of its seeds (organism → seed
+    values): the paired t interval of mean_a(o) − mean_b(o) over the organisms both ran; b None: a's family mean
+    and its t interval."""
 
-    def means(runs: Mapping[int, Sequence[float]]) -> list[float]:
-        organisms = [o for o, values in runs.items() for _ in values]
-        return list(organism_means([v for values in runs.values() for v in values], organisms).values())
+    def means(runs: Mapping[int, Sequence[float]]) -> dict[Organism, float]:
+        organisms = [organism for organism, values in runs.items() for _ in values]
+        return organism_means([value for values in runs.values() for value in values], organisms)
 
-    return difference_interval(means(a), None if b is None else means(b))
+    if b is None:
+        return difference_interval(list(means(a).values()), None)
+    return paired_difference_interval(means(a), means(b))
