@@ -8,6 +8,8 @@ configs/accelerate/zero2.yaml and zero3.yaml:
   equals 1 process with grad_accum 2 on the same global batches: loss per step and final weights within 1e-5
   (DeepSpeed averages the processes' gradients; the loop hands it N times each process's share-weighted loss).
 - RPS under ZeRO-2 (two stages: a new engine with a fresh AdamW for the second) equals RPS by 1 process.
+- GRPO under ZeRO-3 samples its rollouts with a whole copy of the policy into which every process gathers the
+  partitioned weights (trainers/sharded.py): the same rollouts, losses and weights as 2 data-parallel processes.
 - One ordinary run folder each, whose checkpoints hold whole weights; run.json names the engine.
 - What bench does not honour in a DeepSpeed config is refused in one line before anything starts.
 """
@@ -24,10 +26,13 @@ import pytest
 from tests.conftest import ROOT
 from tests.helpers import cli, rejected
 from tests.test_multiprocess import (
+    GRPO,
     assert_ordinary,
+    assert_same_rollouts_and_weights,
     assert_same_training,
     bench_run,
     one_process_sft,  # noqa: F401  (the session's 1-process run, a fixture)
+    two_process_grpo,  # noqa: F401  (the session's 2-process data-parallel GRPO run, a fixture)
 )
 
 pytestmark = pytest.mark.xdist_group("multiprocess")  # the `deepspeed` extra is part of the test install
@@ -78,6 +83,18 @@ def test_rps_under_zero2_equals_one_process_across_its_two_stages(bench_cache: P
     assert json.loads((tmp_path / "two" / "run.json").read_text())["stages"]["train"]["sharding"]["engine"] == (
         "DeepSpeed ZeRO-2"
     )
+
+
+def test_grpo_under_zero3_samples_what_data_parallel_samples(
+    bench_cache: Path,
+    two_process_grpo: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "grpo.yaml").write_text(GRPO)
+    done = bench_run(bench_cache, tmp_path / "zero3", "grpo", tmp_path / "grpo.yaml", *deepspeed(3))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_ordinary(tmp_path / "zero3")
+    assert_same_rollouts_and_weights(two_process_grpo, tmp_path / "zero3")
 
 
 def test_the_engine_is_part_of_a_sharded_runs_identity(bench, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ the real CLI on the smoke preset, two processes over gloo on this CPU:
   state gathered into that checkpoint going back into the shards (a wrong one moves the next steps far more
   than 1e-5), and ends as one ordinary run folder, scored, whose checkpoints hold whole weights.
   (By hand, a resumed run and an uninterrupted one were byte-identical: weights, train log, records.)
+- GRPO sharded (zero3) samples its rollouts with a whole copy of the policy holding the gathered current weights
+  (trainers/sharded.py): the same rollouts, losses and weights as the 2-process data-parallel run.
 - What FSDP cannot train here is refused in one line before anything is written.
 """
 
@@ -23,11 +25,14 @@ from safetensors.torch import load_file
 from plasticity_bench.harness.store import read_manifest
 from tests.conftest import ROOT
 from tests.test_multiprocess import (
+    GRPO,
     assert_ordinary,
+    assert_same_rollouts_and_weights,
     assert_same_training,
     bench_run,
     final_weights,
     one_process_sft,  # noqa: F401  (the session's 1-process run, a fixture)
+    two_process_grpo,  # noqa: F401  (the session's 2-process data-parallel GRPO run, a fixture)
 )
 
 pytestmark = pytest.mark.xdist_group("multiprocess")
@@ -100,12 +105,26 @@ def test_lora_is_refused_sharded_before_anything_is_written(bench_cache: Path, t
     assert not out.exists()
 
 
+def test_grpo_sharded_samples_what_data_parallel_samples(
+    bench_cache: Path,
+    two_process_grpo: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "grpo.yaml"
+    config.write_text(GRPO)
+    done = bench_run(bench_cache, tmp_path / "zero3", "grpo", config, "--num-processes", "2", "--strategy", "zero3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_ordinary(tmp_path / "zero3")
+    assert_same_rollouts_and_weights(two_process_grpo, tmp_path / "zero3")
+
+
 @pytest.mark.parametrize(
     ("method", "options", "refused"),
-    [("grpo", {}, True), ("pcr", {}, True), ("dpo", {}, True), ("l2sp", {}, True)]
-    + [("dpo", {"pairs_from": "start"}, False), ("spot", {}, False), ("rps", {}, False), ("sft", {}, False)],
+    [("pcr", {}, True), ("l2sp", {}, True)]
+    + [("grpo", {}, False), ("dpo", {}, False), ("dpo", {"pairs_from": "start"}, False), ("spot", {}, False)]
+    + [("rps", {}, False), ("sft", {}, False)],
 )
-def test_methods_that_sample_while_training_are_refused_sharded(method: str, options: dict, refused: bool) -> None:
+def test_what_sharding_cannot_train_is_refused(method: str, options: dict, refused: bool) -> None:
     """The same check as the LoRA refusal above (`bench run` calls it before writing anything)."""
     from plasticity_bench.harness.app.config import RunConfig
     from plasticity_bench.harness.app.sharding import check_sharded_training

@@ -18,6 +18,7 @@ import pytest
 
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.memory import GB, Shape, Workload, check, estimate
+from tests.conftest import ROOT
 
 QWEN3_8B = {
     "architectures": ["Qwen3ForCausalLM"],
@@ -136,12 +137,16 @@ def test_dry_run_of_a_run_that_does_not_fit_prints_the_table_and_exits_2(bench, 
     assert done.returncode == 2, done.stderr
     assert "memory per process (zero2, 8 processes)" in done.stdout
     table = table_of(done.stdout)
-    assert table["reference"] == "32.76 GB"  # unsharded under zero2
+    # π_ref, and the whole copy that samples (FSDP2's zero2 keeps the weights sharded between steps): both whole
+    assert table["reference"] == "65.53 GB"
     assert table["optimizer"] == "8.19 GB"  # 2 × 4 bytes × 8.19e9 / 8
     assert table["device memory"] == "80.00 GB  (does not fit)"
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    # GRPO samples its policy while training, which sharded strategies refuse: no zero3 is suggested
-    assert "nothing simple fits" in done.stderr and "zero3" not in done.stderr, done.stderr
+    # DeepSpeed's ZeRO-2 keeps the weights whole and samples with them: π_ref alone
+    zero2 = str(ROOT / "configs" / "accelerate" / "zero2.yaml")
+    args = ("--model", str(qwen3_8b), "-c", config, "--launcher", "accelerate", "--accelerate-config", zero2)
+    done = bench("run", "--method", "grpo", *args, "--dry-run", cwd=tmp_path)
+    assert done.returncode == 2 and table_of(done.stdout)["reference"] == "32.76 GB", done.stdout + done.stderr
 
 
 def test_organism_dry_run(bench, tmp_path: Path) -> None:

@@ -69,6 +69,17 @@ def one_process_sft(bench_cache: Path, tmp_path_factory: pytest.TempPathFactory)
     return folder / "one"
 
 
+@pytest.fixture(scope="session")
+def two_process_grpo(bench_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GRPO by 2 data-parallel processes: what a repeat killed and resumed (below) and the same run sharded
+    (tests/test_fsdp.py, tests/test_deepspeed.py) must reproduce."""
+    folder = tmp_path_factory.mktemp("two-process-grpo")
+    (folder / "grpo.yaml").write_text(GRPO)
+    done = bench_run(bench_cache, folder / "whole", "grpo", folder / "grpo.yaml", "--num-processes", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder / "whole"
+
+
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / read_manifest(run / "checkpoints")[-1].path / "model.safetensors")
 
@@ -81,6 +92,18 @@ def assert_same_training(one: Path, two: Path) -> None:
     weights_one, weights_two = final_weights(one), final_weights(two)
     assert weights_one.keys() == weights_two.keys()  # whole tensors, the names of a 1-process checkpoint
     assert all(weights_one[k].shape == weights_two[k].shape for k in weights_one)
+    assert max((weights_one[k] - weights_two[k]).abs().max().item() for k in weights_one) < 1e-5
+
+
+def assert_same_rollouts_and_weights(one: Path, two: Path) -> None:
+    """Two GRPO runs sampled the same rollouts from the same weights: the per-step KL and loss (which the
+    sampled completions decide) equal, final weights within 1e-5. A sampler left on the starting weights
+    moves the weights 2e-4 from the data-parallel run's on this preset (measured by hand)."""
+    log_one, log_two = (pd.read_parquet(run / "train_log.parquet") for run in (one, two))
+    assert list(log_one["step"]) == list(log_two["step"]) == [1, 2, 3, 4]
+    for column in ("loss", "kl", "reward_mean"):
+        assert (log_one[column] - log_two[column]).abs().max() < 1e-9, column
+    weights_one, weights_two = final_weights(one), final_weights(two)
     assert max((weights_one[k] - weights_two[k]).abs().max().item() for k in weights_one) < 1e-5
 
 
@@ -114,11 +137,9 @@ def test_sft_by_two_processes_equals_one_with_the_same_global_batch(
 
 
 def test_grpo_by_two_processes_is_deterministic_and_resumes_after_kill_9(
-    bench_cache: Path, configs: dict[str, Path], tmp_path: Path
+    bench_cache: Path, configs: dict[str, Path], two_process_grpo: Path, tmp_path: Path
 ) -> None:
     two = ("--num-processes", "2")
-    whole = bench_run(bench_cache, tmp_path / "whole", "grpo", configs["grpo"], *two)
-    assert whole.returncode == 0, whole.stderr[-3000:]
     killed = bench_run(bench_cache, tmp_path / "again", "grpo", configs["grpo"], *two, kill_at="step:3")
     assert killed.returncode == 2, killed.stderr[-3000:]
     assert "resume training from step 2" in killed.stderr and len(killed.stderr.strip().splitlines()) == 1
@@ -128,10 +149,10 @@ def test_grpo_by_two_processes_is_deterministic_and_resumes_after_kill_9(
     assert meta["stages"]["train"]["resumed_from_step"] == 2
     assert meta["training_device"].startswith("cpu (bf16 autocast")
     assert_ordinary(tmp_path / "again")
-    final = read_manifest(tmp_path / "whole" / "checkpoints")[-1]
+    final = read_manifest(two_process_grpo / "checkpoints")[-1]
     for name in (f"{final.path}/model.safetensors", "train_log.parquet", "records.parquet"):
-        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
-    log = pd.read_parquet(tmp_path / "whole" / "train_log.parquet")
+        assert (two_process_grpo / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    log = pd.read_parquet(two_process_grpo / "train_log.parquet")
     assert log["examples"].notna().all() if "examples" in log else True
 
 

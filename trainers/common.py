@@ -119,6 +119,9 @@ class TrainContext:
         default_factory=lambda: Placement("cpu", None)
     )  # device and precision (trainers/device.py)
     dist: Distributed = SINGLE  # this process among several training processes (trainers/distributed.py)
+    # while the model in training is sharded: a whole copy of it that samples, refreshed before every draw
+    # (trainers/sharded.py)
+    whole_policy: PreTrainedModel | None = None
 
 
 class Trainer(ABC, Generic[OptionsT]):

@@ -21,6 +21,8 @@ engine's optimizer, which takes its own partition (ZeRO's format: resume with th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -42,6 +44,17 @@ def engine_config(stage: int, rows_per_process: int, grad_clip: float) -> dict[s
         "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 2**62,  # DeepSpeed's own progress lines: never
     }
+
+
+@contextmanager
+def gathered_weights(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Inside: the model's parameters whole on every process (ZeRO-3 gathers its partitions; every process
+    must enter), by name; they go back to partitions on leaving. ZeRO-2's are whole already."""
+    import deepspeed
+
+    parameters = dict(model.named_parameters())
+    with deepspeed.zero.GatheredParameters(list(parameters.values()), modifier_rank=None):
+        yield {name: parameter.data for name, parameter in parameters.items()}
 
 
 # the two entries of a ZeRO optimizer state that are DeepSpeed objects, not tensors and plain values: training

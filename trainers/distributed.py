@@ -52,6 +52,17 @@ class Sharding:
     def by_deepspeed(self) -> bool:
         return self.engine == "deepspeed"
 
+    @property
+    def at_rest(self) -> bool:
+        """Whether the weights stay split between steps (a whole copy samples: trainers/sharded.py)."""
+        return sharded_at_rest(self.strategy, self.engine)
+
+
+def sharded_at_rest(strategy: str, engine: str) -> bool:
+    """Whether a sharded strategy leaves the weights split over the processes between steps: FSDP2 always (its
+    zero2 gathers them from a forward to its backward only), DeepSpeed only at ZeRO-3 (ZeRO-2 keeps them whole)."""
+    return strategy in ("fsdp", "zero2", "zero3") and (engine != "deepspeed" or strategy == "zero3")
+
 
 @dataclass(frozen=True)
 class Distributed:

@@ -19,7 +19,7 @@ writes them in the run-folder format; resuming loads the full optimizer state ba
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.distributed.checkpoint.state_dict import (
@@ -38,6 +38,7 @@ from plasticity_bench.trainers.distributed import Distributed, Sharding
 STATE_KEY = "sharding"
 ENGINE_KEY = "sharding_engine"
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+EVERYWHERE = StateDictOptions(full_state_dict=True)  # whole on every process, on the model's device
 
 
 def layer_names(model: torch.nn.Module, sharding: Sharding) -> tuple[str, ...]:
@@ -119,3 +120,8 @@ def whole_weights(model: Any, dist: Distributed) -> dict[str, Any] | None:
         return None
     weights = get_model_state_dict(model, options=FULL)
     return tied(model, weights) if dist.main else None
+
+
+def every_process_whole_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole weights on every process (they all take part), e.g. for a whole copy that samples."""
+    return cast(dict[str, torch.Tensor], get_model_state_dict(model, options=EVERYWHERE))

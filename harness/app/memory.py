@@ -32,6 +32,7 @@ from plasticity_bench.harness.core.errors import BenchError, warn
 from plasticity_bench.harness.core.memory import GB, Estimate, Shape, Workload, check, estimate, table
 from plasticity_bench.trainers.common import TRAINERS, Trainer
 from plasticity_bench.trainers.device import choose_placement
+from plasticity_bench.trainers.distributed import sharded_at_rest
 from plasticity_bench.trainers.dpo import DPO
 from plasticity_bench.trainers.grpo import GRPO
 from plasticity_bench.trainers.l2sp import L2SP
@@ -115,9 +116,12 @@ def check_settings(config: RunConfig) -> None:
 
 
 def reference_parameters(config: RunConfig, trainer: Trainer, shape: Shape, trained: int) -> int:
-    """Parameters of the frozen copy the method keeps in memory (trainers/*.py's `setup`)."""
+    """Parameters of the frozen copies the method keeps whole in memory: π_ref or θ₀ (trainers/*.py's `setup`),
+    and the policy's whole copy that samples when the weights are sharded at rest (trainers/sharded.py)."""
     if isinstance(trainer, GRPO) or (isinstance(trainer, DPO) and trainer.online):
-        return shape.parameters  # π_ref: a deepcopy of the model (with its adapters, when LoRA)
+        # π_ref: a deepcopy of the model (with its adapters, when LoRA); a second whole model samples
+        sharded = config.num_processes > 1 and sharded_at_rest(config.strategy, config.sharding_engine)
+        return shape.parameters * (2 if sharded else 1)
     if isinstance(trainer, L2SP):
         return trained  # θ₀ of the trained parameters
     return 0

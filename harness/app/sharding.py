@@ -41,7 +41,6 @@ FSDP1_RESHARD = {"FULL_SHARD": True, "SHARD_GRAD_OP": False}
 WRAP_POLICIES = ("", "TRANSFORMER_BASED_WRAP")  # bench shards decoder layers; accelerate's default is this one
 # methods whose policy samples during training: every process would run a different number of forward passes
 # through the sharded model, whose every forward pass is a collective
-SAMPLE_WHILE_TRAINING = {"grpo": "its rollouts", "pcr": "its rollouts"}
 
 
 def accelerate_kind(path: Path) -> tuple[str, dict[str, Any]]:
@@ -206,14 +205,10 @@ def check_sharded_training(config: RunConfig) -> None:
             f"strategy {config.strategy} does not train LoRA adapters here: the adapters are small, "
             "train them data parallel with strategy: ddp"
         )
-    if config.method in SAMPLE_WHILE_TRAINING or (
-        config.method == "dpo" and config.options.get("pairs_from", "policy") != "start"  # online: dpo's default
-    ):
-        what = SAMPLE_WHILE_TRAINING.get(config.method, "its pairs (pairs_from: policy)")
+    if config.method == "pcr":
         raise BenchError(
-            f"{config.method} samples {what} from the policy while training, which strategy {config.strategy} "
-            "does not support yet (each process would run different forward passes through the sharded model); "
-            "use strategy: ddp"
+            f"pcr's conflict resolution projects whole per-block gradients, which strategy {config.strategy} "
+            "splits over the processes (not built yet); use strategy: ddp"
         )
     if config.method == "l2sp":
         raise BenchError(

@@ -6,8 +6,10 @@ Per process, in bytes (e = bytes per element of the weights' dtype: 4 fp32, 2 bf
     weights      P·e                            (÷N under zero3/fsdp)
     gradients    T·e                            (÷N under zero2, zero3, fsdp)
     optimizer    2·T·e   AdamW's two moments, in the weights' dtype (÷N under zero2, zero3, fsdp)
-    reference    R·e     a frozen copy kept in memory: the whole model (π_ref) or the trained
-                         parameters (L2-SP's θ₀) (÷N under zero3/fsdp)
+    reference    R·e     frozen copies kept whole on every process (never sharded): the whole model
+                         (π_ref) or the trained parameters (L2-SP's θ₀), and, for a method that samples
+                         while training on weights sharded at rest, the policy's whole copy that samples
+                         (trainers/sharded.py)
     method       M·T·e   what a method keeps per trained parameter (PCR's gradient moments)
     activations  the bound below, for one micro-batch of this process
 
@@ -139,7 +141,7 @@ def estimate(shape: Shape, work: Workload, device_bytes: float) -> Estimate:
         weights=shape.parameters * e / (n if shard_all else 1),
         gradients=work.trained * e / shard_state,
         optimizer=2 * work.trained * e / shard_state,
-        reference=work.reference * e / (n if shard_all else 1),
+        reference=work.reference * e,  # made whole before sharding, and kept whole
         method=work.method_copies * work.trained * e,
         activations=activation_bytes(shape, per_process, work.seq_len, work.activation_bytes, work.checkpointing),
         device=device_bytes,
