@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from plasticity_bench.harness.core.memory import sharded_at_rest
+
 # A sampling draw seeded s is made by N processes as N shards; shard r is seeded s·SHARD_STRIDE + r,
 # so shards never share a seed with each other (r < SHARD_STRIDE) and one process keeps the seed s.
 SHARD_STRIDE = 1009
@@ -56,12 +58,6 @@ class Sharding:
     def at_rest(self) -> bool:
         """Whether the weights stay split between steps (a whole copy samples: trainers/sharded.py)."""
         return sharded_at_rest(self.strategy, self.engine)
-
-
-def sharded_at_rest(strategy: str, engine: str) -> bool:
-    """Whether a sharded strategy leaves the weights split over the processes between steps: FSDP2 always (its
-    zero2 gathers them from a forward to its backward only), DeepSpeed only at ZeRO-3 (ZeRO-2 keeps them whole)."""
-    return strategy in ("fsdp", "zero2", "zero3") and (engine != "deepspeed" or strategy == "zero3")
 
 
 @dataclass(frozen=True)

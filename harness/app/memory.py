@@ -32,7 +32,6 @@ from plasticity_bench.harness.core.errors import BenchError, warn
 from plasticity_bench.harness.core.memory import GB, Estimate, Shape, Workload, check, estimate, table
 from plasticity_bench.trainers.common import TRAINERS, Trainer
 from plasticity_bench.trainers.device import choose_placement
-from plasticity_bench.trainers.distributed import sharded_at_rest
 from plasticity_bench.trainers.dpo import DPO
 from plasticity_bench.trainers.grpo import GRPO
 from plasticity_bench.trainers.l2sp import L2SP
@@ -96,6 +95,8 @@ def memory_plan(config: RunConfig, trainer: Trainer) -> MemoryCheck:
         strategy=config.strategy,
         processes=config.num_processes,
         checkpointing=config.gradient_checkpointing,
+        samples_while_training=samples_while_training(trainer),
+        engine=config.sharding_engine,
     )
     work = replace(work, reference=reference_parameters(config, trainer, shape, work.trained))
 
@@ -116,15 +117,17 @@ def check_settings(config: RunConfig) -> None:
 
 
 def reference_parameters(config: RunConfig, trainer: Trainer, shape: Shape, trained: int) -> int:
-    """Parameters of the frozen copies the method keeps whole in memory: π_ref or θ₀ (trainers/*.py's `setup`),
-    and the policy's whole copy that samples when the weights are sharded at rest (trainers/sharded.py)."""
-    if isinstance(trainer, GRPO) or (isinstance(trainer, DPO) and trainer.online):
-        # π_ref: a deepcopy of the model (with its adapters, when LoRA); a second whole model samples
-        sharded = config.num_processes > 1 and sharded_at_rest(config.strategy, config.sharding_engine)
-        return shape.parameters * (2 if sharded else 1)
+    """Parameters of the frozen copy the method keeps whole in memory: π_ref or θ₀ (trainers/*.py's `setup`)."""
+    if samples_while_training(trainer):
+        return shape.parameters  # π_ref: a deepcopy of the model (with its adapters, when LoRA)
     if isinstance(trainer, L2SP):
         return trained  # θ₀ of the trained parameters
     return 0
+
+
+def samples_while_training(trainer: Trainer) -> bool:
+    """GRPO (and PCR) roll out, online DPO draws pairs, from the policy as it trains; both keep π_ref."""
+    return isinstance(trainer, GRPO) or (isinstance(trainer, DPO) and trainer.online)
 
 
 def micro_batch(config: RunConfig, trainer: Trainer) -> tuple[int, int]:

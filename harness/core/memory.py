@@ -48,6 +48,14 @@ from dataclasses import dataclass, replace
 from plasticity_bench.harness.core.errors import BenchError
 
 STRATEGIES = ("ddp", "zero2", "zero3", "fsdp")  # fsdp: FULL_SHARD, sharded like zero3
+
+
+def sharded_at_rest(strategy: str, engine: str) -> bool:
+    """Whether a strategy leaves the weights split over the processes between steps: FSDP2's always (its zero2
+    gathers them from a forward to its backward only), DeepSpeed's only at ZeRO-3 (ZeRO-2 keeps them whole)."""
+    return strategy in ("fsdp", "zero2", "zero3") and (engine != "deepspeed" or strategy == "zero3")
+
+
 ACT_HIDDEN = 17  # 2+2 (norms) + 1 (q) + 2 (q norm) + 1 (rotary) + 2 (k, v repeated for GQA) + 2 (attention out) +
 # up to 5 more for k and v themselves, their norm and rotary (each kv_heads·head_dim ≤ h)
 ACT_MLP = 4  # gate, silu(gate), up, silu(gate)·up
@@ -85,6 +93,8 @@ class Workload:
     strategy: str = "ddp"
     processes: int = 1
     checkpointing: bool = False  # gradient checkpointing: each layer's input kept, one layer recomputed at a time
+    samples_while_training: bool = False  # GRPO, online DPO: sharded at rest, a whole copy samples
+    engine: str = "fsdp2"  # who shards: fsdp2 or deepspeed (its ZeRO-2 keeps the weights whole)
 
 
 @dataclass(frozen=True)
@@ -141,12 +151,18 @@ def estimate(shape: Shape, work: Workload, device_bytes: float) -> Estimate:
         weights=shape.parameters * e / (n if shard_all else 1),
         gradients=work.trained * e / shard_state,
         optimizer=2 * work.trained * e / shard_state,
-        reference=work.reference * e,  # made whole before sharding, and kept whole
+        reference=(work.reference + sampling_copy(shape, work)) * e,  # made whole before sharding, kept whole
         method=work.method_copies * work.trained * e,
         activations=activation_bytes(shape, per_process, work.seq_len, work.activation_bytes, work.checkpointing),
         device=device_bytes,
         whole_before_sharding=shape.parameters * e if shard_all and n > 1 else 0.0,
     )
+
+
+def sampling_copy(shape: Shape, work: Workload) -> int:
+    """Parameters of the whole copy of the policy that samples while the weights are sharded (trainers/sharded.py)."""
+    sharded = work.processes > 1 and sharded_at_rest(work.strategy, work.engine)
+    return shape.parameters if work.samples_while_training and sharded else 0
 
 
 def shown(size: float) -> str:
