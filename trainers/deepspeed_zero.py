@@ -22,7 +22,6 @@ engine's optimizer, which takes its own partition (ZeRO's format: resume with th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -46,15 +45,14 @@ def engine_config(stage: int, rows_per_process: int, grad_clip: float) -> dict[s
     }
 
 
-@contextmanager
-def gathered_weights(model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Inside: the model's parameters whole on every process (ZeRO-3 gathers its partitions; every process
-    must enter), by name; they go back to partitions on leaving. ZeRO-2's are whole already."""
+def every_process_whole_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, whole tensor) of every parameter, one at a time, on every process (all must iterate it: ZeRO-3
+    gathers each parameter's partitions in turn and partitions it again after; ZeRO-2's are whole already)."""
     import deepspeed
 
-    parameters = dict(model.named_parameters())
-    with deepspeed.zero.GatheredParameters(list(parameters.values()), modifier_rank=None):
-        yield {name: parameter.data for name, parameter in parameters.items()}
+    for name, parameter in model.named_parameters():
+        with deepspeed.zero.GatheredParameters([parameter], modifier_rank=None):
+            yield name, parameter.data
 
 
 # the two entries of a ZeRO optimizer state that are DeepSpeed objects, not tensors and plain values: training

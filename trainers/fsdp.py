@@ -19,7 +19,8 @@ writes them in the run-folder format; resuming loads the full optimizer state ba
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.distributed.checkpoint.state_dict import (
@@ -30,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.trainers.distributed import Distributed, Sharding
@@ -38,7 +40,6 @@ from plasticity_bench.trainers.distributed import Distributed, Sharding
 STATE_KEY = "sharding"
 ENGINE_KEY = "sharding_engine"
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-EVERYWHERE = StateDictOptions(full_state_dict=True)  # whole on every process, on the model's device
 
 
 def layer_names(model: torch.nn.Module, sharding: Sharding) -> tuple[str, ...]:
@@ -122,6 +123,8 @@ def whole_weights(model: Any, dist: Distributed) -> dict[str, Any] | None:
     return tied(model, weights) if dist.main else None
 
 
-def every_process_whole_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The whole weights on every process (they all take part), e.g. for a whole copy that samples."""
-    return cast(dict[str, torch.Tensor], get_model_state_dict(model, options=EVERYWHERE))
+def every_process_whole_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, whole tensor) of every parameter, one at a time, on every process (all must iterate it: each
+    parameter is gathered in turn, so at most one parameter's whole copy is in flight)."""
+    for name, parameter in model.named_parameters():
+        yield name, parameter.full_tensor() if isinstance(parameter, DTensor) else parameter

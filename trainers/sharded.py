@@ -17,14 +17,13 @@ counts it). DeepSpeed ZeRO-2 keeps the weights whole and samples with the model 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from plasticity_bench.trainers import deepspeed_zero, fsdp
 from plasticity_bench.trainers.common import TrainContext
-from plasticity_bench.trainers.deepspeed_zero import gathered_weights
-from plasticity_bench.trainers.fsdp import every_process_whole_weights
 from plasticity_bench.trainers.policy import sample
 
 
@@ -59,11 +58,8 @@ def sampling_policy(model: PreTrainedModel, ctx: TrainContext) -> PreTrainedMode
         return model
     if ctx.whole_policy is None:
         ctx.whole_policy = whole_copy(model, ctx.placement.device)
-    if sharding.by_deepspeed:
-        with gathered_weights(model) as weights:
-            copy_weights(ctx.whole_policy, weights)
-    else:
-        copy_weights(ctx.whole_policy, every_process_whole_weights(model))
+    engine = deepspeed_zero if sharding.by_deepspeed else fsdp
+    copy_weights(ctx.whole_policy, engine.every_process_whole_weights(model))
     return ctx.whole_policy
 
 
@@ -80,7 +76,12 @@ def whole_copy(model: PreTrainedModel, device: str) -> PreTrainedModel:
 
 
 @torch.no_grad()
-def copy_weights(whole: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
-    """Every parameter of `whole` from the gathered weights of the same name (tied ones once)."""
-    for name, parameter in whole.named_parameters():
-        parameter.copy_(weights[name])
+def copy_weights(whole: torch.nn.Module, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Every parameter of `whole` from the gathered weights of the same name (tied ones once, as both models
+    name them); a parameter the gathered weights lack would leave the copy's random start, so it is an error."""
+    parameters = dict(whole.named_parameters())
+    copied = set()
+    for name, tensor in weights:
+        parameters[name].copy_(tensor)
+        copied.add(name)
+    assert copied == set(parameters), f"the sampling copy lacks {sorted(set(parameters) - copied)[:3]}"
