@@ -138,7 +138,12 @@ def difference_interval(a: Sequence[float], b: Sequence[float] | None) -> tuple[
 def paired_difference_interval(a: Mapping[Block, float], b: Mapping[Block, float]) -> tuple[float, float, float]:
     """(mean over the blocks both have of a − b, low, high): the 95% t interval of the paired differences. Whatever
     a block adds to both methods cancels in its difference."""
-    return difference_interval([a[block] - b[block] for block in a if block in b], None)
+    return difference_interval([a[block] - b[block] for block in shared_blocks(a, b)], None)
+
+
+def shared_blocks(a: Mapping[Block, float], b: Mapping[Block, float]) -> list[Block]:
+    """The blocks both methods ran, in a's order: the pairs of a paired comparison."""
+    return [block for block in a if block in b]
 
 
 def unit_list(values: Units) -> list[float]:
@@ -183,7 +188,7 @@ def evaluate_claims(claims: Sequence[Claim], metrics: Mapping[str, Mapping[str, 
             b_values = None if test.against_zero else metrics[claim.b or ""].get(test.metric, [])
             diff, low, high = interval_of(a_values, b_values)
             pairs = (
-                len([block for block in a_values if block in b_values])
+                len(shared_blocks(a_values, b_values))
                 if isinstance(a_values, Mapping) and isinstance(b_values, Mapping)
                 else None
             )
