@@ -1,4 +1,5 @@
-"""Ship a pre-trained organism folder as the package's default organism (harness/app/organism_weights/).
+"""Ship a pre-trained organism folder as a preset's organism in the package (harness/app/organism_weights/ for
+the default preset, organism_weights_in_context/ for the in-context preset: organism.SHIPPED_ORGANISMS).
 
     python scripts/ship_organism.py ORGANISM_FOLDER [--preset default] [--name "organism B (BENCHMARKS §14.1)"]
 
@@ -16,14 +17,13 @@ import hashlib
 import json
 import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import transformers
 
 from plasticity_bench.harness.app.config import load_config
-from plasticity_bench.harness.app.organism import SHIPPED, SHIPPED_FILES, SHIPPED_RECORD
+from plasticity_bench.harness.app.organism import SHIPPED_FILES, SHIPPED_ORGANISMS, SHIPPED_RECORD
 from plasticity_bench.harness.app.organism_config import ORGANISM_CODE_VERSION, OrganismConfig
 from plasticity_bench.harness.core import provenance
 from plasticity_bench.tasks.suites import load_suite
@@ -36,7 +36,9 @@ def file_sha256(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a pre-trained organism folder (e.g. `bench base --rebuild`'s)")
-    parser.add_argument("--preset", default="default", help="the preset whose organism the folder is")
+    parser.add_argument(
+        "--preset", default="default", choices=sorted(SHIPPED_ORGANISMS), help="the preset whose organism the folder is"
+    )
     parser.add_argument("--name", default="", help="what the docs call this organism")
     args = parser.parse_args()
 
@@ -45,18 +47,19 @@ def main() -> None:
     built = json.loads((args.folder / "organism.json").read_text())
     if OrganismConfig(**built["config"]) != run_config.organism or built["suite"] != suite.name:
         sys.exit(f"{args.folder} is not preset {args.preset}'s organism ({built['config']}, suite {built['suite']})")
-    SHIPPED.mkdir(exist_ok=True)
+    shipped = SHIPPED_ORGANISMS[args.preset]
+    shipped.mkdir(exist_ok=True)
     for name in SHIPPED_FILES:
-        shutil.copyfile(args.folder / name, SHIPPED / name)
+        shutil.copyfile(args.folder / name, shipped / name)
     record = {
         "name": args.name,
         "preset": args.preset,
         "suite": suite.name,
         "fingerprint": run_config.organism.fingerprint(suite),
         "organism_code_version": ORGANISM_CODE_VERSION,
-        "config": asdict(run_config.organism),
-        "weights_sha256": provenance.weights_digest(SHIPPED),
-        "files": {name: file_sha256(SHIPPED / name) for name in SHIPPED_FILES},
+        "config": run_config.organism.identity(),
+        "weights_sha256": provenance.weights_digest(shipped),
+        "files": {name: file_sha256(shipped / name) for name in SHIPPED_FILES},
         "pretrained_with": {
             "cpu": provenance.cpu_description(),
             "torch": torch.__version__,
@@ -64,8 +67,8 @@ def main() -> None:
             "pretrain_seconds": built.get("pretrain_seconds"),
         },
     }
-    (SHIPPED / SHIPPED_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    print(f"{SHIPPED}: weights sha256 {record['weights_sha256']}")
+    (shipped / SHIPPED_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    print(f"{shipped}: weights sha256 {record['weights_sha256']}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from plasticity_bench.harness.app.config import load_config
-from plasticity_bench.harness.app.organism import SHIPPED, SHIPPED_FILES, SHIPPED_RECORD
+from plasticity_bench.harness.app.organism import SHIPPED, SHIPPED_FILES, SHIPPED_ORGANISMS, SHIPPED_RECORD, shipped_for
 from plasticity_bench.tasks.suites import load_suite
 from tests.helpers import cli_with_cache
 
@@ -22,12 +22,22 @@ from tests.helpers import cli_with_cache
 WEIGHTS_SHA256 = "ca7a44b712311a8df70818021320de58c267610d39274d9fcb59d79f7989b79b"  # run.json's base_model_sha256
 SAFETENSORS_SHA256 = "f0d734cd4527967e6e8e31051926d749f0cb1a780e4a2c0073c8b770f22c37ed"
 FINGERPRINT = "cefc603662f3b7dc"  # the default preset's OrganismConfig on the micro suite
+# every shipped organism by preset: (fingerprint, model.safetensors sha256, weights sha256); the in-context preset's
+# is the organism of BENCHMARKS.md §30 (docs/few-shot.md)
+PINS = {
+    "default": (FINGERPRINT, SAFETENSORS_SHA256, WEIGHTS_SHA256),
+    "in-context": (
+        "69a0016c396298f5",
+        "758f6f68c0af79e0260d617b12edd995ab93f2557fa384db20f6214e63c71fe6",
+        "27c9b18a085f435d20a8cfe6a6e1190f7d22267140ed850dd98a7d26a67ea9af",
+    ),
+}
 # a run on the default organism cut to seconds: two steps, four items of each evaluation set
 TINY_RUN = "steps: 2\nbatch_size: 4\ncheckpoint_every: 2\ntrain_examples: 16\n"
 
 
-def record() -> dict:
-    return json.loads((SHIPPED / SHIPPED_RECORD).read_text())
+def record(preset: str = "default") -> dict:
+    return json.loads((SHIPPED_ORGANISMS[preset] / SHIPPED_RECORD).read_text())
 
 
 def cli(cache: Path, *args: str) -> subprocess.CompletedProcess:
@@ -35,32 +45,36 @@ def cli(cache: Path, *args: str) -> subprocess.CompletedProcess:
     return cli_with_cache(cache, *args, timeout=600, OMP_NUM_THREADS="1")
 
 
-def test_the_shipped_files_are_the_pinned_ones() -> None:
-    shipped = record()
+@pytest.mark.parametrize("preset", sorted(PINS))
+def test_the_shipped_files_are_the_pinned_ones(preset: str) -> None:
+    shipped, folder = record(preset), SHIPPED_ORGANISMS[preset]
     assert sorted(shipped["files"]) == sorted(SHIPPED_FILES)
     for name, digest in shipped["files"].items():
-        assert hashlib.sha256((SHIPPED / name).read_bytes()).hexdigest() == digest, name
-    assert shipped["files"]["model.safetensors"] == SAFETENSORS_SHA256
-    assert shipped["weights_sha256"] == WEIGHTS_SHA256
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+    assert shipped["files"]["model.safetensors"] == PINS[preset][1]
+    assert shipped["weights_sha256"] == PINS[preset][2]
     assert shipped["pretrained_with"]["cpu"]["torch_capability"] and shipped["pretrained_with"]["torch"]
 
 
-def test_the_shipped_organism_is_the_default_presets() -> None:
-    """A change to the default organism's settings, its suite's foundation mix or ORGANISM_CODE_VERSION makes the
+@pytest.mark.parametrize("preset", sorted(PINS))
+def test_each_shipped_organism_is_its_presets(preset: str) -> None:
+    """A change to a preset's organism settings, its suite's foundation mix or ORGANISM_CODE_VERSION makes the
     shipped weights another config's: this fails until the organism is shipped again (scripts/ship_organism.py)."""
-    config = load_config("default", None)
+    config = load_config(preset, None)
     suite = load_suite(config.suite)
-    assert config.organism.fingerprint(suite) == record()["fingerprint"] == FINGERPRINT
-    assert json.loads((SHIPPED / "organism.json").read_text())["config"] == record()["config"]
+    assert config.organism.fingerprint(suite) == record(preset)["fingerprint"] == PINS[preset][0]
+    assert json.loads((SHIPPED_ORGANISMS[preset] / "organism.json").read_text())["config"] == record(preset)["config"]
+    assert shipped_for(config.organism, suite) == SHIPPED_ORGANISMS[preset]
 
 
 @pytest.mark.e2e
 def test_bench_base_finds_the_shipped_organism_with_an_empty_cache(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    done = cli(cache, "base", "-q")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert Path(done.stdout.strip()).resolve() == SHIPPED.resolve()
-    assert not cache.exists(), "bench base pre-trained or cached something for the shipped organism"
+    for preset, folder in SHIPPED_ORGANISMS.items():
+        done = cli(cache, "base", "--preset", preset, "-q")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert Path(done.stdout.strip()).resolve() == folder.resolve()
+    assert not cache.exists(), "bench base pre-trained or cached something for a shipped organism"
 
 
 @pytest.mark.e2e

@@ -115,6 +115,7 @@ def test_wheel_installs_one_name_and_runs_beside_a_users_tasks(tmp_path: Path, b
     assert f"{PACKAGE}/tasks/suites/micro.yaml" in names
     assert f"{PACKAGE}/harness/sandbox/child/__main__.py" in names  # the sandbox's child runs from the install
     assert f"{PACKAGE}/harness/app/organism_weights/model.safetensors" in names  # the default organism ships
+    assert f"{PACKAGE}/harness/app/organism_weights_in_context/model.safetensors" in names  # and the in-context one
 
     env_dir = fresh_environment(tmp_path, wheel)
     folder = user_folder(tmp_path)

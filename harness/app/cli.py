@@ -27,8 +27,9 @@ app = typer.Typer(
 )
 
 PRESET_HELP = (
-    "a shipped preset (tasks/presets: default, the embedded organism, minutes on a CPU; smoke, a few steps on "
-    "tiny sets, for tests) or a preset YAML file"
+    "a shipped preset (tasks/presets: default, the embedded organism, minutes on a CPU; in-context, an organism "
+    "pre-trained to learn from examples in its prompt; smoke, a few steps on tiny sets, for tests) or a preset "
+    "YAML file"
 )
 REFRESH_HELP = (
     "the --out folder holds this run made on other data files or scorer versions: redo only what that affects "

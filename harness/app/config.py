@@ -131,6 +131,7 @@ class RunConfig:
         (`extra`: what else defines it, e.g. the content hash of a user's suite file). Settings that
         change what is kept on disk, not the results, are left out."""
         values = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
+        values["organism"] = self.organism.identity()
         if self.organism_seed is None:  # the preset's organism: the identity every run had before families
             del values["organism_seed"]
         for name, default in FINGERPRINTED_UNLESS.items():  # one-process runs keep the identity they always had

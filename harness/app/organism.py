@@ -2,11 +2,11 @@
 
 It is an ordinary Hugging Face model folder (Qwen3ForCausalLM + a character-level fast
 tokenizer), so transformers, vLLM and lm-eval load it like any real model. The default preset's
-organism ships with the package (`organism_weights/`, pinned by shipped.json): another CPU's float
-kernels, or another thread count, pre-train the same config to other weights (BENCHMARKS §14.1), so
-every machine starts from the shipped ones. Any other config is built deterministically from
-`OrganismConfig` and cached under the hash of that config, so every run on a machine shares one
-starting model.
+organism ships with the package (`organism_weights/`, pinned by shipped.json), and so does the in-context
+preset's (`organism_weights_in_context/`): another CPU's float kernels, or another thread count, pre-train
+the same config to other weights (BENCHMARKS §14.1), so every machine starts from the shipped ones. Any
+other config is built deterministically from `OrganismConfig` and cached under the hash of that config, so
+every run on a machine shares one starting model.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from plasticity_bench.harness.app.organism_config import OrganismConfig
+from plasticity_bench.harness.app.organism_config import IN_CONTEXT_SHOTS, OrganismConfig
 from plasticity_bench.harness.core import provenance
 from plasticity_bench.harness.core.errors import BenchError, writing
 from plasticity_bench.harness.core.progress import progress_bar
 from plasticity_bench.harness.store import check_writable, save_checkpoint, write_folder_atomic
 from plasticity_bench.tasks.suites import Suite
+from plasticity_bench.tasks.suites.few_shot import with_solved_examples
 from plasticity_bench.tasks.suites.items import foundation_items, load_eval_items
 from plasticity_bench.trainers.common import LoopConfig, Stage, TrainContext, train
 from plasticity_bench.trainers.sft import SFT
@@ -39,6 +40,8 @@ EOS, PAD, UNK = "<|endoftext|>", "<|pad|>", "<|unk|>"
 CHARACTERS = string.digits + string.ascii_letters + string.punctuation + " \n"
 
 SHIPPED = Path(__file__).resolve().parent / "organism_weights"  # the default preset's organism, in the package
+# every shipped organism by the preset it is the organism of (scripts/ship_organism.py writes these folders)
+SHIPPED_ORGANISMS = {"default": SHIPPED, "in-context": SHIPPED.with_name("organism_weights_in_context")}
 SHIPPED_RECORD = "shipped.json"  # its config fingerprint, every file's sha256, where it was pre-trained
 SHIPPED_FILES = (
     "config.json",
@@ -96,28 +99,33 @@ def organism_path(config: OrganismConfig, suite: Suite) -> Path:
     return cache_root() / "organisms" / config.fingerprint(suite)
 
 
-def shipped_record() -> dict[str, Any] | None:
-    record = SHIPPED / SHIPPED_RECORD
+def shipped_record(folder: Path = SHIPPED) -> dict[str, Any] | None:
+    """A shipped organism's shipped.json (the default preset's unless `folder` names another); None if absent."""
+    record = folder / SHIPPED_RECORD
     return json.loads(record.read_text()) if record.is_file() else None
 
 
 def shipped_for(config: OrganismConfig, suite: Suite) -> Path | None:
-    """The shipped organism's folder when `config` on `suite` is the organism it was pre-trained as, else None."""
-    record = shipped_record()
-    return SHIPPED if record is not None and record["fingerprint"] == config.fingerprint(suite) else None
+    """The shipped organism's folder when `config` on `suite` is an organism that ships, else None."""
+    fingerprint = config.fingerprint(suite)
+    for folder in SHIPPED_ORGANISMS.values():
+        record = shipped_record(folder)
+        if record is not None and record["fingerprint"] == fingerprint:
+            return folder
+    return None
 
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check_shipped() -> None:
+def check_shipped(folder: Path = SHIPPED) -> None:
     """Every shipped file as shipped.json pins it: an edited or damaged install never passes for the organism."""
-    for name, digest in (shipped_record() or {}).get("files", {}).items():
-        path = SHIPPED / name
+    for name, digest in (shipped_record(folder) or {}).get("files", {}).items():
+        path = folder / name
         if not path.is_file() or file_sha256(path) != digest:
             raise BenchError(
-                f"the shipped organism's {name} in {SHIPPED} does not match its sha256 in {SHIPPED_RECORD}; "
+                f"the shipped organism's {name} in {folder} does not match its sha256 in {SHIPPED_RECORD}; "
                 "reinstall plasticity-bench"
             )
 
@@ -132,7 +140,7 @@ def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -
     else the cached one, pre-training it first if this machine has none yet."""
     shipped = shipped_for(config, suite)
     if shipped is not None:
-        check_shipped()  # 5 MB hashed in milliseconds
+        check_shipped(shipped)  # 5 MB hashed in milliseconds
         return shipped
     folder = organism_path(config, suite)
     if (folder / "config.json").exists():
@@ -149,7 +157,8 @@ def ensure_organism(config: OrganismConfig, suite: Suite, quiet: bool = False) -
 
 def start_source(folder: Path) -> str:
     """run.json's `base_model_source` for an organism folder: shipped with the package, or pre-trained here."""
-    return "shipped" if folder.resolve() == SHIPPED else "pre-trained"
+    shipped = {folder.resolve() for folder in SHIPPED_ORGANISMS.values()}
+    return "shipped" if folder.resolve() in shipped else "pre-trained"
 
 
 def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) -> Path:
@@ -158,6 +167,9 @@ def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) ->
     model = build_model(config, len(tokenizer))
     exclude = load_eval_items(suite).prompts  # the organism never pre-trains on an evaluation prompt
     mix = foundation_items(suite, config.pretrain_steps * config.batch_size, config.seed, exclude)
+    if config.in_context:  # room for the target's EOS too
+        fits = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) < config.max_positions  # noqa: E731
+        mix = with_solved_examples(mix, config.in_context, IN_CONTEXT_SHOTS, config.seed, fits)
     stage = Stage("foundation", mix, config.pretrain_steps, config.lr)
     loop = LoopConfig(
         batch_size=config.batch_size,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 # (tokenizer, data rendering, the training loop), so stale caches are not reused. The shipped
 # organism answers to this version too: after a bump, ship it again (scripts/ship_organism.py).
 ORGANISM_CODE_VERSION = 1
+IN_CONTEXT_SHOTS = 3  # the most solved examples an in-context pre-training sequence shows (the probe's largest k)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,17 @@ class OrganismConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
+    # the share of pre-training sequences that first show 1 to IN_CONTEXT_SHOTS solved examples of the item's own
+    # task and level, as the few-shot probe shows them (docs/organism.md): what lets an organism learn in context
+    in_context: float = 0.0
+
+    def identity(self) -> dict[str, object]:
+        """The settings that define the organism, as its fingerprint and a run's read them: `in_context` only
+        when set, so that every organism pre-trained before it existed keeps its identity (the shipped one too)."""
+        values = asdict(self)
+        if not self.in_context:
+            del values["in_context"]
+        return values
 
     def validate(self) -> None:
         """BenchError for any setting that could not build or train a model (every field is checked)."""
@@ -51,6 +63,10 @@ class OrganismConfig:
             raise BenchError(f"organism.lr must be positive, got {self.lr}")
         if self.seed < 0:
             raise BenchError(f"organism.seed must be >= 0, got {self.seed}")
+        if not (math.isfinite(self.in_context) and 0 <= self.in_context <= 1):
+            raise BenchError(
+                f"organism.in_context is a share of the pre-training sequences, from 0 to 1, got {self.in_context}"
+            )
         if self.hidden_size % self.num_heads:
             raise BenchError(
                 f"organism.num_heads ({self.num_heads}) must divide organism.hidden_size ({self.hidden_size})"
@@ -68,7 +84,7 @@ class OrganismConfig:
     def fingerprint(self, suite: Suite) -> str:
         blob = json.dumps(
             {
-                "config": asdict(self),
+                "config": self.identity(),
                 "suite": suite.name,
                 "foundation": suite.foundation,
                 "code": ORGANISM_CODE_VERSION,

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from plasticity_bench.harness.app.organism import (
-    SHIPPED,
     check_shipped,
     compare_weights,
     ensure_organism,
@@ -72,18 +71,18 @@ def ensure_family_organism(config: OrganismConfig, suite: Suite, quiet: bool = F
             folder.parent.mkdir(parents=True, exist_ok=True)
             check_writable(folder.parent)  # before minutes of pre-training, not after
             write_folder_atomic(folder, lambda partial: pretrain_member(config, suite, partial, quiet))
-    return SHIPPED if equals_shipped(config, suite, folder) else folder
+    shipped = shipped_for(config, suite)
+    return shipped if shipped is not None and equals_shipped(config, suite, folder) else folder
 
 
 def equals_shipped(config: OrganismConfig, suite: Suite, folder: Path) -> bool:
-    """Whether `folder` holds the shipped organism's weights byte for byte (its config and seed, and this CPU
+    """Whether `folder` holds a shipped organism's weights byte for byte (its config and seed, and this CPU
     pre-trains it to the bytes the shipped machine did): the run then starts from the shipped folder."""
-    record = shipped_record()
-    if shipped_for(config, suite) is None or record is None:
+    shipped = shipped_for(config, suite)
+    record = None if shipped is None else shipped_record(shipped)
+    if shipped is None or record is None or provenance.weights_digest(folder) != record.get("weights_sha256"):
         return False
-    if provenance.weights_digest(folder) != record.get("weights_sha256"):
-        return False
-    check_shipped()
+    check_shipped(shipped)
     return True
 
 

@@ -24,13 +24,13 @@ them before the question like the suite's own `fewshot` turns.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from plasticity_bench.harness.core.errors import BenchError
 from plasticity_bench.harness.core.items import Item
-from plasticity_bench.tasks.prompting import ITEM_EXAMPLES, PromptFormat, question
+from plasticity_bench.tasks.prompting import ITEM_EXAMPLES, PromptFormat, question, render
 from plasticity_bench.tasks.sources import Source
 
 if TYPE_CHECKING:
@@ -143,3 +143,32 @@ def solution(item: Item, eval_set: EvalSet) -> str:
             "neither a reference completion (target) nor a gold answer"
         )
     return shown
+
+
+def with_solved_examples(
+    items: Sequence[Item], share: float, max_shots: int, seed: int, fits: Callable[[str], bool]
+) -> list[Item]:
+    """A pre-training mix that teaches a model to learn in context: `share` of `items` (drawn at `seed`) each
+    come after 1 to `max_shots` solved examples of their own task and level, shown as the probe shows them in
+    raw text (`question + solution + "\\n\\n"` each); the rest stay as they are. Examples that would not
+    fit (`fits(prompt + target)`: the model's context) are dropped, the first first."""
+    rng = random.Random(f"in-context/{seed}")
+    by_task: dict[tuple[str, str], list[Item]] = {}
+    for item in items:
+        by_task.setdefault((item.task, item.level), []).append(item)
+    raw = PromptFormat.from_mapping({"chat": False})
+    made = []
+    for item in items:
+        if rng.random() >= share:
+            made.append(item)
+            continue
+        group = by_task[item.task, item.level]
+        shots = rng.randint(1, max_shots)
+        chosen = [example for example in rng.sample(group, min(shots + 1, len(group))) if example is not item]
+        examples = [[example.prompt, example.target] for example in chosen[:shots]]
+        prompt = render(raw, replace(item, meta={ITEM_EXAMPLES: examples}), None)
+        while examples and not fits(prompt + item.target):
+            examples.pop(0)
+            prompt = render(raw, replace(item, meta={ITEM_EXAMPLES: examples}), None)
+        made.append(replace(item, prompt=prompt))
+    return made
