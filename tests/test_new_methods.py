@@ -299,6 +299,9 @@ def test_every_setting_but_storage_and_tracking_is_in_the_fingerprint() -> None:
     # settings newer than most runs enter only away from their defaults: every older run keeps its identity
     only_when_set = {"num_processes", "mixed_precision", "organism_seed"}
     computed = {k: v for k, v in asdict(config).items() if k not in not_results | only_when_set | {"seq_len_bound"}}
+    computed["organism"] = {k: v for k, v in asdict(config.organism).items() if k != "in_context"}  # the same rule
     assert config.fingerprint() == hashlib.sha256(json.dumps(computed, sort_keys=True).encode()).hexdigest()[:16]
     assert replace(config, lora={"r": 4}).fingerprint() != config.fingerprint()
     assert replace(config, grad_accum=2).fingerprint() != config.fingerprint()
+    learns = replace(config, organism=replace(config.organism, in_context=0.5))
+    assert learns.fingerprint() != config.fingerprint()
