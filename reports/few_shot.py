@@ -49,8 +49,9 @@ def few_shot_html(runs: Sequence[RunData]) -> str:
         "points with its paired 95% bootstrap interval over items, and as a share of the zero-shot drop "
         "(100%: the examples undo the whole drop, 0%: none of it; – where the zero-shot score did not drop). "
         "<b>Examples at the start</b>: few-shot − zero-shot score of the starting model, with its interval: a model "
-        "the examples make worse from the start cannot use them (the embedded organism was pre-trained on one "
-        "example per sequence), so its few-shot curve cannot tell format from skill and no share is given.</p>"
+        "the examples make worse from the start cannot use them (the default organism was pre-trained on one "
+        "example per sequence), so its few-shot curve cannot tell format from skill and no share is given; "
+        "<code>--preset in-context</code> starts from an organism that learns from examples.</p>"
         f"<figure style='max-width:{22 * min(len(families), 3)}rem'>{figure}</figure>{recovery_table_html(probed)}"
     )
 

@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+import pytest
+
 from plasticity_bench.harness.app.config import load_config
+from plasticity_bench.harness.app.organism import SHIPPED_ORGANISMS
 from plasticity_bench.harness.core.items import Item
 from plasticity_bench.tasks.suites import load_suite
 from plasticity_bench.tasks.suites.few_shot import with_solved_examples
 from tests.helpers import cli, cli_with_cache, rejected
+from tests.test_shipped_organism import TINY_RUN
 
 
 def items() -> list[Item]:
@@ -76,3 +81,24 @@ def test_bench_base_pre_trains_the_organism_that_learns_in_context(tmp_path: Pat
     assert folder != other and folder.parent == cache / "organisms"
     assert json.loads((folder / "organism.json").read_text())["config"]["in_context"] == 0.5
     assert (folder / "model.safetensors").read_bytes() != (other / "model.safetensors").read_bytes()
+
+
+@pytest.mark.e2e
+def test_the_shipped_in_context_organism_uses_the_probes_examples(tmp_path: Path) -> None:
+    """`bench run --preset in-context` starts from the shipped organism without pre-training, and solved examples
+    do not break it (the default organism falls from 98 % to 0 % on reasoning with them, BENCHMARKS.md §25)."""
+    cache, config, out = tmp_path / "cache", tmp_path / "tiny.yaml", tmp_path / "run"
+    config.write_text(TINY_RUN)
+    done = cli_with_cache(
+        cache, "run", "--preset", "in-context", "-m", "sft", "-c", str(config), "--limit", "20", "--out", str(out),
+        "-q", timeout=900, OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["base_model_source"] == "shipped" and Path(meta["base_model"]) == SHIPPED_ORGANISMS["in-context"]
+    assert not (cache / "organisms").exists()
+    probe = pd.read_parquet(out / "few_shot" / "aggregates.parquet")
+    start = probe[(probe.step == 0) & (probe.slice == "all")].set_index(["family", "shots"]).score
+    assert start["reasoning", 3] >= start["reasoning", 0] - 15 and start["reasoning", 3] >= 70
+    assert start["code", 2] >= start["code", 0] - 20
+    assert "cannot use them)" not in (out / "report.html").read_text().split("Few-shot recovery")[-1]
