@@ -39,7 +39,8 @@ class OrganismConfig:
 
     def identity(self) -> dict[str, object]:
         """The settings that define the organism, as its fingerprint and a run's read them: `in_context` only
-        when set, so that every organism pre-trained before it existed keeps its identity (the shipped one too)."""
+        when set, so an organism without it has the identity its other settings give it (the shipped default's
+        fingerprint, pinned in shipped.json, among them)."""
         values = asdict(self)
         if not self.in_context:
             del values["in_context"]
