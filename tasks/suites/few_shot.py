@@ -157,6 +157,10 @@ def with_solved_examples(
     for item in items:
         by_task.setdefault((item.task, item.level), []).append(item)
     raw = PromptFormat.from_mapping({"chat": False})
+
+    def shown(item: Item, examples: list[list[str]]) -> str:
+        return render(raw, replace(item, meta={ITEM_EXAMPLES: examples}), None)
+
     made = []
     for item in items:
         if rng.random() >= share:
@@ -166,9 +170,8 @@ def with_solved_examples(
         shots = rng.randint(1, max_shots)
         chosen = [example for example in rng.sample(group, min(shots + 1, len(group))) if example is not item]
         examples = [[example.prompt, example.target] for example in chosen[:shots]]
-        prompt = render(raw, replace(item, meta={ITEM_EXAMPLES: examples}), None)
-        while examples and not fits(prompt + item.target):
+        while examples and not fits(shown(item, examples) + item.target):
             examples.pop(0)
-            prompt = render(raw, replace(item, meta={ITEM_EXAMPLES: examples}), None)
+        prompt = shown(item, examples)
         made.append(replace(item, prompt=prompt))
     return made
