@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from plasticity_bench.harness.app.config import load_config
-from plasticity_bench.harness.app.organism import SHIPPED_ORGANISMS
+from plasticity_bench.harness.app.organism import SHIPPED_ORGANISMS, build_tokenizer
+from plasticity_bench.harness.app.stages.prepare import prepare
+from plasticity_bench.harness.app.stages.train import foundation_items
 from plasticity_bench.harness.core.items import Item
 from plasticity_bench.tasks.suites import load_suite
 from plasticity_bench.tasks.suites.few_shot import with_solved_examples
@@ -60,6 +62,17 @@ def test_the_setting_names_its_own_organism_and_leaves_every_other_identity() ->
     assert learns.fingerprint() != plain.fingerprint()
 
 
+@pytest.mark.parametrize(("preset", "packed"), [("default", False), ("in-context", True)])
+def test_replay_replays_the_mix_the_organism_learnt_from(tmp_path: Path, preset: str, packed: bool) -> None:
+    """Replay draws the organism's own pre-training mix: on the in-context organism, with its share of items
+    shown after solved examples (drawn afresh at the run's seed), else the single items as before."""
+    run = prepare(load_config(preset, overrides={"method": "replay", "train_examples": 400}), tmp_path / "run")
+    replayed = foundation_items(run, build_tokenizer())
+    assert abs(len(replayed) - 400) <= 5 and not (tmp_path / "run").exists()
+    share = sum("\n\n" in item.prompt for item in replayed) / len(replayed)
+    assert 0.4 < share < 0.6 if packed else share == 0
+
+
 def test_a_share_outside_zero_to_one_is_one_line(tmp_path: Path) -> None:
     for share in ("1.5", "-0.1", ".nan"):
         config = tmp_path / "bad.yaml"
@@ -85,12 +98,13 @@ def test_bench_base_pre_trains_the_organism_that_learns_in_context(tmp_path: Pat
 
 @pytest.mark.e2e
 def test_the_shipped_in_context_organism_uses_the_probes_examples(tmp_path: Path) -> None:
-    """`bench run --preset in-context` starts from the shipped organism without pre-training, and solved examples
-    do not break it (the default organism falls from 98 % to 0 % on reasoning with them, BENCHMARKS.md §25)."""
+    """`bench run --preset in-context` (replay: the path that packs the replayed mix) starts from the shipped
+    organism without pre-training, and solved examples do not break it (the default organism falls from 98 % to
+    0 % on reasoning with them, BENCHMARKS.md §25)."""
     cache, config, out = tmp_path / "cache", tmp_path / "tiny.yaml", tmp_path / "run"
     config.write_text(TINY_RUN)
     done = cli_with_cache(
-        cache, "run", "--preset", "in-context", "-m", "sft", "-c", str(config), "--limit", "20", "--out", str(out),
+        cache, "run", "--preset", "in-context", "-m", "replay", "-c", str(config), "--limit", "20", "--out", str(out),
         "-q", timeout=900, OMP_NUM_THREADS="1",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

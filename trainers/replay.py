@@ -10,7 +10,8 @@ easy post-training set, the only earlier data a `--model` run has; `auto` (defau
 foundation where the run trains the organism on a suite with a mix, else easy (so a `--model`
 run replays its easy set). The train log's `replay_share` is the replayed share of each batch.
 The foundation items are drawn afresh from the mix's generators (seed = the run's seed,
-`train_examples` items in all), unrendered as pre-training saw them.
+`train_examples` items in all), unrendered as pre-training saw them: on an organism pre-trained
+with `organism.in_context`, that share of them shown after solved examples, as in pre-training.
 ρ·b is rounded; both parts get at least one item when 0 < ρ < 1.
 """
 

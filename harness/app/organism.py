@@ -30,6 +30,7 @@ from plasticity_bench.harness.core import provenance
 from plasticity_bench.harness.core.errors import BenchError, writing
 from plasticity_bench.harness.core.progress import progress_bar
 from plasticity_bench.harness.store import check_writable, save_checkpoint, write_folder_atomic
+from plasticity_bench.tasks.base import Item
 from plasticity_bench.tasks.suites import Suite
 from plasticity_bench.tasks.suites.few_shot import with_solved_examples
 from plasticity_bench.tasks.suites.items import foundation_items, load_eval_items
@@ -161,15 +162,29 @@ def start_source(folder: Path) -> str:
     return "shipped" if folder.resolve() in shipped else "pre-trained"
 
 
+def pretraining_mix(
+    config: OrganismConfig, suite: Suite, n: int, seed: int, exclude: frozenset[str], tokenizer: Any
+) -> list[Item]:
+    """`n` items of the organism's pre-training mix drawn at `seed`: the suite's foundation items, with the
+    recipe's `in_context` share of them shown after solved examples of their own task. Pre-training draws
+    it at the organism's seed; replay draws it afresh at the run's, so it replays what the organism learnt
+    from, the packed sequences included."""
+    mix = foundation_items(suite, n, seed, exclude)
+    if not config.in_context:
+        return mix
+
+    def fits(text: str) -> bool:  # room for the target's EOS too
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) < config.max_positions
+
+    return with_solved_examples(mix, config.in_context, IN_CONTEXT_SHOTS, seed, fits)
+
+
 def pretrain(config: OrganismConfig, suite: Suite, folder: Path, quiet: bool) -> Path:
     started = time.time()
     tokenizer = build_tokenizer()
     model = build_model(config, len(tokenizer))
     exclude = load_eval_items(suite).prompts  # the organism never pre-trains on an evaluation prompt
-    mix = foundation_items(suite, config.pretrain_steps * config.batch_size, config.seed, exclude)
-    if config.in_context:  # room for the target's EOS too
-        fits = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) < config.max_positions  # noqa: E731
-        mix = with_solved_examples(mix, config.in_context, IN_CONTEXT_SHOTS, config.seed, fits)
+    mix = pretraining_mix(config, suite, config.pretrain_steps * config.batch_size, config.seed, exclude, tokenizer)
     stage = Stage("foundation", mix, config.pretrain_steps, config.lr)
     loop = LoopConfig(
         batch_size=config.batch_size,

@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from plasticity_bench.harness.app.config import LoraSettings, RunConfig, lora_settings
+from plasticity_bench.harness.app.organism import pretraining_mix
 from plasticity_bench.harness.app.stages import timed
 from plasticity_bench.harness.app.stages.prepare import PreparedRun
 from plasticity_bench.harness.app.stages.prompts import note_chat_fallback, rendered
@@ -40,7 +41,6 @@ from plasticity_bench.harness.store import (
     write_manifest,
 )
 from plasticity_bench.tasks.base import Item
-from plasticity_bench.tasks.suites.items import foundation_items as suite_foundation_items
 from plasticity_bench.tasks.suites.items import training_items
 from plasticity_bench.trainers.common import Checkpoint, LoopConfig, MethodSettings, TrainContext, TrainingData
 from plasticity_bench.trainers.common import train as train_loop
@@ -223,7 +223,7 @@ def training_data(store: RunStore, run: PreparedRun, tokenizer: Any, base_model:
     return TrainingData(
         easy=easy_rendered,
         hard=rendered(hard, suite.hard.prompt, tokenizer),
-        foundation=foundation_items(run) if run.trainer.needs_foundation else (),
+        foundation=foundation_items(run, tokenizer) if run.trainer.needs_foundation else (),
     )
 
 
@@ -290,12 +290,16 @@ def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
         )
 
 
-def foundation_items(run: PreparedRun) -> list[Item]:
-    """Items of the organism's pre-training mix (replay): `train_examples` in all, drawn from each
-    (task, level) of the suite's `foundation:` at the run's seed; none for a `--model` run."""
+def foundation_items(run: PreparedRun, tokenizer: Any) -> list[Item]:
+    """Items of the organism's pre-training mix (replay): `train_examples` in all, drawn as the organism's
+    recipe draws them (each (task, level) of the suite's `foundation:`, the in-context share packed after
+    solved examples) at the run's seed; none for a `--model` run."""
     if run.config.model or not run.suite.foundation:
         return []
-    return suite_foundation_items(run.suite, run.config.train_examples, run.config.seed, run.evaluation.prompts)
+    config = run.config
+    return pretraining_mix(
+        config.organism, run.suite, config.train_examples, config.seed, run.evaluation.prompts, tokenizer
+    )
 
 
 def rollout_sampler(choice: BackendChoice | None, backends: BackendPool, scratch: Path) -> PolicySampler:
