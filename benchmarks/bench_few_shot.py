@@ -2,7 +2,7 @@
 
     python benchmarks/bench_few_shot.py RUN [RUN ...]
 
-For each run (its method from run.json), between its first and last scored checkpoint: the probed
+For each run (its method from run.json; a `bench eval` folder by its name), between its first and last scored checkpoint: the probed
 items' zero-shot and few-shot scores, the examples' effect on the starting model, the points the
 examples recover (few-shot change − zero-shot change, paired 95% bootstrap interval) and the share of
 the zero-shot drop that is (harness/evaluation/few_shot.py, `recovery`; docs/few-shot.md).
@@ -29,13 +29,16 @@ def rows(root: Path) -> list[str]:
     if records is None:
         return [f"| {root.name} | (no few-shot probe) | | | | | | | |"]
     meta = json.loads((root / "run.json").read_text())
+    label = (
+        root.name if meta.get("method", "eval") == "eval" else meta["method"] + (" + LoRA" if meta.get("lora") else "")
+    )
     steps = sorted(int(s) for s in records.step.unique())
     table = recovery(records, steps[0], steps[-1])
     found = []
     for row in table.itertuples():
         share = "–" if math.isnan(row.recovered_share) else f"{100 * row.recovered_share:.0f} %"
         found.append(
-            f"| {meta.get('method', root.name)}{' + LoRA' if meta.get('lora') else ''} | {row.family} | {row.shots} "
+            f"| {label} | {row.family} | {row.shots} "
             f"| {row.n} "
             f"| {row.zero_start:.1f} → {row.zero_final:.1f} ({row.zero_change:+.1f}) "
             f"| {row.few_start:.1f} → {row.few_final:.1f} ({row.few_change:+.1f}) "
