@@ -50,6 +50,8 @@ def few_shot_html(runs: Sequence[RunData]) -> str:
         "(100%: the examples undo the whole drop, 0%: none of it; – where the zero-shot score did not drop). "
         "Recovered below 0 (its interval too): the examples help less at the end than at the start, so the use of "
         "examples was forgotten as well, and the probe measures both forgettings at once (BENCHMARKS.md §30). "
+        "The table compares the start with the final checkpoint; a checkpoint mid-run can give the other verdict "
+        "(the curves show each). "
         "<b>Examples at the start</b>: few-shot − zero-shot score of the starting model, with its interval: a model "
         "the examples make worse from the start cannot use them (the default organism was pre-trained on one "
         "example per sequence), so its few-shot curve cannot tell format from skill and no share is given; "
