@@ -2,10 +2,11 @@
 
     python benchmarks/bench_few_shot.py RUN [RUN ...]
 
-For each run (its method from run.json; a `bench eval` folder by its name), between its first and last scored checkpoint: the probed
-items' zero-shot and few-shot scores, the examples' effect on the starting model, the points the
-examples recover (few-shot change − zero-shot change, paired 95% bootstrap interval) and the share of
-the zero-shot drop that is (harness/evaluation/few_shot.py, `recovery`; docs/few-shot.md).
+For each run (named by its method from run.json; a `bench eval` folder by its folder name), between its
+first and last scored checkpoint: the probed items' zero-shot and few-shot scores, the examples' effect
+on the starting model, the points the examples recover (few-shot change − zero-shot change, paired 95%
+bootstrap interval) and the share of the zero-shot drop that is (harness/evaluation/few_shot.py,
+`recovery`; docs/few-shot.md).
 ¹: the examples make the starting model worse (it cannot use them): the points are an artefact of its floor.
 """
 
@@ -29,9 +30,8 @@ def rows(root: Path) -> list[str]:
     if records is None:
         return [f"| {root.name} | (no few-shot probe) | | | | | | | |"]
     meta = json.loads((root / "run.json").read_text())
-    label = (
-        root.name if meta.get("method", "eval") == "eval" else meta["method"] + (" + LoRA" if meta.get("lora") else "")
-    )
+    method = meta.get("method", "eval")
+    label = root.name if method == "eval" else method + (" + LoRA" if meta.get("lora") else "")
     steps = sorted(int(s) for s in records.step.unique())
     table = recovery(records, steps[0], steps[-1])
     found = []

@@ -65,7 +65,7 @@ def test_the_setting_names_its_own_organism_and_leaves_every_other_identity() ->
 @pytest.mark.parametrize(("preset", "packed"), [("default", False), ("in-context", True)])
 def test_replay_replays_the_mix_the_organism_learnt_from(tmp_path: Path, preset: str, packed: bool) -> None:
     """Replay draws the organism's own pre-training mix: on the in-context organism, with its share of items
-    shown after solved examples (drawn afresh at the run's seed), else the single items as before."""
+    shown after solved examples (drawn afresh at the run's seed); on the default one, single items."""
     run = prepare(load_config(preset, overrides={"method": "replay", "train_examples": 400}), tmp_path / "run")
     replayed = foundation_items(run, build_tokenizer())
     assert abs(len(replayed) - 400) <= 5 and not (tmp_path / "run").exists()
